@@ -1,0 +1,99 @@
+"""The MPO algorithm as acme-style building blocks: tables, adder, dataset, learner, actor.
+
+The builder knows nothing about processes; launch/ wires these pieces into a
+Launchpad program, and tests use them in one process.
+"""
+
+from typing import Iterator, List, Optional
+
+import numpy as np
+import reverb
+from acme import adders
+from acme import core
+from acme import specs
+from acme.adders import reverb as reverb_adders
+from acme.utils import counting
+from acme.utils import loggers
+
+from agents.mpo.actor import MPOActor
+from agents.mpo.config import MPOConfig
+from agents.mpo.learner import MPOLearner
+from agents.variable_client import VariableClient
+from networks.mpo import MPONetworks, make_mpo_networks
+
+REPLAY_TABLE = 'priority_table'
+
+
+def check_spec(spec: specs.EnvironmentSpec) -> None:
+  """The MLP learners need one flat float observation and a bounded action vector."""
+  obs, act = spec.observations, spec.actions
+  if not hasattr(obs, 'shape') or len(obs.shape) != 1:
+    raise ValueError(f'expected one flat observation vector, got {obs}; '
+                     'wrap the environment with acme.wrappers.ConcatObservationWrapper')
+  if not isinstance(act, specs.BoundedArray) or len(act.shape) != 1:
+    raise ValueError(f'expected a bounded action vector, got {act}')
+
+
+class MPOBuilder:
+  """Builds every piece of an MPO agent for one environment spec."""
+
+  def __init__(self, config: MPOConfig, spec: specs.EnvironmentSpec):
+    check_spec(spec)
+    self.config = config
+    self.spec = spec
+    self.obs_dim = int(spec.observations.shape[0])
+    self.action_dim = int(spec.actions.shape[0])
+
+  def make_networks(self) -> MPONetworks:
+    c = self.config
+    return make_mpo_networks(self.action_dim, c.policy_layer_sizes, c.critic_layer_sizes,
+                             c.num_atoms)
+
+  def make_rate_limiter(self) -> reverb.rate_limiters.RateLimiter:
+    c = self.config
+    if c.samples_per_insert is None:
+      return reverb.rate_limiters.MinSize(c.min_replay_size)
+    # Learner and actors may drift from the target ratio by this many samples.
+    error_buffer = max(c.min_replay_size * c.samples_per_insert_tolerance * c.samples_per_insert,
+                       2.0 * c.batch_size)
+    return reverb.rate_limiters.SampleToInsertRatio(
+        samples_per_insert=c.samples_per_insert, min_size_to_sample=c.min_replay_size,
+        error_buffer=error_buffer)
+
+  def make_replay_tables(self) -> List[reverb.Table]:
+    signature = reverb_adders.NStepTransitionAdder.signature(self.spec)
+    return [reverb.Table(
+        name=REPLAY_TABLE, sampler=reverb.selectors.Uniform(),
+        remover=reverb.selectors.Fifo(), max_size=self.config.max_replay_size,
+        rate_limiter=self.make_rate_limiter(), signature=signature)]
+
+  def make_adder(self, client: reverb.Client) -> adders.Adder:
+    return reverb_adders.NStepTransitionAdder(
+        client=client, n_step=self.config.n_step, discount=self.config.discount)
+
+  def make_dataset_iterator(self, server_address: str,
+                            rate_limiter_timeout_ms: int = -1) -> Iterator[reverb.ReplaySample]:
+    """Batches of transitions as numpy.
+
+    With a timeout, the iterator ends (StopIteration) when the rate limiter
+    blocks that long, so a learner can notice shutdown instead of hanging.
+    """
+    import tensorflow as tf  # Imported late: actors and tests that never sample skip it.
+    dataset = reverb.TrajectoryDataset.from_table_signature(
+        server_address=server_address, table=REPLAY_TABLE,
+        max_in_flight_samples_per_worker=2 * self.config.batch_size,
+        rate_limiter_timeout_ms=rate_limiter_timeout_ms)
+    dataset = dataset.batch(self.config.batch_size, drop_remainder=True)
+    return dataset.prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
+
+  def make_learner(self, iterator: Iterator[reverb.ReplaySample], seed: int = 0,
+                   counter: Optional[counting.Counter] = None,
+                   logger: Optional[loggers.Logger] = None) -> MPOLearner:
+    return MPOLearner(self.make_networks(), self.config, self.obs_dim, iterator, seed=seed,
+                      counter=counter, logger=logger)
+
+  def make_actor(self, variable_source: core.VariableSource, adder: Optional[adders.Adder],
+                 seed: int = 0, deterministic: bool = False) -> MPOActor:
+    update_period = 1 if deterministic else self.config.variable_update_period
+    client = VariableClient(variable_source, ['policy'], update_period=update_period)
+    return MPOActor(self.make_networks(), client, adder, seed=seed, deterministic=deterministic)

@@ -1,0 +1,118 @@
+"""MPO-family learner configuration, with the published defaults."""
+
+import dataclasses
+import math
+from typing import Optional, Tuple
+
+from launch.errors import ConfigError
+
+
+@dataclasses.dataclass
+class MPOConfig:
+  """Hyper-parameters of (distributional) MPO and PMPO.
+
+  Defaults follow Abdolmaleki et al. (2018) and the DMPO setting used for the
+  DeepMind control suite.
+  """
+  # Networks.
+  policy_layer_sizes: Tuple[int, ...] = (256, 256, 256)
+  critic_layer_sizes: Tuple[int, ...] = (512, 512, 256)
+  num_atoms: int = 51  # 1 selects the non-distributional (expected value) critic.
+  # Rewards bound the critic's support: v_max = max_reward / (1 - discount).
+  min_reward: float = 0.0
+  max_reward: float = 1.0
+
+  # Policy evaluation.
+  discount: float = 0.99
+  n_step: int = 5
+  target_update_period: int = 100
+  num_samples: int = 20
+
+  # E-step (temperature dual).
+  epsilon: float = 0.1
+  init_temperature: float = 1.0
+  # M-step (decoupled KL constraints, per action dimension).
+  epsilon_mean: float = 0.0025
+  epsilon_stddev: float = 1e-6
+  init_alpha_mean: float = 1.0
+  init_alpha_stddev: float = 10.0
+  # Keeps sampled actions inside [-1, 1] through a second, tight E-step.
+  action_penalty: bool = True
+  epsilon_penalty: float = 0.001
+
+  # Policy improvement: 'mpo' (weighted M-step) or 'pmpo' (preferred / dis-preferred).
+  policy_loss: str = 'mpo'
+  pmpo_alpha: float = 0.5
+  pmpo_beta: float = 0.5
+  pmpo_fraction: float = 0.25
+
+  # Optimisation.
+  batch_size: int = 256
+  policy_learning_rate: float = 1e-4
+  critic_learning_rate: float = 1e-4
+  dual_learning_rate: float = 1e-2
+  max_grad_norm: float = 40.0
+
+  # Replay.
+  min_replay_size: int = 1_000
+  max_replay_size: int = 1_000_000
+  # Average number of times each transition is sampled; None disables rate limiting.
+  samples_per_insert: Optional[float] = 32.0
+  samples_per_insert_tolerance: float = 0.5
+
+  # Actors refresh parameters from the learner every this many actor steps.
+  variable_update_period: int = 250
+
+  def __post_init__(self):
+    self.policy_layer_sizes = tuple(self.policy_layer_sizes)
+    self.critic_layer_sizes = tuple(self.critic_layer_sizes)
+    self.validate()
+
+  @property
+  def v_max(self) -> float:
+    return max(abs(self.max_reward), abs(self.min_reward)) / (1.0 - self.discount)
+
+  @property
+  def v_min(self) -> float:
+    return 0.0 if self.min_reward >= 0.0 else -self.v_max
+
+  def validate(self) -> None:
+    """Raises ConfigError naming the first bad field and what is allowed."""
+
+    def need(cond: bool, field: str, rule: str):
+      if not cond:
+        raise ConfigError(f'MPOConfig.{field}={getattr(self, field)!r} is invalid: must be {rule}')
+
+    def finite(x) -> bool:
+      return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+    for f in ('policy_layer_sizes', 'critic_layer_sizes'):
+      sizes = getattr(self, f)
+      need(len(sizes) > 0 and all(isinstance(s, int) and s > 0 for s in sizes), f,
+           'a non-empty sequence of positive ints')
+    need(isinstance(self.num_atoms, int) and (self.num_atoms == 1 or self.num_atoms >= 2),
+         'num_atoms', 'an int >= 1 (1 = non-distributional)')
+    need(finite(self.min_reward), 'min_reward', 'a finite number')
+    need(finite(self.max_reward) and self.max_reward > self.min_reward, 'max_reward',
+         'finite and > min_reward')
+    need(finite(self.discount) and 0.0 < self.discount < 1.0, 'discount', 'in (0, 1)')
+    for f in ('n_step', 'target_update_period', 'num_samples', 'batch_size',
+              'min_replay_size', 'max_replay_size', 'variable_update_period'):
+      v = getattr(self, f)
+      need(isinstance(v, int) and not isinstance(v, bool) and v >= 1, f, 'an int >= 1')
+    need(self.max_replay_size >= self.min_replay_size, 'max_replay_size', '>= min_replay_size')
+    for f in ('epsilon', 'epsilon_mean', 'epsilon_stddev', 'epsilon_penalty', 'init_temperature',
+              'init_alpha_mean', 'init_alpha_stddev', 'policy_learning_rate',
+              'critic_learning_rate', 'dual_learning_rate', 'max_grad_norm'):
+      need(finite(getattr(self, f)) and getattr(self, f) > 0, f, 'a finite number > 0')
+    need(self.policy_loss in ('mpo', 'pmpo'), 'policy_loss', "'mpo' or 'pmpo'")
+    need(finite(self.pmpo_alpha) and 0.0 <= self.pmpo_alpha <= 1.0, 'pmpo_alpha', 'in [0, 1]')
+    need(finite(self.pmpo_beta) and self.pmpo_beta >= 0.0, 'pmpo_beta', '>= 0')
+    need(finite(self.pmpo_fraction) and 0.0 < self.pmpo_fraction <= 0.5, 'pmpo_fraction',
+         'in (0, 0.5]')
+    if self.samples_per_insert is not None:
+      need(finite(self.samples_per_insert) and self.samples_per_insert > 0,
+           'samples_per_insert', 'a finite number > 0, or None to disable rate limiting')
+    need(finite(self.samples_per_insert_tolerance) and self.samples_per_insert_tolerance > 0,
+         'samples_per_insert_tolerance', 'a finite number > 0')
+    need(isinstance(self.action_penalty, bool), 'action_penalty', 'a bool')

@@ -1,0 +1,76 @@
+"""A thin acme Learner around the jitted MPO update."""
+
+import logging
+import time
+from typing import Iterator, List, Optional, Sequence
+
+import jax
+import numpy as np
+import reverb
+from acme import core
+from acme.utils import counting
+from acme.utils import loggers
+
+from agents.mpo import learning
+from agents.mpo.config import MPOConfig
+from networks.mpo import MPONetworks
+
+log = logging.getLogger('collect_infer.learner')
+
+
+class NonFiniteLossError(RuntimeError):
+  """The update produced NaN/inf: the data or the hyper-parameters are broken."""
+
+
+class MPOLearner(core.Learner):
+  """Consumes batches of n-step transitions, runs one jitted update per step."""
+
+  def __init__(self, networks: MPONetworks, config: MPOConfig, obs_dim: int,
+               iterator: Iterator[reverb.ReplaySample], seed: int = 0,
+               counter: Optional[counting.Counter] = None,
+               logger: Optional[loggers.Logger] = None):
+    self._config = config
+    self._iterator = iterator
+    self._counter = counter or counting.Counter()
+    self._logger = logger or loggers.make_default_logger('learner', save_data=False)
+    self._state = learning.initial_state(networks, config, obs_dim, jax.random.PRNGKey(seed))
+    self._update = jax.jit(learning.make_update_fn(networks, config))
+    self._last_time: Optional[float] = None
+
+  def step(self):
+    sample = next(self._iterator)
+    transitions = getattr(sample, 'data', sample)
+    self._state, metrics = self._update(self._state, transitions)
+    metrics = {k: float(v) for k, v in metrics.items()}
+    if not np.isfinite(metrics['critic_loss']) or not np.isfinite(metrics['policy_loss']):
+      bad = self._find_non_finite(transitions)
+      raise NonFiniteLossError(
+          f'learner step {int(self._state.steps)}: non-finite loss '
+          f'(critic {metrics["critic_loss"]}, policy {metrics["policy_loss"]}); {bad}')
+    now = time.time()
+    elapsed = now - self._last_time if self._last_time else 0.0
+    self._last_time = now
+    counts = self._counter.increment(steps=1, walltime=elapsed)
+    self._logger.write({**metrics, **counts})
+
+  @staticmethod
+  def _find_non_finite(transitions) -> str:
+    for name in ('observation', 'action', 'reward', 'discount', 'next_observation'):
+      value = np.asarray(getattr(transitions, name))
+      if not np.all(np.isfinite(value)):
+        return f'the batch has non-finite values in {name!r}'
+    return 'the batch itself is finite, so the update diverged (lower the learning rates)'
+
+  @property
+  def steps(self) -> int:
+    return int(self._state.steps)
+
+  def get_variables(self, names: Sequence[str]) -> List[dict]:
+    variables = {'policy': self._state.policy_params, 'critic': self._state.critic_params}
+    return [jax.device_get(variables[n]) for n in names]
+
+  def save(self) -> learning.TrainingState:
+    return jax.device_get(self._state)
+
+  def restore(self, state: learning.TrainingState):
+    self._state = jax.tree_util.tree_map(jax.numpy.asarray, state)

@@ -1,0 +1,177 @@
+"""The MPO / PMPO update: one pure function from (state, batch) to (state, metrics)."""
+
+from typing import Any, Dict, NamedTuple, Tuple
+
+import haiku as hk
+import jax
+import jax.numpy as jnp
+import optax
+from acme import types
+
+from agents.mpo import losses
+from agents.mpo.config import MPOConfig
+from agents.mpo.distributions import gaussian_sample
+from networks.mpo import MPONetworks
+
+
+class DualParams(NamedTuple):
+  """Unconstrained parameters of the temperature(s) and the KL multipliers."""
+  temperature: jnp.ndarray
+  penalty_temperature: jnp.ndarray
+  alpha_mean: jnp.ndarray  # [A]
+  alpha_stddev: jnp.ndarray  # [A]
+
+
+class TrainingState(NamedTuple):
+  """Everything the learner needs to continue exactly where it stopped."""
+  policy_params: hk.Params
+  target_policy_params: hk.Params
+  critic_params: hk.Params
+  target_critic_params: hk.Params
+  dual_params: DualParams
+  policy_opt_state: optax.OptState
+  critic_opt_state: optax.OptState
+  dual_opt_state: optax.OptState
+  steps: jnp.ndarray
+  rng: jnp.ndarray
+
+
+class Optimizers(NamedTuple):
+  policy: optax.GradientTransformation
+  critic: optax.GradientTransformation
+  dual: optax.GradientTransformation
+
+
+def _inverse_softplus(x: float) -> jnp.ndarray:
+  return jnp.log(jnp.expm1(jnp.asarray(x, jnp.float32)))
+
+
+def make_optimizers(config: MPOConfig) -> Optimizers:
+  clip = optax.clip_by_global_norm(config.max_grad_norm)
+  return Optimizers(
+      policy=optax.chain(clip, optax.adam(config.policy_learning_rate)),
+      critic=optax.chain(clip, optax.adam(config.critic_learning_rate)),
+      dual=optax.adam(config.dual_learning_rate))
+
+
+def initial_state(networks: MPONetworks, config: MPOConfig, obs_dim: int,
+                  key: jnp.ndarray) -> TrainingState:
+  """Fresh parameters, targets equal to the online networks."""
+  opts = make_optimizers(config)
+  k_policy, k_critic, k_rng = jax.random.split(key, 3)
+  obs = jnp.zeros((1, obs_dim), jnp.float32)
+  act = jnp.zeros((1, networks.action_dim), jnp.float32)
+  policy_params = networks.policy.init(k_policy, obs)
+  critic_params = networks.critic.init(k_critic, obs, act)
+  a = networks.action_dim
+  duals = DualParams(
+      temperature=_inverse_softplus(config.init_temperature),
+      penalty_temperature=_inverse_softplus(config.init_temperature),
+      alpha_mean=jnp.full((a,), _inverse_softplus(config.init_alpha_mean)),
+      alpha_stddev=jnp.full((a,), _inverse_softplus(config.init_alpha_stddev)))
+  return TrainingState(
+      policy_params=policy_params, target_policy_params=policy_params,
+      critic_params=critic_params, target_critic_params=critic_params,
+      dual_params=duals,
+      policy_opt_state=opts.policy.init(policy_params),
+      critic_opt_state=opts.critic.init(critic_params),
+      dual_opt_state=opts.dual.init(duals),
+      steps=jnp.zeros((), jnp.int32), rng=k_rng)
+
+
+def make_update_fn(networks: MPONetworks, config: MPOConfig):
+  """Returns update(state, transitions) -> (state, metrics), pure and jittable."""
+  opts = make_optimizers(config)
+  support = jnp.linspace(config.v_min, config.v_max, config.num_atoms)
+  distributional = config.num_atoms > 1
+  n = config.num_samples
+
+  def q_value(critic_params, obs, actions):
+    """Expected Q of each action: obs [B, O], actions [N, B, A] -> [N, B]."""
+    tiled = jnp.broadcast_to(obs, actions.shape[:2] + obs.shape[-1:])
+    out = networks.critic.apply(critic_params, tiled, actions)
+    return losses.categorical_mean(out, support) if distributional else out
+
+  def critic_loss(critic_params, state: TrainingState, t: types.Transition, key):
+    mean, std = networks.policy.apply(state.target_policy_params, t.next_observation)
+    next_actions = gaussian_sample(key, mean, std, n)  # [N, B, A]
+    tiled = jnp.broadcast_to(t.next_observation, next_actions.shape[:2] + t.next_observation.shape[-1:])
+    target_out = networks.critic.apply(state.target_critic_params, tiled, next_actions)
+    # The adder's discount already holds gamma^(n-1) * env discounts.
+    bootstrap = config.discount * t.discount
+    online_out = networks.critic.apply(critic_params, t.observation, t.action)
+    if distributional:
+      # Expectation over target-policy actions of the return distribution.
+      next_probs = jnp.mean(jax.nn.softmax(target_out, axis=-1), axis=0)  # [B, K]
+      atoms = t.reward[:, None] + bootstrap[:, None] * support[None, :]
+      target = losses.categorical_projection(atoms, next_probs, support)
+      loss = jnp.mean(losses.categorical_cross_entropy(online_out, target))
+      q = losses.categorical_mean(online_out, support)
+    else:
+      target = jax.lax.stop_gradient(t.reward + bootstrap * jnp.mean(target_out, axis=0))
+      loss = 0.5 * jnp.mean(jnp.square(online_out - target))
+      q = online_out
+    return loss, {'critic_loss': loss, 'q_mean': jnp.mean(q)}
+
+  def policy_loss(params, state: TrainingState, obs, key):
+    policy_params, duals = params
+    mean, std = networks.policy.apply(policy_params, obs)
+    t_mean, t_std = networks.policy.apply(state.target_policy_params, obs)
+    actions = gaussian_sample(key, t_mean, t_std, n)  # [N, B, A]
+    q = jax.lax.stop_gradient(q_value(state.target_critic_params, obs, actions))
+    metrics: Dict[str, Any] = {'sampled_q_mean': jnp.mean(q)}
+    if config.policy_loss == 'pmpo':
+      pos, neg = losses.pmpo_masks_from_q(q, config.pmpo_fraction)
+      loss, m = losses.pmpo_loss(mean, std, t_mean, t_std, actions, pos, actions, neg,
+                                 config.pmpo_alpha, config.pmpo_beta)
+      metrics.update(m)
+      return loss, metrics
+    temp_loss, weights, eta = losses.temperature_dual(q, duals.temperature, config.epsilon)
+    metrics['temperature'] = eta
+    loss = temp_loss
+    if config.action_penalty:
+      penalty = losses.action_penalty(actions, -1.0, 1.0)
+      p_loss, p_weights, p_eta = losses.temperature_dual(
+          penalty, duals.penalty_temperature, config.epsilon_penalty)
+      # The weighted likelihood is linear in the weights: summing them sums the objectives.
+      weights = weights + p_weights
+      loss = loss + p_loss
+      metrics['penalty_temperature'] = p_eta
+    m_loss, m = losses.decoupled_mstep_loss(
+        mean, std, t_mean, t_std, actions, weights, duals.alpha_mean, duals.alpha_stddev,
+        config.epsilon_mean, config.epsilon_stddev)
+    metrics.update(m)
+    metrics['policy_stddev'] = jnp.mean(std)
+    return loss + m_loss, metrics
+
+  def update(state: TrainingState, t: types.Transition) -> Tuple[TrainingState, Dict]:
+    rng, k_critic, k_policy = jax.random.split(state.rng, 3)
+    (c_loss, c_metrics), c_grads = jax.value_and_grad(critic_loss, has_aux=True)(
+        state.critic_params, state, t, k_critic)
+    (p_loss, p_metrics), (pol_grads, dual_grads) = jax.value_and_grad(policy_loss, has_aux=True)(
+        (state.policy_params, state.dual_params), state, t.observation, k_policy)
+
+    c_updates, critic_opt_state = opts.critic.update(c_grads, state.critic_opt_state)
+    critic_params = optax.apply_updates(state.critic_params, c_updates)
+    p_updates, policy_opt_state = opts.policy.update(pol_grads, state.policy_opt_state)
+    policy_params = optax.apply_updates(state.policy_params, p_updates)
+    d_updates, dual_opt_state = opts.dual.update(dual_grads, state.dual_opt_state)
+    dual_params = optax.apply_updates(state.dual_params, d_updates)
+
+    steps = state.steps + 1
+    copy = steps % config.target_update_period == 0
+    pick = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(copy, a, b), new, old)
+    new_state = TrainingState(
+        policy_params=policy_params,
+        target_policy_params=pick(policy_params, state.target_policy_params),
+        critic_params=critic_params,
+        target_critic_params=pick(critic_params, state.target_critic_params),
+        dual_params=dual_params, policy_opt_state=policy_opt_state,
+        critic_opt_state=critic_opt_state, dual_opt_state=dual_opt_state,
+        steps=steps, rng=rng)
+    metrics = {**c_metrics, **p_metrics, 'policy_loss': p_loss,
+               'grad_norm_critic': optax.global_norm(c_grads),
+               'grad_norm_policy': optax.global_norm(pol_grads)}
+    return new_state, metrics
+
+  return update

@@ -1,0 +1,1 @@
+"""Environments: the dm_control suite factory and wrappers."""

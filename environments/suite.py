@@ -1,0 +1,39 @@
+"""dm_control suite environments, wrapped for the learners."""
+
+from typing import List, Tuple
+
+import dm_env
+from acme import wrappers
+
+DEFAULT_TASK = 'cartpole:swingup'
+
+
+def valid_tasks() -> List[str]:
+  """All 'domain:task' names of the dm_control suite."""
+  from dm_control import suite  # Lazy: importing MuJoCo is slow.
+  return [f'{d}:{t}' for d, t in suite.ALL_TASKS]
+
+
+def parse_task(name: str) -> Tuple[str, str]:
+  """Splits and checks 'domain:task'; raises ValueError listing valid names."""
+  tasks = valid_tasks()
+  if not isinstance(name, str) or name not in tasks:
+    domains = sorted({t.split(':')[0] for t in tasks})
+    domain = name.split(':')[0] if isinstance(name, str) else ''
+    if domain in domains:
+      options = ', '.join(t for t in tasks if t.startswith(domain + ':'))
+      raise ValueError(f'unknown task {name!r}; valid tasks of {domain!r}: {options}')
+    raise ValueError(f'unknown domain or task {name!r}; use domain:task with domain one of '
+                     f'{", ".join(domains)} (e.g. {DEFAULT_TASK})')
+  domain, task = name.split(':')
+  return domain, task
+
+
+def make_environment(task: str = DEFAULT_TASK, seed: int = 0) -> dm_env.Environment:
+  """A seeded suite task with one float32 observation vector and actions in [-1, 1]."""
+  from dm_control import suite
+  domain, task_name = parse_task(task)
+  env = suite.load(domain, task_name, task_kwargs={'random': seed})
+  env = wrappers.ConcatObservationWrapper(env)
+  env = wrappers.CanonicalSpecWrapper(env, clip=True)
+  return wrappers.SinglePrecisionWrapper(env)

@@ -1,0 +1,1 @@
+"""Haiku modules: MLP torsos, Gaussian policy heads, distributional critic heads."""
