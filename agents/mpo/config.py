@@ -43,7 +43,7 @@ class MPOConfig:
   # Policy improvement: 'mpo' (weighted M-step) or 'pmpo' (preferred / dis-preferred).
   policy_loss: str = 'mpo'
   pmpo_alpha: float = 0.5
-  pmpo_beta: float = 0.5
+  pmpo_beta: float = 2.0  # alpha = 0 (negative-only) needs a strong KL anchor to stay stable
   pmpo_fraction: float = 0.25
 
   # Optimisation.

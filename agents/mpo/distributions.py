@@ -36,7 +36,10 @@ def gaussian_kl(mean_p: Array, std_p: Array, mean_q: Array, std_q: Array) -> Arr
 
 
 def gaussian_sample(key: Array, mean: Array, stddev: Array, num_samples: int) -> Array:
-    """Reparameterised samples from N(mean, stddev**2): [num_samples, ..., A]."""
+    """Reparameterised samples from N(mean, stddev**2): [num_samples, ..., A].
+
+    `num_samples` must be a static Python int under jit.
+    """
     shape = jnp.broadcast_shapes(jnp.shape(mean), jnp.shape(stddev))
     dtype = jnp.result_type(mean, stddev, 1.0)
     noise = jax.random.normal(key, (num_samples,) + tuple(shape), dtype=dtype)

@@ -1,0 +1,68 @@
+"""Collect-and-infer on a dm_control task: the main job behind `make run`.
+
+  python -m experiments.collect_infer --task cartpole:swingup --num_actors 2 \
+      --max_actor_steps 200000 --run_dir runs/cartpole_swingup
+
+Relaunching with an existing --run_dir resumes it (learner state, counters, replay).
+"""
+
+import argparse
+import json
+import os
+import sys
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+
+
+def _agent_override(text: str):
+  key, sep, value = text.partition('=')
+  if not sep:
+    raise argparse.ArgumentTypeError(f'expected FIELD=VALUE, got {text!r}')
+  try:
+    return key, json.loads(value)
+  except json.JSONDecodeError:
+    return key, value
+
+
+def parse_args(argv):
+  p = argparse.ArgumentParser(description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument('--task', default='cartpole:swingup', help='dm_control domain:task')
+  p.add_argument('--run_dir', default=None, help='default: runs/<domain>_<task>')
+  p.add_argument('--num_actors', type=int, default=None)
+  p.add_argument('--seed', type=int, default=0)
+  p.add_argument('--max_actor_steps', type=int, default=None,
+                 help='environment-step budget (default 200000)')
+  p.add_argument('--max_seconds', type=float, default=None, help='wall-clock budget')
+  p.add_argument('--eval_every_seconds', type=float, default=None)
+  p.add_argument('--eval_episodes', type=int, default=None)
+  p.add_argument('--launch_type', default=None, choices=['local_mp', 'local_mt'])
+  p.add_argument('--agent', action='append', default=[], type=_agent_override,
+                 metavar='FIELD=VALUE', help='MPO config override, e.g. --agent batch_size=128')
+  return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+  args = parse_args(sys.argv[1:] if argv is None else argv)
+  from launch.config import ExperimentConfig
+  from launch.errors import UserError
+  from launch import launcher
+
+  overrides = {k: getattr(args, k) for k in launcher.RESUME_OVERRIDABLE
+               if getattr(args, k, None) is not None}
+  run_dir = args.run_dir or os.path.join('runs', args.task.replace(':', '_'))
+  try:
+    values = {'run_dir': run_dir, 'task': args.task, 'seed': args.seed, **overrides}
+    values['agent'] = dict(args.agent)
+    config = ExperimentConfig.from_dict(values)
+    launcher.launch(config, overrides)
+  except UserError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  except KeyboardInterrupt:
+    return 130
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

@@ -1,0 +1,34 @@
+"""Actor nodes: an acme EnvironmentLoop with a stochastic policy feeding the replay."""
+
+import pathlib
+import threading
+from typing import Any, Dict, Optional
+
+import acme
+import launchpad as lp
+from acme.utils import counting
+
+from launch import experiment
+from launch.logs import make_logger
+
+
+class ActorWorker:
+  """Runs episodes until the program stops; each actor has its own seeded environment."""
+
+  def __init__(self, config: Dict[str, Any], actor_id: int, replay: Any, learner: Any,
+               counter: Any):
+    cfg = experiment.config_from_dict(config)
+    builder = experiment.make_builder(cfg)
+    seed = cfg.seed * 1000 + actor_id + 1
+    env = experiment.make_env(cfg, seed=seed)
+    actor = builder.make_actor(learner, builder.make_adder(replay), seed=seed)
+    label = f'actor_{actor_id}'
+    self._loop = acme.EnvironmentLoop(
+        env, actor, counter=counting.Counter(counter, prefix='actor'),
+        logger=make_logger(pathlib.Path(cfg.run_dir), label, steps_key='actor_steps'),
+        label=label)
+
+  def run(self, stop_event: Optional[threading.Event] = None):
+    stop = stop_event or lp.stop_event()
+    while not stop.is_set():
+      self._loop.run(num_episodes=1)

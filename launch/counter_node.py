@@ -1,0 +1,32 @@
+"""The counter node: acme's Counter, saved to and restored from the run directory."""
+
+import json
+import pathlib
+from typing import Optional
+
+import launchpad as lp
+from acme.utils import counting
+
+from launch.run_dir import atomic_write_bytes
+
+COUNTER_FILE = 'counter.json'
+
+
+class PersistentCounter(counting.Counter):
+  """A Counter served over Courier that keeps its counts in `<run>/counter.json`."""
+
+  def __init__(self, run_dir: str, save_every_seconds: float = 5.0):
+    super().__init__()
+    self._path = pathlib.Path(run_dir) / COUNTER_FILE
+    self._save_every = save_every_seconds
+    if self._path.exists():
+      self.restore(json.loads(self._path.read_text()))
+
+  def persist(self) -> None:
+    atomic_write_bytes(self._path, json.dumps(self.save()).encode())
+
+  def run(self, stop_event: Optional[object] = None):
+    stop = stop_event or lp.stop_event()
+    while not stop.wait(self._save_every):
+      self.persist()
+    self.persist()

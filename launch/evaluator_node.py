@@ -1,0 +1,127 @@
+"""The evaluator-checkpointer: evaluates the greedy policy, checkpoints, reports, enforces the budget."""
+
+import pathlib
+import threading
+import time
+from typing import Any, Dict, Optional
+
+import acme
+import launchpad as lp
+import numpy as np
+from acme.utils import loggers
+
+from agents.mpo.builder import REPLAY_TABLE
+from launch import experiment
+from launch.checkpointing import Checkpointer
+from launch.logs import make_logger
+from launch.run_dir import RunDir
+
+
+class EvaluatorWorker:
+  """Every `eval_every_seconds`: M greedy episodes, then a full checkpoint.
+
+  It is also the program's supervisor: it prints the progress line and stops the program when the budget is spent (after a final
+  evaluation and checkpoint).
+  """
+
+  def __init__(self, config: Dict[str, Any], learner: Any, counter: Any, replay: Any):
+    cfg = experiment.config_from_dict(config)
+    self._cfg = cfg
+    self._run_dir = RunDir(cfg.run_dir)
+    self._learner = learner
+    self._counter = counter
+    self._replay = replay
+    builder = experiment.make_builder(cfg)
+    self._env = experiment.make_env(cfg, seed=cfg.seed + experiment.EVAL_SEED_OFFSET)
+    self._actor = builder.make_actor(learner, adder=None, seed=cfg.seed, deterministic=True)
+    self._loop = acme.EnvironmentLoop(self._env, self._actor, should_update=True,
+                                      logger=loggers.NoOpLogger(), label='evaluator')
+    self._logger = make_logger(pathlib.Path(cfg.run_dir), 'evaluator', steps_key='actor_steps')
+    self._checkpointer = Checkpointer(self._run_dir.checkpoints, keep=cfg.keep_checkpoints)
+    self._last_return: Optional[float] = None
+    self._start = time.time()
+    self._last_progress = (self._start, None)
+    self._stop_program = lp.stop
+
+  # --- pieces -------------------------------------------------------------
+
+  def _counts(self) -> Dict[str, float]:
+    counts = self._counter.get_counts()
+    return {k: counts.get(k, 0) for k in ('actor_steps', 'actor_episodes', 'learner_steps')}
+
+  def _replay_size(self) -> Optional[int]:
+    try:
+      return int(self._replay.server_info(timeout=5)[REPLAY_TABLE].current_size)
+    except Exception:  # pylint: disable=broad-except
+      return None
+
+  def evaluate(self) -> float:
+    returns = [float(self._loop.run_episode()['episode_return'])
+               for _ in range(self._cfg.eval_episodes)]
+    self._last_return = float(np.mean(returns))
+    counts = self._counts()
+    self._logger.write({**counts, 'mean_return': self._last_return,
+                        'min_return': min(returns), 'max_return': max(returns),
+                        'elapsed_s': time.time() - self._start})
+    print(f'[evaluator] {self._cfg.eval_episodes} greedy episodes at {int(counts["actor_steps"])} '
+          f'env steps: mean return {self._last_return:.1f}', flush=True)
+    return self._last_return
+
+  def checkpoint(self) -> None:
+    payload = self._learner.get_state()
+    payload.update(counts=self._counter.save(), time=time.time(),
+                   last_eval_return=self._last_return)
+    path = self._checkpointer.save(payload, payload['learner_steps'])
+    try:
+      self._replay.checkpoint()
+    except Exception as e:  # pylint: disable=broad-except
+      print(f'[evaluator] replay checkpoint failed: {e}', flush=True)
+    print(f'[evaluator] checkpoint {path.name} (learner step {payload["learner_steps"]})',
+          flush=True)
+
+  def progress(self) -> Dict[str, float]:
+    now = time.time()
+    counts = self._counts()
+    last_t, last_counts = self._last_progress
+    dt = max(now - last_t, 1e-6)
+    env_rate = (counts['actor_steps'] - last_counts['actor_steps']) / dt if last_counts else 0.0
+    learn_rate = (counts['learner_steps'] - last_counts['learner_steps']) / dt if last_counts else 0.0
+    self._last_progress = (now, counts)
+    ret = 'n/a' if self._last_return is None else f'{self._last_return:.1f}'
+    budget = self._cfg.max_actor_steps
+    print(f'[progress] {now - self._start:7.0f}s | env steps {int(counts["actor_steps"])}'
+          f'{"/" + str(budget) if budget else ""} ({env_rate:.0f}/s) | learner steps '
+          f'{int(counts["learner_steps"])} ({learn_rate:.1f}/s) | last eval return {ret} | '
+          f'replay size {self._replay_size()}', flush=True)
+    return counts
+
+  def budget_spent(self, counts: Dict[str, float]) -> bool:
+    cfg = self._cfg
+    if cfg.max_actor_steps is not None and counts['actor_steps'] >= cfg.max_actor_steps:
+      return True
+    return cfg.max_seconds is not None and time.time() - self._start >= cfg.max_seconds
+
+  # --- main loop ----------------------------------------------------------
+
+  def run(self, stop_event: Optional[threading.Event] = None):
+    stop = stop_event or lp.stop_event()
+    next_eval = time.time() + self._cfg.eval_every_seconds
+    tick = min(self._cfg.progress_every_seconds, 5.0)
+    next_progress = 0.0
+    while not stop.wait(tick):
+      now = time.time()
+      counts = self._counts()
+      if now >= next_progress:
+        counts = self.progress()
+        next_progress = now + self._cfg.progress_every_seconds
+      if self.budget_spent(counts):
+        print('[evaluator] budget reached: final evaluation and checkpoint', flush=True)
+        self.evaluate()
+        self.checkpoint()
+        self.progress()
+        self._stop_program()
+        return
+      if now >= next_eval and counts['learner_steps'] > 0:
+        self.evaluate()
+        self.checkpoint()
+        next_eval = time.time() + self._cfg.eval_every_seconds

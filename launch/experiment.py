@@ -1,0 +1,30 @@
+"""From an experiment config to the algorithm's builder and environments."""
+
+import functools
+from typing import Any, Dict
+
+import dm_env
+from acme import specs
+
+from agents.mpo.builder import MPOBuilder
+from environments.suite import make_environment
+from launch.config import ExperimentConfig
+
+EVAL_SEED_OFFSET = 1_000_000
+
+
+def config_from_dict(values: Dict[str, Any]) -> ExperimentConfig:
+  return ExperimentConfig.from_dict(values)
+
+
+def make_env(config: ExperimentConfig, seed: int) -> dm_env.Environment:
+  return make_environment(config.task, seed=seed)
+
+
+@functools.lru_cache(maxsize=8)
+def _spec_for(task: str) -> specs.EnvironmentSpec:
+  return specs.make_environment_spec(make_environment(task, seed=0))
+
+
+def make_builder(config: ExperimentConfig) -> MPOBuilder:
+  return MPOBuilder(config.agent, _spec_for(config.task))

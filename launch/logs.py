@@ -1,0 +1,24 @@
+"""Loggers writing CSV and TensorBoard events under the run directory."""
+
+import pathlib
+from typing import Optional
+
+from acme.utils import loggers
+from acme.utils.loggers import tf_summary
+
+
+def make_logger(run_dir: pathlib.Path, label: str, time_delta: float = 0.0,
+                steps_key: Optional[str] = None, terminal: bool = False) -> loggers.Logger:
+  """CSV at <run>/logs/<label>/logs.csv (appended on resume), TensorBoard at <run>/logs/tb/<label>/."""
+  run_dir = pathlib.Path(run_dir)
+  targets = [
+      loggers.CSVLogger(str(run_dir), label=label, add_uid=False, flush_every=1),
+      tf_summary.TFSummaryLogger(str(run_dir / 'logs' / 'tb'), label=label, steps_key=steps_key),
+  ]
+  if terminal:
+    targets.append(loggers.TerminalLogger(label=label))
+  logger = loggers.Dispatcher(targets)
+  logger = loggers.NoneFilter(logger)
+  if time_delta > 0:
+    logger = loggers.TimeFilter(logger, time_delta)
+  return logger

@@ -1,0 +1,61 @@
+"""The topology: one experiment config -> one Launchpad program."""
+
+import os
+from typing import Any, Dict, Tuple
+
+import launchpad as lp
+
+from launch import experiment
+from launch.actor_node import ActorWorker
+from launch.config import ExperimentConfig
+from launch.counter_node import PersistentCounter
+from launch.evaluator_node import EvaluatorWorker
+from launch.learner_node import LearnerWorker
+from launch.replay_node import CheckpointedReverbNode
+
+GROUPS = ('replay', 'counter', 'learner', 'actor', 'evaluator')
+
+
+def _make_tables(config_dict: Dict[str, Any]):
+  return experiment.make_builder(experiment.config_from_dict(config_dict)).make_replay_tables()
+
+
+def make_program(config: ExperimentConfig) -> Tuple[lp.Program, Dict[str, Any]]:
+  """Replay, counter, learner, N actors and the evaluator-checkpointer, wired together.
+
+  Also returns the servers' Launchpad addresses; they resolve to 'host:port'
+  once the program is launched (see `launch.launcher`).
+  """
+  cfg = config.to_dict()
+  run_dir = os.path.abspath(config.run_dir)
+  cfg['run_dir'] = run_dir
+  program = lp.Program(name='collect_infer')
+
+  replay_node = CheckpointedReverbNode(lambda: _make_tables(cfg),
+                                       replay_dir=os.path.join(run_dir, 'replay'))
+  counter_node = lp.CourierNode(PersistentCounter, run_dir)
+  with program.group('replay'):
+    replay = program.add_node(replay_node)
+  with program.group('counter'):
+    counter = program.add_node(counter_node)
+  with program.group('learner'):
+    learner_node = lp.CourierNode(LearnerWorker, cfg, replay, counter)
+    learner = program.add_node(learner_node)
+  with program.group('actor'):
+    for i in range(config.num_actors):
+      program.add_node(lp.CourierNode(ActorWorker, cfg, i, replay, learner, counter))
+  with program.group('evaluator'):
+    program.add_node(lp.CourierNode(EvaluatorWorker, cfg, learner, counter, replay))
+  addresses = {'replay': replay_node.reverb_address, 'learner': learner_node.courier_address,
+               'counter': counter_node.courier_address}
+  return program, addresses
+
+
+def process_env(group: str) -> Dict[str, str]:
+  """Per-group environment: quiet TensorFlow; actors and evaluator stay on one CPU thread."""
+  env = {'TF_CPP_MIN_LOG_LEVEL': '3', 'XLA_PYTHON_CLIENT_PREALLOCATE': 'false',
+         'PYTHONUNBUFFERED': '1'}
+  if group in ('actor', 'evaluator'):
+    env.update(JAX_PLATFORMS='cpu', OMP_NUM_THREADS='1',
+               XLA_FLAGS='--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1')
+  return env
