@@ -27,5 +27,8 @@ setuptools.setup(
         'absl-py',
         'psutil',
     ],
-    extras_require={'test': ['pytest']},
+    extras_require={
+        'bench': ['matplotlib'],
+        'test': ['pytest', 'matplotlib'],  # tests exercise the plotting
+    },
 )

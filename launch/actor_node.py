@@ -9,7 +9,7 @@ import launchpad as lp
 from acme.utils import counting
 
 from launch import experiment
-from launch.logs import make_logger
+from launch.logs import make_logger, quiet_node_logs
 
 
 class ActorWorker:
@@ -17,6 +17,7 @@ class ActorWorker:
 
   def __init__(self, config: Dict[str, Any], actor_id: int, replay: Any, learner: Any,
                counter: Any):
+    quiet_node_logs()
     cfg = experiment.config_from_dict(config)
     builder = experiment.make_builder(cfg)
     seed = cfg.seed * 1000 + actor_id + 1
@@ -31,4 +32,10 @@ class ActorWorker:
   def run(self, stop_event: Optional[threading.Event] = None):
     stop = stop_event or lp.stop_event()
     while not stop.is_set():
-      self._loop.run(num_episodes=1)
+      try:
+        self._loop.run(num_episodes=1)
+      except Exception:  # pylint: disable=broad-except
+        # Replay or learner going away during shutdown interrupts the episode.
+        if stop.is_set():
+          break
+        raise

@@ -7,6 +7,7 @@ from typing import Optional
 import launchpad as lp
 from acme.utils import counting
 
+from launch.logs import quiet_node_logs
 from launch.run_dir import atomic_write_bytes
 
 COUNTER_FILE = 'counter.json'
@@ -16,6 +17,7 @@ class PersistentCounter(counting.Counter):
   """A Counter served over Courier that keeps its counts in `<run>/counter.json`."""
 
   def __init__(self, run_dir: str, save_every_seconds: float = 5.0):
+    quiet_node_logs()
     super().__init__()
     self._path = pathlib.Path(run_dir) / COUNTER_FILE
     self._save_every = save_every_seconds

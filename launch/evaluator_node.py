@@ -13,7 +13,7 @@ from acme.utils import loggers
 from agents.mpo.builder import REPLAY_TABLE
 from launch import experiment
 from launch.checkpointing import Checkpointer
-from launch.logs import make_logger
+from launch.logs import make_logger, quiet_node_logs
 from launch.run_dir import RunDir
 
 
@@ -25,6 +25,7 @@ class EvaluatorWorker:
   """
 
   def __init__(self, config: Dict[str, Any], learner: Any, counter: Any, replay: Any):
+    quiet_node_logs()
     cfg = experiment.config_from_dict(config)
     self._cfg = cfg
     self._run_dir = RunDir(cfg.run_dir)
@@ -34,7 +35,7 @@ class EvaluatorWorker:
     builder = experiment.make_builder(cfg)
     self._env = experiment.make_env(cfg, seed=cfg.seed + experiment.EVAL_SEED_OFFSET)
     self._actor = builder.make_actor(learner, adder=None, seed=cfg.seed, deterministic=True)
-    self._loop = acme.EnvironmentLoop(self._env, self._actor, should_update=True,
+    self._loop = acme.EnvironmentLoop(self._env, self._actor, should_update=False,
                                       logger=loggers.NoOpLogger(), label='evaluator')
     self._logger = make_logger(pathlib.Path(cfg.run_dir), 'evaluator', steps_key='actor_steps')
     self._checkpointer = Checkpointer(self._run_dir.checkpoints, keep=cfg.keep_checkpoints)
@@ -42,6 +43,7 @@ class EvaluatorWorker:
     self._start = time.time()
     self._last_progress = (self._start, None)
     self._stop_program = lp.stop
+    self._stop = threading.Event()
 
   # --- pieces -------------------------------------------------------------
 
@@ -56,8 +58,12 @@ class EvaluatorWorker:
       return None
 
   def evaluate(self) -> float:
-    returns = [float(self._loop.run_episode()['episode_return'])
-               for _ in range(self._cfg.eval_episodes)]
+    self._actor.update(wait=True)
+    returns = []
+    for _ in range(self._cfg.eval_episodes):
+      returns.append(float(self._loop.run_episode()['episode_return']))
+      if self._stop.is_set():
+        break
     self._last_return = float(np.mean(returns))
     counts = self._counts()
     self._logger.write({**counts, 'mean_return': self._last_return,
@@ -104,7 +110,7 @@ class EvaluatorWorker:
   # --- main loop ----------------------------------------------------------
 
   def run(self, stop_event: Optional[threading.Event] = None):
-    stop = stop_event or lp.stop_event()
+    stop = self._stop = stop_event or lp.stop_event()
     next_eval = time.time() + self._cfg.eval_every_seconds
     tick = min(self._cfg.progress_every_seconds, 5.0)
     next_progress = 0.0

@@ -8,7 +8,8 @@ import time
 from typing import Any, Dict, Optional
 
 from launch.config import ExperimentConfig
-from launch.errors import ConfigError, RunDirError
+from launch.errors import ConfigError
+from launch.node_logs import NodeLogFollower
 from launch.run_dir import RunDir
 
 log = logging.getLogger('collect_infer.launcher')
@@ -26,7 +27,16 @@ def prepare_run(config: ExperimentConfig, overrides: Optional[Dict[str, Any]] = 
   Returns (effective config, locked RunDir, resumed?).
   """
   from environments.suite import parse_task
+
+  def check_task(task: str) -> None:
+    try:
+      parse_task(task)
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
+
   run_dir = RunDir(os.path.abspath(config.run_dir))
+  if not run_dir.exists():
+    check_task(config.task)  # Before anything is created for a run that cannot start.
   run_dir.create()
   run_dir.acquire_lock()
   try:
@@ -37,10 +47,7 @@ def prepare_run(config: ExperimentConfig, overrides: Optional[Dict[str, Any]] = 
       config = dataclasses.replace(stored, run_dir=str(run_dir.path), **changes)
     else:
       config = dataclasses.replace(config, run_dir=str(run_dir.path))
-    try:
-      parse_task(config.task)
-    except ValueError as e:
-      raise ConfigError(str(e)) from None
+    check_task(config.task)
     run_dir.write_config(config.to_dict())
   except BaseException:
     run_dir.release_lock()
@@ -70,17 +77,29 @@ def launch(config: ExperimentConfig, overrides: Optional[Dict[str, Any]] = None)
     if not flags.FLAGS.is_parsed():
       flags.FLAGS(['launch'], known_only=True)
     flags.FLAGS.lp_termination_notice_secs = TERMINATION_NOTICE_SECS
+    follower = None
     if config.launch_type == 'local_mp':
+      from launchpad.launch.run_locally import launch_local_output_to_files
       from launchpad.nodes.python.local_multi_processing import PythonProcess
+      # Each node writes its own file (unbuffered); the follower echoes them here.
+      node_logs = run_dir.logs / 'nodes' / time.strftime('%Y%m%d-%H%M%S')
+      launch_local_output_to_files._LOGGING_DIR = str(node_logs)  # pylint: disable=protected-access
       resources = {g: PythonProcess(env=process_env(g)) for g in GROUPS}
       manager = lp.launch(program, launch_type=lp.LaunchType.LOCAL_MULTI_PROCESSING,
-                          terminal='current_terminal', local_resources=resources)
+                          terminal='output_to_files', local_resources=resources)
+      follower = NodeLogFollower(node_logs)
+      follower.start()
+      print(f'[launch] per-node logs in {node_logs}', flush=True)
     else:
       manager = lp.launch(program, launch_type=lp.LaunchType.LOCAL_MULTI_THREADING)
     book = write_address_book(run_dir, addresses)
     print(f'[launch] address book {run_dir.path / "addresses.json"}: '
           f'replay {book["replay"]}, learner {book["learner"]}', flush=True)
-    manager.wait()
+    try:
+      manager.wait()
+    finally:
+      if follower:
+        follower.stop()
   finally:
     try:
       (run_dir.path / 'addresses.json').unlink()

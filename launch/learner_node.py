@@ -10,7 +10,7 @@ from acme.utils import counting
 
 from launch import experiment
 from launch.checkpointing import Checkpointer
-from launch.logs import make_logger
+from launch.logs import make_logger, quiet_node_logs
 
 
 class LearnerWorker:
@@ -21,6 +21,7 @@ class LearnerWorker:
   """
 
   def __init__(self, config: Dict[str, Any], replay: Any, counter: Any):
+    quiet_node_logs()
     cfg = experiment.config_from_dict(config)
     self._config = cfg
     self._run_dir = pathlib.Path(cfg.run_dir)

@@ -7,6 +7,12 @@ from acme.utils import loggers
 from acme.utils.loggers import tf_summary
 
 
+def quiet_node_logs() -> None:
+  """Keeps a node's terminal output to warnings and our own progress lines."""
+  from absl import logging as absl_logging
+  absl_logging.set_verbosity(absl_logging.WARNING)
+
+
 def make_logger(run_dir: pathlib.Path, label: str, time_delta: float = 0.0,
                 steps_key: Optional[str] = None, terminal: bool = False) -> loggers.Logger:
   """CSV at <run>/logs/<label>/logs.csv (appended on resume), TensorBoard at <run>/logs/tb/<label>/."""

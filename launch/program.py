@@ -54,7 +54,9 @@ def make_program(config: ExperimentConfig) -> Tuple[lp.Program, Dict[str, Any]]:
 def process_env(group: str) -> Dict[str, str]:
   """Per-group environment: quiet TensorFlow; actors and evaluator stay on one CPU thread."""
   env = {'TF_CPP_MIN_LOG_LEVEL': '3', 'XLA_PYTHON_CLIENT_PREALLOCATE': 'false',
-         'PYTHONUNBUFFERED': '1'}
+         'PYTHONUNBUFFERED': '1', 'PYTHONWARNINGS': 'ignore',
+         # State features need no renderer; a user's choice (e.g. egl for pixels) wins.
+         'MUJOCO_GL': os.environ.get('MUJOCO_GL', 'disable')}
   if group in ('actor', 'evaluator'):
     env.update(JAX_PLATFORMS='cpu', OMP_NUM_THREADS='1',
                XLA_FLAGS='--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1')

@@ -7,6 +7,8 @@ import reverb
 from launchpad import address as lp_address
 from launchpad.launch import worker_manager
 
+from launch.logs import quiet_node_logs
+
 log = logging.getLogger('collect_infer.replay')
 
 
@@ -24,6 +26,7 @@ class CheckpointedReverbNode(lp.ReverbNode):
                      checkpoint_ctor=lambda: reverb.checkpointers.DefaultCheckpointer(replay_dir))
 
   def run(self):
+    quiet_node_logs()
     port = lp_address.get_port_from_address(self._address.resolve())
     server = reverb.Server(tables=self._priority_tables_fn(), port=port,
                            checkpointer=self._checkpoint_ctor())

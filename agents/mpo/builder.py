@@ -94,6 +94,12 @@ class MPOBuilder:
 
   def make_actor(self, variable_source: core.VariableSource, adder: Optional[adders.Adder],
                  seed: int = 0, deterministic: bool = False) -> MPOActor:
-    update_period = 1 if deterministic else self.config.variable_update_period
+    """A stochastic actor refreshes every `variable_update_period` steps.
+
+    A deterministic (evaluation) actor never refreshes on its own: its owner
+    calls `update(wait=True)` once before each evaluation, so one evaluation
+    uses one policy and costs one fetch, not one per step.
+    """
+    update_period = 2**62 if deterministic else self.config.variable_update_period
     client = VariableClient(variable_source, ['policy'], update_period=update_period)
     return MPOActor(self.make_networks(), client, adder, seed=seed, deterministic=deterministic)

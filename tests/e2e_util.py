@@ -1,0 +1,82 @@
+"""Helpers for tests that launch the real program as a user would."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+from typing import List, Optional
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+# Tiny networks and batches: these tests check the system, not learning.
+TINY = ['--agent', 'policy_layer_sizes=[32,32]', '--agent', 'critic_layer_sizes=[32,32]',
+        '--agent', 'batch_size=32', '--agent', 'min_replay_size=200', '--agent', 'num_samples=4',
+        '--eval_every_seconds', '8', '--eval_episodes', '1']
+
+
+def start_cli(run_dir: pathlib.Path, *args: str, log: Optional[pathlib.Path] = None) -> subprocess.Popen:
+  """Starts `python -m experiments.collect_infer` in its own session (like a terminal job)."""
+  log = log or run_dir.parent / f'{run_dir.name}-{time.time_ns()}.log'
+  out = open(log, 'w')
+  proc = subprocess.Popen(
+      [sys.executable, '-m', 'experiments.collect_infer', '--run_dir', str(run_dir), *args],
+      cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+  proc.log_path = log
+  return proc
+
+
+def output(proc: subprocess.Popen) -> str:
+  return pathlib.Path(proc.log_path).read_text(errors='replace')
+
+
+def session_processes(sid: int) -> List[int]:
+  """PIDs still alive in the session `sid` (the launcher and every node it started)."""
+  alive = []
+  for entry in os.listdir('/proc'):
+    if entry.isdigit():
+      try:
+        if os.getsid(int(entry)) == sid:
+          alive.append(int(entry))
+      except (ProcessLookupError, PermissionError):
+        pass
+  return alive
+
+
+def wait_exit(proc: subprocess.Popen, timeout: float) -> int:
+  try:
+    return proc.wait(timeout=timeout)
+  except subprocess.TimeoutExpired:
+    kill_session(proc)
+    raise AssertionError(f'program did not exit within {timeout}s; output:\n{output(proc)[-5000:]}')
+
+
+def kill_session(proc: subprocess.Popen) -> None:
+  try:
+    os.killpg(proc.pid, signal.SIGKILL)
+  except ProcessLookupError:
+    pass
+  for pid in session_processes(proc.pid):
+    try:
+      os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+      pass
+
+
+def read_counts(run_dir: pathlib.Path) -> dict:
+  path = run_dir / 'counter.json'
+  return json.loads(path.read_text())['counts'] if path.exists() else {}
+
+
+def wait_for(predicate, timeout: float, what: str, proc: Optional[subprocess.Popen] = None):
+  deadline = time.time() + timeout
+  while time.time() < deadline:
+    if predicate():
+      return
+    if proc is not None and proc.poll() is not None:
+      raise AssertionError(f'program exited ({proc.returncode}) before {what}:\n{output(proc)[-5000:]}')
+    time.sleep(1)
+  raise AssertionError(f'timed out after {timeout}s waiting for {what}'
+                       + (f':\n{output(proc)[-5000:]}' if proc else ''))

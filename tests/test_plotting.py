@@ -1,0 +1,146 @@
+"""Tests for experiments.plot_run and the learning benchmark's tabulation, on real-format logs."""
+
+import math
+import pathlib
+
+import numpy as np
+import pytest
+from acme.utils.loggers import CSVLogger
+
+from experiments import learning_benchmark as bench
+from experiments import plot_run
+
+PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
+
+
+def _log(run_dir: pathlib.Path, label: str, rows, repeat_header: bool = False):
+  """Writes rows the way launch/logs.py does: acme's CSVLogger appending to <run>/logs/<label>/logs.csv."""
+  path = run_dir / 'logs' / label / 'logs.csv'
+  if repeat_header:
+    # A resumed writer that repeats the header (acme itself only writes it into an empty file).
+    with open(path, 'a') as f:
+      f.write(','.join(sorted(rows[0])) + '\n')
+  logger = CSVLogger(str(run_dir), label=label, add_uid=False, flush_every=1)
+  for row in rows:
+    logger.write(row)
+  logger.close()
+  return path
+
+
+def _eval_row(steps, ret, elapsed):
+  return {'actor_episodes': steps // 1000, 'actor_steps': steps, 'learner_steps': steps // 8,
+          'mean_return': ret, 'min_return': ret - 5.0, 'max_return': ret + 5.0,
+          'elapsed_s': elapsed}
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+  run = tmp_path / 'run'
+  # First launch, then a resume: evaluator's elapsed_s restarts, the header is repeated.
+  _log(run, 'evaluator', [_eval_row(4000, 20.0, 30.0), _eval_row(8000, 150.5, 60.0)])
+  _log(run, 'evaluator', [_eval_row(12000, 410.25, 25.0), _eval_row(16000, 380.0, 50.0)],
+       repeat_header=True)
+  learner = [{'critic_loss': 4.0 - 0.1 * i, 'policy_loss': 50.0 - i, 'temperature': 1.0 / (i + 1),
+              'learner_steps': 100 * (i + 1), 'learner_walltime': 2.0 * i} for i in range(6)]
+  _log(run, 'learner', learner[:3])
+  _log(run, 'learner', learner[3:])  # resume without a repeated header: acme's own behaviour
+  for a in range(2):
+    _log(run, f'actor_{a}', [
+        {'actor_episodes': 2 * i + a, 'actor_steps': 1000 * (2 * i + a + 1), 'episode_length': 1000,
+         'episode_return': 10.0 * i, 'steps_per_second': 80.0 + i, 'learner_steps': 50 * i}
+        for i in range(4)])
+  return run
+
+
+def test_read_csv_skips_repeated_header_and_keeps_numbers(run_dir):
+  ev = plot_run.read_csv(run_dir / 'logs' / 'evaluator' / 'logs.csv')
+  np.testing.assert_array_equal(ev['actor_steps'], [4000, 8000, 12000, 16000])
+  np.testing.assert_allclose(ev['mean_return'], [20.0, 150.5, 410.25, 380.0])
+  np.testing.assert_allclose(ev['min_return'], [15.0, 145.5, 405.25, 375.0])
+  np.testing.assert_allclose(plot_run.wall_clock(ev['elapsed_s']), [30, 60, 85, 110])
+  lr = plot_run.read_csv(run_dir / 'logs' / 'learner' / 'logs.csv')
+  np.testing.assert_array_equal(lr['learner_steps'], [100, 200, 300, 400, 500, 600])
+  np.testing.assert_allclose(lr['temperature'], [1 / (i + 1) for i in range(6)], rtol=1e-6)
+
+
+def test_read_csv_tolerates_bad_cells_and_rows(tmp_path):
+  path = tmp_path / 'logs.csv'
+  path.write_text('a,b\n1,x\n\n2,3\n4\na,b\nnan,inf\n5,6')  # '4': a row cut short
+  cols = plot_run.read_csv(path)
+  np.testing.assert_array_equal(cols['a'][[0, 1, 3]], [1, 2, 5])
+  assert math.isnan(cols['b'][0]) and math.isnan(cols['a'][2]) and cols['b'][2] == math.inf
+  assert plot_run.read_csv(tmp_path / 'missing.csv') == {}
+
+
+def test_plot_run_writes_pngs(run_dir, tmp_path):
+  paths = plot_run.plot_run(run_dir, tmp_path / 'plots')
+  assert sorted(p.name for p in paths) == ['eval_vs_steps.png', 'eval_vs_time.png',
+                                           'learner.png', 'throughput.png']
+  for p in paths:
+    assert p.parent == tmp_path / 'plots'
+    data = p.read_bytes()
+    assert data.startswith(PNG_MAGIC) and len(data) > 1000
+
+
+def test_plot_run_default_out_dir_and_partial_logs(tmp_path):
+  run = tmp_path / 'run'
+  _log(run, 'evaluator', [_eval_row(4000, 20.0, 30.0)])
+  paths = plot_run.plot_run(run)
+  assert [p.name for p in paths] == ['eval_vs_steps.png', 'eval_vs_time.png']
+  assert all(p.parent == run / 'plots' and p.stat().st_size > 0 for p in paths)
+
+
+def test_cli_without_logs_exits_2_with_one_line(tmp_path, capsys):
+  (tmp_path / 'empty' / 'logs' / 'evaluator').mkdir(parents=True)
+  (tmp_path / 'empty' / 'logs' / 'evaluator' / 'logs.csv').write_text('')
+  for run in (tmp_path / 'empty', tmp_path / 'missing'):
+    assert plot_run.main([str(run)]) == 2
+    out, err = capsys.readouterr()
+    assert out == '' and err.startswith('error: ') and err.count('\n') == 1
+  assert not (tmp_path / 'empty' / 'plots').exists()
+
+
+def test_cli_prints_written_paths(run_dir, tmp_path, capsys):
+  assert plot_run.main([str(run_dir), '--out', str(tmp_path / 'o')]) == 0
+  assert len(capsys.readouterr().out.splitlines()) == 4
+
+
+def test_summarize_best_final_and_target():
+  evals = {'actor_steps': np.array([1000., 2000., 3000., 4000.]),
+           'mean_return': np.array([100., 850., np.nan, 700.]),
+           'elapsed_s': np.array([10., 20., 5., 15.])}  # resumed after the second evaluation
+  row = bench.summarize('cartpole:swingup', 'mpo', evals, 800.0)
+  assert row['final_return'] == 700.0 and row['best_return'] == 850.0
+  assert row['steps_at_best'] == 2000.0 and row['env_steps'] == 4000.0
+  assert row['wall_clock_s'] == 35.0
+  assert row['reached_target'] == 'yes' and row['steps_to_target'] == 2000.0
+  assert bench.summarize('t:x', 'mpo', evals, 900.0)['reached_target'] == 'no'
+  assert bench.summarize('t:x', 'mpo', evals, None)['reached_target'] == ''
+  empty = bench.summarize('t:x', 'mpo', {}, 900.0)
+  assert empty['reached_target'] == 'no' and math.isnan(empty['best_return'])
+
+
+def test_collect_writes_csvs_and_task_png(run_dir, tmp_path, capsys):
+  experiments = [{'task': 'cartpole:swingup', 'variant': v, 'run_dir': run_dir}
+                 for v in ('pmpo_a1', 'pmpo_a0')]
+  paths = bench.collect(experiments, tmp_path / 'bench')
+  names = sorted(p.name for p in paths)
+  assert names == ['cartpole_swingup.png', 'learning.csv', 'summary.csv']
+  assert (tmp_path / 'bench' / 'cartpole_swingup.png').read_bytes().startswith(PNG_MAGIC)
+  learning = plot_run.read_csv(tmp_path / 'bench' / 'learning.csv')
+  np.testing.assert_allclose(learning['elapsed_s'], [30, 60, 85, 110] * 2)
+  summary = (tmp_path / 'bench' / 'summary.csv').read_text().splitlines()
+  assert summary[0] == ','.join(bench.SUMMARY_FIELDS)
+  assert summary[1] == 'cartpole:swingup,pmpo_a1,380,410.25,12000,110,800,no,16000,'
+  assert 'pmpo_a0' in capsys.readouterr().out
+
+
+def test_variants_and_budgets():
+  assert bench.variants('mpo', [1.0]) == [('mpo', {'policy_loss': 'mpo'})]
+  assert [n for n, _ in bench.variants('pmpo', [1.0, 0.5, 0.0])] == [
+      'pmpo_a1', 'pmpo_a0.5', 'pmpo_a0']
+  args = bench.parse_args(['--tasks', 'cartpole:swingup,walker:walk', '--max_actor_steps', '3000'])
+  assert args.max_actor_steps == [3000, 3000]
+  assert bench.parse_args([]).max_actor_steps == [200_000, 1_000_000, 1_000_000]
+  with pytest.raises(SystemExit):
+    bench.parse_args(['--tasks', 'a:b,c:d,e:f', '--max_actor_steps', '1,2'])

@@ -1,0 +1,76 @@
+"""End-to-end: the real Launchpad program, local_mp, real processes, signals and files."""
+
+import os
+import re
+import signal
+import time
+
+import pytest
+
+from launch.checkpointing import Checkpointer
+from tests.e2e_util import (TINY, kill_session, output, read_counts, session_processes,
+                            start_cli, wait_exit, wait_for)
+
+pytestmark = pytest.mark.slow
+
+
+def _replay_checkpoints(run_dir):
+  return [p for p in (run_dir / 'replay').iterdir() if p.is_dir()]
+
+
+def test_budget_stop_then_resume_continues(tmp_path):
+  run_dir = tmp_path / 'run'
+  first = start_cli(run_dir, '--max_actor_steps', '2000', *TINY)
+  try:
+    rc = wait_exit(first, timeout=300)
+    text = output(first)
+    assert rc == 0, text[-5000:]
+    assert session_processes(first.pid) == [], 'node processes outlived the program'
+    counts = read_counts(run_dir)
+    assert counts['actor_steps'] >= 2000 and counts['learner_steps'] > 0, counts
+    assert 'budget reached' in text
+    ckpt = Checkpointer(run_dir / 'checkpoints')
+    step1, payload = ckpt.restore_latest()
+    assert step1 > 0 and payload['learner_state'].steps == step1
+    assert _replay_checkpoints(run_dir), 'no Reverb checkpoint in the run directory'
+    assert not (run_dir / 'addresses.json').exists()
+    assert (run_dir / 'logs' / 'evaluator' / 'logs.csv').read_text().count('\n') >= 2
+    assert list((run_dir / 'logs' / 'tb').rglob('events.out.tfevents*'))
+
+    second = start_cli(run_dir, '--max_actor_steps', '4000')
+    rc = wait_exit(second, timeout=300)
+    text2 = output(second)
+    assert rc == 0, text2[-5000:]
+    resumed = re.search(r'resumed from checkpoint at learner step (\d+)', text2)
+    assert resumed and int(resumed.group(1)) == step1, text2[-3000:]
+    restored = re.search(r"restored table sizes \{'priority_table': (\d+)\}", text2)
+    assert restored and int(restored.group(1)) > 0, 'replay was not restored'
+    counts2 = read_counts(run_dir)
+    assert counts2['actor_steps'] >= 4000, counts2
+    assert counts2['learner_steps'] > counts['learner_steps']
+    assert Checkpointer(run_dir / 'checkpoints').all_steps()[-1] > step1
+    assert session_processes(second.pid) == []
+  finally:
+    kill_session(first)
+
+
+def test_ctrl_c_stops_every_process_with_final_checkpoint(tmp_path):
+  run_dir = tmp_path / 'run'
+  proc = start_cli(run_dir, '--max_actor_steps', '10000000', *TINY)
+  try:
+    wait_for(lambda: read_counts(run_dir).get('learner_steps', 0) > 20, 300,
+             'the learner to make progress', proc)
+    start = time.time()
+    os.killpg(proc.pid, signal.SIGINT)  # What Ctrl-C in a terminal does.
+    rc = wait_exit(proc, timeout=30)
+    elapsed = time.time() - start
+    text = output(proc)
+    assert elapsed < 30
+    assert session_processes(proc.pid) == [], 'node processes outlived Ctrl-C'
+    final = re.search(r'\[learner\] stopped at step (\d+); final checkpoint', text)
+    assert final, text[-5000:]
+    assert Checkpointer(run_dir / 'checkpoints').all_steps()[-1] == int(final.group(1))
+    assert 'final checkpoint' in text and _replay_checkpoints(run_dir)
+    assert rc in (0, 130), text[-3000:]
+  finally:
+    kill_session(proc)
