@@ -24,16 +24,18 @@ class ActorWorker:
     env = experiment.make_env(cfg, seed=seed)
     actor = builder.make_actor(learner, builder.make_adder(replay), seed=seed)
     label = f'actor_{actor_id}'
+    self._logger = make_logger(pathlib.Path(cfg.run_dir), label, steps_key='actor_steps')
     self._loop = acme.EnvironmentLoop(
-        env, actor, counter=counting.Counter(counter, prefix='actor'),
-        logger=make_logger(pathlib.Path(cfg.run_dir), label, steps_key='actor_steps'),
+        env, actor, counter=counting.Counter(counter, prefix='actor'), logger=self._logger,
         label=label)
 
   def run(self, stop_event: Optional[threading.Event] = None):
     stop = stop_event or lp.stop_event()
     while not stop.is_set():
       try:
-        self._loop.run(num_episodes=1)
+        # run_episode, not run(): run() installs signal handlers, which only
+        # the main thread may do, and Launchpad already handles the signals.
+        self._logger.write(self._loop.run_episode())
       except Exception:  # pylint: disable=broad-except
         # Replay or learner going away during shutdown interrupts the episode.
         if stop.is_set():

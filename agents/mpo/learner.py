@@ -40,13 +40,16 @@ class MPOLearner(core.Learner):
   def step(self):
     sample = next(self._iterator)
     transitions = getattr(sample, 'data', sample)
-    self._state, metrics = self._update(self._state, transitions)
+    state, metrics = self._update(self._state, transitions)
     metrics = {k: float(v) for k, v in metrics.items()}
     if not np.isfinite(metrics['critic_loss']) or not np.isfinite(metrics['policy_loss']):
       bad = self._find_non_finite(transitions)
+      # self._state still holds the last finite state: variables served to actors and
+      # checkpoints taken after this error must not carry the NaN parameters.
       raise NonFiniteLossError(
-          f'learner step {int(self._state.steps)}: non-finite loss '
+          f'learner step {int(state.steps)}: non-finite loss '
           f'(critic {metrics["critic_loss"]}, policy {metrics["policy_loss"]}); {bad}')
+    self._state = state
     now = time.time()
     elapsed = now - self._last_time if self._last_time else 0.0
     self._last_time = now

@@ -1,0 +1,65 @@
+"""Bad input at the command line: one line saying what to change, exit 2, nothing created."""
+
+import subprocess
+import sys
+
+import pytest
+
+from launch.run_dir import RunDir
+from tests.e2e_util import ROOT
+
+
+def run_cli(*args, timeout=120):
+  proc = subprocess.run([sys.executable, '-m', 'experiments.collect_infer', *args], cwd=ROOT,
+                        capture_output=True, text=True, timeout=timeout)
+  return proc.returncode, proc.stderr.strip()
+
+
+def assert_one_line_error(rc, err, *needles):
+  assert rc == 2, err
+  lines = [l for l in err.splitlines() if l.startswith('error:')]
+  assert len(lines) == 1, err
+  assert 'Traceback' not in err, err
+  for needle in needles:
+    assert needle in lines[0], lines[0]
+
+
+def test_unknown_task_lists_valid_ones(tmp_path):
+  rc, err = run_cli('--task', 'cartpole:fly', '--run_dir', str(tmp_path / 'r'))
+  assert_one_line_error(rc, err, "unknown task 'cartpole:fly'", 'cartpole:swingup')
+  assert not (tmp_path / 'r').exists()
+
+
+def test_unknown_domain(tmp_path):
+  rc, err = run_cli('--task', 'robot:dance', '--run_dir', str(tmp_path / 'r'))
+  assert_one_line_error(rc, err, 'unknown domain', 'walker')
+
+
+@pytest.mark.parametrize('args,field', [
+    (['--num_actors', '0'], 'num_actors'),
+    (['--max_actor_steps', '-5'], 'max_actor_steps'),
+    (['--agent', 'discount=1.5'], 'discount'),
+    (['--agent', 'batch_size=0'], 'batch_size'),
+    (['--agent', 'no_such_field=3'], 'no_such_field'),
+])
+def test_config_out_of_range_names_the_field(tmp_path, args, field):
+  rc, err = run_cli('--run_dir', str(tmp_path / 'r'), *args)
+  assert_one_line_error(rc, err, field)
+
+
+def test_run_dir_in_use_is_refused(tmp_path):
+  holder = RunDir(tmp_path / 'r')
+  holder.create()
+  holder.acquire_lock()
+  try:
+    rc, err = run_cli('--run_dir', str(tmp_path / 'r'))
+    assert_one_line_error(rc, err, 'in use by a live program')
+  finally:
+    holder.release_lock()
+
+
+def test_unwritable_run_dir(tmp_path):
+  blocker = tmp_path / 'a_file'
+  blocker.write_text('x')
+  rc, err = run_cli('--run_dir', str(blocker / 'run'))
+  assert_one_line_error(rc, err, str(blocker / 'run'), 'writable')

@@ -1,0 +1,118 @@
+"""The program's nodes as plain objects in one process: real Reverb, real physics, real files."""
+
+import json
+import threading
+import time
+
+import pytest
+import reverb
+
+from launch import experiment
+from launch.actor_node import ActorWorker
+from launch.checkpointing import Checkpointer
+from launch.config import ExperimentConfig
+from launch.counter_node import PersistentCounter
+from launch.evaluator_node import EvaluatorWorker
+from launch.learner_node import LearnerWorker
+from launch.node_logs import NodeLogFollower
+from launch.program import GROUPS, make_program
+
+TINY_AGENT = dict(policy_layer_sizes=(16, 16), critic_layer_sizes=(16, 16), batch_size=16,
+                  min_replay_size=100, num_samples=4, samples_per_insert=None)
+
+
+def tiny_config(run_dir, **kw):
+  values = dict(run_dir=str(run_dir), max_actor_steps=2000, eval_every_seconds=1.0,
+                eval_episodes=1, progress_every_seconds=1.0, num_actors=1,
+                learner_sample_timeout_s=0.5, agent=TINY_AGENT)
+  values.update(kw)
+  return ExperimentConfig.from_dict(values)
+
+
+def test_counter_persists_and_restores(tmp_path):
+  counter = PersistentCounter(str(tmp_path), save_every_seconds=0.05)
+  stop = threading.Event()
+  thread = threading.Thread(target=counter.run, args=(stop,))
+  thread.start()
+  counter.increment(actor_steps=7)
+  time.sleep(0.3)
+  assert json.loads((tmp_path / 'counter.json').read_text())['counts']['actor_steps'] == 7
+  counter.increment(actor_steps=3)
+  stop.set()
+  thread.join(timeout=5)
+  # The final save on stop keeps the last increment.
+  assert PersistentCounter(str(tmp_path)).get_counts()['actor_steps'] == 10
+
+
+def test_make_program_has_every_group(tmp_path):
+  program, addresses = make_program(tiny_config(tmp_path / 'r', num_actors=3))
+  assert set(program.groups) == set(GROUPS)
+  assert len(program.groups['actor']) == 3
+  assert all(len(program.groups[g]) == 1 for g in GROUPS if g != 'actor')
+  assert set(addresses) == {'replay', 'learner', 'counter'}
+
+
+def test_nodes_run_together_until_the_budget(tmp_path):
+  cfg = tiny_config(tmp_path / 'run')
+  run_dir = tmp_path / 'run'
+  (run_dir / 'replay').mkdir(parents=True)
+  tables = experiment.make_builder(cfg).make_replay_tables()
+  server = reverb.Server(tables, port=None,
+                         checkpointer=reverb.checkpointers.DefaultCheckpointer(str(run_dir / 'replay')))
+  client = reverb.Client(f'localhost:{server.port}')
+  counter = PersistentCounter(str(run_dir))
+  learner = LearnerWorker(cfg.to_dict(), client, counter)
+  actor = ActorWorker(cfg.to_dict(), 0, client, learner, counter)
+  evaluator = EvaluatorWorker(cfg.to_dict(), learner, counter, client)
+  stop = threading.Event()
+  evaluator._stop_program = stop.set  # What lp.stop() does for a real program.
+  threads = [threading.Thread(target=n.run, args=(stop,), daemon=True)
+             for n in (counter, learner, actor, evaluator)]
+  for t in threads:
+    t.start()
+  stop.wait(timeout=240)
+  assert stop.is_set(), 'the evaluator never stopped the program at its budget'
+  for t in threads:
+    t.join(timeout=30)
+    assert not t.is_alive(), f'{t} did not stop'
+  counts = counter.get_counts()
+  assert counts['actor_steps'] >= 2000 and counts['learner_steps'] > 0
+  step, payload = Checkpointer(run_dir / 'checkpoints').restore_latest()
+  assert step == learner.steps() > 0
+  assert 'learner_state' in payload
+  assert any(p.is_dir() for p in (run_dir / 'replay').iterdir())
+  assert (run_dir / 'logs' / 'evaluator' / 'logs.csv').exists()
+  server.stop()
+
+
+def test_learner_waiting_on_an_empty_replay_still_stops(tmp_path):
+  """With no actors the rate limiter never lets the learner sample: stop must still work."""
+  cfg = tiny_config(tmp_path / 'run')
+  server = reverb.Server(experiment.make_builder(cfg).make_replay_tables(), port=None)
+  client = reverb.Client(f'localhost:{server.port}')
+  learner = LearnerWorker(cfg.to_dict(), client, PersistentCounter(str(tmp_path)))
+  stop = threading.Event()
+  thread = threading.Thread(target=learner.run, args=(stop,), daemon=True)
+  thread.start()
+  time.sleep(2)
+  start = time.time()
+  stop.set()
+  thread.join(timeout=10)
+  assert not thread.is_alive() and time.time() - start < 10
+  assert Checkpointer(tmp_path / 'run' / 'checkpoints').all_steps() == [0]
+  server.stop()
+
+
+def test_node_log_follower_echoes_new_lines_and_drops_noise(tmp_path):
+  import io
+  out = io.StringIO()
+  (tmp_path / 'learner').mkdir()
+  log = tmp_path / 'learner' / '0'
+  log.write_text('[learner] hello\nGym has been unmaintained since 2022\npartial')
+  follower = NodeLogFollower(tmp_path, out=out)
+  follower.poll()
+  assert out.getvalue() == '[learner/0] [learner] hello\n'
+  with open(log, 'a') as f:
+    f.write(' line\n')
+  follower.poll()
+  assert out.getvalue().splitlines()[-1] == '[learner/0] partial line'
