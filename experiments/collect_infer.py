@@ -64,12 +64,18 @@ def main(argv=None) -> int:
     values = {'run_dir': run_dir, 'task': args.task, 'seed': args.seed, **overrides}
     values['agent'] = {**PRESETS[args.preset], **dict(args.agent)}
     config = ExperimentConfig.from_dict(values)
-    launcher.launch(config, overrides)
+    config = launcher.launch(config, overrides)
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
   except KeyboardInterrupt:
     return 130
+  if config.launch_type == 'local_mt':
+    # Actor threads may still be parked on a rate-limited insert; everything is
+    # saved, so end the process instead of waiting for Launchpad to kill it.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # pylint: disable=protected-access
   return 0
 
 

@@ -96,7 +96,13 @@ def launch(config: ExperimentConfig, overrides: Optional[Dict[str, Any]] = None)
     print(f'[launch] address book {run_dir.path / "addresses.json"}: '
           f'replay {book["replay"]}, learner {book["learner"]}', flush=True)
     try:
-      manager.wait()
+      if config.launch_type == 'local_mt':
+        # Actor threads blocked on a rate-limited insert cannot be interrupted
+        # in-process. Every other node has stopped and checkpointed when this
+        # returns; the caller ends the process (see experiments.collect_infer).
+        manager.wait(labels_to_wait_for=[g for g in GROUPS if g != 'actor'])
+      else:
+        manager.wait()
     finally:
       if follower:
         follower.stop()

@@ -32,7 +32,7 @@ from networks.mpo import make_mpo_networks
 OBS_DIM = 2
 BATCH = 32
 PEAK = 0.5
-BANDIT_STEPS = 180
+BANDIT_STEPS = 240
 TARGET_PERIOD = 10
 
 MPO_METRICS = ('critic_loss', 'policy_loss', 'temperature', 'kl_mean', 'kl_std', 'alpha_mean',
@@ -79,17 +79,19 @@ def _trees_equal(a, b) -> bool:
 # untrained categorical critic values every action at ~50, so the actions the fixed batch
 # never contains (policy samples beyond [-1, 1]) keep that optimistic value and the policy
 # chases them: an artefact of learning from a fixed batch, not of the update. The discount
-# field of the batch is 0, so the discount only sets the support.
+# field of the batch is 0, so the discount only sets the support. The critic learns fast
+# (1e-2) so that the policy, at its default rate, follows a well-fitted Q within 240 updates.
 def _bandit_config(**overrides) -> MPOConfig:
-    return _tiny_config(discount=0.5, critic_learning_rate=1e-3, **overrides)
+    return _tiny_config(discount=0.5, critic_learning_rate=1e-2, **overrides)
 
 
 # Each variant costs one XLA compilation (seconds on a loaded machine): the update is compiled
-# directly for these two, and the expected-value critic (num_atoms=1) runs through MPOLearner
+# directly for these, and the expected-value critic (num_atoms=1) runs through MPOLearner
 # below, whose tests need a compiled learner anyway.
 VARIANTS = {
     'dmpo': dict(num_atoms=51),
-    'pmpo': dict(num_atoms=51, policy_loss='pmpo', pmpo_alpha=0.5),
+    'pmpo_alpha_1': dict(num_atoms=51, policy_loss='pmpo', pmpo_alpha=1.0),
+    'pmpo_alpha_0.5': dict(num_atoms=51, policy_loss='pmpo', pmpo_alpha=0.5),
 }
 
 
@@ -102,8 +104,8 @@ def _policy_mean(nets, policy_params) -> np.ndarray:
 def _assert_policy_moved_to_the_peak(initial_mean, final_mean):
     start, end = np.abs(initial_mean - PEAK), np.abs(final_mean - PEAK)
     assert np.all(start > 0.45), initial_mean  # initial mean ~0
-    # At least halfway from its start towards the best action, at every observation.
-    assert np.all(end < 0.5 * start), (initial_mean.mean(), final_mean.mean())
+    # Most of the way from its start to the best action, at every observation.
+    assert np.all(end < 0.3 * start), (initial_mean.mean(), final_mean.mean())
 
 
 def _assert_finite(metrics: Sequence[Dict[str, float]]):
@@ -165,8 +167,9 @@ def test_bandit_distributional_critic_learns_the_reward():
     assert logits.shape == (BATCH, 51)
     support = jnp.linspace(config.v_min, config.v_max, config.num_atoms)
     q = np.asarray(losses.categorical_mean(logits, support))
-    # Each action's value sits near its reward (coarser than the expected-value critic) ...
-    assert np.mean(np.abs(q - batch.reward)) < 0.1
+    # Each action's value sits near its reward ...
+    assert np.mean(np.abs(q - batch.reward)) < 0.05
+    assert np.max(np.abs(q - batch.reward)) < 0.1
     # ... and the best actions of the batch are valued well above the worst ones.
     order = np.argsort(batch.reward)
     assert q[order[-4:]].mean() > q[order[:4]].mean() + 0.4
@@ -182,7 +185,7 @@ def test_bandit_policy_mean_moves_to_the_best_action(variant):
 def test_bandit_metrics_are_finite(variant):
     run = _train(variant)
     keys = set(run.metrics[0])
-    if variant == 'pmpo':
+    if VARIANTS[variant].get('policy_loss') == 'pmpo':
         assert {'critic_loss', 'policy_loss', 'q_mean', 'pmpo_kl'} <= keys, sorted(keys)
     else:
         assert set(MPO_METRICS) <= keys, sorted(keys)
@@ -193,11 +196,13 @@ def test_bandit_duals_adapt_and_bound_the_policy_step():
     run = _train('dmpo')
     config = run.config
     first, last = run.metrics[0], run.metrics[-1]
-    for key in ('temperature', 'alpha_mean', 'alpha_std'):
-        assert last[key] > 0.0
-        assert abs(last[key] - first[key]) > 0.01, key
-    # KL(target || online) of the mean may exceed its bound only transiently.
-    assert max(m['kl_mean'] for m in run.metrics) < 10 * config.epsilon_mean
+    assert last['temperature'] > 0.0
+    assert abs(last['temperature'] - first['temperature']) > 0.01
+    # The KL bounds hold the policy step: the mean stays well inside its (loose) bound ...
+    assert max(m['kl_mean'] for m in run.metrics) < 2 * config.epsilon_mean
+    # ... so its multiplier relaxes, while the very tight stddev bound makes its multiplier grow.
+    assert 0.0 < last['alpha_mean'] < first['alpha_mean'] - 0.1
+    assert last['alpha_std'] > first['alpha_std'] + 0.1
 
 
 def test_target_networks_follow_the_online_networks_every_period():

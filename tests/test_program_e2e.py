@@ -74,3 +74,19 @@ def test_ctrl_c_stops_every_process_with_final_checkpoint(tmp_path):
     assert rc in (0, 130), text[-3000:]
   finally:
     kill_session(proc)
+
+
+def test_multithreaded_launch_type_runs_and_stops_at_budget(tmp_path):
+  run_dir = tmp_path / 'run'
+  proc = start_cli(run_dir, '--launch_type', 'local_mt', '--max_actor_steps', '1000', *TINY)
+  try:
+    rc = wait_exit(proc, timeout=240)
+    text = output(proc)
+    assert rc == 0, text[-5000:]
+    counts = read_counts(run_dir)
+    assert counts['actor_steps'] >= 1000 and counts['learner_steps'] > 0, counts
+    assert Checkpointer(run_dir / 'checkpoints').restore_latest()[0] > 0
+    assert _replay_checkpoints(run_dir)
+    assert session_processes(proc.pid) == []
+  finally:
+    kill_session(proc)
