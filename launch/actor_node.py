@@ -1,5 +1,6 @@
 """Actor nodes: an acme EnvironmentLoop with a stochastic policy feeding the replay."""
 
+import os
 import pathlib
 import threading
 from typing import Any, Dict, Optional
@@ -29,8 +30,7 @@ class ActorWorker:
         env, actor, counter=counting.Counter(counter, prefix='actor'), logger=self._logger,
         label=label)
 
-  def run(self, stop_event: Optional[threading.Event] = None):
-    stop = stop_event or lp.stop_event()
+  def _episodes(self, stop: threading.Event):
     while not stop.is_set():
       try:
         # run_episode, not run(): run() installs signal handlers, which only
@@ -39,5 +39,31 @@ class ActorWorker:
       except Exception:  # pylint: disable=broad-except
         # Replay or learner going away during shutdown interrupts the episode.
         if stop.is_set():
-          break
+          return
         raise
+
+  def run(self, stop_event: Optional[threading.Event] = None):
+    stop = stop_event or lp.stop_event()
+    failure = []
+
+    def episodes():
+      try:
+        self._episodes(stop)
+      except BaseException as e:  # pylint: disable=broad-except
+        failure.append(e)
+        stop.set()
+
+    # Episodes run in a daemon thread: an insert parked on the rate limiter
+    # never returns once the learner has stopped sampling, and must not keep
+    # this node alive past shutdown.
+    worker = threading.Thread(target=episodes, name='episodes', daemon=True)
+    worker.start()
+    while worker.is_alive() and not stop.wait(1.0):
+      pass
+    worker.join(timeout=3.0)
+    if failure:
+      raise failure[0]
+    print('[actor] stopped' + (' (abandoned an in-flight insert)' if worker.is_alive() else ''),
+          flush=True)
+    if worker.is_alive() and threading.current_thread() is threading.main_thread():
+      os._exit(0)  # pylint: disable=protected-access

@@ -32,3 +32,4 @@ class PersistentCounter(counting.Counter):
     while not stop.wait(self._save_every):
       self.persist()
     self.persist()
+    print(f'[counter] stopped; counts saved to {self._path}', flush=True)

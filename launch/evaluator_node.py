@@ -129,5 +129,8 @@ class EvaluatorWorker:
         return
       if now >= next_eval and counts['learner_steps'] > 0:
         self.evaluate()
+        if stop.is_set():
+          break  # The learner saves its own final state; it may be gone already.
         self.checkpoint()
         next_eval = time.time() + self._cfg.eval_every_seconds
+    print('[evaluator] stopped', flush=True)

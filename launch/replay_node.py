@@ -1,6 +1,8 @@
 """The replay node: Reverb tables from the builder, checkpointed inside the run directory."""
 
 import logging
+import os
+import threading
 
 import launchpad as lp
 import reverb
@@ -39,4 +41,13 @@ class CheckpointedReverbNode(lp.ReverbNode):
       print(f'[replay] final checkpoint {path}', flush=True)
     except Exception as e:  # pylint: disable=broad-except
       print(f'[replay] final checkpoint failed: {e}', flush=True)
-    server.stop()
+    # Actors parked on a rate-limited insert keep their streams open, and a
+    # gRPC shutdown waits for them: give it a moment, then, with replay saved,
+    # end this node's own process so those actors see the server go away.
+    stopper = threading.Thread(target=server.stop, daemon=True)
+    stopper.start()
+    stopper.join(timeout=5)
+    if stopper.is_alive() and threading.current_thread() is threading.main_thread():
+      print('[replay] stopped (in-flight inserts abandoned)', flush=True)
+      os._exit(0)  # pylint: disable=protected-access
+    print('[replay] stopped', flush=True)

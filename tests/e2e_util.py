@@ -45,6 +45,23 @@ def session_processes(sid: int) -> List[int]:
   return alive
 
 
+def leftover_processes(sid: int, grace: float = 5.0) -> List[str]:
+  """Command lines of processes of session `sid` still alive after a short grace period."""
+  deadline = time.time() + grace
+  while True:
+    pids = session_processes(sid)
+    if not pids or time.time() > deadline:
+      break
+    time.sleep(0.2)
+  lines = []
+  for pid in pids:
+    try:
+      lines.append(f'{pid}: ' + open(f'/proc/{pid}/cmdline').read().replace('\0', ' ')[:300])
+    except OSError:
+      pass
+  return lines
+
+
 def wait_exit(proc: subprocess.Popen, timeout: float) -> int:
   try:
     return proc.wait(timeout=timeout)

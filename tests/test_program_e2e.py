@@ -8,7 +8,7 @@ import time
 import pytest
 
 from launch.checkpointing import Checkpointer
-from tests.e2e_util import (TINY, kill_session, output, read_counts, session_processes,
+from tests.e2e_util import (TINY, kill_session, leftover_processes, output, read_counts,
                             start_cli, wait_exit, wait_for)
 
 pytestmark = pytest.mark.slow
@@ -25,7 +25,7 @@ def test_budget_stop_then_resume_continues(tmp_path):
     rc = wait_exit(first, timeout=300)
     text = output(first)
     assert rc == 0, text[-5000:]
-    assert session_processes(first.pid) == [], 'node processes outlived the program'
+    assert leftover_processes(first.pid) == [], 'node processes outlived the program'
     counts = read_counts(run_dir)
     assert counts['actor_steps'] >= 2000 and counts['learner_steps'] > 0, counts
     assert 'budget reached' in text
@@ -49,7 +49,7 @@ def test_budget_stop_then_resume_continues(tmp_path):
     assert counts2['actor_steps'] >= 4000, counts2
     assert counts2['learner_steps'] > counts['learner_steps']
     assert Checkpointer(run_dir / 'checkpoints').all_steps()[-1] > step1
-    assert session_processes(second.pid) == []
+    assert leftover_processes(second.pid) == []
   finally:
     kill_session(first)
 
@@ -63,10 +63,9 @@ def test_ctrl_c_stops_every_process_with_final_checkpoint(tmp_path):
     start = time.time()
     os.killpg(proc.pid, signal.SIGINT)  # What Ctrl-C in a terminal does.
     rc = wait_exit(proc, timeout=30)
-    elapsed = time.time() - start
     text = output(proc)
-    assert elapsed < 30
-    assert session_processes(proc.pid) == [], 'node processes outlived Ctrl-C'
+    left = leftover_processes(proc.pid, grace=max(0.0, 30 - (time.time() - start)))
+    assert left == [], f'processes still alive 30 s after Ctrl-C: {left}'
     final = re.search(r'\[learner\] stopped at step (\d+); final checkpoint', text)
     assert final, text[-5000:]
     assert Checkpointer(run_dir / 'checkpoints').all_steps()[-1] == int(final.group(1))
@@ -87,6 +86,6 @@ def test_multithreaded_launch_type_runs_and_stops_at_budget(tmp_path):
     assert counts['actor_steps'] >= 1000 and counts['learner_steps'] > 0, counts
     assert Checkpointer(run_dir / 'checkpoints').restore_latest()[0] > 0
     assert _replay_checkpoints(run_dir)
-    assert session_processes(proc.pid) == []
+    assert leftover_processes(proc.pid) == []
   finally:
     kill_session(proc)
