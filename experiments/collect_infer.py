@@ -42,6 +42,7 @@ def parse_args(argv):
                  help='environment-step budget (default 200000)')
   p.add_argument('--max_seconds', type=float, default=None, help='wall-clock budget')
   p.add_argument('--eval_every_seconds', type=float, default=None)
+  p.add_argument('--eval_every_learner_steps', type=int, default=None)
   p.add_argument('--eval_episodes', type=int, default=None)
   p.add_argument('--launch_type', default=None, choices=['local_mp', 'local_mt'])
   p.add_argument('--preset', default='cpu', choices=sorted(PRESETS),

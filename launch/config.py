@@ -23,6 +23,8 @@ class ExperimentConfig:
   max_seconds: Optional[float] = None
   # Evaluator-checkpointer cadence.
   eval_every_seconds: float = 120.0
+  # Also evaluate (and checkpoint) every this many learner steps, if set.
+  eval_every_learner_steps: Optional[int] = None
   eval_episodes: int = 5
   keep_checkpoints: int = 5
   progress_every_seconds: float = 15.0
@@ -60,6 +62,9 @@ class ExperimentConfig:
     need(self.max_actor_steps is not None or self.max_seconds is not None, 'max_actor_steps',
          'set (or max_seconds set): an experiment needs a budget to stop by itself')
     need(pos_num(self.eval_every_seconds), 'eval_every_seconds', 'a positive number')
+    need(self.eval_every_learner_steps is None or
+         (is_int(self.eval_every_learner_steps) and self.eval_every_learner_steps > 0),
+         'eval_every_learner_steps', 'a positive int, or None')
     need(is_int(self.eval_episodes) and self.eval_episodes >= 1, 'eval_episodes', 'an int >= 1')
     need(is_int(self.keep_checkpoints) and self.keep_checkpoints >= 1, 'keep_checkpoints', 'an int >= 1')
     need(pos_num(self.progress_every_seconds) and self.progress_every_seconds <= 30,

@@ -112,6 +112,7 @@ class EvaluatorWorker:
   def run(self, stop_event: Optional[threading.Event] = None):
     stop = self._stop = stop_event or lp.stop_event()
     next_eval = time.time() + self._cfg.eval_every_seconds
+    next_eval_step = self._cfg.eval_every_learner_steps or 0
     tick = min(self._cfg.progress_every_seconds, 5.0)
     next_progress = 0.0
     while not stop.wait(tick):
@@ -127,10 +128,14 @@ class EvaluatorWorker:
         self.progress()
         self._stop_program()
         return
-      if now >= next_eval and counts['learner_steps'] > 0:
+      every_steps = self._cfg.eval_every_learner_steps
+      due_by_steps = every_steps is not None and counts['learner_steps'] >= next_eval_step
+      if (now >= next_eval or due_by_steps) and counts['learner_steps'] > 0:
         self.evaluate()
         if stop.is_set():
           break  # The learner saves its own final state; it may be gone already.
         self.checkpoint()
         next_eval = time.time() + self._cfg.eval_every_seconds
+        if every_steps is not None:
+          next_eval_step = (counts['learner_steps'] // every_steps + 1) * every_steps
     print('[evaluator] stopped', flush=True)

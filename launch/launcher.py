@@ -15,7 +15,8 @@ from launch.run_dir import RunDir
 log = logging.getLogger('collect_infer.launcher')
 
 # Fields a relaunch may change; everything else comes from the stored config.
-RESUME_OVERRIDABLE = ('max_actor_steps', 'max_seconds', 'eval_every_seconds', 'eval_episodes',
+RESUME_OVERRIDABLE = ('max_actor_steps', 'max_seconds', 'eval_every_seconds',
+                      'eval_every_learner_steps', 'eval_episodes',
                       'progress_every_seconds', 'launch_type', 'num_actors')
 TERMINATION_NOTICE_SECS = 20
 
