@@ -6,9 +6,10 @@ import sys
 import threading
 from typing import Dict, Optional, TextIO
 
-# Library chatter every node prints at import; it says nothing about the run.
+# Library chatter every node prints at import, and absl INFO lines (kept in the
+# node's file): they say nothing the terminal needs.
 _NOISE = re.compile(
-    r'Gym has been unmaintained|Please upgrade to Gymnasium|Users of this version of Gym|'
+    r'^I\d{4} \d\d:\d\d:\d\d|Gym has been unmaintained|Please upgrade to Gymnasium|Users of this version of Gym|'
     r'See the migration guide at https://gymnasium|GLFWError|warnings\.warn\(|'
     r'np_bool = np\.dtype|Logging to: ')
 

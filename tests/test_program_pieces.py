@@ -111,7 +111,8 @@ def test_node_log_follower_echoes_new_lines_and_drops_noise(tmp_path):
   out = io.StringIO()
   (tmp_path / 'learner').mkdir()
   log = tmp_path / 'learner' / '0'
-  log.write_text('[learner] hello\nGym has been unmaintained since 2022\npartial')
+  log.write_text('[learner] hello\nGym has been unmaintained since 2022\n'
+                 'I1125 12:37:26.704574 1402 node.py:62] Reverb client connecting\npartial')
   follower = NodeLogFollower(tmp_path, out=out)
   follower.poll()
   assert out.getvalue() == '[learner/0] [learner] hello\n'
