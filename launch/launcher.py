@@ -1,6 +1,7 @@
 """Launching a program for a run directory: lock, config, resume, address book, wait."""
 
 import dataclasses
+import json
 import logging
 import os
 import socket
@@ -56,6 +57,16 @@ def prepare_run(config: ExperimentConfig, overrides: Optional[Dict[str, Any]] = 
   return config, run_dir, resumed
 
 
+def _spent_step_budget(config: ExperimentConfig, run_dir: RunDir) -> Optional[int]:
+  """Environment steps already done, if they meet the step budget (else None)."""
+  from launch.counter_node import COUNTER_FILE
+  path = run_dir.path / COUNTER_FILE
+  if config.max_actor_steps is None or not path.exists():
+    return None
+  done = int(json.loads(path.read_text()).get('counts', {}).get('actor_steps', 0))
+  return done if done >= config.max_actor_steps else None
+
+
 def write_address_book(run_dir: RunDir, addresses: Dict[str, Any]) -> Dict[str, str]:
   """Resolves the launched servers' addresses and publishes them (owner-readable only)."""
   book = {name: address.resolve() for name, address in addresses.items()}
@@ -72,6 +83,12 @@ def launch(config: ExperimentConfig, overrides: Optional[Dict[str, Any]] = None)
 
   config, run_dir, resumed = prepare_run(config, overrides)
   try:
+    done = _spent_step_budget(config, run_dir)
+    if done is not None:
+      print(f'[launch] {run_dir.path} already reached its budget of {config.max_actor_steps} '
+            f'environment steps ({done} done); pass a larger --max_actor_steps to continue',
+            flush=True)
+      return config
     print(f'[launch] {"resuming" if resumed else "starting"} {config.task} with '
           f'{config.num_actors} actors in {run_dir.path} ({config.launch_type})', flush=True)
     program, addresses = make_program(config)

@@ -63,3 +63,17 @@ def test_unwritable_run_dir(tmp_path):
   blocker.write_text('x')
   rc, err = run_cli('--run_dir', str(blocker / 'run'))
   assert_one_line_error(rc, err, str(blocker / 'run'), 'writable')
+
+
+def test_relaunching_a_finished_run_says_how_to_continue(tmp_path):
+  from launch.config import ExperimentConfig
+  run = RunDir(tmp_path / 'r')
+  run.create()
+  run.write_config(ExperimentConfig(run_dir=str(run.path), max_actor_steps=3000).to_dict())
+  (run.path / 'counter.json').write_text('{"counts": {"actor_steps": 3000}, "cache": {}}')
+  proc = subprocess.run([sys.executable, '-m', 'experiments.collect_infer', '--run_dir',
+                         str(run.path)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 0, proc.stderr
+  assert 'already reached its budget of 3000' in proc.stdout
+  assert '--max_actor_steps' in proc.stdout
+  assert list(run.path.joinpath('logs').iterdir()) == []  # nothing was launched
