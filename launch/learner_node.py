@@ -70,6 +70,6 @@ class LearnerWorker:
       except StopIteration:
         # The rate limiter held sampling for the timeout (actors slow or gone):
         # check for shutdown, then wait on a fresh iterator.
-        self._learner._iterator = self._new_iterator()  # pylint: disable=protected-access
+        self._learner.set_iterator(self._new_iterator())
     path = self.save_checkpoint()
     print(f'[learner] stopped at step {self._learner.steps}; final checkpoint {path}', flush=True)

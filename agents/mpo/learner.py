@@ -64,6 +64,10 @@ class MPOLearner(core.Learner):
         return f'the batch has non-finite values in {name!r}'
     return 'the batch itself is finite, so the update diverged (lower the learning rates)'
 
+  def set_iterator(self, iterator: Iterator[reverb.ReplaySample]) -> None:
+    """Replaces an iterator that ended (e.g. a sampling timeout on the rate limiter)."""
+    self._iterator = iterator
+
   @property
   def steps(self) -> int:
     return int(self._state.steps)
