@@ -58,7 +58,7 @@ def parse_args(argv):
 def main(argv=None) -> int:
   args = parse_args(sys.argv[1:] if argv is None else argv)
   from launch.config import ExperimentConfig
-  from launch.errors import UserError
+  from launch.errors import ProgramError, UserError
   from launch import launcher
 
   overrides = {k: getattr(args, k) for k in launcher.RESUME_OVERRIDABLE
@@ -72,6 +72,9 @@ def main(argv=None) -> int:
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
+  except ProgramError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 1
   except KeyboardInterrupt:
     return 130
   if config.launch_type == 'local_mt':

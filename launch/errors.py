@@ -15,3 +15,7 @@ class ConfigError(UserError, ValueError):
 
 class RunDirError(UserError):
     """The run directory can't be used (unwritable, locked, missing or damaged files)."""
+
+
+class ProgramError(Exception):
+    """A node of a running program failed; its own log holds the traceback."""

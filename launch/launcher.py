@@ -2,18 +2,16 @@
 
 import dataclasses
 import json
-import logging
 import os
 import socket
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
+from launch.checkpointing import Checkpointer
 from launch.config import ExperimentConfig
-from launch.errors import ConfigError
+from launch.errors import ConfigError, ProgramError
 from launch.node_logs import NodeLogFollower
 from launch.run_dir import RunDir
-
-log = logging.getLogger('collect_infer.launcher')
 
 # Fields a relaunch may change; everything else comes from the stored config.
 RESUME_OVERRIDABLE = ('max_actor_steps', 'max_seconds', 'eval_every_seconds',
@@ -23,7 +21,7 @@ TERMINATION_NOTICE_SECS = 20
 
 
 def prepare_run(config: ExperimentConfig, overrides: Optional[Dict[str, Any]] = None
-                ) -> (ExperimentConfig, RunDir, bool):
+                ) -> Tuple[ExperimentConfig, RunDir, bool]:
   """Checks the config, creates and locks the run directory, and stores or reloads its config.
 
   Returns (effective config, locked RunDir, resumed?).
@@ -50,6 +48,9 @@ def prepare_run(config: ExperimentConfig, overrides: Optional[Dict[str, Any]] = 
     else:
       config = dataclasses.replace(config, run_dir=str(run_dir.path))
     check_task(config.task)
+    if resumed:
+      # Fail here, in one line, rather than in the learner process after launch.
+      Checkpointer(run_dir.checkpoints).restore_latest()
     run_dir.write_config(config.to_dict())
   except BaseException:
     run_dir.release_lock()
@@ -121,6 +122,12 @@ def launch(config: ExperimentConfig, overrides: Optional[Dict[str, Any]] = None)
         manager.wait(labels_to_wait_for=[g for g in GROUPS if g != 'actor'])
       else:
         manager.wait()
+    except RuntimeError as e:
+      # A node crashed: Launchpad is stopping the others; let them finish
+      # (they save their state) before reporting.
+      manager.wait(raise_error=False)
+      where = f'; per-node logs in {run_dir.logs / "nodes"}' if follower else ''
+      raise ProgramError(f'a node failed ({e}){where}') from None
     finally:
       if follower:
         follower.stop()

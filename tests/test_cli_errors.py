@@ -77,3 +77,14 @@ def test_relaunching_a_finished_run_says_how_to_continue(tmp_path):
   assert 'already reached its budget of 3000' in proc.stdout
   assert '--max_actor_steps' in proc.stdout
   assert list(run.path.joinpath('logs').iterdir()) == []  # nothing was launched
+
+
+def test_resuming_with_only_damaged_checkpoints_is_refused_before_launch(tmp_path):
+  from launch.config import ExperimentConfig
+  run = RunDir(tmp_path / 'r')
+  run.create()
+  run.write_config(ExperimentConfig(run_dir=str(run.path)).to_dict())
+  (run.checkpoints / 'ckpt-000000000010.pkl').write_bytes(b'half a checkpoint')
+  rc, err = run_cli('--run_dir', str(run.path))
+  assert_one_line_error(rc, err, 'No intact checkpoint', 'ckpt-000000000010.pkl')
+  assert list(run.logs.iterdir()) == []  # nothing was launched
