@@ -12,9 +12,7 @@ from acme.utils import loggers
 
 from agents.mpo.builder import REPLAY_TABLE
 from launch import experiment
-from launch.checkpointing import Checkpointer
 from launch.logs import make_logger, quiet_node_logs
-from launch.run_dir import RunDir
 
 
 class EvaluatorWorker:
@@ -28,7 +26,6 @@ class EvaluatorWorker:
     quiet_node_logs()
     cfg = experiment.config_from_dict(config)
     self._cfg = cfg
-    self._run_dir = RunDir(cfg.run_dir)
     self._learner = learner
     self._counter = counter
     self._replay = replay
@@ -38,7 +35,6 @@ class EvaluatorWorker:
     self._loop = acme.EnvironmentLoop(self._env, self._actor, should_update=False,
                                       logger=loggers.NoOpLogger(), label='evaluator')
     self._logger = make_logger(pathlib.Path(cfg.run_dir), 'evaluator', steps_key='actor_steps')
-    self._checkpointer = Checkpointer(self._run_dir.checkpoints, keep=cfg.keep_checkpoints)
     self._last_return: Optional[float] = None
     self._start = time.time()
     self._last_progress = (self._start, None)
@@ -74,20 +70,18 @@ class EvaluatorWorker:
     return self._last_return
 
   def checkpoint(self) -> None:
-    payload = self._learner.get_state()
-    payload.update(counts=self._counter.save(), time=time.time(),
-                   last_eval_return=self._last_return)
-    path = self._checkpointer.save(payload, payload['learner_steps'])
+    """The learner writes its own full state (one writer for the checkpoint directory)."""
+    path = self._learner.save_checkpoint(
+        {'counts': self._counter.save(), 'last_eval_return': self._last_return})
     try:
       self._replay.checkpoint()
     except Exception as e:  # pylint: disable=broad-except
       print(f'[evaluator] replay checkpoint failed: {e}', flush=True)
-    print(f'[evaluator] checkpoint {path.name} (learner step {payload["learner_steps"]})',
-          flush=True)
+    print(f'[evaluator] checkpoint {pathlib.Path(path).name}', flush=True)
 
-  def progress(self) -> Dict[str, float]:
+  def progress(self, counts: Optional[Dict[str, float]] = None) -> Dict[str, float]:
     now = time.time()
-    counts = self._counts()
+    counts = counts or self._counts()
     last_t, last_counts = self._last_progress
     dt = max(now - last_t, 1e-6)
     env_rate = (counts['actor_steps'] - last_counts['actor_steps']) / dt if last_counts else 0.0
@@ -119,7 +113,7 @@ class EvaluatorWorker:
       now = time.time()
       counts = self._counts()
       if now >= next_progress:
-        counts = self.progress()
+        self.progress(counts)
         next_progress = now + self._cfg.progress_every_seconds
       if self.budget_spent(counts):
         print('[evaluator] budget reached: final evaluation and checkpoint', flush=True)

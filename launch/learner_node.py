@@ -11,6 +11,7 @@ from acme.utils import counting
 from launch import experiment
 from launch.checkpointing import Checkpointer
 from launch.logs import make_logger, quiet_node_logs
+from launch.run_dir import RunDir
 
 
 class LearnerWorker:
@@ -27,7 +28,7 @@ class LearnerWorker:
     self._run_dir = pathlib.Path(cfg.run_dir)
     self._builder = experiment.make_builder(cfg)
     self._replay_address = replay.server_address
-    self._checkpointer = Checkpointer(self._run_dir / 'checkpoints', keep=cfg.keep_checkpoints)
+    self._checkpointer = Checkpointer(RunDir(cfg.run_dir).checkpoints, keep=cfg.keep_checkpoints)
     self._learner = self._builder.make_learner(
         self._new_iterator(), seed=cfg.seed,
         counter=counting.Counter(counter, prefix='learner'),
@@ -55,6 +56,7 @@ class LearnerWorker:
     return {'learner_state': state, 'learner_steps': int(state.steps)}
 
   def save_checkpoint(self, extra: Optional[Dict[str, Any]] = None) -> str:
+    """Writes the full state (plus `extra`, e.g. counts) atomically; returns the path."""
     payload = {**self.get_state(), 'time': time.time(), **(extra or {})}
     return str(self._checkpointer.save(payload, payload['learner_steps']))
 
