@@ -1,5 +1,6 @@
 """The learner node: consumes the replay dataset, runs the jitted update, serves variables."""
 
+import os
 import pathlib
 import threading
 import time
@@ -63,8 +64,7 @@ class LearnerWorker:
   def steps(self) -> int:
     return self._learner.steps
 
-  def run(self, stop_event: Optional[threading.Event] = None):
-    stop = stop_event or lp.stop_event()
+  def _train(self, stop: threading.Event) -> None:
     while not stop.is_set():
       try:
         with self._lock:
@@ -73,5 +73,33 @@ class LearnerWorker:
         # The rate limiter held sampling for the timeout (actors slow or gone):
         # check for shutdown, then wait on a fresh iterator.
         self._learner.set_iterator(self._new_iterator())
-    path = self.save_checkpoint()
-    print(f'[learner] stopped at step {self._learner.steps}; final checkpoint {path}', flush=True)
+
+  def run(self, stop_event: Optional[threading.Event] = None):
+    stop = stop_event or lp.stop_event()
+    failure = []
+
+    def train():
+      try:
+        self._train(stop)
+      except BaseException as e:  # pylint: disable=broad-except
+        failure.append(e)
+        stop.set()
+
+    # Training runs in a daemon thread: once the replay server is gone a sample
+    # can wait forever on reconnection, and that must not block the final save.
+    trainer = threading.Thread(target=train, name='train', daemon=True)
+    trainer.start()
+    while trainer.is_alive() and not stop.wait(1.0):
+      pass
+    trainer.join(timeout=5.0)
+    if failure:
+      raise failure[0]
+    # The state is replaced whole after each update, so it is consistent even
+    # if the trainer is still parked inside a sample.
+    payload = {'learner_state': self._learner.save(), 'time': time.time()}
+    payload['learner_steps'] = int(payload['learner_state'].steps)
+    path = self._checkpointer.save(payload, payload['learner_steps'])
+    print(f'[learner] stopped at step {payload["learner_steps"]}; final checkpoint {path}',
+          flush=True)
+    if trainer.is_alive() and threading.current_thread() is threading.main_thread():
+      os._exit(0)  # pylint: disable=protected-access
