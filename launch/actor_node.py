@@ -1,6 +1,5 @@
 """Actor nodes: an acme EnvironmentLoop with a stochastic policy feeding the replay."""
 
-import os
 import pathlib
 import threading
 from typing import Any, Dict, Optional
@@ -11,6 +10,7 @@ from acme.utils import counting
 
 from launch import experiment
 from launch.logs import make_logger, quiet_node_logs
+from launch.stopping import exit_process_if_stuck, run_until_stopped
 
 
 class ActorWorker:
@@ -44,26 +44,9 @@ class ActorWorker:
 
   def run(self, stop_event: Optional[threading.Event] = None):
     stop = stop_event or lp.stop_event()
-    failure = []
-
-    def episodes():
-      try:
-        self._episodes(stop)
-      except BaseException as e:  # pylint: disable=broad-except
-        failure.append(e)
-        stop.set()
-
-    # Episodes run in a daemon thread: an insert parked on the rate limiter
-    # never returns once the learner has stopped sampling, and must not keep
-    # this node alive past shutdown.
-    worker = threading.Thread(target=episodes, name='episodes', daemon=True)
-    worker.start()
-    while worker.is_alive() and not stop.wait(1.0):
-      pass
-    worker.join(timeout=3.0)
-    if failure:
-      raise failure[0]
-    print('[actor] stopped' + (' (abandoned an in-flight insert)' if worker.is_alive() else ''),
+    # An insert parked on the rate limiter never returns once the learner has
+    # stopped sampling; it must not keep this node alive past shutdown.
+    finished = run_until_stopped(self._episodes, stop, grace_seconds=3.0)
+    print('[actor] stopped' + ('' if finished else ' (abandoned an in-flight insert)'),
           flush=True)
-    if worker.is_alive() and threading.current_thread() is threading.main_thread():
-      os._exit(0)  # pylint: disable=protected-access
+    exit_process_if_stuck(finished)

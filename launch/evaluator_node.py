@@ -13,6 +13,7 @@ from acme.utils import loggers
 from agents.mpo.builder import REPLAY_TABLE
 from launch import experiment
 from launch.logs import make_logger, quiet_node_logs
+from launch.stopping import exit_process_if_stuck, run_until_stopped
 
 
 class EvaluatorWorker:
@@ -105,6 +106,16 @@ class EvaluatorWorker:
 
   def run(self, stop_event: Optional[threading.Event] = None):
     stop = self._stop = stop_event or lp.stop_event()
+    if self._stop_program is lp.stop:
+      # Launchpad's context is thread-local: take the stopper here, in the node's thread.
+      from launchpad import context as lp_context
+      self._stop_program = lp_context.get_context().program_stopper
+    # A call to a learner or replay that is already gone may never return.
+    finished = run_until_stopped(self._supervise, stop, grace_seconds=5.0)
+    print('[evaluator] stopped', flush=True)
+    exit_process_if_stuck(finished)
+
+  def _supervise(self, stop: threading.Event) -> None:
     next_eval = time.time() + self._cfg.eval_every_seconds
     next_eval_step = self._cfg.eval_every_learner_steps or 0
     tick = min(self._cfg.progress_every_seconds, 5.0)
@@ -132,4 +143,3 @@ class EvaluatorWorker:
         next_eval = time.time() + self._cfg.eval_every_seconds
         if every_steps is not None:
           next_eval_step = (counts['learner_steps'] // every_steps + 1) * every_steps
-    print('[evaluator] stopped', flush=True)

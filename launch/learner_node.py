@@ -1,6 +1,5 @@
 """The learner node: consumes the replay dataset, runs the jitted update, serves variables."""
 
-import os
 import pathlib
 import threading
 import time
@@ -13,6 +12,7 @@ from launch import experiment
 from launch.checkpointing import Checkpointer
 from launch.logs import make_logger, quiet_node_logs
 from launch.run_dir import RunDir
+from launch.stopping import exit_process_if_stuck, run_until_stopped
 
 
 class LearnerWorker:
@@ -76,30 +76,12 @@ class LearnerWorker:
 
   def run(self, stop_event: Optional[threading.Event] = None):
     stop = stop_event or lp.stop_event()
-    failure = []
-
-    def train():
-      try:
-        self._train(stop)
-      except BaseException as e:  # pylint: disable=broad-except
-        failure.append(e)
-        stop.set()
-
-    # Training runs in a daemon thread: once the replay server is gone a sample
-    # can wait forever on reconnection, and that must not block the final save.
-    trainer = threading.Thread(target=train, name='train', daemon=True)
-    trainer.start()
-    while trainer.is_alive() and not stop.wait(1.0):
-      pass
-    trainer.join(timeout=5.0)
-    if failure:
-      raise failure[0]
+    finished = run_until_stopped(self._train, stop, grace_seconds=5.0)
     # The state is replaced whole after each update, so it is consistent even
-    # if the trainer is still parked inside a sample.
+    # if training is still parked inside a sample from a vanished server.
     payload = {'learner_state': self._learner.save(), 'time': time.time()}
     payload['learner_steps'] = int(payload['learner_state'].steps)
     path = self._checkpointer.save(payload, payload['learner_steps'])
     print(f'[learner] stopped at step {payload["learner_steps"]}; final checkpoint {path}',
           flush=True)
-    if trainer.is_alive() and threading.current_thread() is threading.main_thread():
-      os._exit(0)  # pylint: disable=protected-access
+    exit_process_if_stuck(finished)

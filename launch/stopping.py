@@ -1,0 +1,39 @@
+"""Running a node's work so that shutdown never waits on a call that cannot return."""
+
+import os
+import threading
+from typing import Callable
+
+
+def run_until_stopped(work: Callable[[threading.Event], None], stop: threading.Event,
+                      grace_seconds: float) -> bool:
+  """Runs `work(stop)` in a daemon thread until it returns or `stop` is set.
+
+  Returns whether the work finished within `grace_seconds` of the stop. Calls
+  parked on a server that is gone (a rate-limited insert, a sample, an RPC)
+  never return, so the caller must not wait on them forever. Re-raises the
+  work's exception, after setting `stop`.
+  """
+  failure = []
+
+  def target():
+    try:
+      work(stop)
+    except BaseException as e:  # pylint: disable=broad-except
+      failure.append(e)
+      stop.set()
+
+  thread = threading.Thread(target=target, name='node-work', daemon=True)
+  thread.start()
+  while thread.is_alive() and not stop.wait(1.0):
+    pass
+  thread.join(timeout=grace_seconds)
+  if failure:
+    raise failure[0]
+  return not thread.is_alive()
+
+
+def exit_process_if_stuck(finished: bool) -> None:
+  """In a node's own process (main thread), ends it when its work is still parked."""
+  if not finished and threading.current_thread() is threading.main_thread():
+    os._exit(0)  # pylint: disable=protected-access
