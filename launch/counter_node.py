@@ -9,6 +9,7 @@ from acme.utils import counting
 
 from launch.logs import quiet_node_logs
 from launch.run_dir import atomic_write_bytes
+from launch.stopping import wait_for_stop
 
 COUNTER_FILE = 'counter.json'
 
@@ -25,11 +26,14 @@ class PersistentCounter(counting.Counter):
       self.restore(json.loads(self._path.read_text()))
 
   def persist(self) -> None:
-    atomic_write_bytes(self._path, json.dumps(self.save()).encode())
+    # Courier threads increment while this runs: serialise a copy taken under the lock.
+    with self._lock:
+      state = {k: dict(v) for k, v in self.save().items()}
+    atomic_write_bytes(self._path, json.dumps(state).encode())
 
   def run(self, stop_event: Optional[object] = None):
     stop = stop_event or lp.stop_event()
-    while not stop.wait(self._save_every):
+    while not wait_for_stop(stop, self._save_every):
       self.persist()
     self.persist()
     print(f'[counter] stopped; counts saved to {self._path}', flush=True)

@@ -13,7 +13,7 @@ from acme.utils import loggers
 from agents.mpo.builder import REPLAY_TABLE
 from launch import experiment
 from launch.logs import make_logger, quiet_node_logs
-from launch.stopping import exit_process_if_stuck, run_until_stopped
+from launch.stopping import exit_process_if_stuck, run_until_stopped, wait_for_stop
 
 
 class EvaluatorWorker:
@@ -120,7 +120,7 @@ class EvaluatorWorker:
     next_eval_step = self._cfg.eval_every_learner_steps or 0
     tick = min(self._cfg.progress_every_seconds, 5.0)
     next_progress = 0.0
-    while not stop.wait(tick):
+    while not wait_for_stop(stop, tick):
       now = time.time()
       counts = self._counts()
       if now >= next_progress:

@@ -10,6 +10,7 @@ from launchpad import address as lp_address
 from launchpad.launch import worker_manager
 
 from launch.logs import quiet_node_logs
+from launch.stopping import wait_for_stop
 
 log = logging.getLogger('collect_infer.replay')
 
@@ -35,7 +36,9 @@ class CheckpointedReverbNode(lp.ReverbNode):
     sizes = {n: i.current_size for n, i in reverb.Client(f'localhost:{port}').server_info().items()}
     print(f'[replay] serving on port {port}; restored table sizes {sizes} from {self._replay_dir}',
           flush=True)
-    worker_manager.wait_for_stop()
+    stop = worker_manager.stop_event()
+    while not wait_for_stop(stop, 3600.0):
+      pass
     try:
       path = reverb.Client(f'localhost:{port}').checkpoint()
       print(f'[replay] final checkpoint {path}', flush=True)

@@ -2,7 +2,30 @@
 
 import os
 import threading
+import time
 from typing import Callable
+
+_POLL_SECONDS = 0.05
+
+
+def wait_for_stop(stop: threading.Event, seconds: float) -> bool:
+  """`stop.wait(seconds)` that is safe on the thread that runs signal handlers.
+
+  Launchpad sets its stop event from a SIGINT/SIGTERM handler, and Python runs
+  handlers on the main thread between bytecodes. Were the main thread inside
+  `Event.wait`, holding the event's (non-reentrant) lock at that instant, the
+  handler's `set()` would wait on that lock forever and the node would never
+  stop. The main thread therefore only polls the flag, which takes no lock.
+  """
+  if threading.current_thread() is not threading.main_thread():
+    return stop.wait(seconds)
+  deadline = time.monotonic() + seconds
+  while not stop.is_set():
+    left = deadline - time.monotonic()
+    if left <= 0:
+      return False
+    time.sleep(min(_POLL_SECONDS, left))
+  return True
 
 
 def run_until_stopped(work: Callable[[threading.Event], None], stop: threading.Event,
@@ -25,7 +48,7 @@ def run_until_stopped(work: Callable[[threading.Event], None], stop: threading.E
 
   thread = threading.Thread(target=target, name='node-work', daemon=True)
   thread.start()
-  while thread.is_alive() and not stop.wait(1.0):
+  while thread.is_alive() and not wait_for_stop(stop, 1.0):
     pass
   thread.join(timeout=grace_seconds)
   if failure:
