@@ -2,6 +2,7 @@
 
 import dataclasses
 import math
+import numbers
 from typing import Optional, Tuple
 
 from launch.errors import ConfigError
@@ -9,7 +10,7 @@ from launch.errors import ConfigError
 
 @dataclasses.dataclass
 class MPOConfig:
-  """Hyper-parameters of (distributional) MPO and PMPO.
+  """Hyper-parameters of (distributional) MPO, PMPO and PAC.
 
   Defaults follow Abdolmaleki et al. (2018) and the DMPO setting used for the
   DeepMind control suite.
@@ -40,11 +41,19 @@ class MPOConfig:
   action_penalty: bool = True
   epsilon_penalty: float = 0.001
 
-  # Policy improvement: 'mpo' (weighted M-step) or 'pmpo' (preferred / dis-preferred).
+  # Policy improvement: 'mpo' (weighted M-step), 'pmpo' (preferred / dis-preferred) or
+  # 'pac' (MPO M-step mixed with behaviour cloning of the dataset actions).
   policy_loss: str = 'mpo'
   pmpo_alpha: float = 0.5
   pmpo_beta: float = 2.0  # alpha = 0 (negative-only) needs a strong KL anchor to stay stable
   pmpo_fraction: float = 0.25
+
+  # PAC: policy loss = (1 - alpha) * MPO M-step + alpha * BC NLL (+ the KL trust region).
+  # alpha = 1 is pure behaviour cloning, alpha = 0 pure MPO. Only read when policy_loss='pac'.
+  bc_alpha: float = 0.5
+  # Alpha per collect-and-infer iteration: entry i for iteration i, the last entry held for
+  # every later one (e.g. (0.9, 0.7, 0.5)). None uses bc_alpha for every iteration.
+  bc_alpha_schedule: Optional[Tuple[float, ...]] = None
 
   # Optimisation.
   batch_size: int = 256
@@ -66,6 +75,9 @@ class MPOConfig:
   def __post_init__(self):
     self.policy_layer_sizes = tuple(self.policy_layer_sizes)
     self.critic_layer_sizes = tuple(self.critic_layer_sizes)
+    # JSON (config.json, --agent) gives lists; a tuple keeps the config hashable and comparable.
+    if isinstance(self.bc_alpha_schedule, list):
+      self.bc_alpha_schedule = tuple(self.bc_alpha_schedule)
     self.validate()
 
   @property
@@ -105,14 +117,33 @@ class MPOConfig:
               'init_alpha_mean', 'init_alpha_stddev', 'policy_learning_rate',
               'critic_learning_rate', 'dual_learning_rate', 'max_grad_norm'):
       need(finite(getattr(self, f)) and getattr(self, f) > 0, f, 'a finite number > 0')
-    need(self.policy_loss in ('mpo', 'pmpo'), 'policy_loss', "'mpo' or 'pmpo'")
+    need(self.policy_loss in ('mpo', 'pmpo', 'pac'), 'policy_loss', "'mpo', 'pmpo' or 'pac'")
     need(finite(self.pmpo_alpha) and 0.0 <= self.pmpo_alpha <= 1.0, 'pmpo_alpha', 'in [0, 1]')
     need(finite(self.pmpo_beta) and self.pmpo_beta >= 0.0, 'pmpo_beta', '>= 0')
     need(finite(self.pmpo_fraction) and 0.0 < self.pmpo_fraction <= 0.5, 'pmpo_fraction',
          'in (0, 0.5]')
+    need(finite(self.bc_alpha) and 0.0 <= self.bc_alpha <= 1.0, 'bc_alpha', 'in [0, 1]')
+    schedule = self.bc_alpha_schedule
+    need(schedule is None or (isinstance(schedule, tuple) and len(schedule) > 0 and
+                              all(finite(a) and 0.0 <= a <= 1.0 for a in schedule)),
+         'bc_alpha_schedule', 'None or a non-empty sequence of numbers in [0, 1]')
     if self.samples_per_insert is not None:
       need(finite(self.samples_per_insert) and self.samples_per_insert > 0,
            'samples_per_insert', 'a finite number > 0, or None to disable rate limiting')
     need(finite(self.samples_per_insert_tolerance) and self.samples_per_insert_tolerance > 0,
          'samples_per_insert_tolerance', 'a finite number > 0')
     need(isinstance(self.action_penalty, bool), 'action_penalty', 'a bool')
+
+
+def bc_alpha_for_iteration(config: MPOConfig, iteration: int) -> float:
+  """PAC's behaviour-cloning weight for collect-and-infer iteration `iteration` (from 0).
+
+  Entry `iteration` of `config.bc_alpha_schedule`, its last entry once the schedule has run
+  out, or `config.bc_alpha` when there is no schedule.
+  """
+  if isinstance(iteration, bool) or not isinstance(iteration, numbers.Integral) or iteration < 0:
+    raise ValueError(f'iteration must be an int >= 0, got {iteration!r}')
+  schedule = config.bc_alpha_schedule
+  if schedule is None:
+    return float(config.bc_alpha)
+  return float(schedule[min(iteration, len(schedule) - 1)])

@@ -12,7 +12,7 @@ from acme.utils import counting
 from acme.utils import loggers
 
 from agents.mpo import learning
-from agents.mpo.config import MPOConfig
+from agents.mpo.config import MPOConfig, bc_alpha_for_iteration
 from networks.mpo import MPONetworks
 
 log = logging.getLogger('collect_infer.learner')
@@ -36,11 +36,12 @@ class MPOLearner(core.Learner):
     self._state = learning.initial_state(networks, config, obs_dim, jax.random.PRNGKey(seed))
     self._update = jax.jit(learning.make_update_fn(networks, config))
     self._last_time: Optional[float] = None
+    self._bc_alpha = np.float32(bc_alpha_for_iteration(config, 0))
 
   def step(self):
     sample = next(self._iterator)
     transitions = getattr(sample, 'data', sample)
-    state, metrics = self._update(self._state, transitions)
+    state, metrics = self._update(self._state, transitions, self._bc_alpha)
     metrics = {k: float(v) for k, v in metrics.items()}
     if not np.isfinite(metrics['critic_loss']) or not np.isfinite(metrics['policy_loss']):
       bad = self._find_non_finite(transitions)
@@ -67,6 +68,21 @@ class MPOLearner(core.Learner):
   def set_iterator(self, iterator: Iterator[reverb.ReplaySample]) -> None:
     """Replaces an iterator that ended (e.g. a sampling timeout on the rate limiter)."""
     self._iterator = iterator
+
+  def set_iteration(self, iteration: int) -> float:
+    """Uses PAC's behaviour-cloning weight for collect-and-infer `iteration`; returns it.
+
+    The weight is not part of the saved state: whoever counts iterations sets it again
+    after a restore. No effect on the 'mpo' and 'pmpo' losses.
+    """
+    # A float32 array, like the initial one, so the jitted update is not compiled again.
+    self._bc_alpha = np.float32(bc_alpha_for_iteration(self._config, iteration))
+    return float(self._bc_alpha)
+
+  @property
+  def bc_alpha(self) -> float:
+    """The behaviour-cloning weight the next PAC update uses."""
+    return float(self._bc_alpha)
 
   @property
   def steps(self) -> int:

@@ -1,6 +1,6 @@
-"""The MPO / PMPO update: one pure function from (state, batch) to (state, metrics)."""
+"""The MPO / PMPO / PAC update: one pure function from (state, batch) to (state, metrics)."""
 
-from typing import Any, Dict, NamedTuple, Tuple
+from typing import Any, Dict, NamedTuple, Optional, Tuple
 
 import haiku as hk
 import jax
@@ -9,7 +9,7 @@ import optax
 from acme import types
 
 from agents.mpo import losses
-from agents.mpo.config import MPOConfig
+from agents.mpo.config import MPOConfig, bc_alpha_for_iteration
 from agents.mpo.distributions import gaussian_sample
 from networks.mpo import MPONetworks
 
@@ -80,8 +80,15 @@ def initial_state(networks: MPONetworks, config: MPOConfig, obs_dim: int,
 
 
 def make_update_fn(networks: MPONetworks, config: MPOConfig):
-  """Returns update(state, transitions) -> (state, metrics), pure and jittable."""
+  """Returns update(state, transitions, bc_alpha=None) -> (state, metrics), pure and jittable.
+
+  `bc_alpha` is PAC's behaviour-cloning weight (ignored by 'mpo' and 'pmpo'). It is an
+  argument, not part of the state, so a schedule can change it between calls: pass it as a
+  float32 array (a Python float is weakly typed and would compile a second version). None
+  uses the weight of iteration 0.
+  """
   opts = make_optimizers(config)
+  default_bc_alpha = bc_alpha_for_iteration(config, 0)
   support = jnp.linspace(config.v_min, config.v_max, config.num_atoms)
   distributional = config.num_atoms > 1
   n = config.num_samples
@@ -113,7 +120,7 @@ def make_update_fn(networks: MPONetworks, config: MPOConfig):
       q = online_out
     return loss, {'critic_loss': loss, 'q_mean': jnp.mean(q)}
 
-  def policy_loss(params, state: TrainingState, obs, key):
+  def policy_loss(params, state: TrainingState, obs, dataset_actions, key, bc_alpha):
     policy_params, duals = params
     mean, std = networks.policy.apply(policy_params, obs)
     t_mean, t_std = networks.policy.apply(state.target_policy_params, obs)
@@ -137,19 +144,28 @@ def make_update_fn(networks: MPONetworks, config: MPOConfig):
       weights = weights + p_weights
       loss = loss + p_loss
       metrics['penalty_temperature'] = p_eta
-    m_loss, m = losses.decoupled_mstep_loss(
-        mean, std, t_mean, t_std, actions, weights, duals.alpha_mean, duals.alpha_stddev,
-        config.epsilon_mean, config.epsilon_stddev)
+    if config.policy_loss == 'pac':
+      m_loss, m = losses.pac_policy_loss(
+          mean, std, t_mean, t_std, actions, weights, dataset_actions, duals.alpha_mean,
+          duals.alpha_stddev, config.epsilon_mean, config.epsilon_stddev, bc_alpha)
+    else:
+      m_loss, m = losses.decoupled_mstep_loss(
+          mean, std, t_mean, t_std, actions, weights, duals.alpha_mean, duals.alpha_stddev,
+          config.epsilon_mean, config.epsilon_stddev)
     metrics.update(m)
     metrics['policy_stddev'] = jnp.mean(std)
     return loss + m_loss, metrics
 
-  def update(state: TrainingState, t: types.Transition) -> Tuple[TrainingState, Dict]:
+  def update(state: TrainingState, t: types.Transition,
+             bc_alpha: Optional[jnp.ndarray] = None) -> Tuple[TrainingState, Dict]:
+    if bc_alpha is None:
+      bc_alpha = jnp.float32(default_bc_alpha)
     rng, k_critic, k_policy = jax.random.split(state.rng, 3)
     (c_loss, c_metrics), c_grads = jax.value_and_grad(critic_loss, has_aux=True)(
         state.critic_params, state, t, k_critic)
     (p_loss, p_metrics), (pol_grads, dual_grads) = jax.value_and_grad(policy_loss, has_aux=True)(
-        (state.policy_params, state.dual_params), state, t.observation, k_policy)
+        (state.policy_params, state.dual_params), state, t.observation, t.action, k_policy,
+        bc_alpha)
 
     c_updates, critic_opt_state = opts.critic.update(c_grads, state.critic_opt_state)
     critic_params = optax.apply_updates(state.critic_params, c_updates)

@@ -1,4 +1,4 @@
-"""Pure-JAX loss functions for the MPO family (MPO, DMPO, MO-MPO action penalty, PMPO).
+"""Pure-JAX loss functions for the MPO family (MPO, DMPO, MO-MPO action penalty, PMPO, PAC).
 
 Shape conventions: N sampled actions per state, B states, A action dims, K atoms.
 Every function is side-effect free and jit-able.
@@ -197,6 +197,69 @@ def action_penalty(actions: Array, low: Array, high: Array) -> Array:
     is_outside = squared > 0.0
     safe_squared = jnp.where(is_outside, squared, 1.0)
     return -jnp.where(is_outside, jnp.sqrt(safe_squared), 0.0)
+
+
+# ---------------------------------------------------------------------------
+# PAC: MPO policy improvement regularised towards the dataset actions.
+# ---------------------------------------------------------------------------
+
+
+def behaviour_cloning_loss(mean: Array, std: Array, actions: Array) -> Array:
+    """Negative log-likelihood of dataset actions under pi, averaged over the batch.
+
+    Args:
+      mean, std: [B, A] parameters of the diagonal Gaussian pi (the gradient path).
+      actions: [B, A] dataset actions (constants).
+
+    Returns:
+      -mean_B sum_A log N(actions | mean, std^2), a scalar.
+    """
+    return -jnp.mean(gaussian_log_prob(mean, std, _sg(actions)))
+
+
+def pac_policy_loss(
+    online_mean: Array,
+    online_std: Array,
+    target_mean: Array,
+    target_std: Array,
+    sampled_actions: Array,
+    weights: Array,
+    dataset_actions: Array,
+    alpha_mean_param: Array,
+    alpha_std_param: Array,
+    epsilon_mean: float,
+    epsilon_std: float,
+    bc_alpha: Array,
+) -> Tuple[Array, Metrics]:
+    """PAC policy loss (Springenberg et al., 2024).
+
+    (1 - bc_alpha) * [MPO M-step weighted NLL] + bc_alpha * [BC NLL of the dataset actions]
+    + the decoupled KL trust region to the target policy and its multiplier loss, both at
+    full weight whatever bc_alpha is. bc_alpha = 0 gives `decoupled_mstep_loss` exactly;
+    bc_alpha = 1 drops the sampled actions and weights entirely.
+
+    Args:
+      online_mean, online_std, target_mean, target_std, sampled_actions, weights,
+      alpha_mean_param, alpha_std_param, epsilon_mean, epsilon_std: as in
+        `decoupled_mstep_loss`.
+      dataset_actions: [B, A] actions stored with the batch's states (constants).
+      bc_alpha: scalar weight in [0, 1]; may be traced, so a schedule needs no recompile.
+
+    Returns:
+      (loss, metrics); metrics["policy_nll"] is the M-step NLL already scaled by
+      (1 - bc_alpha), metrics["bc_loss"] the unscaled BC NLL.
+    """
+    bc_alpha = _sg(jnp.asarray(bc_alpha, dtype=jnp.result_type(online_mean)))
+    # The weighted NLL is linear in the weights, so scaling them scales the MPO term alone and
+    # leaves the trust region, which must hold at any alpha, untouched.
+    mstep_loss, metrics = decoupled_mstep_loss(
+        online_mean, online_std, target_mean, target_std, sampled_actions,
+        (1.0 - bc_alpha) * weights, alpha_mean_param, alpha_std_param, epsilon_mean,
+        epsilon_std,
+    )
+    bc = behaviour_cloning_loss(online_mean, online_std, dataset_actions)
+    metrics = {**metrics, "bc_loss": bc, "bc_alpha": bc_alpha}
+    return mstep_loss + bc_alpha * bc, metrics
 
 
 # ---------------------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""Plain behaviour cloning: the baseline for PAC's behaviour-regularised actor-critic."""
