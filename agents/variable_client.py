@@ -17,9 +17,13 @@ class VariableClient:
   """
 
   def __init__(self, source: core.VariableSource, names: Sequence[str],
-               update_period: int = 1):
+               update_period: int = 1, version_name: Optional[str] = None):
+    """`version_name`, when the source serves one (e.g. 'learner_steps'), is
+    fetched with the parameters and kept as `version`: which policy acted."""
     self._source = source
     self._names = list(names)
+    self._version_name = version_name
+    self.version: Optional[int] = None
     self._period = max(1, int(update_period))
     self._calls = 0
     self._params: Optional[Any] = None
@@ -31,12 +35,15 @@ class VariableClient:
     if wait or self._params is None or self._calls >= self._period:
       self._calls = 0
       try:
-        values = self._source.get_variables(self._names)
+        names = self._names + ([self._version_name] if self._version_name else [])
+        values = list(self._source.get_variables(names))
       except Exception as e:  # pylint: disable=broad-except
         if wait or self._params is None:
           raise
         log.warning('could not refresh parameters from the learner (%s); keeping the old ones', e)
         return
+      if self._version_name:
+        self.version = int(values.pop())
       self._params = values[0] if len(self._names) == 1 else values
       self.num_updates += 1
       self.last_update_time = time.time()

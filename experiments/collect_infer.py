@@ -4,6 +4,15 @@
       --max_actor_steps 200000 --run_dir runs/cartpole_swingup
 
 Relaunching with an existing --run_dir resumes it (learner state, counters, replay).
+
+Training modes (--mode), all on the same program:
+  online             actors and learner together (default)
+  offline            no actors; the learner trains on stored episodes (--datasets
+                     and/or the run's own store) for --max_learner_steps
+  offline_to_online  start from stored data (and --init_checkpoint), add actors;
+                     --store_ratio of each batch keeps coming from the store
+  iterated           collect --collect_episodes, infer --infer_steps on all stored
+                     data, evaluate; --iterations times
 """
 
 import argparse
@@ -48,6 +57,24 @@ def parse_args(argv):
   p.add_argument('--eval_every_learner_steps', type=int, default=None)
   p.add_argument('--eval_episodes', type=int, default=None)
   p.add_argument('--launch_type', default=None, choices=['local_mp', 'local_mt'])
+  p.add_argument('--mode', default=None,
+                 choices=['online', 'offline', 'offline_to_online', 'iterated'])
+  p.add_argument('--algorithm', default=None, choices=['mpo', 'bc'],
+                 help="new runs: 'bc' is behaviour cloning (use --agent policy_loss=pac for PAC)")
+  p.add_argument('--max_learner_steps', type=int, default=None, help='learner-step budget')
+  p.add_argument('--store_ratio', type=float, default=None,
+                 help='fraction of each learner batch drawn from stored episodes')
+  p.add_argument('--datasets', nargs='+', default=None, metavar='STORE_DIR',
+                 help='episode stores (e.g. runs/X/store) to train on as well')
+  p.add_argument('--init_checkpoint', default=None,
+                 help='a new run starts its learner from this checkpoint file or run directory')
+  p.add_argument('--no_store', action='store_true',
+                 help='do not keep episodes in <run>/store (new runs only)')
+  p.add_argument('--collect_episodes', type=int, default=None, help='iterated: per iteration')
+  p.add_argument('--infer_steps', type=int, default=None, help='iterated: per iteration')
+  p.add_argument('--iterations', type=int, default=None, help='iterated: how many')
+  p.add_argument('--from_scratch', dest='warm_start', action='store_const', const=False,
+                 default=None, help='iterated: each iteration starts a fresh learner')
   p.add_argument('--preset', default='cpu', choices=sorted(PRESETS),
                  help='network sizes for a new run (default: cpu)')
   p.add_argument('--agent', action='append', default=[], type=_agent_override,
@@ -63,9 +90,17 @@ def main(argv=None) -> int:
 
   overrides = {k: getattr(args, k) for k in launcher.RESUME_OVERRIDABLE
                if getattr(args, k, None) is not None}
+  if 'datasets' in overrides:  # Node processes may not share this working directory.
+    overrides['datasets'] = [os.path.abspath(d) for d in overrides['datasets']]
   run_dir = args.run_dir or os.path.join('runs', args.task.replace(':', '_'))
   try:
     values = {'run_dir': run_dir, 'task': args.task, 'seed': args.seed, **overrides}
+    if args.init_checkpoint:
+      values['init_checkpoint'] = os.path.abspath(args.init_checkpoint)
+    if args.algorithm:
+      values['algorithm'] = args.algorithm
+    if args.no_store:
+      values['store_episodes'] = False
     values['agent'] = {**PRESETS[args.preset], **dict(args.agent)}
     config = ExperimentConfig.from_dict(values)
     config = launcher.launch(config, overrides)

@@ -10,7 +10,10 @@ from acme.utils import counting
 
 from launch import experiment
 from launch.logs import make_logger, quiet_node_logs
-from launch.stopping import exit_process_if_stuck, run_until_stopped
+from launch.run_dir import RunDir
+from launch.stopping import exit_process_if_stuck, run_until_stopped, wait_for_stop
+from launch.store.episodes import EpisodeStore
+from launch.store.recorder import EpisodeRecorder
 
 
 class ActorWorker:
@@ -23,16 +26,43 @@ class ActorWorker:
     builder = experiment.make_builder(cfg)
     seed = cfg.seed * 1000 + actor_id + 1
     env = experiment.make_env(cfg, seed=seed)
-    actor = builder.make_actor(learner, builder.make_adder(replay), seed=seed)
+    # Iterated collect-and-infer trains on the store alone: no replay inserts.
+    adder = None if cfg.mode == 'iterated' else builder.make_adder(replay)
+    self._actor = builder.make_actor(learner, adder, seed=seed, version_name='learner_steps')
+    self._learner = learner
+    self._iterated = cfg.mode == 'iterated'
+    self._iteration = None
     label = f'actor_{actor_id}'
+    observers = []
+    if cfg.store_episodes:
+      writer = EpisodeStore(RunDir(cfg.run_dir).store).writer(label)
+      observers.append(EpisodeRecorder(
+          writer, metadata={'source': label, 'task': cfg.task, 'seed': seed},
+          policy_version=lambda: self._actor.policy_version))
     self._logger = make_logger(pathlib.Path(cfg.run_dir), label, steps_key='actor_steps')
     self._loop = acme.EnvironmentLoop(
-        env, actor, counter=counting.Counter(counter, prefix='actor'), logger=self._logger,
-        label=label)
+        env, self._actor, counter=counting.Counter(counter, prefix='actor'), logger=self._logger,
+        label=label, observers=observers)
+
+  def _may_collect(self, stop: threading.Event) -> bool:
+    """Iterated mode: wait for the learner's collect phase (fresh parameters each iteration)."""
+    if not self._iterated:
+      return True
+    while not stop.is_set():
+      status = self._learner.collect_status()
+      if status['phase'] == 'collect' and status['wanted'] > 0:
+        if status['iteration'] != self._iteration:
+          self._actor.update(wait=True)
+          self._iteration = status['iteration']
+        return True
+      wait_for_stop(stop, 0.5)
+    return False
 
   def _episodes(self, stop: threading.Event):
     while not stop.is_set():
       try:
+        if not self._may_collect(stop):
+          return
         # run_episode, not run(): run() installs signal handlers, which only
         # the main thread may do, and Launchpad already handles the signals.
         self._logger.write(self._loop.run_episode())

@@ -2,12 +2,17 @@
 
 import dataclasses
 import math
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 from agents.mpo.config import MPOConfig
 from launch.errors import ConfigError
 
 LAUNCH_TYPES = ('local_mp', 'local_mt')
+# online: actors and learner together. offline: no actors, the learner trains on
+# stored episodes only. offline_to_online: start from stored data (and maybe a
+# checkpoint), then add actors. iterated: collect K episodes, infer M steps on
+# all stored data, evaluate; repeat.
+MODES = ('online', 'offline', 'offline_to_online', 'iterated')
 
 
 @dataclasses.dataclass
@@ -18,9 +23,41 @@ class ExperimentConfig:
   seed: int = 0
   num_actors: int = 2
   launch_type: str = 'local_mp'
+  mode: str = 'online'
+  # 'mpo' (the MPO family: agent.policy_loss picks mpo, pmpo or pac) or 'bc'
+  # (behaviour cloning of the training data, the offline baseline).
+  algorithm: str = 'mpo'
+  # Durable store: every completed episode goes to <run>/store.
+  store_episodes: bool = True
+  # Fraction of each learner batch drawn from stored episodes (the run's own
+  # store plus `datasets`); the rest comes from the online replay table.
+  # Offline and iterated modes train on the store only.
+  store_ratio: float = 0.0
+  # Other episode stores (earlier runs, imported RLDS data) to train on too.
+  datasets: Tuple[str, ...] = ()
+  # Fraction of each learner batch drawn from the external table (experience of
+  # robots attached with `launch.attach`) while it holds data. It comes out of
+  # the replay share; while the table is empty the main table fills it instead,
+  # so batch shapes never change.
+  external_ratio: float = 0.25
+  # Host written into addresses.json for the servers, e.g. the machine's LAN
+  # name for robot PCs (the servers listen on every interface either way).
+  # None: $COLLECT_INFER_HOST if set, else localhost.
+  announce_host: Optional[str] = None
+  # A checkpoint file, or a run directory, the learner starts from when this
+  # run has no checkpoint of its own (e.g. offline-trained, then online).
+  init_checkpoint: Optional[str] = None
   # Budget: the program stops itself at whichever comes first (None = unlimited).
   max_actor_steps: Optional[int] = 200_000
   max_seconds: Optional[float] = None
+  max_learner_steps: Optional[int] = None
+  # Iterated collect-and-infer: per iteration, collect this many episodes (all
+  # actors together), then this many learner steps on the whole store.
+  collect_episodes: int = 10
+  infer_steps: int = 1000
+  iterations: int = 10
+  # Each iteration starts from the last one's learner (True) or from scratch.
+  warm_start: bool = True
   # Evaluator-checkpointer cadence.
   eval_every_seconds: float = 120.0
   # Also evaluate (and checkpoint) every this many learner steps, if set.
@@ -33,6 +70,7 @@ class ExperimentConfig:
   agent: MPOConfig = dataclasses.field(default_factory=MPOConfig)
 
   def __post_init__(self):
+    self.datasets = tuple(self.datasets)
     if isinstance(self.agent, dict):
       self.agent = MPOConfig(**self.agent)
     self.validate()
@@ -59,8 +97,37 @@ class ExperimentConfig:
          'max_actor_steps', 'a positive int, or None for no step budget')
     need(self.max_seconds is None or pos_num(self.max_seconds), 'max_seconds',
          'a positive number of seconds, or None for no time budget')
-    need(self.max_actor_steps is not None or self.max_seconds is not None, 'max_actor_steps',
-         'set (or max_seconds set): an experiment needs a budget to stop by itself')
+    need(self.max_learner_steps is None or
+         (is_int(self.max_learner_steps) and self.max_learner_steps > 0),
+         'max_learner_steps', 'a positive int, or None for no learner-step budget')
+    need(self.mode in MODES, 'mode', f'one of {", ".join(MODES)}')
+    need(self.algorithm in ('mpo', 'bc'), 'algorithm', "'mpo' or 'bc'")
+    need(isinstance(self.store_episodes, bool), 'store_episodes', 'true or false')
+    need(isinstance(self.store_ratio, (int, float)) and 0.0 <= self.store_ratio <= 1.0,
+         'store_ratio', 'a fraction in [0, 1]')
+    need(all(isinstance(d, str) and d for d in self.datasets), 'datasets',
+         'a list of episode store directories')
+    need(isinstance(self.external_ratio, (int, float)) and not isinstance(self.external_ratio, bool)
+         and 0.0 <= self.external_ratio <= 1.0, 'external_ratio', 'a fraction in [0, 1]')
+    need(self.announce_host is None or (isinstance(self.announce_host, str) and
+                                        self.announce_host.strip() != '' and
+                                        not any(c.isspace() for c in self.announce_host)),
+         'announce_host', 'a host name or address without spaces, or None')
+    need(self.init_checkpoint is None or (isinstance(self.init_checkpoint, str) and
+                                          self.init_checkpoint), 'init_checkpoint',
+         'a checkpoint file or run directory, or None')
+    for field in ('collect_episodes', 'infer_steps', 'iterations'):
+      need(is_int(getattr(self, field)) and getattr(self, field) >= 1, field, 'an int >= 1')
+    need(isinstance(self.warm_start, bool), 'warm_start', 'true or false')
+    if self.mode == 'offline':
+      need(self.max_learner_steps is not None or self.max_seconds is not None,
+           'max_learner_steps', 'set (or max_seconds set) in offline mode: no actors count steps')
+    elif self.mode != 'iterated':
+      need(self.max_actor_steps is not None or self.max_seconds is not None, 'max_actor_steps',
+           'set (or max_seconds set): an experiment needs a budget to stop by itself')
+    if self.mode in ('iterated', 'offline') or self.store_ratio > 0:
+      need(self.store_episodes or self.mode == 'offline', 'store_episodes',
+           f'true when training draws on the store (mode={self.mode}, store_ratio={self.store_ratio})')
     need(pos_num(self.eval_every_seconds), 'eval_every_seconds', 'a positive number')
     need(self.eval_every_learner_steps is None or
          (is_int(self.eval_every_learner_steps) and self.eval_every_learner_steps > 0),

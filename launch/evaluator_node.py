@@ -89,18 +89,29 @@ class EvaluatorWorker:
     learn_rate = (counts['learner_steps'] - last_counts['learner_steps']) / dt if last_counts else 0.0
     self._last_progress = (now, counts)
     ret = 'n/a' if self._last_return is None else f'{self._last_return:.1f}'
-    budget = self._cfg.max_actor_steps
+    cfg = self._cfg
+    budget = cfg.max_actor_steps if cfg.mode in ('online', 'offline_to_online') else None
+    learner_budget = cfg.max_learner_steps
     print(f'[progress] {now - self._start:7.0f}s | env steps {int(counts["actor_steps"])}'
           f'{"/" + str(budget) if budget else ""} ({env_rate:.0f}/s) | learner steps '
-          f'{int(counts["learner_steps"])} ({learn_rate:.1f}/s) | last eval return {ret} | '
+          f'{int(counts["learner_steps"])}{"/" + str(learner_budget) if learner_budget else ""} '
+          f'({learn_rate:.1f}/s) | last eval return {ret} | '
           f'replay size {self._replay_size()}', flush=True)
     return counts
 
   def budget_spent(self, counts: Dict[str, float]) -> bool:
+    """Seconds, learner steps, environment steps (not offline) or iterations (iterated)."""
     cfg = self._cfg
-    if cfg.max_actor_steps is not None and counts['actor_steps'] >= cfg.max_actor_steps:
+    if cfg.max_seconds is not None and time.time() - self._start >= cfg.max_seconds:
       return True
-    return cfg.max_seconds is not None and time.time() - self._start >= cfg.max_seconds
+    # The learner knows its own step budget exactly (the counter lags it).
+    if cfg.mode == 'iterated' or cfg.max_learner_steps is not None:
+      if self._learner.done():
+        return True
+      if cfg.mode == 'iterated':
+        return False
+    return (cfg.mode != 'offline' and cfg.max_actor_steps is not None and
+            counts['actor_steps'] >= cfg.max_actor_steps)
 
   # --- main loop ----------------------------------------------------------
 
@@ -117,7 +128,10 @@ class EvaluatorWorker:
 
   def _supervise(self, stop: threading.Event) -> None:
     next_eval = time.time() + self._cfg.eval_every_seconds
-    next_eval_step = self._cfg.eval_every_learner_steps or 0
+    every_steps = self._cfg.eval_every_learner_steps
+    if every_steps is None and self._cfg.mode == 'iterated':
+      every_steps = self._cfg.infer_steps  # Once per iteration.
+    next_eval_step = every_steps or 0
     tick = min(self._cfg.progress_every_seconds, 5.0)
     next_progress = 0.0
     while not wait_for_stop(stop, tick):
@@ -133,7 +147,6 @@ class EvaluatorWorker:
         self.progress()
         self._stop_program()
         return
-      every_steps = self._cfg.eval_every_learner_steps
       due_by_steps = every_steps is not None and counts['learner_steps'] >= next_eval_step
       if (now >= next_eval or due_by_steps) and counts['learner_steps'] > 0:
         self.evaluate()

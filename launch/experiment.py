@@ -27,4 +27,8 @@ def _spec_for(task: str) -> specs.EnvironmentSpec:
 
 
 def make_builder(config: ExperimentConfig) -> MPOBuilder:
+  """MPO (MPO, PMPO or PAC per `agent.policy_loss`), or the behaviour-cloning baseline."""
+  if config.algorithm == 'bc':
+    from agents.bc.builder import BCBuilder
+    return BCBuilder(config.agent, _spec_for(config.task))
   return MPOBuilder(config.agent, _spec_for(config.task))

@@ -14,9 +14,15 @@ from launch.node_logs import NodeLogFollower
 from launch.run_dir import RunDir
 
 # Fields a relaunch may change; everything else comes from the stored config.
-RESUME_OVERRIDABLE = ('max_actor_steps', 'max_seconds', 'eval_every_seconds',
+RESUME_OVERRIDABLE = ('max_actor_steps', 'max_seconds', 'max_learner_steps', 'eval_every_seconds',
                       'eval_every_learner_steps', 'eval_episodes',
-                      'progress_every_seconds', 'launch_type', 'num_actors')
+                      'progress_every_seconds', 'launch_type', 'num_actors',
+                      # Collect and infer moves one run between modes, e.g. offline then online.
+                      'mode', 'store_ratio', 'datasets', 'iterations', 'collect_episodes',
+                      'infer_steps', 'warm_start',
+                      # Robots attach to a running program: their weight, and where to find it.
+                      'external_ratio', 'announce_host')
+ANNOUNCE_HOST_ENV = 'COLLECT_INFER_HOST'
 TERMINATION_NOTICE_SECS = 20
 
 
@@ -51,6 +57,7 @@ def prepare_run(config: ExperimentConfig, overrides: Optional[Dict[str, Any]] = 
     if resumed:
       # Fail here, in one line, rather than in the learner process after launch.
       Checkpointer(run_dir.checkpoints).restore_latest()
+    _check_training_data(config, run_dir)
     run_dir.write_config(config.to_dict())
   except BaseException:
     run_dir.release_lock()
@@ -58,19 +65,63 @@ def prepare_run(config: ExperimentConfig, overrides: Optional[Dict[str, Any]] = 
   return config, run_dir, resumed
 
 
-def _spent_step_budget(config: ExperimentConfig, run_dir: RunDir) -> Optional[int]:
-  """Environment steps already done, if they meet the step budget (else None)."""
+def _check_training_data(config: ExperimentConfig, run_dir: RunDir) -> None:
+  """Datasets exist and hold episodes; offline training has something to learn from."""
+  from launch.learner_node import load_init_checkpoint
+  from launch.store.episodes import EpisodeStore
+  for d in config.datasets:
+    if not os.path.isdir(d):
+      raise ConfigError(f'dataset {d!r} is not a directory (an episode store, e.g. <run>/store)')
+    if len(EpisodeStore(d)) == 0:
+      raise ConfigError(f'dataset {d!r} holds no episodes')
+  if config.mode == 'offline' and not config.datasets and (
+      not run_dir.store.exists() or len(EpisodeStore(run_dir.store)) == 0):
+    raise ConfigError(f'mode=offline needs stored episodes: {run_dir.store} is empty and no '
+                      '--datasets were given')
+  if config.init_checkpoint and Checkpointer(run_dir.checkpoints).all_steps() == []:
+    load_init_checkpoint(config.init_checkpoint)  # Refuse a bad one before launch.
+
+
+def _spent_budget(config: ExperimentConfig, run_dir: RunDir) -> Optional[str]:
+  """Why the run's budget is already spent (a sentence), or None."""
   from launch.counter_node import COUNTER_FILE
   path = run_dir.path / COUNTER_FILE
-  if config.max_actor_steps is None or not path.exists():
+  if not path.exists():
     return None
-  done = int(json.loads(path.read_text()).get('counts', {}).get('actor_steps', 0))
-  return done if done >= config.max_actor_steps else None
+  counts = json.loads(path.read_text()).get('counts', {})
+  learner_steps = int(counts.get('learner_steps', 0))
+  if config.max_learner_steps is not None and learner_steps >= config.max_learner_steps:
+    return (f'its budget of {config.max_learner_steps} learner steps ({learner_steps} done); '
+            'pass a larger --max_learner_steps to continue')
+  actor_steps = int(counts.get('actor_steps', 0))
+  if (config.mode in ('online', 'offline_to_online') and config.max_actor_steps is not None
+      and actor_steps >= config.max_actor_steps):
+    return (f'its budget of {config.max_actor_steps} environment steps ({actor_steps} done); '
+            'pass a larger --max_actor_steps to continue')
+  return None
 
 
-def write_address_book(run_dir: RunDir, addresses: Dict[str, Any]) -> Dict[str, str]:
-  """Resolves the launched servers' addresses and publishes them (owner-readable only)."""
-  book = {name: address.resolve() for name, address in addresses.items()}
+def announce_host(config: ExperimentConfig) -> str:
+  """The host other machines reach the servers at: config, then $COLLECT_INFER_HOST, then localhost."""
+  host = config.announce_host or os.environ.get(ANNOUNCE_HOST_ENV, '').strip() or 'localhost'
+  if any(c.isspace() for c in host):
+    raise ConfigError(f'{ANNOUNCE_HOST_ENV}={host!r} is invalid: must be a host name or address')
+  return host
+
+
+def write_address_book(run_dir: RunDir, addresses: Dict[str, Any],
+                       host: str = 'localhost') -> Dict[str, str]:
+  """Resolves the launched servers' addresses and publishes them (owner-readable only).
+
+  Launchpad resolves addresses as 'localhost:<port>' while the servers listen on
+  every interface; `host` replaces 'localhost' so that other machines (robot
+  PCs attaching with `launch.attach`) can use the book.
+  """
+  book = {}
+  for name, address in addresses.items():
+    resolved = address.resolve()
+    _, sep, port = resolved.rpartition(':')
+    book[name] = f'{host}:{port}' if sep and port.isdigit() else resolved
   book.update(host=socket.gethostname(), pid=os.getpid(), started=time.time())
   run_dir.write_addresses(book)
   return book
@@ -84,14 +135,14 @@ def launch(config: ExperimentConfig, overrides: Optional[Dict[str, Any]] = None)
 
   config, run_dir, resumed = prepare_run(config, overrides)
   try:
-    done = _spent_step_budget(config, run_dir)
-    if done is not None:
-      print(f'[launch] {run_dir.path} already reached its budget of {config.max_actor_steps} '
-            f'environment steps ({done} done); pass a larger --max_actor_steps to continue',
-            flush=True)
+    spent = _spent_budget(config, run_dir)
+    if spent is not None:
+      print(f'[launch] {run_dir.path} already reached {spent}', flush=True)
       return config
-    print(f'[launch] {"resuming" if resumed else "starting"} {config.task} with '
-          f'{config.num_actors} actors in {run_dir.path} ({config.launch_type})', flush=True)
+    actors = 'no actors' if config.mode == 'offline' else f'{config.num_actors} actors'
+    print(f'[launch] {"resuming" if resumed else "starting"} {config.task} ({config.mode}) with '
+          f'{actors} in {run_dir.path} ({config.launch_type})', flush=True)
+    host = announce_host(config)  # A bad $COLLECT_INFER_HOST fails before anything starts.
     program, addresses = make_program(config)
     if not flags.FLAGS.is_parsed():
       flags.FLAGS(['launch'], known_only=True)
@@ -103,7 +154,7 @@ def launch(config: ExperimentConfig, overrides: Optional[Dict[str, Any]] = None)
       # Each node writes its own file (unbuffered); the follower echoes them here.
       node_logs = run_dir.logs / 'nodes' / time.strftime('%Y%m%d-%H%M%S')
       launch_local_output_to_files._LOGGING_DIR = str(node_logs)  # pylint: disable=protected-access
-      resources = {g: PythonProcess(env=process_env(g)) for g in GROUPS}
+      resources = {g: PythonProcess(env=process_env(g)) for g in GROUPS if g in program.groups}
       manager = lp.launch(program, launch_type=lp.LaunchType.LOCAL_MULTI_PROCESSING,
                           terminal='output_to_files', local_resources=resources)
       follower = NodeLogFollower(node_logs)
@@ -111,7 +162,7 @@ def launch(config: ExperimentConfig, overrides: Optional[Dict[str, Any]] = None)
       print(f'[launch] per-node logs in {node_logs}', flush=True)
     else:
       manager = lp.launch(program, launch_type=lp.LaunchType.LOCAL_MULTI_THREADING)
-    book = write_address_book(run_dir, addresses)
+    book = write_address_book(run_dir, addresses, host)
     print(f'[launch] address book {run_dir.path / "addresses.json"}: '
           f'replay {book["replay"]}, learner {book["learner"]}', flush=True)
     try:
@@ -119,7 +170,7 @@ def launch(config: ExperimentConfig, overrides: Optional[Dict[str, Any]] = None)
         # Actor threads blocked on a rate-limited insert cannot be interrupted
         # in-process. Every other node has stopped and checkpointed when this
         # returns; the caller ends the process (see experiments.collect_infer).
-        manager.wait(labels_to_wait_for=[g for g in GROUPS if g != 'actor'])
+        manager.wait(labels_to_wait_for=[g for g in GROUPS if g != 'actor' and g in program.groups])
       else:
         manager.wait()
     except RuntimeError as e:

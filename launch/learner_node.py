@@ -1,25 +1,57 @@
 """The learner node: consumes the replay dataset, runs the jitted update, serves variables."""
 
 import pathlib
+import re
 import threading
 import time
 from typing import Any, Dict, List, Optional, Sequence
 
 import launchpad as lp
+import numpy as np
 from acme.utils import counting
 
 from launch import experiment
 from launch.checkpointing import Checkpointer
+from launch.errors import ConfigError
 from launch.logs import make_logger, quiet_node_logs
 from launch.run_dir import RunDir
-from launch.stopping import exit_process_if_stuck, run_until_stopped
+from launch.stopping import exit_process_if_stuck, run_until_stopped, wait_for_stop
+from launch.store.episodes import EpisodeStore
+from launch.store.mixing import MixedBatches
+from launch.store.sampling import StoreSampler
+
+
+LEARNER_STEPS = 'learner_steps'
+
+
+def load_init_checkpoint(path: str) -> Dict[str, Any]:
+  """A checkpoint payload from a checkpoint file or a run directory (its newest)."""
+  where = pathlib.Path(path)
+  if where.is_dir():
+    directory = where / 'checkpoints' if (where / 'checkpoints').is_dir() else where
+    restored = Checkpointer(directory).restore_latest()
+    if restored is None:
+      raise ConfigError(f'init_checkpoint={path!r}: no checkpoint in {directory}')
+    return restored[1]
+  match = re.fullmatch(r'ckpt-(\d+)\.pkl', where.name)
+  if not where.is_file() or not match:
+    raise ConfigError(f'init_checkpoint={path!r}: not a run directory or a ckpt-<step>.pkl file')
+  return Checkpointer(where.parent).restore(int(match.group(1)))
+
+
+def store_dirs(cfg) -> List[pathlib.Path]:
+  """The stores a learner trains on: this run's own, then any extra datasets."""
+  return [RunDir(cfg.run_dir).store] + [pathlib.Path(d) for d in cfg.datasets]
 
 
 class LearnerWorker:
   """Owns the MPO learner inside its own process.
 
-  On start it restores the newest valid checkpoint of the run; on stop it
-  writes a final one, so Ctrl-C never loses more than the last few updates.
+  On start it restores the newest valid checkpoint of the run (or, for a new
+  run, `init_checkpoint`); on stop it writes a final one, so Ctrl-C never
+  loses more than the last few updates. It draws batches from replay, the
+  durable store, or both (config `mode` and `store_ratio`), and in iterated
+  mode paces the collect and infer phases.
   """
 
   def __init__(self, config: Dict[str, Any], replay: Any, counter: Any):
@@ -30,31 +62,83 @@ class LearnerWorker:
     self._builder = experiment.make_builder(cfg)
     self._replay_address = replay.server_address
     self._checkpointer = Checkpointer(RunDir(cfg.run_dir).checkpoints, keep=cfg.keep_checkpoints)
+    batch = cfg.agent.batch_size
+    ratio = 1.0 if cfg.mode in ('offline', 'iterated') else cfg.store_ratio
+    self._store_batch = int(round(batch * ratio))
+    self._sampler = None
+    if self._store_batch > 0:
+      self._sampler = StoreSampler([EpisodeStore(d) for d in store_dirs(cfg)],
+                                   n_step=cfg.agent.n_step, discount=cfg.agent.discount,
+                                   seed=cfg.seed)
+    self._own_store = EpisodeStore(RunDir(cfg.run_dir).store, verify=False)  # Counted, not read.
+    self._counter = counting.Counter(counter, prefix='learner')
     self._learner = self._builder.make_learner(
-        self._new_iterator(), seed=cfg.seed,
-        counter=counting.Counter(counter, prefix='learner'),
+        self._new_iterator(), seed=cfg.seed, counter=self._counter,
         logger=make_logger(self._run_dir, 'learner', time_delta=5.0, steps_key='learner_steps'))
     self._lock = threading.Lock()
+    # Iterated collect-and-infer: which iteration, and the store size that ends its collection.
+    self._iteration = 0
+    self._collect_target: Optional[int] = None
+    self._phase = 'collect' if cfg.mode == 'iterated' else 'train'
     restored = self._checkpointer.restore_latest()
     if restored is not None:
       step, payload = restored
       self._learner.restore(payload['learner_state'])
+      self._iteration = int(payload.get('iteration', 0))
+      self._collect_target = payload.get('collect_target')
       print(f'[learner] resumed from checkpoint at learner step {step}', flush=True)
+    elif cfg.init_checkpoint:
+      payload = load_init_checkpoint(cfg.init_checkpoint)
+      # Parameters, optimisers and duals carry over; the step count starts afresh.
+      state = payload['learner_state']
+      self._learner.restore(state._replace(steps=np.zeros_like(state.steps)))
+      print(f'[learner] initialised from {cfg.init_checkpoint} '
+            f'(trained {int(state.steps)} steps there)', flush=True)
+    self._set_iteration()
+    if self._sampler is not None:
+      self._sampler.refresh()
+      print(f'[learner] training on {self._store_batch}/{batch} of each batch from stored '
+            f'episodes ({self._sampler.num_episodes} now, in {len(store_dirs(cfg))} store(s))',
+            flush=True)
 
   def _new_iterator(self):
-    return self._builder.make_dataset_iterator(
-        self._replay_address,
-        rate_limiter_timeout_ms=int(self._config.learner_sample_timeout_s * 1000))
+    cfg = self._config
+    replay_batch = cfg.agent.batch_size - self._store_batch
+    replay = None
+    if replay_batch > 0:
+      replay = self._builder.make_dataset_iterator(
+          self._replay_address, batch_size=replay_batch,
+          rate_limiter_timeout_ms=int(cfg.learner_sample_timeout_s * 1000))
+    if self._store_batch == 0:
+      return replay
+    return MixedBatches(replay, self._sampler, self._store_batch,
+                        wait_timeout_s=cfg.learner_sample_timeout_s)
+
+  # Served over Courier: iterated collect-and-infer pacing.
+  def collect_status(self) -> Dict[str, Any]:
+    """The phase actors follow: collect episodes only while 'wanted' > 0."""
+    wanted = 0
+    if self._phase == 'collect' and self._collect_target is not None:
+      self._own_store.refresh()
+      wanted = max(0, self._collect_target - len(self._own_store))
+    return {'phase': self._phase, 'iteration': self._iteration, 'wanted': wanted}
 
   # Served over Courier.
   def get_variables(self, names: Sequence[str]) -> List[Any]:
-    return self._learner.get_variables(names)
+    """Parameters by name; 'learner_steps' gives the step they were made at."""
+    # No lock: training holds it while parked on the rate limiter. The state is
+    # replaced whole per update, so the step read first is at most one behind.
+    steps = self._learner.steps
+    params = self._learner.get_variables([n for n in names if n != LEARNER_STEPS])
+    params.reverse()
+    return [steps if n == LEARNER_STEPS else params.pop() for n in names]
 
   def get_state(self) -> Dict[str, Any]:
     """Full learner state (parameters, optimisers, duals, step) as numpy."""
     with self._lock:
       state = self._learner.save()
-    return {'learner_state': state, 'learner_steps': int(state.steps)}
+    return {'learner_state': state, 'learner_steps': int(state.steps),
+            'iteration': self._iteration, 'collect_target': self._collect_target}
 
   def save_checkpoint(self, extra: Optional[Dict[str, Any]] = None) -> str:
     """Writes the full state (plus `extra`, e.g. counts) atomically; returns the path."""
@@ -64,15 +148,83 @@ class LearnerWorker:
   def steps(self) -> int:
     return self._learner.steps
 
+  def done(self) -> bool:
+    """Whether the learner has finished its own budget (steps, or iterations)."""
+    cfg = self._config
+    if cfg.mode == 'iterated':
+      return self._phase == 'done'
+    return cfg.max_learner_steps is not None and self._learner.steps >= cfg.max_learner_steps
+
+  def _step(self) -> None:
+    try:
+      with self._lock:
+        self._learner.step()
+    except StopIteration:
+      # The rate limiter (or an empty store) held sampling for the timeout:
+      # the caller checks for shutdown, then this waits on a fresh iterator.
+      self._learner.set_iterator(self._new_iterator())
+
   def _train(self, stop: threading.Event) -> None:
+    if self._config.mode == 'iterated':
+      self._train_iterated(stop)
     while not stop.is_set():
-      try:
-        with self._lock:
-          self._learner.step()
-      except StopIteration:
-        # The rate limiter held sampling for the timeout (actors slow or gone):
-        # check for shutdown, then wait on a fresh iterator.
-        self._learner.set_iterator(self._new_iterator())
+      if self.done():
+        # The evaluator ends the program. acme's Counter syncs to the parent
+        # only when used: flush the last steps so the counts are final.
+        self._counter.get_counts()
+        wait_for_stop(stop, 1.0)
+      else:
+        self._step()
+
+  def _train_iterated(self, stop: threading.Event) -> None:
+    cfg = self._config
+    while self._iteration < cfg.iterations and not stop.is_set():
+      if self._collect_target is None:
+        self._own_store.refresh()
+        self._collect_target = len(self._own_store) + cfg.collect_episodes
+      self._phase = 'collect'
+      print(f'[learner] iteration {self._iteration}: collecting until the store holds '
+            f'{self._collect_target} episodes', flush=True)
+      while not stop.is_set():
+        self._own_store.refresh()
+        if len(self._own_store) >= self._collect_target:
+          break
+        self._counter.get_counts()  # Flushes the steps of the last infer phase.
+        wait_for_stop(stop, 0.5)
+      if stop.is_set():
+        return
+      self._phase = 'infer'
+      if not cfg.warm_start and self._iteration > 0:
+        self._reinitialise()
+      self._set_iteration()
+      end = (self._learner.steps // cfg.infer_steps + 1) * cfg.infer_steps
+      print(f'[learner] iteration {self._iteration}: inferring on all stored episodes up to '
+            f'learner step {end}', flush=True)
+      while self._learner.steps < end and not stop.is_set():
+        self._step()
+      if stop.is_set():
+        return
+      self._iteration += 1
+      self._collect_target = None
+    self._phase = 'done'
+    print(f'[learner] all {cfg.iterations} iterations done', flush=True)
+
+  def _set_iteration(self) -> None:
+    """Iteration-dependent learner settings (PAC's BC weight); not part of the checkpoint."""
+    if hasattr(self._learner, 'set_iteration'):
+      with self._lock:
+        alpha = self._learner.set_iteration(self._iteration)
+      if self._config.agent.policy_loss == 'pac':
+        print(f'[learner] iteration {self._iteration}: behaviour-cloning weight {alpha:.2f}',
+              flush=True)
+
+  def _reinitialise(self) -> None:
+    """From scratch: fresh parameters, optimisers and duals; the step count goes on."""
+    fresh = self._builder.make_learner(iter(()), seed=self._config.seed + self._iteration)
+    with self._lock:
+      steps = self._learner.steps
+      state = fresh.save()
+      self._learner.restore(state._replace(steps=np.full_like(state.steps, steps)))
 
   def run(self, stop_event: Optional[threading.Event] = None):
     stop = stop_event or lp.stop_event()

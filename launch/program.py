@@ -41,9 +41,10 @@ def make_program(config: ExperimentConfig) -> Tuple[lp.Program, Dict[str, Any]]:
   with program.group('learner'):
     learner_node = lp.CourierNode(LearnerWorker, cfg, replay, counter)
     learner = program.add_node(learner_node)
-  with program.group('actor'):
-    for i in range(config.num_actors):
-      program.add_node(lp.CourierNode(ActorWorker, cfg, i, replay, learner, counter))
+  if config.mode != 'offline':  # Offline training has no actors, only stored data.
+    with program.group('actor'):
+      for i in range(config.num_actors):
+        program.add_node(lp.CourierNode(ActorWorker, cfg, i, replay, learner, counter))
   with program.group('evaluator'):
     program.add_node(lp.CourierNode(EvaluatorWorker, cfg, learner, counter, replay))
   addresses = {'replay': replay_node.reverb_address, 'learner': learner_node.courier_address,

@@ -117,6 +117,11 @@ class RunDir:
         return self._path / "replay"
 
     @property
+    def store(self) -> pathlib.Path:
+        """The durable experience store: every completed episode."""
+        return self._path / "store"
+
+    @property
     def logs(self) -> pathlib.Path:
         """Log files."""
         return self._path / "logs"

@@ -49,6 +49,11 @@ class MPOActor(core.Actor):
                                        jnp.asarray(observation, jnp.float32))
     return np.asarray(action, dtype=np.float32)
 
+  @property
+  def policy_version(self) -> Optional[int]:
+    """The learner step of the parameters acting now, when the source serves it."""
+    return self._client.version
+
   def observe_first(self, timestep: dm_env.TimeStep):
     if self._adder:
       self._adder.add_first(timestep)

@@ -22,6 +22,9 @@ from agents.variable_client import VariableClient
 from networks.mpo import MPONetworks, make_mpo_networks
 
 REPLAY_TABLE = 'priority_table'
+# Experience from actors outside the program (robots attached with launch.attach).
+# Its rate limiter never holds an insert: a robot's data must never wait.
+EXTERNAL_TABLE = 'external_table'
 
 
 def check_spec(spec: specs.EnvironmentSpec) -> None:
@@ -62,17 +65,31 @@ class MPOBuilder:
 
   def make_replay_tables(self) -> List[reverb.Table]:
     signature = reverb_adders.NStepTransitionAdder.signature(self.spec)
-    return [reverb.Table(
-        name=REPLAY_TABLE, sampler=reverb.selectors.Uniform(),
-        remover=reverb.selectors.Fifo(), max_size=self.config.max_replay_size,
-        rate_limiter=self.make_rate_limiter(), signature=signature)]
+    return [
+        reverb.Table(
+            name=REPLAY_TABLE, sampler=reverb.selectors.Uniform(),
+            remover=reverb.selectors.Fifo(), max_size=self.config.max_replay_size,
+            rate_limiter=self.make_rate_limiter(), signature=signature),
+        # MinSize(1) only gates sampling; inserts are never blocked.
+        reverb.Table(
+            name=EXTERNAL_TABLE, sampler=reverb.selectors.Uniform(),
+            remover=reverb.selectors.Fifo(), max_size=self.config.max_replay_size,
+            rate_limiter=reverb.rate_limiters.MinSize(1), signature=signature),
+    ]
 
   def make_adder(self, client: reverb.Client) -> adders.Adder:
     return reverb_adders.NStepTransitionAdder(
         client=client, n_step=self.config.n_step, discount=self.config.discount)
 
-  def make_dataset_iterator(self, server_address: str,
-                            rate_limiter_timeout_ms: int = -1) -> Iterator[reverb.ReplaySample]:
+  def make_external_adder(self, client: reverb.Client) -> adders.Adder:
+    """The n-step adder of attached (external) actors: same items, into EXTERNAL_TABLE."""
+    return reverb_adders.NStepTransitionAdder(
+        client=client, n_step=self.config.n_step, discount=self.config.discount,
+        priority_fns={EXTERNAL_TABLE: None})
+
+  def make_dataset_iterator(self, server_address: str, rate_limiter_timeout_ms: int = -1,
+                            batch_size: Optional[int] = None,
+                            table: str = REPLAY_TABLE) -> Iterator[reverb.ReplaySample]:
     """Batches of transitions as numpy.
 
     With a timeout, the iterator ends (StopIteration) when the rate limiter
@@ -80,10 +97,10 @@ class MPOBuilder:
     """
     import tensorflow as tf  # Imported late: actors and tests that never sample skip it.
     dataset = reverb.TrajectoryDataset.from_table_signature(
-        server_address=server_address, table=REPLAY_TABLE,
+        server_address=server_address, table=table,
         max_in_flight_samples_per_worker=2 * self.config.batch_size,
         rate_limiter_timeout_ms=rate_limiter_timeout_ms)
-    dataset = dataset.batch(self.config.batch_size, drop_remainder=True)
+    dataset = dataset.batch(batch_size or self.config.batch_size, drop_remainder=True)
     return dataset.prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
 
   def make_learner(self, iterator: Iterator[reverb.ReplaySample], seed: int = 0,
@@ -93,7 +110,8 @@ class MPOBuilder:
                       counter=counter, logger=logger)
 
   def make_actor(self, variable_source: core.VariableSource, adder: Optional[adders.Adder],
-                 seed: int = 0, deterministic: bool = False) -> MPOActor:
+                 seed: int = 0, deterministic: bool = False,
+                 version_name: Optional[str] = None) -> MPOActor:
     """A stochastic actor refreshes every `variable_update_period` steps.
 
     A deterministic (evaluation) actor never refreshes on its own: its owner
@@ -101,5 +119,6 @@ class MPOBuilder:
     uses one policy and costs one fetch, not one per step.
     """
     update_period = 2**62 if deterministic else self.config.variable_update_period
-    client = VariableClient(variable_source, ['policy'], update_period=update_period)
+    client = VariableClient(variable_source, ['policy'], update_period=update_period,
+                            version_name=version_name)
     return MPOActor(self.make_networks(), client, adder, seed=seed, deterministic=deterministic)

@@ -1,0 +1,72 @@
+"""The training modes end to end, as a user chains them: online -> offline -> offline-to-online, and iterated."""
+
+import re
+
+import pytest
+
+from launch.checkpointing import Checkpointer
+from launch.store.episodes import EpisodeStore
+from tests.e2e_util import TINY, kill_session, leftover_processes, output, read_counts, start_cli, wait_exit
+
+pytestmark = pytest.mark.slow
+
+
+def _run(run_dir, *args, timeout=300):
+  proc = start_cli(run_dir, *args)
+  try:
+    rc = wait_exit(proc, timeout=timeout)
+    text = output(proc)
+    assert rc == 0, text[-5000:]
+    assert leftover_processes(proc.pid) == [], 'node processes outlived the program'
+    return text
+  finally:
+    kill_session(proc)
+
+
+def _eval_rows(run_dir):
+  return (run_dir / 'logs' / 'evaluator' / 'logs.csv').read_text().strip().count('\n')
+
+
+def test_online_then_offline_then_offline_to_online(tmp_path):
+  online = tmp_path / 'online'
+  _run(online, '--max_actor_steps', '1500', *TINY)
+  store = EpisodeStore(online / 'store')
+  assert len(store) >= 1500 // 1000, 'the actors stored no complete episodes'
+  sources = {info.metadata['source'] for info in store.index()}
+  assert sources == {'actor_0', 'actor_1'}, sources
+
+  offline = tmp_path / 'offline'
+  text = _run(offline, '--mode', 'offline', '--datasets', str(online / 'store'),
+              '--max_learner_steps', '150', *TINY)
+  assert 'no actors' in text
+  assert 'training on 32/32 of each batch from stored episodes' in text, text[-3000:]
+  step, _ = Checkpointer(offline / 'checkpoints').restore_latest()
+  assert step >= 150
+  assert read_counts(offline).get('actor_steps', 0) == 0
+  assert _eval_rows(offline) >= 1
+  assert not (offline / 'store').exists() or len(EpisodeStore(offline / 'store')) == 0
+
+  o2o = tmp_path / 'o2o'
+  text = _run(o2o, '--mode', 'offline_to_online', '--datasets', str(online / 'store'),
+              '--init_checkpoint', str(offline), '--store_ratio', '0.5',
+              '--max_actor_steps', '1200', *TINY)
+  assert re.search(r'initialised from .*offline \(trained \d+ steps there\)', text), text[-3000:]
+  assert 'training on 16/32 of each batch' in text
+  counts = read_counts(o2o)
+  assert counts['actor_steps'] >= 1200 and counts['learner_steps'] > 0, counts
+  assert len(EpisodeStore(o2o / 'store')) >= 1
+
+
+def test_iterated_collect_and_infer_runs_its_iterations(tmp_path):
+  run = tmp_path / 'iterated'
+  text = _run(run, '--mode', 'iterated', '--iterations', '2', '--collect_episodes', '2',
+              '--infer_steps', '60', '--num_actors', '1', *TINY)
+  assert 'iteration 0: collecting until the store holds 2 episodes' in text, text[-3000:]
+  assert 'iteration 1: collecting until the store holds 4 episodes' in text
+  assert 'all 2 iterations done' in text
+  assert len(EpisodeStore(run / 'store')) >= 4
+  counts = read_counts(run)
+  assert counts['learner_steps'] >= 120, counts
+  # Actors stop collecting while the learner infers: about K episodes per iteration.
+  assert counts['actor_episodes'] <= 2 * 2 + 2, counts
+  assert _eval_rows(run) >= 2
