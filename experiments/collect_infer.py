@@ -57,6 +57,9 @@ def parse_args(argv):
   p.add_argument('--eval_every_learner_steps', type=int, default=None)
   p.add_argument('--eval_episodes', type=int, default=None)
   p.add_argument('--launch_type', default=None, choices=['local_mp', 'local_mt'])
+  p.add_argument('--actor_failures', default=None, choices=['restart', 'continue', 'stop'],
+                 help='when an actor process dies (default restart, at most --max_actor_restarts)')
+  p.add_argument('--max_actor_restarts', type=int, default=None)
   p.add_argument('--mode', default=None,
                  choices=['online', 'offline', 'offline_to_online', 'iterated'])
   p.add_argument('--algorithm', default=None, choices=['mpo', 'bc'],

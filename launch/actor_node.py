@@ -9,7 +9,7 @@ import launchpad as lp
 from acme.utils import counting
 
 from launch import experiment
-from launch.logs import make_logger, quiet_node_logs
+from launch.logs import announce_process, make_logger, quiet_node_logs
 from launch.run_dir import RunDir
 from launch.stopping import exit_process_if_stuck, run_until_stopped, wait_for_stop
 from launch.store.episodes import EpisodeStore
@@ -22,6 +22,7 @@ class ActorWorker:
   def __init__(self, config: Dict[str, Any], actor_id: int, replay: Any, learner: Any,
                counter: Any):
     quiet_node_logs()
+    announce_process(f'actor_{actor_id}')
     cfg = experiment.config_from_dict(config)
     builder = experiment.make_builder(cfg)
     seed = cfg.seed * 1000 + actor_id + 1

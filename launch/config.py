@@ -23,6 +23,10 @@ class ExperimentConfig:
   seed: int = 0
   num_actors: int = 2
   launch_type: str = 'local_mp'
+  # An actor process that dies (local_mp): 'restart' it (at most max_actor_restarts
+  # times each), 'continue' with fewer, or 'stop' the program.
+  actor_failures: str = 'restart'
+  max_actor_restarts: int = 3
   mode: str = 'online'
   # 'mpo' (the MPO family: agent.policy_loss picks mpo, pmpo or pac) or 'bc'
   # (behaviour cloning of the training data, the offline baseline).
@@ -101,6 +105,10 @@ class ExperimentConfig:
          (is_int(self.max_learner_steps) and self.max_learner_steps > 0),
          'max_learner_steps', 'a positive int, or None for no learner-step budget')
     need(self.mode in MODES, 'mode', f'one of {", ".join(MODES)}')
+    need(self.actor_failures in ('restart', 'continue', 'stop'), 'actor_failures',
+         "'restart', 'continue' or 'stop'")
+    need(is_int(self.max_actor_restarts) and self.max_actor_restarts >= 0, 'max_actor_restarts',
+         'an int >= 0')
     need(self.algorithm in ('mpo', 'bc'), 'algorithm', "'mpo' or 'bc'")
     need(isinstance(self.store_episodes, bool), 'store_episodes', 'true or false')
     need(isinstance(self.store_ratio, (int, float)) and 0.0 <= self.store_ratio <= 1.0,

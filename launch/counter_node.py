@@ -7,7 +7,7 @@ from typing import Optional
 import launchpad as lp
 from acme.utils import counting
 
-from launch.logs import quiet_node_logs
+from launch.logs import announce_process, quiet_node_logs
 from launch.run_dir import atomic_write_bytes
 from launch.stopping import wait_for_stop
 
@@ -19,6 +19,7 @@ class PersistentCounter(counting.Counter):
 
   def __init__(self, run_dir: str, save_every_seconds: float = 5.0):
     quiet_node_logs()
+    announce_process('counter')
     super().__init__()
     self._path = pathlib.Path(run_dir) / COUNTER_FILE
     self._save_every = save_every_seconds

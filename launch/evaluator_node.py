@@ -12,7 +12,7 @@ from acme.utils import loggers
 
 from agents.mpo.builder import REPLAY_TABLE
 from launch import experiment
-from launch.logs import make_logger, quiet_node_logs
+from launch.logs import announce_process, make_logger, quiet_node_logs
 from launch.stopping import exit_process_if_stuck, run_until_stopped, wait_for_stop
 
 
@@ -25,6 +25,7 @@ class EvaluatorWorker:
 
   def __init__(self, config: Dict[str, Any], learner: Any, counter: Any, replay: Any):
     quiet_node_logs()
+    announce_process('evaluator')
     cfg = experiment.config_from_dict(config)
     self._cfg = cfg
     self._learner = learner

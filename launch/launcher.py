@@ -11,6 +11,7 @@ from launch.checkpointing import Checkpointer
 from launch.config import ExperimentConfig
 from launch.errors import ConfigError, ProgramError
 from launch.node_logs import NodeLogFollower
+from launch.supervision import wait_local_mp
 from launch.run_dir import RunDir
 
 # Fields a relaunch may change; everything else comes from the stored config.
@@ -19,7 +20,7 @@ RESUME_OVERRIDABLE = ('max_actor_steps', 'max_seconds', 'max_learner_steps', 'ev
                       'progress_every_seconds', 'launch_type', 'num_actors',
                       # Collect and infer moves one run between modes, e.g. offline then online.
                       'mode', 'store_ratio', 'datasets', 'iterations', 'collect_episodes',
-                      'infer_steps', 'warm_start',
+                      'infer_steps', 'warm_start', 'actor_failures', 'max_actor_restarts',
                       # Robots attach to a running program: their weight, and where to find it.
                       'external_ratio', 'announce_host')
 ANNOUNCE_HOST_ENV = 'COLLECT_INFER_HOST'
@@ -172,7 +173,8 @@ def launch(config: ExperimentConfig, overrides: Optional[Dict[str, Any]] = None)
         # returns; the caller ends the process (see experiments.collect_infer).
         manager.wait(labels_to_wait_for=[g for g in GROUPS if g != 'actor' and g in program.groups])
       else:
-        manager.wait()
+        wait_local_mp(manager, config.actor_failures, config.max_actor_restarts, node_logs,
+                      process_env)
     except RuntimeError as e:
       # A node crashed: Launchpad is stopping the others; let them finish
       # (they save their state) before reporting.

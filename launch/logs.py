@@ -13,6 +13,13 @@ def quiet_node_logs() -> None:
   absl_logging.set_verbosity(absl_logging.WARNING)
 
 
+def announce_process(name: str) -> None:
+  """One line saying which process runs a node (for `kill`, `py-spy`, `top -p`)."""
+  import os
+  import socket
+  print(f'[{name}] running as pid {os.getpid()} on {socket.gethostname()}', flush=True)
+
+
 def make_logger(run_dir: pathlib.Path, label: str, time_delta: float = 0.0,
                 steps_key: Optional[str] = None, terminal: bool = False) -> loggers.Logger:
   """CSV at <run>/logs/<label>/logs.csv (appended on resume), TensorBoard at <run>/logs/tb/<label>/."""

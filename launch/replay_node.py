@@ -9,7 +9,7 @@ import reverb
 from launchpad import address as lp_address
 from launchpad.launch import worker_manager
 
-from launch.logs import quiet_node_logs
+from launch.logs import announce_process, quiet_node_logs
 from launch.stopping import wait_for_stop
 
 log = logging.getLogger('collect_infer.replay')
@@ -30,6 +30,7 @@ class CheckpointedReverbNode(lp.ReverbNode):
 
   def run(self):
     quiet_node_logs()
+    announce_process('replay')
     port = lp_address.get_port_from_address(self._address.resolve())
     server = reverb.Server(tables=self._priority_tables_fn(), port=port,
                            checkpointer=self._checkpoint_ctor())

@@ -3,6 +3,7 @@
 import json
 import os
 import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -97,3 +98,16 @@ def wait_for(predicate, timeout: float, what: str, proc: Optional[subprocess.Pop
     time.sleep(1)
   raise AssertionError(f'timed out after {timeout}s waiting for {what}'
                        + (f':\n{output(proc)[-5000:]}' if proc else ''))
+
+
+def node_pid(proc: subprocess.Popen, node: str, timeout: float = 120) -> int:
+  """The pid a node announced ('[actor_1] running as pid N on host'), once it has."""
+  pattern = re.compile(rf'\[{re.escape(node)}\] running as pid (\d+)')
+  found = []
+
+  def announced():
+    found[:] = pattern.findall(output(proc))
+    return bool(found)
+
+  wait_for(announced, timeout, f'{node} to announce its pid', proc)
+  return int(found[-1])

@@ -1,0 +1,72 @@
+"""Waiting on a local multi-process program, and what happens when an actor process dies.
+
+Launchpad's own wait stops the whole program on the first failed process. An
+actor is expendable: its completed episodes are already stored and replayed,
+so by config the program restarts it (`actor_failures='restart'`, bounded by
+`max_actor_restarts` per actor), goes on with fewer (`'continue'`) or stops
+(`'stop'`, Launchpad's behaviour). Any other node failing stops the program.
+"""
+
+import os
+import pathlib
+import subprocess
+import time
+from typing import Callable, Dict
+
+ACTOR_FAILURE_POLICIES = ('restart', 'continue', 'stop')
+
+
+def _actor_deaths(manager) -> Dict[str, subprocess.Popen]:
+  """Actor processes that exited with an error, taken out of Launchpad's watch list."""
+  dead = {}
+  with manager._mutex:  # pylint: disable=protected-access
+    if manager._stop_counter:  # pylint: disable=protected-access
+      return dead  # Shutting down: exits are expected.
+    for label, workers in manager._active_workers.items():  # pylint: disable=protected-access
+      if not label.startswith('actor'):
+        continue
+      for worker in list(workers):
+        if isinstance(worker, subprocess.Popen) and worker.poll() not in (None, 0):
+          workers.remove(worker)
+          dead[label] = worker
+  return dead
+
+
+def wait_local_mp(manager, policy: str, max_restarts: int, node_logs: pathlib.Path,
+                  env_for: Callable[[str], Dict[str, str]], poll_seconds: float = 0.5) -> None:
+  """Blocks until every process of the program has exited.
+
+  Raises RuntimeError (as Launchpad's wait does) when a node fails in a way
+  the policy does not absorb; Launchpad is then already stopping the rest.
+  """
+  restarts: Dict[str, int] = {}
+  while True:
+    if policy != 'stop':
+      for label, worker in _actor_deaths(manager).items():
+        code = worker.returncode
+        why = f'signal {-code}' if code < 0 else f'exit code {code}'
+        if policy == 'restart' and restarts.get(label, 0) < max_restarts:
+          restarts[label] = restarts.get(label, 0) + 1
+          log = open(node_logs / label, 'a')  # Launchpad names each node's log by its label.
+          env = {**os.environ, **env_for('actor')}
+          replacement = subprocess.Popen(worker.args, env=env, stdout=log, stderr=log)
+          with manager._mutex:  # pylint: disable=protected-access
+            manager._active_workers[label].append(replacement)  # pylint: disable=protected-access
+          print(f'[launch] {label} died ({why}); restarted it '
+                f'({restarts[label]}/{max_restarts} restarts)', flush=True)
+        else:
+          with manager._mutex:  # pylint: disable=protected-access
+            alive = sum(len(w) for l, w in manager._active_workers.items()  # pylint: disable=protected-access
+                        if l.startswith('actor'))
+          if alive == 0:
+            raise RuntimeError(f'{label} died ({why}) and no actor is left')
+          print(f'[launch] {label} died ({why}); continuing with {alive} actor(s)', flush=True)
+    with manager._mutex:  # pylint: disable=protected-access
+      manager._check_workers()  # pylint: disable=protected-access
+      failure = manager._first_failure  # pylint: disable=protected-access
+      if failure:
+        manager._first_failure = None  # pylint: disable=protected-access
+        raise failure
+      if not any(manager._active_workers.values()):  # pylint: disable=protected-access
+        return
+    time.sleep(poll_seconds)
