@@ -37,3 +37,11 @@ def make_environment(task: str = DEFAULT_TASK, seed: int = 0) -> dm_env.Environm
   env = wrappers.ConcatObservationWrapper(env)
   env = wrappers.CanonicalSpecWrapper(env, clip=True)
   return wrappers.SinglePrecisionWrapper(env)
+
+
+def observation_group_sizes(task: str) -> Tuple[int, ...]:
+  """Sizes of the task's observation groups, in the order the flat vector holds them."""
+  from dm_control import suite
+  from networks.perceiver import obs_group_sizes_from_spec
+  domain, task_name = parse_task(task)
+  return obs_group_sizes_from_spec(suite.load(domain, task_name).observation_spec())

@@ -7,7 +7,7 @@ import dm_env
 from acme import specs
 
 from agents.mpo.builder import MPOBuilder
-from environments.suite import make_environment
+from environments.suite import make_environment, observation_group_sizes
 from launch.config import ExperimentConfig
 
 EVAL_SEED_OFFSET = 1_000_000
@@ -26,9 +26,15 @@ def _spec_for(task: str) -> specs.EnvironmentSpec:
   return specs.make_environment_spec(make_environment(task, seed=0))
 
 
+@functools.lru_cache(maxsize=8)
+def _groups_for(task: str):
+  return observation_group_sizes(task)
+
+
 def make_builder(config: ExperimentConfig) -> MPOBuilder:
   """MPO (MPO, PMPO or PAC per `agent.policy_loss`), or the behaviour-cloning baseline."""
+  groups = _groups_for(config.task) if config.agent.network == 'perceiver' else None
   if config.algorithm == 'bc':
     from agents.bc.builder import BCBuilder
-    return BCBuilder(config.agent, _spec_for(config.task))
-  return MPOBuilder(config.agent, _spec_for(config.task))
+    return BCBuilder(config.agent, _spec_for(config.task), groups)
+  return MPOBuilder(config.agent, _spec_for(config.task), groups)

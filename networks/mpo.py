@@ -1,10 +1,11 @@
 """The policy and critic networks used by the MPO-family learners."""
 
 import dataclasses
-from typing import Sequence
+from typing import Sequence, Tuple
 
 import haiku as hk
 import jax.numpy as jnp
+import numpy as np
 
 from networks.critic import CategoricalCriticHead
 from networks.mlp import LayerNormMLP
@@ -16,11 +17,27 @@ class MPONetworks:
   """Pure (init, apply) pairs.
 
   policy.apply(params, obs[B, O]) -> GaussianParams([B, A], [B, A])
-  critic.apply(params, obs[..., O], action[..., A]) -> logits[..., K] (or value[...] if K == 1)
+  critic.apply(params, obs[*B, O], action[*S, *B, A]) -> logits[*S, *B, K] (or value[*S, *B]
+    if K == 1); obs is broadcast over the action's extra leading (sample) dimensions, so N
+    sampled actions per observation need not come with N copies of the observation.
   """
   policy: hk.Transformed
   critic: hk.Transformed
   action_dim: int
+
+
+def critic_batch_shape(obs_shape: Sequence[int],
+                       action_shape: Sequence[int]) -> Tuple[int, ...]:
+  """The leading (batch) shape a critic call produces: obs and action batches broadcast.
+
+  Raises ValueError naming both shapes when they do not broadcast.
+  """
+  try:
+    return tuple(np.broadcast_shapes(tuple(obs_shape[:-1]), tuple(action_shape[:-1])))
+  except ValueError:
+    raise ValueError(f'critic: observation batch {tuple(obs_shape[:-1])} does not broadcast '
+                     f'against action batch {tuple(action_shape[:-1])} (expected obs[*B, O] '
+                     'with action[*S, *B, A])') from None
 
 
 def make_mpo_networks(action_dim: int,
@@ -36,6 +53,10 @@ def make_mpo_networks(action_dim: int,
 
   def critic_fn(obs: jnp.ndarray, action: jnp.ndarray) -> jnp.ndarray:
     torso = LayerNormMLP(critic_layer_sizes, name='critic_torso')
+    batch = critic_batch_shape(obs.shape, action.shape)
+    # An MLP has nothing to share between samples: each (obs, action) pair is a full pass.
+    obs = jnp.broadcast_to(obs, batch + obs.shape[-1:])
+    action = jnp.broadcast_to(action, batch + action.shape[-1:])
     x = jnp.concatenate([obs, action], axis=-1)
     return CategoricalCriticHead(num_atoms)(torso(x))
 

@@ -396,3 +396,19 @@ def test_variable_client_with_several_names_returns_a_list():
     client = VariableClient(source, ['policy', 'critic'])
     policy, critic = client.params
     assert (policy['name'], critic['name']) == ('policy', 'critic')
+
+
+def test_config_selects_the_perceiver_with_the_tasks_observation_groups():
+    import jax
+    from launch import experiment
+    from launch.config import ExperimentConfig
+    cfg = ExperimentConfig(task='walker:walk', agent={'network': 'perceiver', 'batch_size': 8})
+    builder = experiment.make_builder(cfg)
+    # walker: height (1), orientations (14), velocity (9), in sorted-key order.
+    assert builder.obs_group_sizes == (1, 14, 9)
+    networks = builder.make_networks()
+    obs = np.zeros((2, 24), np.float32)
+    params = networks.critic.init(jax.random.PRNGKey(0), obs, np.zeros((2, 6), np.float32))
+    assert any('attention' in name or 'latent' in name for name in params), list(params)
+    logits = networks.critic.apply(params, obs, np.zeros((5, 2, 6), np.float32))
+    assert logits.shape == (5, 2, 51)

@@ -5,7 +5,7 @@ with either builder collects the same data and serves the same policy network; o
 the learner differs.
 """
 
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Sequence
 
 import reverb
 from acme import specs
@@ -21,8 +21,9 @@ from agents.mpo.config import MPOConfig
 class BCBuilder(MPOBuilder):
   """MPOBuilder whose learner is a BCLearner with the MPO config's policy settings."""
 
-  def __init__(self, config: MPOConfig, spec: specs.EnvironmentSpec):
-    super().__init__(config, spec)
+  def __init__(self, config: MPOConfig, spec: specs.EnvironmentSpec,
+               obs_group_sizes: Optional[Sequence[int]] = None):
+    super().__init__(config, spec, obs_group_sizes)
     self.bc_config = BCConfig.from_mpo_config(config)
 
   def make_learner(self, iterator: Iterator[reverb.ReplaySample], seed: int = 0,

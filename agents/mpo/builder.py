@@ -4,7 +4,7 @@ The builder knows nothing about processes; launch/ wires these pieces into a
 Launchpad program, and tests use them in one process.
 """
 
-from typing import Iterator, List, Optional
+from typing import Iterator, List, Optional, Sequence
 
 import numpy as np
 import reverb
@@ -40,15 +40,28 @@ def check_spec(spec: specs.EnvironmentSpec) -> None:
 class MPOBuilder:
   """Builds every piece of an MPO agent for one environment spec."""
 
-  def __init__(self, config: MPOConfig, spec: specs.EnvironmentSpec):
+  def __init__(self, config: MPOConfig, spec: specs.EnvironmentSpec,
+               obs_group_sizes: Optional[Sequence[int]] = None):
+    """`obs_group_sizes`: how the flat observation splits into the environment's
+    observation groups (the Perceiver's tokens); one group when not given."""
     check_spec(spec)
     self.config = config
     self.spec = spec
     self.obs_dim = int(spec.observations.shape[0])
     self.action_dim = int(spec.actions.shape[0])
+    self.obs_group_sizes = tuple(obs_group_sizes or (self.obs_dim,))
+    if sum(self.obs_group_sizes) != self.obs_dim:
+      raise ValueError(f'observation groups {self.obs_group_sizes} do not add up to the '
+                       f'observation size {self.obs_dim}')
 
   def make_networks(self) -> MPONetworks:
     c = self.config
+    if c.network == 'perceiver':
+      from networks.perceiver import make_perceiver_networks
+      return make_perceiver_networks(
+          self.action_dim, self.obs_group_sizes, num_atoms=c.num_atoms,
+          latent_dim=c.perceiver_latent_dim, num_latents=c.perceiver_num_latents,
+          num_heads=c.perceiver_num_heads, num_self_attend_blocks=c.perceiver_blocks)
     return make_mpo_networks(self.action_dim, c.policy_layer_sizes, c.critic_layer_sizes,
                              c.num_atoms)
 

@@ -19,6 +19,14 @@ class MPOConfig:
   policy_layer_sizes: Tuple[int, ...] = (256, 256, 256)
   critic_layer_sizes: Tuple[int, ...] = (512, 512, 256)
   num_atoms: int = 51  # 1 selects the non-distributional (expected value) critic.
+  # 'mlp' (LayerNorm MLPs, sizes above) or 'perceiver': observation groups as
+  # tokens, cross-attended into learned latents; Q decoded with the action as the
+  # query. Its defaults are sized for CPU (compile time grows fast with size).
+  network: str = 'mlp'
+  perceiver_latent_dim: int = 32
+  perceiver_num_latents: int = 8
+  perceiver_num_heads: int = 4
+  perceiver_blocks: int = 1
   # Rewards bound the critic's support: v_max = max_reward / (1 - discount).
   min_reward: float = 0.0
   max_reward: float = 1.0
@@ -102,6 +110,13 @@ class MPOConfig:
       sizes = getattr(self, f)
       need(len(sizes) > 0 and all(isinstance(s, int) and s > 0 for s in sizes), f,
            'a non-empty sequence of positive ints')
+    need(self.network in ('mlp', 'perceiver'), 'network', "'mlp' or 'perceiver'")
+    for f in ('perceiver_latent_dim', 'perceiver_num_latents', 'perceiver_num_heads',
+              'perceiver_blocks'):
+      v = getattr(self, f)
+      need(isinstance(v, int) and not isinstance(v, bool) and v >= 1, f, 'an int >= 1')
+    need(self.perceiver_latent_dim % self.perceiver_num_heads == 0, 'perceiver_latent_dim',
+         'a multiple of perceiver_num_heads')
     need(isinstance(self.num_atoms, int) and (self.num_atoms == 1 or self.num_atoms >= 2),
          'num_atoms', 'an int >= 1 (1 = non-distributional)')
     need(finite(self.min_reward), 'min_reward', 'a finite number')

@@ -95,15 +95,15 @@ def make_update_fn(networks: MPONetworks, config: MPOConfig):
 
   def q_value(critic_params, obs, actions):
     """Expected Q of each action: obs [B, O], actions [N, B, A] -> [N, B]."""
-    tiled = jnp.broadcast_to(obs, actions.shape[:2] + obs.shape[-1:])
-    out = networks.critic.apply(critic_params, tiled, actions)
+    # The critic broadcasts obs over the samples: an encoder (e.g. the
+    # Perceiver's) then runs once per observation, not once per sample.
+    out = networks.critic.apply(critic_params, obs, actions)
     return losses.categorical_mean(out, support) if distributional else out
 
   def critic_loss(critic_params, state: TrainingState, t: types.Transition, key):
     mean, std = networks.policy.apply(state.target_policy_params, t.next_observation)
     next_actions = gaussian_sample(key, mean, std, n)  # [N, B, A]
-    tiled = jnp.broadcast_to(t.next_observation, next_actions.shape[:2] + t.next_observation.shape[-1:])
-    target_out = networks.critic.apply(state.target_critic_params, tiled, next_actions)
+    target_out = networks.critic.apply(state.target_critic_params, t.next_observation, next_actions)
     # The adder's discount already holds gamma^(n-1) * env discounts.
     bootstrap = config.discount * t.discount
     online_out = networks.critic.apply(critic_params, t.observation, t.action)
