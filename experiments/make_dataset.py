@@ -9,8 +9,9 @@
 
 Kinds:
   expert  episodes of the run's newest checkpoint (its stochastic policy)
-  mixed   --poor_fraction of the episodes from the run's oldest kept checkpoint
-          with extra action noise (--noise), the rest expert
+  mixed   --poor_fraction of the episodes poor, the rest expert; poor means the
+          run's oldest kept checkpoint with action noise --noise (--poor_policy
+          noisy, the default) or uniformly random actions (--poor_policy random)
   random  uniformly random actions
 Episodes are generated with the project's own actors on the run's task. The
 output is an episode store (train on it with --datasets OUT) and OUT/manifest.json
@@ -76,7 +77,7 @@ class _RandomActor(_NoisyActor):
 
 
 def build_dataset(run_dir: str, kind: str, episodes: int, out: str, poor_fraction: float = 0.5,
-                  noise: float = 0.3, seed: int = 0) -> Dict[str, Any]:
+                  noise: float = 0.3, seed: int = 0, poor_policy: str = 'noisy') -> Dict[str, Any]:
   """Generates the episodes into a new store at `out`; returns the manifest."""
   import acme
   from acme.utils import loggers
@@ -93,6 +94,8 @@ def build_dataset(run_dir: str, kind: str, episodes: int, out: str, poor_fractio
     raise ConfigError(f'kind={kind!r} is invalid: must be one of {", ".join(KINDS)}')
   if episodes < 1:
     raise ConfigError(f'episodes={episodes} is invalid: must be >= 1')
+  if poor_policy not in ('noisy', 'random'):
+    raise ConfigError(f"poor_policy={poor_policy!r} is invalid: must be 'noisy' or 'random'")
   if not 0.0 <= poor_fraction <= 1.0:
     raise ConfigError(f'poor_fraction={poor_fraction} is invalid: must be in [0, 1]')
   rd = RunDir(os.path.abspath(run_dir))
@@ -117,7 +120,7 @@ def build_dataset(run_dir: str, kind: str, episodes: int, out: str, poor_fractio
   num_poor = int(round(poor_fraction * episodes)) if kind == 'mixed' else 0
   plan = []  # (source description, actor factory)
   for i in range(episodes):
-    if kind == 'random':
+    if kind == 'random' or (i < num_poor and poor_policy == 'random'):
       plan.append(({'policy': 'random'}, lambda i=i: _RandomActor(builder.spec.actions, seed + i)))
     elif i < num_poor:
       plan.append(({'policy': 'early_checkpoint_noisy', 'checkpoint_step': steps[0],
@@ -145,7 +148,8 @@ def build_dataset(run_dir: str, kind: str, episodes: int, out: str, poor_fractio
   manifest = {'kind': kind, 'task': cfg.task, 'from_run': str(rd.path), 'episodes': entries,
               'num_episodes': len(entries), 'mean_return': sum(returns) / len(returns),
               'poor_fraction': poor_fraction if kind == 'mixed' else None,
-              'noise': noise if kind == 'mixed' else None, 'created': time.time()}
+              'noise': noise if kind == 'mixed' else None,
+              'poor_policy': poor_policy if kind == 'mixed' else None, 'created': time.time()}
   (out_path / 'manifest.json').write_text(json.dumps(manifest, indent=1))
   return manifest
 
@@ -159,12 +163,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   p.add_argument('--out', required=True, help='a new directory for the dataset')
   p.add_argument('--poor_fraction', type=float, default=0.5, help='mixed: share of poor episodes')
   p.add_argument('--noise', type=float, default=0.3, help='mixed: action noise of poor episodes')
+  p.add_argument('--poor_policy', choices=['noisy', 'random'], default='noisy',
+                 help='mixed: what acts in the poor episodes')
   p.add_argument('--seed', type=int, default=0)
   args = p.parse_args(sys.argv[1:] if argv is None else argv)
   from launch.errors import UserError
   try:
     manifest = build_dataset(args.run_dir, args.kind, args.episodes, args.out,
-                             args.poor_fraction, args.noise, args.seed)
+                             args.poor_fraction, args.noise, args.seed, args.poor_policy)
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2

@@ -5,10 +5,11 @@
 
 From a trained run (its checkpoints) it builds two datasets with
 experiments.make_dataset: 'expert' (the newest checkpoint's policy) and 'mixed'
-(--poor_fraction of the episodes from the oldest kept checkpoint with action noise
---noise, the rest expert). Then, for each dataset, it trains offline (no actors, the
-evaluator still evaluates in simulation) with PAC (--bc_alpha) and with the
-behaviour-cloning baseline, each for --learner_steps, one process after another.
+(--poor_fraction of the episodes with uniformly random actions, or with
+--poor_policy noisy the oldest kept checkpoint with action noise --noise; the rest
+expert). Then, for each dataset, it trains offline (no actors, the evaluator still
+evaluates in simulation) with PAC (--bc_alpha) and with the behaviour-cloning
+baseline, each for --learner_steps, one process after another.
 
 Writes:
   <out>/datasets/<kind>/           the episode stores (+ manifest.json)
@@ -66,7 +67,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   p.add_argument('--task', default='cartpole:swingup')
   p.add_argument('--episodes', type=int, default=20, help='episodes per dataset')
   p.add_argument('--poor_fraction', type=float, default=0.5)
-  p.add_argument('--noise', type=float, default=1.0, help='action noise of the poor episodes')
+  p.add_argument('--poor_policy', choices=['noisy', 'random'], default='random',
+                 help='what acts in the poor episodes of the mixed dataset')
+  p.add_argument('--noise', type=float, default=1.0, help='action noise of noisy poor episodes')
   p.add_argument('--learner_steps', type=int, default=4000)
   p.add_argument('--eval_every', type=int, default=1000)
   p.add_argument('--eval_episodes', type=int, default=3)
@@ -81,7 +84,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     where = out / 'datasets' / kind
     if not (where / 'manifest.json').exists():
       build_dataset(args.source_run, kind, args.episodes, str(where),
-                    poor_fraction=args.poor_fraction, noise=args.noise, seed=args.seed)
+                    poor_fraction=args.poor_fraction, noise=args.noise, seed=args.seed,
+                    poor_policy=args.poor_policy)
     manifests[kind] = json.loads((where / 'manifest.json').read_text())
   rows, summary = [], []
   for kind in KINDS:
