@@ -69,4 +69,6 @@ def test_iterated_collect_and_infer_runs_its_iterations(tmp_path):
   assert counts['learner_steps'] >= 120, counts
   # Actors stop collecting while the learner infers: about K episodes per iteration.
   assert counts['actor_episodes'] <= 2 * 2 + 2, counts
-  assert _eval_rows(run) >= 2
+  # Evaluations fall due every infer_steps learner steps; these iterations are
+  # shorter than the evaluator's 5 s tick, so only the final one is certain.
+  assert _eval_rows(run) >= 1
