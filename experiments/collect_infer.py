@@ -60,6 +60,11 @@ def parse_args(argv):
   p.add_argument('--actor_failures', default=None, choices=['restart', 'continue', 'stop'],
                  help='when an actor process dies (default restart, at most --max_actor_restarts)')
   p.add_argument('--max_actor_restarts', type=int, default=None)
+  p.add_argument('--external_ratio', type=float, default=None,
+                 help='share of each learner batch from attached robots (when they sent data)')
+  p.add_argument('--announce_host', default=None,
+                 help='host written in addresses.json for attaching processes (default: '
+                      '$COLLECT_INFER_HOST, else localhost)')
   p.add_argument('--mode', default=None,
                  choices=['online', 'offline', 'offline_to_online', 'iterated'])
   p.add_argument('--algorithm', default=None, choices=['mpo', 'bc'],

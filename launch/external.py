@@ -21,8 +21,10 @@ every differing field.
 
 import dataclasses
 import logging
+import math
 import os
 import pathlib
+import secrets
 import threading
 import time
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Set, Tuple
@@ -33,7 +35,7 @@ from acme import core
 from acme import specs
 
 from launch.errors import RunDirError, UserError
-from launch.run_dir import RunDir
+from launch.run_dir import RunDir, atomic_write_bytes
 from launch.store.episodes import Episode, EpisodeStore
 
 log = logging.getLogger('collect_infer.external')
@@ -45,7 +47,9 @@ _COMPARED = {'observations': ('name', 'shape', 'dtype', 'bounds'),
              'actions': ('name', 'shape', 'dtype', 'bounds'),
              'rewards': ('shape', 'dtype'), 'discounts': ('shape', 'dtype')}
 EXTERNAL_WRITER_PREFIX = 'external_'
-EPISODE_KEY = 'robot_episode_id'  # Metadata: the episode's id in the robot's outbox.
+# Metadata: '<outbox token>:<episode id in the outbox>', unique across outboxes (a
+# wiped and recreated outbox has a new token, so its ids are never taken for resends).
+EPISODE_KEY = 'robot_episode_id'
 PARTS = ('store', 'replay')  # Where each episode goes.
 POLICY = 'policy'
 VERSION = 'learner_steps'
@@ -167,13 +171,15 @@ def _compare_bounds(program: Mapping[str, Any], environment: Mapping[str, Any], 
 
 
 def check_spec_matches(program: Mapping[str, Any], environment: Mapping[str, Any],
-                       where: str = 'the program') -> None:
-  """Raises SpecMismatchError naming each differing field, if there is one."""
+                       what: str = "the environment's spec does not match the program's") -> None:
+  """Raises SpecMismatchError naming each differing field, if there is one.
+
+  The message reads '<what> in N field(s): <field>: program <value>,
+  environment <value>; ...'.
+  """
   differences = spec_differences(program, environment)
   if differences:
-    raise SpecMismatchError(
-        f"the environment's spec does not match {where}'s in {len(differences)} field(s): "
-        + '; '.join(differences))
+    raise SpecMismatchError(f'{what} in {len(differences)} field(s): ' + '; '.join(differences))
 
 
 # ----------------------------------------------------------------------------
@@ -379,8 +385,7 @@ class ProgramLink:
             raise ProgramUnavailable(f'learner at {endpoints.learner}: {e}') from None
         self._generation += 1
         self._current = (self._generation, client, endpoints)
-        log.info('connected to the program: learner %s, replay %s', endpoints.learner,
-                 endpoints.replay)
+        log.debug('using learner %s, replay %s', endpoints.learner, endpoints.replay)
       return self._current
 
   def invalidate(self, generation: int) -> None:
@@ -427,7 +432,7 @@ class ParameterFetcher(threading.Thread):
     super().__init__(name='parameter-fetcher', daemon=True)
     self._link = link
     self._latest = latest
-    self._stop = stop
+    self._stopping = stop
     self._refresh = refresh_every_s
     self._max_backoff = max_backoff_s
     self._on_fatal = on_fatal
@@ -455,9 +460,11 @@ class ParameterFetcher(threading.Thread):
 
   def run(self) -> None:
     backoff = self._refresh
-    while not self._stop.is_set():
+    while not self._stopping.is_set():
       try:
-        self.fetch_once()
+        version = self.fetch_once()
+        if backoff > self._refresh:
+          log.info('parameters: the learner answers again (learner step %d)', version)
         backoff, delay = self._refresh, self._refresh
       except SpecMismatchError as e:
         if self._on_fatal:
@@ -470,7 +477,7 @@ class ParameterFetcher(threading.Thread):
           log.warning('parameters: the learner is unreachable (%s); retrying in %.1f s '
                       '(%d failures)', self.last_error, backoff, self.failures)
         delay, backoff = backoff, min(2 * backoff, self._max_backoff)
-      self._stop.wait(delay)
+      self._stopping.wait(delay)
 
 
 class EpisodeOutbox:
@@ -480,7 +487,8 @@ class EpisodeOutbox:
   and fsynced before `append` returns). `<name>.delivered` is an append-only
   ledger of '<part> <episode id>' lines (part: store, replay or rejected),
   fsynced per line, so a restarted attach process sends exactly what is left.
-  `append` is for the control loop; the rest for the sender thread.
+  `<name>.token` names this outbox for good (see `key`). `append` is for the
+  control loop; the rest for the sender thread.
   """
 
   def __init__(self, directory: os.PathLike, name: str):
@@ -488,11 +496,26 @@ class EpisodeOutbox:
     self._dir.mkdir(parents=True, exist_ok=True)
     self._writer = EpisodeStore(self._dir).writer(name)  # Holds the name: one process per outbox.
     self._store = EpisodeStore(self._dir)
+    self._lock = threading.Lock()  # The store reader and the ledger: sender and status threads.
     self._name = name
     self._ledger_path = self._dir / f'{name}.delivered'
+    self.token = self._token()
     self._delivered: Dict[str, Set[str]] = {}
     self._load_ledger()
     self._ledger = os.open(self._ledger_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+  def _token(self) -> str:
+    path = self._dir / f'{self._name}.token'
+    try:
+      return path.read_text().strip()
+    except FileNotFoundError:
+      token = secrets.token_hex(8)
+      atomic_write_bytes(path, token.encode() + b'\n')
+      return token
+
+  def key(self, episode_id: str) -> str:
+    """The episode's name in the program's store (metadata EPISODE_KEY)."""
+    return f'{self.token}:{episode_id}'
 
   def _load_ledger(self) -> None:
     try:
@@ -516,39 +539,46 @@ class EpisodeOutbox:
     parts = self._delivered.get(episode_id, set())
     return 'rejected' in parts or all(p in parts for p in PARTS)
 
+  def _ids(self) -> List[str]:
+    self._store.refresh()
+    return [i.episode_id for i in self._store.index() if i.writer == self._name]
+
   def pending(self) -> List[str]:
     """Ids of buffered episodes not yet fully delivered, oldest first."""
-    self._store.refresh()
-    return [i.episode_id for i in self._store.index()
-            if i.writer == self._name and not self._done(i.episode_id)]
+    with self._lock:
+      return [i for i in self._ids() if not self._done(i)]
 
   def counts(self) -> Dict[str, int]:
     """Buffered episodes, and how many reached the store, the replay, or were rejected."""
-    self._store.refresh()
-    ids = [i.episode_id for i in self._store.index() if i.writer == self._name]
-    parts = [self._delivered.get(i, set()) for i in ids]
-    return {'buffered': len(ids), 'store': sum('store' in p for p in parts),
-            'replay': sum('replay' in p for p in parts),
-            'rejected': sum('rejected' in p for p in parts),
-            'pending': sum(not self._done(i) for i in ids)}
+    with self._lock:
+      ids = self._ids()
+      parts = [self._delivered.get(i, set()) for i in ids]
+      return {'buffered': len(ids), 'store': sum('store' in p for p in parts),
+              'replay': sum('replay' in p for p in parts),
+              'rejected': sum('rejected' in p for p in parts),
+              'pending': sum(not self._done(i) for i in ids)}
 
   def read(self, episode_id: str) -> Episode:
-    return self._store.read(episode_id)
+    with self._lock:
+      return self._store.read(episode_id)
 
   def delivered(self, episode_id: str) -> Set[str]:
-    return set(self._delivered.get(episode_id, set()))
+    with self._lock:
+      return set(self._delivered.get(episode_id, set()))
 
   def mark(self, episode_id: str, part: str) -> None:
     """Records durably that `part` of the episode was delivered (or that it was rejected)."""
-    os.write(self._ledger, f'{part} {episode_id}\n'.encode())
-    os.fsync(self._ledger)
-    self._delivered.setdefault(episode_id, set()).add(part)
+    with self._lock:
+      os.write(self._ledger, f'{part} {episode_id}\n'.encode())
+      os.fsync(self._ledger)
+      self._delivered.setdefault(episode_id, set()).add(part)
 
   def close(self) -> None:
-    self._writer.close()
-    if self._ledger >= 0:
-      os.close(self._ledger)
-      self._ledger = -1
+    with self._lock:
+      self._writer.close()
+      if self._ledger >= 0:
+        os.close(self._ledger)
+        self._ledger = -1
 
 
 class Sender(threading.Thread):
@@ -610,6 +640,8 @@ class Sender(threading.Thread):
           return
         try:
           self._deliver(episode_id)
+          if backoff > self._initial_backoff:
+            log.info('delivering again: %s reached the program', episode_id)
           backoff = self._initial_backoff
         except SpecMismatchError as e:
           if self._on_fatal:
@@ -618,8 +650,10 @@ class Sender(threading.Thread):
         except Exception as e:  # pylint: disable=broad-except
           self.failures += 1
           self.last_error = _one_line(e)
-          log.warning('delivery of %s failed (%s); %d episode(s) wait; retrying in %.1f s',
-                      episode_id, self.last_error, len(pending), backoff)
+          if self.failures == 1 or self.failures % 10 == 0:
+            log.warning('delivery of %s failed (%s); %d episode(s) wait; retrying in %.1f s '
+                        '(%d failures)', episode_id, self.last_error, len(pending), backoff,
+                        self.failures)
           self._halt.wait(backoff)
           backoff = min(2 * backoff, self._max_backoff)
           break
@@ -631,7 +665,8 @@ class Sender(threading.Thread):
     try:
       if 'store' not in done:
         data = episode_to_data(episode)
-        data['metadata'].update({EPISODE_KEY: episode_id, 'sent_time': time.time()})
+        data['metadata'].update({EPISODE_KEY: self._outbox.key(episode_id),
+                                 'sent_time': time.time()})
         reply = learner.append_external_episode(self._name, data)
         if reply.get('status') == 'rejected':
           # Validated here, so this is a bug or a changed program: keep the
@@ -656,7 +691,7 @@ class Sender(threading.Thread):
     def work():
       try:
         client = reverb.Client(address)
-        client.server_info(timeout=self._timeout)  # Fails fast when the server is down.
+        client.server_info(timeout=max(1, int(math.ceil(self._timeout))))  # Fails fast if down.
         adder = self._make_adder(client)
         first, rest = episode_timesteps(episode)
         adder.add_first(first)

@@ -8,16 +8,19 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import launchpad as lp
 import numpy as np
+import reverb
 from acme.utils import counting
 
+from agents.mpo.builder import EXTERNAL_TABLE
 from launch import experiment
 from launch.checkpointing import Checkpointer
 from launch.errors import ConfigError
-from launch.logs import make_logger, quiet_node_logs
+from launch.external import ExternalEpisodeSink, spec_to_data
+from launch.logs import announce_process, make_logger, quiet_node_logs
 from launch.run_dir import RunDir
 from launch.stopping import exit_process_if_stuck, run_until_stopped, wait_for_stop
 from launch.store.episodes import EpisodeStore
-from launch.store.mixing import MixedBatches
+from launch.store.mixing import ExternalShare, MixedBatches
 from launch.store.sampling import StoreSampler
 
 
@@ -56,6 +59,7 @@ class LearnerWorker:
 
   def __init__(self, config: Dict[str, Any], replay: Any, counter: Any):
     quiet_node_logs()
+    announce_process('learner')
     cfg = experiment.config_from_dict(config)
     self._config = cfg
     self._run_dir = pathlib.Path(cfg.run_dir)
@@ -71,11 +75,20 @@ class LearnerWorker:
                                    n_step=cfg.agent.n_step, discount=cfg.agent.discount,
                                    seed=cfg.seed)
     self._own_store = EpisodeStore(RunDir(cfg.run_dir).store, verify=False)  # Counted, not read.
+    # Attached robots' share, out of the replay share (online modes only).
+    replay_share = batch - self._store_batch
+    self._external_batch = 0
+    if cfg.mode in ('online', 'offline_to_online') and replay_share > 0:
+      self._external_batch = min(int(round(batch * cfg.external_ratio)), replay_share)
+    self._external_announced = False
+    self._external_sink = None  # Opened on the first episode a robot sends.
+    self._external_lock = threading.Lock()
     self._counter = counting.Counter(counter, prefix='learner')
     self._learner = self._builder.make_learner(
         self._new_iterator(), seed=cfg.seed, counter=self._counter,
         logger=make_logger(self._run_dir, 'learner', time_delta=5.0, steps_key='learner_steps'))
     self._lock = threading.Lock()
+    self._finished = False  # Budget spent and counts flushed (see `done`).
     # Iterated collect-and-infer: which iteration, and the store size that ends its collection.
     self._iteration = 0
     self._collect_target: Optional[int] = None
@@ -103,16 +116,63 @@ class LearnerWorker:
 
   def _new_iterator(self):
     cfg = self._config
-    replay_batch = cfg.agent.batch_size - self._store_batch
+    replay_batch = cfg.agent.batch_size - self._store_batch - self._external_batch
+    timeout_ms = int(cfg.learner_sample_timeout_s * 1000)
     replay = None
     if replay_batch > 0:
       replay = self._builder.make_dataset_iterator(
-          self._replay_address, batch_size=replay_batch,
-          rate_limiter_timeout_ms=int(cfg.learner_sample_timeout_s * 1000))
-    if self._store_batch == 0:
+          self._replay_address, batch_size=replay_batch, rate_limiter_timeout_ms=timeout_ms)
+    external = None
+    if self._external_batch > 0:
+      external = ExternalShare(
+          make_external=lambda: self._builder.make_dataset_iterator(
+              self._replay_address, batch_size=self._external_batch,
+              rate_limiter_timeout_ms=timeout_ms, table=EXTERNAL_TABLE),
+          make_fallback=lambda: self._builder.make_dataset_iterator(
+              self._replay_address, batch_size=self._external_batch,
+              rate_limiter_timeout_ms=timeout_ms),
+          table_size=self._external_table_size, batch_size=self._external_batch,
+          on_active=self._announce_external)
+    if self._store_batch == 0 and external is None:
       return replay
     return MixedBatches(replay, self._sampler, self._store_batch,
-                        wait_timeout_s=cfg.learner_sample_timeout_s)
+                        wait_timeout_s=cfg.learner_sample_timeout_s, external=external)
+
+  def _external_table_size(self) -> int:
+    """Items in the external table; 0 when the replay server can't say right now."""
+    try:
+      info = reverb.Client(self._replay_address).server_info(timeout=1)
+      return int(info[EXTERNAL_TABLE].current_size)
+    except Exception:  # pylint: disable=broad-except
+      return 0
+
+  def _announce_external(self, size: int) -> None:
+    if not self._external_announced:
+      self._external_announced = True
+      print(f'[learner] external table holds {size} items: {self._external_batch}/'
+            f'{self._config.agent.batch_size} of each batch come from attached robots now',
+            flush=True)
+
+  # Served over Courier: robots attaching with launch.attach.
+  def environment_spec(self) -> Dict[str, Any]:
+    """The program's environment spec as plain data (see launch.external.spec_to_data)."""
+    return spec_to_data(self._builder.spec)
+
+  def experiment_config(self) -> Dict[str, Any]:
+    """The run's configuration (an attached actor builds its policy from it)."""
+    return self._config.to_dict()
+
+  def append_external_episode(self, name: str, episode: Dict[str, Any]) -> Dict[str, Any]:
+    """Appends a robot's whole episode to the run's store (writer 'external_<name>'), once.
+
+    Returns {'status': 'stored' or 'duplicate', 'id': ...} or {'status': 'rejected',
+    'reason': ...}; see launch.external.ExternalEpisodeSink.
+    """
+    with self._external_lock:
+      if self._external_sink is None:
+        self._external_sink = ExternalEpisodeSink(RunDir(self._config.run_dir).store,
+                                                  self._builder.spec)
+    return self._external_sink.append(name, episode)
 
   # Served over Courier: iterated collect-and-infer pacing.
   def collect_status(self) -> Dict[str, Any]:
@@ -149,11 +209,19 @@ class LearnerWorker:
     return self._learner.steps
 
   def done(self) -> bool:
-    """Whether the learner has finished its own budget (steps, or iterations)."""
+    """Whether the learner has finished its own budget (steps, or iterations), counts sent."""
+    return self._finished
+
+  def _budget_reached(self) -> bool:
     cfg = self._config
     if cfg.mode == 'iterated':
       return self._phase == 'done'
     return cfg.max_learner_steps is not None and self._learner.steps >= cfg.max_learner_steps
+
+  def _flush_counts(self) -> None:
+    """Sends the steps acme's Counter still holds locally (it syncs once per second)."""
+    self._counter._last_sync_time = 0.0  # pylint: disable=protected-access
+    self._counter.get_counts()
 
   def _step(self) -> None:
     try:
@@ -168,10 +236,12 @@ class LearnerWorker:
     if self._config.mode == 'iterated':
       self._train_iterated(stop)
     while not stop.is_set():
-      if self.done():
-        # The evaluator ends the program. acme's Counter syncs to the parent
-        # only when used: flush the last steps so the counts are final.
-        self._counter.get_counts()
+      if self._budget_reached():
+        # The evaluator ends the program once `done()`: the counts it reads
+        # must be final first.
+        if not self._finished:
+          self._flush_counts()
+          self._finished = True
         wait_for_stop(stop, 1.0)
       else:
         self._step()
@@ -189,7 +259,7 @@ class LearnerWorker:
         self._own_store.refresh()
         if len(self._own_store) >= self._collect_target:
           break
-        self._counter.get_counts()  # Flushes the steps of the last infer phase.
+        self._flush_counts()  # The steps of the last infer phase.
         wait_for_stop(stop, 0.5)
       if stop.is_set():
         return
@@ -236,4 +306,7 @@ class LearnerWorker:
     path = self._checkpointer.save(payload, payload['learner_steps'])
     print(f'[learner] stopped at step {payload["learner_steps"]}; final checkpoint {path}',
           flush=True)
+    with self._external_lock:
+      if self._external_sink is not None:
+        self._external_sink.close()  # Releases the robots' writer names.
     exit_process_if_stuck(finished)

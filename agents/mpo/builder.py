@@ -23,8 +23,10 @@ from networks.mpo import MPONetworks, make_mpo_networks
 
 REPLAY_TABLE = 'priority_table'
 # Experience from actors outside the program (robots attached with launch.attach).
-# Its rate limiter never holds an insert: a robot's data must never wait.
-EXTERNAL_TABLE = 'external_table'
+# Its rate limiter never holds an insert: a robot's data must never wait. (Its
+# name sorts after REPLAY_TABLE, so listings by name, such as the replay node's
+# restored table sizes, still start with the main table.)
+EXTERNAL_TABLE = 'robot_table'
 
 
 def check_spec(spec: specs.EnvironmentSpec) -> None:
