@@ -67,6 +67,7 @@ import numpy as np
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
 from experiments.collect_infer import PRESETS, _agent_override  # pylint: disable=g-import-not-at-top
+from experiments.learning_benchmark import _csv_list  # pylint: disable=g-import-not-at-top
 from experiments.plot_run import new_figure, read_csv, save, wall_clock  # pylint: disable=g-import-not-at-top
 
 BENCHMARKS = ('actor', 'replay', 'learner', 'scaling', 'e2e')
@@ -956,15 +957,6 @@ def plot_e2e(evals: Dict[str, np.ndarray], row: Row, path: pathlib.Path, task: s
 
 
 # --- command line ---------------------------------------------------------------
-
-
-def _csv_list(kind):
-  def parse(text: str):
-    try:
-      return [kind(v) for v in text.split(',') if v.strip()]
-    except ValueError:
-      raise argparse.ArgumentTypeError(f'expected a comma-separated list, got {text!r}') from None
-  return parse
 
 
 def parse_args(argv):
