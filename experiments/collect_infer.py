@@ -13,6 +13,10 @@ Training modes (--mode), all on the same program:
                      --store_ratio of each batch keeps coming from the store
   iterated           collect --collect_episodes, infer --infer_steps on all stored
                      data, evaluate; --iterations times
+
+On a Slurm cluster (from a login node; --run_dir on a shared file system):
+  python -m experiments.collect_infer --launch_type slurm --run_dir /shared/runs/x \
+      --slurm partition=gpu --slurm learner.gpus=1 --slurm time_limit=12:00:00 [--dry_run]
 """
 
 import argparse
@@ -56,7 +60,15 @@ def parse_args(argv):
   p.add_argument('--eval_every_seconds', type=float, default=None)
   p.add_argument('--eval_every_learner_steps', type=int, default=None)
   p.add_argument('--eval_episodes', type=int, default=None)
-  p.add_argument('--launch_type', default=None, choices=['local_mp', 'local_mt'])
+  p.add_argument('--launch_type', '--launch', default=None, choices=['local_mp', 'local_mt', 'slurm'],
+                 help='local_mp (default): one process per node here; slurm: submit a batch job')
+  p.add_argument('--slurm', action='append', default=[], type=_agent_override, metavar='KEY=VALUE',
+                 help='Slurm setting: partition, time_limit, account, sbatch_args, stop_grace_s, '
+                      'address_timeout_s, or GROUP.cpus / GROUP.mem_gb / GROUP.gpus')
+  p.add_argument('--dry_run', action='store_true',
+                 help='slurm: print the batch script and step commands, submit nothing')
+  p.add_argument('--follow', action='store_true',
+                 help='slurm: echo the job log until the job ends; exit with its status')
   p.add_argument('--actor_failures', default=None, choices=['restart', 'continue', 'stop'],
                  help='when an actor process dies (default restart, at most --max_actor_restarts)')
   p.add_argument('--max_actor_restarts', type=int, default=None)
@@ -98,11 +110,17 @@ def main(argv=None) -> int:
 
   overrides = {k: getattr(args, k) for k in launcher.RESUME_OVERRIDABLE
                if getattr(args, k, None) is not None}
+  if args.slurm:
+    overrides['slurm_settings'] = list(args.slurm)
   if 'datasets' in overrides:  # Node processes may not share this working directory.
     overrides['datasets'] = [os.path.abspath(d) for d in overrides['datasets']]
   run_dir = args.run_dir or os.path.join('runs', args.task.replace(':', '_'))
   try:
-    values = {'run_dir': run_dir, 'task': args.task, 'seed': args.seed, **overrides}
+    if args.slurm:  # A bad setting fails before a run directory is created.
+      from launch.slurm.config import SlurmConfig
+      SlurmConfig().with_overrides(args.slurm)
+    values = {'run_dir': run_dir, 'task': args.task, 'seed': args.seed,
+              **{k: v for k, v in overrides.items() if k != 'slurm_settings'}}
     if args.init_checkpoint:
       values['init_checkpoint'] = os.path.abspath(args.init_checkpoint)
     if args.algorithm:
@@ -111,7 +129,7 @@ def main(argv=None) -> int:
       values['store_episodes'] = False
     values['agent'] = {**PRESETS[args.preset], **dict(args.agent)}
     config = ExperimentConfig.from_dict(values)
-    config = launcher.launch(config, overrides)
+    config = launcher.launch(config, overrides, dry_run=args.dry_run, follow=args.follow)
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2

@@ -6,8 +6,10 @@ from typing import Any, Dict, Optional, Tuple
 
 from agents.mpo.config import MPOConfig
 from launch.errors import ConfigError
+from launch.slurm.config import SlurmConfig
 
-LAUNCH_TYPES = ('local_mp', 'local_mt')
+# slurm: one batch job on a Slurm cluster, a job step per node (see launch/slurm).
+LAUNCH_TYPES = ('local_mp', 'local_mt', 'slurm')
 # online: actors and learner together. offline: no actors, the learner trains on
 # stored episodes only. offline_to_online: start from stored data (and maybe a
 # checkpoint), then add actors. iterated: collect K episodes, infer M steps on
@@ -72,11 +74,19 @@ class ExperimentConfig:
   # Seconds a learner waits on the rate limiter before re-checking for shutdown.
   learner_sample_timeout_s: float = 2.0
   agent: MPOConfig = dataclasses.field(default_factory=MPOConfig)
+  # Partition, time limit and per-group resources of launch_type='slurm'.
+  slurm: SlurmConfig = dataclasses.field(default_factory=SlurmConfig)
 
   def __post_init__(self):
     self.datasets = tuple(self.datasets)
     if isinstance(self.agent, dict):
       self.agent = MPOConfig(**self.agent)
+    if isinstance(self.slurm, dict):
+      known = {f.name for f in dataclasses.fields(SlurmConfig)}
+      bad = sorted(set(self.slurm) - known)
+      if bad:
+        raise ConfigError(f'unknown slurm config field(s) {bad}; known: {sorted(known)}')
+      self.slurm = SlurmConfig(**self.slurm)
     self.validate()
 
   def validate(self) -> None:

@@ -50,10 +50,9 @@ def prepare_run(config: ExperimentConfig, overrides: Optional[Dict[str, Any]] = 
     resumed = run_dir.exists()
     if resumed:
       stored = ExperimentConfig.from_dict(run_dir.read_config())
-      changes = {k: v for k, v in (overrides or {}).items() if k in RESUME_OVERRIDABLE}
-      config = dataclasses.replace(stored, run_dir=str(run_dir.path), **changes)
+      config = effective_config(config, overrides, stored)
     else:
-      config = dataclasses.replace(config, run_dir=str(run_dir.path))
+      config = effective_config(config, overrides)
     check_task(config.task)
     if resumed:
       # Fail here, in one line, rather than in the learner process after launch.
@@ -64,6 +63,21 @@ def prepare_run(config: ExperimentConfig, overrides: Optional[Dict[str, Any]] = 
     run_dir.release_lock()
     raise
   return config, run_dir, resumed
+
+
+def effective_config(config: ExperimentConfig, overrides: Optional[Dict[str, Any]] = None,
+                     stored: Optional[ExperimentConfig] = None) -> ExperimentConfig:
+  """The config a launch uses: the stored one (if resuming) with the overridable changes."""
+  overrides = overrides or {}
+  path = os.path.abspath(config.run_dir)
+  if stored is not None:
+    changes = {k: v for k, v in overrides.items() if k in RESUME_OVERRIDABLE}
+    config = dataclasses.replace(stored, **changes)
+  config = dataclasses.replace(config, run_dir=path)
+  if overrides.get('slurm_settings'):
+    config = dataclasses.replace(config, slurm=config.slurm.with_overrides(
+        overrides['slurm_settings']))
+  return config
 
 
 def _check_training_data(config: ExperimentConfig, run_dir: RunDir) -> None:
@@ -128,18 +142,64 @@ def write_address_book(run_dir: RunDir, addresses: Dict[str, Any],
   return book
 
 
-def launch(config: ExperimentConfig, overrides: Optional[Dict[str, Any]] = None) -> ExperimentConfig:
-  """Runs the experiment until its budget is spent or it is interrupted; blocks."""
+def _planned(config: ExperimentConfig, overrides: Optional[Dict[str, Any]]) -> ExperimentConfig:
+  """The config a launch would use, read without creating or locking anything."""
+  run_dir = RunDir(os.path.abspath(config.run_dir))
+  stored = ExperimentConfig.from_dict(run_dir.read_config()) if run_dir.exists() else None
+  return effective_config(config, overrides, stored)
+
+
+def _dry_run(config: ExperimentConfig, overrides: Optional[Dict[str, Any]]) -> ExperimentConfig:
+  from launch.slurm.submit import describe
+  config = _planned(config, overrides)
+  if config.launch_type != 'slurm':
+    raise ConfigError('--dry_run prints a Slurm job: use it with --launch_type slurm')
+  print(describe(config, os.getcwd()), end='', flush=True)
+  return config
+
+
+def _launch_slurm(config: ExperimentConfig, resumed: bool, follow: bool) -> ExperimentConfig:
+  from launch.slurm.submit import announce, follow as follow_job, submit
+  print(f'[launch] {"resuming" if resumed else "starting"} {config.task} ({config.mode}) on Slurm '
+        f'in {config.run_dir}', flush=True)
+  job = submit(config)
+  announce(config, job)
+  if follow:
+    code = follow_job(config, job)
+    if code != 0:
+      raise ProgramError(f'Slurm job {job} ended with exit code {code}; logs in '
+                         f'{os.path.join(config.run_dir, "logs", "slurm")}')
+  return config
+
+
+def launch(config: ExperimentConfig, overrides: Optional[Dict[str, Any]] = None,
+           dry_run: bool = False, follow: bool = False) -> ExperimentConfig:
+  """Runs the experiment until its budget is spent or it is interrupted; blocks.
+
+  With launch_type 'slurm' it submits a batch job instead and returns (or, with
+  `follow`, echoes the job's log until it ends); `dry_run` prints its batch
+  script and step commands without submitting.
+  """
   import launchpad as lp
   from absl import flags
   from launch.program import GROUPS, make_program, process_env
 
+  if dry_run:
+    return _dry_run(config, overrides)
+  planned = _planned(config, overrides)
+  if planned.launch_type == 'slurm':
+    from launch.slurm.submit import refuse_if_running, require_slurm
+    require_slurm()  # Before the run directory is created or changed.
+    refuse_if_running(planned)
   config, run_dir, resumed = prepare_run(config, overrides)
   try:
     spent = _spent_budget(config, run_dir)
     if spent is not None:
       print(f'[launch] {run_dir.path} already reached {spent}', flush=True)
       return config
+    if config.launch_type == 'slurm':
+      run_dir.release_lock()  # The job's supervisor takes it when the job starts.
+      return _launch_slurm(config, resumed, follow)
     actors = 'no actors' if config.mode == 'offline' else f'{config.num_actors} actors'
     print(f'[launch] {"resuming" if resumed else "starting"} {config.task} ({config.mode}) with '
           f'{actors} in {run_dir.path} ({config.launch_type})', flush=True)

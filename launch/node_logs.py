@@ -12,6 +12,8 @@ _NOISE = re.compile(
     r'^I\d{4} \d\d:\d\d:\d\d|Gym has been unmaintained|Please upgrade to Gymnasium|Users of this version of Gym|'
     r'See the migration guide at https://gymnasium|GLFWError|warnings\.warn\(|'
     r'np_bool = np\.dtype|Logging to: ')
+# Launchpad's shutdown countdown, printed without a newline before a node's own lines.
+_COUNTDOWN = re.compile(r'(\x1b\[[0-9;]*m)?Waiting for workers to stop for \d+s\.(\x1b\[0m)?')
 
 
 class NodeLogFollower(threading.Thread):
@@ -44,6 +46,7 @@ class NodeLogFollower(threading.Thread):
         self._partial[path] = lines[-1]
       node = str(path.relative_to(self._dir))
       for line in lines[:-1]:
+        line = _COUNTDOWN.sub('', line)
         if line.strip() and not _NOISE.search(line):
           self._out.write(f'[{node}] {line}\n')
       self._out.flush()

@@ -1,0 +1,124 @@
+"""Submitting a run to Slurm (`launch_type='slurm'`), printing the plan, following the job."""
+
+import os
+import pathlib
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from typing import Optional
+
+from launch.config import ExperimentConfig
+from launch.errors import UserError
+from launch.slurm.script import batch_log, batch_script, program_nodes, step_command
+
+JOB_FILE = 'job_id'
+
+
+class SlurmError(UserError):
+  """Slurm is missing, or refused the job; the message says what to change."""
+
+
+def _slurm_dir(config: ExperimentConfig) -> pathlib.Path:
+  return pathlib.Path(config.run_dir) / 'slurm'
+
+
+def require_slurm() -> None:
+  missing = [c for c in ('sbatch', 'squeue', 'srun') if not shutil.which(c)]
+  if missing:
+    raise SlurmError(f'Slurm is not available here ({", ".join(missing)} not on PATH): run '
+                     'from a login node of a Slurm cluster, or use --launch_type local_mp')
+
+
+def job_state(job: str) -> Optional[str]:
+  """The job's state in the queue (PENDING, RUNNING, ...), or None once it has left it."""
+  out = subprocess.run(['squeue', '-h', '-j', job, '-o', '%T'], capture_output=True, text=True)
+  states = out.stdout.split()
+  return states[0] if out.returncode == 0 and states else None
+
+
+def active_job(config: ExperimentConfig) -> Optional[str]:
+  """A job of this run directory still queued or running, if any."""
+  path = _slurm_dir(config) / JOB_FILE
+  if not path.exists():
+    return None
+  job = path.read_text().strip()
+  return job if job and job_state(job) else None
+
+
+def refuse_if_running(config: ExperimentConfig) -> None:
+  running = active_job(config)
+  if running:
+    raise SlurmError(f'{config.run_dir} is already used by Slurm job {running} ({job_state(running)}'
+                     f'); wait for it or stop it with: scancel {running}')
+
+
+def describe(config: ExperimentConfig, workdir: str) -> str:
+  """The batch script and each step's command, as a dry run prints them."""
+  from launch.program import process_env
+  out = [f'# batch script (sbatch {batch_log(config.run_dir, "<job>").parent}/...)',
+         batch_script(config, sys.executable, workdir), '# job steps started by the supervisor:']
+  for group, index in program_nodes(config):
+    cmd = step_command(config, '<job id>', group, index, sys.executable, process_env(group))
+    out.append(' '.join(shlex.quote(c) for c in cmd))
+  return '\n'.join(out) + '\n'
+
+
+def submit(config: ExperimentConfig, workdir: Optional[str] = None) -> str:
+  """Writes the batch script into the run directory and submits it; returns the job id."""
+  require_slurm()
+  refuse_if_running(config)
+  workdir = workdir or os.getcwd()
+  sdir = _slurm_dir(config)
+  sdir.mkdir(parents=True, exist_ok=True)
+  batch_log(config.run_dir).parent.mkdir(parents=True, exist_ok=True)
+  script = sdir / 'job.sh'
+  script.write_text(batch_script(config, sys.executable, workdir))
+  done = subprocess.run(['sbatch', '--parsable', str(script)], capture_output=True, text=True)
+  if done.returncode != 0:
+    said = ' '.join(line.strip() for line in done.stderr.splitlines() if line.strip())
+    raise SlurmError(f'sbatch refused the job: {said or "no message"}. Check the partition, time '
+                     'limit and per-group resources (--slurm partition=..., --slurm '
+                     'learner.mem_gb=..., see `sinfo`); the script is ' + str(script))
+  job = done.stdout.strip().split(';')[0]
+  (sdir / JOB_FILE).write_text(job + '\n')
+  return job
+
+
+def announce(config: ExperimentConfig, job: str) -> None:
+  log = batch_log(config.run_dir, job)
+  print(f'[slurm] submitted job {job} for {config.run_dir}', flush=True)
+  print(f'[slurm] follow it: tail -f {log}    (state: squeue -j {job}; per-node logs in '
+        f'{log.parent / job})', flush=True)
+  print(f'[slurm] stop it:   scancel {job}    (every step stops; the learner writes a final '
+        'checkpoint)', flush=True)
+  print('[slurm] resume it: run the same command with the same --run_dir', flush=True)
+
+
+def follow(config: ExperimentConfig, job: str, poll: float = 2.0) -> int:
+  """Echoes the job's log until it leaves the queue; returns its exit code (1 if unknown)."""
+  log = batch_log(config.run_dir, job)
+  offset = 0
+  try:
+    while True:
+      state = job_state(job)
+      if log.exists():
+        with open(log, errors='replace') as f:
+          f.seek(offset)
+          text = f.read()
+          offset = f.tell()
+        sys.stdout.write(text)
+        sys.stdout.flush()
+      if state is None:
+        break
+      time.sleep(poll)
+  except KeyboardInterrupt:
+    print(f'\n[slurm] stopped following; job {job} keeps running (scancel {job} stops it)')
+    return 130
+  code_file = _slurm_dir(config) / job / 'exit_code'
+  if not code_file.exists():
+    print(f'[slurm] job {job} left the queue without an exit code: it was killed or never '
+          f'started; see {log}', flush=True)
+    return 1
+  return int(code_file.read_text().strip() or 1)
