@@ -4,7 +4,8 @@ Launchpad's own wait stops the whole program on the first failed process. An
 actor is expendable: its completed episodes are already stored and replayed,
 so by config the program restarts it (`actor_failures='restart'`, bounded by
 `max_actor_restarts` per actor), goes on with fewer (`'continue'`) or stops
-(`'stop'`, Launchpad's behaviour). Any other node failing stops the program.
+(`'stop'`, Launchpad's behaviour). Once no actor is left the program stops
+(saving its state) with an error. Any other node failing stops the program.
 """
 
 import os
@@ -41,6 +42,7 @@ def wait_local_mp(manager, policy: str, max_restarts: int, node_logs: pathlib.Pa
   """
   restarts: Dict[str, int] = {}
   while True:
+    lost = []
     if policy != 'stop':
       for label, worker in _actor_deaths(manager).items():
         code = worker.returncode
@@ -55,12 +57,22 @@ def wait_local_mp(manager, policy: str, max_restarts: int, node_logs: pathlib.Pa
           print(f'[launch] {label} died ({why}); restarted it '
                 f'({restarts[label]}/{max_restarts} restarts)', flush=True)
         else:
-          with manager._mutex:  # pylint: disable=protected-access
-            alive = sum(len(w) for l, w in manager._active_workers.items()  # pylint: disable=protected-access
-                        if l.startswith('actor'))
-          if alive == 0:
-            raise RuntimeError(f'{label} died ({why}) and no actor is left')
-          print(f'[launch] {label} died ({why}); continuing with {alive} actor(s)', flush=True)
+          lost.append(f'{label} died ({why})')
+    if lost:
+      with manager._mutex:  # pylint: disable=protected-access
+        alive = sum(len(w) for l, w in manager._active_workers.items()  # pylint: disable=protected-access
+                    if l.startswith('actor'))
+      if alive == 0:
+        reason = '; '.join(lost) + ' and no actor is left'
+        print(f'[launch] {reason}: stopping the program', flush=True)
+        # Nothing inserts any more, so the learner would wait on the rate limiter
+        # forever; and Launchpad no longer watches these actors, so it would not
+        # stop the program either. Stop it here: the nodes save their state.
+        with manager._mutex:  # pylint: disable=protected-access
+          manager._stop()  # pylint: disable=protected-access
+        raise RuntimeError(reason)
+      for death in lost:
+        print(f'[launch] {death}; continuing with {alive} actor(s)', flush=True)
     with manager._mutex:  # pylint: disable=protected-access
       manager._check_workers()  # pylint: disable=protected-access
       failure = manager._first_failure  # pylint: disable=protected-access

@@ -1,8 +1,10 @@
-"""Fault tests with real processes and real signals: kill -9 of an actor, the learner, the replay."""
+"""Fault tests with real processes and real signals: kill -9 of an actor, of every actor, of the
+learner, of the replay."""
 
 import os
 import re
 import signal
+import time
 
 import pytest
 
@@ -74,3 +76,49 @@ def test_kill_9_then_relaunch_resumes_with_nothing_stored_lost(tmp_path, node):
       after.read(info.episode_id)  # Every stored episode reads back intact.
   finally:
     kill_session(again)
+
+
+def _wait_learner_blocked(run_dir, proc, still_for: float = 12.0, timeout: float = 180.0):
+  """Waits until the learner's step count stops moving (the counter saves it every 5 s)."""
+  last, since, deadline = None, time.time(), time.time() + timeout
+  while time.time() < deadline:
+    steps = read_counts(run_dir).get('learner_steps')
+    if steps != last:
+      last, since = steps, time.time()
+    elif time.time() - since >= still_for:
+      return
+    assert proc.poll() is None, output(proc)[-5000:]
+    time.sleep(1)
+  raise AssertionError(f'the learner never blocked (learner steps {last}):\n{output(proc)[-3000:]}')
+
+
+def test_losing_every_actor_stops_a_blocked_learner_within_30s(tmp_path):
+  run_dir = tmp_path / 'run'
+  proc = start_cli(run_dir, '--max_actor_steps', '10000000', '--actor_failures', 'continue',
+                   '--num_actors', '2', *TINY)
+  try:
+    actors = [node_pid(proc, f'actor_{i}') for i in range(2)]
+    wait_for(lambda: read_counts(run_dir).get('learner_steps', 0) > 20, 300,
+             'the learner to make progress', proc)
+    # Frozen actors insert nothing, so the learner uses up its sampling allowance and
+    # parks on the rate limiter; only then do the actors vanish for good.
+    for pid in actors:
+      os.kill(pid, signal.SIGSTOP)
+    _wait_learner_blocked(run_dir, proc)
+    for pid in actors:
+      os.kill(pid, signal.SIGKILL)
+    start = time.time()
+    # With nothing left to insert, waiting on would be forever: the program stops itself.
+    rc = wait_exit(proc, timeout=30)
+    text = output(proc)
+    left = leftover_processes(proc.pid, grace=max(0.0, 30 - (time.time() - start)))
+    assert left == [], f'processes still alive 30 s after the last actor died: {left}'
+    assert re.search(r'\[launch\] actor/[01] died \(signal 9\)(; actor/[01] died \(signal 9\))? '
+                     r'and no actor is left: stopping the program', text), text[-5000:]
+    assert rc == 1 and 'error: a node failed' in text, text[-3000:]
+    final = re.search(r'\[learner\] stopped at step (\d+); final checkpoint', text)
+    assert final, text[-5000:]
+    assert Checkpointer(run_dir / 'checkpoints').all_steps()[-1] == int(final.group(1))
+    assert '[replay] final checkpoint' in text, text[-5000:]
+  finally:
+    kill_session(proc)

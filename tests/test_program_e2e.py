@@ -1,6 +1,7 @@
 """End-to-end: the real Launchpad program, local_mp, real processes, signals and files."""
 
 import os
+import pathlib
 import re
 import signal
 import time
@@ -22,7 +23,7 @@ def test_budget_stop_then_resume_continues(tmp_path):
   run_dir = tmp_path / 'run'
   first = start_cli(run_dir, '--max_actor_steps', '2000', *TINY)
   try:
-    rc = wait_exit(first, timeout=300)
+    rc = wait_exit(first, timeout=420)
     text = output(first)
     assert rc == 0, text[-5000:]
     assert leftover_processes(first.pid) == [], 'node processes outlived the program'
@@ -37,40 +38,53 @@ def test_budget_stop_then_resume_continues(tmp_path):
     assert (run_dir / 'logs' / 'evaluator' / 'logs.csv').read_text().count('\n') >= 2
     assert list((run_dir / 'logs' / 'tb').rglob('events.out.tfevents*'))
 
+    # A crash mid-write leaves the newest checkpoint half-written: the relaunch
+    # must warn and resume from the one before, not crash or start over.
+    steps = ckpt.all_steps()
+    assert len(steps) >= 2 and steps[-1] == step1, steps
+    newest = ckpt.path_for(step1)
+    os.truncate(newest, newest.stat().st_size // 2)
+
     second = start_cli(run_dir, '--max_actor_steps', '4000')
-    rc = wait_exit(second, timeout=300)
+    rc = wait_exit(second, timeout=420)
     text2 = output(second)
     assert rc == 0, text2[-5000:]
+    assert re.search(rf'damaged checkpoint {re.escape(str(newest))}', text2), text2[-5000:]
     resumed = re.search(r'resumed from checkpoint at learner step (\d+)', text2)
-    assert resumed and int(resumed.group(1)) == step1, text2[-3000:]
+    assert resumed and int(resumed.group(1)) == steps[-2], text2[-3000:]
     restored = re.search(r"restored table sizes \{[^}]*'priority_table': (\d+)", text2)
     assert restored and int(restored.group(1)) > 0, 'replay was not restored'
     counts2 = read_counts(run_dir)
     assert counts2['actor_steps'] >= 4000, counts2
     assert counts2['learner_steps'] > counts['learner_steps']
-    assert Checkpointer(run_dir / 'checkpoints').all_steps()[-1] > step1
+    assert Checkpointer(run_dir / 'checkpoints').restore_latest()[0] > step1
     assert leftover_processes(second.pid) == []
   finally:
     kill_session(first)
 
 
-def test_ctrl_c_stops_every_process_with_final_checkpoint(tmp_path):
+@pytest.mark.parametrize('how', ['ctrl_c', 'sigterm'])
+def test_signal_stops_every_process_with_final_checkpoints(tmp_path, how):
   run_dir = tmp_path / 'run'
   proc = start_cli(run_dir, '--max_actor_steps', '10000000', *TINY)
   try:
     wait_for(lambda: read_counts(run_dir).get('learner_steps', 0) > 20, 300,
              'the learner to make progress', proc)
     start = time.time()
-    os.killpg(proc.pid, signal.SIGINT)  # What Ctrl-C in a terminal does.
+    if how == 'ctrl_c':
+      os.killpg(proc.pid, signal.SIGINT)  # What Ctrl-C in a terminal does.
+    else:
+      os.kill(proc.pid, signal.SIGTERM)  # What `kill` or a scheduler does: the launcher alone.
     rc = wait_exit(proc, timeout=30)
     text = output(proc)
     left = leftover_processes(proc.pid, grace=max(0.0, 30 - (time.time() - start)))
-    assert left == [], f'processes still alive 30 s after Ctrl-C: {left}'
+    assert left == [], f'processes still alive 30 s after {how}: {left}'
     final = re.search(r'\[learner\] stopped at step (\d+); final checkpoint', text)
     assert final, text[-5000:]
     assert Checkpointer(run_dir / 'checkpoints').all_steps()[-1] == int(final.group(1))
-    assert 'final checkpoint' in text and _replay_checkpoints(run_dir)
-    assert rc in (0, 130), text[-3000:]
+    replay_final = re.search(r'\[replay\] final checkpoint (\S+)', text)
+    assert replay_final and pathlib.Path(replay_final.group(1)).is_dir(), text[-5000:]
+    assert rc in ((0, 130) if how == 'ctrl_c' else (0, 143)), text[-3000:]
   finally:
     kill_session(proc)
 
