@@ -46,40 +46,8 @@ def _job_ids(text):
   return re.findall(r'submitted job (\d+)', text)
 
 
-def test_experiment_runs_on_slurm_ends_by_itself_and_resumes(cluster, tmp_path):
-  run = tmp_path / 'run'
-  done = _cli(cluster, '--run_dir', str(run), '--max_actor_steps', '1500', *TINY, *SMALL,
-              '--follow')
-  out = done.stdout + done.stderr
-  assert done.returncode == 0, out[-5000:]
-  job = _job_ids(out)[0]
-  # Every node ran as its own step of the job, on the Slurm node, not on localhost.
-  for label in GROUP_LOGS:
-    text = (run / 'logs' / 'slurm' / job / label).read_text()
-    assert re.search(rf'\[slurm\] {label} is step \d+ of job {job} on node {cluster.node}', text), \
-        text[-2000:]
-  book = {p.stem: json.loads(p.read_text())['address']
-          for p in (run / 'slurm' / job / 'addresses').glob('*.json')}
-  assert sorted(book) == ['counter', 'learner', 'replay']
-  assert all(a.startswith(f'{cluster.node}:') for a in book.values()), book
-  counts = read_counts(run)
-  assert counts['actor_steps'] >= 1500 and counts['learner_steps'] > 0, counts
-  step1 = Checkpointer(run / 'checkpoints').all_steps()[-1]
-  assert step1 > 0
-  assert 'ended (the program stopped itself (budget spent))' in out
-  assert (run / 'slurm' / job / 'exit_code').read_text().strip() == '0'
-  assert subprocess.run(['squeue', '-h', '-j', job], env=cluster.env(), capture_output=True,
-                        text=True).stdout.strip() == '', 'the job did not leave the queue'
-
-  again = _cli(cluster, '--run_dir', str(run), '--max_actor_steps', '3000', '--follow')
-  out2 = again.stdout + again.stderr
-  assert again.returncode == 0, out2[-5000:]
-  assert f'resumed from checkpoint at learner step {step1}' in out2, out2[-3000:]
-  assert re.search(r"restored table sizes \{[^}]*'priority_table': [1-9]", out2), out2[-3000:]
-  assert read_counts(run)['actor_steps'] >= 3000
-
-
-def test_scancel_stops_every_step_with_a_final_checkpoint(cluster, tmp_path):
+def test_scancel_stops_every_step_then_a_resubmission_resumes_and_ends_by_itself(cluster,
+                                                                                 tmp_path):
   run = tmp_path / 'run'
   done = _cli(cluster, '--run_dir', str(run), '--max_actor_steps', '10000000', *TINY, *SMALL)
   assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
@@ -88,9 +56,20 @@ def test_scancel_stops_every_step_with_a_final_checkpoint(cluster, tmp_path):
   log = run / 'logs' / 'slurm' / f'job-{job}.log'
   wait_for(lambda: read_counts(run).get('learner_steps', 0) > 50, 300,
            'the learner to make progress on Slurm')
+  # Every node runs as its own step of the job, on the Slurm node, not on localhost.
+  for label in GROUP_LOGS:
+    text = (run / 'logs' / 'slurm' / job / label).read_text()
+    assert re.search(rf'\[slurm\] {label} is step \d+ of job {job} on node {cluster.node}',
+                     text), text[-2000:]
+  book = {p.stem: json.loads(p.read_text())['address']
+          for p in (run / 'slurm' / job / 'addresses').glob('*.json')}
+  assert sorted(book) == ['counter', 'learner', 'replay']
+  assert all(a.startswith(f'{cluster.node}:') for a in book.values()), book
+  assert json.loads((run / 'addresses.json').read_text())['learner'] == book['learner']
   # A second submission of a run that is still running is refused.
   busy = _cli(cluster, '--run_dir', str(run))
   assert busy.returncode == 2 and f'already used by Slurm job {job}' in busy.stderr
+
   subprocess.run(['scancel', job], env=cluster.env(), check=True)
   start = time.time()
   wait_for(lambda: subprocess.run(['squeue', '-h', '-j', job], env=cluster.env(),
@@ -100,9 +79,25 @@ def test_scancel_stops_every_step_with_a_final_checkpoint(cluster, tmp_path):
   text = log.read_text()
   final = re.search(r'\[learner\] stopped at step (\d+); final checkpoint', text)
   assert final, text[-4000:]
-  assert Checkpointer(run / 'checkpoints').all_steps()[-1] == int(final.group(1))
+  step1 = int(final.group(1))
+  assert Checkpointer(run / 'checkpoints').all_steps()[-1] == step1
   assert '[replay] final checkpoint' in text and 'the job was cancelled' in text
   assert not (run / 'addresses.json').exists()
+
+  budget = read_counts(run)['actor_steps'] + 1000
+  again = _cli(cluster, '--run_dir', str(run), '--max_actor_steps', str(budget), '--follow')
+  out = again.stdout + again.stderr
+  assert again.returncode == 0, out[-5000:]
+  job2 = _job_ids(out)[0]
+  assert f'resumed from checkpoint at learner step {step1}' in out, out[-3000:]
+  assert re.search(r"restored table sizes \{[^}]*'priority_table': [1-9]", out), out[-3000:]
+  assert 'ended (the program stopped itself (budget spent))' in out
+  counts = read_counts(run)
+  assert counts['actor_steps'] >= budget and counts['learner_steps'] > step1, counts
+  assert Checkpointer(run / 'checkpoints').all_steps()[-1] > step1
+  assert (run / 'slurm' / job2 / 'exit_code').read_text().strip() == '0'
+  assert subprocess.run(['squeue', '-h', '-j', job2], env=cluster.env(), capture_output=True,
+                        text=True).stdout.strip() == '', 'the job did not leave the queue'
 
 
 def test_a_partition_the_cluster_lacks_is_refused_clearly(cluster, tmp_path):
