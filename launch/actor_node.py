@@ -34,6 +34,7 @@ class ActorWorker:
     self._iterated = cfg.mode == 'iterated'
     self._iteration = None
     label = f'actor_{actor_id}'
+    self._label = label
     observers = []
     if cfg.store_episodes:
       writer = EpisodeStore(RunDir(cfg.run_dir).store).writer(label)
@@ -55,7 +56,8 @@ class ActorWorker:
         if status['iteration'] != self._iteration:
           self._actor.update(wait=True)
           self._iteration = status['iteration']
-        return True
+        if self._learner.reserve_episode(self._label):
+          return True
       wait_for_stop(stop, 0.5)
     return False
 

@@ -4,7 +4,7 @@ import pathlib
 import re
 import threading
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import launchpad as lp
 import numpy as np
@@ -25,6 +25,8 @@ from launch.store.sampling import StoreSampler
 
 
 LEARNER_STEPS = 'learner_steps'
+# How long a granted episode of a collect phase may take before its grant lapses.
+LEASE_SECONDS = 600.0
 
 
 def load_init_checkpoint(path: str) -> Dict[str, Any]:
@@ -93,6 +95,10 @@ class LearnerWorker:
     self._iteration = 0
     self._collect_target: Optional[int] = None
     self._phase = 'collect' if cfg.mode == 'iterated' else 'train'
+    # Episodes granted to actors and not yet stored: actor -> (iteration, time granted).
+    # They make each collect phase gather exactly `collect_episodes`.
+    self._leases: Dict[str, Tuple[int, float]] = {}
+    self._store_lock = threading.Lock()
     restored = self._checkpointer.restore_latest()
     if restored is not None:
       step, payload = restored
@@ -179,9 +185,32 @@ class LearnerWorker:
     """The phase actors follow: collect episodes only while 'wanted' > 0."""
     wanted = 0
     if self._phase == 'collect' and self._collect_target is not None:
-      self._own_store.refresh()
-      wanted = max(0, self._collect_target - len(self._own_store))
+      with self._store_lock:
+        self._own_store.refresh()
+        wanted = max(0, self._collect_target - len(self._own_store))
     return {'phase': self._phase, 'iteration': self._iteration, 'wanted': wanted}
+
+  # Served over Courier: iterated collect-and-infer pacing.
+  def reserve_episode(self, actor: str) -> bool:
+    """May `actor` start one more episode of this collect phase?
+
+    Granted only while stored plus granted-in-progress episodes fall short of
+    the target, so N actors collect exactly `collect_episodes`, not up to N-1
+    more. Asking again releases the actor's previous grant (its episode is
+    stored by then); a grant lapses after LEASE_SECONDS (its actor died).
+    """
+    with self._store_lock:
+      if self._phase != 'collect' or self._collect_target is None:
+        return False
+      self._own_store.refresh()
+      now = time.time()
+      self._leases.pop(actor, None)
+      active = sum(1 for it, t in self._leases.values()
+                   if it == self._iteration and now - t < LEASE_SECONDS)
+      if len(self._own_store) + active >= self._collect_target:
+        return False
+      self._leases[actor] = (self._iteration, now)
+      return True
 
   # Served over Courier.
   def get_variables(self, names: Sequence[str]) -> List[Any]:
@@ -256,8 +285,10 @@ class LearnerWorker:
       print(f'[learner] iteration {self._iteration}: collecting until the store holds '
             f'{self._collect_target} episodes', flush=True)
       while not stop.is_set():
-        self._own_store.refresh()
-        if len(self._own_store) >= self._collect_target:
+        with self._store_lock:
+          self._own_store.refresh()
+          collected = len(self._own_store) >= self._collect_target
+        if collected:
           break
         self._flush_counts()  # The steps of the last infer phase.
         wait_for_stop(stop, 0.5)
