@@ -117,3 +117,12 @@ def test_a_bad_setting_fails_before_a_run_directory_exists(tmp_path):
   done = _cli('--launch', 'slurm', '--run_dir', str(tmp_path / 'run'), '--slurm', 'learner.cpu=2')
   assert done.returncode == 2 and 'unknown slurm setting' in done.stderr
   assert not (tmp_path / 'run').exists()
+
+
+def test_a_step_that_cannot_see_the_run_directory_says_so(tmp_path):
+  env = {**os.environ, 'SLURMD_NODENAME': 'node17'}
+  done = subprocess.run([sys.executable, '-m', 'launch.slurm.node', '--run_dir',
+                         str(tmp_path / 'elsewhere'), '--job', '5', '--group', 'learner'],
+                        cwd=ROOT, capture_output=True, text=True, env=env, timeout=120)
+  assert done.returncode == 2
+  assert 'not visible on Slurm node node17' in done.stderr and 'shares' in done.stderr
