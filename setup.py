@@ -29,6 +29,7 @@ setuptools.setup(
     ],
     extras_require={
         'bench': ['matplotlib'],
-        'test': ['pytest', 'matplotlib'],  # tests exercise the plotting
+        # Tests exercise the plotting, and read RLDS exports back with TFDS.
+        'test': ['pytest', 'matplotlib', 'tensorflow-datasets==4.9.0'],
     },
 )

@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from launch.errors import ConfigError, UserError
-from launch.store.episodes import Episode
+from launch.store.episodes import Episode, EpisodeStore
 from launch.store.rlds import (BadRecordError, EpisodeSpec, RldsError,
                                export_rlds, import_rlds)
 
@@ -210,6 +210,81 @@ def test_records_parse_the_way_tfds_parses_them(tmp_path):
                     for r in records]
   assert terminal_flags == [0, 1, 0, 0, 0]
 
+
+
+# Per-step dtypes for the store a TFDS read-back test writes: float32 goes in
+# a float_list, float16/float64 as raw bytes, integers in an int64_list.
+TFDS_SPECS = {
+    'float32': dict(obs_shape=(4,), action_shape=(2,)),
+    'wide_floats_int_action': dict(obs_dtype=np.float64, action_shape=(),
+                                   action_dtype=np.int32, reward_dtype=np.float64,
+                                   discount_dtype=np.float16),
+    'images': dict(obs_shape=(2, 3, 3), obs_dtype=np.uint8, action_shape=(3,),
+                   action_dtype=np.int8),
+}
+
+
+@pytest.mark.parametrize('spec', TFDS_SPECS.values(), ids=TFDS_SPECS.keys())
+def test_tensorflow_datasets_reads_an_exported_store(tmp_path, spec):
+  """TFDS itself (builder_from_directory) reads the export, bit-exact."""
+  import tensorflow_datasets as tfds  # Only this test needs it; it is slow to import.
+
+  rng = np.random.default_rng(3)
+  store = EpisodeStore(tmp_path / 'store')
+  with store.writer('actor') as writer:
+    for i, steps in enumerate([5, 1, 8, 3, 2]):
+      episode = _episode(rng, steps, terminal=(i in (1, 3)),
+                         metadata={'id': i, 'source': f'actor{i % 2}', 'tags': [i, 'x']},
+                         **spec)
+      if i == 0 and episode.observations.dtype.kind == 'f':
+        # Values a lossy path would change: -0.0, the smallest subnormal, the max.
+        finfo = np.finfo(episode.observations.dtype)
+        episode.observations[0, :3] = [-0.0, finfo.smallest_subnormal, finfo.max]
+      writer.append(episode)
+  stored = list(store)
+  summary = export_rlds(iter(store), tmp_path / 'rlds', dataset_name=NAME, shard_size=2)
+  assert summary.shard_lengths == (2, 2, 1)
+
+  builder = tfds.builder_from_directory(str(tmp_path / 'rlds'))
+  assert builder.info.name == NAME and str(builder.info.version) == '1.0.0'
+  split = builder.info.splits['train']
+  assert split.num_examples == len(stored) and split.num_shards == 3
+  # TFDS interleaves shards when reading (order is kept only while a shard
+  # fits one interleave block), so episodes are paired through their id.
+  read = {}
+  for example in tfds.as_numpy(builder.as_dataset(split='train')):
+    metadata = json.loads(example['episode_metadata']['metadata_json'])
+    assert metadata['id'] not in read
+    read[metadata['id']] = (metadata, list(example['steps']))
+  assert sorted(read) == list(range(len(stored)))
+
+  for original in stored:
+    metadata, steps = read[original.metadata['id']]
+    assert metadata == original.metadata
+    n = original.length + 1
+    assert len(steps) == n
+    stacked = {name: np.stack([step[name] for step in steps]) for name in steps[0]}
+    assert set(stacked) == {'observation', 'action', 'reward', 'discount', 'is_first',
+                            'is_last', 'is_terminal'}
+
+    def same(name, got, want):
+      assert (got.dtype, got.shape) == (want.dtype, want.shape), name
+      assert got.tobytes() == want.tobytes(), f'{name} differs'
+
+    same('observation', stacked['observation'], original.observations)
+    same('action', stacked['action'][:-1], original.actions)
+    same('reward', stacked['reward'][:-1], original.rewards)
+    same('discount', stacked['discount'][:-1], original.discounts)
+    # RLDS's last step holds the final observation; the rest is zero padding.
+    assert not stacked['action'][-1].any()
+    assert stacked['reward'][-1] == 0 and stacked['discount'][-1] == 0
+    position = np.arange(n)
+    same('is_first', stacked['is_first'], position == 0)
+    same('is_last', stacked['is_last'], position == n - 1)
+    same('is_terminal', stacked['is_terminal'],
+         (position == n - 1) & (original.discounts[-1] == 0))
+  assert [bool(read[i][1][-1]['is_terminal']) for i in range(len(stored))] == [
+      False, True, False, True, False]
 
 # --- Damage: each case returns (file index, record, episode, count, reason fragment). ---
 
