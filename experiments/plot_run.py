@@ -2,12 +2,14 @@
 
   python -m experiments.plot_run runs/cartpole_swingup [--out DIR]
 
-Reads <run>/logs/{evaluator,learner,actor_<i>}/logs.csv (see launch/logs.py) and
+Reads <run>/logs/{evaluator,learner,actor_<i>,replay}/logs.csv (see launch/logs.py) and
 writes to DIR (default <run>/plots):
   eval_vs_steps.png   evaluation return (mean, min-max band) vs environment steps
   eval_vs_time.png    evaluation return vs wall-clock seconds (summed over resumes)
   learner.png         critic and policy loss, temperature (log scale) vs learner steps
   throughput.png      per-actor env steps/s, and program-wide env / learner steps/s
+  replay.png          per replay table: size, inserts and samples per second, and the
+                      rate limiter's cumulative waits vs wall-clock seconds
 Each plot is skipped when its logs are missing.
 """
 
@@ -84,9 +86,10 @@ def wall_clock(elapsed: np.ndarray) -> np.ndarray:
 
 
 def read_run(run_dir) -> Dict[str, Columns]:
-  """{'evaluator': ..., 'learner': ..., 'actor_0': ...} for the logs that have rows."""
+  """{'evaluator': ..., 'learner': ..., 'replay': ..., 'actor_0': ...} for the logs that have
+  rows."""
   logs = pathlib.Path(run_dir) / 'logs'
-  labels = ['evaluator', 'learner'] + sorted(
+  labels = ['evaluator', 'learner', 'replay'] + sorted(
       (p.name for p in logs.glob('actor_*') if p.is_dir()),
       key=lambda n: (len(n), n))
   found = {label: read_csv(logs / label / 'logs.csv') for label in labels}
@@ -188,6 +191,36 @@ def _plot_throughput(run: Dict[str, Columns], path: pathlib.Path,
   return save(fig, path)
 
 
+def _plot_replay(rp: Columns, path: pathlib.Path, title: str) -> Optional[pathlib.Path]:
+  """The replay node's '<table>/<figure>' columns (launch.replay_node.table_metrics)."""
+  tables = sorted({k.rsplit('/', 1)[0] for k in rp if k.endswith('/size')})
+  if not tables or not _has(rp, 'elapsed_s'):
+    return None
+  t = wall_clock(rp['elapsed_s'])
+  panels = [
+      ('items', 'table size', [('size', '{table}')]),
+      # Log scale: samples run samples_per_insert (e.g. 32) times above inserts.
+      ('per second (log)', 'inserts and samples',
+       [('inserts_per_s', '{table} inserts'), ('samples_per_s', '{table} samples')]),
+      ('cumulative seconds', 'rate limiter waits',
+       [('insert_wait_s', '{table} inserts'), ('sample_wait_s', '{table} samples')]),
+  ]
+  fig, axes = new_figure(ncols=len(panels), width=4.5)
+  for ax, (ylabel, panel_title, figures) in zip(axes, panels):
+    for table in tables:
+      for figure, label in figures:
+        if _has(rp, f'{table}/{figure}'):
+          ax.plot(t, rp[f'{table}/{figure}'], label=label.format(table=table))
+    if ylabel.endswith('(log)') and any(np.nanmax(line.get_ydata(), initial=0) > 0
+                                        for line in ax.get_lines()):
+      ax.set_yscale('log')  # Zero rates (an idle table) drop out.
+    ax.set(xlabel='wall-clock seconds (replay)', ylabel=ylabel, title=panel_title)
+    if ax.get_legend_handles_labels()[0]:
+      ax.legend(loc='best', fontsize='small')
+  fig.suptitle(title)
+  return save(fig, path)
+
+
 def plot_run(run_dir, out_dir=None) -> List[pathlib.Path]:
   """Writes the run's PNGs into out_dir (default <run_dir>/plots); returns their paths.
 
@@ -197,8 +230,8 @@ def plot_run(run_dir, out_dir=None) -> List[pathlib.Path]:
   out = pathlib.Path(out_dir) if out_dir is not None else run_dir / 'plots'
   run = read_run(run_dir)
   if not run:
-    raise NoLogsError(f'no logs to plot: {run_dir / "logs"} has no evaluator, learner or '
-                      f'actor_<i> logs.csv with rows')
+    raise NoLogsError(f'no logs to plot: {run_dir / "logs"} has no evaluator, learner, '
+                      f'replay or actor_<i> logs.csv with rows')
   title = run_dir.resolve().name
   written = []
   ev = run.get('evaluator', {})
@@ -210,6 +243,7 @@ def plot_run(run_dir, out_dir=None) -> List[pathlib.Path]:
                               out / 'eval_vs_time.png', title))
   written.append(_plot_learner(run.get('learner', {}), out / 'learner.png', title))
   written.append(_plot_throughput(run, out / 'throughput.png', title))
+  written.append(_plot_replay(run.get('replay', {}), out / 'replay.png', title))
   return [p for p in written if p is not None]
 
 

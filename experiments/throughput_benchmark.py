@@ -383,6 +383,10 @@ def fill_replay(replay: ReplayServer, builder, episode, items: int) -> int:
 def bench_actor(out: pathlib.Path, task: str, preset: str, agent: Dict[str, Any], seconds: float,
                 repeats: int, max_episode_steps: Optional[int] = None, seed: int = 1) -> List[Row]:
   """Actor env steps/s (and partial loops) against bare stepping of the same task."""
+  from agents.mpo.actor import prefer_inline_cpu_dispatch
+  # As in an actor node, whose actor is the first to use JAX (here, before the learner
+  # that only provides the initial parameters starts JAX with its default dispatch).
+  prefer_inline_cpu_dispatch()
   builder = make_builder(task, preset, agent)
   replay = ReplayServer(builder)
   store_dir = tempfile.mkdtemp(prefix='throughput_store_')

@@ -90,6 +90,28 @@ def test_plot_run_default_out_dir_and_partial_logs(tmp_path):
   assert all(p.parent == run / 'plots' and p.stat().st_size > 0 for p in paths)
 
 
+def test_plot_run_adds_the_replay_panel_when_the_replay_log_exists(run_dir, tmp_path):
+  # Columns as launch.replay_node logs them: '<table>/<figure>', NaN rates on a first row.
+  rows = [{'elapsed_s': 10 * i, 'priority_table/size': 100.0 * i,
+           'priority_table/inserts_per_s': math.nan if i == 0 else 10.0,
+           'priority_table/samples_per_s': math.nan if i == 0 else 320.0,
+           'priority_table/insert_wait_s': 0.5 * i, 'priority_table/sample_wait_s': 2.0,
+           'robot_table/size': 0.0, 'robot_table/inserts_per_s': 0.0,
+           'robot_table/samples_per_s': 0.0, 'robot_table/insert_wait_s': 0.0,
+           'robot_table/sample_wait_s': 0.0} for i in range(4)]
+  _log(run_dir, 'replay', rows)
+  cols = plot_run.read_run(run_dir)['replay']
+  np.testing.assert_array_equal(cols['priority_table/size'], [0, 100, 200, 300])
+  paths = plot_run.plot_run(run_dir, tmp_path / 'plots')
+  assert sorted(p.name for p in paths) == ['eval_vs_steps.png', 'eval_vs_time.png',
+                                           'learner.png', 'replay.png', 'throughput.png']
+  assert (tmp_path / 'plots' / 'replay.png').read_bytes().startswith(PNG_MAGIC)
+  # The replay log alone is enough for a plot.
+  alone = tmp_path / 'alone'
+  _log(alone, 'replay', rows)
+  assert [p.name for p in plot_run.plot_run(alone)] == ['replay.png']
+
+
 def test_cli_without_logs_exits_2_with_one_line(tmp_path, capsys):
   (tmp_path / 'empty' / 'logs' / 'evaluator').mkdir(parents=True)
   (tmp_path / 'empty' / 'logs' / 'evaluator' / 'logs.csv').write_text('')

@@ -53,8 +53,12 @@ def test_make_program_has_every_group(tmp_path):
 
 
 def test_nodes_run_together_until_the_budget(tmp_path):
-  # Evaluations are due by learner steps only (the seconds cadence is out of reach).
-  cfg = tiny_config(tmp_path / 'run', eval_every_seconds=10_000.0, eval_every_learner_steps=50)
+  # Evaluations are due by learner steps only (the seconds cadence is out of reach). The
+  # rate limiter keeps the actor from spending the budget before the learner is at step
+  # 50: unlimited, a fast actor could (2000 steps need ~460 learner steps at 4 samples per
+  # insert, step 50 only ~250 inserts).
+  cfg = tiny_config(tmp_path / 'run', eval_every_seconds=10_000.0, eval_every_learner_steps=50,
+                    agent={**TINY_AGENT, 'samples_per_insert': 4.0})
   run_dir = tmp_path / 'run'
   (run_dir / 'replay').mkdir(parents=True)
   tables = experiment.make_builder(cfg).make_replay_tables()
@@ -86,6 +90,10 @@ def test_nodes_run_together_until_the_budget(tmp_path):
   assert len(evaluations) >= 3, evaluations  # header, >= 1 periodic, the final one
   assert len(Checkpointer(run_dir / 'checkpoints').all_steps()) >= 2
   server.stop()
+  # The actor's episode thread, parked on the rate limiter since the learner stopped,
+  # wakes when the server goes and acts on until its writer blocks again (a few dozen
+  # steps). Let it park: a thread inside JAX when the interpreter exits aborts it.
+  time.sleep(2.0)
 
 
 def test_learner_waiting_on_an_empty_replay_still_stops(tmp_path):
