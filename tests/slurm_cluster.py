@@ -47,16 +47,75 @@ def _free_port() -> int:
 
 
 class SlurmCluster:
-  """One controller and one compute node named after this host, partition `debug`."""
+  """One controller and `nodes` compute nodes, partition `debug`.
 
-  def __init__(self, root: pathlib.Path, cpus: int = 16, memory_mb: int = 64000):
+  With one node, it is this host on loopback. With more, each compute node is a
+  slurmd in its own network namespace, on a bridge with its own address and host
+  name (resolvable by the nodes through a hosts file bind-mounted in their own
+  mount namespace), so a job's steps on different nodes reach each other over
+  real host addresses.
+  """
+
+  def __init__(self, root: pathlib.Path, nodes: int = 1, cpus: int = 16, memory_mb: int = 64000):
     self.root = pathlib.Path(root)
-    self.node = socket.gethostname()
+    self.host = socket.gethostname()
     self.cpus = cpus
     self.memory_mb = memory_mb
     self._procs: List[subprocess.Popen] = []
     self.conf = self.root / 'slurm.conf'
     self.munge_socket = self.root / 'munge' / 'munge.socket'
+    self._tag = f'{os.getpid() % 100000}'
+    if nodes == 1:
+      self.nodes = {self.host: '127.0.0.1'}
+      self.controller_addr = '127.0.0.1'
+    else:
+      net = f'10.213.{os.getpid() % 250}'
+      self.controller_addr = f'{net}.1'
+      self.nodes = {f'ci{self._tag}n{i}': f'{net}.{10 + i}' for i in range(1, nodes + 1)}
+    self._namespaces: List[str] = []
+    self._links: List[str] = []
+
+  @property
+  def node(self) -> str:
+    """The first compute node's name."""
+    return next(iter(self.nodes))
+
+  def _ip(self, *args: str, ns: Optional[str] = None) -> None:
+    cmd = (['ip', 'netns', 'exec', ns, 'ip'] if ns else ['ip']) + list(args)
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+      raise RuntimeError(f'{" ".join(cmd)}: {done.stderr.strip()}')
+
+  def _make_network(self) -> None:
+    bridge = f'cb{self._tag}'
+    self._ip('link', 'add', bridge, 'type', 'bridge')
+    self._links.append(bridge)
+    self._ip('addr', 'add', f'{self.controller_addr}/24', 'dev', bridge)
+    self._ip('link', 'set', bridge, 'up')
+    hosts = f'127.0.0.1 localhost\n{self.controller_addr} {self.host}\n' + ''.join(
+        f'{addr} {name}\n' for name, addr in self.nodes.items())
+    for i, (name, addr) in enumerate(self.nodes.items(), 1):
+      self._ip('netns', 'add', name)
+      self._namespaces.append(name)
+      outer, inner = f'cv{self._tag}{i}a', f'cv{self._tag}{i}b'
+      self._ip('link', 'add', outer, 'type', 'veth', 'peer', 'name', inner)
+      self._links.append(outer)
+      self._ip('link', 'set', outer, 'master', bridge, 'up')
+      self._ip('link', 'set', inner, 'netns', name)
+      self._ip('addr', 'add', f'{addr}/24', 'dev', inner, ns=name)
+      self._ip('link', 'set', inner, 'up', ns=name)
+      self._ip('link', 'set', 'lo', 'up', ns=name)
+    # Bind-mounted over /etc/hosts for each slurmd (and the job steps it starts).
+    self.root.mkdir(parents=True, exist_ok=True)
+    (self.root / 'hosts').write_text(hosts)
+
+  def _remove_network(self) -> None:
+    for name in self._namespaces:
+      subprocess.run(['ip', 'netns', 'del', name], capture_output=True)
+    for link in reversed(self._links):
+      subprocess.run(['ip', 'link', 'del', link], capture_output=True)
+    self._namespaces.clear()
+    self._links.clear()
 
   def env(self) -> Dict[str, str]:
     """The environment for Slurm commands (sbatch, squeue, ...) talking to this cluster."""
@@ -71,11 +130,13 @@ class SlurmCluster:
     key.write_bytes(os.urandom(1024))
     os.chmod(key, 0o400)
     r = self.root
+    nodes = ''.join(f'NodeName={n} NodeAddr={a} CPUs={self.cpus} RealMemory={self.memory_mb} '
+                    'State=UNKNOWN\n' for n, a in self.nodes.items())
     # The node advertises more CPUs than the machine has (config_overrides) so that
     # every node group of a tiny experiment gets its own allocation on 2 cores.
     self.conf.write_text(f"""\
 ClusterName=ci
-SlurmctldHost={self.node}(127.0.0.1)
+SlurmctldHost={self.host}({self.controller_addr})
 SlurmctldPort={_free_port()}
 SlurmdPort={_free_port()}
 SlurmUser=root
@@ -84,11 +145,11 @@ AuthType=auth/munge
 CredType=cred/munge
 AuthInfo=socket={self.munge_socket}
 StateSaveLocation={r}/state
-SlurmdSpoolDir={r}/spool
+SlurmdSpoolDir={r}/spool/%n
 SlurmctldPidFile={r}/slurmctld.pid
-SlurmdPidFile={r}/slurmd.pid
+SlurmdPidFile={r}/slurmd-%n.pid
 SlurmctldLogFile={r}/log/slurmctld.log
-SlurmdLogFile={r}/log/slurmd.log
+SlurmdLogFile={r}/log/slurmd-%n.log
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
@@ -103,11 +164,16 @@ MpiDefault=none
 KillWait=30
 InactiveLimit=0
 MinJobAge=600
-NodeName={self.node} NodeAddr=127.0.0.1 CPUs={self.cpus} RealMemory={self.memory_mb} State=UNKNOWN
-PartitionName=debug Nodes={self.node} Default=YES MaxTime=INFINITE State=UP
+{nodes}PartitionName=debug Nodes={','.join(self.nodes)} Default=YES MaxTime=INFINITE State=UP
 """)
 
   def start(self, timeout: float = 60.0) -> 'SlurmCluster':
+    if len(self.nodes) > 1:
+      try:
+        self._make_network()
+      except (RuntimeError, OSError):
+        self._remove_network()
+        raise
     self._write_config()
     r = self.root
     log = open(r / 'log' / 'daemons.out', 'a')
@@ -120,14 +186,30 @@ PartitionName=debug Nodes={self.node} Default=YES MaxTime=INFINITE State=UP
     env = self.env()
     self._procs.append(subprocess.Popen([_which('slurmctld'), '-D', '-i'], env=env,
                                         stdout=log, stderr=log))
-    self._procs.append(subprocess.Popen([_which('slurmd'), '-D'], env=env, stdout=log, stderr=log))
-    self._wait(self._node_idle, timeout, 'the Slurm node to become idle')
+    for name in self.nodes:
+      (r / 'spool' / name).mkdir(parents=True, exist_ok=True)
+    if len(self.nodes) == 1:
+      self._procs.append(subprocess.Popen([_which('slurmd'), '-D'], env=env, stdout=log,
+                                          stderr=log))
+    else:
+      for name in self.nodes:
+        # Only the network namespace changes (`ip netns exec` would also remount
+        # /sys, hiding the cgroup file system slurmd needs); a private mount
+        # namespace gives the node the cluster's host names.
+        script = (f'mount --bind {r / "hosts"} /etc/hosts && '
+                  f'exec {_which("slurmd")} -D -N {name}')
+        self._procs.append(subprocess.Popen(
+            ['nsenter', f'--net=/run/netns/{name}', 'unshare', '--mount', '--propagation',
+             'private', 'sh', '-c', script], env=env, stdout=log, stderr=log))
+    self._wait(self._nodes_idle, timeout, 'the Slurm nodes to become idle')
     return self
 
-  def _node_idle(self) -> bool:
+  def _nodes_idle(self) -> bool:
     out = subprocess.run(['sinfo', '-h', '-N', '-o', '%t'], env=self.env(), capture_output=True,
                          text=True)
-    return out.returncode == 0 and out.stdout.strip().startswith('idle')
+    states = out.stdout.split()
+    return out.returncode == 0 and len(states) == len(self.nodes) and all(
+        s.startswith('idle') for s in states)
 
   def _wait(self, ok, timeout: float, what: str) -> None:
     deadline = time.time() + timeout
@@ -165,3 +247,4 @@ PartitionName=debug Nodes={self.node} Default=YES MaxTime=INFINITE State=UP
       except subprocess.TimeoutExpired:
         p.kill()
     self._procs.clear()
+    self._remove_network()

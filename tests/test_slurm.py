@@ -56,11 +56,11 @@ def test_allocation_holds_every_step_and_steps_ask_for_their_own():
   assert nodes == [('replay', 0), ('counter', 0), ('learner', 0), ('actor', 0), ('actor', 1),
                    ('actor', 2), ('evaluator', 0)]
   opts = allocation(cfg)
-  # 1 + 1 + 4 + 3 * 1 + 1 CPUs; memory 4 + 1 + 8 + 3 * 2 + 2 = 21 GiB spread over them.
+  # 1 + 1 + 4 + 3 * 1 + 1 CPUs, each with the largest share any step needs (replay's 4 GiB).
   assert '--ntasks=10' in opts and '--gpus=1' in opts and '--partition=gpu' in opts
-  assert '--mem-per-cpu=2151M' in opts and '--qos=high' in opts
+  assert '--mem-per-cpu=4096M' in opts and '--qos=high' in opts
   learner = step_command(cfg, '7', 'learner', 0, 'py', {'A': '1'})
-  assert learner[:7] == ['srun', '--exact', '--ntasks=1', '--cpus-per-task=4',
+  assert learner[:8] == ['srun', '--exact', '--nodes=1', '--ntasks=1', '--cpus-per-task=4',
                          '--mem-per-cpu=2048M', '--job-name=learner_0', '--gpus=1']
   assert learner[-10:] == ['-m', 'launch.slurm.node', '--run_dir', '/shared/run', '--job', '7',
                            '--group', 'learner', '--index', '0']

@@ -9,6 +9,7 @@ job's STOP file appears (the evaluator spent the budget, or another step failed)
 """
 
 import argparse
+import json
 import os
 import pathlib
 import signal
@@ -52,8 +53,7 @@ def main(argv=None) -> int:
 
   flags.FLAGS(['slurm_node'], known_only=True)
   flags.FLAGS.lp_termination_notice_secs = TERMINATION_NOTICE_SECS
-  config = ExperimentConfig.from_dict(
-      __import__('json').loads((run_dir / 'config.json').read_text()))
+  config = ExperimentConfig.from_dict(json.loads((run_dir / 'config.json').read_text()))
   program, addresses = make_program(config)
   nodes = program.groups.get(args.group, [])
   if not 0 <= args.index < len(nodes):

@@ -30,8 +30,9 @@ def allocation(config: ExperimentConfig) -> List[str]:
   nodes = program_nodes(config)
   cpus = sum(slurm.resources[g]['cpus'] for g, _ in nodes)
   gpus = sum(slurm.resources[g]['gpus'] for g, _ in nodes)
-  # The allocation holds the sum of the steps' memory; each step asks for its own share.
-  per_cpu = int(math.ceil(sum(slurm.memory_mb(g) for g, _ in nodes) / cpus))
+  # Slurm spreads the allocation's CPUs, and with them its memory, over nodes as it
+  # likes: with the largest per-CPU share every step fits wherever its CPUs are.
+  per_cpu = max(_mem_per_cpu_mb(slurm, g) for g, _ in nodes)
   opts = [f'--ntasks={cpus}', '--cpus-per-task=1', f'--mem-per-cpu={per_cpu}M']
   if gpus:
     opts.append(f'--gpus={gpus}')
@@ -49,7 +50,7 @@ def step_command(config: ExperimentConfig, job: str, group: str, index: int, pyt
   """`srun` for one node: its group's CPUs, memory and GPUs, in the job's allocation."""
   slurm = config.slurm
   r = slurm.resources[group]
-  cmd = ['srun', '--exact', '--ntasks=1', f'--cpus-per-task={r["cpus"]}',
+  cmd = ['srun', '--exact', '--nodes=1', '--ntasks=1', f'--cpus-per-task={r["cpus"]}',
          f'--mem-per-cpu={_mem_per_cpu_mb(slurm, group)}M', f'--job-name={group}_{index}']
   if r['gpus']:
     cmd.append(f'--gpus={r["gpus"]}')

@@ -35,6 +35,17 @@ class Step:
     out.close()
 
 
+def _wait_for_step(job: str, label: str, step: Step, timeout: float = 30.0) -> None:
+  """Waits until Slurm lists the step `label` of `job` (it holds its CPUs from then on)."""
+  deadline = time.monotonic() + timeout
+  while time.monotonic() < deadline and step.proc.poll() is None:
+    out = subprocess.run(['squeue', '-h', '-s', '-j', job, '-o', '%j'], capture_output=True,
+                         text=True)
+    if label in out.stdout.split():
+      return
+    time.sleep(0.2)
+
+
 def _why(code: int) -> str:
   return f'signal {-code}' if code < 0 else f'exit code {code}'
 
@@ -68,11 +79,19 @@ def supervise(run_dir: pathlib.Path, job: str) -> int:
     signal.signal(sig, lambda s, _f: stop_signal.append(s))
 
   steps: Dict[str, Step] = {}
-  for group, index in program_nodes(config):
+  # The largest requests first, each placed before the next starts: single-CPU
+  # steps started together could otherwise fragment the allocation's CPUs so that
+  # a multi-CPU learner fits on no node.
+  def size(node):
+    r = config.slurm.resources[node[0]]
+    return (r['gpus'], r['cpus'])
+  for group, index in sorted(program_nodes(config), key=size, reverse=True):
     label = f'{group}_{index}'
     cmd = step_command(config, job, group, index, sys.executable, process_env(group))
     steps[label] = Step(label, group, cmd, logs / label)
     steps[label].start()
+    if size((group, index)) > (0, 1):
+      _wait_for_step(job, label, steps[label])
   print(f'[slurm] job {job}: started {len(steps)} steps ({", ".join(steps)}); their logs are '
         f'in {logs}', flush=True)
 
