@@ -9,6 +9,7 @@ import launchpad as lp
 from acme.utils import counting
 
 from launch import experiment
+from launch.counter_node import flush_counts
 from launch.logs import announce_process, make_logger, quiet_node_logs
 from launch.run_dir import RunDir
 from launch.stopping import exit_process_if_stuck, run_until_stopped, wait_for_stop
@@ -42,8 +43,9 @@ class ActorWorker:
           writer, metadata={'source': label, 'task': cfg.task, 'seed': seed},
           policy_version=lambda: self._actor.policy_version))
     self._logger = make_logger(pathlib.Path(cfg.run_dir), label, steps_key='actor_steps')
+    self._counter = counting.Counter(counter, prefix='actor')
     self._loop = acme.EnvironmentLoop(
-        env, self._actor, counter=counting.Counter(counter, prefix='actor'), logger=self._logger,
+        env, self._actor, counter=self._counter, logger=self._logger,
         label=label, observers=observers)
 
   def _may_collect(self, stop: threading.Event) -> bool:
@@ -69,6 +71,7 @@ class ActorWorker:
         # run_episode, not run(): run() installs signal handlers, which only
         # the main thread may do, and Launchpad already handles the signals.
         self._logger.write(self._loop.run_episode())
+        flush_counts(self._counter)  # Idle between collect phases, it would send nothing.
       except Exception:  # pylint: disable=broad-except
         # Replay or learner going away during shutdown interrupts the episode.
         if stop.is_set():

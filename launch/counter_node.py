@@ -14,6 +14,17 @@ from launch.stopping import wait_for_stop
 COUNTER_FILE = 'counter.json'
 
 
+def flush_counts(counter: counting.Counter) -> None:
+  """Sends what a node's acme Counter still holds locally to its parent now.
+
+  acme's Counter syncs at most once a second, and only on the next increment: a
+  node that stops incrementing (an actor idling between iterated collect phases,
+  a learner at its budget) would otherwise leave its last counts unsent.
+  """
+  counter._last_sync_time = 0.0  # pylint: disable=protected-access
+  counter.get_counts()
+
+
 class PersistentCounter(counting.Counter):
   """A Counter served over Courier that keeps its counts in `<run>/counter.json`."""
 

@@ -14,6 +14,7 @@ from acme.utils import counting
 from agents.mpo.builder import EXTERNAL_TABLE
 from launch import experiment
 from launch.checkpointing import Checkpointer
+from launch.counter_node import flush_counts
 from launch.errors import ConfigError
 from launch.external import ExternalEpisodeSink, spec_to_data
 from launch.logs import announce_process, make_logger, quiet_node_logs
@@ -249,8 +250,7 @@ class LearnerWorker:
 
   def _flush_counts(self) -> None:
     """Sends the steps acme's Counter still holds locally (it syncs once per second)."""
-    self._counter._last_sync_time = 0.0  # pylint: disable=protected-access
-    self._counter.get_counts()
+    flush_counts(self._counter)
 
   def _step(self) -> None:
     try:
