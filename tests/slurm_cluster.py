@@ -168,12 +168,16 @@ MinJobAge=600
 """)
 
   def start(self, timeout: float = 60.0) -> 'SlurmCluster':
+    """Starts the daemons and waits for every node; on failure leaves nothing running."""
+    try:
+      return self._start(timeout)
+    except (RuntimeError, OSError) as e:
+      self.stop()
+      raise RuntimeError(str(e)) from e
+
+  def _start(self, timeout: float) -> 'SlurmCluster':
     if len(self.nodes) > 1:
-      try:
-        self._make_network()
-      except (RuntimeError, OSError):
-        self._remove_network()
-        raise
+      self._make_network()
     self._write_config()
     r = self.root
     log = open(r / 'log' / 'daemons.out', 'a')
