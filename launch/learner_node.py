@@ -248,10 +248,6 @@ class LearnerWorker:
       return self._phase == 'done'
     return cfg.max_learner_steps is not None and self._learner.steps >= cfg.max_learner_steps
 
-  def _flush_counts(self) -> None:
-    """Sends the steps acme's Counter still holds locally (it syncs once per second)."""
-    flush_counts(self._counter)
-
   def _step(self) -> None:
     try:
       with self._lock:
@@ -269,7 +265,7 @@ class LearnerWorker:
         # The evaluator ends the program once `done()`: the counts it reads
         # must be final first.
         if not self._finished:
-          self._flush_counts()
+          flush_counts(self._counter)
           self._finished = True
         wait_for_stop(stop, 1.0)
       else:
@@ -290,7 +286,7 @@ class LearnerWorker:
           collected = len(self._own_store) >= self._collect_target
         if collected:
           break
-        self._flush_counts()  # The steps of the last infer phase.
+        flush_counts(self._counter)  # The steps of the last infer phase.
         wait_for_stop(stop, 0.5)
       if stop.is_set():
         return

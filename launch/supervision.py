@@ -17,6 +17,20 @@ from typing import Callable, Dict
 ACTOR_FAILURE_POLICIES = ('restart', 'continue', 'stop')
 
 
+def exit_reason(code: int) -> str:
+  """A process's return code as words: 'signal 9' or 'exit code 1'."""
+  return f'signal {-code}' if code < 0 else f'exit code {code}'
+
+
+def should_restart(policy: str, restarts: int, max_restarts: int) -> bool:
+  """Whether an actor that died, having been restarted `restarts` times, starts again.
+
+  Shared by the local launcher and the Slurm supervisor; with 'continue' (or no
+  restarts left) the program goes on with fewer actors, stopping once none is left.
+  """
+  return policy == 'restart' and restarts < max_restarts
+
+
 def _actor_deaths(manager) -> Dict[str, subprocess.Popen]:
   """Actor processes that exited with an error, taken out of Launchpad's watch list."""
   dead = {}
@@ -45,9 +59,8 @@ def wait_local_mp(manager, policy: str, max_restarts: int, node_logs: pathlib.Pa
     lost = []
     if policy != 'stop':
       for label, worker in _actor_deaths(manager).items():
-        code = worker.returncode
-        why = f'signal {-code}' if code < 0 else f'exit code {code}'
-        if policy == 'restart' and restarts.get(label, 0) < max_restarts:
+        why = exit_reason(worker.returncode)
+        if should_restart(policy, restarts.get(label, 0), max_restarts):
           restarts[label] = restarts.get(label, 0) + 1
           log = open(node_logs / label, 'a')  # Launchpad names each node's log by its label.
           env = {**os.environ, **env_for('actor')}

@@ -46,10 +46,6 @@ def _wait_for_step(job: str, label: str, step: Step, timeout: float = 30.0) -> N
     time.sleep(0.2)
 
 
-def _why(code: int) -> str:
-  return f'signal {-code}' if code < 0 else f'exit code {code}'
-
-
 def supervise(run_dir: pathlib.Path, job: str) -> int:
   from launch.config import ExperimentConfig
   from launch.errors import RunDirError
@@ -58,6 +54,7 @@ def supervise(run_dir: pathlib.Path, job: str) -> int:
   from launch.run_dir import RunDir
   from launch.slurm.addresses import STOP_FILE, AddressBook, job_dir
   from launch.slurm.script import program_nodes, step_command
+  from launch.supervision import exit_reason, should_restart
 
   run = RunDir(run_dir)
   config = ExperimentConfig.from_dict(run.read_config())
@@ -118,24 +115,24 @@ def supervise(run_dir: pathlib.Path, job: str) -> int:
         continue
       if step.group == 'evaluator':
         reason = ('the evaluator finished' if rc == 0 else
-                  f'{label} failed ({_why(rc)})')
+                  f'{label} failed ({exit_reason(rc)})')
         code = 0 if rc == 0 else 1
         break
       if step.group == 'actor' and rc != 0 and config.actor_failures != 'stop':
-        if config.actor_failures == 'restart' and step.restarts < config.max_actor_restarts:
+        if should_restart(config.actor_failures, step.restarts, config.max_actor_restarts):
           step.restarts += 1
           step.start()
-          print(f'[slurm] {label} died ({_why(rc)}); restarted it ({step.restarts}/'
+          print(f'[slurm] {label} died ({exit_reason(rc)}); restarted it ({step.restarts}/'
                 f'{config.max_actor_restarts} restarts)', flush=True)
           continue
         del steps[label]
         left = sum(1 for s in steps.values() if s.group == 'actor')
         if left:
-          print(f'[slurm] {label} died ({_why(rc)}); continuing with {left} actor(s)', flush=True)
+          print(f'[slurm] {label} died ({exit_reason(rc)}); continuing with {left} actor(s)', flush=True)
           continue
-        reason, code = f'{label} died ({_why(rc)}) and no actor is left', 1
+        reason, code = f'{label} died ({exit_reason(rc)}) and no actor is left', 1
         break
-      reason, code = f'{label} exited unexpectedly ({_why(rc)})', 1
+      reason, code = f'{label} exited unexpectedly ({exit_reason(rc)})', 1
       break
 
   print(f'[slurm] stopping: {reason}', flush=True)
