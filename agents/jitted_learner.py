@@ -1,0 +1,88 @@
+"""The acme Learner shell the agents share: one jitted update per step, state kept finite.
+
+An agent supplies its initial state, its update function and which metrics and batch
+fields to check; this class does the rest of acme's Learner / VariableSource surface
+(step, steps, save, restore, set_iterator), so actors, evaluator and checkpointing
+serve any agent alike.
+"""
+
+import time
+from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Tuple
+
+import jax
+import numpy as np
+import reverb
+from acme import core
+from acme.utils import counting
+from acme.utils import loggers
+
+
+class NonFiniteLossError(RuntimeError):
+  """The update produced NaN/inf: the data or the hyper-parameters are broken."""
+
+
+class JittedLearner(core.Learner):
+  """Consumes one batch per step through `update(state, transitions, *update_args())`."""
+
+  label = 'learner'
+  # Metrics that must stay finite, and the batch fields the update reads (named in the
+  # error when one of them holds the NaN/inf).
+  loss_names: Tuple[str, ...] = ()
+  batch_fields: Tuple[str, ...] = ()
+
+  def __init__(self, state: Any, update: Callable[..., Tuple[Any, Dict[str, Any]]],
+               iterator: Iterator[reverb.ReplaySample],
+               counter: Optional[counting.Counter] = None,
+               logger: Optional[loggers.Logger] = None):
+    self._state = state
+    self._update = jax.jit(update)
+    self._iterator = iterator
+    self._counter = counter or counting.Counter()
+    self._logger = logger or loggers.make_default_logger('learner', save_data=False)
+    self._last_time: Optional[float] = None
+
+  def update_args(self) -> tuple:
+    """Extra arguments of the update after (state, transitions)."""
+    return ()
+
+  def step(self):
+    sample = next(self._iterator)
+    transitions = getattr(sample, 'data', sample)
+    state, metrics = self._update(self._state, transitions, *self.update_args())
+    metrics = {k: float(v) for k, v in metrics.items()}
+    bad = {k: metrics[k] for k in self.loss_names if not np.isfinite(metrics[k])}
+    if bad:
+      # self._state still holds the last finite state: variables served to actors and
+      # checkpoints taken after this error must not carry the NaN parameters.
+      losses = ', '.join(f'{k} {metrics[k]}' for k in self.loss_names)
+      raise NonFiniteLossError(f'{self.label} step {int(state.steps)}: non-finite loss '
+                               f'({losses}); {self._find_non_finite(transitions)}')
+    self._state = state
+    now = time.time()
+    elapsed = now - self._last_time if self._last_time else 0.0
+    self._last_time = now
+    counts = self._counter.increment(steps=1, walltime=elapsed)
+    self._logger.write({**metrics, **counts})
+
+  def _find_non_finite(self, transitions) -> str:
+    for name in self.batch_fields:
+      if not np.all(np.isfinite(np.asarray(getattr(transitions, name)))):
+        return f'the batch has non-finite values in {name!r}'
+    return 'the batch itself is finite, so the update diverged (lower the learning rates)'
+
+  def set_iterator(self, iterator: Iterator[reverb.ReplaySample]) -> None:
+    """Replaces an iterator that ended (e.g. a sampling timeout on the rate limiter)."""
+    self._iterator = iterator
+
+  @property
+  def steps(self) -> int:
+    return int(self._state.steps)
+
+  def get_variables(self, names: Sequence[str]):
+    raise NotImplementedError
+
+  def save(self) -> Any:
+    return jax.device_get(self._state)
+
+  def restore(self, state: Any):
+    self._state = jax.tree_util.tree_map(jax.numpy.asarray, state)
