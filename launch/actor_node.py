@@ -6,6 +6,7 @@ from typing import Any, Dict, Optional
 
 import acme
 import launchpad as lp
+from acme import core
 from acme.utils import counting
 
 from launch import experiment
@@ -15,6 +16,37 @@ from launch.run_dir import RunDir
 from launch.stopping import exit_process_if_stuck, run_until_stopped, wait_for_stop
 from launch.store.episodes import EpisodeStore
 from launch.store.recorder import EpisodeRecorder
+
+
+class _Stopped(Exception):
+  """The program stopped during an episode."""
+
+
+class _StopsAtNextStep(core.Actor):
+  """Ends the episode in progress at its next step once `stop` is set.
+
+  Without it an episode runs on after a stop (a 1000-step episode takes seconds), and a
+  thread abandoned on a parked insert acts on when the server goes, until its writer
+  blocks again, possibly inside JAX as the interpreter exits, which aborts it.
+  """
+
+  def __init__(self, actor: core.Actor):
+    self._actor = actor
+    self.stop: Optional[threading.Event] = None
+
+  def select_action(self, observation):
+    if self.stop is not None and self.stop.is_set():
+      raise _Stopped()
+    return self._actor.select_action(observation)
+
+  def observe_first(self, timestep):
+    self._actor.observe_first(timestep)
+
+  def observe(self, action, next_timestep):
+    self._actor.observe(action, next_timestep)
+
+  def update(self, wait: bool = False):
+    self._actor.update(wait)
 
 
 class ActorWorker:
@@ -44,8 +76,9 @@ class ActorWorker:
           policy_version=lambda: self._actor.policy_version))
     self._logger = make_logger(pathlib.Path(cfg.run_dir), label, steps_key='actor_steps')
     self._counter = counting.Counter(counter, prefix='actor')
+    self._stoppable = _StopsAtNextStep(self._actor)
     self._loop = acme.EnvironmentLoop(
-        env, self._actor, counter=self._counter, logger=self._logger,
+        env, self._stoppable, counter=self._counter, logger=self._logger,
         label=label, observers=observers)
 
   def _may_collect(self, stop: threading.Event) -> bool:
@@ -72,6 +105,8 @@ class ActorWorker:
         # the main thread may do, and Launchpad already handles the signals.
         self._logger.write(self._loop.run_episode())
         flush_counts(self._counter)  # Idle between collect phases, it would send nothing.
+      except _Stopped:
+        return
       except Exception:  # pylint: disable=broad-except
         # Replay or learner going away during shutdown interrupts the episode.
         if stop.is_set():
@@ -80,6 +115,7 @@ class ActorWorker:
 
   def run(self, stop_event: Optional[threading.Event] = None):
     stop = stop_event or lp.stop_event()
+    self._stoppable.stop = stop
     # An insert parked on the rate limiter never returns once the learner has
     # stopped sampling; it must not keep this node alive past shutdown.
     finished = run_until_stopped(self._episodes, stop, grace_seconds=3.0)

@@ -52,6 +52,11 @@ def test_make_program_has_every_group(tmp_path):
   assert set(addresses) == {'replay', 'learner', 'counter'}
 
 
+def _work_threads():
+  """The daemon threads launch.stopping.run_until_stopped runs nodes' work in."""
+  return {t for t in threading.enumerate() if t.name == 'node-work'}
+
+
 def test_nodes_run_together_until_the_budget(tmp_path):
   # Evaluations are due by learner steps only (the seconds cadence is out of reach). The
   # rate limiter keeps the actor from spending the budget before the learner is at step
@@ -71,6 +76,7 @@ def test_nodes_run_together_until_the_budget(tmp_path):
   evaluator = EvaluatorWorker(cfg.to_dict(), learner, counter, client)
   stop = threading.Event()
   evaluator._stop_program = stop.set  # What lp.stop() does for a real program.
+  work_before = _work_threads()
   threads = [threading.Thread(target=n.run, args=(stop,), daemon=True)
              for n in (counter, learner, actor, evaluator)]
   for t in threads:
@@ -90,10 +96,12 @@ def test_nodes_run_together_until_the_budget(tmp_path):
   assert len(evaluations) >= 3, evaluations  # header, >= 1 periodic, the final one
   assert len(Checkpointer(run_dir / 'checkpoints').all_steps()) >= 2
   server.stop()
-  # The actor's episode thread, parked on the rate limiter since the learner stopped,
-  # wakes when the server goes and acts on until its writer blocks again (a few dozen
-  # steps). Let it park: a thread inside JAX when the interpreter exits aborts it.
-  time.sleep(2.0)
+  # Work threads abandoned on a parked insert or sample wake when the server goes; they
+  # must end at once, not act on (a thread inside JAX at interpreter exit aborts it).
+  deadline = time.time() + 10
+  while time.time() < deadline and any(t.is_alive() for t in _work_threads() - work_before):
+    time.sleep(0.1)
+  assert not [t for t in _work_threads() - work_before if t.is_alive()]
 
 
 def test_learner_waiting_on_an_empty_replay_still_stops(tmp_path):
@@ -128,3 +136,33 @@ def test_node_log_follower_echoes_new_lines_and_drops_noise(tmp_path):
     f.write(' line\n')
   follower.poll()
   assert out.getvalue().splitlines()[-1] == '[learner/0] partial line'
+
+
+def test_actor_stops_within_a_step_of_the_stop(tmp_path):
+  """A stop in the middle of an episode ends it there: the rest is not played out."""
+  cfg = tiny_config(tmp_path / 'run')  # cartpole: 1000-step episodes, no rate limit
+  server = reverb.Server(experiment.make_builder(cfg).make_replay_tables(), port=None)
+  client = reverb.Client(f'localhost:{server.port}')
+  counter = PersistentCounter(str(tmp_path))
+  learner = LearnerWorker(cfg.to_dict(), client, counter)
+  actor = ActorWorker(cfg.to_dict(), 0, client, learner, counter)
+  stop = threading.Event()
+  thread = threading.Thread(target=actor.run, args=(stop,), daemon=True)
+  thread.start()
+
+  def table_size():
+    return client.server_info()['priority_table'].current_size
+
+  deadline = time.time() + 120
+  while table_size() < 20 and time.time() < deadline:
+    time.sleep(0.01)
+  assert table_size() >= 20, 'the actor never inserted'
+  stop.set()
+  thread.join(timeout=30)
+  assert not thread.is_alive()
+  time.sleep(0.5)  # the writer's last items
+  # Played out to its end, the episode would have left ~1000 items.
+  assert table_size() < 500, table_size()
+  assert counter.get_counts().get('actor_episodes', 0) == 0
+  del actor  # its writer flushes now, not after the server has gone
+  server.stop()
