@@ -74,9 +74,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   p.add_argument('--eval_every', type=int, default=1000)
   p.add_argument('--eval_episodes', type=int, default=3)
   p.add_argument('--bc_alpha', type=float, default=0.3, help="PAC's behaviour-cloning weight")
+  p.add_argument('--agents', default=','.join(AGENTS),
+                 help='comma-separated, of pac and bc (e.g. pac alone for another --bc_alpha)')
   p.add_argument('--seed', type=int, default=0)
   p.add_argument('--out', default='bench_out/offline')
   args = p.parse_args(sys.argv[1:] if argv is None else argv)
+  agents = [a for a in args.agents.split(',') if a]
+  if not agents or set(agents) - set(AGENTS):
+    p.error(f'--agents: a comma-separated list of {", ".join(AGENTS)}, got {args.agents!r}')
   from experiments.make_dataset import build_dataset
   out = pathlib.Path(args.out).resolve()
   manifests = {}
@@ -89,7 +94,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     manifests[kind] = json.loads((where / 'manifest.json').read_text())
   rows, summary = [], []
   for kind in KINDS:
-    for agent in AGENTS:
+    for agent in agents:
       run_dir = _run_offline(out, kind, agent, args)
       evals = _evaluations(run_dir)
       base = {'kind': kind, 'agent': agent, 'episodes': manifests[kind]['num_episodes'],
@@ -111,7 +116,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   import matplotlib.pyplot as plt
   fig, axes = plt.subplots(1, len(KINDS), figsize=(5 * len(KINDS), 3.5), squeeze=False)
   for ax, kind in zip(axes[0], KINDS):
-    for agent in AGENTS:
+    for agent in agents:
       pts = [r for r in rows if r['kind'] == kind and r['agent'] == agent]
       ax.plot([r['learner_steps'] for r in pts], [r['mean_return'] for r in pts], marker='o',
               label=agent.upper())
