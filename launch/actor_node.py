@@ -33,6 +33,7 @@ class _StopsAtNextStep(core.Actor):
   def __init__(self, actor: core.Actor):
     self._actor = actor
     self.stop: Optional[threading.Event] = None
+    self.steps_in_episode = 0  # acme's loop counts an episode's steps only at its end
 
   def select_action(self, observation):
     if self.stop is not None and self.stop.is_set():
@@ -40,9 +41,11 @@ class _StopsAtNextStep(core.Actor):
     return self._actor.select_action(observation)
 
   def observe_first(self, timestep):
+    self.steps_in_episode = 0
     self._actor.observe_first(timestep)
 
   def observe(self, action, next_timestep):
+    self.steps_in_episode += 1
     self._actor.observe(action, next_timestep)
 
   def update(self, wait: bool = False):
@@ -106,12 +109,24 @@ class ActorWorker:
         self._logger.write(self._loop.run_episode())
         flush_counts(self._counter)  # Idle between collect phases, it would send nothing.
       except _Stopped:
+        self._count_cut_episode()
         return
       except Exception:  # pylint: disable=broad-except
         # Replay or learner going away during shutdown interrupts the episode.
         if stop.is_set():
           return
         raise
+
+  def _count_cut_episode(self) -> None:
+    """Counts the steps of the episode the stop cut short: the replay holds them."""
+    steps = self._stoppable.steps_in_episode
+    if not steps:
+      return
+    try:
+      self._counter.increment(steps=steps)
+      flush_counts(self._counter)
+    except Exception as e:  # pylint: disable=broad-except
+      print(f'[actor] could not count the last {steps} steps: {e}', flush=True)
 
   def run(self, stop_event: Optional[threading.Event] = None):
     stop = stop_event or lp.stop_event()

@@ -61,8 +61,10 @@ def test_scancel_stops_every_step_then_a_resubmission_resumes_and_ends_by_itself
   job = _job_ids(done.stdout)[0]
   assert f'scancel {job}' in done.stdout and f'job-{job}.log' in done.stdout
   log = run / 'logs' / 'slurm' / f'job-{job}.log'
-  wait_for(lambda: read_counts(run).get('learner_steps', 0) > 50, 300,
-           'the learner to make progress on Slurm')
+  # The resubmission's budget below counts from the actors' steps.
+  wait_for(lambda: read_counts(run).get('learner_steps', 0) > 50 and
+           read_counts(run).get('actor_steps', 0) > 0, 300,
+           'the learner and the actors to make progress on Slurm')
   # Every node runs as its own step of the job, on a Slurm node, not on localhost.
   used = set()
   for label in GROUP_LOGS:
