@@ -120,6 +120,12 @@ class ReplayMetricsLogger:
         self._lock.release()
 
 
+def newest_checkpoint(replay_dir: str) -> Optional[str]:
+  """The newest complete Reverb checkpoint in `replay_dir` (Reverb marks those with DONE)."""
+  done = sorted(p.parent for p in pathlib.Path(replay_dir).glob('*/DONE'))
+  return str(done[-1]) if done else None
+
+
 class CheckpointedReverbNode(lp.ReverbNode):
   """An `lp.ReverbNode` whose replay survives a relaunch.
 
@@ -157,9 +163,9 @@ class CheckpointedReverbNode(lp.ReverbNode):
         metrics.close()
       except Exception as e:  # pylint: disable=broad-except
         print(f'[replay] closing the table metrics failed: {e}', flush=True)
+    saved = None
     try:
-      path = reverb.Client(f'localhost:{port}').checkpoint()
-      print(f'[replay] final checkpoint {path}', flush=True)
+      saved = reverb.Client(f'localhost:{port}').checkpoint()
     except Exception as e:  # pylint: disable=broad-except
       print(f'[replay] final checkpoint failed: {e}', flush=True)
     # Actors parked on a rate-limited insert keep their streams open, and a
@@ -168,6 +174,10 @@ class CheckpointedReverbNode(lp.ReverbNode):
     stopper = threading.Thread(target=server.stop, daemon=True)
     stopper.start()
     stopper.join(timeout=5)
+    if saved:
+      # A server that stops in time checkpoints once more, and Reverb keeps only the newest.
+      print(f'[replay] final checkpoint {newest_checkpoint(self._replay_dir) or saved}',
+            flush=True)
     if stopper.is_alive() and threading.current_thread() is threading.main_thread():
       print('[replay] stopped (in-flight inserts abandoned)', flush=True)
       os._exit(0)  # pylint: disable=protected-access
