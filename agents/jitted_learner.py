@@ -7,7 +7,7 @@ serve any agent alike.
 """
 
 import time
-from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 import jax
 import numpy as np
@@ -22,7 +22,10 @@ class NonFiniteLossError(RuntimeError):
 
 
 class JittedLearner(core.Learner):
-  """Consumes one batch per step through `update(state, transitions, *update_args())`."""
+  """Consumes one batch per step through `update(state, transitions, *update_args())`.
+
+  Subclasses say which variables they serve (acme's abstract `get_variables`).
+  """
 
   label = 'learner'
   # Metrics that must stay finite, and the batch fields the update reads (named in the
@@ -77,9 +80,6 @@ class JittedLearner(core.Learner):
   @property
   def steps(self) -> int:
     return int(self._state.steps)
-
-  def get_variables(self, names: Sequence[str]):
-    raise NotImplementedError
 
   def save(self) -> Any:
     return jax.device_get(self._state)

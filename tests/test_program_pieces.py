@@ -16,6 +16,7 @@ from launch.evaluator_node import EvaluatorWorker
 from launch.learner_node import LearnerWorker
 from launch.node_logs import NodeLogFollower
 from launch.program import GROUPS, make_program
+from tests.e2e_util import wait_for
 
 TINY_AGENT = dict(policy_layer_sizes=(16, 16), critic_layer_sizes=(16, 16), batch_size=16,
                   min_replay_size=100, num_samples=4, samples_per_insert=None)
@@ -98,10 +99,8 @@ def test_nodes_run_together_until_the_budget(tmp_path):
   server.stop()
   # Work threads abandoned on a parked insert or sample wake when the server goes; they
   # must end at once, not act on (a thread inside JAX at interpreter exit aborts it).
-  deadline = time.time() + 10
-  while time.time() < deadline and any(t.is_alive() for t in _work_threads() - work_before):
-    time.sleep(0.1)
-  assert not [t for t in _work_threads() - work_before if t.is_alive()]
+  wait_for(lambda: not any(t.is_alive() for t in _work_threads() - work_before), 10,
+           'the abandoned work threads to end')
 
 
 def test_learner_waiting_on_an_empty_replay_still_stops(tmp_path):
