@@ -1,4 +1,4 @@
-"""Offline benchmark: PAC against behaviour cloning on expert and on mixed-quality data.
+"""Offline benchmark: PAC, PMPO and behaviour cloning on expert and on mixed-quality data.
 
   python -m experiments.offline_benchmark --source_run runs/cartpole_swingup \\
       --episodes 20 --learner_steps 4000 --out bench_out/offline
@@ -8,8 +8,10 @@ experiments.make_dataset: 'expert' (the newest checkpoint's policy) and 'mixed'
 (--poor_fraction of the episodes with uniformly random actions, or with
 --poor_policy noisy the oldest kept checkpoint with action noise --noise; the rest
 expert). Then, for each dataset, it trains offline (no actors, the evaluator still
-evaluates in simulation) with PAC (--bc_alpha) and with the behaviour-cloning
-baseline, each for --learner_steps, one process after another.
+evaluates in simulation) with PAC (--bc_alpha), with PMPO from episode labels
+(--pmpo_alpha; an episode is successful when its return reaches --success_return,
+by default the dataset's mean return) and with the behaviour-cloning baseline, each
+for --learner_steps, one process after another (--agents picks which).
 
 Writes:
   <out>/datasets/<kind>/           the episode stores (+ manifest.json)
@@ -33,11 +35,12 @@ from typing import Dict, List, Optional, Sequence
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
-AGENTS = ('pac', 'bc')
+AGENTS = ('pac', 'bc', 'pmpo')
 KINDS = ('expert', 'mixed')
 
 
-def _run_offline(out: pathlib.Path, kind: str, agent: str, args) -> pathlib.Path:
+def _run_offline(out: pathlib.Path, kind: str, agent: str, args,
+                 dataset_mean_return: float) -> pathlib.Path:
   run_dir = out / 'runs' / f'{kind}_{agent}'
   cmd = [sys.executable, '-m', 'experiments.collect_infer', '--run_dir', str(run_dir),
          '--task', args.task, '--mode', 'offline', '--datasets', str(out / 'datasets' / kind),
@@ -46,6 +49,11 @@ def _run_offline(out: pathlib.Path, kind: str, agent: str, args) -> pathlib.Path
          '--eval_episodes', str(args.eval_episodes), '--seed', str(args.seed)]
   if agent == 'bc':
     cmd += ['--algorithm', 'bc']
+  elif agent == 'pmpo':
+    threshold = dataset_mean_return if args.success_return is None else args.success_return
+    cmd += ['--agent', 'policy_loss=pmpo', '--agent', 'pmpo_source=labels',
+            '--agent', f'pmpo_alpha={args.pmpo_alpha}',
+            '--agent', f'pmpo_success_return={threshold}']
   else:
     cmd += ['--agent', 'policy_loss=pac', '--agent', f'bc_alpha={args.bc_alpha}']
   print(f'[offline-bench] {kind} / {agent}: {" ".join(cmd[1:])}', flush=True)
@@ -74,8 +82,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   p.add_argument('--eval_every', type=int, default=1000)
   p.add_argument('--eval_episodes', type=int, default=3)
   p.add_argument('--bc_alpha', type=float, default=0.3, help="PAC's behaviour-cloning weight")
+  p.add_argument('--pmpo_alpha', type=float, default=0.75,
+                 help="PMPO's weight of successful episodes' actions (failed: 1 - alpha)")
+  p.add_argument('--success_return', type=float, default=None,
+                 help="PMPO's label: episodes with at least this return are successful "
+                      "(default: each dataset's mean return)")
   p.add_argument('--agents', default=','.join(AGENTS),
-                 help='comma-separated, of pac and bc (e.g. pac alone for another --bc_alpha)')
+                 help=f'comma-separated, of {", ".join(AGENTS)} (e.g. pac alone for another '
+                      '--bc_alpha)')
   p.add_argument('--seed', type=int, default=0)
   p.add_argument('--out', default='bench_out/offline')
   args = p.parse_args(sys.argv[1:] if argv is None else argv)
@@ -95,7 +109,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   rows, summary = [], []
   for kind in KINDS:
     for agent in agents:
-      run_dir = _run_offline(out, kind, agent, args)
+      run_dir = _run_offline(out, kind, agent, args, manifests[kind]['mean_return'])
       evals = _evaluations(run_dir)
       base = {'kind': kind, 'agent': agent, 'episodes': manifests[kind]['num_episodes'],
               'dataset_mean_return': round(manifests[kind]['mean_return'], 1)}

@@ -146,6 +146,11 @@ class ExperimentConfig:
     if self.mode in ('iterated', 'offline') or self.store_ratio > 0:
       need(self.store_episodes or self.mode == 'offline', 'store_episodes',
            f'true when training draws on the store (mode={self.mode}, store_ratio={self.store_ratio})')
+    if self.algorithm == 'mpo' and self.agent.policy_loss == 'pmpo' and \
+        self.agent.pmpo_source == 'labels' and self.mode not in ('offline', 'iterated'):
+      raise ConfigError(f"agent.pmpo_source='labels' learns from labelled stored episodes only: "
+                        f"it needs mode 'offline' or 'iterated', not {self.mode!r} (replay "
+                        "transitions carry no labels; pmpo_source='q' ranks sampled actions)")
     need(pos_num(self.eval_every_seconds), 'eval_every_seconds', 'a positive number')
     need(self.eval_every_learner_steps is None or
          (is_int(self.eval_every_learner_steps) and self.eval_every_learner_steps > 0),

@@ -12,6 +12,7 @@ import reverb
 from acme.utils import counting
 
 from agents.mpo.builder import EXTERNAL_TABLE
+from agents.mpo.labels import make_labeller
 from launch import experiment
 from launch.checkpointing import Checkpointer
 from launch.counter_node import flush_counts
@@ -45,6 +46,13 @@ def load_init_checkpoint(path: str) -> Dict[str, Any]:
   return Checkpointer(where.parent).restore(int(match.group(1)))
 
 
+def _labeller(cfg):
+  """Success labels for stored episodes when PMPO learns from them, else None."""
+  if cfg.algorithm == 'mpo' and cfg.agent.policy_loss == 'pmpo' and cfg.agent.pmpo_source == 'labels':
+    return make_labeller(cfg.agent.pmpo_success_return)
+  return None
+
+
 def store_dirs(cfg) -> List[pathlib.Path]:
   """The stores a learner trains on: this run's own, then any extra datasets."""
   return [RunDir(cfg.run_dir).store] + [pathlib.Path(d) for d in cfg.datasets]
@@ -76,7 +84,7 @@ class LearnerWorker:
     if self._store_batch > 0:
       self._sampler = StoreSampler([EpisodeStore(d) for d in store_dirs(cfg)],
                                    n_step=cfg.agent.n_step, discount=cfg.agent.discount,
-                                   seed=cfg.seed)
+                                   seed=cfg.seed, labeller=_labeller(cfg))
     self._own_store = EpisodeStore(RunDir(cfg.run_dir).store, verify=False)  # Counted, not read.
     # Attached robots' share, out of the replay share (online modes only).
     replay_share = batch - self._store_batch
@@ -120,6 +128,11 @@ class LearnerWorker:
       print(f'[learner] training on {self._store_batch}/{batch} of each batch from stored '
             f'episodes ({self._sampler.num_episodes} now, in {len(store_dirs(cfg))} store(s))',
             flush=True)
+      if _labeller(cfg) is not None:
+        threshold = cfg.agent.pmpo_success_return
+        rule = "metadata 'success'" + ('' if threshold is None else f', else return >= {threshold:g}')
+        print(f'[learner] PMPO from episode labels ({rule}): {self._sampler.num_successes} of '
+              f'{self._sampler.num_episodes} stored episodes successful', flush=True)
 
   def _new_iterator(self):
     cfg = self._config

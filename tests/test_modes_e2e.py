@@ -46,6 +46,21 @@ def test_online_then_offline_then_offline_to_online(tmp_path):
   assert _eval_rows(offline) >= 1
   assert not (offline / 'store').exists() or len(EpisodeStore(offline / 'store')) == 0
 
+  # PMPO from the stored episodes' labels: the best episode(s) successful, the rest failed.
+  returns = [info.episode_return for info in store.index()]
+  best = max(returns)
+  pmpo = tmp_path / 'pmpo'
+  text = _run(pmpo, '--mode', 'offline', '--datasets', str(online / 'store'),
+              '--max_learner_steps', '60', '--agent', 'policy_loss="pmpo"',
+              '--agent', 'pmpo_source="labels"', '--agent', f'pmpo_success_return={best}', *TINY)
+  wins = sum(r >= best for r in returns)
+  assert (f"PMPO from episode labels (metadata 'success', else return >= {best:g}): {wins} of "
+          f'{len(returns)} stored episodes successful') in text, text[-3000:]
+  step, _ = Checkpointer(pmpo / 'checkpoints').restore_latest()
+  assert step >= 60
+  learner_log = (pmpo / 'logs' / 'learner' / 'logs.csv').read_text()
+  assert 'pmpo_success_fraction' in learner_log.splitlines()[0]
+
   o2o = tmp_path / 'o2o'
   text = _run(o2o, '--mode', 'offline_to_online', '--datasets', str(online / 'store'),
               '--init_checkpoint', str(offline), '--store_ratio', '0.5',

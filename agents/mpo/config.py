@@ -55,6 +55,20 @@ class MPOConfig:
   pmpo_alpha: float = 0.5
   pmpo_beta: float = 2.0  # alpha = 0 (negative-only) needs a strong KL anchor to stay stable
   pmpo_fraction: float = 0.25
+  # Where PMPO's preferred / dis-preferred sets come from: 'q' ranks the N sampled
+  # actions of each state by Q (top / bottom pmpo_fraction); 'labels' takes the
+  # dataset actions of stored episodes labelled successful / failed (the episode's
+  # metadata 'success' when it has one, else return >= pmpo_success_return).
+  pmpo_source: str = 'q'
+  pmpo_success_return: Optional[float] = None
+  # With 'labels', a failed episode's action moves the policy mean away from it (not
+  # the spread: shrinking the stddev is the cheapest way to make a far action unlikely,
+  # and it collapses the policy), and only until the policy finds it this many nats less
+  # likely than the reference (target) policy does. None: no limit. With alpha <= 0.5,
+  # or in states only failed episodes visited, the mean keeps moving away from the
+  # failed actions, by at most this margin per target update: use alpha > 0.5 for a
+  # fixed point. Not used by 'q' (its samples come from the reference policy itself).
+  pmpo_negative_margin: Optional[float] = 1.0
 
   # PAC: policy loss = (1 - alpha) * MPO M-step + alpha * BC NLL (+ the KL trust region).
   # alpha = 1 is pure behaviour cloning, alpha = 0 pure MPO. Only read when policy_loss='pac'.
@@ -137,6 +151,12 @@ class MPOConfig:
     need(finite(self.pmpo_beta) and self.pmpo_beta >= 0.0, 'pmpo_beta', '>= 0')
     need(finite(self.pmpo_fraction) and 0.0 < self.pmpo_fraction <= 0.5, 'pmpo_fraction',
          'in (0, 0.5]')
+    need(self.pmpo_source in ('q', 'labels'), 'pmpo_source', "'q' or 'labels'")
+    need(self.pmpo_success_return is None or finite(self.pmpo_success_return),
+         'pmpo_success_return', 'None or a finite episode return')
+    need(self.pmpo_negative_margin is None or
+         (finite(self.pmpo_negative_margin) and self.pmpo_negative_margin > 0),
+         'pmpo_negative_margin', 'None or a finite number of nats > 0')
     need(finite(self.bc_alpha) and 0.0 <= self.bc_alpha <= 1.0, 'bc_alpha', 'in [0, 1]')
     schedule = self.bc_alpha_schedule
     need(schedule is None or (isinstance(schedule, tuple) and len(schedule) > 0 and

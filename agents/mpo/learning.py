@@ -120,10 +120,21 @@ def make_update_fn(networks: MPONetworks, config: MPOConfig):
       q = online_out
     return loss, {'critic_loss': loss, 'q_mean': jnp.mean(q)}
 
-  def policy_loss(params, state: TrainingState, obs, dataset_actions, key, bc_alpha):
+  def policy_loss(params, state: TrainingState, t: types.Transition, key, bc_alpha):
     policy_params, duals = params
+    obs, dataset_actions = t.observation, t.action
     mean, std = networks.policy.apply(policy_params, obs)
     t_mean, t_std = networks.policy.apply(state.target_policy_params, obs)
+    if config.policy_loss == 'pmpo' and config.pmpo_source == 'labels':
+      # Stored data: the dataset action of a successful episode is preferred, that of a
+      # failed one dis-preferred; the target policy is the KL reference.
+      success = t.extras['success'].astype(jnp.float32)[None]  # [1, B]
+      taken = dataset_actions[None]  # [1, B, A]
+      loss, m = losses.pmpo_loss(mean, std, t_mean, t_std, taken, success, taken,
+                                 1.0 - success, config.pmpo_alpha, config.pmpo_beta,
+                                 neg_margin=config.pmpo_negative_margin, neg_mean_only=True)
+      return loss, {**m, 'pmpo_success_fraction': jnp.mean(success),
+                    'policy_stddev': jnp.mean(std)}
     actions = gaussian_sample(key, t_mean, t_std, n)  # [N, B, A]
     q = jax.lax.stop_gradient(q_value(state.target_critic_params, obs, actions))
     metrics: Dict[str, Any] = {'sampled_q_mean': jnp.mean(q)}
@@ -164,8 +175,7 @@ def make_update_fn(networks: MPONetworks, config: MPOConfig):
     (c_loss, c_metrics), c_grads = jax.value_and_grad(critic_loss, has_aux=True)(
         state.critic_params, state, t, k_critic)
     (p_loss, p_metrics), (pol_grads, dual_grads) = jax.value_and_grad(policy_loss, has_aux=True)(
-        (state.policy_params, state.dual_params), state, t.observation, t.action, k_policy,
-        bc_alpha)
+        (state.policy_params, state.dual_params), state, t, k_policy, bc_alpha)
 
     c_updates, critic_opt_state = opts.critic.update(c_grads, state.critic_opt_state)
     critic_params = optax.apply_updates(state.critic_params, c_updates)

@@ -306,6 +306,8 @@ def pmpo_loss(
     neg_mask: Array,
     alpha: float,
     beta: float,
+    neg_margin: float | None = None,
+    neg_mean_only: bool = False,
 ) -> Tuple[Array, Metrics]:
     """Negated PMPO objective.
 
@@ -319,13 +321,30 @@ def pmpo_loss(
       pos_actions, neg_actions: [N, B, A] actions (may be the same array).
       pos_mask, neg_mask: [N, B] membership of the preferred / dis-preferred sets.
       alpha: weight of the preferred term in [0, 1]; beta: KL regularisation weight.
+      neg_margin: None, or nats: a dis-preferred log-likelihood counts as at least
+        log pi_ref(a) - neg_margin, so the push away from an action stops once the policy
+        finds it that much less likely than the reference does.
+      neg_mean_only: the dis-preferred term moves the mean only (its stddev is a constant).
+
+    The last two are for dis-preferred actions from stored data, which can lie many
+    reference stddevs away (samples drawn from the reference stay near it). There
+    -log pi(a) grows as 1 / stddev^2 when the stddev shrinks, faster than the KL term
+    holds it back, so shrinking the spread would be the cheapest way to "avoid" the
+    action and the loss would be unbounded below for any beta.
     """
     log_prob_pos = gaussian_log_prob(online_mean, online_std, _sg(pos_actions))
-    log_prob_neg = gaussian_log_prob(online_mean, online_std, _sg(neg_actions))
+    neg_std = _sg(online_std) if neg_mean_only else online_std
+    log_prob_neg = gaussian_log_prob(online_mean, neg_std, _sg(neg_actions))
+    metrics = {}
+    if neg_margin is not None:
+        floor = _sg(gaussian_log_prob(ref_mean, ref_std, neg_actions)) - neg_margin
+        metrics["pmpo_neg_clipped"] = _masked_mean(
+            (log_prob_neg < floor).astype(jnp.float32), _sg(neg_mask))
+        log_prob_neg = jnp.maximum(log_prob_neg, floor)
     pos_term = _masked_mean(log_prob_pos, _sg(pos_mask))
     neg_term = _masked_mean(log_prob_neg, _sg(neg_mask))
     kl_per_state = jnp.sum(gaussian_kl(_sg(ref_mean), _sg(ref_std), online_mean, online_std), -1)
     kl = jnp.mean(kl_per_state)
     objective = alpha * pos_term - (1.0 - alpha) * neg_term - beta * kl
-    metrics = {"pmpo_pos_logp": pos_term, "pmpo_neg_logp": neg_term, "pmpo_kl": kl}
+    metrics.update({"pmpo_pos_logp": pos_term, "pmpo_neg_logp": neg_term, "pmpo_kl": kl})
     return -objective, metrics

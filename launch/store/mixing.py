@@ -105,7 +105,8 @@ class MixedBatches:
         self._sampler.refresh()
         self._next_refresh = now + self._refresh_every
       if self._sampler.num_transitions > 0:
-        return _transition(self._sampler.sample(self._store_batch))
+        # Kept whole: a labelling sampler's extras (PMPO's success labels) ride along.
+        return self._sampler.sample(self._store_batch)
       if now >= deadline:
         raise StopIteration
       self._next_refresh = 0.0  # Nothing stored yet: look again soon.
@@ -121,5 +122,9 @@ class MixedBatches:
       parts.append(self._external.next())
     if len(parts) == 1:
       return parts[0]
+    if any(p.extras != () for p in parts):
+      # Replay carries no labels: a mixed batch would lose them for part of the batch.
+      raise ValueError('stored transitions carry extras (success labels) that the replay '
+                       'share lacks: labelled data needs every batch from the store')
     return types.Transition(*[np.concatenate([np.asarray(p[i]) for p in parts])
                               for i in range(5)])

@@ -15,13 +15,17 @@ same episodes, so a learner can't tell stored data from the replay table:
   are accumulated in the adder's order and dtypes (discount dtype for the
   discount, reward dtype for the return), so values match bit for bit.
 
+With a `labeller`, each transition also carries its episode's success label as
+`extras['success']` (float32, 1 or 0): PMPO's preferred / dis-preferred sets
+from stored data (agents.mpo.labels).
+
 The sampler holds every stored episode in memory (growable flat arrays), so
 sampling a batch is a few vectorised gathers whatever the store's size.
 """
 
 import logging
 import time
-from typing import Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from acme import types
@@ -82,13 +86,15 @@ class StoreSampler:
     n_step: the N of the n-step transitions (>= 1).
     discount: the agent's discount g folded into multi-step returns.
     seed: an int seed, a np.random.Generator, or None.
+    labeller: episode -> bool (successful or not); None for unlabelled transitions.
 
   Episodes are taken in by `refresh()` (call it now and then; `iterate` does).
   All episodes must share observation/action shapes and dtypes.
   """
 
   def __init__(self, stores: Union[EpisodeStore, Sequence[EpisodeStore]], n_step: int,
-               discount: float, seed: Union[None, int, np.random.Generator] = None):
+               discount: float, seed: Union[None, int, np.random.Generator] = None,
+               labeller: Optional[Callable[[Episode], bool]] = None):
     if n_step < 1:
       raise ValueError(f'n_step must be at least 1, got {n_step}')
     self._stores: List[EpisodeStore] = (
@@ -107,10 +113,18 @@ class StoreSampler:
     self._start_obs = _Growable(np.int64)  # Into the observation array.
     self._num_steps = _Growable(np.int64)  # k of each transition.
     self._num_episodes = 0
+    self._labeller = labeller
+    self._labels = _Growable(np.float32)  # Per transition: its episode's success label.
+    self._num_successes = 0
 
   @property
   def num_episodes(self) -> int:
     return self._num_episodes
+
+  @property
+  def num_successes(self) -> int:
+    """Episodes taken in that the labeller called successful (0 without a labeller)."""
+    return self._num_successes
 
   @property
   def num_transitions(self) -> int:
@@ -143,7 +157,16 @@ class StoreSampler:
                'reward dtype', 'discount dtype')
       diffs = [f'{n} {b} (expected {a})' for n, a, b in zip(names, self._spec, spec) if a != b]
       raise ValueError(f'episode {episode_id} does not match the others: {", ".join(diffs)}')
+    success = None
+    if self._labeller is not None:
+      try:
+        success = bool(self._labeller(episode))
+      except ValueError as e:
+        raise ValueError(f'episode {episode_id} can not be labelled: {e}') from e
     starts, steps = transition_starts(episode.length, self._n_step)
+    if success is not None:
+      self._labels.extend(np.full(starts.shape, float(success), np.float32))
+      self._num_successes += int(success)
     self._start_step.extend(self._actions.array.shape[0] + starts)
     self._start_obs.extend(self._observations.array.shape[0] + starts)
     self._num_steps.extend(steps)
@@ -175,12 +198,16 @@ class StoreSampler:
     # The adder's table signature gives rewards the reward/discount result type.
     reward_dtype = np.result_type(rewards.dtype, discounts.dtype)
     observations = self._observations.array
+    extras: Any = ()
+    if self._labeller is not None:
+      extras = {'success': self._labels.array[which]}
     return types.Transition(
         observation=observations[obs],
         action=self._actions.array[step],
         reward=n_step_return.astype(reward_dtype, copy=False),
         discount=total_discount,
-        next_observation=observations[obs + k])
+        next_observation=observations[obs + k],
+        extras=extras)
 
   def sample(self, batch_size: int) -> types.Transition:
     """A batch of `batch_size` transitions drawn uniformly with replacement."""
