@@ -90,16 +90,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   p.add_argument('--agents', default=','.join(AGENTS),
                  help=f'comma-separated, of {", ".join(AGENTS)} (e.g. pac alone for another '
                       '--bc_alpha)')
+  p.add_argument('--kinds', default=','.join(KINDS),
+                 help=f'comma-separated datasets to train on, of {", ".join(KINDS)}')
   p.add_argument('--seed', type=int, default=0)
   p.add_argument('--out', default='bench_out/offline')
   args = p.parse_args(sys.argv[1:] if argv is None else argv)
   agents = [a for a in args.agents.split(',') if a]
   if not agents or set(agents) - set(AGENTS):
     p.error(f'--agents: a comma-separated list of {", ".join(AGENTS)}, got {args.agents!r}')
+  kinds = [k for k in args.kinds.split(',') if k]
+  if not kinds or set(kinds) - set(KINDS):
+    p.error(f'--kinds: a comma-separated list of {", ".join(KINDS)}, got {args.kinds!r}')
   from experiments.make_dataset import build_dataset
   out = pathlib.Path(args.out).resolve()
   manifests = {}
-  for kind in KINDS:
+  for kind in kinds:
     where = out / 'datasets' / kind
     if not (where / 'manifest.json').exists():
       build_dataset(args.source_run, kind, args.episodes, str(where),
@@ -107,7 +112,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     poor_policy=args.poor_policy)
     manifests[kind] = json.loads((where / 'manifest.json').read_text())
   rows, summary = [], []
-  for kind in KINDS:
+  for kind in kinds:
     for agent in agents:
       run_dir = _run_offline(out, kind, agent, args, manifests[kind]['mean_return'])
       evals = _evaluations(run_dir)
@@ -128,8 +133,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   import matplotlib
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
-  fig, axes = plt.subplots(1, len(KINDS), figsize=(5 * len(KINDS), 3.5), squeeze=False)
-  for ax, kind in zip(axes[0], KINDS):
+  fig, axes = plt.subplots(1, len(kinds), figsize=(5 * len(kinds), 3.5), squeeze=False)
+  for ax, kind in zip(axes[0], kinds):
     for agent in agents:
       pts = [r for r in rows if r['kind'] == kind and r['agent'] == agent]
       ax.plot([r['learner_steps'] for r in pts], [r['mean_return'] for r in pts], marker='o',

@@ -5,6 +5,16 @@ import pytest
 from experiments import offline_benchmark
 
 
+@pytest.mark.parametrize('kinds', ['', 'expert,poor'])
+def test_bad_kinds_list_is_refused(tmp_path, capsys, kinds):
+  with pytest.raises(SystemExit) as exit_info:
+    offline_benchmark.main(['--source_run', str(tmp_path / 'none'), '--kinds', kinds,
+                            '--out', str(tmp_path / 'out')])
+  assert exit_info.value.code == 2
+  assert '--kinds' in capsys.readouterr().err
+  assert not (tmp_path / 'out').exists()
+
+
 @pytest.mark.parametrize('agents', ['', 'pac,dqn', 'BC'])
 def test_bad_agents_list_is_refused(tmp_path, capsys, agents):
   with pytest.raises(SystemExit) as exit_info:
