@@ -151,6 +151,12 @@ class ExperimentConfig:
       raise ConfigError(f"agent.pmpo_source='labels' learns from labelled stored episodes only: "
                         f"it needs mode 'offline' or 'iterated', not {self.mode!r} (replay "
                         "transitions carry no labels; pmpo_source='q' ranks sampled actions)")
+    if self.algorithm == 'mpo' and self.agent.policy_loss == 'pmpo' and \
+        self.agent.pmpo_source == 'labels' and self.mode == 'iterated' and \
+        self.agent.pmpo_success_return is None:
+      raise ConfigError("agent.pmpo_source='labels' in iterated mode needs "
+                        'agent.pmpo_success_return: the actors\' episodes carry no success '
+                        'label, so their return decides')
     need(pos_num(self.eval_every_seconds), 'eval_every_seconds', 'a positive number')
     need(self.eval_every_learner_steps is None or
          (is_int(self.eval_every_learner_steps) and self.eval_every_learner_steps > 0),

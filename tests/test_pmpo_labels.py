@@ -152,6 +152,12 @@ def test_labels_need_a_mode_that_trains_on_the_store_only():
       ExperimentConfig(mode=mode, agent=MPOConfig(**agent))
   ExperimentConfig(mode='offline', max_learner_steps=10, agent=MPOConfig(**agent))
   ExperimentConfig(mode='iterated', agent=MPOConfig(**agent))
+  # The actors' own episodes have no label: iterated mode needs the return threshold.
+  no_threshold = MPOConfig(policy_loss='pmpo', pmpo_source='labels')
+  with pytest.raises(ConfigError, match='iterated mode needs agent.pmpo_success_return'):
+    ExperimentConfig(mode='iterated', agent=no_threshold)
+  # Offline datasets may carry their own labels.
+  ExperimentConfig(mode="offline", max_learner_steps=10, agent=no_threshold)
   # Ranking sampled actions by Q works on any data.
   ExperimentConfig(mode='online', agent=MPOConfig(policy_loss='pmpo'))
 
