@@ -61,13 +61,13 @@ class MPOConfig:
   # metadata 'success' when it has one, else return >= pmpo_success_return).
   pmpo_source: str = 'q'
   pmpo_success_return: Optional[float] = None
-  # With 'labels', a failed episode's action moves the policy mean away from it (not
-  # the spread: shrinking the stddev is the cheapest way to make a far action unlikely,
-  # and it collapses the policy), and only until the policy finds it this many nats less
-  # likely than the reference (target) policy does. None: no limit. With alpha <= 0.5,
-  # or in states only failed episodes visited, the mean keeps moving away from the
-  # failed actions, by at most this margin per target update: use alpha > 0.5 for a
-  # fixed point. Not used by 'q' (its samples come from the reference policy itself).
+  # With 'labels', a failed episode's action moves the policy mean away from it: not the
+  # spread (shrinking the stddev is the cheapest way to make a far action unlikely, and
+  # it collapses the policy), not past the action bounds [-1, 1], and only until the
+  # policy finds the action this many nats less likely than the reference (target)
+  # policy does (None: no limit). Without these, dataset actions far from the policy
+  # make the loss unbounded below whatever pmpo_beta is. Not used by 'q' (its samples
+  # come from the reference policy itself).
   pmpo_negative_margin: Optional[float] = 1.0
 
   # PAC: policy loss = (1 - alpha) * MPO M-step + alpha * BC NLL (+ the KL trust region).

@@ -132,7 +132,8 @@ def make_update_fn(networks: MPONetworks, config: MPOConfig):
       taken = dataset_actions[None]  # [1, B, A]
       loss, m = losses.pmpo_loss(mean, std, t_mean, t_std, taken, success, taken,
                                  1.0 - success, config.pmpo_alpha, config.pmpo_beta,
-                                 neg_margin=config.pmpo_negative_margin, neg_mean_only=True)
+                                 neg_margin=config.pmpo_negative_margin, neg_mean_only=True,
+                                 neg_mean_bound=1.0)
       return loss, {**m, 'pmpo_success_fraction': jnp.mean(success),
                     'policy_stddev': jnp.mean(std)}
     actions = gaussian_sample(key, t_mean, t_std, n)  # [N, B, A]

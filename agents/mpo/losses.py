@@ -308,6 +308,7 @@ def pmpo_loss(
     beta: float,
     neg_margin: float | None = None,
     neg_mean_only: bool = False,
+    neg_mean_bound: float | None = None,
 ) -> Tuple[Array, Metrics]:
     """Negated PMPO objective.
 
@@ -325,6 +326,8 @@ def pmpo_loss(
         log pi_ref(a) - neg_margin, so the push away from an action stops once the policy
         finds it that much less likely than the reference does.
       neg_mean_only: the dis-preferred term moves the mean only (its stddev is a constant).
+      neg_mean_bound: None, or b: the dis-preferred term sees the mean clipped to [-b, b],
+        so it pushes no mean past the action bounds.
 
     The last two are for dis-preferred actions from stored data, which can lie many
     reference stddevs away (samples drawn from the reference stay near it). There
@@ -334,7 +337,10 @@ def pmpo_loss(
     """
     log_prob_pos = gaussian_log_prob(online_mean, online_std, _sg(pos_actions))
     neg_std = _sg(online_std) if neg_mean_only else online_std
-    log_prob_neg = gaussian_log_prob(online_mean, neg_std, _sg(neg_actions))
+    neg_mean = online_mean
+    if neg_mean_bound is not None:
+        neg_mean = jnp.clip(online_mean, -neg_mean_bound, neg_mean_bound)
+    log_prob_neg = gaussian_log_prob(neg_mean, neg_std, _sg(neg_actions))
     metrics = {}
     if neg_margin is not None:
         floor = _sg(gaussian_log_prob(ref_mean, ref_std, neg_actions)) - neg_margin
