@@ -146,14 +146,12 @@ class ExperimentConfig:
     if self.mode in ('iterated', 'offline') or self.store_ratio > 0:
       need(self.store_episodes or self.mode == 'offline', 'store_episodes',
            f'true when training draws on the store (mode={self.mode}, store_ratio={self.store_ratio})')
-    if self.algorithm == 'mpo' and self.agent.policy_loss == 'pmpo' and \
-        self.agent.pmpo_source == 'labels' and self.mode not in ('offline', 'iterated'):
+    labels = self.algorithm == 'mpo' and self.agent.learns_from_labels
+    if labels and self.mode not in ('offline', 'iterated'):
       raise ConfigError(f"agent.pmpo_source='labels' learns from labelled stored episodes only: "
                         f"it needs mode 'offline' or 'iterated', not {self.mode!r} (replay "
                         "transitions carry no labels; pmpo_source='q' ranks sampled actions)")
-    if self.algorithm == 'mpo' and self.agent.policy_loss == 'pmpo' and \
-        self.agent.pmpo_source == 'labels' and self.mode == 'iterated' and \
-        self.agent.pmpo_success_return is None:
+    if labels and self.mode == 'iterated' and self.agent.pmpo_success_return is None:
       raise ConfigError("agent.pmpo_source='labels' in iterated mode needs "
                         'agent.pmpo_success_return: the actors\' episodes carry no success '
                         'label, so their return decides')

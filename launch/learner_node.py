@@ -48,7 +48,7 @@ def load_init_checkpoint(path: str) -> Dict[str, Any]:
 
 def _labeller(cfg):
   """Success labels for stored episodes when PMPO learns from them, else None."""
-  if cfg.algorithm == 'mpo' and cfg.agent.policy_loss == 'pmpo' and cfg.agent.pmpo_source == 'labels':
+  if cfg.algorithm == 'mpo' and cfg.agent.learns_from_labels:
     return make_labeller(cfg.agent.pmpo_success_return)
   return None
 

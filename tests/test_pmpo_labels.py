@@ -160,6 +160,12 @@ def test_labels_need_a_mode_that_trains_on_the_store_only():
   ExperimentConfig(mode="offline", max_learner_steps=10, agent=no_threshold)
   # Ranking sampled actions by Q works on any data.
   ExperimentConfig(mode='online', agent=MPOConfig(policy_loss='pmpo'))
+  # pmpo_source is PMPO's alone: the MPO and PAC losses ignore it, in any mode.
+  for loss in ('mpo', 'pac'):
+    ignored = MPOConfig(policy_loss=loss, pmpo_source='labels')
+    assert not ignored.learns_from_labels
+    ExperimentConfig(mode='online', agent=ignored)
+  assert MPOConfig(**agent).learns_from_labels
 
 
 # ---------------------------------------------------------------------------

@@ -110,6 +110,11 @@ class MPOConfig:
   def v_min(self) -> float:
     return 0.0 if self.min_reward >= 0.0 else -self.v_max
 
+  @property
+  def learns_from_labels(self) -> bool:
+    """True when PMPO's preferred / dis-preferred sets come from stored episodes' labels."""
+    return self.policy_loss == 'pmpo' and self.pmpo_source == 'labels'
+
   def validate(self) -> None:
     """Raises ConfigError naming the first bad field and what is allowed."""
 

@@ -125,7 +125,7 @@ def make_update_fn(networks: MPONetworks, config: MPOConfig):
     obs, dataset_actions = t.observation, t.action
     mean, std = networks.policy.apply(policy_params, obs)
     t_mean, t_std = networks.policy.apply(state.target_policy_params, obs)
-    if config.policy_loss == 'pmpo' and config.pmpo_source == 'labels':
+    if config.learns_from_labels:
       # Stored data: the dataset action of a successful episode is preferred, that of a
       # failed one dis-preferred; the target policy is the KL reference.
       success = t.extras['success'].astype(jnp.float32)[None]  # [1, B]
