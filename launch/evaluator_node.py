@@ -1,5 +1,6 @@
 """The evaluator-checkpointer: evaluates the greedy policy, checkpoints, reports, enforces the budget."""
 
+import collections
 import pathlib
 import threading
 import time
@@ -14,6 +15,32 @@ from agents.mpo.builder import REPLAY_TABLE
 from launch import experiment
 from launch.logs import announce_process, make_logger, quiet_node_logs
 from launch.stopping import exit_process_if_stuck, run_until_stopped, wait_for_stop
+
+
+
+class WindowRates:
+  """Per-second rates of growing counts, over at least the last `window_s` seconds.
+
+  Actors report their steps once per episode (seconds apart), so a rate over one progress
+  interval would jump between 0 and bursts; a window of several intervals smooths that.
+  """
+
+  def __init__(self, window_s: float = 60.0):
+    self._window_s = window_s
+    self._history = collections.deque()  # (time, counts), oldest first
+
+  def update(self, now: float, counts: Dict[str, float]) -> Dict[str, float]:
+    """Records `counts` at `now`; returns each count's rate since the window's start (0 at first)."""
+    history = self._history
+    while len(history) > 1 and now - history[1][0] >= self._window_s:
+      history.popleft()
+    rates = {k: 0.0 for k in counts}
+    if history:
+      then, before = history[0]
+      dt = max(now - then, 1e-6)
+      rates = {k: (v - before.get(k, 0.0)) / dt for k, v in counts.items()}
+    history.append((now, dict(counts)))
+    return rates
 
 
 class EvaluatorWorker:
@@ -39,7 +66,7 @@ class EvaluatorWorker:
     self._logger = make_logger(pathlib.Path(cfg.run_dir), 'evaluator', steps_key='actor_steps')
     self._last_return: Optional[float] = None
     self._start = time.time()
-    self._last_progress = (self._start, None)
+    self._rates = WindowRates()
     self._stop_program = lp.stop
     self._stop = threading.Event()
 
@@ -84,11 +111,8 @@ class EvaluatorWorker:
   def progress(self, counts: Optional[Dict[str, float]] = None) -> Dict[str, float]:
     now = time.time()
     counts = counts or self._counts()
-    last_t, last_counts = self._last_progress
-    dt = max(now - last_t, 1e-6)
-    env_rate = (counts['actor_steps'] - last_counts['actor_steps']) / dt if last_counts else 0.0
-    learn_rate = (counts['learner_steps'] - last_counts['learner_steps']) / dt if last_counts else 0.0
-    self._last_progress = (now, counts)
+    rates = self._rates.update(now, counts)
+    env_rate, learn_rate = rates['actor_steps'], rates['learner_steps']
     ret = 'n/a' if self._last_return is None else f'{self._last_return:.1f}'
     cfg = self._cfg
     budget = cfg.max_actor_steps if cfg.mode in ('online', 'offline_to_online') else None

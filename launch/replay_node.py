@@ -143,11 +143,17 @@ class CheckpointedReverbNode(lp.ReverbNode):
     quiet_node_logs()
     announce_process('replay')
     port = lp_address.get_port_from_address(self._address.resolve())
+    checkpoint = newest_checkpoint(self._replay_dir)
     server = reverb.Server(tables=self._priority_tables_fn(), port=port,
                            checkpointer=self._checkpoint_ctor())
-    sizes = {n: i.current_size for n, i in reverb.Client(f'localhost:{port}').server_info().items()}
-    print(f'[replay] serving on port {port}; restored table sizes {sizes} from {self._replay_dir}',
-          flush=True)
+    if checkpoint is None:
+      print(f'[replay] serving on port {port}; empty tables (no checkpoint yet in '
+            f'{self._replay_dir})', flush=True)
+    else:
+      sizes = {n: i.current_size
+               for n, i in reverb.Client(f'localhost:{port}').server_info().items()}
+      print(f'[replay] serving on port {port}; restored table sizes {sizes} from {checkpoint}',
+            flush=True)
     metrics = None
     try:
       # The run directory holds replay_dir (<run>/replay) and the logs.

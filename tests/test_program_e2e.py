@@ -30,6 +30,7 @@ def test_budget_stop_then_resume_continues(tmp_path):
     counts = read_counts(run_dir)
     assert counts['actor_steps'] >= 2000 and counts['learner_steps'] > 0, counts
     assert 'budget reached' in text
+    assert '[replay] serving on port' in text and 'empty tables (no checkpoint yet' in text
     ckpt = Checkpointer(run_dir / 'checkpoints')
     step1, payload = ckpt.restore_latest()
     assert step1 > 0 and payload['learner_state'].steps == step1

@@ -12,7 +12,7 @@ from launch.actor_node import ActorWorker
 from launch.checkpointing import Checkpointer
 from launch.config import ExperimentConfig
 from launch.counter_node import PersistentCounter
-from launch.evaluator_node import EvaluatorWorker
+from launch.evaluator_node import EvaluatorWorker, WindowRates
 from launch.learner_node import LearnerWorker
 from launch.node_logs import NodeLogFollower
 from launch.program import GROUPS, make_program
@@ -43,6 +43,19 @@ def test_counter_persists_and_restores(tmp_path):
   thread.join(timeout=5)
   # The final save on stop keeps the last increment.
   assert PersistentCounter(str(tmp_path)).get_counts()['actor_steps'] == 10
+
+
+def test_progress_rates_average_over_the_window_not_one_interval():
+  rates = WindowRates(window_s=60.0)
+  assert rates.update(0.0, {'actor_steps': 0}) == {'actor_steps': 0.0}
+  # Episodes of 1000 steps land in bursts: 15 s with nothing, then a whole episode.
+  assert rates.update(15.0, {'actor_steps': 0}) == {'actor_steps': 0.0}
+  assert rates.update(30.0, {'actor_steps': 1000}) == {'actor_steps': 1000 / 30}
+  assert rates.update(45.0, {'actor_steps': 1000}) == {'actor_steps': 1000 / 45}
+  assert rates.update(60.0, {'actor_steps': 2000}) == {'actor_steps': 2000 / 60}
+  # Past the window the start moves up to the newest sample at least 60 s old.
+  assert rates.update(75.0, {'actor_steps': 2000}) == {'actor_steps': 2000 / 60}
+  assert rates.update(90.0, {'actor_steps': 3000}) == {'actor_steps': 2000 / 60}
 
 
 def test_make_program_has_every_group(tmp_path):
