@@ -68,7 +68,8 @@ def parse_args(argv):
                  help='environment-step budget: one value for all tasks or one per task '
                       '(default: 200000 for cartpole:swingup, 1000000 otherwise)')
   p.add_argument('--max_seconds', type=float, default=None,
-                 help='wall-clock budget per experiment')
+                 help='wall-clock budget per experiment for this invocation (default: '
+                      'none, also when resuming a run that an earlier --max_seconds stopped)')
   p.add_argument('--out', default='bench_out/learning')
   p.add_argument('--num_actors', type=int, default=None)
   p.add_argument('--seed', type=int, default=0)
@@ -114,7 +115,10 @@ def plan(args) -> List[Dict[str, Any]]:
     for name, fields in variants(args.policy_loss, args.pmpo_alphas):
       overrides = {'max_actor_steps': budget, 'max_seconds': args.max_seconds,
                    'num_actors': args.num_actors, 'eval_every_seconds': args.eval_every_seconds}
-      overrides = {k: v for k, v in overrides.items() if v is not None and k in RESUME_OVERRIDABLE}
+      # The wall-clock budget is this invocation's: without --max_seconds a resumed run
+      # drops the one an earlier invocation stored (the others keep their stored values).
+      overrides = {k: v for k, v in overrides.items()
+                   if (v is not None or k == 'max_seconds') and k in RESUME_OVERRIDABLE}
       run_dir = out / task_slug(task) / name
       values = {'run_dir': str(run_dir), 'task': task, 'seed': args.seed, **overrides,
                 'agent': {**PRESETS[args.preset], **dict(args.agent), **fields}}

@@ -166,3 +166,20 @@ def test_variants_and_budgets():
   assert bench.parse_args([]).max_actor_steps == [200_000, 1_000_000, 1_000_000]
   with pytest.raises(SystemExit):
     bench.parse_args(['--tasks', 'a:b,c:d,e:f', '--max_actor_steps', '1,2'])
+
+
+def test_a_resumed_benchmark_run_drops_an_earlier_time_budget(tmp_path):
+  from launch.launcher import prepare_run
+  from launch.config import ExperimentConfig
+  common = ['--tasks', 'cartpole:swingup', '--max_actor_steps', '3000', '--out', str(tmp_path)]
+  first, = bench.plan(bench.parse_args(common + ['--max_seconds', '60']))
+  config, run_dir, resumed = prepare_run(ExperimentConfig.from_dict(first['values']),
+                                         first['overrides'])
+  assert config.max_seconds == 60 and not resumed
+  run_dir.release_lock()
+  again, = bench.plan(bench.parse_args(common))
+  config, run_dir, resumed = prepare_run(ExperimentConfig.from_dict(again['values']),
+                                         again['overrides'])
+  assert resumed and config.max_seconds is None and config.max_actor_steps == 3000
+  run_dir.release_lock()
+
