@@ -17,15 +17,14 @@ import argparse
 import csv
 import math
 import pathlib
-import re
 import sys
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional
 
 import numpy as np
 
+from launch.csv_log import is_header
+
 Columns = Dict[str, np.ndarray]
-# A column name, as opposed to a value ('nan' and 'inf' are values).
-_NAME = re.compile(r'(?!(?:[+-]?(?:nan|inf|infinity))$)[A-Za-z_][\w./-]*', re.IGNORECASE)
 
 
 class NoLogsError(Exception):
@@ -40,10 +39,6 @@ def _number(cell: str) -> float:
     return float(cell)
   except ValueError:
     return math.nan
-
-
-def _is_header(row: Sequence[str]) -> bool:
-  return all(_NAME.fullmatch(c.strip()) for c in row)
 
 
 def read_csv(path) -> Columns:
@@ -65,7 +60,7 @@ def read_csv(path) -> Columns:
   header: List[str] = []
   records: List[Dict[str, float]] = []
   for row in rows:
-    if _is_header(row):
+    if is_header(row):
       header = [c.strip() for c in row]
       names += [n for n in header if n not in names]
     elif header and len(row) == len(header):

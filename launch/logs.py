@@ -1,10 +1,13 @@
 """Loggers writing CSV and TensorBoard events under the run directory."""
 
+import csv
 import pathlib
 from typing import Optional
 
 from acme.utils import loggers
 from acme.utils.loggers import tf_summary
+
+from launch.csv_log import last_header
 
 
 def quiet_node_logs() -> None:
@@ -20,12 +23,29 @@ def announce_process(name: str) -> None:
   print(f'[{name}] running as pid {os.getpid()} on {socket.gethostname()}', flush=True)
 
 
+class AppendingCSVLogger(loggers.CSVLogger):
+  """acme's CSVLogger, plus a header line when appended rows have other columns.
+
+  acme writes a header only into an empty file, so a resumed run whose first row has other
+  fields (e.g. counts restored from a checkpoint) would append rows that no longer line up
+  with the header. A new header line keeps every row readable (`experiments.plot_run`
+  switches column names at each header).
+  """
+
+  def write(self, data: loggers.LoggingData) -> None:
+    if self._writer is None and self._file.tell():
+      fields = sorted(data.keys())
+      if last_header(self.file_path) != fields:
+        csv.writer(self._file).writerow(fields)
+    super().write(data)
+
+
 def make_logger(run_dir: pathlib.Path, label: str, time_delta: float = 0.0,
                 steps_key: Optional[str] = None, terminal: bool = False) -> loggers.Logger:
   """CSV at <run>/logs/<label>/logs.csv (appended on resume), TensorBoard at <run>/logs/tb/<label>/."""
   run_dir = pathlib.Path(run_dir)
   targets = [
-      loggers.CSVLogger(str(run_dir), label=label, add_uid=False, flush_every=1),
+      AppendingCSVLogger(str(run_dir), label=label, add_uid=False, flush_every=1),
       tf_summary.TFSummaryLogger(str(run_dir / 'logs' / 'tb'), label=label, steps_key=steps_key),
   ]
   if terminal:

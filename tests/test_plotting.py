@@ -72,6 +72,29 @@ def test_read_csv_tolerates_bad_cells_and_rows(tmp_path):
   assert plot_run.read_csv(tmp_path / 'missing.csv') == {}
 
 
+def test_a_resumed_logger_with_other_fields_keeps_every_row_readable(tmp_path):
+  from launch.logs import make_logger
+  # A fresh learner logs before any actor count exists; after a resume the restored
+  # counts add columns. Each launch is one logger appending to the same file.
+  launches = [[{'learner_steps': 1, 'q': 0.5}, {'learner_steps': 2, 'q': 0.25}],
+              [{'actor_steps': 9000, 'learner_steps': 3, 'q': 0.125}],
+              [{'actor_steps': 9500, 'learner_steps': 4, 'q': 0.0625}]]
+  for rows in launches:
+    logger = make_logger(tmp_path, 'learner')
+    for row in rows:
+      logger.write(row)
+    logger.close()
+  path = tmp_path / 'logs' / 'learner' / 'logs.csv'
+  lines = path.read_text().splitlines()
+  # One new header where the columns changed, none where they stayed the same.
+  assert lines.count('learner_steps,q') == 1 and lines.count('actor_steps,learner_steps,q') == 1
+  cols = plot_run.read_csv(path)
+  np.testing.assert_array_equal(cols['learner_steps'], [1, 2, 3, 4])
+  np.testing.assert_array_equal(cols['q'], [0.5, 0.25, 0.125, 0.0625])
+  np.testing.assert_array_equal(cols['actor_steps'][2:], [9000, 9500])
+  assert np.isnan(cols['actor_steps'][:2]).all()
+
+
 def test_plot_run_writes_pngs(run_dir, tmp_path):
   paths = plot_run.plot_run(run_dir, tmp_path / 'plots')
   assert sorted(p.name for p in paths) == ['eval_vs_steps.png', 'eval_vs_time.png',
