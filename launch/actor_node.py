@@ -6,6 +6,7 @@ from typing import Any, Dict, Optional
 
 import acme
 import launchpad as lp
+import numpy as np
 from acme import core
 from acme.utils import counting
 
@@ -52,6 +53,28 @@ class _StopsAtNextStep(core.Actor):
     self._actor.update(wait)
 
 
+def actor_seed(seed: int, actor_id: int, steps_before: int) -> int:
+  """The seed of an actor's environment and exploration noise.
+
+  A fresh run uses `seed * 1000 + actor_id + 1`. An actor that starts after `steps_before`
+  environment steps (a relaunched run, a restarted actor) mixes those in: with the fresh
+  seed it would replay the first launch's start states and noise, duplicating experience.
+  """
+  base = seed * 1000 + actor_id + 1
+  if steps_before <= 0:
+    return base
+  return int(np.random.SeedSequence([base, int(steps_before)]).generate_state(1)[0] % 2**31)
+
+
+def _steps_so_far(counter: Any) -> int:
+  """The program's environment steps so far (restored counts on a relaunch), 0 if unknown."""
+  try:
+    return int(counter.get_counts().get('actor_steps', 0))
+  except Exception as e:  # pylint: disable=broad-except
+    print(f'[actor] could not read the step count ({e}); using the fresh-run seed', flush=True)
+    return 0
+
+
 class ActorWorker:
   """Runs episodes until the program stops; each actor has its own seeded environment."""
 
@@ -61,7 +84,12 @@ class ActorWorker:
     announce_process(f'actor_{actor_id}')
     cfg = experiment.config_from_dict(config)
     builder = experiment.make_builder(cfg)
-    seed = cfg.seed * 1000 + actor_id + 1
+    steps_before = _steps_so_far(counter)
+    seed = actor_seed(cfg.seed, actor_id, steps_before)
+    if steps_before:
+      print(f'[actor_{actor_id}] seed {seed}: starting after {steps_before} env steps, '
+            'so its episodes do not repeat an earlier launch\'s', flush=True)
+    self.seed = seed
     env = experiment.make_env(cfg, seed=seed)
     # Iterated collect-and-infer trains on the store alone: no replay inserts.
     adder = None if cfg.mode == 'iterated' else builder.make_adder(replay)

@@ -4,11 +4,12 @@ import json
 import threading
 import time
 
+import numpy as np
 import pytest
 import reverb
 
 from launch import experiment
-from launch.actor_node import ActorWorker
+from launch.actor_node import ActorWorker, _steps_so_far, actor_seed
 from launch.checkpointing import Checkpointer
 from launch.config import ExperimentConfig
 from launch.counter_node import PersistentCounter
@@ -43,6 +44,24 @@ def test_counter_persists_and_restores(tmp_path):
   thread.join(timeout=5)
   # The final save on stop keeps the last increment.
   assert PersistentCounter(str(tmp_path)).get_counts()['actor_steps'] == 10
+
+
+def test_a_relaunched_actor_does_not_repeat_the_first_launchs_episodes(tmp_path):
+  assert actor_seed(0, 0, 0) == 1 and actor_seed(2, 1, 0) == 2002  # fresh runs as before
+  counter = PersistentCounter(str(tmp_path))
+  assert _steps_so_far(counter) == 0
+  counter.increment(actor_steps=5000)
+  counter.persist()
+  restored = _steps_so_far(PersistentCounter(str(tmp_path)))
+  assert restored == 5000
+  seeds = {actor_seed(0, i, steps) for i in (0, 1) for steps in (0, restored, restored + 1)}
+  assert len(seeds) == 6 and all(0 <= s < 2**31 for s in seeds)
+  assert actor_seed(0, 1, restored) == actor_seed(0, 1, restored)  # still reproducible
+  # Real physics: the relaunched actor's first episode starts elsewhere.
+  cfg = tiny_config(tmp_path)
+  first = experiment.make_env(cfg, seed=actor_seed(0, 0, 0)).reset().observation
+  again = experiment.make_env(cfg, seed=actor_seed(0, 0, restored)).reset().observation
+  assert first.shape == again.shape and not np.array_equal(first, again)
 
 
 def test_progress_rates_average_over_the_window_not_one_interval():
