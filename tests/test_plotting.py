@@ -160,6 +160,10 @@ def test_summarize_best_final_and_target():
   assert row['wall_clock_s'] == 35.0
   assert row['reached_target'] == 'yes' and row['steps_to_target'] == 2000.0
   assert bench.summarize('t:x', 'mpo', evals, 900.0)['reached_target'] == 'no'
+  # Targets come with a step budget: 800 at 2000 steps is 'later' for a budget of 1500.
+  assert bench.summarize('t:x', 'mpo', evals, 800.0, by_steps=2000)['reached_target'] == 'yes'
+  late = bench.summarize('t:x', 'mpo', evals, 800.0, by_steps=1500)
+  assert late['reached_target'] == 'later' and late['steps_to_target'] == 2000.0
   assert bench.summarize('t:x', 'mpo', evals, None)['reached_target'] == ''
   empty = bench.summarize('t:x', 'mpo', {}, 900.0)
   assert empty['reached_target'] == 'no' and math.isnan(empty['best_return'])
