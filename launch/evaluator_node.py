@@ -17,7 +17,6 @@ from launch.logs import announce_process, make_logger, quiet_node_logs
 from launch.stopping import exit_process_if_stuck, run_until_stopped, wait_for_stop
 
 
-
 class WindowRates:
   """Per-second rates of growing counts, over at least the last `window_s` seconds.
 
