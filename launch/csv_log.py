@@ -2,7 +2,7 @@
 
 import csv
 import re
-from typing import List, Optional, Sequence
+from typing import Iterable, List, Optional, Sequence
 
 # A column name: starts like an identifier and is not a number acme writes as text.
 _NAME = re.compile(r'(?!(?:[+-]?(?:nan|inf|infinity))$)[A-Za-z_][\w./-]*', re.IGNORECASE)
@@ -13,14 +13,10 @@ def is_header(row: Sequence[str]) -> bool:
   return bool(row) and all(_NAME.fullmatch(c.strip()) for c in row)
 
 
-def last_header(path: str) -> Optional[List[str]]:
-  """The column names that rows at the end of the CSV file at `path` follow (None: no header)."""
+def last_header(lines: Iterable[str]) -> Optional[List[str]]:
+  """The column names that the last rows of a CSV log's `lines` follow (None: no header)."""
   header = None
-  try:
-    with open(path, newline='') as f:
-      for row in csv.reader(f):
-        if is_header(row):
-          header = [c.strip() for c in row]
-  except FileNotFoundError:
-    pass
+  for row in csv.reader(lines):
+    if is_header(row):
+      header = [c.strip() for c in row]
   return header

@@ -34,12 +34,12 @@ class AppendingCSVLogger(loggers.CSVLogger):
 
   def write(self, data: loggers.LoggingData) -> None:
     if self._writer is None and self._file.tell():
-      with open(self.file_path, 'rb') as f:
-        f.seek(-1, 2)
-        if f.read(1) != b'\n':
-          self._file.write('\n')  # End a row a crash cut short, not extend it.
+      with open(self.file_path, newline='') as f:
+        text = f.read()
+      if not text.endswith('\n'):
+        self._file.write('\n')  # End a row a crash cut short, not extend it.
       fields = sorted(data.keys())
-      if last_header(self.file_path) != fields:
+      if last_header(text.splitlines()) != fields:
         csv.writer(self._file).writerow(fields)
     super().write(data)
 
