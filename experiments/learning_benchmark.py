@@ -11,7 +11,8 @@ The issue's runs (published MPO networks, 2 actors):
       --policy_loss pmpo --pmpo_alphas 1,0.5,0 --out bench_out/pmpo
 
 Each experiment gets its own run directory <out>/<domain>_<task>/<variant> (variant
-'mpo', or 'pmpo_a<alpha>'); rerunning the same command resumes unfinished runs and
+'mpo', or 'pmpo_a<alpha>'; with several seeds, --seed 0,1,2, each variant runs once per
+seed as '<variant>_s<seed>'); rerunning the same command resumes unfinished runs and
 skips finished ones (as collect_infer does, the stored config wins over --preset and
 --agent for an existing run directory). Experiments run one after another, each in
 its own process.
@@ -22,12 +23,17 @@ Writes:
   <out>/summary.csv   task, variant, final_return, best_return, steps_at_best,
                       wall_clock_s, target, reached_target ('yes' by the target's step
                       budget, 'later' only after it, else 'no'), then env_steps and
-                      steps_to_target (first evaluation at the target)
+                      steps_to_target (first evaluation at the target); with several
+                      seeds also one '<variant>_seeds' row per task and variant: the mean
+                      final, best, wall-clock and env steps over its seeds, reached_target
+                      as '<seeds reaching it by the budget>/<seeds>', and the median
+                      steps_to_target over the seeds that reached the target at all
   <out>/<domain>_<task>.png  return vs environment steps and vs wall-clock, per variant
 """
 
 import argparse
 import csv
+import itertools
 import math
 import multiprocessing
 import os
@@ -74,7 +80,9 @@ def parse_args(argv):
                       'none, also when resuming a run that an earlier --max_seconds stopped)')
   p.add_argument('--out', default='bench_out/learning')
   p.add_argument('--num_actors', type=int, default=None)
-  p.add_argument('--seed', type=int, default=0)
+  p.add_argument('--seed', type=_csv_list(int), default=[0],
+                 help='one seed, or comma-separated seeds to run every variant once per seed '
+                      '(default 0)')
   p.add_argument('--eval_every_seconds', type=float, default=None)
   p.add_argument('--policy_loss', default='mpo', choices=['mpo', 'pmpo'])
   p.add_argument('--pmpo_alphas', type=_csv_list(float), default=[1.0, 0.5, 0.0],
@@ -90,6 +98,8 @@ def parse_args(argv):
   if not args.tasks or len(steps) != len(args.tasks):
     p.error(f'--max_actor_steps needs one value or one per task ({len(args.tasks)})')
   args.max_actor_steps = steps
+  if not args.seed or len(set(args.seed)) != len(args.seed):
+    p.error(f'--seed needs one or more distinct seeds, got {args.seed}')
   return args
 
 
@@ -114,7 +124,10 @@ def plan(args) -> List[Dict[str, Any]]:
   out = pathlib.Path(args.out)
   experiments = []
   for task, budget in zip(args.tasks, args.max_actor_steps):
-    for name, fields in variants(args.policy_loss, args.pmpo_alphas):
+    for (group, fields), seed in itertools.product(
+        variants(args.policy_loss, args.pmpo_alphas), args.seed):
+      # One seed keeps the plain variant name, so single-seed runs resume as before.
+      name = group if len(args.seed) == 1 else f'{group}_s{seed}'
       overrides = {'max_actor_steps': budget, 'max_seconds': args.max_seconds,
                    'num_actors': args.num_actors, 'eval_every_seconds': args.eval_every_seconds}
       # The wall-clock budget is this invocation's: without --max_seconds a resumed run
@@ -122,11 +135,11 @@ def plan(args) -> List[Dict[str, Any]]:
       overrides = {k: v for k, v in overrides.items()
                    if (v is not None or k == 'max_seconds') and k in RESUME_OVERRIDABLE}
       run_dir = out / task_slug(task) / name
-      values = {'run_dir': str(run_dir), 'task': task, 'seed': args.seed, **overrides,
+      values = {'run_dir': str(run_dir), 'task': task, 'seed': seed, **overrides,
                 'agent': {**PRESETS[args.preset], **dict(args.agent), **fields}}
       ExperimentConfig.from_dict(values)  # a bad flag fails here, before anything runs
-      experiments.append({'task': task, 'variant': name, 'run_dir': run_dir,
-                          'values': values, 'overrides': overrides})
+      experiments.append({'task': task, 'variant': name, 'group': group, 'seed': seed,
+                          'run_dir': run_dir, 'values': values, 'overrides': overrides})
   return experiments
 
 
@@ -212,6 +225,23 @@ def summarize(task: str, variant: str, evals: Columns, target: Optional[float],
   return row
 
 
+def across_seeds(task: str, group: str, rows: List[Dict[str, Any]]) -> Dict[str, Any]:
+  """One '<group>_seeds' summary row from the per-seed rows of one task and variant."""
+  def mean(key):
+    vals = np.array([r[key] for r in rows], dtype=float)
+    return float(np.mean(vals[np.isfinite(vals)])) if np.isfinite(vals).any() else math.nan
+  hit = np.array([r['steps_to_target'] for r in rows], dtype=float)
+  hit = hit[np.isfinite(hit)]
+  target = rows[0]['target']
+  reached = sum(r['reached_target'] == 'yes' for r in rows)
+  return {'task': task, 'variant': f'{group}_seeds', 'final_return': mean('final_return'),
+          'best_return': mean('best_return'), 'steps_at_best': math.nan,
+          'wall_clock_s': mean('wall_clock_s'), 'target': target,
+          'reached_target': f'{reached}/{len(rows)}' if target is not None else '',
+          'env_steps': mean('env_steps'),
+          'steps_to_target': float(np.median(hit)) if len(hit) else math.nan}
+
+
 def learning_rows(task: str, variant: str, evals: Columns) -> List[Dict[str, Any]]:
   n = len(evals.get('mean_return', ()))
   col = lambda k: evals.get(k, np.full(n, np.nan))
@@ -281,6 +311,11 @@ def collect(experiments: List[Dict[str, Any]], out: pathlib.Path) -> List[pathli
     summary.append(summarize(e['task'], e['variant'], evals, target,
                              DEFAULT_STEPS.get(e['task'])))
     by_task.setdefault(e['task'], {})[e['variant']] = evals
+  groups: Dict[Tuple[str, str], List[Dict[str, Any]]] = {}
+  for e, row in zip(experiments, summary):
+    groups.setdefault((e['task'], e.get('group', e['variant'])), []).append(row)
+  summary += [across_seeds(task, group, rows) for (task, group), rows in groups.items()
+              if len(rows) > 1]
   paths = [write_csv(out / 'learning.csv', LEARNING_FIELDS, learning),
            write_csv(out / 'summary.csv', SUMMARY_FIELDS, summary)]
   paths += [plot_task(task, runs, TARGETS.get(task), out / f'{task_slug(task)}.png')

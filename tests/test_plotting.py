@@ -213,3 +213,41 @@ def test_a_resumed_benchmark_run_drops_an_earlier_time_budget(tmp_path):
   assert resumed and config.max_seconds is None and config.max_actor_steps == 3000
   run_dir.release_lock()
 
+
+
+def test_several_seeds_run_each_variant_per_seed_and_add_a_row_across_them(run_dir, tmp_path):
+  args = bench.parse_args(['--tasks', 'cartpole:swingup', '--max_actor_steps', '3000',
+                           '--seed', '3,7', '--out', str(tmp_path / 'out')])
+  plan = bench.plan(args)
+  assert [(e['variant'], e['group'], e['values']['seed']) for e in plan] == [
+      ('mpo_s3', 'mpo', 3), ('mpo_s7', 'mpo', 7)]
+  assert [e['run_dir'].name for e in plan] == ['mpo_s3', 'mpo_s7']
+  # One seed keeps the plain name, so existing single-seed run directories resume.
+  single, = bench.plan(bench.parse_args(['--tasks', 'cartpole:swingup', '--seed', '5']))
+  assert single['variant'] == 'mpo' and single['values']['seed'] == 5
+  with pytest.raises(SystemExit):
+    bench.parse_args(['--seed', '1,1'])
+
+  # Seed 3 reaches 800 at 8000 steps (within a 10000 budget), seed 7 never does.
+  late = tmp_path / 'late'
+  _log(late, 'evaluator', [_eval_row(4000, 100.0, 10.0), _eval_row(8000, 300.0, 30.0)])
+  early = tmp_path / 'early'
+  _log(early, 'evaluator', [_eval_row(4000, 500.0, 10.0), _eval_row(8000, 810.0, 20.0)])
+  experiments = [{'task': 'cartpole:swingup', 'variant': f'mpo_s{s}', 'group': 'mpo',
+                  'run_dir': d} for s, d in ((3, early), (7, late))]
+  bench.collect(experiments, tmp_path / 'bench')
+  rows = (tmp_path / 'bench' / 'summary.csv').read_text().splitlines()
+  assert len(rows) == 4
+  assert rows[1] == 'cartpole:swingup,mpo_s3,810,810,8000,20,800,yes,8000,8000'
+  assert rows[3] == 'cartpole:swingup,mpo_seeds,555,555,,25,800,1/2,8000,8000'
+
+
+def test_across_seeds_median_steps_to_target_over_the_seeds_that_reached_it():
+  rows = [{'final_return': f, 'best_return': f, 'wall_clock_s': 10.0, 'target': 800.0,
+           'reached_target': r, 'env_steps': 200.0, 'steps_to_target': s}
+          for f, r, s in ((820.0, 'yes', 100.0), (790.0, 'later', 230.0),
+                          (810.0, 'yes', 160.0), (700.0, 'no', math.nan))]
+  row = bench.across_seeds('t:x', 'mpo', rows)
+  assert row['variant'] == 'mpo_seeds' and row['reached_target'] == '2/4'
+  assert row['final_return'] == pytest.approx(780.0)
+  assert row['steps_to_target'] == 160.0  # median of 100, 160, 230
