@@ -138,8 +138,8 @@ def plan(args) -> List[Dict[str, Any]]:
       values = {'run_dir': str(run_dir), 'task': task, 'seed': seed, **overrides,
                 'agent': {**PRESETS[args.preset], **dict(args.agent), **fields}}
       ExperimentConfig.from_dict(values)  # a bad flag fails here, before anything runs
-      experiments.append({'task': task, 'variant': name, 'group': group, 'seed': seed,
-                          'run_dir': run_dir, 'values': values, 'overrides': overrides})
+      experiments.append({'task': task, 'variant': name, 'group': group, 'run_dir': run_dir,
+                          'values': values, 'overrides': overrides})
   return experiments
 
 
