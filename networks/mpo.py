@@ -1,7 +1,7 @@
 """The policy and critic networks used by the MPO-family learners."""
 
 import dataclasses
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import haiku as hk
 import jax.numpy as jnp
@@ -40,12 +40,30 @@ def critic_batch_shape(obs_shape: Sequence[int],
                      'with action[*S, *B, A])') from None
 
 
+# Every environment acts in the canonical box [-1, 1] (see environments/suite.py).
+ACTION_BOUND = 1.0
+
+
+def clip_to_action_box(action: jnp.ndarray, bound: Optional[float] = ACTION_BOUND) -> jnp.ndarray:
+  """The action the environment executes: clipped to [-bound, bound] (None: unchanged).
+
+  The Gaussian policy samples past the box and the environment clips. Left unclipped,
+  the critic extrapolates Q beyond the box, where it has no meaning, and the E-step
+  rewards the far-out samples: the policy's spread then grows instead of shrinking.
+  """
+  return action if bound is None else jnp.clip(action, -bound, bound)
+
+
 def make_mpo_networks(action_dim: int,
                       policy_layer_sizes: Sequence[int] = (256, 256, 256),
                       critic_layer_sizes: Sequence[int] = (512, 512, 256),
                       num_atoms: int = 51,
-                      init_stddev: float = 0.7) -> MPONetworks:
-  """Builds the MLP actor-critic with the published MPO sizes as defaults."""
+                      init_stddev: float = 0.7,
+                      action_bound: Optional[float] = ACTION_BOUND) -> MPONetworks:
+  """Builds the MLP actor-critic with the published MPO sizes as defaults.
+
+  The critic sees actions clipped to [-action_bound, action_bound] (None: as given).
+  """
 
   def policy_fn(obs: jnp.ndarray) -> GaussianParams:
     torso = LayerNormMLP(policy_layer_sizes, name='policy_torso')
@@ -56,7 +74,7 @@ def make_mpo_networks(action_dim: int,
     batch = critic_batch_shape(obs.shape, action.shape)
     # An MLP has nothing to share between samples: each (obs, action) pair is a full pass.
     obs = jnp.broadcast_to(obs, batch + obs.shape[-1:])
-    action = jnp.broadcast_to(action, batch + action.shape[-1:])
+    action = jnp.broadcast_to(clip_to_action_box(action, action_bound), batch + action.shape[-1:])
     x = jnp.concatenate([obs, action], axis=-1)
     return CategoricalCriticHead(num_atoms)(torso(x))
 

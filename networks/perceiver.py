@@ -21,7 +21,7 @@ import numpy as np
 import tree
 
 from networks.critic import CategoricalCriticHead
-from networks.mpo import MPONetworks, critic_batch_shape
+from networks.mpo import ACTION_BOUND, MPONetworks, clip_to_action_box, critic_batch_shape
 from networks.policy import GaussianHead, GaussianParams
 
 # An observation group: a vector of this many features, or an (H, W, C) image
@@ -234,12 +234,14 @@ def make_perceiver_networks(action_dim: int,
                             num_self_attend_blocks: int = 2,
                             init_stddev: float = 0.7,
                             patch_size: Optional[int] = None,
-                            widening_factor: int = 4) -> MPONetworks:
+                            widening_factor: int = 4,
+                            action_bound: Optional[float] = ACTION_BOUND) -> MPONetworks:
   """Builds the Perceiver actor-critic with the MLP networks' call signatures.
 
   `obs_group_sizes` lists the groups of the flat observation in order (see
   `obs_group_sizes_from_spec`); an (H, W, C) entry is an image cut into
-  `patch_size` patches. Policy and critic have separate encoders.
+  `patch_size` patches. Policy and critic have separate encoders. The critic sees
+  actions clipped to [-action_bound, action_bound], as the MLP critic does.
   """
   encoder_kwargs: Mapping[str, Any] = dict(
       obs_groups=obs_group_sizes, latent_dim=latent_dim, num_latents=num_latents,
@@ -257,7 +259,8 @@ def make_perceiver_networks(action_dim: int,
   def critic_fn(obs: jnp.ndarray, action: jnp.ndarray) -> jnp.ndarray:
     critic_batch_shape(obs.shape, action.shape)  # a clear error for mismatched batches
     latents = PerceiverEncoder(**encoder_kwargs, name='critic_encoder')(obs)
-    features = CriticDecoder(num_heads, widening_factor)(latents, action)
+    features = CriticDecoder(num_heads, widening_factor)(
+        latents, clip_to_action_box(action, action_bound))
     return CategoricalCriticHead(num_atoms)(features)
 
   return MPONetworks(policy=hk.without_apply_rng(hk.transform(policy_fn)),

@@ -133,6 +133,39 @@ def test_broadcast_critic_call_equals_the_tiled_call(kind, num_atoms):
 
 
 @pytest.mark.parametrize('kind', ['perceiver', 'mlp'])
+def test_critic_values_actions_beyond_the_box_as_its_boundary(kind):
+  # The environment clips actions to [-1, 1]; a critic that extrapolates past the box
+  # makes the E-step prefer far-out samples and the policy's spread grow.
+  nets = _networks(kind, 7)
+  _, params = _params(kind, 7)
+  obs, actions = _data()
+  far = actions[0] * 1.0
+  far[:, 0] = np.where(np.arange(BATCH) % 2 == 0, 1.7, -3.0)
+  boundary = np.clip(far, -1.0, 1.0)
+  np.testing.assert_array_equal(nets.critic.apply(params, obs, far),
+                                nets.critic.apply(params, obs, boundary))
+
+  def q_sum(action):
+    return jnp.sum(jax.nn.softmax(nets.critic.apply(params, obs, action)) * jnp.arange(7.0))
+
+  grad_far = np.asarray(jax.grad(q_sum)(jnp.asarray(far)))
+  grad_inside = np.asarray(jax.grad(q_sum)(jnp.asarray(actions[0])))
+  assert np.all(grad_far[:, 0] == 0.0)  # flat past the boundary
+  assert np.all(np.abs(grad_far[:, 1]) > 0.0)  # the in-box dimension still matters
+  assert np.all(np.abs(grad_inside) > 0.0)
+
+
+def test_unclipped_critic_extrapolates_past_the_box():
+  nets = _jitted(make_mpo_networks(ACTION_DIM, (8, 8), (8, 8), num_atoms=7, action_bound=None))
+  _, params = _params('mlp', 7)
+  obs, actions = _data()
+  far = actions[0] * 1.0
+  far[:, 0] = 1.7
+  assert not np.allclose(nets.critic.apply(params, obs, far),
+                         nets.critic.apply(params, obs, np.clip(far, -1.0, 1.0)))
+
+
+@pytest.mark.parametrize('kind', ['perceiver', 'mlp'])
 def test_critic_broadcasts_over_several_sample_dimensions(kind):
   nets = _networks(kind, 7)
   _, params = _params(kind, 7)
