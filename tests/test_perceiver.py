@@ -139,7 +139,7 @@ def test_critic_values_actions_beyond_the_box_as_its_boundary(kind):
   nets = _networks(kind, 7)
   _, params = _params(kind, 7)
   obs, actions = _data()
-  far = actions[0] * 1.0
+  far = actions[0].copy()
   far[:, 0] = np.where(np.arange(BATCH) % 2 == 0, 1.7, -3.0)
   boundary = np.clip(far, -1.0, 1.0)
   np.testing.assert_array_equal(nets.critic.apply(params, obs, far),
@@ -159,7 +159,7 @@ def test_unclipped_critic_extrapolates_past_the_box():
   nets = _jitted(make_mpo_networks(ACTION_DIM, (8, 8), (8, 8), num_atoms=7, action_bound=None))
   _, params = _params('mlp', 7)
   obs, actions = _data()
-  far = actions[0] * 1.0
+  far = actions[0].copy()
   far[:, 0] = 1.7
   assert not np.allclose(nets.critic.apply(params, obs, far),
                          nets.critic.apply(params, obs, np.clip(far, -1.0, 1.0)))

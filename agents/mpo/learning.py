@@ -11,7 +11,7 @@ from acme import types
 from agents.mpo import losses
 from agents.mpo.config import MPOConfig, bc_alpha_for_iteration
 from agents.mpo.distributions import gaussian_sample
-from networks.mpo import MPONetworks
+from networks.mpo import ACTION_BOUND, MPONetworks
 
 
 class DualParams(NamedTuple):
@@ -133,7 +133,7 @@ def make_update_fn(networks: MPONetworks, config: MPOConfig):
       loss, m = losses.pmpo_loss(mean, std, t_mean, t_std, taken, success, taken,
                                  1.0 - success, config.pmpo_alpha, config.pmpo_beta,
                                  neg_margin=config.pmpo_negative_margin, neg_mean_only=True,
-                                 neg_mean_bound=1.0)
+                                 neg_mean_bound=ACTION_BOUND)
       return loss, {**m, 'pmpo_success_fraction': jnp.mean(success),
                     'policy_stddev': jnp.mean(std)}
     actions = gaussian_sample(key, t_mean, t_std, n)  # [N, B, A]
@@ -149,7 +149,7 @@ def make_update_fn(networks: MPONetworks, config: MPOConfig):
     metrics['temperature'] = eta
     loss = temp_loss
     if config.action_penalty:
-      penalty = losses.action_penalty(actions, -1.0, 1.0)
+      penalty = losses.action_penalty(actions, -ACTION_BOUND, ACTION_BOUND)
       p_loss, p_weights, p_eta = losses.temperature_dual(
           penalty, duals.penalty_temperature, config.epsilon_penalty)
       # The weighted likelihood is linear in the weights: summing them sums the objectives.
