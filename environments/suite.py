@@ -1,8 +1,10 @@
 """dm_control suite environments, wrapped for the learners."""
 
-from typing import List, Tuple
+from typing import Any, List, Tuple
 
 import dm_env
+import numpy as np
+import tree
 from acme import wrappers
 
 DEFAULT_TASK = 'cartpole:swingup'
@@ -39,9 +41,18 @@ def make_environment(task: str = DEFAULT_TASK, seed: int = 0) -> dm_env.Environm
   return wrappers.SinglePrecisionWrapper(env)
 
 
+def obs_group_sizes_from_spec(observation_spec: Any) -> Tuple[int, ...]:
+  """Group sizes of a nested observation spec, in the order Acme concatenates them.
+
+  `acme.wrappers.ConcatObservationWrapper` flattens the observation dict with
+  `tree.flatten`, which sorts dict keys: the flat vector follows the sorted key
+  order, not the spec's. Flattening the spec the same way keeps the two aligned.
+  """
+  return tuple(int(np.prod(spec.shape)) for spec in tree.flatten(observation_spec))
+
+
 def observation_group_sizes(task: str) -> Tuple[int, ...]:
   """Sizes of the task's observation groups, in the order the flat vector holds them."""
   from dm_control import suite
-  from networks.perceiver import obs_group_sizes_from_spec
   domain, task_name = parse_task(task)
   return obs_group_sizes_from_spec(suite.load(domain, task_name).observation_spec())

@@ -105,8 +105,8 @@ def parse_args(argv):
 def main(argv=None) -> int:
   args = parse_args(sys.argv[1:] if argv is None else argv)
   from launch.config import ExperimentConfig
-  from launch.errors import ProgramError, UserError
-  from launch import launcher
+  from agents.common.errors import ProgramError, UserError
+  from launch.local import launcher
 
   overrides = {k: getattr(args, k) for k in launcher.RESUME_OVERRIDABLE
                if getattr(args, k, None) is not None}

@@ -120,7 +120,7 @@ def task_slug(task: str) -> str:
 def plan(args) -> List[Dict[str, Any]]:
   """One entry per experiment: task, variant, run_dir, config values, launcher overrides."""
   from launch.config import ExperimentConfig
-  from launch.launcher import RESUME_OVERRIDABLE
+  from launch.local.launcher import RESUME_OVERRIDABLE
   out = pathlib.Path(args.out)
   experiments = []
   for task, budget in zip(args.tasks, args.max_actor_steps):
@@ -152,9 +152,9 @@ def finished(run_dir: pathlib.Path, max_actor_steps: int) -> bool:
 
 def _launch_child(values: Dict[str, Any], overrides: Dict[str, Any]) -> None:
   """Process body: launch.launcher.launch for one experiment (exit 2 on a user error)."""
-  from launch import launcher
+  from launch.local import launcher
   from launch.config import ExperimentConfig
-  from launch.errors import UserError
+  from agents.common.errors import UserError
   try:
     launcher.launch(ExperimentConfig.from_dict(values), overrides)
   except UserError as e:
@@ -327,7 +327,7 @@ def collect(experiments: List[Dict[str, Any]], out: pathlib.Path) -> List[pathli
 
 def main(argv=None) -> int:
   args = parse_args(sys.argv[1:] if argv is None else argv)
-  from launch.errors import UserError
+  from agents.common.errors import UserError
   try:
     experiments = plan(args)
   except UserError as e:

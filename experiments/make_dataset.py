@@ -85,7 +85,7 @@ def build_dataset(run_dir: str, kind: str, episodes: int, out: str, poor_fractio
   from launch import experiment
   from launch.checkpointing import Checkpointer
   from launch.config import ExperimentConfig
-  from launch.errors import ConfigError
+  from agents.common.errors import ConfigError
   from launch.run_dir import RunDir
   from launch.store.episodes import EpisodeStore
   from launch.store.recorder import EpisodeRecorder
@@ -167,7 +167,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                  help='mixed: what acts in the poor episodes')
   p.add_argument('--seed', type=int, default=0)
   args = p.parse_args(sys.argv[1:] if argv is None else argv)
-  from launch.errors import UserError
+  from agents.common.errors import UserError
   try:
     manifest = build_dataset(args.run_dir, args.kind, args.episodes, args.out,
                              args.poor_fraction, args.noise, args.seed, args.poor_policy)

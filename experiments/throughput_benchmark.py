@@ -277,7 +277,7 @@ class LocalVariableSource:
     self._learner = learner
 
   def get_variables(self, names: Sequence[str]) -> List[Any]:
-    from launch.learner_node import LEARNER_STEPS
+    from launch.nodes.learner import LEARNER_STEPS
     return [self._learner.steps if n == LEARNER_STEPS else self._learner.get_variables([n])[0]
             for n in names]
 
@@ -407,7 +407,7 @@ def _actor_series(builder, replay: 'ReplayServer', store_dir: str, task: str, se
   import acme
   from acme.utils import counting
   from acme.utils import loggers
-  from launch.learner_node import LEARNER_STEPS
+  from launch.nodes.learner import LEARNER_STEPS
   from launch.store.episodes import EpisodeStore
   from launch.store.recorder import EpisodeRecorder
 

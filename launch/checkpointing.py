@@ -27,8 +27,8 @@ from typing import Any, List, Optional, Tuple, Union
 import numpy as np
 import tree
 
-from launch.errors import RunDirError
-from launch.run_dir import atomic_write_bytes
+from agents.common.errors import RunDirError
+from agents.common.files import atomic_write_bytes
 
 logger = logging.getLogger("collect_infer.checkpointing")
 

@@ -5,7 +5,7 @@ import math
 from typing import Any, Dict, Optional, Tuple
 
 from agents.mpo.config import MPOConfig
-from launch.errors import ConfigError
+from agents.common.errors import ConfigError
 from launch.slurm.config import SlurmConfig
 
 # slurm: one batch job on a Slurm cluster, a job step per node (see launch/slurm).

@@ -6,12 +6,12 @@ from typing import Any, Dict, Tuple
 import launchpad as lp
 
 from launch import experiment
-from launch.actor_node import ActorWorker
+from launch.nodes.actor import ActorWorker
 from launch.config import ExperimentConfig
-from launch.counter_node import PersistentCounter
-from launch.evaluator_node import EvaluatorWorker
-from launch.learner_node import LearnerWorker
-from launch.replay_node import CheckpointedReverbNode
+from launch.nodes.counter import PersistentCounter
+from launch.nodes.evaluator import EvaluatorWorker
+from launch.nodes.learner import LearnerWorker
+from launch.nodes.replay import CheckpointedReverbNode
 
 GROUPS = ('replay', 'counter', 'learner', 'actor', 'evaluator')
 

@@ -20,11 +20,10 @@ import os
 import pathlib
 import secrets
 import socket
-from typing import Optional, Union
+from typing import Optional
 
-from launch.errors import RunDirError
-
-PathLike = Union[str, os.PathLike]
+from agents.common.errors import RunDirError
+from agents.common.files import PathLike, atomic_write_bytes
 
 _CONFIG = "config.json"
 _ADDRESSES = "addresses.json"
@@ -41,54 +40,6 @@ def _describe_os_error(err: OSError) -> str:
     if err.filename is not None:
         return f"{reason}: {err.filename}"
     return reason
-
-
-def _fsync_dir(directory: PathLike) -> None:
-    """Makes a rename/unlink in ``directory`` durable; best effort."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        # Some filesystems refuse fsync on directories; the data file itself
-        # was already fsynced, which is the part that matters most.
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: PathLike, data: bytes, mode: int = 0o644) -> None:
-    """Writes ``data`` to ``path`` so readers see either the old or the new file.
-
-    The temp file is created in the same directory (so ``os.replace`` is an
-    atomic rename on one filesystem), is created with ``mode`` from the start
-    (so a private file is never briefly world-readable), and is fsynced before
-    the rename. Temp files are named ``.<name>.<random>.tmp``; one left behind
-    by a crash is never mistaken for the real file.
-    """
-    path = pathlib.Path(path)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    # O_EXCL: never write through a pre-existing file or symlink at the temp name.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync_dir(path.parent)
 
 
 class RunDir:

@@ -18,7 +18,6 @@ import haiku as hk
 import jax
 import jax.numpy as jnp
 import numpy as np
-import tree
 
 from networks.critic import CategoricalCriticHead
 from networks.mpo import ACTION_BOUND, MPONetworks, clip_to_action_box, critic_batch_shape
@@ -32,16 +31,6 @@ _W_INIT = hk.initializers.VarianceScaling(1.0, 'fan_avg', 'uniform')
 # Input embeddings scale by fan-in alone, so that features reach the tokens at about the
 # same scale as the unit-scale embeddings they are added to, however small the group.
 _EMBED_INIT = hk.initializers.VarianceScaling(1.0, 'fan_in', 'truncated_normal')
-
-
-def obs_group_sizes_from_spec(observation_spec: Any) -> Tuple[int, ...]:
-  """Group sizes of a nested observation spec, in the order Acme concatenates them.
-
-  `acme.wrappers.ConcatObservationWrapper` flattens the observation dict with
-  `tree.flatten`, which sorts dict keys: the flat vector follows the sorted key
-  order, not the spec's. Flattening the spec the same way keeps the two aligned.
-  """
-  return tuple(int(np.prod(spec.shape)) for spec in tree.flatten(observation_spec))
 
 
 def _group_size(group: ObsGroup) -> int:
@@ -239,7 +228,7 @@ def make_perceiver_networks(action_dim: int,
   """Builds the Perceiver actor-critic with the MLP networks' call signatures.
 
   `obs_group_sizes` lists the groups of the flat observation in order (see
-  `obs_group_sizes_from_spec`); an (H, W, C) entry is an image cut into
+  `environments.suite.obs_group_sizes_from_spec`); an (H, W, C) entry is an image cut into
   `patch_size` patches. Policy and critic have separate encoders. The critic sees
   actions clipped to [-action_bound, action_bound], as the MLP critic does.
   """

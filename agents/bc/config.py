@@ -5,7 +5,7 @@ import math
 from typing import Tuple
 
 from agents.mpo.config import MPOConfig
-from launch.errors import ConfigError
+from agents.common.errors import ConfigError
 
 
 @dataclasses.dataclass

@@ -5,7 +5,7 @@ import math
 import numbers
 from typing import Optional, Tuple
 
-from launch.errors import ConfigError
+from agents.common.errors import ConfigError
 
 
 @dataclasses.dataclass

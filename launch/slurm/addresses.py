@@ -15,8 +15,8 @@ from typing import Callable, Dict, Optional
 
 from launchpad import address as lp_address
 
-from launch.errors import UserError
-from launch.run_dir import atomic_write_bytes
+from agents.common.errors import UserError
+from agents.common.files import atomic_write_bytes
 
 SERVERS = ('replay', 'counter', 'learner')
 STOP_FILE = 'STOP'

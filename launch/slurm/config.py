@@ -5,7 +5,7 @@ import math
 import re
 from typing import Any, Dict, Iterable, Optional, Tuple
 
-from launch.errors import ConfigError
+from agents.common.errors import ConfigError
 
 GROUPS = ('replay', 'counter', 'learner', 'actor', 'evaluator')
 RESOURCE_KEYS = ('cpus', 'mem_gb', 'gpus')

@@ -46,7 +46,7 @@ def main(argv=None) -> int:
   from launchpad.launch import worker_manager
 
   from launch.config import ExperimentConfig
-  from launch.launcher import TERMINATION_NOTICE_SECS
+  from launch.local.launcher import TERMINATION_NOTICE_SECS
   from launch.program import make_program
   from launch.slurm.addresses import (STOP_FILE, AddressBook, FixedAddress, PublishedAddress,
                                       free_port, job_dir, node_host)

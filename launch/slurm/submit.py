@@ -10,7 +10,7 @@ import time
 from typing import Optional
 
 from launch.config import ExperimentConfig
-from launch.errors import UserError
+from agents.common.errors import UserError
 from launch.slurm.script import batch_log, batch_script, program_nodes, step_command
 
 JOB_FILE = 'job_id'

@@ -48,13 +48,13 @@ def _wait_for_step(job: str, label: str, step: Step, timeout: float = 30.0) -> N
 
 def supervise(run_dir: pathlib.Path, job: str) -> int:
   from launch.config import ExperimentConfig
-  from launch.errors import RunDirError
-  from launch.node_logs import NodeLogFollower
+  from agents.common.errors import RunDirError
+  from launch.local.node_logs import NodeLogFollower
   from launch.program import process_env
   from launch.run_dir import RunDir
   from launch.slurm.addresses import STOP_FILE, AddressBook, job_dir
   from launch.slurm.script import program_nodes, step_command
-  from launch.supervision import exit_reason, should_restart
+  from launch.local.supervision import exit_reason, should_restart
 
   run = RunDir(run_dir)
   config = ExperimentConfig.from_dict(run.read_config())

@@ -58,7 +58,7 @@ def _import(args) -> int:
 
 
 def _error(message: str):
-  from launch.errors import UserError
+  from agents.common.errors import UserError
   return UserError(message)
 
 
@@ -79,7 +79,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                    help='a bad record: skip it (and say so) or refuse the whole import')
   imp.add_argument('--writer', default='import', help='writer name inside the store')
   args = p.parse_args(sys.argv[1:] if argv is None else argv)
-  from launch.errors import UserError
+  from agents.common.errors import UserError
   try:
     return {'info': _info, 'export': _export, 'import': _import}[args.command](args)
   except UserError as e:

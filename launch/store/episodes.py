@@ -47,6 +47,8 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 
+from agents.common.files import fsync_dir, write_all
+
 log = logging.getLogger('collect_infer.store')
 
 PathLike = Union[str, os.PathLike]
@@ -320,26 +322,9 @@ def _pread_all(fd: int, size: int, offset: int) -> bytes:
   return b''.join(parts)
 
 
-def _write_all(fd: int, data: bytes) -> None:
-  view = memoryview(data)
-  while view:
-    view = view[os.write(fd, view):]
-
-
 def _sync(fd: int) -> None:
   # fdatasync also flushes the file size, all a reader needs of appended data.
   getattr(os, 'fdatasync', os.fsync)(fd)
-
-
-def _fsync_dir(directory: pathlib.Path) -> None:
-  """Makes file creations and renames in `directory` durable."""
-  fd = os.open(directory, os.O_RDONLY)
-  try:
-    os.fsync(fd)
-  except OSError:
-    pass  # Some filesystems refuse fsync on directories.
-  finally:
-    os.close(fd)
 
 
 def _read_index_file(path: pathlib.Path) -> Tuple[List[Dict[str, Any]], bool]:
@@ -469,24 +454,24 @@ class EpisodeWriter:
       tmp = self._dir / f'{self._name}{_INDEX_SUFFIX}.tmp'
       fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
       try:
-        _write_all(fd, _index_head() + b''.join(_index_line(e) for e in kept + recovered))
+        write_all(fd, _index_head() + b''.join(_index_line(e) for e in kept + recovered))
         os.fsync(fd)
       finally:
         os.close(fd)
       os.replace(tmp, self._index_path)
-      _fsync_dir(self._dir)
+      fsync_dir(self._dir)
     created = not self._index_path.exists()
     self._index_fd = os.open(self._index_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     if os.fstat(self._index_fd).st_size == 0:
-      _write_all(self._index_fd, _index_head())
+      write_all(self._index_fd, _index_head())
       os.fsync(self._index_fd)
     if recovered and clean:
-      _write_all(self._index_fd, b''.join(_index_line(e) for e in recovered))
+      write_all(self._index_fd, b''.join(_index_line(e) for e in recovered))
       os.fsync(self._index_fd)
     self._next_seq = next_seq
     self._open_segment(current)
     if created:
-      _fsync_dir(self._dir)
+      fsync_dir(self._dir)
 
   def _scan(self, segment: str, known: Dict[int, int], size: int
             ) -> Tuple[List[Dict[str, Any]], int]:
@@ -551,7 +536,7 @@ class EpisodeWriter:
     self._seg_fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     self._segment_size = os.fstat(self._seg_fd).st_size
     if not existed:
-      _fsync_dir(self._dir)
+      fsync_dir(self._dir)
 
   def append(self, episode: Episode) -> str:
     """Stores `episode` whole and durably (fsynced) and returns its id.
@@ -577,10 +562,10 @@ class EpisodeWriter:
       offset = self._segment_size
       # Record first, index second: an index line never points at bytes that
       # a crash could still lose.
-      _write_all(self._seg_fd, record)
+      write_all(self._seg_fd, record)
       _sync(self._seg_fd)
       self._segment_size += len(record)
-      _write_all(self._index_fd, _index_line(_index_entry(header, self._segment, offset,
+      write_all(self._index_fd, _index_line(_index_entry(header, self._segment, offset,
                                                           len(record))))
       _sync(self._index_fd)
     except BaseException:

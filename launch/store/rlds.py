@@ -74,8 +74,8 @@ from google.protobuf import message as proto_message
 # shard after a damaged record (TFRecordDataset cannot skip past one).
 from tensorflow.python.lib.io import tf_record
 
-from launch.errors import ConfigError, UserError
-from launch.run_dir import atomic_write_bytes
+from agents.common.errors import ConfigError, UserError
+from agents.common.files import atomic_write_bytes
 from launch.store.episodes import Episode
 
 PathLike = Union[str, os.PathLike]

@@ -1,0 +1,254 @@
+"""Launching a program for a run directory: lock, config, resume, address book, wait."""
+
+import dataclasses
+import json
+import os
+import socket
+import time
+from typing import Any, Dict, Optional, Tuple
+
+from launch.checkpointing import Checkpointer
+from launch.config import ExperimentConfig
+from agents.common.errors import ConfigError, ProgramError
+from launch.local.node_logs import NodeLogFollower
+from launch.local.supervision import wait_local_mp
+from launch.run_dir import RunDir
+
+# Fields a relaunch may change; everything else comes from the stored config.
+RESUME_OVERRIDABLE = ('max_actor_steps', 'max_seconds', 'max_learner_steps', 'eval_every_seconds',
+                      'eval_every_learner_steps', 'eval_episodes',
+                      'progress_every_seconds', 'launch_type', 'num_actors',
+                      # Collect and infer moves one run between modes, e.g. offline then online.
+                      'mode', 'store_ratio', 'datasets', 'iterations', 'collect_episodes',
+                      'infer_steps', 'warm_start', 'actor_failures', 'max_actor_restarts',
+                      # Robots attach to a running program: their weight, and where to find it.
+                      'external_ratio', 'announce_host')
+ANNOUNCE_HOST_ENV = 'COLLECT_INFER_HOST'
+TERMINATION_NOTICE_SECS = 20
+
+
+def prepare_run(config: ExperimentConfig, overrides: Optional[Dict[str, Any]] = None
+                ) -> Tuple[ExperimentConfig, RunDir, bool]:
+  """Checks the config, creates and locks the run directory, and stores or reloads its config.
+
+  Returns (effective config, locked RunDir, resumed?).
+  """
+  from environments.suite import parse_task
+
+  def check_task(task: str) -> None:
+    try:
+      parse_task(task)
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
+
+  run_dir = RunDir(os.path.abspath(config.run_dir))
+  if not run_dir.exists():
+    check_task(config.task)  # Before anything is created for a run that cannot start.
+  run_dir.create()
+  run_dir.acquire_lock()
+  try:
+    resumed = run_dir.exists()
+    if resumed:
+      stored = ExperimentConfig.from_dict(run_dir.read_config())
+      config = effective_config(config, overrides, stored)
+    else:
+      config = effective_config(config, overrides)
+    check_task(config.task)
+    if resumed:
+      # Fail here, in one line, rather than in the learner process after launch.
+      Checkpointer(run_dir.checkpoints).restore_latest()
+    _check_training_data(config, run_dir)
+    run_dir.write_config(config.to_dict())
+  except BaseException:
+    run_dir.release_lock()
+    raise
+  return config, run_dir, resumed
+
+
+def effective_config(config: ExperimentConfig, overrides: Optional[Dict[str, Any]] = None,
+                     stored: Optional[ExperimentConfig] = None) -> ExperimentConfig:
+  """The config a launch uses: the stored one (if resuming) with the overridable changes."""
+  overrides = overrides or {}
+  path = os.path.abspath(config.run_dir)
+  if stored is not None:
+    changes = {k: v for k, v in overrides.items() if k in RESUME_OVERRIDABLE}
+    config = dataclasses.replace(stored, **changes)
+  config = dataclasses.replace(config, run_dir=path)
+  if overrides.get('slurm_settings'):
+    config = dataclasses.replace(config, slurm=config.slurm.with_overrides(
+        overrides['slurm_settings']))
+  return config
+
+
+def _check_training_data(config: ExperimentConfig, run_dir: RunDir) -> None:
+  """Datasets exist and hold episodes; offline training has something to learn from."""
+  from launch.nodes.learner import load_init_checkpoint
+  from launch.store.episodes import EpisodeStore
+  for d in config.datasets:
+    if not os.path.isdir(d):
+      raise ConfigError(f'dataset {d!r} is not a directory (an episode store, e.g. <run>/store)')
+    if len(EpisodeStore(d)) == 0:
+      raise ConfigError(f'dataset {d!r} holds no episodes')
+  if config.mode == 'offline' and not config.datasets and (
+      not run_dir.store.exists() or len(EpisodeStore(run_dir.store)) == 0):
+    raise ConfigError(f'mode=offline needs stored episodes: {run_dir.store} is empty and no '
+                      '--datasets were given')
+  if config.init_checkpoint and Checkpointer(run_dir.checkpoints).all_steps() == []:
+    load_init_checkpoint(config.init_checkpoint)  # Refuse a bad one before launch.
+
+
+def _spent_budget(config: ExperimentConfig, run_dir: RunDir) -> Optional[str]:
+  """Why the run's budget is already spent (a sentence), or None."""
+  from launch.nodes.counter import COUNTER_FILE
+  path = run_dir.path / COUNTER_FILE
+  if not path.exists():
+    return None
+  counts = json.loads(path.read_text()).get('counts', {})
+  learner_steps = int(counts.get('learner_steps', 0))
+  if config.max_learner_steps is not None and learner_steps >= config.max_learner_steps:
+    return (f'its budget of {config.max_learner_steps} learner steps ({learner_steps} done); '
+            'pass a larger --max_learner_steps to continue')
+  actor_steps = int(counts.get('actor_steps', 0))
+  if (config.mode in ('online', 'offline_to_online') and config.max_actor_steps is not None
+      and actor_steps >= config.max_actor_steps):
+    return (f'its budget of {config.max_actor_steps} environment steps ({actor_steps} done); '
+            'pass a larger --max_actor_steps to continue')
+  return None
+
+
+def announce_host(config: ExperimentConfig) -> str:
+  """The host other machines reach the servers at: config, then $COLLECT_INFER_HOST, then localhost."""
+  host = config.announce_host or os.environ.get(ANNOUNCE_HOST_ENV, '').strip() or 'localhost'
+  if any(c.isspace() for c in host):
+    raise ConfigError(f'{ANNOUNCE_HOST_ENV}={host!r} is invalid: must be a host name or address')
+  return host
+
+
+def write_address_book(run_dir: RunDir, addresses: Dict[str, Any],
+                       host: str = 'localhost') -> Dict[str, str]:
+  """Resolves the launched servers' addresses and publishes them (owner-readable only).
+
+  Launchpad resolves addresses as 'localhost:<port>' while the servers listen on
+  every interface; `host` replaces 'localhost' so that other machines (robot
+  PCs attaching with `launch.attach`) can use the book.
+  """
+  book = {}
+  for name, address in addresses.items():
+    resolved = address.resolve()
+    _, sep, port = resolved.rpartition(':')
+    book[name] = f'{host}:{port}' if sep and port.isdigit() else resolved
+  book.update(host=socket.gethostname(), pid=os.getpid(), started=time.time())
+  run_dir.write_addresses(book)
+  return book
+
+
+def _planned(config: ExperimentConfig, overrides: Optional[Dict[str, Any]]) -> ExperimentConfig:
+  """The config a launch would use, read without creating or locking anything."""
+  run_dir = RunDir(os.path.abspath(config.run_dir))
+  stored = ExperimentConfig.from_dict(run_dir.read_config()) if run_dir.exists() else None
+  return effective_config(config, overrides, stored)
+
+
+def _dry_run(config: ExperimentConfig, overrides: Optional[Dict[str, Any]]) -> ExperimentConfig:
+  from launch.slurm.submit import describe
+  config = _planned(config, overrides)
+  if config.launch_type != 'slurm':
+    raise ConfigError('--dry_run prints a Slurm job: use it with --launch_type slurm')
+  print(describe(config, os.getcwd()), end='', flush=True)
+  return config
+
+
+def _launch_slurm(config: ExperimentConfig, resumed: bool, follow: bool) -> ExperimentConfig:
+  from launch.slurm.submit import announce, follow as follow_job, submit
+  print(f'[launch] {"resuming" if resumed else "starting"} {config.task} ({config.mode}) on Slurm '
+        f'in {config.run_dir}', flush=True)
+  job = submit(config)
+  announce(config, job)
+  if follow:
+    code = follow_job(config, job)
+    if code != 0:
+      raise ProgramError(f'Slurm job {job} ended with exit code {code}; logs in '
+                         f'{os.path.join(config.run_dir, "logs", "slurm")}')
+  return config
+
+
+def launch(config: ExperimentConfig, overrides: Optional[Dict[str, Any]] = None,
+           dry_run: bool = False, follow: bool = False) -> ExperimentConfig:
+  """Runs the experiment until its budget is spent or it is interrupted; blocks.
+
+  With launch_type 'slurm' it submits a batch job instead and returns (or, with
+  `follow`, echoes the job's log until it ends); `dry_run` prints its batch
+  script and step commands without submitting.
+  """
+  import launchpad as lp
+  from absl import flags
+  from launch.program import GROUPS, make_program, process_env
+
+  if dry_run:
+    return _dry_run(config, overrides)
+  planned = _planned(config, overrides)
+  if planned.launch_type == 'slurm':
+    from launch.slurm.submit import refuse_if_running, require_slurm
+    require_slurm()  # Before the run directory is created or changed.
+    refuse_if_running(planned)
+  config, run_dir, resumed = prepare_run(config, overrides)
+  try:
+    spent = _spent_budget(config, run_dir)
+    if spent is not None:
+      print(f'[launch] {run_dir.path} already reached {spent}', flush=True)
+      return config
+    if config.launch_type == 'slurm':
+      run_dir.release_lock()  # The job's supervisor takes it when the job starts.
+      return _launch_slurm(config, resumed, follow)
+    actors = 'no actors' if config.mode == 'offline' else f'{config.num_actors} actors'
+    print(f'[launch] {"resuming" if resumed else "starting"} {config.task} ({config.mode}) with '
+          f'{actors} in {run_dir.path} ({config.launch_type})', flush=True)
+    host = announce_host(config)  # A bad $COLLECT_INFER_HOST fails before anything starts.
+    program, addresses = make_program(config)
+    if not flags.FLAGS.is_parsed():
+      flags.FLAGS(['launch'], known_only=True)
+    flags.FLAGS.lp_termination_notice_secs = TERMINATION_NOTICE_SECS
+    follower = None
+    if config.launch_type == 'local_mp':
+      from launchpad.launch.run_locally import launch_local_output_to_files
+      from launchpad.nodes.python.local_multi_processing import PythonProcess
+      # Each node writes its own file (unbuffered); the follower echoes them here.
+      node_logs = run_dir.logs / 'nodes' / time.strftime('%Y%m%d-%H%M%S')
+      launch_local_output_to_files._LOGGING_DIR = str(node_logs)  # pylint: disable=protected-access
+      resources = {g: PythonProcess(env=process_env(g)) for g in GROUPS if g in program.groups}
+      manager = lp.launch(program, launch_type=lp.LaunchType.LOCAL_MULTI_PROCESSING,
+                          terminal='output_to_files', local_resources=resources)
+      follower = NodeLogFollower(node_logs)
+      follower.start()
+      print(f'[launch] per-node logs in {node_logs}', flush=True)
+    else:
+      manager = lp.launch(program, launch_type=lp.LaunchType.LOCAL_MULTI_THREADING)
+    book = write_address_book(run_dir, addresses, host)
+    print(f'[launch] address book {run_dir.path / "addresses.json"}: '
+          f'replay {book["replay"]}, learner {book["learner"]}', flush=True)
+    try:
+      if config.launch_type == 'local_mt':
+        # Actor threads blocked on a rate-limited insert cannot be interrupted
+        # in-process. Every other node has stopped and checkpointed when this
+        # returns; the caller ends the process (see experiments.collect_infer).
+        manager.wait(labels_to_wait_for=[g for g in GROUPS if g != 'actor' and g in program.groups])
+      else:
+        wait_local_mp(manager, config.actor_failures, config.max_actor_restarts, node_logs,
+                      process_env)
+    except RuntimeError as e:
+      # A node crashed: Launchpad is stopping the others; let them finish
+      # (they save their state) before reporting.
+      manager.wait(raise_error=False)
+      where = f'; per-node logs in {run_dir.logs / "nodes"}' if follower else ''
+      raise ProgramError(f'a node failed ({e}){where}') from None
+    finally:
+      if follower:
+        follower.stop()
+  finally:
+    try:
+      (run_dir.path / 'addresses.json').unlink()
+    except OSError:
+      pass
+    run_dir.release_lock()
+  print(f'[launch] stopped; run directory {run_dir.path}', flush=True)
+  return config

@@ -1,0 +1,167 @@
+"""Actor nodes: an acme EnvironmentLoop with a stochastic policy feeding the replay."""
+
+import pathlib
+import threading
+from typing import Any, Dict, Optional
+
+import acme
+import launchpad as lp
+import numpy as np
+from acme import core
+from acme.utils import counting
+
+from launch import experiment
+from launch.nodes.counter import flush_counts
+from launch.logs import announce_process, make_logger, quiet_node_logs
+from launch.run_dir import RunDir
+from launch.nodes.stopping import exit_process_if_stuck, run_until_stopped, wait_for_stop
+from launch.store.episodes import EpisodeStore
+from launch.store.recorder import EpisodeRecorder
+
+
+class _Stopped(Exception):
+  """The program stopped during an episode."""
+
+
+class _StopsAtNextStep(core.Actor):
+  """Ends the episode in progress at its next step once `stop` is set.
+
+  Without it an episode runs on after a stop (a 1000-step episode takes seconds), and a
+  thread abandoned on a parked insert acts on when the server goes, until its writer
+  blocks again, possibly inside JAX as the interpreter exits, which aborts it.
+  """
+
+  def __init__(self, actor: core.Actor):
+    self._actor = actor
+    self.stop: Optional[threading.Event] = None
+    self.steps_in_episode = 0  # acme's loop counts an episode's steps only at its end
+
+  def select_action(self, observation):
+    if self.stop is not None and self.stop.is_set():
+      raise _Stopped()
+    return self._actor.select_action(observation)
+
+  def observe_first(self, timestep):
+    self.steps_in_episode = 0
+    self._actor.observe_first(timestep)
+
+  def observe(self, action, next_timestep):
+    self.steps_in_episode += 1
+    self._actor.observe(action, next_timestep)
+
+  def update(self, wait: bool = False):
+    self._actor.update(wait)
+
+
+def actor_seed(seed: int, actor_id: int, steps_before: int) -> int:
+  """The seed of an actor's environment and exploration noise.
+
+  A fresh run uses `seed * 1000 + actor_id + 1`. An actor that starts after `steps_before`
+  environment steps (a relaunched run, a restarted actor) mixes those in: with the fresh
+  seed it would replay the first launch's start states and noise, duplicating experience.
+  """
+  base = seed * 1000 + actor_id + 1
+  if steps_before <= 0:
+    return base
+  return int(np.random.SeedSequence([base, int(steps_before)]).generate_state(1)[0] % 2**31)
+
+
+def _steps_so_far(counter: Any) -> int:
+  """The program's environment steps so far (restored counts on a relaunch), 0 if unknown."""
+  try:
+    return int(counter.get_counts().get('actor_steps', 0))
+  except Exception as e:  # pylint: disable=broad-except
+    print(f'[actor] could not read the step count ({e}); using the fresh-run seed', flush=True)
+    return 0
+
+
+class ActorWorker:
+  """Runs episodes until the program stops; each actor has its own seeded environment."""
+
+  def __init__(self, config: Dict[str, Any], actor_id: int, replay: Any, learner: Any,
+               counter: Any):
+    quiet_node_logs()
+    announce_process(f'actor_{actor_id}')
+    cfg = experiment.config_from_dict(config)
+    builder = experiment.make_builder(cfg)
+    steps_before = _steps_so_far(counter)
+    seed = actor_seed(cfg.seed, actor_id, steps_before)
+    if steps_before:
+      print(f'[actor_{actor_id}] seed {seed}: starting after {steps_before} env steps, '
+            'so its episodes do not repeat an earlier launch\'s', flush=True)
+    self.seed = seed
+    env = experiment.make_env(cfg, seed=seed)
+    # Iterated collect-and-infer trains on the store alone: no replay inserts.
+    adder = None if cfg.mode == 'iterated' else builder.make_adder(replay)
+    self._actor = builder.make_actor(learner, adder, seed=seed, version_name='learner_steps')
+    self._learner = learner
+    self._iterated = cfg.mode == 'iterated'
+    self._iteration = None
+    label = f'actor_{actor_id}'
+    self._label = label
+    observers = []
+    if cfg.store_episodes:
+      writer = EpisodeStore(RunDir(cfg.run_dir).store).writer(label)
+      observers.append(EpisodeRecorder(
+          writer, metadata={'source': label, 'task': cfg.task, 'seed': seed},
+          policy_version=lambda: self._actor.policy_version))
+    self._logger = make_logger(pathlib.Path(cfg.run_dir), label, steps_key='actor_steps')
+    self._counter = counting.Counter(counter, prefix='actor')
+    self._stoppable = _StopsAtNextStep(self._actor)
+    self._loop = acme.EnvironmentLoop(
+        env, self._stoppable, counter=self._counter, logger=self._logger,
+        label=label, observers=observers)
+
+  def _may_collect(self, stop: threading.Event) -> bool:
+    """Iterated mode: wait for the learner's collect phase (fresh parameters each iteration)."""
+    if not self._iterated:
+      return True
+    while not stop.is_set():
+      status = self._learner.collect_status()
+      if status['phase'] == 'collect' and status['wanted'] > 0:
+        if status['iteration'] != self._iteration:
+          self._actor.update(wait=True)
+          self._iteration = status['iteration']
+        if self._learner.reserve_episode(self._label):
+          return True
+      wait_for_stop(stop, 0.5)
+    return False
+
+  def _episodes(self, stop: threading.Event):
+    while not stop.is_set():
+      try:
+        if not self._may_collect(stop):
+          return
+        # run_episode, not run(): run() installs signal handlers, which only
+        # the main thread may do, and Launchpad already handles the signals.
+        self._logger.write(self._loop.run_episode())
+        flush_counts(self._counter)  # Idle between collect phases, it would send nothing.
+      except _Stopped:
+        self._count_cut_episode()
+        return
+      except Exception:  # pylint: disable=broad-except
+        # Replay or learner going away during shutdown interrupts the episode.
+        if stop.is_set():
+          return
+        raise
+
+  def _count_cut_episode(self) -> None:
+    """Counts the steps of the episode the stop cut short: the replay holds them."""
+    steps = self._stoppable.steps_in_episode
+    if not steps:
+      return
+    try:
+      self._counter.increment(steps=steps)
+      flush_counts(self._counter)
+    except Exception as e:  # pylint: disable=broad-except
+      print(f'[actor] could not count the last {steps} steps: {e}', flush=True)
+
+  def run(self, stop_event: Optional[threading.Event] = None):
+    stop = stop_event or lp.stop_event()
+    self._stoppable.stop = stop
+    # An insert parked on the rate limiter never returns once the learner has
+    # stopped sampling; it must not keep this node alive past shutdown.
+    finished = run_until_stopped(self._episodes, stop, grace_seconds=3.0)
+    print('[actor] stopped' + ('' if finished else ' (abandoned an in-flight insert)'),
+          flush=True)
+    exit_process_if_stuck(finished)

@@ -1,0 +1,51 @@
+"""The counter node: acme's Counter, saved to and restored from the run directory."""
+
+import json
+import pathlib
+from typing import Optional
+
+import launchpad as lp
+from acme.utils import counting
+
+from launch.logs import announce_process, quiet_node_logs
+from agents.common.files import atomic_write_bytes
+from launch.nodes.stopping import wait_for_stop
+
+COUNTER_FILE = 'counter.json'
+
+
+def flush_counts(counter: counting.Counter) -> None:
+  """Sends what a node's acme Counter still holds locally to its parent now.
+
+  acme's Counter syncs at most once a second, and only on the next increment: a
+  node that stops incrementing (an actor idling between iterated collect phases,
+  a learner at its budget) would otherwise leave its last counts unsent.
+  """
+  counter._last_sync_time = 0.0  # pylint: disable=protected-access
+  counter.get_counts()
+
+
+class PersistentCounter(counting.Counter):
+  """A Counter served over Courier that keeps its counts in `<run>/counter.json`."""
+
+  def __init__(self, run_dir: str, save_every_seconds: float = 5.0):
+    quiet_node_logs()
+    announce_process('counter')
+    super().__init__()
+    self._path = pathlib.Path(run_dir) / COUNTER_FILE
+    self._save_every = save_every_seconds
+    if self._path.exists():
+      self.restore(json.loads(self._path.read_text()))
+
+  def persist(self) -> None:
+    # Courier threads increment while this runs: serialise a copy taken under the lock.
+    with self._lock:
+      state = {k: dict(v) for k, v in self.save().items()}
+    atomic_write_bytes(self._path, json.dumps(state).encode())
+
+  def run(self, stop_event: Optional[object] = None):
+    stop = stop_event or lp.stop_event()
+    while not wait_for_stop(stop, self._save_every):
+      self.persist()
+    self.persist()
+    print(f'[counter] stopped; counts saved to {self._path}', flush=True)

@@ -1,0 +1,182 @@
+"""The evaluator-checkpointer: evaluates the greedy policy, checkpoints, reports, enforces the budget."""
+
+import collections
+import pathlib
+import threading
+import time
+from typing import Any, Dict, Optional
+
+import acme
+import launchpad as lp
+import numpy as np
+from acme.utils import loggers
+
+from agents.mpo.builder import REPLAY_TABLE
+from launch import experiment
+from launch.logs import announce_process, make_logger, quiet_node_logs
+from launch.nodes.stopping import exit_process_if_stuck, run_until_stopped, wait_for_stop
+
+
+class WindowRates:
+  """Per-second rates of growing counts, over at least the last `window_s` seconds.
+
+  Actors report their steps once per episode (seconds apart), so a rate over one progress
+  interval would jump between 0 and bursts; a window of several intervals smooths that.
+  """
+
+  def __init__(self, window_s: float = 60.0):
+    self._window_s = window_s
+    self._history = collections.deque()  # (time, counts), oldest first
+
+  def update(self, now: float, counts: Dict[str, float]) -> Dict[str, float]:
+    """Records `counts` at `now`; returns each count's rate since the window's start (0 at first)."""
+    history = self._history
+    while len(history) > 1 and now - history[1][0] >= self._window_s:
+      history.popleft()
+    rates = {k: 0.0 for k in counts}
+    if history:
+      then, before = history[0]
+      dt = max(now - then, 1e-6)
+      rates = {k: (v - before.get(k, 0.0)) / dt for k, v in counts.items()}
+    history.append((now, dict(counts)))
+    return rates
+
+
+class EvaluatorWorker:
+  """Every `eval_every_seconds`: M greedy episodes, then a full checkpoint.
+
+  It is also the program's supervisor: it prints the progress line and stops the program when the budget is spent (after a final
+  evaluation and checkpoint).
+  """
+
+  def __init__(self, config: Dict[str, Any], learner: Any, counter: Any, replay: Any):
+    quiet_node_logs()
+    announce_process('evaluator')
+    cfg = experiment.config_from_dict(config)
+    self._cfg = cfg
+    self._learner = learner
+    self._counter = counter
+    self._replay = replay
+    builder = experiment.make_builder(cfg)
+    self._env = experiment.make_env(cfg, seed=cfg.seed + experiment.EVAL_SEED_OFFSET)
+    self._actor = builder.make_actor(learner, adder=None, seed=cfg.seed, deterministic=True)
+    self._loop = acme.EnvironmentLoop(self._env, self._actor, should_update=False,
+                                      logger=loggers.NoOpLogger(), label='evaluator')
+    self._logger = make_logger(pathlib.Path(cfg.run_dir), 'evaluator', steps_key='actor_steps')
+    self._last_return: Optional[float] = None
+    self._start = time.time()
+    self._rates = WindowRates()
+    self._stop_program = lp.stop
+    self._stop = threading.Event()
+
+  # --- pieces -------------------------------------------------------------
+
+  def _counts(self) -> Dict[str, float]:
+    counts = self._counter.get_counts()
+    return {k: counts.get(k, 0) for k in ('actor_steps', 'actor_episodes', 'learner_steps')}
+
+  def _replay_size(self) -> Optional[int]:
+    try:
+      return int(self._replay.server_info(timeout=5)[REPLAY_TABLE].current_size)
+    except Exception:  # pylint: disable=broad-except
+      return None
+
+  def evaluate(self) -> float:
+    self._actor.update(wait=True)
+    returns = []
+    for _ in range(self._cfg.eval_episodes):
+      returns.append(float(self._loop.run_episode()['episode_return']))
+      if self._stop.is_set():
+        break
+    self._last_return = float(np.mean(returns))
+    counts = self._counts()
+    self._logger.write({**counts, 'mean_return': self._last_return,
+                        'min_return': min(returns), 'max_return': max(returns),
+                        'elapsed_s': time.time() - self._start})
+    print(f'[evaluator] {self._cfg.eval_episodes} greedy episodes at {int(counts["actor_steps"])} '
+          f'env steps: mean return {self._last_return:.1f}', flush=True)
+    return self._last_return
+
+  def checkpoint(self) -> None:
+    """The learner writes its own full state (one writer for the checkpoint directory)."""
+    path = self._learner.save_checkpoint(
+        {'counts': self._counter.save(), 'last_eval_return': self._last_return})
+    try:
+      self._replay.checkpoint()
+    except Exception as e:  # pylint: disable=broad-except
+      print(f'[evaluator] replay checkpoint failed: {e}', flush=True)
+    print(f'[evaluator] checkpoint {pathlib.Path(path).name}', flush=True)
+
+  def progress(self, counts: Optional[Dict[str, float]] = None) -> Dict[str, float]:
+    now = time.time()
+    counts = counts or self._counts()
+    rates = self._rates.update(now, counts)
+    env_rate, learn_rate = rates['actor_steps'], rates['learner_steps']
+    ret = 'n/a' if self._last_return is None else f'{self._last_return:.1f}'
+    cfg = self._cfg
+    budget = cfg.max_actor_steps if cfg.mode in ('online', 'offline_to_online') else None
+    learner_budget = cfg.max_learner_steps
+    print(f'[progress] {now - self._start:7.0f}s | env steps {int(counts["actor_steps"])}'
+          f'{"/" + str(budget) if budget else ""} ({env_rate:.0f}/s) | learner steps '
+          f'{int(counts["learner_steps"])}{"/" + str(learner_budget) if learner_budget else ""} '
+          f'({learn_rate:.1f}/s) | last eval return {ret} | '
+          f'replay size {self._replay_size()}', flush=True)
+    return counts
+
+  def budget_spent(self, counts: Dict[str, float]) -> bool:
+    """Seconds, learner steps, environment steps (not offline) or iterations (iterated)."""
+    cfg = self._cfg
+    if cfg.max_seconds is not None and time.time() - self._start >= cfg.max_seconds:
+      return True
+    # The learner knows its own step budget exactly (the counter lags it).
+    if cfg.mode == 'iterated' or cfg.max_learner_steps is not None:
+      if self._learner.done():
+        return True
+      if cfg.mode == 'iterated':
+        return False
+    return (cfg.mode != 'offline' and cfg.max_actor_steps is not None and
+            counts['actor_steps'] >= cfg.max_actor_steps)
+
+  # --- main loop ----------------------------------------------------------
+
+  def run(self, stop_event: Optional[threading.Event] = None):
+    stop = self._stop = stop_event or lp.stop_event()
+    if self._stop_program is lp.stop:
+      # Launchpad's context is thread-local: take the stopper here, in the node's thread.
+      from launchpad import context as lp_context
+      self._stop_program = lp_context.get_context().program_stopper
+    # A call to a learner or replay that is already gone may never return.
+    finished = run_until_stopped(self._supervise, stop, grace_seconds=5.0)
+    print('[evaluator] stopped', flush=True)
+    exit_process_if_stuck(finished)
+
+  def _supervise(self, stop: threading.Event) -> None:
+    next_eval = time.time() + self._cfg.eval_every_seconds
+    every_steps = self._cfg.eval_every_learner_steps
+    if every_steps is None and self._cfg.mode == 'iterated':
+      every_steps = self._cfg.infer_steps  # Once per iteration.
+    next_eval_step = every_steps or 0
+    tick = min(self._cfg.progress_every_seconds, 5.0)
+    next_progress = 0.0
+    while not wait_for_stop(stop, tick):
+      now = time.time()
+      counts = self._counts()
+      if now >= next_progress:
+        self.progress(counts)
+        next_progress = now + self._cfg.progress_every_seconds
+      if self.budget_spent(counts):
+        print('[evaluator] budget reached: final evaluation and checkpoint', flush=True)
+        self.evaluate()
+        self.checkpoint()
+        self.progress()
+        self._stop_program()
+        return
+      due_by_steps = every_steps is not None and counts['learner_steps'] >= next_eval_step
+      if (now >= next_eval or due_by_steps) and counts['learner_steps'] > 0:
+        self.evaluate()
+        if stop.is_set():
+          break  # The learner saves its own final state; it may be gone already.
+        self.checkpoint()
+        next_eval = time.time() + self._cfg.eval_every_seconds
+        if every_steps is not None:
+          next_eval_step = (counts['learner_steps'] // every_steps + 1) * every_steps

@@ -1,0 +1,537 @@
+"""Attached (external) actors, piece by piece, in one process: a real Reverb server, a real
+learner served over Courier, real robot timing and real files.
+
+The slow end-to-end tests, with the real program, are in test_attach_e2e.py.
+"""
+
+import dataclasses
+import logging
+import subprocess
+import sys
+import threading
+import time
+import types
+
+import numpy as np
+import portpicker
+import pytest
+import reverb
+from acme import specs
+from acme.adders import reverb as reverb_adders
+from launchpad.nodes.courier.courier_utils import make_courier_server
+
+from agents.mpo.builder import EXTERNAL_TABLE, REPLAY_TABLE, MPOBuilder
+from environments.robot import RobotEnvironment
+from environments.simulated_robot import SimulatedRobot
+from environments.validation import StepValidator
+from launch.robot import attach
+from launch import experiment
+from launch.config import ExperimentConfig
+from launch.nodes.counter import PersistentCounter
+from launch.robot.external import (EPISODE_KEY, EpisodeOutbox, LatestParameters, ParameterFetcher,
+                             ProgramLink, Sender, SpecMismatchError, check_spec_matches,
+                             episode_timesteps, episode_to_data, spec_differences,
+                             spec_from_data, spec_to_data)
+from launch.nodes.learner import LearnerWorker
+from launch.run_dir import RunDir
+from launch.store.episodes import Episode, EpisodeStore
+from tests.e2e_util import ROOT
+
+TINY_AGENT = dict(policy_layer_sizes=(16, 16), critic_layer_sizes=(16, 16), batch_size=16,
+                  min_replay_size=50, num_samples=4, samples_per_insert=None, n_step=3)
+
+
+# ----------------------------------------------------------------------------
+# A robot whose sensor fails: the e2e tests start it by name in an attach process.
+
+
+class FaultySensorRobot(SimulatedRobot):
+  """A simulated robot whose observation[2] reads NaN at step `nan_at_step` of every
+  `every`-th episode (1: every episode)."""
+
+  def __init__(self, nan_at_step: int, every: int = 1, **kwargs):
+    super().__init__(**kwargs)
+    self._nan_at_step = nan_at_step
+    self._every = every
+    self._episode = 0
+    self._reads = 0
+
+  def reset(self):
+    self._episode += 1
+    self._reads = 0
+    return super().reset()
+
+  def read(self):
+    reading = super().read()
+    self._reads += 1
+    if self._episode % self._every == 0 and self._reads == self._nan_at_step:
+      observation = np.array(reading.observation, copy=True)
+      observation[2] = np.nan
+      return reading._replace(observation=observation)
+    return reading
+
+
+def make_faulty_robot_env(nan_at_step: int = 5, every: int = 1, control_hz: float = 50.0,
+                          max_episode_steps: int = 20, seed: int = 0) -> RobotEnvironment:
+  robot = FaultySensorRobot(nan_at_step, every, task='cartpole:swingup', control_hz=control_hz,
+                            seed=seed)
+  return RobotEnvironment(robot, control_hz=control_hz, max_episode_steps=max_episode_steps)
+
+
+# ----------------------------------------------------------------------------
+# Fixtures: the program's servers in this process.
+
+
+def _start_program(run_dir):
+  """Replay (the builder's tables) and a learner served over Courier, as the program has them."""
+  cfg = ExperimentConfig.from_dict(dict(run_dir=str(run_dir), num_actors=1,
+                                        learner_sample_timeout_s=0.5, agent=TINY_AGENT))
+  run_dir.mkdir(parents=True, exist_ok=True)
+  builder = experiment.make_builder(cfg)
+  server = reverb.Server(builder.make_replay_tables(), port=None)
+  client = reverb.Client(f'localhost:{server.port}')
+  learner = LearnerWorker(cfg.to_dict(), client, PersistentCounter(str(run_dir)))
+  port = portpicker.pick_unused_port()
+  courier_server = make_courier_server(learner, port=port)
+  courier_server.Start()
+  return types.SimpleNamespace(
+      cfg=cfg, builder=builder, server=server, client=client, learner=learner,
+      courier=courier_server, learner_address=f'localhost:{port}',
+      replay_address=f'localhost:{server.port}', run_dir=run_dir,
+      store=RunDir(run_dir).store)
+
+
+def _stop_program(program) -> None:
+  program.courier.Stop()
+  if program.learner._external_sink is not None:  # What LearnerWorker.run does at its end.
+    program.learner._external_sink.close()
+  program.server.stop()
+
+
+@pytest.fixture(name='program', scope='module')
+def _program(tmp_path_factory):
+  program = _start_program(tmp_path_factory.mktemp('attach') / 'run')
+  yield program
+  _stop_program(program)
+
+
+def _table_size(program, table: str) -> int:
+  return int(program.client.server_info()[table].current_size)
+
+
+def _stored(program, name: str):
+  return [i for i in EpisodeStore(program.store).index() if i.writer == f'external_{name}']
+
+
+def _episode(spec: specs.EnvironmentSpec, length: int, seed: int, reward: float = 0.5,
+             **metadata) -> Episode:
+  rng = np.random.default_rng(seed)
+  obs = rng.normal(size=(length + 1,) + spec.observations.shape).astype(spec.observations.dtype)
+  actions = rng.uniform(-1, 1, size=(length,) + spec.actions.shape).astype(spec.actions.dtype)
+  return Episode(observations=obs, actions=actions,
+                 rewards=np.full((length,), reward, spec.rewards.dtype),
+                 discounts=np.ones((length,), spec.discounts.dtype),
+                 metadata=dict(metadata, policy_version=[3, 4]))
+
+
+def _transitions(length: int, n_step: int) -> int:
+  """Items acme's NStepTransitionAdder writes for an episode (see launch.store.sampling)."""
+  return length - 1 + min(n_step, length)
+
+
+# ----------------------------------------------------------------------------
+# The spec comparison.
+
+
+def _spec(obs_shape=(5,), obs_dtype=np.float32, obs_name='observations', maximum=1.0):
+  return specs.EnvironmentSpec(
+      observations=specs.Array(obs_shape, obs_dtype, name=obs_name),
+      actions=specs.BoundedArray((1,), np.float32, -1.0, maximum, name='action'),
+      rewards=specs.Array((), np.float32, name='reward'),
+      discounts=specs.BoundedArray((), np.float32, 0.0, 1.0, name='discount'))
+
+
+def test_spec_round_trips_as_plain_data():
+  spec = _spec()
+  again = spec_from_data(spec_to_data(spec))
+  assert spec_differences(spec_to_data(spec), spec_to_data(again)) == []
+  assert again.actions == spec.actions and again.observations == spec.observations
+  check_spec_matches(spec_to_data(spec), spec_to_data(again))  # No error.
+
+
+def test_spec_mismatch_names_each_differing_field():
+  program = spec_to_data(_spec())
+  robot = spec_to_data(_spec(obs_shape=(3,), obs_dtype=np.float64, obs_name='joints',
+                             maximum=2.0))
+  assert spec_differences(program, robot) == [
+      "observations.name: program 'observations', environment 'joints'",
+      'observations.shape: program (5,), environment (3,)',
+      "observations.dtype: program 'float32', environment 'float64'",
+      'actions.maximum: program 1.0, environment 2.0',
+  ]
+  with pytest.raises(SpecMismatchError) as error:
+    check_spec_matches(program, robot)
+  message = str(error.value)
+  assert message.startswith("the environment's spec does not match the program's in 4 field(s): ")
+  assert 'observations.shape: program (5,), environment (3,)' in message
+  # A nest where the program has one array; reward names are not compared.
+  nested = _spec()._replace(observations={'joints': specs.Array((5,), np.float32)},
+                               rewards=specs.Array((), np.float32, name='r'))
+  assert spec_differences(program, spec_to_data(nested)) == [
+      "observations: program one array, environment a dict with keys ['joints']"]
+  unbounded = _spec()._replace(actions=specs.Array((1,), np.float32, name='action'))
+  assert spec_differences(program, spec_to_data(unbounded)) == [
+      'actions.bounds: program bounded, environment unbounded']
+
+
+def test_spec_mismatch_stops_attach_before_it_acts(program, tmp_path):
+  # The simulated pendulum has 3 observations where the program's cartpole has 5.
+  args = attach.parse_args([
+      '--learner', program.learner_address, '--replay', program.replay_address,
+      '--env', 'environments.simulated_robot:make_simulated_robot_env',
+      '--env_arg', 'task=pendulum:swingup', '--env_arg', 'control_hz=50',
+      '--buffer_dir', str(tmp_path / 'outbox'), '--name', 'pendulum', '--connect_timeout_s', '20'])
+  with pytest.raises(SpecMismatchError) as error:
+    attach.attach(args)
+  assert str(error.value) == ("the environment's spec does not match the program's in 1 "
+                              'field(s): observations.shape: program (5,), environment (3,)')
+  assert not (tmp_path / 'outbox').exists()  # Nothing was run or buffered.
+
+
+def test_cli_reports_a_bad_factory_in_one_line(tmp_path):
+  proc = subprocess.run(
+      [sys.executable, '-m', 'launch.attach', '--run_dir', str(tmp_path),
+       '--env', 'environments.simulated_robot:no_such_factory'],
+      cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 2, proc.stderr
+  assert ("error: --env 'environments.simulated_robot:no_such_factory': "
+          "environments.simulated_robot has no callable 'no_such_factory'"
+          in proc.stderr.splitlines()), proc.stderr
+
+
+# ----------------------------------------------------------------------------
+# Outbox and sender.
+
+
+def test_outbox_and_sender_deliver_every_episode_exactly_once(program, tmp_path):
+  spec, n_step = program.builder.spec, program.cfg.agent.n_step
+  outbox = EpisodeOutbox(tmp_path / 'outbox', 'arm1')
+  lengths = [7, 1, 12]
+  ids = [outbox.append(_episode(spec, n, seed=n, source='arm1')) for n in lengths]
+  assert outbox.pending() == ids
+  before = _table_size(program, EXTERNAL_TABLE)
+  link = ProgramLink(learner=program.learner_address, replay=program.replay_address,
+                     rpc_timeout_s=5.0)
+  sender = Sender(outbox, link, program.builder.make_external_adder, 'arm1', rpc_timeout_s=5.0,
+                  max_backoff_s=1.0)
+  sender.start()
+  assert sender.flush(60), sender.last_error
+  sender.halt()
+  sender.join(timeout=10)
+  assert outbox.pending() == []
+  assert outbox.counts() == {'buffered': 3, 'store': 3, 'replay': 3, 'rejected': 0, 'pending': 0}
+  # The n-step transitions acme's adder makes, into the external table only.
+  assert _table_size(program, EXTERNAL_TABLE) - before == sum(
+      _transitions(n, n_step) for n in lengths)
+  assert _table_size(program, REPLAY_TABLE) == 0
+  stored = _stored(program, 'arm1')
+  assert [i.metadata[EPISODE_KEY] for i in stored] == [outbox.key(i) for i in ids]
+  assert all(i.metadata['source'] == 'arm1' and i.metadata['policy_version'] == [3, 4]
+             for i in stored)
+  store = EpisodeStore(program.store)
+  for info, episode_id in zip(stored, ids):
+    np.testing.assert_array_equal(store.read(info.episode_id).observations,
+                                  outbox.read(episode_id).observations)
+  outbox.close()
+
+  # A restarted attach process sends nothing again...
+  reopened = EpisodeOutbox(tmp_path / 'outbox', 'arm1')
+  assert reopened.pending() == []
+  # ...and an episode resent after a lost acknowledgement is recognised, not stored twice.
+  _, client, _ = link.connect()
+  assert reopened.key(ids[0]) == outbox.key(ids[0])
+  data = episode_to_data(reopened.read(ids[0]))
+  data['metadata'][EPISODE_KEY] = reopened.key(ids[0])
+  assert client.append_external_episode('arm1', data) == {'status': 'duplicate',
+                                                          'id': stored[0].episode_id}
+  assert len(_stored(program, 'arm1')) == 3
+  # The program checks what it receives, too.
+  data['observations'] = data['observations'][:, :3]
+  data['metadata'][EPISODE_KEY] = reopened.key('arm1-99999999')
+  reply = client.append_external_episode('arm1', data)
+  assert reply['status'] == 'rejected' and reply['reason'].startswith('observations: expected')
+  data = episode_to_data(reopened.read(ids[0]))
+  data['observations'][2, 1] = np.nan
+  data['metadata'][EPISODE_KEY] = reopened.key('arm1-99999998')
+  reply = client.append_external_episode('arm1', data)
+  assert reply == {'status': 'rejected', 'reason': 'observations: non-finite value at step 2'}
+  assert len(_stored(program, 'arm1')) == 3
+  reopened.close()
+
+  # A robot whose outbox was wiped numbers its episodes from 0 again: still new episodes.
+  wiped = EpisodeOutbox(tmp_path / 'new_outbox', 'arm1')
+  assert wiped.append(_episode(spec, 4, seed=4)) == ids[0] and wiped.token != outbox.token
+  sender = Sender(wiped, link, program.builder.make_external_adder, 'arm1', rpc_timeout_s=5.0)
+  sender.start()
+  assert sender.flush(60), sender.last_error
+  sender.halt()
+  sender.join(timeout=10)
+  assert [i.length for i in _stored(program, 'arm1')] == lengths + [4]
+  wiped.close()
+
+
+def test_sender_retries_until_the_address_book_names_a_live_program(program, tmp_path):
+  run = RunDir(tmp_path / 'run')
+  run.create()
+  dead = f'localhost:{portpicker.pick_unused_port()}'
+  run.write_addresses({'learner': dead, 'replay': dead, 'started': 1.0})
+  outbox = EpisodeOutbox(tmp_path / 'outbox', 'arm2')
+  ids = [outbox.append(_episode(program.builder.spec, 5, seed=i)) for i in range(2)]
+  link = ProgramLink(run_dir=str(run.path), rpc_timeout_s=2.0)
+  sender = Sender(outbox, link, program.builder.make_external_adder, 'arm2', rpc_timeout_s=2.0,
+                  max_backoff_s=0.4, initial_backoff_s=0.1)
+  sender.start()
+  try:
+    deadline = time.time() + 30
+    while sender.failures < 3 and time.time() < deadline:
+      time.sleep(0.1)
+    assert sender.failures >= 3 and outbox.pending() == ids
+    assert not sender.flush(0.5)
+    # The program comes back (a relaunch publishes new ports): the sender finds it.
+    run.write_addresses({'learner': program.learner_address, 'replay': program.replay_address,
+                         'started': 2.0})
+    assert sender.flush(30), sender.last_error
+  finally:
+    sender.halt()
+    sender.join(timeout=10)
+  assert [i.metadata[EPISODE_KEY] for i in _stored(program, 'arm2')] == [outbox.key(i)
+                                                                            for i in ids]
+  outbox.close()
+
+
+# ----------------------------------------------------------------------------
+# The control loop.
+
+
+def _robot_loop(program, tmp_path, env, name, on_invalid='drop_episode', on_disconnect='hold',
+                link=None, disconnect_after_s=5.0, stop=None):
+  spec = specs.make_environment_spec(env)
+  latest = LatestParameters()
+  link = link or ProgramLink(learner=program.learner_address, replay=program.replay_address)
+  fetcher = ParameterFetcher(link, latest, stop or threading.Event(), refresh_every_s=0.2,
+                             max_backoff_s=0.4)
+  fetcher.fetch_once()
+  builder = MPOBuilder(dataclasses.replace(program.cfg.agent, variable_update_period=1), spec)
+  actor = builder.make_actor(latest, None, version_name='learner_steps')
+  outbox = EpisodeOutbox(tmp_path / name, name)
+  sender = Sender(outbox, link, builder.make_external_adder, name, max_backoff_s=1.0)
+  loop = attach.AttachedActor(env, actor, StepValidator(spec, on_error=on_invalid, name=name),
+                              outbox, sender, fetcher, name, {'task': 'test'},
+                              on_disconnect, disconnect_after_s)
+  return types.SimpleNamespace(loop=loop, outbox=outbox, sender=sender, fetcher=fetcher,
+                               latest=latest)
+
+
+def test_nan_observation_drops_the_episode_before_it_leaves(program, tmp_path, caplog):
+  env = make_faulty_robot_env(nan_at_step=5, max_episode_steps=20)
+  robot = _robot_loop(program, tmp_path, env, 'nan1')
+  try:
+    with caplog.at_level(logging.ERROR, logger='collect_infer.validation'):
+      robot.loop.run_episode(threading.Event())
+  finally:
+    env.close()
+  errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+  assert errors == ['nan1: Invalid step 5, observation[2] = nan: not finite; dropping the episode']
+  assert robot.loop.counts.last_invalid == 'step 5: observation[2] = nan: not finite'
+  assert robot.loop.counts.dropped_invalid == 1 and robot.loop.counts.buffered == 0
+  assert robot.outbox.pending() == []
+  robot.outbox.close()
+
+
+def test_nan_observation_truncates_the_episode_when_asked(program, tmp_path):
+  env = make_faulty_robot_env(nan_at_step=5, max_episode_steps=20)
+  robot = _robot_loop(program, tmp_path, env, 'nan2', on_invalid='truncate')
+  try:
+    robot.loop.run_episode(threading.Event())
+  finally:
+    env.close()
+  [episode_id] = robot.outbox.pending()
+  episode = robot.outbox.read(episode_id)
+  # Steps 0-4 are kept, the last of them now ending the episode.
+  assert episode.length == 4 and np.all(np.isfinite(episode.observations))
+  assert episode.metadata['invalid_step'] == 'step 5: observation[2] = nan: not finite'
+  assert episode.metadata['source'] == 'nan2' and episode.metadata['policy_version'] == [0, 0]
+  robot.sender.start()
+  assert robot.sender.flush(30), robot.sender.last_error
+  robot.sender.halt()
+  [stored] = _stored(program, 'nan2')
+  assert stored.length == 4 and stored.metadata['invalid_step'].startswith('step 5')
+  robot.outbox.close()
+
+
+def test_stop_mode_parks_the_robot_while_the_learner_is_away(program, tmp_path):
+  """--on_disconnect stop: the episode ends at the first step without a reachable
+  learner, the watchdog holds the robot with its safe action, and the next episode
+  starts only once parameters flow again (from a relaunched learner server)."""
+  run = RunDir(tmp_path / 'run')
+  run.create()
+  port = portpicker.pick_unused_port()
+  server = make_courier_server(program.learner, port=port)
+  server.Start()
+  run.write_addresses({'learner': f'localhost:{port}', 'replay': program.replay_address})
+  link = ProgramLink(run_dir=str(run.path), rpc_timeout_s=2.0)
+  env = RobotEnvironment(SimulatedRobot('cartpole:swingup', control_hz=50.0), control_hz=50.0,
+                         max_episode_steps=10_000)
+  stop = threading.Event()
+  robot = _robot_loop(program, tmp_path, env, 'stopper', on_disconnect='stop', link=link,
+                      disconnect_after_s=1.0, stop=stop)
+  robot.fetcher.start()
+  episode = threading.Thread(target=robot.loop.run_episode, args=(stop,))
+  try:
+    episode.start()
+    time.sleep(1.5)
+    server.Stop()  # The learner goes away mid-episode.
+    gone = time.monotonic()
+    episode.join(timeout=10)
+    assert not episode.is_alive(), 'the episode did not end without the learner'
+    ended = time.monotonic()
+    assert robot.loop.counts.abandoned == 1 and robot.outbox.pending() == []
+    assert ended - gone < 1.0 + 2.0 + 1.0  # disconnect_after_s, one failing fetch, slack.
+    # Nothing but safe actions while the robot waits.
+    time.sleep(0.5)
+    waiting = threading.Thread(target=robot.loop.run_episode, args=(stop,))
+    waiting.start()
+    time.sleep(1.0)
+    assert robot.loop.counts.waiting_for_program and robot.loop.counts.steps > 0
+    steps_before = robot.loop.counts.steps
+    commands = [c for c in env.robot.sent_commands() if c.time > ended]
+    assert len(commands) > 20 and all(c.action.tolist() == [0.0] for c in commands)
+    # The learner is back at a new address: a new episode starts.
+    port2 = portpicker.pick_unused_port()
+    server = make_courier_server(program.learner, port=port2)
+    server.Start()
+    run.write_addresses({'learner': f'localhost:{port2}', 'replay': program.replay_address})
+    deadline = time.time() + 20
+    while robot.loop.counts.steps <= steps_before + 10 and time.time() < deadline:
+      time.sleep(0.1)
+    assert robot.loop.counts.steps > steps_before + 10 and not robot.loop.counts.waiting_for_program
+  finally:
+    stop.set()
+    for thread in (episode, locals().get('waiting')):
+      if thread is not None:
+        thread.join(timeout=10)
+    env.close()
+    server.Stop()
+    robot.outbox.close()
+
+
+# ----------------------------------------------------------------------------
+# The learner's batches.
+
+
+def test_learner_mixes_in_the_external_table_once_it_holds_data(tmp_path):
+  program = _start_program(tmp_path / 'run')
+  try:
+    cfg, builder = program.cfg, program.builder
+    batch = cfg.agent.batch_size
+    external_batch = int(round(batch * cfg.external_ratio))
+    assert external_batch == 4
+    # Main-table data the program's actors would insert: rewards 0.5.
+    adder = builder.make_adder(program.client)
+    for seed in range(4):
+      first, *rest = _adder_steps(_episode(builder.spec, 20, seed, reward=0.5))
+      adder.add_first(first)
+      for action, timestep in rest:
+        adder.add(action, timestep)
+    iterator = program.learner._new_iterator()
+    big = lambda b: int(np.sum(b.reward > 5.0))  # Only robot transitions reach 7 and more.
+    first = next(iterator)
+    assert first.observation.shape == (batch, 5) and big(first) == 0
+    # A robot's episodes (rewards 7) arrive in the external table.
+    outbox = EpisodeOutbox(tmp_path / 'outbox', 'arm3')
+    for seed in range(2):
+      outbox.append(_episode(builder.spec, 10, seed, reward=7.0))
+    link = ProgramLink(learner=program.learner_address, replay=program.replay_address)
+    sender = Sender(outbox, link, builder.make_external_adder, 'arm3')
+    sender.start()
+    assert sender.flush(30), sender.last_error
+    sender.halt()
+    deadline = time.time() + 30
+    batches = []
+    while time.time() < deadline and (not batches or big(batches[-1]) == 0):
+      batches.append(next(iterator))
+    # From then on, exactly the external share of every batch, shapes unchanged.
+    for _ in range(5):
+      batch_data = next(iterator)
+      assert batch_data.observation.shape == (batch, 5)
+      assert big(batch_data) == external_batch
+    outbox.close()
+  finally:
+    _stop_program(program)
+
+
+def _adder_steps(episode: Episode):
+  first, rest = episode_timesteps(episode)
+  return [first] + rest
+
+
+def test_external_table_never_holds_an_insert():
+  """The external table's rate limiter: inserts go through with no sampler at all."""
+  builder = MPOBuilder(
+      ExperimentConfig.from_dict(dict(agent=dict(TINY_AGENT, min_replay_size=10_000))).agent,
+      _spec())
+  server = reverb.Server(builder.make_replay_tables(), port=None)
+  try:
+    client = reverb.Client(f'localhost:{server.port}')
+    info = client.server_info()
+    # No insert-side limit (the main table's samples-per-insert limiter has one).
+    assert info[EXTERNAL_TABLE].rate_limiter_info.max_diff >= sys.float_info.max
+    assert (info[EXTERNAL_TABLE].signature ==
+            reverb_adders.NStepTransitionAdder.signature(builder.spec))
+    adder = builder.make_external_adder(client)
+    start = time.monotonic()
+    for seed in range(30):
+      first, *rest = _adder_steps(_episode(builder.spec, 50, seed))
+      adder.add_first(first)
+      for action, timestep in rest:
+        adder.add(action, timestep)
+    assert client.server_info()[EXTERNAL_TABLE].current_size == 30 * _transitions(50, 3)
+    assert time.monotonic() - start < 30
+  finally:
+    server.stop()
+
+
+# ----------------------------------------------------------------------------
+# The address book other machines read.
+
+
+def test_address_book_announces_the_configured_host(tmp_path, monkeypatch):
+  import launchpad as lp
+  from launchpad.address import SimpleLocalAddressBuilder
+  from launch.local import launcher
+  from agents.common.errors import ConfigError
+
+  monkeypatch.delenv(launcher.ANNOUNCE_HOST_ENV, raising=False)
+  config = ExperimentConfig.from_dict(dict(run_dir=str(tmp_path / 'run')))
+  assert launcher.announce_host(config) == 'localhost'
+  monkeypatch.setenv(launcher.ANNOUNCE_HOST_ENV, 'trainer.lab')
+  assert launcher.announce_host(config) == 'trainer.lab'
+  configured = dataclasses.replace(config, announce_host='10.1.2.3')
+  assert launcher.announce_host(configured) == '10.1.2.3'  # The config wins.
+  monkeypatch.setenv(launcher.ANNOUNCE_HOST_ENV, 'bad host')
+  with pytest.raises(ConfigError, match='COLLECT_INFER_HOST'):
+    launcher.announce_host(config)
+  with pytest.raises(ConfigError, match='announce_host'):
+    ExperimentConfig.from_dict(dict(announce_host='a b'))
+  with pytest.raises(ConfigError, match='external_ratio'):
+    ExperimentConfig.from_dict(dict(external_ratio=1.5))
+
+  address = lp.Address()
+  address.bind(SimpleLocalAddressBuilder())
+  port = address.resolve().rsplit(':', 1)[1]
+  run = RunDir(tmp_path / 'run')
+  run.create()
+  book = launcher.write_address_book(run, {'learner': address}, host='10.1.2.3')
+  assert book['learner'] == f'10.1.2.3:{port}'
+  assert run.read_addresses()['learner'] == f'10.1.2.3:{port}'
+  assert (run.path / 'addresses.json').stat().st_mode & 0o777 == 0o600

@@ -1,0 +1,204 @@
+"""End-to-end: robots attach to the real program (local_mp) from separate processes.
+
+Each test launches the program as a user would, then `python -m launch.attach` with a
+simulated robot (real time, real watchdog), and looks at what reached the program's
+replay and store. Timing bounds allow for a loaded 2-core machine.
+"""
+
+import json
+import os
+import pathlib
+import re
+import signal
+import subprocess
+import sys
+import time
+from typing import Optional
+
+import numpy as np
+import pytest
+import reverb
+import tree
+
+from agents.mpo.builder import EXTERNAL_TABLE
+from launch.robot.external import EPISODE_KEY
+from launch.store.episodes import EpisodeStore
+from tests.e2e_util import (ROOT, TINY, kill_session, output, start_cli, wait_exit, wait_for)
+
+pytestmark = pytest.mark.slow
+
+HZ = 20
+EPISODE_STEPS = 40  # 2 s episodes at 20 Hz.
+SIM_ROBOT = 'environments.simulated_robot:make_simulated_robot_env'
+
+
+def start_attach(tmp_path: pathlib.Path, run_dir: pathlib.Path, name: str, *args: str,
+                 env: str = SIM_ROBOT) -> subprocess.Popen:
+  """`python -m launch.attach` for a robot `name`, in its own session, quick to retry."""
+  log = tmp_path / f'attach-{name}-{time.time_ns()}.log'
+  out = open(log, 'w')
+  proc = subprocess.Popen(
+      [sys.executable, '-m', 'launch.attach', '--run_dir', str(run_dir), '--env', env,
+       '--env_arg', f'control_hz={HZ}', '--env_arg', f'max_episode_steps={EPISODE_STEPS}',
+       '--name', name, '--buffer_dir', str(tmp_path / f'outbox-{name}'),
+       '--refresh_every_s', '0.5', '--max_backoff_s', '2', '--disconnect_after_s', '3',
+       '--status_every_s', '0.5', '--connect_timeout_s', '240', *args],
+      cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+  proc.log_path = log
+  return proc
+
+
+def status(tmp_path: pathlib.Path, name: str) -> Optional[dict]:
+  try:
+    return json.loads((tmp_path / f'outbox-{name}' / 'status.json').read_text())
+  except (OSError, ValueError):
+    return None
+
+
+def stored(run_dir: pathlib.Path, name: str):
+  store = run_dir / 'store'
+  if not store.exists():
+    return []
+  return [i for i in EpisodeStore(store, verify=False).index() if i.writer == f'external_{name}']
+
+
+def wait_for_addresses(run_dir: pathlib.Path, program: subprocess.Popen) -> dict:
+  wait_for(lambda: (run_dir / 'addresses.json').exists(), 240, 'the address book', program)
+  return json.loads((run_dir / 'addresses.json').read_text())
+
+
+def stop_attach(proc: subprocess.Popen, timeout: float = 90) -> str:
+  os.killpg(proc.pid, signal.SIGINT)
+  rc = wait_exit(proc, timeout)
+  text = output(proc)
+  assert rc == 0, text[-5000:]
+  return text
+
+
+def test_robot_attaches_streams_tagged_episodes_and_follows_the_policy(tmp_path, monkeypatch):
+  run_dir = tmp_path / 'run'
+  # The address book names the host robots reach the servers at (they listen on all).
+  monkeypatch.setenv('COLLECT_INFER_HOST', '127.0.0.1')
+  program = start_cli(run_dir, '--max_actor_steps', '10000000', '--num_actors', '1', *TINY)
+  procs = [program]
+  try:
+    book = wait_for_addresses(run_dir, program)
+    assert (run_dir / 'addresses.json').stat().st_mode & 0o777 == 0o600
+    assert book['learner'].startswith('127.0.0.1:') and book['replay'].startswith('127.0.0.1:')
+    # Every other episode of this robot has a NaN in its sensor reading at step 5.
+    robot = start_attach(tmp_path, run_dir, 'arm', '--env_arg', 'nan_at_step=5',
+                         '--env_arg', 'every=2', env='tests.test_attach:make_faulty_robot_env')
+    # A pendulum is no cartpole: refused before it acts.
+    wrong = start_attach(tmp_path, run_dir, 'pendulum', '--env_arg', 'task=pendulum:swingup',
+                         '--env_arg', 'control_hz=25')  # Pendulum steps every 20 ms.
+    procs += [robot, wrong]
+    assert wait_exit(wrong, timeout=240) == 2, output(wrong)[-3000:]
+    assert ("error: the environment's spec does not match the program's in 1 field(s): "
+            'observations.shape: program (5,), environment (3,)'
+            in output(wrong).splitlines()), output(wrong)[-3000:]
+    assert not stored(run_dir, 'pendulum')
+
+    def enough():
+      s = status(tmp_path, 'arm')
+      return (len(stored(run_dir, 'arm')) >= 4 and s is not None
+              and len(s['parameters']['versions']) >= 3)
+
+    wait_for(enough, 240, 'four episodes of the robot in the store and fresh parameters', robot)
+    text = stop_attach(robot)
+    final = status(tmp_path, 'arm')
+    context = f'status {json.dumps(final)}\nattach output:\n{text[-3000:]}'
+
+    # The NaN episodes were dropped on the robot PC, with the documented error.
+    assert final['episodes']['dropped_invalid'] >= 2, context
+    assert re.search(r'ERROR collect_infer\.validation: arm: Invalid step 5, observation\[2\] = '
+                     r'nan: not finite; dropping the episode', text), text[-3000:]
+    assert '[attach] arm: invalid step, episode dropped: step 5: observation[2] = nan: not finite' \
+        in text
+    # Every clean episode reached the store whole, tagged, exactly once.
+    episodes = stored(run_dir, 'arm')
+    assert final['delivery']['pending'] == 0 and final['delivery']['rejected'] == 0, context
+    assert len(episodes) == final['episodes']['buffered'] == final['delivery']['store'], context
+    ids = [e.metadata[EPISODE_KEY] for e in episodes]
+    assert len(set(ids)) == len(ids)
+    for info in episodes:
+      assert info.length == EPISODE_STEPS, (info, context)
+      assert info.metadata['source'] == 'arm' and info.metadata['task'] == 'cartpole:swingup'
+      low, high = info.metadata['policy_version']
+      assert 0 <= low <= high, info
+    store = EpisodeStore(run_dir / 'store')
+    assert all(np.isfinite(store.read(e.episode_id).observations).all() for e in episodes)
+    # Parameters refreshed while it ran: later episodes acted with newer policies.
+    versions = final['parameters']['versions']
+    assert versions == sorted(versions) and len(versions) >= 3, context
+    used = [e.metadata['policy_version'] for e in episodes]
+    assert used[-1][1] > used[0][0], (used, context)
+
+    # Its transitions are in the external table, finite, and the learner mixes them in.
+    client = reverb.Client(book['replay'])
+    assert client.server_info(timeout=10)[EXTERNAL_TABLE].current_size >= len(episodes)
+    samples = list(client.sample(EXTERNAL_TABLE, num_samples=64, emit_timesteps=False))
+    fields = [np.asarray(x) for sample in samples for x in tree.flatten(sample.data)]
+    assert len(samples) == 64 and all(np.isfinite(x).all() for x in fields)
+    wait_for(lambda: 'of each batch come from attached robots now' in output(program), 120,
+             'the learner to sample the external table', program)
+  finally:
+    for proc in procs:
+      kill_session(proc)
+
+
+def test_learner_killed_and_relaunched_while_the_robot_runs(tmp_path):
+  run_dir = tmp_path / 'run'
+  program = start_cli(run_dir, '--max_actor_steps', '10000000', '--num_actors', '1', *TINY)
+  procs = [program]
+  try:
+    wait_for_addresses(run_dir, program)
+    robot = start_attach(tmp_path, run_dir, 'arm', '--on_disconnect', 'hold')
+    procs.append(robot)
+    wait_for(lambda: len(stored(run_dir, 'arm')) >= 2, 240, 'two robot episodes in the store',
+             robot)
+    found = re.search(r'\[learner\] running as pid (\d+)', output(program))
+    assert found, output(program)[-3000:]
+    learner = int(found.group(1))
+    assert os.getsid(learner) == program.pid  # A node of this program, nothing else.
+    os.kill(learner, signal.SIGKILL)
+    killed = time.time()
+    # In local_mp a dead node ends the program; the others save their state.
+    assert wait_exit(program, timeout=120) == 1, output(program)[-3000:]
+    assert 'a node failed' in output(program)
+    at_kill = status(tmp_path, 'arm')['episodes']['buffered']
+    # The robot keeps running episodes while the program is away (--on_disconnect hold).
+    wait_for(lambda: status(tmp_path, 'arm')['episodes']['buffered'] >= at_kill + 2, 60,
+             'the robot to finish episodes without the program', robot)
+    away = status(tmp_path, 'arm')
+    assert not away['connected'] and away['delivery']['pending'] >= 2, away
+
+    relaunched = start_cli(run_dir)
+    procs.append(relaunched)
+
+    def caught_up():
+      s = status(tmp_path, 'arm')
+      return s['connected'] and s['delivery']['pending'] == 0 and s['program']['started'] > killed
+
+    wait_for(caught_up, 240, 'the robot to reconnect and send its buffered episodes', relaunched)
+    text = output(relaunched)
+    restored = re.search(r"restored table sizes \{[^}]*'%s': (\d+)" % EXTERNAL_TABLE, text)
+    assert restored and int(restored.group(1)) > 0, 'robot transitions were not kept in replay'
+    robot_text = stop_attach(robot)
+    final = status(tmp_path, 'arm')
+
+    # No completed episode was lost or stored twice.
+    episodes = stored(run_dir, 'arm')
+    ids = [e.metadata[EPISODE_KEY] for e in episodes]
+    assert len(ids) == len(set(ids)) == final['episodes']['buffered'] >= at_kill + 2, final
+    assert final['delivery']['pending'] == 0
+    assert 'learner answers again' in robot_text
+    # The control loop never waited on the network: at most a few starved periods
+    # (a loaded machine), each covered by the watchdog, and no stall of seconds.
+    timing = final['timing']
+    assert timing['steps'] >= (final['episodes']['buffered']) * EPISODE_STEPS
+    assert timing['deadline_misses'] <= 0.05 * timing['steps'], timing
+    assert timing['jitter_max_s'] < 2.0, timing
+
+  finally:
+    for proc in procs:
+      kill_session(proc)
