@@ -120,7 +120,6 @@ def task_slug(task: str) -> str:
 def plan(args) -> List[Dict[str, Any]]:
   """One entry per experiment: task, variant, run_dir, config values, launcher overrides."""
   from launch.config import ExperimentConfig
-  from launch.local.launcher import RESUME_OVERRIDABLE
   out = pathlib.Path(args.out)
   experiments = []
   for task, budget in zip(args.tasks, args.max_actor_steps):
@@ -133,7 +132,7 @@ def plan(args) -> List[Dict[str, Any]]:
       # The wall-clock budget is this invocation's: without --max_seconds a resumed run
       # drops the one an earlier invocation stored (the others keep their stored values).
       overrides = {k: v for k, v in overrides.items()
-                   if (v is not None or k == 'max_seconds') and k in RESUME_OVERRIDABLE}
+                   if (v is not None or k == 'max_seconds') and k in ExperimentConfig.resumable_fields()}
       run_dir = out / task_slug(task) / name
       values = {'run_dir': str(run_dir), 'task': task, 'seed': seed, **overrides,
                 'agent': {**PRESETS[args.preset], **dict(args.agent), **fields}}

@@ -2,7 +2,7 @@
 
 import dataclasses
 import math
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 from agents.mpo.config import MPOConfig
 from agents.common.errors import ConfigError
@@ -17,65 +17,104 @@ LAUNCH_TYPES = ('local_mp', 'local_mt', 'slurm')
 MODES = ('online', 'offline', 'offline_to_online', 'iterated')
 
 
+def setting(default: Any = dataclasses.MISSING, *, help: str,  # pylint: disable=redefined-builtin
+            choices: Optional[Sequence[Any]] = None, resumable: bool = False,
+            cli: bool = True, aliases: Sequence[str] = (), negative_flag: Optional[str] = None,
+            default_factory: Any = dataclasses.MISSING) -> Any:
+  """A config field with its command-line description: one source for name, default and help.
+
+  `resumable`: a relaunch of an existing run may change it (everything else comes from the
+  run's stored config). `cli=False` keeps it off the generated command line; `aliases` are
+  extra flag spellings; `negative_flag` is the one flag of a bool that defaults to True
+  (e.g. '--no_store' sets store_episodes to False).
+  """
+  metadata = {'help': help, 'choices': tuple(choices) if choices else None,
+              'resumable': resumable, 'cli': cli, 'aliases': tuple(aliases),
+              'negative_flag': negative_flag}
+  if default_factory is not dataclasses.MISSING:
+    return dataclasses.field(default_factory=default_factory, metadata=metadata)
+  return dataclasses.field(default=default, metadata=metadata)
+
+
 @dataclasses.dataclass
 class ExperimentConfig:
   """One experiment: task, topology, budget, cadence of evaluation and checkpoints."""
-  run_dir: str = 'runs/default'
-  task: str = 'cartpole:swingup'
-  seed: int = 0
-  num_actors: int = 2
-  launch_type: str = 'local_mp'
-  # An actor process that dies (local_mp): 'restart' it (at most max_actor_restarts
-  # times each), 'continue' with fewer, or 'stop' the program.
-  actor_failures: str = 'restart'
-  max_actor_restarts: int = 3
-  mode: str = 'online'
-  # 'mpo' (the MPO family: agent.policy_loss picks mpo, pmpo or pac) or 'bc'
-  # (behaviour cloning of the training data, the offline baseline).
-  algorithm: str = 'mpo'
-  # Durable store: every completed episode goes to <run>/store.
-  store_episodes: bool = True
-  # Fraction of each learner batch drawn from stored episodes (the run's own
-  # store plus `datasets`); the rest comes from the online replay table.
-  # Offline and iterated modes train on the store only.
-  store_ratio: float = 0.0
-  # Other episode stores (earlier runs, imported RLDS data) to train on too.
-  datasets: Tuple[str, ...] = ()
-  # Fraction of each learner batch drawn from the external table (experience of
-  # robots attached with `launch.attach`) while it holds data. It comes out of
-  # the replay share; while the table is empty the main table fills it instead,
-  # so batch shapes never change.
-  external_ratio: float = 0.25
-  # Host written into addresses.json for the servers, e.g. the machine's LAN
-  # name for robot PCs (the servers listen on every interface either way).
-  # None: $COLLECT_INFER_HOST if set, else localhost.
-  announce_host: Optional[str] = None
-  # A checkpoint file, or a run directory, the learner starts from when this
-  # run has no checkpoint of its own (e.g. offline-trained, then online).
-  init_checkpoint: Optional[str] = None
-  # Budget: the program stops itself at whichever comes first (None = unlimited).
-  max_actor_steps: Optional[int] = 200_000
-  max_seconds: Optional[float] = None
-  max_learner_steps: Optional[int] = None
-  # Iterated collect-and-infer: per iteration, collect this many episodes (all
-  # actors together), then this many learner steps on the whole store.
-  collect_episodes: int = 10
-  infer_steps: int = 1000
-  iterations: int = 10
-  # Each iteration starts from the last one's learner (True) or from scratch.
-  warm_start: bool = True
-  # Evaluator-checkpointer cadence.
-  eval_every_seconds: float = 120.0
-  # Also evaluate (and checkpoint) every this many learner steps, if set.
-  eval_every_learner_steps: Optional[int] = None
-  eval_episodes: int = 5
-  keep_checkpoints: int = 5
-  progress_every_seconds: float = 15.0
-  # Seconds a learner waits on the rate limiter before re-checking for shutdown.
-  learner_sample_timeout_s: float = 2.0
-  agent: MPOConfig = dataclasses.field(default_factory=MPOConfig)
-  # Partition, time limit and per-group resources of launch_type='slurm'.
-  slurm: SlurmConfig = dataclasses.field(default_factory=SlurmConfig)
+  run_dir: str = setting('runs/default', help='run directory (default: runs/<domain>_<task>)')
+  task: str = setting('cartpole:swingup', help='dm_control domain:task')
+  seed: int = setting(0, help='seed of the learner, actors (seed + actor index) and evaluator')
+  num_actors: int = setting(2, help='actor processes', resumable=True)
+  launch_type: str = setting(
+      'local_mp', choices=LAUNCH_TYPES, resumable=True, aliases=('--launch',),
+      help='local_mp: one process per node here; local_mt: threads in one process; '
+      'slurm: submit a batch job')
+  actor_failures: str = setting(
+      'restart', choices=('restart', 'continue', 'stop'), resumable=True,
+      help='when an actor process dies: restart it (at most --max_actor_restarts times each), '
+      'continue with fewer, or stop the program')
+  max_actor_restarts: int = setting(3, resumable=True, help='restarts per actor')
+  mode: str = setting(
+      'online', choices=MODES, resumable=True,
+      help='online: actors and learner together; offline: the learner trains on stored episodes '
+      'only; offline_to_online: start from stored data (and --init_checkpoint), add actors; '
+      'iterated: collect --collect_episodes, infer --infer_steps on all stored data, evaluate; '
+      '--iterations times')
+  algorithm: str = setting(
+      'mpo', help="the agent (registered name): 'mpo' (the MPO family; --agent policy_loss= "
+      "picks mpo, pmpo or pac) or 'bc' (behaviour cloning, the offline baseline)")
+  store_episodes: bool = setting(
+      True, negative_flag='--no_store',
+      help='keep every completed episode in <run>/store (new runs only)')
+  store_ratio: float = setting(
+      0.0, resumable=True,
+      help='fraction of each learner batch drawn from stored episodes (the run\'s own store '
+      'plus --datasets); offline and iterated modes train on the store only')
+  datasets: Tuple[str, ...] = setting(
+      (), resumable=True,
+      help='other episode stores (earlier runs\' <run>/store, imported RLDS data) to train on too')
+  external_ratio: float = setting(
+      0.25, resumable=True,
+      help='share of each learner batch from robots attached with launch.attach, once they sent '
+      'data (out of the replay share; until then the main table fills it)')
+  announce_host: Optional[str] = setting(
+      None, resumable=True,
+      help='host written in addresses.json for attaching processes (default: '
+      '$COLLECT_INFER_HOST, else localhost)')
+  init_checkpoint: Optional[str] = setting(
+      None, help='a checkpoint file or run directory a new run\'s learner starts from')
+  max_actor_steps: Optional[int] = setting(
+      200_000, resumable=True, help='environment-step budget (the program stops at whichever '
+      'budget comes first)')
+  max_seconds: Optional[float] = setting(None, resumable=True, help='wall-clock budget')
+  max_learner_steps: Optional[int] = setting(None, resumable=True, help='learner-step budget')
+  collect_episodes: int = setting(10, resumable=True,
+                                  help='iterated: episodes collected per iteration (all actors)')
+  infer_steps: int = setting(1000, resumable=True,
+                             help='iterated: learner steps per iteration on the whole store')
+  iterations: int = setting(10, resumable=True, help='iterated: how many iterations')
+  warm_start: bool = setting(
+      True, resumable=True, negative_flag='--from_scratch',
+      help='iterated: each iteration starts from the last one\'s learner (--from_scratch: a '
+      'fresh learner each time)')
+  eval_every_seconds: float = setting(120.0, resumable=True,
+                                      help='evaluate and checkpoint every this many seconds')
+  eval_every_learner_steps: Optional[int] = setting(
+      None, resumable=True, help='also evaluate and checkpoint every this many learner steps')
+  eval_episodes: int = setting(5, resumable=True, help='greedy episodes per evaluation')
+  keep_checkpoints: int = setting(5, help='learner checkpoints kept on disk')
+  progress_every_seconds: float = setting(15.0, resumable=True,
+                                          help='a progress line every this many seconds')
+  learner_sample_timeout_s: float = setting(
+      2.0, help='seconds a learner waits on the rate limiter before re-checking for shutdown')
+  agent: MPOConfig = setting(default_factory=MPOConfig, cli=False,
+                             help='the agent\'s config (--preset, --agent FIELD=VALUE)')
+  slurm: SlurmConfig = setting(
+      default_factory=SlurmConfig, cli=False,
+      help='partition, time limit and per-group resources of launch_type=slurm (--slurm KEY=VALUE)')
+
+  @classmethod
+  def resumable_fields(cls) -> Tuple[str, ...]:
+    """Fields a relaunch of an existing run may change; the rest come from its stored config."""
+    return tuple(f.name for f in dataclasses.fields(cls) if f.metadata.get('resumable'))
 
   def __post_init__(self):
     self.datasets = tuple(self.datasets)

@@ -5,7 +5,7 @@ import json
 import os
 import socket
 import time
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 from launch.checkpointing import Checkpointer
 from launch.config import ExperimentConfig
@@ -14,15 +14,6 @@ from launch.local.node_logs import NodeLogFollower
 from launch.local.supervision import wait_local_mp
 from launch.run_dir import RunDir
 
-# Fields a relaunch may change; everything else comes from the stored config.
-RESUME_OVERRIDABLE = ('max_actor_steps', 'max_seconds', 'max_learner_steps', 'eval_every_seconds',
-                      'eval_every_learner_steps', 'eval_episodes',
-                      'progress_every_seconds', 'launch_type', 'num_actors',
-                      # Collect and infer moves one run between modes, e.g. offline then online.
-                      'mode', 'store_ratio', 'datasets', 'iterations', 'collect_episodes',
-                      'infer_steps', 'warm_start', 'actor_failures', 'max_actor_restarts',
-                      # Robots attach to a running program: their weight, and where to find it.
-                      'external_ratio', 'announce_host')
 ANNOUNCE_HOST_ENV = 'COLLECT_INFER_HOST'
 TERMINATION_NOTICE_SECS = 20
 
@@ -71,7 +62,7 @@ def effective_config(config: ExperimentConfig, overrides: Optional[Dict[str, Any
   overrides = overrides or {}
   path = os.path.abspath(config.run_dir)
   if stored is not None:
-    changes = {k: v for k, v in overrides.items() if k in RESUME_OVERRIDABLE}
+    changes = {k: v for k, v in overrides.items() if k in ExperimentConfig.resumable_fields()}
     config = dataclasses.replace(stored, **changes)
   config = dataclasses.replace(config, run_dir=path)
   if overrides.get('slurm_settings'):
@@ -173,7 +164,8 @@ def _launch_slurm(config: ExperimentConfig, resumed: bool, follow: bool) -> Expe
 
 
 def launch(config: ExperimentConfig, overrides: Optional[Dict[str, Any]] = None,
-           dry_run: bool = False, follow: bool = False) -> ExperimentConfig:
+           dry_run: bool = False, follow: bool = False,
+           fixed_flags: Sequence[str] = ()) -> ExperimentConfig:
   """Runs the experiment until its budget is spent or it is interrupted; blocks.
 
   With launch_type 'slurm' it submits a batch job instead and returns (or, with
@@ -192,6 +184,9 @@ def launch(config: ExperimentConfig, overrides: Optional[Dict[str, Any]] = None,
     require_slurm()  # Before the run directory is created or changed.
     refuse_if_running(planned)
   config, run_dir, resumed = prepare_run(config, overrides)
+  if resumed and fixed_flags:
+    print(f'[launch] resuming keeps the stored {", ".join(fixed_flags)} of {run_dir.path} '
+          '(only fields marked [resumable] in --help change on a relaunch)', flush=True)
   try:
     spent = _spent_budget(config, run_dir)
     if spent is not None:
