@@ -26,15 +26,7 @@ import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
-# Agent presets. 'published' is MPO's defaults (policy 256-256-256, critic
-# 512-512-256, batch 256, learning rates 1e-4). 'cpu' makes each update about 4x
-# cheaper and 3x larger so a 2-core machine learns in minutes: on cartpole:swingup
-# it reached 709 at 88k environment steps and 858 at 105k (about 18 minutes).
-PRESETS = {
-    'published': {},
-    'cpu': {'policy_layer_sizes': [256, 256], 'critic_layer_sizes': [256, 256],
-            'batch_size': 128, 'policy_learning_rate': 3e-4, 'critic_learning_rate': 3e-4},
-}
+from agents import registry  # pylint: disable=g-import-not-at-top
 
 
 def _agent_override(text: str):
@@ -79,8 +71,9 @@ def parse_args(argv):
                       '$COLLECT_INFER_HOST, else localhost)')
   p.add_argument('--mode', default=None,
                  choices=['online', 'offline', 'offline_to_online', 'iterated'])
-  p.add_argument('--algorithm', default=None, choices=['mpo', 'bc'],
-                 help="new runs: 'bc' is behaviour cloning (use --agent policy_loss=pac for PAC)")
+  p.add_argument('--algorithm', default=None, choices=registry.names(),
+                 help="new runs: a registered agent (default mpo); 'bc' is behaviour cloning "
+                      '(use --agent policy_loss=pac for PAC)')
   p.add_argument('--max_learner_steps', type=int, default=None, help='learner-step budget')
   p.add_argument('--store_ratio', type=float, default=None,
                  help='fraction of each learner batch drawn from stored episodes')
@@ -95,16 +88,20 @@ def parse_args(argv):
   p.add_argument('--iterations', type=int, default=None, help='iterated: how many')
   p.add_argument('--from_scratch', dest='warm_start', action='store_const', const=False,
                  default=None, help='iterated: each iteration starts a fresh learner')
-  p.add_argument('--preset', default='cpu', choices=sorted(PRESETS),
-                 help='network sizes for a new run (default: cpu)')
+  p.add_argument('--preset', default=None,
+                 choices=sorted({n for a in registry.names() for n in registry.get(a).presets}),
+                 help="the algorithm's settings for a new run (its presets sit beside it, e.g. "
+                      'agents/mpo/presets.py; default: its default preset, cpu)')
   p.add_argument('--agent', action='append', default=[], type=_agent_override,
-                 metavar='FIELD=VALUE', help='MPO config override, e.g. --agent batch_size=128')
+                 metavar='FIELD=VALUE', help='agent config override, dotted for sub-configs, '
+                 'e.g. --agent replay.batch_size=128 --agent pmpo.alpha=0.5')
   return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
   args = parse_args(sys.argv[1:] if argv is None else argv)
   from launch.config import ExperimentConfig
+  from agents.common.config import merge_overrides
   from agents.common.errors import ProgramError, UserError
   from launch.local import launcher
 
@@ -127,7 +124,10 @@ def main(argv=None) -> int:
       values['algorithm'] = args.algorithm
     if args.no_store:
       values['store_episodes'] = False
-    values['agent'] = {**PRESETS[args.preset], **dict(args.agent)}
+    agent = registry.get(args.algorithm or ExperimentConfig.algorithm)
+    values['agent'] = merge_overrides(agent.config_class,
+                                      agent.preset(args.preset or agent.default_preset),
+                                      *({k: v} for k, v in args.agent))
     config = ExperimentConfig.from_dict(values)
     config = launcher.launch(config, overrides, dry_run=args.dry_run, follow=args.follow)
   except UserError as e:

@@ -4,7 +4,7 @@ import dataclasses
 import math
 from typing import Any, Dict, Optional, Tuple
 
-from agents.mpo.config import MPOConfig
+from agents import registry
 from agents.common.errors import ConfigError
 from launch.slurm.config import SlurmConfig
 
@@ -30,8 +30,8 @@ class ExperimentConfig:
   actor_failures: str = 'restart'
   max_actor_restarts: int = 3
   mode: str = 'online'
-  # 'mpo' (the MPO family: agent.policy_loss picks mpo, pmpo or pac) or 'bc'
-  # (behaviour cloning of the training data, the offline baseline).
+  # A registered agent (agents/registry.py): 'mpo' (the MPO family: agent.policy_loss picks
+  # mpo, pmpo or pac), 'bc' (behaviour cloning of the training data, the offline baseline).
   algorithm: str = 'mpo'
   # Durable store: every completed episode goes to <run>/store.
   store_episodes: bool = True
@@ -73,14 +73,15 @@ class ExperimentConfig:
   progress_every_seconds: float = 15.0
   # Seconds a learner waits on the rate limiter before re-checking for shutdown.
   learner_sample_timeout_s: float = 2.0
-  agent: MPOConfig = dataclasses.field(default_factory=MPOConfig)
+  # The algorithm's config (its registry entry's config_class); None: its defaults. A dict
+  # (config.json, nested or dotted keys) is read by that class.
+  agent: Any = None
   # Partition, time limit and per-group resources of launch_type='slurm'.
   slurm: SlurmConfig = dataclasses.field(default_factory=SlurmConfig)
 
   def __post_init__(self):
     self.datasets = tuple(self.datasets)
-    if isinstance(self.agent, dict):
-      self.agent = MPOConfig(**self.agent)
+    self.agent = _agent_config(self.algorithm, self.agent)
     if isinstance(self.slurm, dict):
       known = {f.name for f in dataclasses.fields(SlurmConfig)}
       bad = sorted(set(self.slurm) - known)
@@ -119,7 +120,6 @@ class ExperimentConfig:
          "'restart', 'continue' or 'stop'")
     need(is_int(self.max_actor_restarts) and self.max_actor_restarts >= 0, 'max_actor_restarts',
          'an int >= 0')
-    need(self.algorithm in ('mpo', 'bc'), 'algorithm', "'mpo' or 'bc'")
     need(isinstance(self.store_episodes, bool), 'store_episodes', 'true or false')
     need(isinstance(self.store_ratio, (int, float)) and 0.0 <= self.store_ratio <= 1.0,
          'store_ratio', 'a fraction in [0, 1]')
@@ -146,15 +146,15 @@ class ExperimentConfig:
     if self.mode in ('iterated', 'offline') or self.store_ratio > 0:
       need(self.store_episodes or self.mode == 'offline', 'store_episodes',
            f'true when training draws on the store (mode={self.mode}, store_ratio={self.store_ratio})')
-    labels = self.algorithm == 'mpo' and self.agent.learns_from_labels
+    labels = self.agent.learns_from_labels
     if labels and self.mode not in ('offline', 'iterated'):
-      raise ConfigError(f"agent.pmpo_source='labels' learns from labelled stored episodes only: "
-                        f"it needs mode 'offline' or 'iterated', not {self.mode!r} (replay "
-                        "transitions carry no labels; pmpo_source='q' ranks sampled actions)")
-    if labels and self.mode == 'iterated' and self.agent.pmpo_success_return is None:
-      raise ConfigError("agent.pmpo_source='labels' in iterated mode needs "
-                        'agent.pmpo_success_return: the actors\' episodes carry no success '
-                        'label, so their return decides')
+      raise ConfigError(f'agent.{self.agent.labels_setting} learns from labelled stored episodes '
+                        f"only: it needs mode 'offline' or 'iterated', not {self.mode!r} (replay "
+                        'transitions carry no labels)')
+    if labels and self.mode == 'iterated' and self.agent.success_return is None:
+      raise ConfigError(f'agent.{self.agent.labels_setting} in iterated mode needs '
+                        f'agent.{self.agent.success_return_setting}: the actors\' episodes carry '
+                        'no success label, so their return decides')
     need(pos_num(self.eval_every_seconds), 'eval_every_seconds', 'a positive number')
     need(self.eval_every_learner_steps is None or
          (is_int(self.eval_every_learner_steps) and self.eval_every_learner_steps > 0),
@@ -174,9 +174,20 @@ class ExperimentConfig:
     unknown = sorted(set(values) - known)
     if unknown:
       raise ConfigError(f'unknown experiment config field(s) {unknown}; known: {sorted(known)}')
-    agent = dict(values.get('agent', {}))
-    agent_known = {f.name for f in dataclasses.fields(MPOConfig)}
-    bad = sorted(set(agent) - agent_known)
-    if bad:
-      raise ConfigError(f'unknown agent config field(s) {bad}; known: {sorted(agent_known)}')
-    return cls(**{**values, 'agent': MPOConfig(**agent)})
+    return cls(**values)
+
+
+def _agent_config(algorithm: str, agent: Any) -> Any:
+  """`agent` as the registered algorithm's config: its defaults for None, read from a dict."""
+  if not isinstance(algorithm, str):
+    raise ConfigError(f'algorithm={algorithm!r} is invalid: must be one of '
+                      f'{", ".join(registry.names())}')
+  config_class = registry.get(algorithm).config_class
+  if agent is None:
+    return config_class()
+  if isinstance(agent, dict):
+    return config_class.from_dict(agent)
+  if not isinstance(agent, config_class):
+    raise ConfigError(f'agent is a {type(agent).__name__}; algorithm {algorithm!r} takes a '
+                      f'{config_class.__name__}')
+  return agent
