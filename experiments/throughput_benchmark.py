@@ -980,7 +980,8 @@ def parse_args(argv):
   p.add_argument('--presets', type=_csv_list(str), default=['cpu'],
                  help='learner benchmark: comma-separated presets (e.g. cpu,published)')
   p.add_argument('--agent', action='append', default=[], type=_agent_override,
-                 metavar='FIELD=VALUE', help='MPO config override, e.g. --agent replay.batch_size=64')
+                 metavar='FIELD=VALUE',
+                 help='MPO config override, e.g. --agent replay.batch_size=64')
   p.add_argument('--seconds', type=float, default=3.0, help='length of one timed window')
   p.add_argument('--repeats', type=int, default=5, help='interleaved rounds; median reported')
   p.add_argument('--settle', type=float, default=0.5,

@@ -404,7 +404,8 @@ def test_config_selects_the_perceiver_with_the_tasks_observation_groups():
     import jax
     from launch import experiment
     from launch.config import ExperimentConfig
-    cfg = ExperimentConfig(task='walker:walk', agent={'network': 'perceiver', 'replay.batch_size': 8})
+    cfg = ExperimentConfig(task='walker:walk',
+                           agent={'network': 'perceiver', 'replay.batch_size': 8})
     builder = experiment.make_builder(cfg)
     # walker: height (1), orientations (14), velocity (9), in sorted-key order.
     assert builder.obs_group_sizes == (1, 14, 9)

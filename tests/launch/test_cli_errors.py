@@ -41,6 +41,9 @@ def test_unknown_domain(tmp_path):
     (['--agent', 'replay.discount=1.5'], 'replay.discount'),
     (['--agent', 'replay.batch_size=0'], 'replay.batch_size'),
     (['--agent', 'no_such_field=3'], 'no_such_field'),
+    (['--agent', 'pmpo.alpah=0.5'], 'pmpo.alpah'),
+    (['--agent', 'pmpo.alpha=1.5'], 'MPOConfig.pmpo.alpha=1.5'),
+    (['--algorithm', 'bc', '--agent', 'num_atoms=3'], 'num_atoms'),
 ])
 def test_config_out_of_range_names_the_field(tmp_path, args, field):
   rc, err = run_cli('--run_dir', str(tmp_path / 'r'), *args)
