@@ -26,15 +26,7 @@ import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
-# Agent presets. 'published' is MPO's defaults (policy 256-256-256, critic
-# 512-512-256, batch 256, learning rates 1e-4). 'cpu' makes each update about 4x
-# cheaper and 3x larger so a 2-core machine learns in minutes: on cartpole:swingup
-# it reached 709 at 88k environment steps and 858 at 105k (about 18 minutes).
-PRESETS = {
-    'published': {},
-    'cpu': {'policy_layer_sizes': [256, 256], 'critic_layer_sizes': [256, 256],
-            'batch_size': 128, 'policy_learning_rate': 3e-4, 'critic_learning_rate': 3e-4},
-}
+from agents import registry  # pylint: disable=g-import-not-at-top
 
 
 def _agent_override(text: str):
@@ -60,16 +52,20 @@ def parse_args(argv):
                  help='slurm: print the batch script and step commands, submit nothing')
   p.add_argument('--follow', action='store_true',
                  help='slurm: echo the job log until the job ends; exit with its status')
-  p.add_argument('--preset', default='cpu', choices=sorted(PRESETS),
-                 help='network sizes for a new run (default: cpu)')
+  p.add_argument('--preset', default=None,
+                 choices=sorted({n for a in registry.names() for n in registry.get(a).presets}),
+                 help="the algorithm's settings for a new run (its presets sit beside it, e.g. "
+                      'agents/mpo/presets.py; default: its default preset, cpu)')
   p.add_argument('--agent', action='append', default=[], type=_agent_override,
-                 metavar='FIELD=VALUE', help='MPO config override, e.g. --agent batch_size=128')
+                 metavar='FIELD=VALUE', help='agent config override, dotted for sub-configs, '
+                 'e.g. --agent replay.batch_size=128 --agent pmpo.alpha=0.5')
   return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
   args = parse_args(sys.argv[1:] if argv is None else argv)
   from launch.config import ExperimentConfig
+  from agents.common.config import merge_overrides
   from agents.common.errors import ProgramError, UserError
   from launch.local import launcher
 
@@ -90,7 +86,10 @@ def main(argv=None) -> int:
       from launch.slurm.config import SlurmConfig
       SlurmConfig().with_overrides(args.slurm)
     values = dict(given)
-    values['agent'] = {**PRESETS[args.preset], **dict(args.agent)}
+    agent = registry.get(values.get('algorithm', ExperimentConfig.algorithm))
+    values['agent'] = merge_overrides(agent.config_class,
+                                      agent.preset(args.preset or agent.default_preset),
+                                      *({k: v} for k, v in args.agent))
     config = ExperimentConfig.from_dict(values)
     config = launcher.launch(config, overrides, dry_run=args.dry_run, follow=args.follow,
                              fixed_flags=ignored)

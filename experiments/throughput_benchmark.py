@@ -66,7 +66,8 @@ import numpy as np
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
-from experiments.collect_infer import PRESETS, _agent_override  # pylint: disable=g-import-not-at-top
+from agents.mpo.presets import PRESETS  # pylint: disable=g-import-not-at-top
+from experiments.collect_infer import _agent_override  # pylint: disable=g-import-not-at-top
 from experiments.learning_benchmark import _csv_list  # pylint: disable=g-import-not-at-top
 from experiments.plot_run import new_figure, read_csv, save, wall_clock  # pylint: disable=g-import-not-at-top
 
@@ -247,17 +248,22 @@ def make_builder(task: str, preset: str, agent: Dict[str, Any]):
   nothing here waits for a learner to sample)."""
   from acme import specs
   from agents.mpo.builder import MPOBuilder
-  from agents.mpo.config import MPOConfig
   from environments.suite import make_environment
-  config = MPOConfig(**{**PRESETS[preset], **agent, 'samples_per_insert': None})
+  config = _config(preset, agent, {'replay.samples_per_insert': None})
   spec = specs.make_environment_spec(make_environment(task, seed=0))
   return MPOBuilder(config, spec)
 
 
+def _config(preset: str, *layers: Dict[str, Any]):
+  """MPOConfig of a preset with override layers (dotted, nested or old flat names)."""
+  from agents.common.config import merge_overrides
+  from agents.mpo.config import MPOConfig
+  return MPOConfig.from_dict(merge_overrides(MPOConfig, PRESETS[preset], *layers))
+
+
 def configured_spi(preset: str, agent: Dict[str, Any]) -> Optional[float]:
   """The samples_per_insert a real run of this preset uses."""
-  from agents.mpo.config import MPOConfig
-  return MPOConfig(**{**PRESETS[preset], **agent}).samples_per_insert
+  return _config(preset, agent).replay.samples_per_insert
 
 
 def make_env(task: str, seed: int, max_episode_steps: Optional[int]):
@@ -480,7 +486,7 @@ def bench_replay(out: pathlib.Path, task: str, preset: str, agent: Dict[str, Any
   replay = ReplayServer(builder)
   try:
     episode = record_episode(make_env(task, seed, max_episode_steps), seed)
-    fill_replay(replay, builder, episode, max(fill, builder.config.min_replay_size))
+    fill_replay(replay, builder, episode, max(fill, builder.config.replay.min_replay_size))
     inserts = _insert_series(builder, replay, episode, seconds, repeats)
     samples = _sample_series(builder, replay, seconds, repeats, settle)
   finally:
@@ -542,7 +548,7 @@ def _sample_series(builder, replay: ReplayServer, seconds: float, repeats: int,
                    settle: float) -> Series:
   """Samples/s the builder's dataset iterator delivers against the samples/s an
   in-memory learner consumes (steps/s x batch size)."""
-  batch_size = builder.config.batch_size
+  batch_size = builder.config.replay.batch_size
   iterator = builder.make_dataset_iterator(replay.address)
   learner_step = _one_step(learner_in_memory(builder, next(iterator)))
 
@@ -569,7 +575,7 @@ def bench_learner(out: pathlib.Path, task: str, presets: Sequence[str], agent: D
     replay = ReplayServer(builder)
     try:
       episode = record_episode(make_env(task, seed, max_episode_steps), seed)
-      fill_replay(replay, builder, episode, max(fill, builder.config.min_replay_size))
+      fill_replay(replay, builder, episode, max(fill, builder.config.replay.min_replay_size))
       series = _learner_series(builder, replay, seconds, repeats, settle)
     finally:
       replay.stop()
@@ -804,8 +810,7 @@ def bench_scaling(out: pathlib.Path, task: str, preset: str, agent: Dict[str, An
 
   `program(run_dir, num_actors)` gives the command (tests pass a stand-in).
   """
-  from agents.mpo.config import MPOConfig
-  config = MPOConfig(**{**PRESETS[preset], **agent})
+  config = _config(preset, agent)
   program = program or (lambda d, n: collect_infer_argv(d, task, n, seconds, preset, agent))
   root = pathlib.Path(tempfile.mkdtemp(prefix='throughput_scaling_'))
   rows, rss_rows = [], []
@@ -819,11 +824,12 @@ def bench_scaling(out: pathlib.Path, task: str, preset: str, agent: Dict[str, An
       if code != 0:
         tail = (run_dir / 'launcher.log').read_text(errors='replace')[-3000:]
         print(f'[scaling] exit code {code}; launcher log tail:\n{tail}', flush=True)
-      rates = window_rates(series, config.batch_size, settle_s)
+      rates = window_rates(series, config.replay.batch_size, settle_s)
       final = read_counts(run_dir) or {}
       # The env steps/s the sample-to-insert limiter lets through at this learner speed.
-      limit = (rates['learner_steps_per_s'] * config.batch_size / config.samples_per_insert
-               if config.samples_per_insert else math.nan)
+      spi = config.replay.samples_per_insert
+      limit = (rates['learner_steps_per_s'] * config.replay.batch_size / spi
+               if spi else math.nan)
       rows.append({'num_actors': n, **rates,
                    'env_vs_rate_limit': _div(rates['env_steps_per_s'], limit),
                    'actor_steps': final.get('actor_steps'),
@@ -974,7 +980,8 @@ def parse_args(argv):
   p.add_argument('--presets', type=_csv_list(str), default=['cpu'],
                  help='learner benchmark: comma-separated presets (e.g. cpu,published)')
   p.add_argument('--agent', action='append', default=[], type=_agent_override,
-                 metavar='FIELD=VALUE', help='MPO config override, e.g. --agent batch_size=64')
+                 metavar='FIELD=VALUE',
+                 help='MPO config override, e.g. --agent replay.batch_size=64')
   p.add_argument('--seconds', type=float, default=3.0, help='length of one timed window')
   p.add_argument('--repeats', type=int, default=5, help='interleaved rounds; median reported')
   p.add_argument('--settle', type=float, default=0.5,

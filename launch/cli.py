@@ -62,8 +62,9 @@ def add_config_flags(parser: argparse.ArgumentParser, config_cls: Type[Any]) -> 
       continue
     kwargs: Dict[str, Any] = {'dest': field.name, 'default': None, 'help': text,
                               'type': _scalar_type(hint)}
-    if meta['choices']:
-      kwargs['choices'] = meta['choices']
+    choices = meta['choices']() if callable(meta['choices']) else meta['choices']
+    if choices:
+      kwargs['choices'] = choices
     if _is_sequence(hint):
       kwargs.update(nargs='+', metavar='VALUE')
     group.add_argument(*flags, **kwargs)

@@ -2,9 +2,9 @@
 
 import dataclasses
 import math
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
-from agents.mpo.config import MPOConfig
+from agents import registry
 from agents.common.errors import ConfigError
 from launch.slurm.config import SlurmConfig
 
@@ -18,17 +18,19 @@ MODES = ('online', 'offline', 'offline_to_online', 'iterated')
 
 
 def setting(default: Any = dataclasses.MISSING, *, help: str,  # pylint: disable=redefined-builtin
-            choices: Optional[Sequence[Any]] = None, resumable: bool = False,
+            choices: Union[None, Sequence[Any], Callable[[], Sequence[Any]]] = None,
+            resumable: bool = False,
             cli: bool = True, aliases: Sequence[str] = (), negative_flag: Optional[str] = None,
             default_factory: Any = dataclasses.MISSING) -> Any:
   """A config field with its command-line description: one source for name, default and help.
 
+  `choices` may be a callable, read when the command line is built (e.g. registered names).
   `resumable`: a relaunch of an existing run may change it (everything else comes from the
   run's stored config). `cli=False` keeps it off the generated command line; `aliases` are
   extra flag spellings; `negative_flag` is the one flag of a bool that defaults to True
   (e.g. '--no_store' sets store_episodes to False).
   """
-  metadata = {'help': help, 'choices': tuple(choices) if choices else None,
+  metadata = {'help': help, 'choices': choices if callable(choices) or not choices else tuple(choices),
               'resumable': resumable, 'cli': cli, 'aliases': tuple(aliases),
               'negative_flag': negative_flag}
   if default_factory is not dataclasses.MISSING:
@@ -59,7 +61,7 @@ class ExperimentConfig:
       'iterated: collect --collect_episodes, infer --infer_steps on all stored data, evaluate; '
       '--iterations times')
   algorithm: str = setting(
-      'mpo', help="the agent (registered name): 'mpo' (the MPO family; --agent policy_loss= "
+      'mpo', choices=registry.names, help="the agent (registered name): 'mpo' (the MPO family; --agent policy_loss= "
       "picks mpo, pmpo or pac) or 'bc' (behaviour cloning, the offline baseline)")
   store_episodes: bool = setting(
       True, negative_flag='--no_store',
@@ -105,8 +107,10 @@ class ExperimentConfig:
                                           help='a progress line every this many seconds')
   learner_sample_timeout_s: float = setting(
       2.0, help='seconds a learner waits on the rate limiter before re-checking for shutdown')
-  agent: MPOConfig = setting(default_factory=MPOConfig, cli=False,
-                             help='the agent\'s config (--preset, --agent FIELD=VALUE)')
+  # The algorithm's config (its registry entry's config_class); None: its defaults. A dict
+  # (config.json, nested or dotted keys) is read by that class.
+  agent: Any = setting(None, cli=False,
+                       help='the agent\'s config (--preset, --agent FIELD=VALUE)')
   slurm: SlurmConfig = setting(
       default_factory=SlurmConfig, cli=False,
       help='partition, time limit and per-group resources of launch_type=slurm (--slurm KEY=VALUE)')
@@ -118,8 +122,7 @@ class ExperimentConfig:
 
   def __post_init__(self):
     self.datasets = tuple(self.datasets)
-    if isinstance(self.agent, dict):
-      self.agent = MPOConfig(**self.agent)
+    self.agent = _agent_config(self.algorithm, self.agent)
     if isinstance(self.slurm, dict):
       known = {f.name for f in dataclasses.fields(SlurmConfig)}
       bad = sorted(set(self.slurm) - known)
@@ -158,7 +161,6 @@ class ExperimentConfig:
          "'restart', 'continue' or 'stop'")
     need(is_int(self.max_actor_restarts) and self.max_actor_restarts >= 0, 'max_actor_restarts',
          'an int >= 0')
-    need(self.algorithm in ('mpo', 'bc'), 'algorithm', "'mpo' or 'bc'")
     need(isinstance(self.store_episodes, bool), 'store_episodes', 'true or false')
     need(isinstance(self.store_ratio, (int, float)) and 0.0 <= self.store_ratio <= 1.0,
          'store_ratio', 'a fraction in [0, 1]')
@@ -185,15 +187,15 @@ class ExperimentConfig:
     if self.mode in ('iterated', 'offline') or self.store_ratio > 0:
       need(self.store_episodes or self.mode == 'offline', 'store_episodes',
            f'true when training draws on the store (mode={self.mode}, store_ratio={self.store_ratio})')
-    labels = self.algorithm == 'mpo' and self.agent.learns_from_labels
+    labels = self.agent.learns_from_labels
     if labels and self.mode not in ('offline', 'iterated'):
-      raise ConfigError(f"agent.pmpo_source='labels' learns from labelled stored episodes only: "
-                        f"it needs mode 'offline' or 'iterated', not {self.mode!r} (replay "
-                        "transitions carry no labels; pmpo_source='q' ranks sampled actions)")
-    if labels and self.mode == 'iterated' and self.agent.pmpo_success_return is None:
-      raise ConfigError("agent.pmpo_source='labels' in iterated mode needs "
-                        'agent.pmpo_success_return: the actors\' episodes carry no success '
-                        'label, so their return decides')
+      raise ConfigError(f'agent.{self.agent.labels_setting} learns from labelled stored episodes '
+                        f"only: it needs mode 'offline' or 'iterated', not {self.mode!r} (replay "
+                        'transitions carry no labels)')
+    if labels and self.mode == 'iterated' and self.agent.success_return is None:
+      raise ConfigError(f'agent.{self.agent.labels_setting} in iterated mode needs '
+                        f'agent.{self.agent.success_return_setting}: the actors\' episodes carry '
+                        'no success label, so their return decides')
     need(pos_num(self.eval_every_seconds), 'eval_every_seconds', 'a positive number')
     need(self.eval_every_learner_steps is None or
          (is_int(self.eval_every_learner_steps) and self.eval_every_learner_steps > 0),
@@ -213,9 +215,20 @@ class ExperimentConfig:
     unknown = sorted(set(values) - known)
     if unknown:
       raise ConfigError(f'unknown experiment config field(s) {unknown}; known: {sorted(known)}')
-    agent = dict(values.get('agent', {}))
-    agent_known = {f.name for f in dataclasses.fields(MPOConfig)}
-    bad = sorted(set(agent) - agent_known)
-    if bad:
-      raise ConfigError(f'unknown agent config field(s) {bad}; known: {sorted(agent_known)}')
-    return cls(**{**values, 'agent': MPOConfig(**agent)})
+    return cls(**values)
+
+
+def _agent_config(algorithm: str, agent: Any) -> Any:
+  """`agent` as the registered algorithm's config: its defaults for None, read from a dict."""
+  if not isinstance(algorithm, str):
+    raise ConfigError(f'algorithm={algorithm!r} is invalid: must be one of '
+                      f'{", ".join(registry.names())}')
+  config_class = registry.get(algorithm).config_class
+  if agent is None:
+    return config_class()
+  if isinstance(agent, dict):
+    return config_class.from_dict(agent)
+  if not isinstance(agent, config_class):
+    raise ConfigError(f'agent is a {type(agent).__name__}; algorithm {algorithm!r} takes a '
+                      f'{config_class.__name__}')
+  return agent

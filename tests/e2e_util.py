@@ -14,7 +14,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 # Tiny networks and batches: these tests check the system, not learning.
 TINY = ['--agent', 'policy_layer_sizes=[32,32]', '--agent', 'critic_layer_sizes=[32,32]',
-        '--agent', 'batch_size=32', '--agent', 'min_replay_size=200', '--agent', 'num_samples=4',
+        '--agent', 'replay.batch_size=32', '--agent', 'replay.min_replay_size=200',
+        '--agent', 'num_samples=4',
         '--eval_every_seconds', '8', '--eval_episodes', '1']
 
 

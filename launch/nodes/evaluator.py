@@ -11,7 +11,7 @@ import launchpad as lp
 import numpy as np
 from acme.utils import loggers
 
-from agents.mpo.builder import REPLAY_TABLE
+from agents.replay_pipeline import REPLAY_TABLE
 from launch import experiment
 from launch.logs import announce_process, make_logger, quiet_node_logs
 from launch.nodes.stopping import exit_process_if_stuck, run_until_stopped, wait_for_stop

@@ -11,8 +11,8 @@ import numpy as np
 import reverb
 from acme.utils import counting
 
-from agents.mpo.builder import EXTERNAL_TABLE
 from agents.mpo.labels import make_labeller
+from agents.replay_pipeline import EXTERNAL_TABLE
 from launch import experiment
 from launch.checkpointing import Checkpointer
 from launch.nodes.counter import flush_counts
@@ -48,8 +48,8 @@ def load_init_checkpoint(path: str) -> Dict[str, Any]:
 
 def _labeller(cfg):
   """Success labels for stored episodes when PMPO learns from them, else None."""
-  if cfg.algorithm == 'mpo' and cfg.agent.learns_from_labels:
-    return make_labeller(cfg.agent.pmpo_success_return)
+  if cfg.agent.learns_from_labels:
+    return make_labeller(cfg.agent.success_return)
   return None
 
 
@@ -59,7 +59,7 @@ def store_dirs(cfg) -> List[pathlib.Path]:
 
 
 class LearnerWorker:
-  """Owns the MPO learner inside its own process.
+  """Owns the agent's learner inside its own process.
 
   On start it restores the newest valid checkpoint of the run (or, for a new
   run, `init_checkpoint`); on stop it writes a final one, so Ctrl-C never
@@ -77,13 +77,14 @@ class LearnerWorker:
     self._builder = experiment.make_builder(cfg)
     self._replay_address = replay.server_address
     self._checkpointer = Checkpointer(RunDir(cfg.run_dir).checkpoints, keep=cfg.keep_checkpoints)
-    batch = cfg.agent.batch_size
+    replay_config = cfg.agent.replay  # Batches and transitions: the same for every agent.
+    batch = replay_config.batch_size
     ratio = 1.0 if cfg.mode in ('offline', 'iterated') else cfg.store_ratio
     self._store_batch = int(round(batch * ratio))
     self._sampler = None
     if self._store_batch > 0:
       self._sampler = StoreSampler([EpisodeStore(d) for d in store_dirs(cfg)],
-                                   n_step=cfg.agent.n_step, discount=cfg.agent.discount,
+                                   n_step=replay_config.n_step, discount=replay_config.discount,
                                    seed=cfg.seed, labeller=_labeller(cfg))
     self._own_store = EpisodeStore(RunDir(cfg.run_dir).store, verify=False)  # Counted, not read.
     # Attached robots' share, out of the replay share (online modes only).
@@ -129,14 +130,14 @@ class LearnerWorker:
             f'episodes ({self._sampler.num_episodes} now, in {len(store_dirs(cfg))} store(s))',
             flush=True)
       if _labeller(cfg) is not None:
-        threshold = cfg.agent.pmpo_success_return
+        threshold = cfg.agent.success_return
         rule = "metadata 'success'" + ('' if threshold is None else f', else return >= {threshold:g}')
         print(f'[learner] PMPO from episode labels ({rule}): {self._sampler.num_successes} of '
               f'{self._sampler.num_episodes} stored episodes successful', flush=True)
 
   def _new_iterator(self):
     cfg = self._config
-    replay_batch = cfg.agent.batch_size - self._store_batch - self._external_batch
+    replay_batch = cfg.agent.replay.batch_size - self._store_batch - self._external_batch
     timeout_ms = int(cfg.learner_sample_timeout_s * 1000)
     replay = None
     if replay_batch > 0:
@@ -170,8 +171,8 @@ class LearnerWorker:
     if not self._external_announced:
       self._external_announced = True
       print(f'[learner] external table holds {size} items: {self._external_batch}/'
-            f'{self._config.agent.batch_size} of each batch come from attached robots now',
-            flush=True)
+            f'{self._config.agent.replay.batch_size} of each batch come from attached robots '
+            'now', flush=True)
 
   # Served over Courier: robots attaching with launch.attach.
   def environment_spec(self) -> Dict[str, Any]:
@@ -323,10 +324,10 @@ class LearnerWorker:
     """Iteration-dependent learner settings (PAC's BC weight); not part of the checkpoint."""
     if hasattr(self._learner, 'set_iteration'):
       with self._lock:
-        alpha = self._learner.set_iteration(self._iteration)
-      if self._config.agent.policy_loss == 'pac':
-        print(f'[learner] iteration {self._iteration}: behaviour-cloning weight {alpha:.2f}',
-              flush=True)
+        self._learner.set_iteration(self._iteration)
+      note = getattr(self._learner, 'iteration_note', lambda: None)()
+      if note:
+        print(f'[learner] iteration {self._iteration}: {note}', flush=True)
 
   def _reinitialise(self) -> None:
     """From scratch: fresh parameters, optimisers and duals; the step count goes on."""

@@ -437,7 +437,7 @@ def _attached(args: argparse.Namespace, env, close_env: Callable[[], None],
   """`attach` once the environment exists (the caller closes it)."""
   from acme import specs
 
-  from agents.mpo.builder import MPOBuilder
+  from agents import registry
   from environments.validation import StepValidator
   from launch.config import ExperimentConfig
   from agents.common.errors import ConfigError, UserError
@@ -466,8 +466,8 @@ def _attached(args: argparse.Namespace, env, close_env: Callable[[], None],
     raise UserError(f"the program's config does not load here ({e}); run the same version of "
                     'this code on the robot PC as the program') from None
   # The program's own actor, reading parameters from local memory every step.
-  builder = MPOBuilder(dataclasses.replace(cfg.agent, variable_update_period=1),
-                       spec_from_data(program_spec))
+  builder = registry.get(cfg.algorithm).make_builder(
+      cfg.agent.with_overrides({'replay.variable_update_period': 1}), spec_from_data(program_spec))
   latest = LatestParameters()
   fetcher = ParameterFetcher(link, latest, stop, refresh_every_s=args.refresh_every_s,
                              max_backoff_s=args.max_backoff_s, on_fatal=on_fatal)

@@ -13,7 +13,8 @@ from agents.common.errors import ConfigError
 from launch.run_dir import RunDir
 from launch.store.episodes import EpisodeStore
 
-TINY_AGENT = dict(policy_layer_sizes=(16, 16), critic_layer_sizes=(16, 16), batch_size=16)
+TINY_AGENT = dict(policy_layer_sizes=(16, 16), critic_layer_sizes=(16, 16),
+                  replay=dict(batch_size=16))
 
 
 @pytest.fixture(scope='module')

@@ -16,7 +16,7 @@ from experiments import throughput_benchmark as tb
 TASK = 'cartpole:swingup'
 # Tiny networks and batches, 20-step episodes: compiling and filling take seconds.
 TINY = {'policy_layer_sizes': [8], 'critic_layer_sizes': [8], 'num_atoms': 5,
-        'num_samples': 2, 'batch_size': 8, 'min_replay_size': 16, 'n_step': 2}
+        'num_samples': 2, 'replay': {'batch_size': 8, 'min_replay_size': 16, 'n_step': 2}}
 FAST = dict(seconds=0.05, repeats=1, max_episode_steps=20)
 
 

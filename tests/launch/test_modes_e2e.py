@@ -52,7 +52,7 @@ def test_online_then_offline_then_offline_to_online(tmp_path):
   pmpo = tmp_path / 'pmpo'
   text = _run(pmpo, '--mode', 'offline', '--datasets', str(online / 'store'),
               '--max_learner_steps', '60', '--agent', 'policy_loss="pmpo"',
-              '--agent', 'pmpo_source="labels"', '--agent', f'pmpo_success_return={best}', *TINY)
+              '--agent', 'pmpo.source="labels"', '--agent', f'pmpo.success_return={best}', *TINY)
   wins = sum(r >= best for r in returns)
   assert (f"PMPO from episode labels (metadata 'success', else return >= {best:g}): {wins} of "
           f'{len(returns)} stored episodes successful') in text, text[-3000:]

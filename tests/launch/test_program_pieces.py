@@ -19,8 +19,8 @@ from launch.local.node_logs import NodeLogFollower
 from launch.program import GROUPS, make_program
 from tests.e2e_util import wait_for
 
-TINY_AGENT = dict(policy_layer_sizes=(16, 16), critic_layer_sizes=(16, 16), batch_size=16,
-                  min_replay_size=100, num_samples=4, samples_per_insert=None)
+TINY_AGENT = dict(policy_layer_sizes=(16, 16), critic_layer_sizes=(16, 16), num_samples=4,
+                  replay=dict(batch_size=16, min_replay_size=100, samples_per_insert=None))
 
 
 def tiny_config(run_dir, **kw):
@@ -96,7 +96,7 @@ def test_nodes_run_together_until_the_budget(tmp_path):
   # 50: unlimited, a fast actor could (2000 steps need ~460 learner steps at 4 samples per
   # insert, step 50 only ~250 inserts).
   cfg = tiny_config(tmp_path / 'run', eval_every_seconds=10_000.0, eval_every_learner_steps=50,
-                    agent={**TINY_AGENT, 'samples_per_insert': 4.0})
+                    agent={**TINY_AGENT, 'replay.samples_per_insert': 4.0})
   run_dir = tmp_path / 'run'
   (run_dir / 'replay').mkdir(parents=True)
   tables = experiment.make_builder(cfg).make_replay_tables()
