@@ -7,6 +7,7 @@ import socket
 import time
 from typing import Any, Dict, Optional, Sequence, Tuple
 
+from launch.budget import Budget
 from launch.checkpointing import Checkpointer
 from launch.config import ExperimentConfig
 from agents.common.errors import ConfigError, ProgramError
@@ -92,19 +93,16 @@ def _spent_budget(config: ExperimentConfig, run_dir: RunDir) -> Optional[str]:
   """Why the run's budget is already spent (a sentence), or None."""
   from launch.nodes.counter import COUNTER_FILE
   path = run_dir.path / COUNTER_FILE
-  if not path.exists():
-    return None
-  counts = json.loads(path.read_text()).get('counts', {})
-  learner_steps = int(counts.get('learner_steps', 0))
-  if config.max_learner_steps is not None and learner_steps >= config.max_learner_steps:
-    return (f'its budget of {config.max_learner_steps} learner steps ({learner_steps} done); '
-            'pass a larger --max_learner_steps to continue')
-  actor_steps = int(counts.get('actor_steps', 0))
-  if (config.mode in ('online', 'offline_to_online') and config.max_actor_steps is not None
-      and actor_steps >= config.max_actor_steps):
-    return (f'its budget of {config.max_actor_steps} environment steps ({actor_steps} done); '
-            'pass a larger --max_actor_steps to continue')
-  return None
+  counts = json.loads(path.read_text()).get('counts', {}) if path.exists() else {}
+  iterations_done = 0
+  if config.mode == 'iterated':
+    # The learner's checkpoints carry the iterations it has finished.
+    restored = Checkpointer(run_dir.checkpoints).restore_latest()
+    iterations_done = int(restored[1].get('iteration', 0)) if restored is not None else 0
+  # Seconds are a budget per launch: a relaunch starts them afresh.
+  return Budget.from_config(config).reason(
+      actor_steps=int(counts.get('actor_steps', 0)),
+      learner_steps=int(counts.get('learner_steps', 0)), iterations_done=iterations_done)
 
 
 def announce_host(config: ExperimentConfig) -> str:
