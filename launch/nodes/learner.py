@@ -21,7 +21,8 @@ from launch.checkpointing import Checkpointer
 from launch.nodes.counter import flush_counts
 from launch.nodes.iterated import IteratedSchedule
 from agents.common.errors import ConfigError
-from launch.robot.external import ExternalEpisodeSink, spec_to_data
+from launch.robot.sink import ExternalEpisodeSink
+from launch.robot.spec import spec_to_data
 from launch.logs import announce_process, make_logger, quiet_node_logs
 from launch.run_dir import RunDir
 from launch.nodes.stopping import exit_process_if_stuck, run_until_stopped, wait_for_stop

@@ -387,7 +387,7 @@ def _realtime(priority: int) -> None:
 def _first_parameters(fetcher, timeout_s: float) -> int:
   """The learner step of the first parameters fetched (the program answered a moment ago)."""
   from agents.common.errors import UserError
-  from launch.robot.external import SpecMismatchError
+  from launch.robot.spec import SpecMismatchError
   deadline = time.monotonic() + timeout_s
   while True:
     try:
@@ -442,8 +442,10 @@ def _attached(args: argparse.Namespace, env, close_env: Callable[[], None],
   from launch.config import ExperimentConfig
   from agents.common.errors import ConfigError, UserError
   from launch.store.episodes import WriterBusyError
-  from launch.robot.external import (EpisodeOutbox, LatestParameters, ParameterFetcher, ProgramLink,
-                               Sender, check_spec_matches, spec_from_data, spec_to_data)
+  from launch.robot.link import LatestParameters, ParameterFetcher, ProgramLink
+  from launch.robot.outbox import EpisodeOutbox
+  from launch.robot.sender import Sender
+  from launch.robot.spec import check_spec_matches, spec_from_data, spec_to_data
 
   def on_fatal(error: BaseException) -> None:
     fatal.append(error)

@@ -29,10 +29,12 @@ from launch.robot import attach
 from launch import experiment
 from launch.config import ExperimentConfig
 from launch.nodes.counter import PersistentCounter
-from launch.robot.external import (EPISODE_KEY, EpisodeOutbox, LatestParameters, ParameterFetcher,
-                             ProgramLink, Sender, SpecMismatchError, check_spec_matches,
-                             episode_timesteps, episode_to_data, spec_differences,
-                             spec_from_data, spec_to_data)
+from launch.robot.link import LatestParameters, ParameterFetcher, ProgramLink
+from launch.robot.outbox import EpisodeOutbox
+from launch.robot.sender import Sender
+from launch.robot.spec import (SpecMismatchError, check_spec_matches, spec_differences,
+                               spec_from_data, spec_to_data)
+from launch.robot.wire import EPISODE_KEY, episode_timesteps, episode_to_data
 from launch.nodes.learner import LearnerWorker
 from launch.run_dir import RunDir
 from launch.store.episodes import Episode, EpisodeStore

@@ -21,7 +21,7 @@ import reverb
 import tree
 
 from agents.replay_pipeline import EXTERNAL_TABLE
-from launch.robot.external import EPISODE_KEY
+from launch.robot.wire import EPISODE_KEY
 from launch.store.episodes import EpisodeStore
 from tests.e2e_util import (ROOT, TINY, kill_session, output, start_cli, wait_exit, wait_for)
 

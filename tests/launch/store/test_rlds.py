@@ -1,4 +1,4 @@
-"""Tests for launch.store.rlds: RLDS export/import on real TFRecord files."""
+"""Tests for launch.store.rlds_export and rlds_import: RLDS on real TFRecord files."""
 
 import json
 import os
@@ -12,8 +12,9 @@ import tensorflow as tf
 
 from agents.common.errors import ConfigError, UserError
 from launch.store.episodes import Episode, EpisodeStore
-from launch.store.rlds import (BadRecordError, EpisodeSpec, RldsError,
-                               export_rlds, import_rlds)
+from launch.store.rlds_export import export_rlds
+from launch.store.rlds_format import BadRecordError, EpisodeSpec, RldsError
+from launch.store.rlds_import import import_rlds
 
 NAME = 'test_episodes'
 
