@@ -87,7 +87,7 @@ def test_robot_attaches_streams_tagged_episodes_and_follows_the_policy(tmp_path,
     assert book['learner'].startswith('127.0.0.1:') and book['replay'].startswith('127.0.0.1:')
     # Every other episode of this robot has a NaN in its sensor reading at step 5.
     robot = start_attach(tmp_path, run_dir, 'arm', '--env_arg', 'nan_at_step=5',
-                         '--env_arg', 'every=2', env='tests.test_attach:make_faulty_robot_env')
+                         '--env_arg', 'every=2', env='tests.launch.robot.test_attach:make_faulty_robot_env')
     # A pendulum is no cartpole: refused before it acts.
     wrong = start_attach(tmp_path, run_dir, 'pendulum', '--env_arg', 'task=pendulum:swingup',
                          '--env_arg', 'control_hz=25')  # Pendulum steps every 20 ms.
