@@ -181,7 +181,7 @@ class LearnerWorker:
 
   # Served over Courier: robots attaching with launch.attach.
   def environment_spec(self) -> Dict[str, Any]:
-    """The program's environment spec as plain data (see launch.external.spec_to_data)."""
+    """The program's environment spec as plain data (see launch.robot.spec.spec_to_data)."""
     return spec_to_data(self._builder.spec)
 
   def experiment_config(self) -> Dict[str, Any]:
@@ -192,7 +192,7 @@ class LearnerWorker:
     """Appends a robot's whole episode to the run's store (writer 'external_<name>'), once.
 
     Returns {'status': 'stored' or 'duplicate', 'id': ...} or {'status': 'rejected',
-    'reason': ...}; see launch.external.ExternalEpisodeSink.
+    'reason': ...}; see launch.robot.sink.ExternalEpisodeSink.
     """
     with self._external_lock:
       if self._external_sink is None:
