@@ -88,3 +88,7 @@ def test_iterated_collect_and_infer_runs_its_iterations(tmp_path):
   # Evaluations fall due every infer_steps learner steps; these iterations are
   # shorter than the evaluator's 5 s tick, so only the final one is certain.
   assert _eval_rows(run) >= 1
+  # Relaunched, the finished run says so (its checkpoints carry the iterations done).
+  again = _run(run, '--mode', 'iterated', '--iterations', '2')
+  assert 'already reached its budget of 2 iterations (2 done)' in again, again[-3000:]
+  assert '--iterations to continue' in again
