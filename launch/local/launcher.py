@@ -10,6 +10,7 @@ from typing import Any, Dict, Optional, Tuple
 from launch.checkpointing import Checkpointer
 from launch.config import ExperimentConfig
 from agents.common.errors import ConfigError, ProgramError
+from launch.local.launchpad_compat import set_node_log_dir
 from launch.local.node_logs import NodeLogFollower
 from launch.local.supervision import wait_local_mp
 from launch.run_dir import RunDir
@@ -210,11 +211,10 @@ def launch(config: ExperimentConfig, overrides: Optional[Dict[str, Any]] = None,
     flags.FLAGS.lp_termination_notice_secs = TERMINATION_NOTICE_SECS
     follower = None
     if config.launch_type == 'local_mp':
-      from launchpad.launch.run_locally import launch_local_output_to_files
       from launchpad.nodes.python.local_multi_processing import PythonProcess
       # Each node writes its own file (unbuffered); the follower echoes them here.
       node_logs = run_dir.logs / 'nodes' / time.strftime('%Y%m%d-%H%M%S')
-      launch_local_output_to_files._LOGGING_DIR = str(node_logs)  # pylint: disable=protected-access
+      set_node_log_dir(node_logs)
       resources = {g: PythonProcess(env=process_env(g)) for g in GROUPS if g in program.groups}
       manager = lp.launch(program, launch_type=lp.LaunchType.LOCAL_MULTI_PROCESSING,
                           terminal='output_to_files', local_resources=resources)
