@@ -7,6 +7,7 @@ import socket
 import time
 from typing import Any, Dict, Optional, Tuple
 
+from agents.common.logs import get_logger
 from launch.checkpointing import Checkpointer
 from launch.config import ExperimentConfig
 from agents.common.errors import ConfigError, ProgramError
@@ -25,6 +26,8 @@ RESUME_OVERRIDABLE = ('max_actor_steps', 'max_seconds', 'max_learner_steps', 'ev
                       # Robots attach to a running program: their weight, and where to find it.
                       'external_ratio', 'announce_host')
 ANNOUNCE_HOST_ENV = 'COLLECT_INFER_HOST'
+
+log = get_logger('launch')
 TERMINATION_NOTICE_SECS = 20
 
 
@@ -155,14 +158,15 @@ def _dry_run(config: ExperimentConfig, overrides: Optional[Dict[str, Any]]) -> E
   config = _planned(config, overrides)
   if config.launch_type != 'slurm':
     raise ConfigError('--dry_run prints a Slurm job: use it with --launch_type slurm')
+  # The dry run's answer (a batch script and step commands), not a log line.
   print(describe(config, os.getcwd()), end='', flush=True)
   return config
 
 
 def _launch_slurm(config: ExperimentConfig, resumed: bool, follow: bool) -> ExperimentConfig:
   from launch.slurm.submit import announce, follow as follow_job, submit
-  print(f'[launch] {"resuming" if resumed else "starting"} {config.task} ({config.mode}) on Slurm '
-        f'in {config.run_dir}', flush=True)
+  log.info('%s %s (%s) on Slurm in %s', 'resuming' if resumed else 'starting', config.task,
+           config.mode, config.run_dir)
   job = submit(config)
   announce(config, job)
   if follow:
@@ -196,14 +200,14 @@ def launch(config: ExperimentConfig, overrides: Optional[Dict[str, Any]] = None,
   try:
     spent = _spent_budget(config, run_dir)
     if spent is not None:
-      print(f'[launch] {run_dir.path} already reached {spent}', flush=True)
+      log.info('%s already reached %s', run_dir.path, spent)
       return config
     if config.launch_type == 'slurm':
       run_dir.release_lock()  # The job's supervisor takes it when the job starts.
       return _launch_slurm(config, resumed, follow)
     actors = 'no actors' if config.mode == 'offline' else f'{config.num_actors} actors'
-    print(f'[launch] {"resuming" if resumed else "starting"} {config.task} ({config.mode}) with '
-          f'{actors} in {run_dir.path} ({config.launch_type})', flush=True)
+    log.info('%s %s (%s) with %s in %s (%s)', 'resuming' if resumed else 'starting', config.task,
+             config.mode, actors, run_dir.path, config.launch_type)
     host = announce_host(config)  # A bad $COLLECT_INFER_HOST fails before anything starts.
     program, addresses = make_program(config)
     if not flags.FLAGS.is_parsed():
@@ -220,12 +224,12 @@ def launch(config: ExperimentConfig, overrides: Optional[Dict[str, Any]] = None,
                           terminal='output_to_files', local_resources=resources)
       follower = NodeLogFollower(node_logs)
       follower.start()
-      print(f'[launch] per-node logs in {node_logs}', flush=True)
+      log.info('per-node logs in %s', node_logs)
     else:
       manager = lp.launch(program, launch_type=lp.LaunchType.LOCAL_MULTI_THREADING)
     book = write_address_book(run_dir, addresses, host)
-    print(f'[launch] address book {run_dir.path / "addresses.json"}: '
-          f'replay {book["replay"]}, learner {book["learner"]}', flush=True)
+    log.info('address book %s: replay %s, learner %s', run_dir.path / 'addresses.json',
+             book['replay'], book['learner'])
     try:
       if config.launch_type == 'local_mt':
         # Actor threads blocked on a rate-limited insert cannot be interrupted
@@ -250,5 +254,5 @@ def launch(config: ExperimentConfig, overrides: Optional[Dict[str, Any]] = None,
     except OSError:
       pass
     run_dir.release_lock()
-  print(f'[launch] stopped; run directory {run_dir.path}', flush=True)
+  log.info('stopped; run directory %s', run_dir.path)
   return config
