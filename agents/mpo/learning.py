@@ -42,10 +42,6 @@ class Optimizers(NamedTuple):
   dual: optax.GradientTransformation
 
 
-def _inverse_softplus(x: float) -> jnp.ndarray:
-  return jnp.log(jnp.expm1(jnp.asarray(x, jnp.float32)))
-
-
 def make_optimizers(config: MPOConfig) -> Optimizers:
   clip = optax.clip_by_global_norm(config.max_grad_norm)
   return Optimizers(
@@ -65,10 +61,11 @@ def initial_state(networks: MPONetworks, config: MPOConfig, obs_dim: int,
   critic_params = networks.critic.init(k_critic, obs, act)
   a = networks.action_dim
   duals = DualParams(
-      temperature=_inverse_softplus(config.init_temperature),
-      penalty_temperature=_inverse_softplus(config.init_temperature),
-      alpha_mean=jnp.full((a,), _inverse_softplus(config.init_alpha_mean)),
-      alpha_stddev=jnp.full((a,), _inverse_softplus(config.init_alpha_stddev)))
+      temperature=losses.param_from_temperature(jnp.float32(config.init_temperature)),
+      penalty_temperature=losses.param_from_temperature(jnp.float32(config.init_temperature)),
+      alpha_mean=jnp.full((a,), losses.param_from_multiplier(jnp.float32(config.init_alpha_mean))),
+      alpha_stddev=jnp.full((a,),
+                            losses.param_from_multiplier(jnp.float32(config.init_alpha_stddev))))
   return TrainingState(
       policy_params=policy_params, target_policy_params=policy_params,
       critic_params=critic_params, target_critic_params=critic_params,

@@ -7,15 +7,19 @@ import socket
 import time
 from typing import Any, Dict, Optional, Sequence, Tuple
 
+from agents.common.logs import get_logger
 from launch.budget import Budget
 from launch.checkpointing import Checkpointer
 from launch.config import ExperimentConfig
 from agents.common.errors import ConfigError, ProgramError
+from launch.local.launchpad_compat import set_node_log_dir
 from launch.local.node_logs import NodeLogFollower
 from launch.local.supervision import wait_local_mp
 from launch.run_dir import RunDir
 
 ANNOUNCE_HOST_ENV = 'COLLECT_INFER_HOST'
+
+log = get_logger('launch')
 TERMINATION_NOTICE_SECS = 20
 
 
@@ -143,14 +147,15 @@ def _dry_run(config: ExperimentConfig, overrides: Optional[Dict[str, Any]]) -> E
   config = _planned(config, overrides)
   if config.launch_type != 'slurm':
     raise ConfigError('--dry_run prints a Slurm job: use it with --launch_type slurm')
+  # The dry run's answer (a batch script and step commands), not a log line.
   print(describe(config, os.getcwd()), end='', flush=True)
   return config
 
 
 def _launch_slurm(config: ExperimentConfig, resumed: bool, follow: bool) -> ExperimentConfig:
   from launch.slurm.submit import announce, follow as follow_job, submit
-  print(f'[launch] {"resuming" if resumed else "starting"} {config.task} ({config.mode}) on Slurm '
-        f'in {config.run_dir}', flush=True)
+  log.info('%s %s (%s) on Slurm in %s', 'resuming' if resumed else 'starting', config.task,
+           config.mode, config.run_dir)
   job = submit(config)
   announce(config, job)
   if follow:
@@ -183,19 +188,19 @@ def launch(config: ExperimentConfig, overrides: Optional[Dict[str, Any]] = None,
     refuse_if_running(planned)
   config, run_dir, resumed = prepare_run(config, overrides)
   if resumed and fixed_flags:
-    print(f'[launch] resuming keeps the stored {", ".join(fixed_flags)} of {run_dir.path} '
-          '(only fields marked [resumable] in --help change on a relaunch)', flush=True)
+    log.info('resuming keeps the stored %s of %s (only fields marked [resumable] in --help '
+             'change on a relaunch)', ', '.join(fixed_flags), run_dir.path)
   try:
     spent = _spent_budget(config, run_dir)
     if spent is not None:
-      print(f'[launch] {run_dir.path} already reached {spent}', flush=True)
+      log.info('%s already reached %s', run_dir.path, spent)
       return config
     if config.launch_type == 'slurm':
       run_dir.release_lock()  # The job's supervisor takes it when the job starts.
       return _launch_slurm(config, resumed, follow)
     actors = 'no actors' if config.mode == 'offline' else f'{config.num_actors} actors'
-    print(f'[launch] {"resuming" if resumed else "starting"} {config.task} ({config.mode}) with '
-          f'{actors} in {run_dir.path} ({config.launch_type})', flush=True)
+    log.info('%s %s (%s) with %s in %s (%s)', 'resuming' if resumed else 'starting', config.task,
+             config.mode, actors, run_dir.path, config.launch_type)
     host = announce_host(config)  # A bad $COLLECT_INFER_HOST fails before anything starts.
     program, addresses = make_program(config)
     if not flags.FLAGS.is_parsed():
@@ -203,22 +208,21 @@ def launch(config: ExperimentConfig, overrides: Optional[Dict[str, Any]] = None,
     flags.FLAGS.lp_termination_notice_secs = TERMINATION_NOTICE_SECS
     follower = None
     if config.launch_type == 'local_mp':
-      from launchpad.launch.run_locally import launch_local_output_to_files
       from launchpad.nodes.python.local_multi_processing import PythonProcess
       # Each node writes its own file (unbuffered); the follower echoes them here.
       node_logs = run_dir.logs / 'nodes' / time.strftime('%Y%m%d-%H%M%S')
-      launch_local_output_to_files._LOGGING_DIR = str(node_logs)  # pylint: disable=protected-access
+      set_node_log_dir(node_logs)
       resources = {g: PythonProcess(env=process_env(g)) for g in GROUPS if g in program.groups}
       manager = lp.launch(program, launch_type=lp.LaunchType.LOCAL_MULTI_PROCESSING,
                           terminal='output_to_files', local_resources=resources)
       follower = NodeLogFollower(node_logs)
       follower.start()
-      print(f'[launch] per-node logs in {node_logs}', flush=True)
+      log.info('per-node logs in %s', node_logs)
     else:
       manager = lp.launch(program, launch_type=lp.LaunchType.LOCAL_MULTI_THREADING)
     book = write_address_book(run_dir, addresses, host)
-    print(f'[launch] address book {run_dir.path / "addresses.json"}: '
-          f'replay {book["replay"]}, learner {book["learner"]}', flush=True)
+    log.info('address book %s: replay %s, learner %s', run_dir.path / 'addresses.json',
+             book['replay'], book['learner'])
     try:
       if config.launch_type == 'local_mt':
         # Actor threads blocked on a rate-limited insert cannot be interrupted
@@ -243,5 +247,5 @@ def launch(config: ExperimentConfig, overrides: Optional[Dict[str, Any]] = None,
     except OSError:
       pass
     run_dir.release_lock()
-  print(f'[launch] stopped; run directory {run_dir.path}', flush=True)
+  log.info('stopped; run directory %s', run_dir.path)
   return config

@@ -13,7 +13,6 @@ from typing import Dict, List, NamedTuple
 import jax
 import numpy as np
 import pytest
-import reverb
 from acme import specs
 from acme import types
 from acme.utils import counting
@@ -30,6 +29,7 @@ from agents.mpo.config import MPOConfig
 from agents.mpo.learner import NonFiniteLossError
 from agents.common.errors import ConfigError
 from networks.mpo import make_mpo_networks
+from tests.fakes import Feed
 
 OBS_DIM, ACTION_DIM, BATCH = 3, 2, 64
 ACTION_MATRIX = np.array([[0.5, -0.3, 0.1], [0.2, 0.4, -0.3]], np.float32)
@@ -61,21 +61,6 @@ def _leaves_equal(a, b) -> bool:
   la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
   assert len(la) == len(lb)
   return all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(la, lb))
-
-
-class Feed:
-  """An endless iterator of reverb samples holding whichever batch is set."""
-
-  def __init__(self, batch: types.Transition):
-    self.batch = batch
-    self.served = 0
-
-  def __iter__(self):
-    return self
-
-  def __next__(self) -> reverb.ReplaySample:
-    self.served += 1
-    return reverb.ReplaySample(info=None, data=self.batch)
 
 
 # ---------------------------------------------------------------------------

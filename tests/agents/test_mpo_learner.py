@@ -17,7 +17,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import reverb
 from acme import types
 from acme.utils import counting
 from acme.utils import loggers
@@ -30,6 +29,7 @@ from agents.mpo.config import MPOConfig, PMPOConfig
 from agents.mpo.learner import MPOLearner, NonFiniteLossError
 from agents.common.errors import ConfigError
 from networks.mpo import make_mpo_networks
+from tests.fakes import Feed
 
 OBS_DIM = 2
 BATCH = 32
@@ -233,21 +233,6 @@ def test_target_networks_follow_the_online_networks_every_period():
 # ---------------------------------------------------------------------------
 # MPOLearner, on the bandit with the expected-value critic.
 # ---------------------------------------------------------------------------
-
-
-class Feed:
-    """An endless iterator of reverb samples holding whichever batch is set."""
-
-    def __init__(self, batch: types.Transition):
-        self.batch = batch
-        self.served = 0
-
-    def __iter__(self):
-        return self
-
-    def __next__(self) -> reverb.ReplaySample:
-        self.served += 1
-        return reverb.ReplaySample(info=None, data=self.batch)
 
 
 LEARNER_CONFIG = _bandit_config(num_atoms=1)

@@ -39,10 +39,9 @@ from launch.nodes.learner import LearnerWorker
 from launch.run_dir import RunDir
 from launch.store.episodes import Episode, EpisodeStore
 from tests.e2e_util import ROOT
+from tests.fakes import TINY_AGENT as _TINY, random_episode
 
-TINY_AGENT = dict(policy_layer_sizes=(16, 16), critic_layer_sizes=(16, 16), num_samples=4,
-                  replay=dict(batch_size=16, min_replay_size=50, samples_per_insert=None,
-                              n_step=3))
+TINY_AGENT = dict(_TINY, replay=dict(_TINY['replay'], min_replay_size=50, n_step=3))
 
 
 # ----------------------------------------------------------------------------
@@ -129,13 +128,11 @@ def _stored(program, name: str):
 
 def _episode(spec: specs.EnvironmentSpec, length: int, seed: int, reward: float = 0.5,
              **metadata) -> Episode:
-  rng = np.random.default_rng(seed)
-  obs = rng.normal(size=(length + 1,) + spec.observations.shape).astype(spec.observations.dtype)
-  actions = rng.uniform(-1, 1, size=(length,) + spec.actions.shape).astype(spec.actions.dtype)
-  return Episode(observations=obs, actions=actions,
-                 rewards=np.full((length,), reward, spec.rewards.dtype),
-                 discounts=np.ones((length,), spec.discounts.dtype),
-                 metadata=dict(metadata, policy_version=[3, 4]))
+  return random_episode(
+      np.random.default_rng(seed), length, obs_shape=spec.observations.shape,
+      obs_dtype=spec.observations.dtype, action_shape=spec.actions.shape,
+      action_dtype=spec.actions.dtype, reward=reward, reward_dtype=spec.rewards.dtype,
+      discount_dtype=spec.discounts.dtype, metadata=dict(metadata, policy_version=[3, 4]))
 
 
 def _transitions(length: int, n_step: int) -> int:
