@@ -319,12 +319,12 @@ class ReplayServer:
 
   def inserts(self) -> int:
     """Items inserted into the replay table so far."""
-    from agents.mpo.builder import REPLAY_TABLE
+    from agents.replay_pipeline import REPLAY_TABLE
     info = self.client.server_info()[REPLAY_TABLE]
     return int(info.rate_limiter_info.insert_stats.completed)
 
   def size(self) -> int:
-    from agents.mpo.builder import REPLAY_TABLE
+    from agents.replay_pipeline import REPLAY_TABLE
     return int(self.client.server_info()[REPLAY_TABLE].current_size)
 
   def stop(self) -> None:
@@ -506,7 +506,7 @@ def _insert_series(builder, replay: ReplayServer, episode, seconds: float,
   """Items/s through the adder (fed a recorded episode: no environment, no policy) against
   a raw TrajectoryWriter writing the same items, one append and create_item each."""
   import tree
-  from agents.mpo.builder import REPLAY_TABLE
+  from agents.replay_pipeline import REPLAY_TABLE
 
   adder = builder.make_adder(replay.client)
   feed = adder_episode(adder, episode)
@@ -687,7 +687,7 @@ class ReplayProbe:
     if self._client is None and not self._book.exists():
       return None  # Not launched yet.
     import reverb
-    from agents.mpo.builder import REPLAY_TABLE
+    from agents.replay_pipeline import REPLAY_TABLE
     try:
       if self._client is None:
         self._client = reverb.Client(json.loads(self._book.read_text())['replay'])
