@@ -10,11 +10,8 @@ the data half (tables, adders, dataset) and add networks, learner and actor.
 from typing import Any, Iterator, List, Optional, Protocol, Sequence, runtime_checkable
 
 import reverb
-from acme import adders
-from acme import core
-from acme import specs
-from acme.utils import counting
-from acme.utils import loggers
+from acme import adders, core, specs
+from acme.utils import counting, loggers
 
 from agents.common.replay_config import ReplayConfig
 
@@ -44,18 +41,21 @@ class Learner(Protocol):
 
 class AgentConfig(Protocol):
   """An agent's config (see agents.common.config.AgentConfig)."""
+
   replay: ReplayConfig
 
 
 @runtime_checkable
 class Builder(Protocol):
   """Every piece of an agent for one environment spec."""
+
   config: Any  # The agent's config dataclass.
   spec: specs.EnvironmentSpec
   obs_dim: int
 
-  def __init__(self, config: Any, spec: specs.EnvironmentSpec,
-               obs_group_sizes: Optional[Sequence[int]] = None): ...
+  def __init__(
+    self, config: Any, spec: specs.EnvironmentSpec, obs_group_sizes: Optional[Sequence[int]] = None
+  ): ...
 
   def make_networks(self) -> Any: ...
 
@@ -67,15 +67,28 @@ class Builder(Protocol):
   def make_external_adder(self, client: reverb.Client) -> adders.Adder:
     """The adder of actors attached from outside the program (robots)."""
 
-  def make_dataset_iterator(self, server_address: str, rate_limiter_timeout_ms: int = -1,
-                            batch_size: Optional[int] = None,
-                            table: str = ...) -> Iterator[reverb.ReplaySample]: ...
+  def make_dataset_iterator(
+    self,
+    server_address: str,
+    rate_limiter_timeout_ms: int = -1,
+    batch_size: Optional[int] = None,
+    table: str = ...,
+  ) -> Iterator[reverb.ReplaySample]: ...
 
-  def make_learner(self, iterator: Iterator[reverb.ReplaySample], seed: int = 0,
-                   counter: Optional[counting.Counter] = None,
-                   logger: Optional[loggers.Logger] = None) -> Learner: ...
+  def make_learner(
+    self,
+    iterator: Iterator[reverb.ReplaySample],
+    seed: int = 0,
+    counter: Optional[counting.Counter] = None,
+    logger: Optional[loggers.Logger] = None,
+  ) -> Learner: ...
 
-  def make_actor(self, variable_source: core.VariableSource, adder: Optional[adders.Adder],
-                 seed: int = 0, deterministic: bool = False,
-                 version_name: Optional[str] = None) -> core.Actor:
+  def make_actor(
+    self,
+    variable_source: core.VariableSource,
+    adder: Optional[adders.Adder],
+    seed: int = 0,
+    deterministic: bool = False,
+    version_name: Optional[str] = None,
+  ) -> core.Actor:
     """A deterministic (evaluation) actor refreshes only when its owner calls update()."""

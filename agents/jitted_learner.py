@@ -13,8 +13,7 @@ import jax
 import numpy as np
 import reverb
 from acme import core
-from acme.utils import counting
-from acme.utils import loggers
+from acme.utils import counting, loggers
 
 
 class NonFiniteLossError(RuntimeError):
@@ -33,10 +32,14 @@ class JittedLearner(core.Learner):
   loss_names: Tuple[str, ...] = ()
   batch_fields: Tuple[str, ...] = ()
 
-  def __init__(self, state: Any, update: Callable[..., Tuple[Any, Dict[str, Any]]],
-               iterator: Iterator[reverb.ReplaySample],
-               counter: Optional[counting.Counter] = None,
-               logger: Optional[loggers.Logger] = None):
+  def __init__(
+    self,
+    state: Any,
+    update: Callable[..., Tuple[Any, Dict[str, Any]]],
+    iterator: Iterator[reverb.ReplaySample],
+    counter: Optional[counting.Counter] = None,
+    logger: Optional[loggers.Logger] = None,
+  ):
     self._state = state
     self._update = jax.jit(update)
     self._iterator = iterator
@@ -58,8 +61,10 @@ class JittedLearner(core.Learner):
       # self._state still holds the last finite state: variables served to actors and
       # checkpoints taken after this error must not carry the NaN parameters.
       losses = ', '.join(f'{k} {metrics[k]}' for k in self.loss_names)
-      raise NonFiniteLossError(f'{self.label} step {int(state.steps)}: non-finite loss '
-                               f'({losses}); {self._find_non_finite(transitions)}')
+      raise NonFiniteLossError(
+        f'{self.label} step {int(state.steps)}: non-finite loss '
+        f'({losses}); {self._find_non_finite(transitions)}'
+      )
     self._state = state
     now = time.time()
     elapsed = now - self._last_time if self._last_time else 0.0

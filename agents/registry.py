@@ -16,8 +16,8 @@ from agents.common.errors import ConfigError
 
 # One line per agent.
 AGENT_MODULES = (
-    'agents.mpo',
-    'agents.bc',
+  'agents.mpo',
+  'agents.bc',
 )
 EXTRA_AGENTS_ENV = 'COLLECT_INFER_AGENTS'
 
@@ -25,6 +25,7 @@ EXTRA_AGENTS_ENV = 'COLLECT_INFER_AGENTS'
 @dataclasses.dataclass(frozen=True)
 class AgentEntry:
   """What the program needs to know about one agent."""
+
   name: str  # The `algorithm` of an experiment config.
   config_class: type  # An agents.common.config.AgentConfig dataclass.
   # 'module:Class' of its builder (agents.builder.Builder), imported only when built, so
@@ -48,8 +49,9 @@ class AgentEntry:
     if name is None:
       return {}
     if name not in self.presets:
-      raise ConfigError(f'unknown preset {name!r} for algorithm {self.name!r}; '
-                        f'choose from {sorted(self.presets)}')
+      raise ConfigError(
+        f'unknown preset {name!r} for algorithm {self.name!r}; choose from {sorted(self.presets)}'
+      )
     return self.presets[name]
 
 
@@ -73,8 +75,10 @@ def _load() -> None:
     try:
       entry = importlib.import_module(module).AGENT
     except (ImportError, AttributeError) as e:
-      raise ConfigError(f'agent module {module!r} (from {EXTRA_AGENTS_ENV} or AGENT_MODULES) '
-                        f'does not load or has no AGENT entry: {e}') from None
+      raise ConfigError(
+        f'agent module {module!r} (from {EXTRA_AGENTS_ENV} or AGENT_MODULES) '
+        f'does not load or has no AGENT entry: {e}'
+      ) from None
     register(entry)
     _loaded_modules.add(module)
 

@@ -17,8 +17,13 @@ class VariableClient:
   is retried on the next period, so a restarting learner never stops an actor.
   """
 
-  def __init__(self, source: core.VariableSource, names: Sequence[str],
-               update_period: int = 1, version_name: Optional[str] = None):
+  def __init__(
+    self,
+    source: core.VariableSource,
+    names: Sequence[str],
+    update_period: int = 1,
+    version_name: Optional[str] = None,
+  ):
     """`version_name`, when the source serves one (e.g. 'learner_steps'), is
     fetched with the parameters and kept as `version`: which policy acted."""
     self._source = source

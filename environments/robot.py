@@ -50,6 +50,7 @@ class Reading(NamedTuple):
   0.0 for a terminal state of the task, 1.0 when the robot stops it for
   another reason (e.g. a simulator's own time limit).
   """
+
   observation: Any
   reward: float
   discount: Optional[float] = None
@@ -93,13 +94,14 @@ class RobotInterface(abc.ABC):
     del observation
     return None
 
-  def close(self) -> None:
+  def close(self) -> None:  # noqa: B027  (optional: most robots hold nothing to release)
     """Releases the robot's resources."""
 
 
 @dataclasses.dataclass(frozen=True)
 class StepTiming:
   """Timing of one `step()`: from the previous reading to this one."""
+
   period_s: float  # Wall time since the previous reading.
   ticks: int  # Periods since the previous tick read: 1 unless the watchdog covered some.
   jitter_s: float  # |period_s - ticks / control_hz|.
@@ -111,6 +113,7 @@ class StepTiming:
 @dataclasses.dataclass(frozen=True)
 class TimingStats:
   """Counts since construction; percentiles over the most recent steps."""
+
   control_hz: float
   steps: int
   episodes: int
@@ -131,30 +134,34 @@ class TimingStats:
   def summary(self) -> str:
     """One human-readable line."""
     ms = 1e3
-    return (f'{self.steps} steps at {self.control_hz:g} Hz, {self.episodes} episodes; '
-            f'period p50 {self.period_p50_s * ms:.2f} ms; jitter p50/p90/p99/max '
-            f'{self.jitter_p50_s * ms:.2f}/{self.jitter_p90_s * ms:.2f}/'
-            f'{self.jitter_p99_s * ms:.2f}/{self.jitter_max_s * ms:.2f} ms; '
-            f'lateness p99 {self.lateness_p99_s * ms:.2f} ms; '
-            f'deadline misses {self.deadline_misses}, watchdog actions '
-            f'{self.watchdog_actions}, skipped ticks {self.skipped_ticks}, clipped actions '
-            f'{self.clipped_actions}, invalid actions {self.invalid_actions}, '
-            f'safety stops {self.safety_stops}')
+    return (
+      f'{self.steps} steps at {self.control_hz:g} Hz, {self.episodes} episodes; '
+      f'period p50 {self.period_p50_s * ms:.2f} ms; jitter p50/p90/p99/max '
+      f'{self.jitter_p50_s * ms:.2f}/{self.jitter_p90_s * ms:.2f}/'
+      f'{self.jitter_p99_s * ms:.2f}/{self.jitter_max_s * ms:.2f} ms; '
+      f'lateness p99 {self.lateness_p99_s * ms:.2f} ms; '
+      f'deadline misses {self.deadline_misses}, watchdog actions '
+      f'{self.watchdog_actions}, skipped ticks {self.skipped_ticks}, clipped actions '
+      f'{self.clipped_actions}, invalid actions {self.invalid_actions}, '
+      f'safety stops {self.safety_stops}'
+    )
 
 
 class RobotEnvironment(dm_env.Environment):
   """A dm_env.Environment running a RobotInterface at `control_hz` with a watchdog."""
 
-  def __init__(self,
-               robot: RobotInterface,
-               control_hz: float,
-               max_episode_steps: Optional[int] = None,
-               max_episode_seconds: Optional[float] = None,
-               action_deadline_s: Optional[float] = None,
-               safety_stop_discount: float = 1.0,
-               log_every_s: float = 60.0,
-               clip_log_every_s: float = 10.0,
-               stats_window: int = 10_000):
+  def __init__(
+    self,
+    robot: RobotInterface,
+    control_hz: float,
+    max_episode_steps: Optional[int] = None,
+    max_episode_seconds: Optional[float] = None,
+    action_deadline_s: Optional[float] = None,
+    safety_stop_discount: float = 1.0,
+    log_every_s: float = 60.0,
+    clip_log_every_s: float = 10.0,
+    stats_window: int = 10_000,
+  ):
     """Creates the environment; the watchdog starts with the first `reset()`.
 
     Args:
@@ -178,8 +185,9 @@ class RobotEnvironment(dm_env.Environment):
       action_deadline_s = 0.8 * self._period
     if not 0 < action_deadline_s < self._period:
       raise ValueError(
-          f'action_deadline_s must be in (0, {self._period:g}) (one control period): the '
-          f'command of a period has to go out within it; got {action_deadline_s}')
+        f'action_deadline_s must be in (0, {self._period:g}) (one control period): the '
+        f'command of a period has to go out within it; got {action_deadline_s}'
+      )
     if max_episode_steps is not None and max_episode_steps < 1:
       raise ValueError(f'max_episode_steps must be at least 1, got {max_episode_steps}')
     if max_episode_seconds is not None and not max_episode_seconds > 0:
@@ -256,8 +264,7 @@ class RobotEnvironment(dm_env.Environment):
     if reason:
       with self._cond:
         self._robot.send(self._safe_action)
-      log.error('Robot safety check failed right after reset: %s; not starting an episode',
-                reason)
+      log.error('Robot safety check failed right after reset: %s; not starting an episode', reason)
       raise RuntimeError(f'robot safety check failed after reset: {reason}')
     with self._cond:
       self._t0 = time.monotonic()
@@ -268,7 +275,8 @@ class RobotEnvironment(dm_env.Environment):
       self._awaiting_agent = True
       if self._watchdog is None:
         self._watchdog = threading.Thread(
-            target=self._watchdog_loop, name='robot-watchdog', daemon=True)
+          target=self._watchdog_loop, name='robot-watchdog', daemon=True
+        )
         self._watchdog.start()
       self._cond.notify_all()
     self._reset_next_step = False
@@ -305,12 +313,13 @@ class RobotEnvironment(dm_env.Environment):
     period_s = read_time - self._last_read_time
     ticks = scheduled - self._slot
     timing = StepTiming(
-        period_s=period_s,
-        ticks=ticks,
-        jitter_s=abs(period_s - ticks * self._period),
-        lateness_s=read_time - self._tick_time(scheduled),
-        deadline_missed=deadline_missed,
-        watchdog_actions=self._watchdog_sent)
+      period_s=period_s,
+      ticks=ticks,
+      jitter_s=abs(period_s - ticks * self._period),
+      lateness_s=read_time - self._tick_time(scheduled),
+      deadline_missed=deadline_missed,
+      watchdog_actions=self._watchdog_sent,
+    )
     # A stall may have carried the reading past later ticks: the agent's next
     # action is then for the period the reading fell in, and the ticks in
     # between get no command (the robot holds its last one).
@@ -336,11 +345,17 @@ class RobotEnvironment(dm_env.Environment):
     reward = np.float32(reading.reward)
     if end_discount is None:
       return dm_env.transition(reward, reading.observation, discount=np.float32(1.0))
-    log.log(logging.ERROR if end_reason.startswith('safety') else logging.INFO,
-            'Episode %d ended at step %d: %s', self._episodes, self._episode_steps, end_reason)
+    log.log(
+      logging.ERROR if end_reason.startswith('safety') else logging.INFO,
+      'Episode %d ended at step %d: %s',
+      self._episodes,
+      self._episode_steps,
+      end_reason,
+    )
     self._reset_next_step = True
-    return dm_env.TimeStep(dm_env.StepType.LAST, reward, np.float32(end_discount),
-                           reading.observation)
+    return dm_env.TimeStep(
+      dm_env.StepType.LAST, reward, np.float32(end_discount), reading.observation
+    )
 
   def close(self) -> None:
     """Stops the watchdog, parks the robot and closes it."""
@@ -391,22 +406,23 @@ class RobotEnvironment(dm_env.Environment):
       return float(np.percentile(values, q)) if values.size else 0.0
 
     return TimingStats(
-        control_hz=self._control_hz,
-        steps=self._steps,
-        episodes=self._episodes,
-        deadline_misses=self._deadline_misses,
-        watchdog_actions=self._watchdog_actions,
-        clipped_actions=self._clipped,
-        invalid_actions=self._invalid_actions,
-        safety_stops=self._safety_stops,
-        skipped_ticks=self._skipped_ticks,
-        period_p50_s=pct(periods, 50),
-        jitter_p50_s=pct(jitter, 50),
-        jitter_p90_s=pct(jitter, 90),
-        jitter_p99_s=pct(jitter, 99),
-        jitter_max_s=float(jitter.max()) if jitter.size else 0.0,
-        lateness_p99_s=pct(lateness, 99),
-        lateness_max_s=float(lateness.max()) if lateness.size else 0.0)
+      control_hz=self._control_hz,
+      steps=self._steps,
+      episodes=self._episodes,
+      deadline_misses=self._deadline_misses,
+      watchdog_actions=self._watchdog_actions,
+      clipped_actions=self._clipped,
+      invalid_actions=self._invalid_actions,
+      safety_stops=self._safety_stops,
+      skipped_ticks=self._skipped_ticks,
+      period_p50_s=pct(periods, 50),
+      jitter_p50_s=pct(jitter, 50),
+      jitter_p90_s=pct(jitter, 90),
+      jitter_p99_s=pct(jitter, 99),
+      jitter_max_s=float(jitter.max()) if jitter.size else 0.0,
+      lateness_p99_s=pct(lateness, 99),
+      lateness_max_s=float(lateness.max()) if lateness.size else 0.0,
+    )
 
   # Internals.
 
@@ -421,12 +437,15 @@ class RobotEnvironment(dm_env.Environment):
     spec = self._action_spec
     action = np.asarray(action)
     if action.shape != spec.shape:
-      raise ValueError(f'action shape {action.shape} does not match the action spec '
-                       f'shape {spec.shape}')
+      raise ValueError(
+        f'action shape {action.shape} does not match the action spec shape {spec.shape}'
+      )
     if not np.all(np.isfinite(action)):
       self._invalid_actions += 1
-      log.error('Refusing non-finite action %s; sending the safe action and ending the '
-                'episode', np.array2string(action, precision=4))
+      log.error(
+        'Refusing non-finite action %s; sending the safe action and ending the episode',
+        np.array2string(action, precision=4),
+      )
       return self._safe_action, f'invalid action {action.tolist()}'
     clipped = np.clip(action, spec.minimum, spec.maximum).astype(spec.dtype)
     if np.any(clipped != action):
@@ -435,10 +454,13 @@ class RobotEnvironment(dm_env.Environment):
       now = time.monotonic()
       # Policies with unbounded distributions clip often: one line per interval.
       if now >= self._next_clip_log:
-        log.warning('Clipped %d action(s) to the spec bounds %s..%s (latest: %s)',
-                    self._clipped_unlogged, np.array2string(np.asarray(spec.minimum)),
-                    np.array2string(np.asarray(spec.maximum)),
-                    np.array2string(action, precision=4))
+        log.warning(
+          'Clipped %d action(s) to the spec bounds %s..%s (latest: %s)',
+          self._clipped_unlogged,
+          np.array2string(np.asarray(spec.minimum)),
+          np.array2string(np.asarray(spec.maximum)),
+          np.array2string(action, precision=4),
+        )
         self._clipped_unlogged = 0
         self._next_clip_log = now + self._clip_log_every
     return clipped, None

@@ -24,6 +24,7 @@ SafetyCheck = Callable[[np.ndarray], Optional[str]]
 
 class SentCommand(NamedTuple):
   """One command the simulated robot received."""
+
   time: float  # time.monotonic() when it arrived.
   action: np.ndarray
   applied: bool  # False when it arrived after the simulated episode had ended.
@@ -32,12 +33,14 @@ class SentCommand(NamedTuple):
 class SimulatedRobot(RobotInterface):
   """A dm_control task (flat float32 observations) that steps once per command."""
 
-  def __init__(self,
-               task: str = suite.DEFAULT_TASK,
-               control_hz: float = 50.0,
-               seed: int = 0,
-               safety_check: Optional[SafetyCheck] = None,
-               command_log_size: int = 100_000):
+  def __init__(
+    self,
+    task: str = suite.DEFAULT_TASK,
+    control_hz: float = 50.0,
+    seed: int = 0,
+    safety_check: Optional[SafetyCheck] = None,
+    command_log_size: int = 100_000,
+  ):
     """Builds the task.
 
     Args:
@@ -56,9 +59,10 @@ class SimulatedRobot(RobotInterface):
     self._substeps = int(round(period / task_dt))
     if self._substeps < 1 or abs(self._substeps * task_dt - period) > 1e-6 * period:
       raise ValueError(
-          f'{task} steps its control in {task_dt:g} s, so a control period of {period:g} s '
-          f'({control_hz:g} Hz) cannot run in real time; use a rate that divides '
-          f'{1 / task_dt:g} Hz')
+        f'{task} steps its control in {task_dt:g} s, so a control period of {period:g} s '
+        f'({control_hz:g} Hz) cannot run in real time; use a rate that divides '
+        f'{1 / task_dt:g} Hz'
+      )
     self._safety_check = safety_check
     self._lock = threading.Lock()
     self._commands: Deque[SentCommand] = deque(maxlen=command_log_size)
@@ -119,11 +123,13 @@ class SimulatedRobot(RobotInterface):
     self._env.close()
 
 
-def make_simulated_robot_env(task: str = suite.DEFAULT_TASK,
-                             control_hz: float = 50.0,
-                             seed: int = 0,
-                             safety_check: Optional[SafetyCheck] = None,
-                             **env_kwargs: Any) -> RobotEnvironment:
+def make_simulated_robot_env(
+  task: str = suite.DEFAULT_TASK,
+  control_hz: float = 50.0,
+  seed: int = 0,
+  safety_check: Optional[SafetyCheck] = None,
+  **env_kwargs: Any,
+) -> RobotEnvironment:
   """A RobotEnvironment over a SimulatedRobot; `env_kwargs` go to RobotEnvironment."""
   robot = SimulatedRobot(task, control_hz=control_hz, seed=seed, safety_check=safety_check)
   return RobotEnvironment(robot, control_hz=control_hz, **env_kwargs)

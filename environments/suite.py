@@ -13,6 +13,7 @@ DEFAULT_TASK = 'cartpole:swingup'
 def valid_tasks() -> List[str]:
   """All 'domain:task' names of the dm_control suite."""
   from dm_control import suite  # Lazy: importing MuJoCo is slow.
+
   return [f'{d}:{t}' for d, t in suite.ALL_TASKS]
 
 
@@ -25,8 +26,10 @@ def parse_task(name: str) -> Tuple[str, str]:
     if domain in domains:
       options = ', '.join(t for t in tasks if t.startswith(domain + ':'))
       raise ValueError(f'unknown task {name!r}; valid tasks of {domain!r}: {options}')
-    raise ValueError(f'unknown domain or task {name!r}; use domain:task with domain one of '
-                     f'{", ".join(domains)} (e.g. {DEFAULT_TASK})')
+    raise ValueError(
+      f'unknown domain or task {name!r}; use domain:task with domain one of '
+      f'{", ".join(domains)} (e.g. {DEFAULT_TASK})'
+    )
   domain, task = name.split(':')
   return domain, task
 
@@ -34,6 +37,7 @@ def parse_task(name: str) -> Tuple[str, str]:
 def make_environment(task: str = DEFAULT_TASK, seed: int = 0) -> dm_env.Environment:
   """A seeded suite task with one float32 observation vector and actions in [-1, 1]."""
   from dm_control import suite
+
   domain, task_name = parse_task(task)
   env = suite.load(domain, task_name, task_kwargs={'random': seed})
   env = wrappers.ConcatObservationWrapper(env)
@@ -54,5 +58,6 @@ def obs_group_sizes_from_spec(observation_spec: Any) -> Tuple[int, ...]:
 def observation_group_sizes(task: str) -> Tuple[int, ...]:
   """Sizes of the task's observation groups, in the order the flat vector holds them."""
   from dm_control import suite
+
   domain, task_name = parse_task(task)
   return obs_group_sizes_from_spec(suite.load(domain, task_name).observation_spec())

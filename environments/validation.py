@@ -54,6 +54,7 @@ Policy = Callable[[Any], Any]  # Observation to action.
 @dataclasses.dataclass(frozen=True)
 class StepError:
   """Why a step is invalid."""
+
   field: str  # e.g. 'observation[2]', 'observation/joints[0]', 'reward', 'action', 'discount'.
   step_index: int
   value: Any  # The offending value: an element, a shape, a dtype, ...
@@ -66,8 +67,7 @@ class StepError:
 class StepValidator:
   """Checks timesteps and actions against an EnvironmentSpec; logs each bad step."""
 
-  def __init__(self, spec: specs.EnvironmentSpec, on_error: str = 'drop_episode',
-               name: str = ''):
+  def __init__(self, spec: specs.EnvironmentSpec, on_error: str = 'drop_episode', name: str = ''):
     """Args: the spec steps must meet; what to do with an episode holding a bad
     step ('drop_episode' or 'truncate'); a name (e.g. the robot's) for log lines."""
     if on_error not in ON_ERROR:
@@ -103,12 +103,14 @@ class StepValidator:
       return StepError('timestep', index, type(timestep).__name__, 'not a dm_env.TimeStep')
     step_type = timestep.step_type
     first = index == 0
-    if not isinstance(step_type, (dm_env.StepType, int, np.integer)) or step_type not in (
-        0, 1, 2):
+    if not isinstance(step_type, (dm_env.StepType, int, np.integer)) or step_type not in (0, 1, 2):
       return StepError('step_type', index, step_type, 'not a dm_env.StepType')
     if (step_type == dm_env.StepType.FIRST) != first:
-      reason = 'the first step of an episode must be FIRST' if first else (
-          'FIRST in the middle of an episode')
+      reason = (
+        'the first step of an episode must be FIRST'
+        if first
+        else ('FIRST in the middle of an episode')
+      )
       return StepError('step_type', index, dm_env.StepType(step_type), reason)
     error = _first_error(timestep.observation, self._spec.observations, 'observation', index)
     if error:
@@ -128,10 +130,20 @@ class StepValidator:
     return None
 
   def _log(self, error: StepError) -> None:
-    outcome = ('dropping the episode' if self._on_error == 'drop_episode' else
-               'truncating the episode before it')
-    log.error('%sInvalid step %d, %s = %s: %s; %s', self._prefix, error.step_index,
-              error.field, _short_repr(error.value), error.reason, outcome)
+    outcome = (
+      'dropping the episode'
+      if self._on_error == 'drop_episode'
+      else 'truncating the episode before it'
+    )
+    log.error(
+      '%sInvalid step %d, %s = %s: %s; %s',
+      self._prefix,
+      error.step_index,
+      error.field,
+      _short_repr(error.value),
+      error.reason,
+      outcome,
+    )
 
 
 @dataclasses.dataclass
@@ -141,6 +153,7 @@ class ValidatedEpisode:
   timesteps[0] is FIRST and timesteps[-1] LAST; actions[t] was chosen from
   timesteps[t]. error is the bad step that truncated it, if any.
   """
+
   timesteps: List[dm_env.TimeStep]
   actions: List[Any]
   error: Optional[StepError] = None
@@ -163,10 +176,10 @@ class ValidatedEpisode:
     stack = lambda *xs: np.stack([np.asarray(x) for x in xs])
     after = self.timesteps[1:]
     return {
-        'observations': tree.map_structure(stack, *[t.observation for t in self.timesteps]),
-        'actions': tree.map_structure(stack, *self.actions),
-        'rewards': np.stack([np.asarray(t.reward) for t in after]),
-        'discounts': np.stack([np.asarray(t.discount) for t in after]),
+      'observations': tree.map_structure(stack, *[t.observation for t in self.timesteps]),
+      'actions': tree.map_structure(stack, *self.actions),
+      'rewards': np.stack([np.asarray(t.reward) for t in after]),
+      'discounts': np.stack([np.asarray(t.discount) for t in after]),
     }
 
 
@@ -240,8 +253,10 @@ class EpisodeGate:
     if self._error is None:
       if not self._ended:
         if self._timesteps:
-          log.warning('Episode stopped after %d steps without a LAST step; not passing it on',
-                      len(self._timesteps) - 1)
+          log.warning(
+            'Episode stopped after %d steps without a LAST step; not passing it on',
+            len(self._timesteps) - 1,
+          )
         return None
       return ValidatedEpisode(self._timesteps, self._actions)
     if self._validator.on_error == 'drop_episode':
@@ -252,8 +267,10 @@ class EpisodeGate:
     timesteps = list(self._timesteps)
     actions = list(self._actions)
     if len(actions) < 1:
-      log.error('Episode truncated before step %d has no transition left; dropping it',
-                self._error.step_index)
+      log.error(
+        'Episode truncated before step %d has no transition left; dropping it',
+        self._error.step_index,
+      )
       return None
     last = timesteps[-1]
     timesteps[-1] = last._replace(step_type=dm_env.StepType.LAST)
@@ -274,11 +291,9 @@ class EpisodeGate:
       raise RuntimeError('the episode is over; start a new EpisodeGate')
 
 
-def collect_episode(env: dm_env.Environment,
-                    policy: Policy,
-                    validator: StepValidator,
-                    clip_actions: bool = True) -> Tuple[Optional[ValidatedEpisode],
-                                                        Optional[StepError]]:
+def collect_episode(
+  env: dm_env.Environment, policy: Policy, validator: StepValidator, clip_actions: bool = True
+) -> Tuple[Optional[ValidatedEpisode], Optional[StepError]]:
   """Runs one episode through an EpisodeGate; returns (episode or None, first error).
 
   With clip_actions, actions are clipped to a bounded action spec before they
@@ -297,7 +312,8 @@ def collect_episode(env: dm_env.Environment,
     action = policy(timestep.observation)
     if bounded:
       action = np.clip(np.asarray(action), spec.minimum, spec.maximum).astype(
-          np.asarray(action).dtype)
+        np.asarray(action).dtype
+      )
     if gate.act(action) is not None:
       break
     timestep = env.step(action)
@@ -321,10 +337,15 @@ def _errors(value: Any, spec: Any, field: str, index: int) -> Iterator[StepError
     for key in spec:
       yield from _errors(value[key], spec[key], f'{field}/{key}', index)
   elif isinstance(spec, (list, tuple)):
-    if not isinstance(value, Sequence) or isinstance(value, (str, bytes)) or len(value) != len(
-        spec):
-      yield StepError(field, index, type(value).__name__,
-                      f'structure differs from the spec (a sequence of {len(spec)})')
+    if (
+      not isinstance(value, Sequence) or isinstance(value, (str, bytes)) or len(value) != len(spec)
+    ):
+      yield StepError(
+        field,
+        index,
+        type(value).__name__,
+        f'structure differs from the spec (a sequence of {len(spec)})',
+      )
       return
     for i, (v, s) in enumerate(zip(value, spec)):
       yield from _errors(v, s, f'{field}/{i}', index)
@@ -373,8 +394,9 @@ def _first_index(mask: np.ndarray) -> Tuple[int, ...]:
   return tuple(int(i) for i in np.argwhere(mask)[0])
 
 
-def _element_error(field: str, index: int, array: np.ndarray, mask: np.ndarray,
-                   reason: str) -> StepError:
+def _element_error(
+  field: str, index: int, array: np.ndarray, mask: np.ndarray, reason: str
+) -> StepError:
   """Names the first offending element, e.g. observation[3]."""
   where = _first_index(mask)
   name = f'{field}[{", ".join(map(str, where))}]' if where else field

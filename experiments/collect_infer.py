@@ -42,39 +42,65 @@ def _agent_override(text: str):
 def parse_args(argv):
   from launch.cli import add_config_flags
   from launch.config import ExperimentConfig
-  p = argparse.ArgumentParser(description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+
+  p = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   add_config_flags(p, ExperimentConfig)
-  p.add_argument('--slurm', action='append', default=[], type=_agent_override, metavar='KEY=VALUE',
-                 help='Slurm setting: partition, time_limit, account, sbatch_args, stop_grace_s, '
-                      'address_timeout_s, or GROUP.cpus / GROUP.mem_gb / GROUP.gpus')
-  p.add_argument('--dry_run', action='store_true',
-                 help='slurm: print the batch script and step commands, submit nothing')
-  p.add_argument('--follow', action='store_true',
-                 help='slurm: echo the job log until the job ends; exit with its status')
-  p.add_argument('--preset', default=None,
-                 choices=sorted({n for a in registry.names() for n in registry.get(a).presets}),
-                 help="the algorithm's settings for a new run (its presets sit beside it, e.g. "
-                      'agents/mpo/presets.py; default: its default preset, cpu)')
-  p.add_argument('--agent', action='append', default=[], type=_agent_override,
-                 metavar='FIELD=VALUE', help='agent config override, dotted for sub-configs, '
-                 'e.g. --agent replay.batch_size=128 --agent pmpo.alpha=0.5')
+  p.add_argument(
+    '--slurm',
+    action='append',
+    default=[],
+    type=_agent_override,
+    metavar='KEY=VALUE',
+    help='Slurm setting: partition, time_limit, account, sbatch_args, stop_grace_s, '
+    'address_timeout_s, or GROUP.cpus / GROUP.mem_gb / GROUP.gpus',
+  )
+  p.add_argument(
+    '--dry_run',
+    action='store_true',
+    help='slurm: print the batch script and step commands, submit nothing',
+  )
+  p.add_argument(
+    '--follow',
+    action='store_true',
+    help='slurm: echo the job log until the job ends; exit with its status',
+  )
+  p.add_argument(
+    '--preset',
+    default=None,
+    choices=sorted({n for a in registry.names() for n in registry.get(a).presets}),
+    help="the algorithm's settings for a new run (its presets sit beside it, e.g. "
+    'agents/mpo/presets.py; default: its default preset, cpu)',
+  )
+  p.add_argument(
+    '--agent',
+    action='append',
+    default=[],
+    type=_agent_override,
+    metavar='FIELD=VALUE',
+    help='agent config override, dotted for sub-configs, '
+    'e.g. --agent replay.batch_size=128 --agent pmpo.alpha=0.5',
+  )
   return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
   args = parse_args(sys.argv[1:] if argv is None else argv)
-  from launch.config import ExperimentConfig
   from agents.common.config import merge_overrides
   from agents.common.errors import ProgramError, UserError
+  from launch.cli import given_values
+  from launch.config import ExperimentConfig
   from launch.local import launcher
 
-  from launch.cli import given_values
   given = given_values(args, ExperimentConfig)
   for key in ('datasets', 'init_checkpoint'):  # Node processes may not share this directory.
     if key in given:
-      given[key] = ([os.path.abspath(d) for d in given[key]] if key == 'datasets'
-                    else os.path.abspath(given[key]))
+      given[key] = (
+        [os.path.abspath(d) for d in given[key]]
+        if key == 'datasets'
+        else os.path.abspath(given[key])
+      )
   task = given.setdefault('task', ExperimentConfig.task)
   given.setdefault('run_dir', os.path.join('runs', str(task).replace(':', '_')))
   overrides = {k: v for k, v in given.items() if k in ExperimentConfig.resumable_fields()}
@@ -84,15 +110,19 @@ def main(argv=None) -> int:
   try:
     if args.slurm:  # A bad setting fails before a run directory is created.
       from launch.slurm.config import SlurmConfig
+
       SlurmConfig().with_overrides(args.slurm)
     values = dict(given)
     agent = registry.get(values.get('algorithm', ExperimentConfig.algorithm))
-    values['agent'] = merge_overrides(agent.config_class,
-                                      agent.preset(args.preset or agent.default_preset),
-                                      *({k: v} for k, v in args.agent))
+    values['agent'] = merge_overrides(
+      agent.config_class,
+      agent.preset(args.preset or agent.default_preset),
+      *({k: v} for k, v in args.agent),
+    )
     config = ExperimentConfig.from_dict(values)
-    config = launcher.launch(config, overrides, dry_run=args.dry_run, follow=args.follow,
-                             fixed_flags=ignored)
+    config = launcher.launch(
+      config, overrides, dry_run=args.dry_run, follow=args.follow, fixed_flags=ignored
+    )
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2

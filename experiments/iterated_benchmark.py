@@ -27,13 +27,16 @@ EPISODE_STEPS = 1000
 
 def _evaluations(run_dir: pathlib.Path):
   with open(run_dir / 'logs' / 'evaluator' / 'logs.csv') as f:
-    return [{k: float(r[k]) for k in ('actor_steps', 'learner_steps', 'elapsed_s', 'mean_return')}
-            for r in csv.DictReader(f)]
+    return [
+      {k: float(r[k]) for k in ('actor_steps', 'learner_steps', 'elapsed_s', 'mean_return')}
+      for r in csv.DictReader(f)
+    ]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-  p = argparse.ArgumentParser(description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   p.add_argument('--task', default='cartpole:swingup')
   p.add_argument('--env_steps', type=int, default=30000)
   p.add_argument('--collect_episodes', type=int, default=5)
@@ -44,28 +47,55 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   args = p.parse_args(sys.argv[1:] if argv is None else argv)
   out = pathlib.Path(args.out).resolve()
   iterations = max(1, args.env_steps // (EPISODE_STEPS * args.collect_episodes))
-  common = ['--task', args.task, '--seed', str(args.seed), '--eval_episodes',
-            str(args.eval_episodes)]
+  common = [
+    '--task',
+    args.task,
+    '--seed',
+    str(args.seed),
+    '--eval_episodes',
+    str(args.eval_episodes),
+  ]
   variants = {
-      'online': ['--max_actor_steps', str(args.env_steps), '--eval_every_seconds', '60'],
-      'iterated': ['--mode', 'iterated', '--iterations', str(iterations), '--collect_episodes',
-                   str(args.collect_episodes), '--infer_steps', str(args.infer_steps),
-                   '--eval_every_seconds', '100000'],
+    'online': ['--max_actor_steps', str(args.env_steps), '--eval_every_seconds', '60'],
+    'iterated': [
+      '--mode',
+      'iterated',
+      '--iterations',
+      str(iterations),
+      '--collect_episodes',
+      str(args.collect_episodes),
+      '--infer_steps',
+      str(args.infer_steps),
+      '--eval_every_seconds',
+      '100000',
+    ],
   }
   rows, summary = [], []
   for name, extra in variants.items():
     run_dir = out / name
-    cmd = [sys.executable, '-m', 'experiments.collect_infer', '--run_dir', str(run_dir),
-           *common, *extra]
+    cmd = [
+      sys.executable,
+      '-m',
+      'experiments.collect_infer',
+      '--run_dir',
+      str(run_dir),
+      *common,
+      *extra,
+    ]
     print(f'[iterated-bench] {name}: {" ".join(cmd[1:])}', flush=True)
     subprocess.run(cmd, check=True)
     evals = _evaluations(run_dir)
     rows += [{'variant': name, **e} for e in evals]
-    summary.append({'variant': name, 'env_steps': int(evals[-1]['actor_steps']),
-                    'learner_steps': int(evals[-1]['learner_steps']),
-                    'wall_clock_s': round(evals[-1]['elapsed_s']),
-                    'final_return': round(evals[-1]['mean_return'], 1),
-                    'best_return': round(max(e['mean_return'] for e in evals), 1)})
+    summary.append(
+      {
+        'variant': name,
+        'env_steps': int(evals[-1]['actor_steps']),
+        'learner_steps': int(evals[-1]['learner_steps']),
+        'wall_clock_s': round(evals[-1]['elapsed_s']),
+        'final_return': round(evals[-1]['mean_return'], 1),
+        'best_return': round(max(e['mean_return'] for e in evals), 1),
+      }
+    )
   for fname, table in (('iterated.csv', rows), ('summary.csv', summary)):
     with open(out / fname, 'w', newline='') as f:
       writer = csv.DictWriter(f, fieldnames=list(table[0]))
@@ -74,15 +104,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   for s in summary:
     print(' '.join(f'{k}={v}' for k, v in s.items()))
   import matplotlib
+
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
+
   fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
   for name in variants:
     pts = [r for r in rows if r['variant'] == name]
-    axes[0].plot([r['actor_steps'] for r in pts], [r['mean_return'] for r in pts], marker='o',
-                 label=name)
-    axes[1].plot([r['elapsed_s'] for r in pts], [r['mean_return'] for r in pts], marker='o',
-                 label=name)
+    axes[0].plot(
+      [r['actor_steps'] for r in pts], [r['mean_return'] for r in pts], marker='o', label=name
+    )
+    axes[1].plot(
+      [r['elapsed_s'] for r in pts], [r['mean_return'] for r in pts], marker='o', label=name
+    )
   for ax, xlabel in zip(axes, ('environment steps', 'wall-clock s')):
     ax.set_xlabel(xlabel)
     ax.set_ylabel('evaluation return')

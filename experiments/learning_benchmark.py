@@ -57,8 +57,18 @@ TARGETS = {'cartpole:swingup': 800.0, 'walker:walk': 900.0, 'cheetah:run': 500.0
 DEFAULT_TASKS = 'cartpole:swingup,walker:walk,cheetah:run'
 DEFAULT_STEPS = {'cartpole:swingup': 200_000, 'walker:walk': 1_000_000, 'cheetah:run': 1_000_000}
 LEARNING_FIELDS = ('task', 'variant', 'actor_steps', 'learner_steps', 'elapsed_s', 'mean_return')
-SUMMARY_FIELDS = ('task', 'variant', 'final_return', 'best_return', 'steps_at_best',
-                  'wall_clock_s', 'target', 'reached_target', 'env_steps', 'steps_to_target')
+SUMMARY_FIELDS = (
+  'task',
+  'variant',
+  'final_return',
+  'best_return',
+  'steps_at_best',
+  'wall_clock_s',
+  'target',
+  'reached_target',
+  'env_steps',
+  'steps_to_target',
+)
 
 
 def _csv_list(kind):
@@ -67,33 +77,64 @@ def _csv_list(kind):
       return [kind(v) for v in text.split(',') if v.strip()]
     except ValueError:
       raise argparse.ArgumentTypeError(f'expected a comma-separated list, got {text!r}') from None
+
   return parse
 
 
 def parse_args(argv):
-  p = argparse.ArgumentParser(description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument('--tasks', type=_csv_list(str), default=_csv_list(str)(DEFAULT_TASKS),
-                 help=f'comma-separated dm_control tasks (default {DEFAULT_TASKS})')
-  p.add_argument('--max_actor_steps', type=_csv_list(int), default=None,
-                 help='environment-step budget: one value for all tasks or one per task '
-                      '(default: 200000 for cartpole:swingup, 1000000 otherwise)')
-  p.add_argument('--max_seconds', type=float, default=None,
-                 help='wall-clock budget per experiment for this invocation (default: '
-                      'none, also when resuming a run that an earlier --max_seconds stopped)')
+  p = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
+  p.add_argument(
+    '--tasks',
+    type=_csv_list(str),
+    default=_csv_list(str)(DEFAULT_TASKS),
+    help=f'comma-separated dm_control tasks (default {DEFAULT_TASKS})',
+  )
+  p.add_argument(
+    '--max_actor_steps',
+    type=_csv_list(int),
+    default=None,
+    help='environment-step budget: one value for all tasks or one per task '
+    '(default: 200000 for cartpole:swingup, 1000000 otherwise)',
+  )
+  p.add_argument(
+    '--max_seconds',
+    type=float,
+    default=None,
+    help='wall-clock budget per experiment for this invocation (default: '
+    'none, also when resuming a run that an earlier --max_seconds stopped)',
+  )
   p.add_argument('--out', default='bench_out/learning')
   p.add_argument('--num_actors', type=int, default=None)
-  p.add_argument('--seed', type=_csv_list(int), default=[0],
-                 help='one seed, or comma-separated seeds to run every variant once per seed '
-                      '(default 0)')
+  p.add_argument(
+    '--seed',
+    type=_csv_list(int),
+    default=[0],
+    help='one seed, or comma-separated seeds to run every variant once per seed (default 0)',
+  )
   p.add_argument('--eval_every_seconds', type=float, default=None)
   p.add_argument('--policy_loss', default='mpo', choices=['mpo', 'pmpo'])
-  p.add_argument('--pmpo_alphas', type=_csv_list(float), default=[1.0, 0.5, 0.0],
-                 help='with --policy_loss pmpo: one experiment per alpha (default 1,0.5,0)')
-  p.add_argument('--preset', default='cpu', choices=sorted(PRESETS),
-                 help='network sizes for new runs (default: cpu)')
-  p.add_argument('--agent', action='append', default=[], type=_agent_override,
-                 metavar='FIELD=VALUE', help='MPO config override for every experiment')
+  p.add_argument(
+    '--pmpo_alphas',
+    type=_csv_list(float),
+    default=[1.0, 0.5, 0.0],
+    help='with --policy_loss pmpo: one experiment per alpha (default 1,0.5,0)',
+  )
+  p.add_argument(
+    '--preset',
+    default='cpu',
+    choices=sorted(PRESETS),
+    help='network sizes for new runs (default: cpu)',
+  )
+  p.add_argument(
+    '--agent',
+    action='append',
+    default=[],
+    type=_agent_override,
+    metavar='FIELD=VALUE',
+    help='MPO config override for every experiment',
+  )
   args = p.parse_args(argv)
   steps = args.max_actor_steps or [DEFAULT_STEPS.get(t, 1_000_000) for t in args.tasks]
   if len(steps) == 1:
@@ -123,26 +164,49 @@ def task_slug(task: str) -> str:
 def plan(args) -> List[Dict[str, Any]]:
   """One entry per experiment: task, variant, run_dir, config values, launcher overrides."""
   from launch.config import ExperimentConfig
+
   out = pathlib.Path(args.out)
   experiments = []
   for task, budget in zip(args.tasks, args.max_actor_steps):
     for (group, fields), seed in itertools.product(
-        variants(args.policy_loss, args.pmpo_alphas), args.seed):
+      variants(args.policy_loss, args.pmpo_alphas), args.seed
+    ):
       # One seed keeps the plain variant name, so single-seed runs resume as before.
       name = group if len(args.seed) == 1 else f'{group}_s{seed}'
-      overrides = {'max_actor_steps': budget, 'max_seconds': args.max_seconds,
-                   'num_actors': args.num_actors, 'eval_every_seconds': args.eval_every_seconds}
+      overrides = {
+        'max_actor_steps': budget,
+        'max_seconds': args.max_seconds,
+        'num_actors': args.num_actors,
+        'eval_every_seconds': args.eval_every_seconds,
+      }
       # The wall-clock budget is this invocation's: without --max_seconds a resumed run
       # drops the one an earlier invocation stored (the others keep their stored values).
-      overrides = {k: v for k, v in overrides.items()
-                   if (v is not None or k == 'max_seconds') and k in ExperimentConfig.resumable_fields()}
+      overrides = {
+        k: v
+        for k, v in overrides.items()
+        if (v is not None or k == 'max_seconds') and k in ExperimentConfig.resumable_fields()
+      }
       run_dir = out / task_slug(task) / name
-      values = {'run_dir': str(run_dir), 'task': task, 'seed': seed, **overrides,
-                'agent': merge_overrides(MPOConfig, PRESETS[args.preset],
-                                         *({k: v} for k, v in args.agent), fields)}
+      values = {
+        'run_dir': str(run_dir),
+        'task': task,
+        'seed': seed,
+        **overrides,
+        'agent': merge_overrides(
+          MPOConfig, PRESETS[args.preset], *({k: v} for k, v in args.agent), fields
+        ),
+      }
       ExperimentConfig.from_dict(values)  # a bad flag fails here, before anything runs
-      experiments.append({'task': task, 'variant': name, 'group': group, 'run_dir': run_dir,
-                          'values': values, 'overrides': overrides})
+      experiments.append(
+        {
+          'task': task,
+          'variant': name,
+          'group': group,
+          'run_dir': run_dir,
+          'values': values,
+          'overrides': overrides,
+        }
+      )
   return experiments
 
 
@@ -155,9 +219,10 @@ def finished(run_dir: pathlib.Path, max_actor_steps: int) -> bool:
 
 def _launch_child(values: Dict[str, Any], overrides: Dict[str, Any]) -> None:
   """Process body: launch.launcher.launch for one experiment (exit 2 on a user error)."""
-  from launch.local import launcher
-  from launch.config import ExperimentConfig
   from agents.common.errors import UserError
+  from launch.config import ExperimentConfig
+  from launch.local import launcher
+
   try:
     launcher.launch(ExperimentConfig.from_dict(values), overrides)
   except UserError as e:
@@ -175,7 +240,8 @@ def run_experiment(values: Dict[str, Any], overrides: Dict[str, Any]) -> int:
   termination notice. Ctrl-C reaches the child too, which stops its program cleanly.
   """
   proc = multiprocessing.get_context('spawn').Process(
-      target=_launch_child, args=(values, overrides), name='benchmark-launch')
+    target=_launch_child, args=(values, overrides), name='benchmark-launch'
+  )
   proc.start()
   try:
     proc.join()
@@ -195,8 +261,9 @@ def _fmt(x: Optional[float]) -> str:
   return str(int(x)) if float(x).is_integer() else f'{x:.10g}'
 
 
-def summarize(task: str, variant: str, evals: Columns, target: Optional[float],
-              by_steps: Optional[float] = None) -> Dict[str, Any]:
+def summarize(
+  task: str, variant: str, evals: Columns, target: Optional[float], by_steps: Optional[float] = None
+) -> Dict[str, Any]:
   """One summary row from a run's evaluator columns (actor_steps, mean_return, elapsed_s).
 
   The target is reached ('yes') when an evaluation at or before `by_steps` environment steps
@@ -205,15 +272,27 @@ def summarize(task: str, variant: str, evals: Columns, target: Optional[float],
   ret = evals.get('mean_return', np.array([]))
   steps = evals.get('actor_steps', np.full(len(ret), np.nan))
   ok = np.isfinite(ret)
-  row = {'task': task, 'variant': variant, 'final_return': math.nan, 'best_return': math.nan,
-         'steps_at_best': math.nan, 'wall_clock_s': math.nan, 'target': target,
-         'reached_target': 'no' if target is not None else '', 'env_steps': math.nan,
-         'steps_to_target': math.nan}
+  row = {
+    'task': task,
+    'variant': variant,
+    'final_return': math.nan,
+    'best_return': math.nan,
+    'steps_at_best': math.nan,
+    'wall_clock_s': math.nan,
+    'target': target,
+    'reached_target': 'no' if target is not None else '',
+    'env_steps': math.nan,
+    'steps_to_target': math.nan,
+  }
   if not ok.any():
     return row
   best = int(np.flatnonzero(ok)[np.argmax(ret[ok])])
-  row.update(final_return=float(ret[ok][-1]), best_return=float(ret[best]),
-             steps_at_best=float(steps[best]), env_steps=float(np.nanmax(steps)))
+  row.update(
+    final_return=float(ret[ok][-1]),
+    best_return=float(ret[best]),
+    steps_at_best=float(steps[best]),
+    env_steps=float(np.nanmax(steps)),
+  )
   if 'elapsed_s' in evals and np.isfinite(evals['elapsed_s']).any():
     row['wall_clock_s'] = float(np.nanmax(wall_clock(evals['elapsed_s'])))
   if target is not None:
@@ -230,53 +309,86 @@ def summarize(task: str, variant: str, evals: Columns, target: Optional[float],
 
 def across_seeds(task: str, group: str, rows: List[Dict[str, Any]]) -> Dict[str, Any]:
   """One '<group>_seeds' summary row from the per-seed rows of one task and variant."""
+
   def mean(key):
     vals = np.array([r[key] for r in rows], dtype=float)
     return float(np.mean(vals[np.isfinite(vals)])) if np.isfinite(vals).any() else math.nan
+
   hit = np.array([r['steps_to_target'] for r in rows], dtype=float)
   hit = hit[np.isfinite(hit)]
   target = rows[0]['target']
   reached = sum(r['reached_target'] == 'yes' for r in rows)
-  return {'task': task, 'variant': f'{group}_seeds', 'final_return': mean('final_return'),
-          'best_return': mean('best_return'), 'steps_at_best': math.nan,
-          'wall_clock_s': mean('wall_clock_s'), 'target': target,
-          'reached_target': f'{reached}/{len(rows)}' if target is not None else '',
-          'env_steps': mean('env_steps'),
-          'steps_to_target': float(np.median(hit)) if len(hit) else math.nan}
+  return {
+    'task': task,
+    'variant': f'{group}_seeds',
+    'final_return': mean('final_return'),
+    'best_return': mean('best_return'),
+    'steps_at_best': math.nan,
+    'wall_clock_s': mean('wall_clock_s'),
+    'target': target,
+    'reached_target': f'{reached}/{len(rows)}' if target is not None else '',
+    'env_steps': mean('env_steps'),
+    'steps_to_target': float(np.median(hit)) if len(hit) else math.nan,
+  }
 
 
 def learning_rows(task: str, variant: str, evals: Columns) -> List[Dict[str, Any]]:
   n = len(evals.get('mean_return', ()))
   col = lambda k: evals.get(k, np.full(n, np.nan))
   elapsed = wall_clock(col('elapsed_s'))
-  return [{'task': task, 'variant': variant, 'actor_steps': col('actor_steps')[i],
-           'learner_steps': col('learner_steps')[i], 'elapsed_s': elapsed[i],
-           'mean_return': col('mean_return')[i]} for i in range(n)]
+  return [
+    {
+      'task': task,
+      'variant': variant,
+      'actor_steps': col('actor_steps')[i],
+      'learner_steps': col('learner_steps')[i],
+      'elapsed_s': elapsed[i],
+      'mean_return': col('mean_return')[i],
+    }
+    for i in range(n)
+  ]
 
 
-def write_csv(path: pathlib.Path, fields: Sequence[str], rows: List[Dict[str, Any]]) -> pathlib.Path:
+def write_csv(
+  path: pathlib.Path, fields: Sequence[str], rows: List[Dict[str, Any]]
+) -> pathlib.Path:
   path.parent.mkdir(parents=True, exist_ok=True)
   with open(path, 'w', newline='') as f:
     writer = csv.DictWriter(f, fieldnames=list(fields))
     writer.writeheader()
     for row in rows:
-      writer.writerow({k: _fmt(v) if isinstance(v, (float, np.floating)) or v is None else v
-                       for k, v in row.items()})
+      writer.writerow(
+        {
+          k: _fmt(v) if isinstance(v, (float, np.floating)) or v is None else v
+          for k, v in row.items()
+        }
+      )
   return path
 
 
-def plot_task(task: str, runs: Dict[str, Columns], target: Optional[float],
-              path: pathlib.Path) -> pathlib.Path:
+def plot_task(
+  task: str, runs: Dict[str, Columns], target: Optional[float], path: pathlib.Path
+) -> pathlib.Path:
   """Return vs environment steps and vs wall-clock seconds, one line per variant."""
   fig, (ax_steps, ax_time) = new_figure(ncols=2)
   for variant, ev in runs.items():
     if 'mean_return' not in ev:
       continue
     n = len(ev['mean_return'])
-    ax_steps.plot(ev.get('actor_steps', np.full(n, np.nan)), ev['mean_return'],
-                  marker='o', markersize=3, label=variant)
-    ax_time.plot(wall_clock(ev.get('elapsed_s', np.full(n, np.nan))), ev['mean_return'],
-                 marker='o', markersize=3, label=variant)
+    ax_steps.plot(
+      ev.get('actor_steps', np.full(n, np.nan)),
+      ev['mean_return'],
+      marker='o',
+      markersize=3,
+      label=variant,
+    )
+    ax_time.plot(
+      wall_clock(ev.get('elapsed_s', np.full(n, np.nan))),
+      ev['mean_return'],
+      marker='o',
+      markersize=3,
+      label=variant,
+    )
   for ax, xlabel in ((ax_steps, 'environment steps'), (ax_time, 'wall-clock seconds')):
     if target is not None:
       ax.axhline(target, color='k', linestyle='--', linewidth=1, label=f'target {target:g}')
@@ -289,19 +401,30 @@ def plot_task(task: str, runs: Dict[str, Columns], target: Optional[float],
 
 def print_table(summary: List[Dict[str, Any]]) -> None:
   head = ('task', 'variant', 'final', 'best', 'steps@best', 'wall s', 'target', 'reached')
-  keys = ('task', 'variant', 'final_return', 'best_return', 'steps_at_best', 'wall_clock_s',
-          'target', 'reached_target')
+  keys = (
+    'task',
+    'variant',
+    'final_return',
+    'best_return',
+    'steps_at_best',
+    'wall_clock_s',
+    'target',
+    'reached_target',
+  )
+
   def cell(key, v):
     if v is None or v == '' or (isinstance(v, float) and not math.isfinite(v)):
       return '-'
     if isinstance(v, float):
       return f'{v:.0f}' if key in ('steps_at_best', 'wall_clock_s', 'target') else f'{v:.1f}'
     return str(v)
+
   rows = [head] + [tuple(cell(k, r[k]) for k in keys) for r in summary]
   widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
   for r in rows:
-    print('  '.join(c.rjust(w) if i >= 2 else c.ljust(w) for i, (c, w) in
-                    enumerate(zip(r, widths))))
+    print(
+      '  '.join(c.rjust(w) if i >= 2 else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
+    )
 
 
 def collect(experiments: List[Dict[str, Any]], out: pathlib.Path) -> List[pathlib.Path]:
@@ -311,18 +434,22 @@ def collect(experiments: List[Dict[str, Any]], out: pathlib.Path) -> List[pathli
     evals = read_csv(pathlib.Path(e['run_dir']) / 'logs' / 'evaluator' / 'logs.csv')
     target = TARGETS.get(e['task'])
     learning += learning_rows(e['task'], e['variant'], evals)
-    summary.append(summarize(e['task'], e['variant'], evals, target,
-                             DEFAULT_STEPS.get(e['task'])))
+    summary.append(summarize(e['task'], e['variant'], evals, target, DEFAULT_STEPS.get(e['task'])))
     by_task.setdefault(e['task'], {})[e['variant']] = evals
   groups: Dict[Tuple[str, str], List[Dict[str, Any]]] = {}
   for e, row in zip(experiments, summary):
     groups.setdefault((e['task'], e.get('group', e['variant'])), []).append(row)
-  summary += [across_seeds(task, group, rows) for (task, group), rows in groups.items()
-              if len(rows) > 1]
-  paths = [write_csv(out / 'learning.csv', LEARNING_FIELDS, learning),
-           write_csv(out / 'summary.csv', SUMMARY_FIELDS, summary)]
-  paths += [plot_task(task, runs, TARGETS.get(task), out / f'{task_slug(task)}.png')
-            for task, runs in by_task.items()]
+  summary += [
+    across_seeds(task, group, rows) for (task, group), rows in groups.items() if len(rows) > 1
+  ]
+  paths = [
+    write_csv(out / 'learning.csv', LEARNING_FIELDS, learning),
+    write_csv(out / 'summary.csv', SUMMARY_FIELDS, summary),
+  ]
+  paths += [
+    plot_task(task, runs, TARGETS.get(task), out / f'{task_slug(task)}.png')
+    for task, runs in by_task.items()
+  ]
   print()
   print_table(summary)
   return paths
@@ -331,6 +458,7 @@ def collect(experiments: List[Dict[str, Any]], out: pathlib.Path) -> List[pathli
 def main(argv=None) -> int:
   args = parse_args(sys.argv[1:] if argv is None else argv)
   from agents.common.errors import UserError
+
   try:
     experiments = plan(args)
   except UserError as e:

@@ -85,8 +85,8 @@ def read_run(run_dir) -> Dict[str, Columns]:
   rows."""
   logs = pathlib.Path(run_dir) / 'logs'
   labels = ['evaluator', 'learner', 'replay'] + sorted(
-      (p.name for p in logs.glob('actor_*') if p.is_dir()),
-      key=lambda n: (len(n), n))
+    (p.name for p in logs.glob('actor_*') if p.is_dir()), key=lambda n: (len(n), n)
+  )
   found = {label: read_csv(logs / label / 'logs.csv') for label in labels}
   return {label: cols for label, cols in found.items() if cols and len(next(iter(cols.values())))}
 
@@ -158,13 +158,20 @@ def _rates(ev: Columns, key: str):
   return t[1:][ok], dn[ok] / dt[ok]
 
 
-def _plot_throughput(run: Dict[str, Columns], path: pathlib.Path,
-                     title: str) -> Optional[pathlib.Path]:
-  actors = {k: v for k, v in run.items()
-            if k.startswith('actor_') and _has(v, 'steps_per_second', 'episode_length')}
+def _plot_throughput(
+  run: Dict[str, Columns], path: pathlib.Path, title: str
+) -> Optional[pathlib.Path]:
+  actors = {
+    k: v
+    for k, v in run.items()
+    if k.startswith('actor_') and _has(v, 'steps_per_second', 'episode_length')
+  }
   ev = run.get('evaluator', {})
-  rates = [k for k in ('actor_steps', 'learner_steps')
-           if _has(ev, 'elapsed_s', k) and len(_rates(ev, k)[0])]
+  rates = [
+    k
+    for k in ('actor_steps', 'learner_steps')
+    if _has(ev, 'elapsed_s', k) and len(_rates(ev, k)[0])
+  ]
   if not actors and not rates:
     return None
   fig, axes = new_figure(ncols=int(bool(actors)) + int(bool(rates)))
@@ -172,14 +179,16 @@ def _plot_throughput(run: Dict[str, Columns], path: pathlib.Path,
     ax = axes[0]
     for label, cols in actors.items():
       ax.plot(_actor_time(cols), cols['steps_per_second'], label=label)
-    ax.set(xlabel='seconds in episodes (per actor)', ylabel='env steps / s',
-           title='per-actor throughput')
+    ax.set(
+      xlabel='seconds in episodes (per actor)', ylabel='env steps / s', title='per-actor throughput'
+    )
     ax.legend(loc='best')
   if rates:
     ax = axes[-1]
     for key in rates:
-      ax.plot(*_rates(ev, key), marker='o', markersize=3,
-              label=key.replace('_steps', ' steps') + ' / s')
+      ax.plot(
+        *_rates(ev, key), marker='o', markersize=3, label=key.replace('_steps', ' steps') + ' / s'
+      )
     ax.set(xlabel='wall-clock seconds', ylabel='steps / s', title='program throughput')
     ax.legend(loc='best')
   fig.suptitle(title)
@@ -193,12 +202,18 @@ def _plot_replay(rp: Columns, path: pathlib.Path, title: str) -> Optional[pathli
     return None
   t = wall_clock(rp['elapsed_s'])
   panels = [
-      ('items', 'table size', [('size', '{table}')]),
-      # Log scale: samples run samples_per_insert (e.g. 32) times above inserts.
-      ('per second (log)', 'inserts and samples',
-       [('inserts_per_s', '{table} inserts'), ('samples_per_s', '{table} samples')]),
-      ('cumulative seconds', 'rate limiter waits',
-       [('insert_wait_s', '{table} inserts'), ('sample_wait_s', '{table} samples')]),
+    ('items', 'table size', [('size', '{table}')]),
+    # Log scale: samples run samples_per_insert (e.g. 32) times above inserts.
+    (
+      'per second (log)',
+      'inserts and samples',
+      [('inserts_per_s', '{table} inserts'), ('samples_per_s', '{table} samples')],
+    ),
+    (
+      'cumulative seconds',
+      'rate limiter waits',
+      [('insert_wait_s', '{table} inserts'), ('sample_wait_s', '{table} samples')],
+    ),
   ]
   fig, axes = new_figure(ncols=len(panels), width=4.5)
   for ax, (ylabel, panel_title, figures) in zip(axes, panels):
@@ -206,8 +221,9 @@ def _plot_replay(rp: Columns, path: pathlib.Path, title: str) -> Optional[pathli
       for figure, label in figures:
         if _has(rp, f'{table}/{figure}'):
           ax.plot(t, rp[f'{table}/{figure}'], label=label.format(table=table))
-    if ylabel.endswith('(log)') and any(np.nanmax(line.get_ydata(), initial=0) > 0
-                                        for line in ax.get_lines()):
+    if ylabel.endswith('(log)') and any(
+      np.nanmax(line.get_ydata(), initial=0) > 0 for line in ax.get_lines()
+    ):
       ax.set_yscale('log')  # Zero rates (an idle table) drop out.
     ax.set(xlabel='wall-clock seconds (replay)', ylabel=ylabel, title=panel_title)
     if ax.get_legend_handles_labels()[0]:
@@ -225,17 +241,21 @@ def plot_run(run_dir, out_dir=None) -> List[pathlib.Path]:
   out = pathlib.Path(out_dir) if out_dir is not None else run_dir / 'plots'
   run = read_run(run_dir)
   if not run:
-    raise NoLogsError(f'no logs to plot: {run_dir / "logs"} has no evaluator, learner, '
-                      f'replay or actor_<i> logs.csv with rows')
+    raise NoLogsError(
+      f'no logs to plot: {run_dir / "logs"} has no evaluator, learner, '
+      f'replay or actor_<i> logs.csv with rows'
+    )
   title = run_dir.resolve().name
   written = []
   ev = run.get('evaluator', {})
   if _has(ev, 'mean_return', 'actor_steps'):
-    written.append(_plot_eval(ev, 'actor_steps', 'environment steps',
-                              out / 'eval_vs_steps.png', title))
+    written.append(
+      _plot_eval(ev, 'actor_steps', 'environment steps', out / 'eval_vs_steps.png', title)
+    )
   if _has(ev, 'mean_return', 'elapsed_s'):
-    written.append(_plot_eval(ev, 'elapsed_s', 'wall-clock seconds',
-                              out / 'eval_vs_time.png', title))
+    written.append(
+      _plot_eval(ev, 'elapsed_s', 'wall-clock seconds', out / 'eval_vs_time.png', title)
+    )
   written.append(_plot_learner(run.get('learner', {}), out / 'learner.png', title))
   written.append(_plot_throughput(run, out / 'throughput.png', title))
   written.append(_plot_replay(run.get('replay', {}), out / 'replay.png', title))
@@ -243,8 +263,9 @@ def plot_run(run_dir, out_dir=None) -> List[pathlib.Path]:
 
 
 def main(argv=None) -> int:
-  p = argparse.ArgumentParser(description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   p.add_argument('run_dir', help='a run directory (the --run_dir of collect_infer)')
   p.add_argument('--out', default=None, help='output folder (default: RUN_DIR/plots)')
   args = p.parse_args(sys.argv[1:] if argv is None else argv)

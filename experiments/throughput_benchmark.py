@@ -71,35 +71,64 @@ NODE_GROUP = {'actor': 'actor', 'replay': 'learner', 'learner': 'learner'}
 
 
 def parse_args(argv):
-  p = argparse.ArgumentParser(description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   p.add_argument('benchmark', choices=BENCHMARKS + ('all',))
   p.add_argument('--out', default='bench_out/throughput', help='where CSV and PNG files go')
   p.add_argument('--task', default='cartpole:swingup')
-  p.add_argument('--preset', default='cpu', choices=sorted(PRESETS),
-                 help='agent sizes for actor, replay and scaling (default: cpu)')
-  p.add_argument('--presets', type=_csv_list(str), default=['cpu'],
-                 help='learner benchmark: comma-separated presets (e.g. cpu,published)')
-  p.add_argument('--agent', action='append', default=[], type=_agent_override,
-                 metavar='FIELD=VALUE',
-                 help='MPO config override, e.g. --agent replay.batch_size=64')
+  p.add_argument(
+    '--preset',
+    default='cpu',
+    choices=sorted(PRESETS),
+    help='agent sizes for actor, replay and scaling (default: cpu)',
+  )
+  p.add_argument(
+    '--presets',
+    type=_csv_list(str),
+    default=['cpu'],
+    help='learner benchmark: comma-separated presets (e.g. cpu,published)',
+  )
+  p.add_argument(
+    '--agent',
+    action='append',
+    default=[],
+    type=_agent_override,
+    metavar='FIELD=VALUE',
+    help='MPO config override, e.g. --agent replay.batch_size=64',
+  )
   p.add_argument('--seconds', type=float, default=3.0, help='length of one timed window')
   p.add_argument('--repeats', type=int, default=5, help='interleaved rounds; median reported')
-  p.add_argument('--settle', type=float, default=0.5,
-                 help='untimed seconds before a window of a prefetching pipeline')
+  p.add_argument(
+    '--settle',
+    type=float,
+    default=0.5,
+    help='untimed seconds before a window of a prefetching pipeline',
+  )
   p.add_argument('--fill', type=int, default=5000, help='replay items before sampling')
-  p.add_argument('--max_episode_steps', type=int, default=None,
-                 help='cap episode length for actor/replay/learner (quick checks only)')
+  p.add_argument(
+    '--max_episode_steps',
+    type=int,
+    default=None,
+    help='cap episode length for actor/replay/learner (quick checks only)',
+  )
   p.add_argument('--scaling_actors', type=_csv_list(int), default=[1, 2, 4])
-  p.add_argument('--scaling_seconds', type=float, default=90.0,
-                 help='--max_seconds of each scaling run')
+  p.add_argument(
+    '--scaling_seconds', type=float, default=90.0, help='--max_seconds of each scaling run'
+  )
   p.add_argument('--keep_runs', action='store_true', help='keep the scaling run directories')
-  p.add_argument('--from_run', default=None,
-                 help='e2e: a run directory or evaluator CSV to read instead of running')
+  p.add_argument(
+    '--from_run',
+    default=None,
+    help='e2e: a run directory or evaluator CSV to read instead of running',
+  )
   p.add_argument('--e2e_target', type=float, default=800.0)
-  p.add_argument('--e2e_run_dir', default=None,
-                 help='e2e: run directory of the run (default: a new temporary one; an '
-                      'existing one resumes, its time summed over launches)')
+  p.add_argument(
+    '--e2e_run_dir',
+    default=None,
+    help='e2e: run directory of the run (default: a new temporary one; an '
+    'existing one resumes, its time summed over launches)',
+  )
   p.add_argument('--e2e_max_seconds', type=float, default=3600.0)
   args = p.parse_args(argv)
   for preset in args.presets:
@@ -114,19 +143,47 @@ def run_one(args) -> List[Row]:
   out = pathlib.Path(args.out)
   agent = dict(args.agent)
   if args.benchmark == 'actor':
-    return bench_actor(out, args.task, args.preset, agent, args.seconds, args.repeats,
-                       args.max_episode_steps)
+    return bench_actor(
+      out, args.task, args.preset, agent, args.seconds, args.repeats, args.max_episode_steps
+    )
   if args.benchmark == 'replay':
-    return bench_replay(out, args.task, args.preset, agent, args.seconds, args.repeats,
-                        args.fill, args.settle, args.max_episode_steps)
+    return bench_replay(
+      out,
+      args.task,
+      args.preset,
+      agent,
+      args.seconds,
+      args.repeats,
+      args.fill,
+      args.settle,
+      args.max_episode_steps,
+    )
   if args.benchmark == 'learner':
-    return bench_learner(out, args.task, args.presets, agent, args.seconds, args.repeats,
-                         args.fill, args.settle, args.max_episode_steps)
+    return bench_learner(
+      out,
+      args.task,
+      args.presets,
+      agent,
+      args.seconds,
+      args.repeats,
+      args.fill,
+      args.settle,
+      args.max_episode_steps,
+    )
   if args.benchmark == 'scaling':
-    return bench_scaling(out, args.task, args.preset, agent, args.scaling_actors,
-                         args.scaling_seconds, args.keep_runs)
-  return bench_e2e(out, args.task, args.e2e_target, args.from_run, args.e2e_run_dir,
-                   args.e2e_max_seconds, args.preset, agent)
+    return bench_scaling(
+      out, args.task, args.preset, agent, args.scaling_actors, args.scaling_seconds, args.keep_runs
+    )
+  return bench_e2e(
+    out,
+    args.task,
+    args.e2e_target,
+    args.from_run,
+    args.e2e_run_dir,
+    args.e2e_max_seconds,
+    args.preset,
+    agent,
+  )
 
 
 def main(argv=None) -> int:
@@ -138,11 +195,14 @@ def main(argv=None) -> int:
     rest = list(argv)
     rest.remove('all')
     names = [b for b in BENCHMARKS if b != 'e2e' or args.from_run]
-    codes = [subprocess.call([sys.executable, '-m', 'experiments.throughput_benchmark', name]
-                             + rest) for name in names]
+    codes = [
+      subprocess.call([sys.executable, '-m', 'experiments.throughput_benchmark', name] + rest)
+      for name in names
+    ]
     return max(codes)
   if args.benchmark in NODE_GROUP:
     from launch.program import process_env
+
     os.environ.update(process_env(NODE_GROUP[args.benchmark]))
   try:
     run_one(args)

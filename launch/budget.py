@@ -19,6 +19,7 @@ ACTOR_BUDGET_MODES = ('online', 'offline_to_online')
 @dataclasses.dataclass(frozen=True)
 class Budget:
   """The limits of one run, and the sentence that says which one a run has reached."""
+
   mode: str
   max_actor_steps: Optional[int] = None
   max_learner_steps: Optional[int] = None
@@ -27,9 +28,13 @@ class Budget:
 
   @classmethod
   def from_config(cls, cfg: ExperimentConfig) -> 'Budget':
-    return cls(mode=cfg.mode, max_actor_steps=cfg.max_actor_steps,
-               max_learner_steps=cfg.max_learner_steps, max_seconds=cfg.max_seconds,
-               iterations=cfg.iterations)
+    return cls(
+      mode=cfg.mode,
+      max_actor_steps=cfg.max_actor_steps,
+      max_learner_steps=cfg.max_learner_steps,
+      max_seconds=cfg.max_seconds,
+      iterations=cfg.iterations,
+    )
 
   @property
   def actor_steps_limit(self) -> Optional[int]:
@@ -51,8 +56,14 @@ class Budget:
       return iterations_done >= self.iterations
     return self.max_learner_steps is not None and learner_steps >= self.max_learner_steps
 
-  def reason(self, actor_steps: int = 0, learner_steps: int = 0, seconds: float = 0.0,
-             iterations_done: int = 0, learner_done: Optional[bool] = None) -> Optional[str]:
+  def reason(
+    self,
+    actor_steps: int = 0,
+    learner_steps: int = 0,
+    seconds: float = 0.0,
+    iterations_done: int = 0,
+    learner_done: Optional[bool] = None,
+  ) -> Optional[str]:
     """Why the run is done, as a sentence that says how to continue it; None while it is not.
 
     `learner_done` is the learner's own word on its part, where known (the evaluator asks
@@ -60,26 +71,44 @@ class Budget:
     `iterations_done` decide. `seconds` is the time this launch has run.
     """
     if self.out_of_time(seconds):
-      return (f'its budget of {self.max_seconds:g} seconds ({seconds:.0f} elapsed); '
-              'pass a larger --max_seconds to continue')
-    finished = (self.learner_finished(learner_steps, iterations_done) if learner_done is None
-                else learner_done and self.ends_with_learner)
+      return (
+        f'its budget of {self.max_seconds:g} seconds ({seconds:.0f} elapsed); '
+        'pass a larger --max_seconds to continue'
+      )
+    finished = (
+      self.learner_finished(learner_steps, iterations_done)
+      if learner_done is None
+      else learner_done and self.ends_with_learner
+    )
     if finished and self.mode == 'iterated':
       done = 'all done' if learner_done is not None else f'{iterations_done} done'
-      return (f'its budget of {self.iterations} iterations ({done}); '
-              'pass a larger --iterations to continue')
+      return (
+        f'its budget of {self.iterations} iterations ({done}); '
+        'pass a larger --iterations to continue'
+      )
     if finished:
       done = 'the learner reached it' if learner_done is not None else f'{learner_steps} done'
-      return (f'its budget of {self.max_learner_steps} learner steps ({done}); '
-              'pass a larger --max_learner_steps to continue')
+      return (
+        f'its budget of {self.max_learner_steps} learner steps ({done}); '
+        'pass a larger --max_learner_steps to continue'
+      )
     limit = self.actor_steps_limit
     if limit is not None and actor_steps >= limit:
-      return (f'its budget of {limit} environment steps ({actor_steps} done); '
-              'pass a larger --max_actor_steps to continue')
+      return (
+        f'its budget of {limit} environment steps ({actor_steps} done); '
+        'pass a larger --max_actor_steps to continue'
+      )
     return None
 
-  def done(self, actor_steps: int = 0, learner_steps: int = 0, seconds: float = 0.0,
-           iterations_done: int = 0, learner_done: Optional[bool] = None) -> bool:
+  def done(
+    self,
+    actor_steps: int = 0,
+    learner_steps: int = 0,
+    seconds: float = 0.0,
+    iterations_done: int = 0,
+    learner_done: Optional[bool] = None,
+  ) -> bool:
     """Whether any limit is reached (see `reason`)."""
-    return self.reason(actor_steps, learner_steps, seconds, iterations_done,
-                       learner_done) is not None
+    return (
+      self.reason(actor_steps, learner_steps, seconds, iterations_done, learner_done) is not None
+    )

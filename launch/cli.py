@@ -45,8 +45,9 @@ def _default_text(field: dataclasses.Field) -> str:
 def add_config_flags(parser: argparse.ArgumentParser, config_cls: Type[Any]) -> None:
   """Adds one flag per field of `config_cls` described with `launch.config.setting`."""
   hints = typing.get_type_hints(config_cls)
-  group = parser.add_argument_group(f'{config_cls.__name__} (a relaunch may change those '
-                                    'marked [resumable])')
+  group = parser.add_argument_group(
+    f'{config_cls.__name__} (a relaunch may change those marked [resumable])'
+  )
   for field in cli_fields(config_cls):
     meta = field.metadata
     hint = hints[field.name]
@@ -54,14 +55,24 @@ def add_config_flags(parser: argparse.ArgumentParser, config_cls: Type[Any]) -> 
     flags = [f'--{field.name}', *meta['aliases']]
     if _scalar_type(hint) is bool:
       negative = meta.get('negative_flag')
-      group.add_argument(*flags, dest=field.name, action=argparse.BooleanOptionalAction,
-                         default=None, help=text)
+      group.add_argument(
+        *flags, dest=field.name, action=argparse.BooleanOptionalAction, default=None, help=text
+      )
       if negative:
-        group.add_argument(negative, dest=field.name, action='store_const', const=False,
-                           help=f'same as --no-{field.name}')
+        group.add_argument(
+          negative,
+          dest=field.name,
+          action='store_const',
+          const=False,
+          help=f'same as --no-{field.name}',
+        )
       continue
-    kwargs: Dict[str, Any] = {'dest': field.name, 'default': None, 'help': text,
-                              'type': _scalar_type(hint)}
+    kwargs: Dict[str, Any] = {
+      'dest': field.name,
+      'default': None,
+      'help': text,
+      'type': _scalar_type(hint),
+    }
     choices = meta['choices']() if callable(meta['choices']) else meta['choices']
     if choices:
       kwargs['choices'] = choices

@@ -17,11 +17,17 @@ LAUNCH_TYPES = ('local_mp', 'local_mt', 'slurm')
 MODES = ('online', 'offline', 'offline_to_online', 'iterated')
 
 
-def setting(default: Any = dataclasses.MISSING, *, help: str,  # pylint: disable=redefined-builtin
-            choices: Union[None, Sequence[Any], Callable[[], Sequence[Any]]] = None,
-            resumable: bool = False,
-            cli: bool = True, aliases: Sequence[str] = (), negative_flag: Optional[str] = None,
-            default_factory: Any = dataclasses.MISSING) -> Any:
+def setting(
+  default: Any = dataclasses.MISSING,
+  *,
+  help: str,  # pylint: disable=redefined-builtin
+  choices: Union[None, Sequence[Any], Callable[[], Sequence[Any]]] = None,
+  resumable: bool = False,
+  cli: bool = True,
+  aliases: Sequence[str] = (),
+  negative_flag: Optional[str] = None,
+  default_factory: Any = dataclasses.MISSING,
+) -> Any:
   """A config field with its command-line description: one source for name, default and help.
 
   `choices` may be a callable, read when the command line is built (e.g. registered names).
@@ -30,9 +36,14 @@ def setting(default: Any = dataclasses.MISSING, *, help: str,  # pylint: disable
   extra flag spellings; `negative_flag` is the one flag of a bool that defaults to True
   (e.g. '--no_store' sets store_episodes to False).
   """
-  metadata = {'help': help, 'choices': choices if callable(choices) or not choices else tuple(choices),
-              'resumable': resumable, 'cli': cli, 'aliases': tuple(aliases),
-              'negative_flag': negative_flag}
+  metadata = {
+    'help': help,
+    'choices': choices if callable(choices) or not choices else tuple(choices),
+    'resumable': resumable,
+    'cli': cli,
+    'aliases': tuple(aliases),
+    'negative_flag': negative_flag,
+  }
   if default_factory is not dataclasses.MISSING:
     return dataclasses.field(default_factory=default_factory, metadata=metadata)
   return dataclasses.field(default=default, metadata=metadata)
@@ -41,79 +52,116 @@ def setting(default: Any = dataclasses.MISSING, *, help: str,  # pylint: disable
 @dataclasses.dataclass
 class ExperimentConfig:
   """One experiment: task, topology, budget, cadence of evaluation and checkpoints."""
+
   run_dir: str = setting('runs/default', help='run directory (default: runs/<domain>_<task>)')
   task: str = setting('cartpole:swingup', help='dm_control domain:task')
   seed: int = setting(0, help='seed of the learner, actors (seed + actor index) and evaluator')
   num_actors: int = setting(2, help='actor processes', resumable=True)
   launch_type: str = setting(
-      'local_mp', choices=LAUNCH_TYPES, resumable=True, aliases=('--launch',),
-      help='local_mp: one process per node here; local_mt: threads in one process; '
-      'slurm: submit a batch job')
+    'local_mp',
+    choices=LAUNCH_TYPES,
+    resumable=True,
+    aliases=('--launch',),
+    help='local_mp: one process per node here; local_mt: threads in one process; '
+    'slurm: submit a batch job',
+  )
   actor_failures: str = setting(
-      'restart', choices=('restart', 'continue', 'stop'), resumable=True,
-      help='when an actor process dies: restart it (at most --max_actor_restarts times each), '
-      'continue with fewer, or stop the program')
+    'restart',
+    choices=('restart', 'continue', 'stop'),
+    resumable=True,
+    help='when an actor process dies: restart it (at most --max_actor_restarts times each), '
+    'continue with fewer, or stop the program',
+  )
   max_actor_restarts: int = setting(3, resumable=True, help='restarts per actor')
   mode: str = setting(
-      'online', choices=MODES, resumable=True,
-      help='online: actors and learner together; offline: the learner trains on stored episodes '
-      'only; offline_to_online: start from stored data (and --init_checkpoint), add actors; '
-      'iterated: collect --collect_episodes, infer --infer_steps on all stored data, evaluate; '
-      '--iterations times')
+    'online',
+    choices=MODES,
+    resumable=True,
+    help='online: actors and learner together; offline: the learner trains on stored episodes '
+    'only; offline_to_online: start from stored data (and --init_checkpoint), add actors; '
+    'iterated: collect --collect_episodes, infer --infer_steps on all stored data, evaluate; '
+    '--iterations times',
+  )
   algorithm: str = setting(
-      'mpo', choices=registry.names, help="the agent (registered name): 'mpo' (the MPO family; --agent policy_loss= "
-      "picks mpo, pmpo or pac) or 'bc' (behaviour cloning, the offline baseline)")
+    'mpo',
+    choices=registry.names,
+    help="the agent (registered name): 'mpo' (the MPO family; --agent policy_loss= "
+    "picks mpo, pmpo or pac) or 'bc' (behaviour cloning, the offline baseline)",
+  )
   store_episodes: bool = setting(
-      True, negative_flag='--no_store',
-      help='keep every completed episode in <run>/store (new runs only)')
+    True,
+    negative_flag='--no_store',
+    help='keep every completed episode in <run>/store (new runs only)',
+  )
   store_ratio: float = setting(
-      0.0, resumable=True,
-      help='fraction of each learner batch drawn from stored episodes (the run\'s own store '
-      'plus --datasets); offline and iterated modes train on the store only')
+    0.0,
+    resumable=True,
+    help="fraction of each learner batch drawn from stored episodes (the run's own store "
+    'plus --datasets); offline and iterated modes train on the store only',
+  )
   datasets: Tuple[str, ...] = setting(
-      (), resumable=True,
-      help='other episode stores (earlier runs\' <run>/store, imported RLDS data) to train on too')
+    (),
+    resumable=True,
+    help="other episode stores (earlier runs' <run>/store, imported RLDS data) to train on too",
+  )
   external_ratio: float = setting(
-      0.25, resumable=True,
-      help='share of each learner batch from robots attached with launch.attach, once they sent '
-      'data (out of the replay share; until then the main table fills it)')
+    0.25,
+    resumable=True,
+    help='share of each learner batch from robots attached with launch.attach, once they sent '
+    'data (out of the replay share; until then the main table fills it)',
+  )
   announce_host: Optional[str] = setting(
-      None, resumable=True,
-      help='host written in addresses.json for attaching processes (default: '
-      '$COLLECT_INFER_HOST, else localhost)')
+    None,
+    resumable=True,
+    help='host written in addresses.json for attaching processes (default: '
+    '$COLLECT_INFER_HOST, else localhost)',
+  )
   init_checkpoint: Optional[str] = setting(
-      None, help='a checkpoint file or run directory a new run\'s learner starts from')
+    None, help="a checkpoint file or run directory a new run's learner starts from"
+  )
   max_actor_steps: Optional[int] = setting(
-      200_000, resumable=True, help='environment-step budget (the program stops at whichever '
-      'budget comes first)')
+    200_000,
+    resumable=True,
+    help='environment-step budget (the program stops at whichever budget comes first)',
+  )
   max_seconds: Optional[float] = setting(None, resumable=True, help='wall-clock budget')
   max_learner_steps: Optional[int] = setting(None, resumable=True, help='learner-step budget')
-  collect_episodes: int = setting(10, resumable=True,
-                                  help='iterated: episodes collected per iteration (all actors)')
-  infer_steps: int = setting(1000, resumable=True,
-                             help='iterated: learner steps per iteration on the whole store')
+  collect_episodes: int = setting(
+    10, resumable=True, help='iterated: episodes collected per iteration (all actors)'
+  )
+  infer_steps: int = setting(
+    1000, resumable=True, help='iterated: learner steps per iteration on the whole store'
+  )
   iterations: int = setting(10, resumable=True, help='iterated: how many iterations')
   warm_start: bool = setting(
-      True, resumable=True, negative_flag='--from_scratch',
-      help='iterated: each iteration starts from the last one\'s learner (--from_scratch: a '
-      'fresh learner each time)')
-  eval_every_seconds: float = setting(120.0, resumable=True,
-                                      help='evaluate and checkpoint every this many seconds')
+    True,
+    resumable=True,
+    negative_flag='--from_scratch',
+    help="iterated: each iteration starts from the last one's learner (--from_scratch: a "
+    'fresh learner each time)',
+  )
+  eval_every_seconds: float = setting(
+    120.0, resumable=True, help='evaluate and checkpoint every this many seconds'
+  )
   eval_every_learner_steps: Optional[int] = setting(
-      None, resumable=True, help='also evaluate and checkpoint every this many learner steps')
+    None, resumable=True, help='also evaluate and checkpoint every this many learner steps'
+  )
   eval_episodes: int = setting(5, resumable=True, help='greedy episodes per evaluation')
   keep_checkpoints: int = setting(5, help='learner checkpoints kept on disk')
-  progress_every_seconds: float = setting(15.0, resumable=True,
-                                          help='a progress line every this many seconds')
+  progress_every_seconds: float = setting(
+    15.0, resumable=True, help='a progress line every this many seconds'
+  )
   learner_sample_timeout_s: float = setting(
-      2.0, help='seconds a learner waits on the rate limiter before re-checking for shutdown')
+    2.0, help='seconds a learner waits on the rate limiter before re-checking for shutdown'
+  )
   # The algorithm's config (its registry entry's config_class); None: its defaults. A dict
   # (config.json, nested or dotted keys) is read by that class.
-  agent: Any = setting(None, cli=False,
-                       help='the agent\'s config (--preset, --agent FIELD=VALUE)')
+  agent: Any = setting(None, cli=False, help="the agent's config (--preset, --agent FIELD=VALUE)")
   slurm: SlurmConfig = setting(
-      default_factory=SlurmConfig, cli=False,
-      help='partition, time limit and per-group resources of launch_type=slurm (--slurm KEY=VALUE)')
+    default_factory=SlurmConfig,
+    cli=False,
+    help='partition, time limit and per-group resources of launch_type=slurm (--slurm KEY=VALUE)',
+  )
 
   @classmethod
   def resumable_fields(cls) -> Tuple[str, ...]:
@@ -145,65 +193,129 @@ class ExperimentConfig:
       return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
 
     need(isinstance(self.run_dir, str) and self.run_dir.strip() != '', 'run_dir', 'a path')
-    need(isinstance(self.task, str) and ':' in self.task, 'task', "'domain:task', e.g. cartpole:swingup")
+    need(
+      isinstance(self.task, str) and ':' in self.task,
+      'task',
+      "'domain:task', e.g. cartpole:swingup",
+    )
     need(is_int(self.seed) and self.seed >= 0, 'seed', 'an int >= 0')
-    need(is_int(self.num_actors) and 1 <= self.num_actors <= 256, 'num_actors', 'an int in [1, 256]')
+    need(
+      is_int(self.num_actors) and 1 <= self.num_actors <= 256, 'num_actors', 'an int in [1, 256]'
+    )
     need(self.launch_type in LAUNCH_TYPES, 'launch_type', f'one of {", ".join(LAUNCH_TYPES)}')
-    need(self.max_actor_steps is None or (is_int(self.max_actor_steps) and self.max_actor_steps > 0),
-         'max_actor_steps', 'a positive int, or None for no step budget')
-    need(self.max_seconds is None or pos_num(self.max_seconds), 'max_seconds',
-         'a positive number of seconds, or None for no time budget')
-    need(self.max_learner_steps is None or
-         (is_int(self.max_learner_steps) and self.max_learner_steps > 0),
-         'max_learner_steps', 'a positive int, or None for no learner-step budget')
+    need(
+      self.max_actor_steps is None or (is_int(self.max_actor_steps) and self.max_actor_steps > 0),
+      'max_actor_steps',
+      'a positive int, or None for no step budget',
+    )
+    need(
+      self.max_seconds is None or pos_num(self.max_seconds),
+      'max_seconds',
+      'a positive number of seconds, or None for no time budget',
+    )
+    need(
+      self.max_learner_steps is None
+      or (is_int(self.max_learner_steps) and self.max_learner_steps > 0),
+      'max_learner_steps',
+      'a positive int, or None for no learner-step budget',
+    )
     need(self.mode in MODES, 'mode', f'one of {", ".join(MODES)}')
-    need(self.actor_failures in ('restart', 'continue', 'stop'), 'actor_failures',
-         "'restart', 'continue' or 'stop'")
-    need(is_int(self.max_actor_restarts) and self.max_actor_restarts >= 0, 'max_actor_restarts',
-         'an int >= 0')
+    need(
+      self.actor_failures in ('restart', 'continue', 'stop'),
+      'actor_failures',
+      "'restart', 'continue' or 'stop'",
+    )
+    need(
+      is_int(self.max_actor_restarts) and self.max_actor_restarts >= 0,
+      'max_actor_restarts',
+      'an int >= 0',
+    )
     need(isinstance(self.store_episodes, bool), 'store_episodes', 'true or false')
-    need(isinstance(self.store_ratio, (int, float)) and 0.0 <= self.store_ratio <= 1.0,
-         'store_ratio', 'a fraction in [0, 1]')
-    need(all(isinstance(d, str) and d for d in self.datasets), 'datasets',
-         'a list of episode store directories')
-    need(isinstance(self.external_ratio, (int, float)) and not isinstance(self.external_ratio, bool)
-         and 0.0 <= self.external_ratio <= 1.0, 'external_ratio', 'a fraction in [0, 1]')
-    need(self.announce_host is None or (isinstance(self.announce_host, str) and
-                                        self.announce_host.strip() != '' and
-                                        not any(c.isspace() for c in self.announce_host)),
-         'announce_host', 'a host name or address without spaces, or None')
-    need(self.init_checkpoint is None or (isinstance(self.init_checkpoint, str) and
-                                          self.init_checkpoint), 'init_checkpoint',
-         'a checkpoint file or run directory, or None')
+    need(
+      isinstance(self.store_ratio, (int, float)) and 0.0 <= self.store_ratio <= 1.0,
+      'store_ratio',
+      'a fraction in [0, 1]',
+    )
+    need(
+      all(isinstance(d, str) and d for d in self.datasets),
+      'datasets',
+      'a list of episode store directories',
+    )
+    need(
+      isinstance(self.external_ratio, (int, float))
+      and not isinstance(self.external_ratio, bool)
+      and 0.0 <= self.external_ratio <= 1.0,
+      'external_ratio',
+      'a fraction in [0, 1]',
+    )
+    need(
+      self.announce_host is None
+      or (
+        isinstance(self.announce_host, str)
+        and self.announce_host.strip() != ''
+        and not any(c.isspace() for c in self.announce_host)
+      ),
+      'announce_host',
+      'a host name or address without spaces, or None',
+    )
+    need(
+      self.init_checkpoint is None
+      or (isinstance(self.init_checkpoint, str) and self.init_checkpoint),
+      'init_checkpoint',
+      'a checkpoint file or run directory, or None',
+    )
     for field in ('collect_episodes', 'infer_steps', 'iterations'):
       need(is_int(getattr(self, field)) and getattr(self, field) >= 1, field, 'an int >= 1')
     need(isinstance(self.warm_start, bool), 'warm_start', 'true or false')
     if self.mode == 'offline':
-      need(self.max_learner_steps is not None or self.max_seconds is not None,
-           'max_learner_steps', 'set (or max_seconds set) in offline mode: no actors count steps')
+      need(
+        self.max_learner_steps is not None or self.max_seconds is not None,
+        'max_learner_steps',
+        'set (or max_seconds set) in offline mode: no actors count steps',
+      )
     elif self.mode != 'iterated':
-      need(self.max_actor_steps is not None or self.max_seconds is not None, 'max_actor_steps',
-           'set (or max_seconds set): an experiment needs a budget to stop by itself')
+      need(
+        self.max_actor_steps is not None or self.max_seconds is not None,
+        'max_actor_steps',
+        'set (or max_seconds set): an experiment needs a budget to stop by itself',
+      )
     if self.mode in ('iterated', 'offline') or self.store_ratio > 0:
-      need(self.store_episodes or self.mode == 'offline', 'store_episodes',
-           f'true when training draws on the store (mode={self.mode}, store_ratio={self.store_ratio})')
+      need(
+        self.store_episodes or self.mode == 'offline',
+        'store_episodes',
+        f'true when training draws on the store (mode={self.mode}, store_ratio={self.store_ratio})',
+      )
     labels = self.agent.learns_from_labels
     if labels and self.mode not in ('offline', 'iterated'):
-      raise ConfigError(f'agent.{self.agent.labels_setting} learns from labelled stored episodes '
-                        f"only: it needs mode 'offline' or 'iterated', not {self.mode!r} (replay "
-                        'transitions carry no labels)')
+      raise ConfigError(
+        f'agent.{self.agent.labels_setting} learns from labelled stored episodes '
+        f"only: it needs mode 'offline' or 'iterated', not {self.mode!r} (replay "
+        'transitions carry no labels)'
+      )
     if labels and self.mode == 'iterated' and self.agent.success_return is None:
-      raise ConfigError(f'agent.{self.agent.labels_setting} in iterated mode needs '
-                        f'agent.{self.agent.success_return_setting}: the actors\' episodes carry '
-                        'no success label, so their return decides')
+      raise ConfigError(
+        f'agent.{self.agent.labels_setting} in iterated mode needs '
+        f"agent.{self.agent.success_return_setting}: the actors' episodes carry "
+        'no success label, so their return decides'
+      )
     need(pos_num(self.eval_every_seconds), 'eval_every_seconds', 'a positive number')
-    need(self.eval_every_learner_steps is None or
-         (is_int(self.eval_every_learner_steps) and self.eval_every_learner_steps > 0),
-         'eval_every_learner_steps', 'a positive int, or None')
+    need(
+      self.eval_every_learner_steps is None
+      or (is_int(self.eval_every_learner_steps) and self.eval_every_learner_steps > 0),
+      'eval_every_learner_steps',
+      'a positive int, or None',
+    )
     need(is_int(self.eval_episodes) and self.eval_episodes >= 1, 'eval_episodes', 'an int >= 1')
-    need(is_int(self.keep_checkpoints) and self.keep_checkpoints >= 1, 'keep_checkpoints', 'an int >= 1')
-    need(pos_num(self.progress_every_seconds) and self.progress_every_seconds <= 30,
-         'progress_every_seconds', 'in (0, 30]')
+    need(
+      is_int(self.keep_checkpoints) and self.keep_checkpoints >= 1,
+      'keep_checkpoints',
+      'an int >= 1',
+    )
+    need(
+      pos_num(self.progress_every_seconds) and self.progress_every_seconds <= 30,
+      'progress_every_seconds',
+      'in (0, 30]',
+    )
     need(pos_num(self.learner_sample_timeout_s), 'learner_sample_timeout_s', 'a positive number')
 
   def to_dict(self) -> Dict[str, Any]:
@@ -221,14 +333,16 @@ class ExperimentConfig:
 def _agent_config(algorithm: str, agent: Any) -> Any:
   """`agent` as the registered algorithm's config: its defaults for None, read from a dict."""
   if not isinstance(algorithm, str):
-    raise ConfigError(f'algorithm={algorithm!r} is invalid: must be one of '
-                      f'{", ".join(registry.names())}')
+    raise ConfigError(
+      f'algorithm={algorithm!r} is invalid: must be one of {", ".join(registry.names())}'
+    )
   config_class = registry.get(algorithm).config_class
   if agent is None:
     return config_class()
   if isinstance(agent, dict):
     return config_class.from_dict(agent)
   if not isinstance(agent, config_class):
-    raise ConfigError(f'agent is a {type(agent).__name__}; algorithm {algorithm!r} takes a '
-                      f'{config_class.__name__}')
+    raise ConfigError(
+      f'agent is a {type(agent).__name__}; algorithm {algorithm!r} takes a {config_class.__name__}'
+    )
   return agent

@@ -14,6 +14,7 @@ from launch.csv_log import last_header
 def quiet_node_logs() -> None:
   """Keeps a node's terminal output to warnings and our own progress lines."""
   from absl import logging as absl_logging
+
   absl_logging.set_verbosity(absl_logging.WARNING)
 
 
@@ -21,6 +22,7 @@ def announce_process(name: str) -> None:
   """One line saying which process runs a node (for `kill`, `py-spy`, `top -p`)."""
   import os
   import socket
+
   get_logger(name).info('running as pid %d on %s', os.getpid(), socket.gethostname())
 
 
@@ -45,13 +47,21 @@ class AppendingCSVLogger(loggers.CSVLogger):
     super().write(data)
 
 
-def make_logger(run_dir: pathlib.Path, label: str, time_delta: float = 0.0,
-                steps_key: Optional[str] = None, terminal: bool = False) -> loggers.Logger:
-  """CSV at <run>/logs/<label>/logs.csv (appended on resume), TensorBoard at <run>/logs/tb/<label>/."""
+def make_logger(
+  run_dir: pathlib.Path,
+  label: str,
+  time_delta: float = 0.0,
+  steps_key: Optional[str] = None,
+  terminal: bool = False,
+) -> loggers.Logger:
+  """A logger writing CSV and TensorBoard events under the run directory.
+
+  CSV at <run>/logs/<label>/logs.csv (appended on resume), TensorBoard at <run>/logs/tb/<label>/.
+  """
   run_dir = pathlib.Path(run_dir)
   targets = [
-      AppendingCSVLogger(str(run_dir), label=label, add_uid=False, flush_every=1),
-      tf_summary.TFSummaryLogger(str(run_dir / 'logs' / 'tb'), label=label, steps_key=steps_key),
+    AppendingCSVLogger(str(run_dir), label=label, add_uid=False, flush_every=1),
+    tf_summary.TFSummaryLogger(str(run_dir / 'logs' / 'tb'), label=label, steps_key=steps_key),
   ]
   if terminal:
     targets.append(loggers.TerminalLogger(label=label))

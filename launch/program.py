@@ -6,8 +6,8 @@ from typing import Any, Dict, Tuple
 import launchpad as lp
 
 from launch import experiment
-from launch.nodes.actor import ActorWorker
 from launch.config import ExperimentConfig
+from launch.nodes.actor import ActorWorker
 from launch.nodes.counter import PersistentCounter
 from launch.nodes.evaluator import EvaluatorWorker
 from launch.nodes.learner import LearnerWorker
@@ -31,8 +31,9 @@ def make_program(config: ExperimentConfig) -> Tuple[lp.Program, Dict[str, Any]]:
   cfg['run_dir'] = run_dir
   program = lp.Program(name='collect_infer')
 
-  replay_node = CheckpointedReverbNode(lambda: _make_tables(cfg),
-                                       replay_dir=os.path.join(run_dir, 'replay'))
+  replay_node = CheckpointedReverbNode(
+    lambda: _make_tables(cfg), replay_dir=os.path.join(run_dir, 'replay')
+  )
   counter_node = lp.CourierNode(PersistentCounter, run_dir)
   with program.group('replay'):
     replay = program.add_node(replay_node)
@@ -47,18 +48,28 @@ def make_program(config: ExperimentConfig) -> Tuple[lp.Program, Dict[str, Any]]:
         program.add_node(lp.CourierNode(ActorWorker, cfg, i, replay, learner, counter))
   with program.group('evaluator'):
     program.add_node(lp.CourierNode(EvaluatorWorker, cfg, learner, counter, replay))
-  addresses = {'replay': replay_node.reverb_address, 'learner': learner_node.courier_address,
-               'counter': counter_node.courier_address}
+  addresses = {
+    'replay': replay_node.reverb_address,
+    'learner': learner_node.courier_address,
+    'counter': counter_node.courier_address,
+  }
   return program, addresses
 
 
 def process_env(group: str) -> Dict[str, str]:
   """Per-group environment: quiet TensorFlow; actors and evaluator stay on one CPU thread."""
-  env = {'TF_CPP_MIN_LOG_LEVEL': '3', 'XLA_PYTHON_CLIENT_PREALLOCATE': 'false',
-         'PYTHONUNBUFFERED': '1', 'PYTHONWARNINGS': 'ignore',
-         # State features need no renderer; a user's choice (e.g. egl for pixels) wins.
-         'MUJOCO_GL': os.environ.get('MUJOCO_GL', 'disable')}
+  env = {
+    'TF_CPP_MIN_LOG_LEVEL': '3',
+    'XLA_PYTHON_CLIENT_PREALLOCATE': 'false',
+    'PYTHONUNBUFFERED': '1',
+    'PYTHONWARNINGS': 'ignore',
+    # State features need no renderer; a user's choice (e.g. egl for pixels) wins.
+    'MUJOCO_GL': os.environ.get('MUJOCO_GL', 'disable'),
+  }
   if group in ('actor', 'evaluator'):
-    env.update(JAX_PLATFORMS='cpu', OMP_NUM_THREADS='1',
-               XLA_FLAGS='--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1')
+    env.update(
+      JAX_PLATFORMS='cpu',
+      OMP_NUM_THREADS='1',
+      XLA_FLAGS='--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1',
+    )
   return env

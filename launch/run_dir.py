@@ -25,232 +25,242 @@ from typing import Optional
 from agents.common.errors import RunDirError
 from agents.common.files import PathLike, atomic_write_bytes
 
-_CONFIG = "config.json"
-_ADDRESSES = "addresses.json"
-_LOCK = ".lock"
+_CONFIG = 'config.json'
+_ADDRESSES = 'addresses.json'
+_LOCK = '.lock'
 
 
 def _one_line(text: str) -> str:
-    """Collapses whitespace so a message stays on one line."""
-    return " ".join(str(text).split())
+  """Collapses whitespace so a message stays on one line."""
+  return ' '.join(str(text).split())
 
 
 def _describe_os_error(err: OSError) -> str:
-    reason = err.strerror or type(err).__name__
-    if err.filename is not None:
-        return f"{reason}: {err.filename}"
-    return reason
+  reason = err.strerror or type(err).__name__
+  if err.filename is not None:
+    return f'{reason}: {err.filename}'
+  return reason
 
 
 class RunDir:
-    """One run's directory: layout, single-user lock, config and addresses."""
+  """One run's directory: layout, single-user lock, config and addresses."""
 
-    def __init__(self, path: PathLike) -> None:
-        self._path = pathlib.Path(path).expanduser()
-        self._lock_fd: Optional[int] = None
+  def __init__(self, path: PathLike) -> None:
+    self._path = pathlib.Path(path).expanduser()
+    self._lock_fd: Optional[int] = None
 
-    def __repr__(self) -> str:
-        return f"RunDir({str(self._path)!r})"
+  def __repr__(self) -> str:
+    return f'RunDir({str(self._path)!r})'
 
-    @property
-    def path(self) -> pathlib.Path:
-        """The run directory itself."""
-        return self._path
+  @property
+  def path(self) -> pathlib.Path:
+    """The run directory itself."""
+    return self._path
 
-    @property
-    def checkpoints(self) -> pathlib.Path:
-        """Learner checkpoints."""
-        return self._path / "checkpoints"
+  @property
+  def checkpoints(self) -> pathlib.Path:
+    """Learner checkpoints."""
+    return self._path / 'checkpoints'
 
-    @property
-    def replay(self) -> pathlib.Path:
-        """Reverb checkpoints."""
-        return self._path / "replay"
+  @property
+  def replay(self) -> pathlib.Path:
+    """Reverb checkpoints."""
+    return self._path / 'replay'
 
-    @property
-    def store(self) -> pathlib.Path:
-        """The durable experience store: every completed episode."""
-        return self._path / "store"
+  @property
+  def store(self) -> pathlib.Path:
+    """The durable experience store: every completed episode."""
+    return self._path / 'store'
 
-    @property
-    def logs(self) -> pathlib.Path:
-        """Log files."""
-        return self._path / "logs"
+  @property
+  def logs(self) -> pathlib.Path:
+    """Log files."""
+    return self._path / 'logs'
 
-    @property
-    def lock_path(self) -> pathlib.Path:
-        """The file that ``acquire_lock`` flocks."""
-        return self._path / _LOCK
+  @property
+  def lock_path(self) -> pathlib.Path:
+    """The file that ``acquire_lock`` flocks."""
+    return self._path / _LOCK
 
-    def _unwritable(self, err: OSError) -> RunDirError:
-        return RunDirError(_one_line(
-            f"Cannot create or write to run directory {self._path} "
-            f"({_describe_os_error(err)}); choose a writable --run_dir."))
+  def _unwritable(self, err: OSError) -> RunDirError:
+    return RunDirError(
+      _one_line(
+        f'Cannot create or write to run directory {self._path} '
+        f'({_describe_os_error(err)}); choose a writable --run_dir.'
+      )
+    )
 
-    def create(self) -> None:
-        """Creates the run directory and its subdirectories and checks it is writable.
+  def create(self) -> None:
+    """Creates the run directory and its subdirectories and checks it is writable.
 
-        Raises:
-          RunDirError: the directory or a parent can't be created or written to.
-        """
+    Raises:
+      RunDirError: the directory or a parent can't be created or written to.
+    """
+    try:
+      for directory in (self._path, self.logs, self.checkpoints, self.replay):
+        directory.mkdir(parents=True, exist_ok=True)
+      # Directory permission bits don't tell the whole story (read-only
+      # mounts, ACLs, full disks), so prove writability by writing.
+      probe = self._path / f'.write_probe.{os.getpid()}.{secrets.token_hex(4)}'
+      fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+      try:
+        os.write(fd, b'probe')
+      finally:
+        os.close(fd)
         try:
-            for directory in (self._path, self.logs, self.checkpoints, self.replay):
-                directory.mkdir(parents=True, exist_ok=True)
-            # Directory permission bits don't tell the whole story (read-only
-            # mounts, ACLs, full disks), so prove writability by writing.
-            probe = self._path / f".write_probe.{os.getpid()}.{secrets.token_hex(4)}"
-            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                os.write(fd, b"probe")
-            finally:
-                os.close(fd)
-                try:
-                    os.unlink(probe)
-                except FileNotFoundError:
-                    pass
-        except OSError as err:
-            raise self._unwritable(err) from err
+          os.unlink(probe)
+        except FileNotFoundError:
+          pass
+    except OSError as err:
+      raise self._unwritable(err) from err
 
-    def exists(self) -> bool:
-        """True if this is an existing run to resume (its config.json exists)."""
-        return (self._path / _CONFIG).is_file()
+  def exists(self) -> bool:
+    """True if this is an existing run to resume (its config.json exists)."""
+    return (self._path / _CONFIG).is_file()
 
-    # ----------------------------------------------------------------- locking
+  # ----------------------------------------------------------------- locking
 
-    def _read_lock_holder(self) -> str:
-        try:
-            info = json.loads(self.lock_path.read_text())
-            return (f"pid {info.get('pid', 'unknown')} on host "
-                    f"{info.get('host', 'unknown')}, started "
-                    f"{info.get('started', 'unknown')}")
-        except (OSError, ValueError, AttributeError):
-            # The holder may be between taking the flock and writing its info.
-            return "pid unknown"
+  def _read_lock_holder(self) -> str:
+    try:
+      info = json.loads(self.lock_path.read_text())
+      return (
+        f'pid {info.get("pid", "unknown")} on host '
+        f'{info.get("host", "unknown")}, started '
+        f'{info.get("started", "unknown")}'
+      )
+    except (OSError, ValueError, AttributeError):
+      # The holder may be between taking the flock and writing its info.
+      return 'pid unknown'
 
-    def acquire_lock(self) -> None:
-        """Takes an exclusive lock on the run so two programs never share it.
+  def acquire_lock(self) -> None:
+    """Takes an exclusive lock on the run so two programs never share it.
 
-        Uses a non-blocking ``flock`` on ``<run>/.lock``: the kernel drops it
-        when the holder exits or crashes, so a lock file left by a dead process
-        never blocks. Calling this again while holding the lock is a no-op.
+    Uses a non-blocking ``flock`` on ``<run>/.lock``: the kernel drops it
+    when the holder exits or crashes, so a lock file left by a dead process
+    never blocks. Calling this again while holding the lock is a no-op.
 
-        Raises:
-          RunDirError: another live process holds the lock, or the lock file
-            can't be opened.
-        """
-        if self._lock_fd is not None:
-            return
-        try:
-            # os.open fds are non-inheritable, so the lock lives exactly as long
-            # as this process (or until release_lock), not as long as children.
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as err:
-            raise self._unwritable(err) from err
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as err:
-            os.close(fd)
-            if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise RunDirError(_one_line(
-                    f"Run directory {self._path} is in use by a live program "
-                    f"({self._read_lock_holder()}); choose another --run_dir or "
-                    f"stop that program.")) from err
-            raise RunDirError(_one_line(
-                f"Cannot lock run directory {self._path} "
-                f"({_describe_os_error(err)}); choose a --run_dir on a local "
-                f"filesystem.")) from err
-        info = {
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "started": datetime.datetime.now(datetime.timezone.utc).isoformat(
-                timespec="seconds"),
-        }
-        try:
-            # Rewritten in place rather than atomically replaced: replacing the
-            # file would swap the inode that other processes flock.
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
-            os.fsync(fd)
-        except OSError as err:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
-            raise self._unwritable(err) from err
-        self._lock_fd = fd
+    Raises:
+      RunDirError: another live process holds the lock, or the lock file
+        can't be opened.
+    """
+    if self._lock_fd is not None:
+      return
+    try:
+      # os.open fds are non-inheritable, so the lock lives exactly as long
+      # as this process (or until release_lock), not as long as children.
+      fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+      raise self._unwritable(err) from err
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as err:
+      os.close(fd)
+      if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+        raise RunDirError(
+          _one_line(
+            f'Run directory {self._path} is in use by a live program '
+            f'({self._read_lock_holder()}); choose another --run_dir or '
+            f'stop that program.'
+          )
+        ) from err
+      raise RunDirError(
+        _one_line(
+          f'Cannot lock run directory {self._path} '
+          f'({_describe_os_error(err)}); choose a --run_dir on a local '
+          f'filesystem.'
+        )
+      ) from err
+    info = {
+      'pid': os.getpid(),
+      'host': socket.gethostname(),
+      'started': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+    }
+    try:
+      # Rewritten in place rather than atomically replaced: replacing the
+      # file would swap the inode that other processes flock.
+      os.ftruncate(fd, 0)
+      os.pwrite(fd, (json.dumps(info) + '\n').encode(), 0)
+      os.fsync(fd)
+    except OSError as err:
+      fcntl.flock(fd, fcntl.LOCK_UN)
+      os.close(fd)
+      raise self._unwritable(err) from err
+    self._lock_fd = fd
 
-    def release_lock(self) -> None:
-        """Releases the lock taken by ``acquire_lock``; a no-op if not held."""
-        fd, self._lock_fd = self._lock_fd, None
-        if fd is None:
-            return
-        try:
-            # Clear our details so nobody reads them as a current holder. The
-            # file itself stays: unlinking it would let two processes lock
-            # different inodes under the same name.
-            os.ftruncate(fd, 0)
-        except OSError:
-            pass
-        finally:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-            finally:
-                os.close(fd)
+  def release_lock(self) -> None:
+    """Releases the lock taken by ``acquire_lock``; a no-op if not held."""
+    fd, self._lock_fd = self._lock_fd, None
+    if fd is None:
+      return
+    try:
+      # Clear our details so nobody reads them as a current holder. The
+      # file itself stays: unlinking it would let two processes lock
+      # different inodes under the same name.
+      os.ftruncate(fd, 0)
+    except OSError:
+      pass
+    finally:
+      try:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+      finally:
+        os.close(fd)
 
-    @property
-    def locked(self) -> bool:
-        """Whether this object currently holds the lock."""
-        return self._lock_fd is not None
+  @property
+  def locked(self) -> bool:
+    """Whether this object currently holds the lock."""
+    return self._lock_fd is not None
 
-    # ---------------------------------------------------------- config/addresses
+  # ---------------------------------------------------------- config/addresses
 
-    def _read_json(self, name: str, missing_hint: str) -> dict:
-        path = self._path / name
-        try:
-            text = path.read_text()
-        except FileNotFoundError as err:
-            raise RunDirError(_one_line(f"{path} does not exist; {missing_hint}")) from err
-        except OSError as err:
-            raise RunDirError(_one_line(
-                f"Cannot read {path} ({_describe_os_error(err)}).")) from err
-        try:
-            value = json.loads(text)
-        except ValueError as err:
-            raise RunDirError(_one_line(
-                f"{path} is not valid JSON ({err}); fix or delete it.")) from err
-        if not isinstance(value, dict):
-            raise RunDirError(_one_line(
-                f"{path} should hold a JSON object, found {type(value).__name__}; "
-                f"fix or delete it."))
-        return value
+  def _read_json(self, name: str, missing_hint: str) -> dict:
+    path = self._path / name
+    try:
+      text = path.read_text()
+    except FileNotFoundError as err:
+      raise RunDirError(_one_line(f'{path} does not exist; {missing_hint}')) from err
+    except OSError as err:
+      raise RunDirError(_one_line(f'Cannot read {path} ({_describe_os_error(err)}).')) from err
+    try:
+      value = json.loads(text)
+    except ValueError as err:
+      raise RunDirError(_one_line(f'{path} is not valid JSON ({err}); fix or delete it.')) from err
+    if not isinstance(value, dict):
+      raise RunDirError(
+        _one_line(
+          f'{path} should hold a JSON object, found {type(value).__name__}; fix or delete it.'
+        )
+      )
+    return value
 
-    def write_config(self, config: dict) -> None:
-        """Atomically writes ``config`` as ``config.json``."""
-        data = json.dumps(config, indent=2, sort_keys=True) + "\n"
-        atomic_write_bytes(self._path / _CONFIG, data.encode())
+  def write_config(self, config: dict) -> None:
+    """Atomically writes ``config`` as ``config.json``."""
+    data = json.dumps(config, indent=2, sort_keys=True) + '\n'
+    atomic_write_bytes(self._path / _CONFIG, data.encode())
 
-    def read_config(self) -> dict:
-        """Reads ``config.json``.
+  def read_config(self) -> dict:
+    """Reads ``config.json``.
 
-        Raises:
-          RunDirError: it is missing or not a JSON object.
-        """
-        return self._read_json(
-            _CONFIG, "this is not an existing run; check --run_dir.")
+    Raises:
+      RunDirError: it is missing or not a JSON object.
+    """
+    return self._read_json(_CONFIG, 'this is not an existing run; check --run_dir.')
 
-    def write_addresses(self, addresses: dict) -> None:
-        """Atomically writes ``addresses.json``, readable by the owner only (0o600)."""
-        data = json.dumps(addresses, indent=2, sort_keys=True) + "\n"
-        atomic_write_bytes(self._path / _ADDRESSES, data.encode(), mode=0o600)
+  def write_addresses(self, addresses: dict) -> None:
+    """Atomically writes ``addresses.json``, readable by the owner only (0o600)."""
+    data = json.dumps(addresses, indent=2, sort_keys=True) + '\n'
+    atomic_write_bytes(self._path / _ADDRESSES, data.encode(), mode=0o600)
 
-    def read_addresses(self) -> dict:
-        """Reads ``addresses.json``.
+  def read_addresses(self) -> dict:
+    """Reads ``addresses.json``.
 
-        Raises:
-          RunDirError: it is missing (servers not started yet) or unreadable.
-        """
-        return self._read_json(
-            _ADDRESSES,
-            "the run's servers have not published their addresses yet; start "
-            "the run's servers first or check --run_dir.")
+    Raises:
+      RunDirError: it is missing (servers not started yet) or unreadable.
+    """
+    return self._read_json(
+      _ADDRESSES,
+      "the run's servers have not published their addresses yet; start "
+      "the run's servers first or check --run_dir.",
+    )
 
 
-__all__ = ["RunDir", "atomic_write_bytes"]
+__all__ = ['RunDir', 'atomic_write_bytes']

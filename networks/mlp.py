@@ -14,8 +14,9 @@ class LayerNormMLP(hk.Module):
   (positions, velocities of very different magnitudes) from dominating.
   """
 
-  def __init__(self, layer_sizes: Sequence[int], activate_final: bool = True,
-               name: str = 'layer_norm_mlp'):
+  def __init__(
+    self, layer_sizes: Sequence[int], activate_final: bool = True, name: str = 'layer_norm_mlp'
+  ):
     super().__init__(name=name)
     if not layer_sizes or any(int(s) <= 0 for s in layer_sizes):
       raise ValueError(f'layer_sizes must be positive integers, got {layer_sizes}')

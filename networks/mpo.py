@@ -21,13 +21,13 @@ class MPONetworks:
     if K == 1); obs is broadcast over the action's extra leading (sample) dimensions, so N
     sampled actions per observation need not come with N copies of the observation.
   """
+
   policy: hk.Transformed
   critic: hk.Transformed
   action_dim: int
 
 
-def critic_batch_shape(obs_shape: Sequence[int],
-                       action_shape: Sequence[int]) -> Tuple[int, ...]:
+def critic_batch_shape(obs_shape: Sequence[int], action_shape: Sequence[int]) -> Tuple[int, ...]:
   """The leading (batch) shape a critic call produces: obs and action batches broadcast.
 
   Raises ValueError naming both shapes when they do not broadcast.
@@ -35,9 +35,11 @@ def critic_batch_shape(obs_shape: Sequence[int],
   try:
     return tuple(np.broadcast_shapes(tuple(obs_shape[:-1]), tuple(action_shape[:-1])))
   except ValueError:
-    raise ValueError(f'critic: observation batch {tuple(obs_shape[:-1])} does not broadcast '
-                     f'against action batch {tuple(action_shape[:-1])} (expected obs[*B, O] '
-                     'with action[*S, *B, A])') from None
+    raise ValueError(
+      f'critic: observation batch {tuple(obs_shape[:-1])} does not broadcast '
+      f'against action batch {tuple(action_shape[:-1])} (expected obs[*B, O] '
+      'with action[*S, *B, A])'
+    ) from None
 
 
 # Every environment acts in the canonical box [-1, 1] (see environments/suite.py).
@@ -54,12 +56,14 @@ def clip_to_action_box(action: jnp.ndarray, bound: Optional[float] = ACTION_BOUN
   return action if bound is None else jnp.clip(action, -bound, bound)
 
 
-def make_mpo_networks(action_dim: int,
-                      policy_layer_sizes: Sequence[int] = (256, 256, 256),
-                      critic_layer_sizes: Sequence[int] = (512, 512, 256),
-                      num_atoms: int = 51,
-                      init_stddev: float = 0.7,
-                      action_bound: Optional[float] = ACTION_BOUND) -> MPONetworks:
+def make_mpo_networks(
+  action_dim: int,
+  policy_layer_sizes: Sequence[int] = (256, 256, 256),
+  critic_layer_sizes: Sequence[int] = (512, 512, 256),
+  num_atoms: int = 51,
+  init_stddev: float = 0.7,
+  action_bound: Optional[float] = ACTION_BOUND,
+) -> MPONetworks:
   """Builds the MLP actor-critic with the published MPO sizes as defaults.
 
   The critic sees actions clipped to [-action_bound, action_bound] (None: as given).
@@ -78,6 +82,8 @@ def make_mpo_networks(action_dim: int,
     x = jnp.concatenate([obs, action], axis=-1)
     return CategoricalCriticHead(num_atoms)(torso(x))
 
-  return MPONetworks(policy=hk.without_apply_rng(hk.transform(policy_fn)),
-                     critic=hk.without_apply_rng(hk.transform(critic_fn)),
-                     action_dim=action_dim)
+  return MPONetworks(
+    policy=hk.without_apply_rng(hk.transform(policy_fn)),
+    critic=hk.without_apply_rng(hk.transform(critic_fn)),
+    action_dim=action_dim,
+  )

@@ -59,21 +59,30 @@ class AttentionBlock(hk.Module):
     width = x.shape[-1]
     query = _layer_norm('query_norm')(x)
     context = query if context is None else context
-    attention = hk.MultiHeadAttention(self._num_heads, key_size=width // self._num_heads,
-                                      model_size=width, w_init=_W_INIT)
+    attention = hk.MultiHeadAttention(
+      self._num_heads, key_size=width // self._num_heads, model_size=width, w_init=_W_INIT
+    )
     x = x + attention(query, context, context)
-    mlp = hk.nets.MLP([self._widening_factor * width, width], w_init=_W_INIT,
-                      activation=jax.nn.gelu)
+    mlp = hk.nets.MLP(
+      [self._widening_factor * width, width], w_init=_W_INIT, activation=jax.nn.gelu
+    )
     return x + mlp(_layer_norm('mlp_norm')(x))
 
 
 class PerceiverEncoder(hk.Module):
   """obs[*B, O] -> normalised latents[*B, num_latents, latent_dim]."""
 
-  def __init__(self, obs_groups: Sequence[ObsGroup], latent_dim: int = 64,
-               num_latents: int = 16, num_heads: int = 4, num_self_attend_blocks: int = 2,
-               patch_size: Optional[int] = None, widening_factor: int = 4,
-               name: str = 'perceiver_encoder'):
+  def __init__(
+    self,
+    obs_groups: Sequence[ObsGroup],
+    latent_dim: int = 64,
+    num_latents: int = 16,
+    num_heads: int = 4,
+    num_self_attend_blocks: int = 2,
+    patch_size: Optional[int] = None,
+    widening_factor: int = 4,
+    name: str = 'perceiver_encoder',
+  ):
     super().__init__(name=name)
     _check_sizes(latent_dim, num_latents, num_heads, num_self_attend_blocks)
     self._groups = _check_groups(obs_groups, patch_size)
@@ -96,13 +105,16 @@ class PerceiverEncoder(hk.Module):
   def tokenise(self, obs: jnp.ndarray) -> jnp.ndarray:
     """obs[*B, O] -> tokens[*B, T, latent_dim]: one per vector group, one per image patch."""
     if obs.shape[-1] != self.obs_size:
-      raise ValueError(f'observation has {obs.shape[-1]} features but the groups '
-                       f'{self._groups} add up to {self.obs_size}')
+      raise ValueError(
+        f'observation has {obs.shape[-1]} features but the groups '
+        f'{self._groups} add up to {self.obs_size}'
+      )
     d = self._latent_dim
     # The embedding is each group's identity (and the bias of its projection). It starts at
     # unit scale so that a one-feature group, w * x + e, does not normalise to sign(x).
-    embeddings = hk.get_parameter('group_embeddings', [len(self._groups), d],
-                                  init=hk.initializers.TruncatedNormal(1.0))
+    embeddings = hk.get_parameter(
+      'group_embeddings', [len(self._groups), d], init=hk.initializers.TruncatedNormal(1.0)
+    )
     split_at = np.cumsum([_group_size(g) for g in self._groups])[:-1]
     tokens = []
     for i, (group, x) in enumerate(zip(self._groups, jnp.split(obs, split_at, axis=-1))):
@@ -110,8 +122,9 @@ class PerceiverEncoder(hk.Module):
       if isinstance(group, tuple):
         x = project(self._patches(x, group))
         # Patches of one image share projection and embedding: they differ by where they are.
-        x = x + hk.get_parameter(f'group_{i}_patch_positions', [x.shape[-2], d],
-                                 init=hk.initializers.TruncatedNormal(0.02))
+        x = x + hk.get_parameter(
+          f'group_{i}_patch_positions', [x.shape[-2], d], init=hk.initializers.TruncatedNormal(0.02)
+        )
       else:
         x = project(x[..., None, :])
       tokens.append(x + embeddings[i])
@@ -127,8 +140,9 @@ class PerceiverEncoder(hk.Module):
   @hk.transparent
   def attend(self, tokens: jnp.ndarray) -> jnp.ndarray:
     """tokens[*B, T, D] -> latents[*B, num_latents, D], invariant to the order of the tokens."""
-    latents = hk.get_parameter('latents', [self._num_latents, self._latent_dim],
-                               init=hk.initializers.TruncatedNormal(0.02))
+    latents = hk.get_parameter(
+      'latents', [self._num_latents, self._latent_dim], init=hk.initializers.TruncatedNormal(0.02)
+    )
     x = jnp.broadcast_to(latents, tokens.shape[:-2] + latents.shape)
     inputs = _layer_norm('input_norm')(tokens)
     x = AttentionBlock(self._num_heads, self._widening_factor, name='cross_attend')(x, inputs)
@@ -169,8 +183,9 @@ class CriticDecoder(hk.Module):
     d = latents.shape[-1]
     # A random bias plays the part of the policy decoder's learned query, and keeps a
     # one-dimensional action's magnitude through the block's LayerNorm.
-    query = hk.Linear(d, w_init=_EMBED_INIT, b_init=hk.initializers.TruncatedNormal(1.0),
-                      name='action_embedding')(action)
+    query = hk.Linear(
+      d, w_init=_EMBED_INIT, b_init=hk.initializers.TruncatedNormal(1.0), name='action_embedding'
+    )(action)
     # hk.MultiHeadAttention takes its output's leading shape from the query, so the query
     # must carry the full batch shape; the latents broadcast inside the attention einsums.
     batch = np.broadcast_shapes(latents.shape[:-2], action.shape[:-1])
@@ -180,17 +195,19 @@ class CriticDecoder(hk.Module):
 
 
 def _check_sizes(latent_dim: int, num_latents: int, num_heads: int, num_blocks: int) -> None:
-  for name, value, low in (('latent_dim', latent_dim, 1), ('num_latents', num_latents, 1),
-                           ('num_heads', num_heads, 1),
-                           ('num_self_attend_blocks', num_blocks, 0)):
+  for name, value, low in (
+    ('latent_dim', latent_dim, 1),
+    ('num_latents', num_latents, 1),
+    ('num_heads', num_heads, 1),
+    ('num_self_attend_blocks', num_blocks, 0),
+  ):
     if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
       raise ValueError(f'{name} must be an int >= {low}, got {value!r}')
   if latent_dim % num_heads:
     raise ValueError(f'latent_dim={latent_dim} must be a multiple of num_heads={num_heads}')
 
 
-def _check_groups(groups: Sequence[ObsGroup],
-                  patch_size: Optional[int]) -> Tuple[ObsGroup, ...]:
+def _check_groups(groups: Sequence[ObsGroup], patch_size: Optional[int]) -> Tuple[ObsGroup, ...]:
   """The groups as ints and (H, W, C) tuples; ValueError naming the first bad one."""
   groups = tuple(_check_group(g, patch_size) for g in groups)
   if not groups:
@@ -209,22 +226,25 @@ def _check_group(group: ObsGroup, patch_size: Optional[int]) -> ObsGroup:
   if not patch_size or patch_size < 1:
     raise ValueError(f'image group {shape} needs a positive patch_size, got {patch_size!r}')
   if shape[0] % patch_size or shape[1] % patch_size:
-    raise ValueError(f'image group {shape}: height and width must be multiples of '
-                     f'patch_size={patch_size}')
+    raise ValueError(
+      f'image group {shape}: height and width must be multiples of patch_size={patch_size}'
+    )
   return shape
 
 
-def make_perceiver_networks(action_dim: int,
-                            obs_group_sizes: Sequence[ObsGroup],
-                            num_atoms: int = 51,
-                            latent_dim: int = 64,
-                            num_latents: int = 16,
-                            num_heads: int = 4,
-                            num_self_attend_blocks: int = 2,
-                            init_stddev: float = 0.7,
-                            patch_size: Optional[int] = None,
-                            widening_factor: int = 4,
-                            action_bound: Optional[float] = ACTION_BOUND) -> MPONetworks:
+def make_perceiver_networks(
+  action_dim: int,
+  obs_group_sizes: Sequence[ObsGroup],
+  num_atoms: int = 51,
+  latent_dim: int = 64,
+  num_latents: int = 16,
+  num_heads: int = 4,
+  num_self_attend_blocks: int = 2,
+  init_stddev: float = 0.7,
+  patch_size: Optional[int] = None,
+  widening_factor: int = 4,
+  action_bound: Optional[float] = ACTION_BOUND,
+) -> MPONetworks:
   """Builds the Perceiver actor-critic with the MLP networks' call signatures.
 
   `obs_group_sizes` lists the groups of the flat observation in order (see
@@ -233,9 +253,14 @@ def make_perceiver_networks(action_dim: int,
   actions clipped to [-action_bound, action_bound], as the MLP critic does.
   """
   encoder_kwargs: Mapping[str, Any] = dict(
-      obs_groups=obs_group_sizes, latent_dim=latent_dim, num_latents=num_latents,
-      num_heads=num_heads, num_self_attend_blocks=num_self_attend_blocks,
-      patch_size=patch_size, widening_factor=widening_factor)
+    obs_groups=obs_group_sizes,
+    latent_dim=latent_dim,
+    num_latents=num_latents,
+    num_heads=num_heads,
+    num_self_attend_blocks=num_self_attend_blocks,
+    patch_size=patch_size,
+    widening_factor=widening_factor,
+  )
   # Fail at construction, not at the first trace inside the learner.
   _check_sizes(latent_dim, num_latents, num_heads, num_self_attend_blocks)
   _check_groups(obs_group_sizes, patch_size)
@@ -249,9 +274,12 @@ def make_perceiver_networks(action_dim: int,
     critic_batch_shape(obs.shape, action.shape)  # a clear error for mismatched batches
     latents = PerceiverEncoder(**encoder_kwargs, name='critic_encoder')(obs)
     features = CriticDecoder(num_heads, widening_factor)(
-        latents, clip_to_action_box(action, action_bound))
+      latents, clip_to_action_box(action, action_bound)
+    )
     return CategoricalCriticHead(num_atoms)(features)
 
-  return MPONetworks(policy=hk.without_apply_rng(hk.transform(policy_fn)),
-                     critic=hk.without_apply_rng(hk.transform(critic_fn)),
-                     action_dim=action_dim)
+  return MPONetworks(
+    policy=hk.without_apply_rng(hk.transform(policy_fn)),
+    critic=hk.without_apply_rng(hk.transform(critic_fn)),
+    action_dim=action_dim,
+  )

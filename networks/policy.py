@@ -9,6 +9,7 @@ import jax.numpy as jnp
 
 class GaussianParams(NamedTuple):
   """Per-dimension mean and standard deviation of a diagonal Gaussian."""
+
   mean: jnp.ndarray
   stddev: jnp.ndarray
 
@@ -22,8 +23,14 @@ class GaussianHead(hk.Module):
   zero and the M-step's KL stays finite.
   """
 
-  def __init__(self, action_dim: int, min_scale: float = 1e-4,
-               init_scale: float = 0.7, tanh_mean: bool = False, name: str = 'gaussian_head'):
+  def __init__(
+    self,
+    action_dim: int,
+    min_scale: float = 1e-4,
+    init_scale: float = 0.7,
+    tanh_mean: bool = False,
+    name: str = 'gaussian_head',
+  ):
     super().__init__(name=name)
     self._action_dim = action_dim
     self._min_scale = min_scale

@@ -7,11 +7,8 @@ same policy network; only the learner differs.
 from typing import Iterator, Optional, Sequence
 
 import reverb
-from acme import adders
-from acme import core
-from acme import specs
-from acme.utils import counting
-from acme.utils import loggers
+from acme import adders, core, specs
+from acme.utils import counting, loggers
 
 from agents.bc.config import BCConfig
 from agents.bc.learner import BCLearner
@@ -27,8 +24,12 @@ _UNUSED_CRITIC = (1,)
 class BCBuilder(ReplayPipeline):
   """Builds every piece of a BC agent for one environment spec (agents.builder.Builder)."""
 
-  def __init__(self, config: BCConfig, spec: specs.EnvironmentSpec,
-               obs_group_sizes: Optional[Sequence[int]] = None):
+  def __init__(
+    self,
+    config: BCConfig,
+    spec: specs.EnvironmentSpec,
+    obs_group_sizes: Optional[Sequence[int]] = None,
+  ):
     del obs_group_sizes  # MLP policy only.
     check_spec(spec)
     super().__init__(config.replay, spec)
@@ -37,19 +38,42 @@ class BCBuilder(ReplayPipeline):
     self.action_dim = int(spec.actions.shape[0])
 
   def make_networks(self) -> MPONetworks:
-    return make_mpo_networks(self.action_dim, self.config.policy_layer_sizes, _UNUSED_CRITIC,
-                             num_atoms=1)
+    return make_mpo_networks(
+      self.action_dim, self.config.policy_layer_sizes, _UNUSED_CRITIC, num_atoms=1
+    )
 
-  def make_learner(self, iterator: Iterator[reverb.ReplaySample], seed: int = 0,
-                   counter: Optional[counting.Counter] = None,
-                   logger: Optional[loggers.Logger] = None) -> BCLearner:
-    return BCLearner(self.make_networks(), self.config, self.obs_dim, iterator, seed=seed,
-                     counter=counter, logger=logger)
+  def make_learner(
+    self,
+    iterator: Iterator[reverb.ReplaySample],
+    seed: int = 0,
+    counter: Optional[counting.Counter] = None,
+    logger: Optional[loggers.Logger] = None,
+  ) -> BCLearner:
+    return BCLearner(
+      self.make_networks(),
+      self.config,
+      self.obs_dim,
+      iterator,
+      seed=seed,
+      counter=counter,
+      logger=logger,
+    )
 
-  def make_actor(self, variable_source: core.VariableSource, adder: Optional[adders.Adder],
-                 seed: int = 0, deterministic: bool = False,
-                 version_name: Optional[str] = None) -> MPOActor:
+  def make_actor(
+    self,
+    variable_source: core.VariableSource,
+    adder: Optional[adders.Adder],
+    seed: int = 0,
+    deterministic: bool = False,
+    version_name: Optional[str] = None,
+  ) -> MPOActor:
     """The MPO actor over the BC policy (see MPOBuilder.make_actor)."""
-    return MPOActor(self.make_networks(), make_variable_client(
-        self.config.replay.variable_update_period, variable_source, deterministic, version_name),
-                    adder, seed=seed, deterministic=deterministic)
+    return MPOActor(
+      self.make_networks(),
+      make_variable_client(
+        self.config.replay.variable_update_period, variable_source, deterministic, version_name
+      ),
+      adder,
+      seed=seed,
+      deterministic=deterministic,
+    )

@@ -10,6 +10,7 @@ from agents.common.replay_config import LEGACY_REPLAY_KEYS, ReplayConfig
 @dataclasses.dataclass
 class BCConfig(AgentConfig):
   """Hyper-parameters of the behaviour-cloning learner, and its data pipeline."""
+
   policy_layer_sizes: Tuple[int, ...] = (256, 256, 256)
   learning_rate: float = 1e-4
   max_grad_norm: float = 40.0
@@ -29,15 +30,21 @@ class BCConfig(AgentConfig):
     pipeline from it, so the MPO-only fields are dropped."""
     if 'policy_learning_rate' in values and 'learning_rate' not in values:
       from agents.mpo.config import MPOConfig  # pylint: disable=g-import-not-at-top
+
       used = set(cls.legacy_keys) | {f.name for f in dataclasses.fields(cls)}
       mpo_only = {f.name for f in dataclasses.fields(MPOConfig)} | set(MPOConfig.legacy_keys)
       values = {k: v for k, v in values.items() if k in used or k not in mpo_only}
     return super().migrate_legacy(values)
 
   def check(self, need: Need) -> None:
-    need(positive_ints(self.policy_layer_sizes), 'policy_layer_sizes',
-         'a non-empty sequence of positive ints')
-    need(finite(self.learning_rate) and self.learning_rate > 0, 'learning_rate',
-         'a finite number > 0')
-    need(finite(self.max_grad_norm) and self.max_grad_norm > 0, 'max_grad_norm',
-         'a finite number > 0')
+    need(
+      positive_ints(self.policy_layer_sizes),
+      'policy_layer_sizes',
+      'a non-empty sequence of positive ints',
+    )
+    need(
+      finite(self.learning_rate) and self.learning_rate > 0, 'learning_rate', 'a finite number > 0'
+    )
+    need(
+      finite(self.max_grad_norm) and self.max_grad_norm > 0, 'max_grad_norm', 'a finite number > 0'
+    )

@@ -8,8 +8,7 @@ from typing import Iterator, List, Optional, Sequence
 
 import jax
 import reverb
-from acme.utils import counting
-from acme.utils import loggers
+from acme.utils import counting, loggers
 
 from agents.bc import learning
 from agents.bc.config import BCConfig
@@ -24,14 +23,24 @@ class BCLearner(JittedLearner):
   loss_names = ('bc_loss',)
   batch_fields = ('observation', 'action')  # all that behaviour cloning reads
 
-  def __init__(self, networks: MPONetworks, config: BCConfig, obs_dim: int,
-               iterator: Iterator[reverb.ReplaySample], seed: int = 0,
-               counter: Optional[counting.Counter] = None,
-               logger: Optional[loggers.Logger] = None):
+  def __init__(
+    self,
+    networks: MPONetworks,
+    config: BCConfig,
+    obs_dim: int,
+    iterator: Iterator[reverb.ReplaySample],
+    seed: int = 0,
+    counter: Optional[counting.Counter] = None,
+    logger: Optional[loggers.Logger] = None,
+  ):
     self._config = config
     super().__init__(
-        learning.initial_state(networks, config, obs_dim, jax.random.PRNGKey(seed)),
-        learning.make_update_fn(networks, config), iterator, counter, logger)
+      learning.initial_state(networks, config, obs_dim, jax.random.PRNGKey(seed)),
+      learning.make_update_fn(networks, config),
+      iterator,
+      counter,
+      logger,
+    )
 
   def get_variables(self, names: Sequence[str]) -> List[dict]:
     unknown = [n for n in names if n != 'policy']

@@ -15,23 +15,28 @@ from networks.mpo import MPONetworks
 
 class BCTrainingState(NamedTuple):
   """Everything the learner needs to continue exactly where it stopped."""
+
   policy_params: hk.Params
   policy_opt_state: optax.OptState
   steps: jnp.ndarray
 
 
 def make_optimizer(config: BCConfig) -> optax.GradientTransformation:
-  return optax.chain(optax.clip_by_global_norm(config.max_grad_norm),
-                     optax.adam(config.learning_rate))
+  return optax.chain(
+    optax.clip_by_global_norm(config.max_grad_norm), optax.adam(config.learning_rate)
+  )
 
 
-def initial_state(networks: MPONetworks, config: BCConfig, obs_dim: int,
-                  key: jnp.ndarray) -> BCTrainingState:
+def initial_state(
+  networks: MPONetworks, config: BCConfig, obs_dim: int, key: jnp.ndarray
+) -> BCTrainingState:
   """Fresh policy parameters; the critic of `networks` is never built."""
   params = networks.policy.init(key, jnp.zeros((1, obs_dim), jnp.float32))
-  return BCTrainingState(policy_params=params,
-                         policy_opt_state=make_optimizer(config).init(params),
-                         steps=jnp.zeros((), jnp.int32))
+  return BCTrainingState(
+    policy_params=params,
+    policy_opt_state=make_optimizer(config).init(params),
+    steps=jnp.zeros((), jnp.int32),
+  )
 
 
 def make_update_fn(networks: MPONetworks, config: BCConfig):
@@ -46,19 +51,24 @@ def make_update_fn(networks: MPONetworks, config: BCConfig):
     loss = losses.behaviour_cloning_loss(mean, std, t.action)
     # The NLL mixes the fit of the mean with the width of the policy; the squared error
     # shows the fit of the mean (the greedy action) alone.
-    metrics = {'bc_loss': loss,
-               'action_mse': jnp.mean(jnp.sum(jnp.square(mean - t.action), axis=-1)),
-               'policy_stddev': jnp.mean(std)}
+    metrics = {
+      'bc_loss': loss,
+      'action_mse': jnp.mean(jnp.sum(jnp.square(mean - t.action), axis=-1)),
+      'policy_stddev': jnp.mean(std),
+    }
     return loss, metrics
 
-  def update(state: BCTrainingState,
-             t: types.Transition) -> Tuple[BCTrainingState, Dict[str, jnp.ndarray]]:
+  def update(
+    state: BCTrainingState, t: types.Transition
+  ) -> Tuple[BCTrainingState, Dict[str, jnp.ndarray]]:
     (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.policy_params, t)
     updates, opt_state = opt.update(grads, state.policy_opt_state)
-    new_state = BCTrainingState(policy_params=optax.apply_updates(state.policy_params, updates),
-                                policy_opt_state=opt_state, steps=state.steps + 1)
+    new_state = BCTrainingState(
+      policy_params=optax.apply_updates(state.policy_params, updates),
+      policy_opt_state=opt_state,
+      steps=state.steps + 1,
+    )
     # 'policy_loss' under the MPO learner's name, so logs and plots treat both alike.
-    return new_state, {**metrics, 'policy_loss': loss,
-                       'grad_norm_policy': optax.global_norm(grads)}
+    return new_state, {**metrics, 'policy_loss': loss, 'grad_norm_policy': optax.global_norm(grads)}
 
   return update

@@ -40,8 +40,9 @@ class Need:
 
   def __call__(self, cond: bool, field: str, rule: str) -> None:
     if not cond:
-      raise ConfigError(f'{self._path}.{field}={getattr(self._config, field)!r} is invalid: '
-                        f'must be {rule}')
+      raise ConfigError(
+        f'{self._path}.{field}={getattr(self._config, field)!r} is invalid: must be {rule}'
+      )
 
 
 class Config:
@@ -54,8 +55,11 @@ class Config:
   def sub_configs(cls) -> Dict[str, Type['Config']]:
     """Fields whose type is itself a Config: name -> class."""
     hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)
-            if isinstance(hints[f.name], type) and issubclass(hints[f.name], Config)}
+    return {
+      f.name: hints[f.name]
+      for f in dataclasses.fields(cls)
+      if isinstance(hints[f.name], type) and issubclass(hints[f.name], Config)
+    }
 
   @classmethod
   def field_paths(cls) -> List[str]:
@@ -73,8 +77,10 @@ class Config:
   def migrate_legacy(cls, values: Dict[str, Any]) -> Dict[str, Any]:
     """Renames old flat keys to their dotted paths (a key that is a field today stays)."""
     known = {f.name for f in dataclasses.fields(cls)}
-    return {(cls.legacy_keys[k] if k not in known and k in cls.legacy_keys else k): v
-            for k, v in values.items()}
+    return {
+      (cls.legacy_keys[k] if k not in known and k in cls.legacy_keys else k): v
+      for k, v in values.items()
+    }
 
   @classmethod
   def flatten(cls, values: Mapping[str, Any]) -> Dict[str, Any]:
@@ -88,13 +94,15 @@ class Config:
     unknown: List[str] = []
     cls._flatten_into(cls.migrate_legacy(dict(values)), '', flat, unknown)
     if unknown:
-      raise ConfigError(f'unknown {cls.__name__} field(s) {sorted(unknown)}; '
-                        f'known: {cls.field_paths()}')
+      raise ConfigError(
+        f'unknown {cls.__name__} field(s) {sorted(unknown)}; known: {cls.field_paths()}'
+      )
     return flat
 
   @classmethod
-  def _flatten_into(cls, values: Mapping[str, Any], prefix: str, flat: Dict[str, Any],
-                    unknown: List[str]) -> None:
+  def _flatten_into(
+    cls, values: Mapping[str, Any], prefix: str, flat: Dict[str, Any], unknown: List[str]
+  ) -> None:
     subs = cls.sub_configs()
     known = {f.name for f in dataclasses.fields(cls)}
     for key, value in values.items():
@@ -107,8 +115,10 @@ class Config:
         if isinstance(value, Config):
           value = value.to_dict()
         if not isinstance(value, Mapping):
-          raise ConfigError(f'{cls.__name__}.{prefix}{head} must be a mapping of '
-                            f'{subs[head].__name__} fields, got {value!r}')
+          raise ConfigError(
+            f'{cls.__name__}.{prefix}{head} must be a mapping of '
+            f'{subs[head].__name__} fields, got {value!r}'
+          )
         subs[head]._flatten_into(value, f'{prefix}{head}.', flat, unknown)
       else:
         flat[prefix + head] = value
@@ -123,7 +133,7 @@ class Config:
     subs = cls.sub_configs()
     kwargs = {k: v for k, v in flat.items() if '.' not in k}
     for name, sub in subs.items():
-      inner = {k[len(name) + 1:]: v for k, v in flat.items() if k.startswith(name + '.')}
+      inner = {k[len(name) + 1 :]: v for k, v in flat.items() if k.startswith(name + '.')}
       kwargs[name] = sub._build(inner)
     return cls(**kwargs)
 

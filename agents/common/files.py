@@ -34,7 +34,7 @@ def write_all(fd: int, data: bytes) -> None:
   """Writes every byte of `data` to `fd` (os.write may write less than asked)."""
   view = memoryview(data)
   while view:
-    view = view[os.write(fd, view):]
+    view = view[os.write(fd, view) :]
 
 
 def atomic_write_bytes(path: PathLike, data: bytes, mode: int = 0o644) -> None:

@@ -16,6 +16,7 @@ def backends_are_initialized() -> Optional[bool]:
   """
   try:
     from jax._src import xla_bridge  # pylint: disable=g-import-not-at-top
+
     return bool(xla_bridge.backends_are_initialized())
   except (ImportError, AttributeError):
     return None

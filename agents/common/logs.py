@@ -15,7 +15,7 @@ class _NodeFormatter(logging.Formatter):
   """`[node] message`; warnings and errors say so."""
 
   def format(self, record: logging.LogRecord) -> str:
-    node = record.name[len(_ROOT) + 1:] if record.name.startswith(_ROOT + '.') else record.name
+    node = record.name[len(_ROOT) + 1 :] if record.name.startswith(_ROOT + '.') else record.name
     level = '' if record.levelno < logging.WARNING else f'{record.levelname.lower()}: '
     text = f'[{node}] {level}{record.getMessage()}'
     if record.exc_info:

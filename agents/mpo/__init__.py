@@ -4,6 +4,11 @@ from agents.mpo.config import MPOConfig
 from agents.mpo.presets import PRESETS
 from agents.registry import AgentEntry
 
-AGENT = AgentEntry(name='mpo', config_class=MPOConfig, builder='agents.mpo.builder:MPOBuilder',
-                   presets=PRESETS, default_preset='cpu',
-                   description='MPO family: --agent policy_loss=mpo, pmpo or pac')
+AGENT = AgentEntry(
+  name='mpo',
+  config_class=MPOConfig,
+  builder='agents.mpo.builder:MPOBuilder',
+  presets=PRESETS,
+  default_preset='cpu',
+  description='MPO family: --agent policy_loss=mpo, pmpo or pac',
+)

@@ -5,8 +5,7 @@ from typing import Callable, Optional
 import dm_env
 import jax
 import numpy as np
-from acme import adders
-from acme import core
+from acme import adders, core
 
 from agents.common.jax_compat import backends_are_initialized
 from agents.variable_client import VariableClient
@@ -52,9 +51,14 @@ def prefer_inline_cpu_dispatch() -> bool:
 class MPOActor(core.Actor):
   """Selects actions with the latest learner parameters and feeds an adder."""
 
-  def __init__(self, networks: MPONetworks, variable_client: VariableClient,
-               adder: Optional[adders.Adder] = None, seed: int = 0,
-               deterministic: bool = False):
+  def __init__(
+    self,
+    networks: MPONetworks,
+    variable_client: VariableClient,
+    adder: Optional[adders.Adder] = None,
+    seed: int = 0,
+    deterministic: bool = False,
+  ):
     prefer_inline_cpu_dispatch()
     # Actors run beside the environment on CPU, whatever the learner uses. The
     # parameters and the key are committed to the CPU once, so every policy call

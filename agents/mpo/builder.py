@@ -7,11 +7,8 @@ Launchpad program, and tests use them in one process.
 from typing import Iterator, Optional, Sequence
 
 import reverb
-from acme import adders
-from acme import core
-from acme import specs
-from acme.utils import counting
-from acme.utils import loggers
+from acme import adders, core, specs
+from acme.utils import counting, loggers
 
 from agents.mpo.actor import MPOActor
 from agents.mpo.config import MPOConfig
@@ -24,8 +21,12 @@ from networks.mpo import MPONetworks, make_mpo_networks
 class MPOBuilder(ReplayPipeline):
   """Builds every piece of an MPO agent for one environment spec (agents.builder.Builder)."""
 
-  def __init__(self, config: MPOConfig, spec: specs.EnvironmentSpec,
-               obs_group_sizes: Optional[Sequence[int]] = None):
+  def __init__(
+    self,
+    config: MPOConfig,
+    spec: specs.EnvironmentSpec,
+    obs_group_sizes: Optional[Sequence[int]] = None,
+  ):
     """`obs_group_sizes`: how the flat observation splits into the environment's
     observation groups (the Perceiver's tokens); one group when not given."""
     check_spec(spec)
@@ -35,44 +36,80 @@ class MPOBuilder(ReplayPipeline):
     self.action_dim = int(spec.actions.shape[0])
     self.obs_group_sizes = tuple(obs_group_sizes or (self.obs_dim,))
     if sum(self.obs_group_sizes) != self.obs_dim:
-      raise ValueError(f'observation groups {self.obs_group_sizes} do not add up to the '
-                       f'observation size {self.obs_dim}')
+      raise ValueError(
+        f'observation groups {self.obs_group_sizes} do not add up to the '
+        f'observation size {self.obs_dim}'
+      )
 
   def make_networks(self) -> MPONetworks:
     c = self.config
     if c.network == 'perceiver':
       from networks.perceiver import make_perceiver_networks
+
       p = c.perceiver
       return make_perceiver_networks(
-          self.action_dim, self.obs_group_sizes, num_atoms=c.num_atoms,
-          latent_dim=p.latent_dim, num_latents=p.num_latents, num_heads=p.num_heads,
-          num_self_attend_blocks=p.blocks)
-    return make_mpo_networks(self.action_dim, c.policy_layer_sizes, c.critic_layer_sizes,
-                             c.num_atoms)
+        self.action_dim,
+        self.obs_group_sizes,
+        num_atoms=c.num_atoms,
+        latent_dim=p.latent_dim,
+        num_latents=p.num_latents,
+        num_heads=p.num_heads,
+        num_self_attend_blocks=p.blocks,
+      )
+    return make_mpo_networks(
+      self.action_dim, c.policy_layer_sizes, c.critic_layer_sizes, c.num_atoms
+    )
 
-  def make_learner(self, iterator: Iterator[reverb.ReplaySample], seed: int = 0,
-                   counter: Optional[counting.Counter] = None,
-                   logger: Optional[loggers.Logger] = None) -> MPOLearner:
-    return MPOLearner(self.make_networks(), self.config, self.obs_dim, iterator, seed=seed,
-                      counter=counter, logger=logger)
+  def make_learner(
+    self,
+    iterator: Iterator[reverb.ReplaySample],
+    seed: int = 0,
+    counter: Optional[counting.Counter] = None,
+    logger: Optional[loggers.Logger] = None,
+  ) -> MPOLearner:
+    return MPOLearner(
+      self.make_networks(),
+      self.config,
+      self.obs_dim,
+      iterator,
+      seed=seed,
+      counter=counter,
+      logger=logger,
+    )
 
-  def make_actor(self, variable_source: core.VariableSource, adder: Optional[adders.Adder],
-                 seed: int = 0, deterministic: bool = False,
-                 version_name: Optional[str] = None) -> MPOActor:
+  def make_actor(
+    self,
+    variable_source: core.VariableSource,
+    adder: Optional[adders.Adder],
+    seed: int = 0,
+    deterministic: bool = False,
+    version_name: Optional[str] = None,
+  ) -> MPOActor:
     """A stochastic actor refreshes every `replay.variable_update_period` steps.
 
     A deterministic (evaluation) actor never refreshes on its own: its owner
     calls `update(wait=True)` once before each evaluation, so one evaluation
     uses one policy and costs one fetch, not one per step.
     """
-    return MPOActor(self.make_networks(), make_variable_client(
-        self.config.replay.variable_update_period, variable_source, deterministic, version_name),
-                    adder, seed=seed, deterministic=deterministic)
+    return MPOActor(
+      self.make_networks(),
+      make_variable_client(
+        self.config.replay.variable_update_period, variable_source, deterministic, version_name
+      ),
+      adder,
+      seed=seed,
+      deterministic=deterministic,
+    )
 
 
-def make_variable_client(update_period: int, variable_source: core.VariableSource,
-                         deterministic: bool, version_name: Optional[str]) -> VariableClient:
+def make_variable_client(
+  update_period: int,
+  variable_source: core.VariableSource,
+  deterministic: bool,
+  version_name: Optional[str],
+) -> VariableClient:
   """The policy's client: every `update_period` steps, or (evaluation) only when asked."""
   period = 2**62 if deterministic else update_period
-  return VariableClient(variable_source, ['policy'], update_period=period,
-                        version_name=version_name)
+  return VariableClient(
+    variable_source, ['policy'], update_period=period, version_name=version_name
+  )

@@ -4,8 +4,15 @@ import dataclasses
 import numbers
 from typing import Optional, Tuple
 
-from agents.common.config import AgentConfig, Config, Need, finite, is_int, positive_ints
-from agents.common.config import tuple_or_none
+from agents.common.config import (
+  AgentConfig,
+  Config,
+  Need,
+  finite,
+  is_int,
+  positive_ints,
+  tuple_or_none,
+)
 from agents.common.replay_config import LEGACY_REPLAY_KEYS, ReplayConfig
 
 
@@ -13,6 +20,7 @@ from agents.common.replay_config import LEGACY_REPLAY_KEYS, ReplayConfig
 class PerceiverConfig(Config):
   """The 'perceiver' network: observation groups as tokens, cross-attended into learned
   latents; Q decoded with the action as the query. Sized for CPU (compile time grows fast)."""
+
   latent_dim: int = 32
   num_latents: int = 8
   num_heads: int = 4
@@ -27,6 +35,7 @@ class PerceiverConfig(Config):
 @dataclasses.dataclass
 class PMPOConfig(Config):
   """PMPO (policy_loss='pmpo'): preferred / dis-preferred actions instead of weights."""
+
   alpha: float = 0.5
   beta: float = 2.0  # alpha = 0 (negative-only) needs a strong KL anchor to stay stable
   fraction: float = 0.25
@@ -50,17 +59,23 @@ class PMPOConfig(Config):
     need(finite(self.beta) and self.beta >= 0.0, 'beta', '>= 0')
     need(finite(self.fraction) and 0.0 < self.fraction <= 0.5, 'fraction', 'in (0, 0.5]')
     need(self.source in ('q', 'labels'), 'source', "'q' or 'labels'")
-    need(self.success_return is None or finite(self.success_return), 'success_return',
-         'None or a finite episode return')
-    need(self.negative_margin is None or (finite(self.negative_margin) and
-                                          self.negative_margin > 0),
-         'negative_margin', 'None or a finite number of nats > 0')
+    need(
+      self.success_return is None or finite(self.success_return),
+      'success_return',
+      'None or a finite episode return',
+    )
+    need(
+      self.negative_margin is None or (finite(self.negative_margin) and self.negative_margin > 0),
+      'negative_margin',
+      'None or a finite number of nats > 0',
+    )
 
 
 @dataclasses.dataclass
 class PACConfig(Config):
   """PAC (policy_loss='pac'): policy loss = (1 - alpha) * MPO M-step + alpha * BC NLL of the
   dataset actions (+ the KL trust region). alpha = 1 is pure behaviour cloning, 0 pure MPO."""
+
   alpha: float = 0.5
   # Alpha per collect-and-infer iteration: entry i for iteration i, the last entry held for
   # every later one (e.g. (0.9, 0.7, 0.5)). None uses `alpha` for every iteration.
@@ -72,9 +87,16 @@ class PACConfig(Config):
   def check(self, need: Need) -> None:
     need(finite(self.alpha) and 0.0 <= self.alpha <= 1.0, 'alpha', 'in [0, 1]')
     schedule = self.alpha_schedule
-    need(schedule is None or (isinstance(schedule, tuple) and len(schedule) > 0 and
-                              all(finite(a) and 0.0 <= a <= 1.0 for a in schedule)),
-         'alpha_schedule', 'None or a non-empty sequence of numbers in [0, 1]')
+    need(
+      schedule is None
+      or (
+        isinstance(schedule, tuple)
+        and len(schedule) > 0
+        and all(finite(a) and 0.0 <= a <= 1.0 for a in schedule)
+      ),
+      'alpha_schedule',
+      'None or a non-empty sequence of numbers in [0, 1]',
+    )
 
 
 @dataclasses.dataclass
@@ -84,6 +106,7 @@ class MPOConfig(AgentConfig):
   Defaults follow Abdolmaleki et al. (2018) and the DMPO setting used for the
   DeepMind control suite.
   """
+
   # Networks.
   policy_layer_sizes: Tuple[int, ...] = (256, 256, 256)
   critic_layer_sizes: Tuple[int, ...] = (512, 512, 256)
@@ -127,11 +150,11 @@ class MPOConfig(AgentConfig):
   replay: ReplayConfig = dataclasses.field(default_factory=ReplayConfig)
 
   legacy_keys = {
-      **LEGACY_REPLAY_KEYS,
-      **{f'perceiver_{f.name}': f'perceiver.{f.name}'
-         for f in dataclasses.fields(PerceiverConfig)},
-      **{f'pmpo_{f.name}': f'pmpo.{f.name}' for f in dataclasses.fields(PMPOConfig)},
-      'bc_alpha': 'pac.alpha', 'bc_alpha_schedule': 'pac.alpha_schedule',
+    **LEGACY_REPLAY_KEYS,
+    **{f'perceiver_{f.name}': f'perceiver.{f.name}' for f in dataclasses.fields(PerceiverConfig)},
+    **{f'pmpo_{f.name}': f'pmpo.{f.name}' for f in dataclasses.fields(PMPOConfig)},
+    'bc_alpha': 'pac.alpha',
+    'bc_alpha_schedule': 'pac.alpha_schedule',
   }
   labels_setting = "pmpo.source='labels'"
   success_return_setting = 'pmpo.success_return'
@@ -166,16 +189,32 @@ class MPOConfig(AgentConfig):
     for f in ('policy_layer_sizes', 'critic_layer_sizes'):
       need(positive_ints(getattr(self, f)), f, 'a non-empty sequence of positive ints')
     need(self.network in ('mlp', 'perceiver'), 'network', "'mlp' or 'perceiver'")
-    need(is_int(self.num_atoms) and (self.num_atoms == 1 or self.num_atoms >= 2),
-         'num_atoms', 'an int >= 1 (1 = non-distributional)')
+    need(
+      is_int(self.num_atoms) and (self.num_atoms == 1 or self.num_atoms >= 2),
+      'num_atoms',
+      'an int >= 1 (1 = non-distributional)',
+    )
     need(finite(self.min_reward), 'min_reward', 'a finite number')
-    need(finite(self.max_reward) and self.max_reward > self.min_reward, 'max_reward',
-         'finite and > min_reward')
+    need(
+      finite(self.max_reward) and self.max_reward > self.min_reward,
+      'max_reward',
+      'finite and > min_reward',
+    )
     for f in ('target_update_period', 'num_samples'):
       need(is_int(getattr(self, f)) and getattr(self, f) >= 1, f, 'an int >= 1')
-    for f in ('epsilon', 'epsilon_mean', 'epsilon_stddev', 'epsilon_penalty', 'init_temperature',
-              'init_alpha_mean', 'init_alpha_stddev', 'policy_learning_rate',
-              'critic_learning_rate', 'dual_learning_rate', 'max_grad_norm'):
+    for f in (
+      'epsilon',
+      'epsilon_mean',
+      'epsilon_stddev',
+      'epsilon_penalty',
+      'init_temperature',
+      'init_alpha_mean',
+      'init_alpha_stddev',
+      'policy_learning_rate',
+      'critic_learning_rate',
+      'dual_learning_rate',
+      'max_grad_norm',
+    ):
       need(finite(getattr(self, f)) and getattr(self, f) > 0, f, 'a finite number > 0')
     need(self.policy_loss in ('mpo', 'pmpo', 'pac'), 'policy_loss', "'mpo', 'pmpo' or 'pac'")
     need(isinstance(self.action_penalty, bool), 'action_penalty', 'a bool')

@@ -12,8 +12,9 @@ from typing import Any, Callable, Mapping, Optional
 SUCCESS_KEY = 'success'
 
 
-def episode_success(metadata: Mapping[str, Any], episode_return: float,
-                    success_return: Optional[float]) -> bool:
+def episode_success(
+  metadata: Mapping[str, Any], episode_return: float, success_return: Optional[float]
+) -> bool:
   """The episode's label: metadata['success'] if present, else return >= success_return.
 
   Raises ValueError for a label that is not a bool or 0 / 1, and for an unlabelled
@@ -23,10 +24,12 @@ def episode_success(metadata: Mapping[str, Any], episode_return: float,
     value = metadata[SUCCESS_KEY]
     if isinstance(value, bool) or (isinstance(value, (int, float)) and value in (0, 1)):
       return bool(value)
-    raise ValueError(f"metadata {SUCCESS_KEY!r} must be true / false (or 1 / 0), got {value!r}")
+    raise ValueError(f'metadata {SUCCESS_KEY!r} must be true / false (or 1 / 0), got {value!r}')
   if success_return is None:
-    raise ValueError(f"no {SUCCESS_KEY!r} label in the episode's metadata and no return "
-                     'threshold to label it by (set agent pmpo.success_return)')
+    raise ValueError(
+      f"no {SUCCESS_KEY!r} label in the episode's metadata and no return "
+      'threshold to label it by (set agent pmpo.success_return)'
+    )
   if not math.isfinite(episode_return):
     raise ValueError(f'episode return {episode_return} is not finite')
   return episode_return >= success_return

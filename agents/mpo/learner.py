@@ -5,8 +5,7 @@ from typing import Iterator, List, Optional, Sequence
 import jax
 import numpy as np
 import reverb
-from acme.utils import counting
-from acme.utils import loggers
+from acme.utils import counting, loggers
 
 from agents.jitted_learner import JittedLearner, NonFiniteLossError
 from agents.mpo import learning
@@ -22,15 +21,25 @@ class MPOLearner(JittedLearner):
   loss_names = ('critic_loss', 'policy_loss')
   batch_fields = ('observation', 'action', 'reward', 'discount', 'next_observation')
 
-  def __init__(self, networks: MPONetworks, config: MPOConfig, obs_dim: int,
-               iterator: Iterator[reverb.ReplaySample], seed: int = 0,
-               counter: Optional[counting.Counter] = None,
-               logger: Optional[loggers.Logger] = None):
+  def __init__(
+    self,
+    networks: MPONetworks,
+    config: MPOConfig,
+    obs_dim: int,
+    iterator: Iterator[reverb.ReplaySample],
+    seed: int = 0,
+    counter: Optional[counting.Counter] = None,
+    logger: Optional[loggers.Logger] = None,
+  ):
     self._config = config
     self._bc_alpha = np.float32(bc_alpha_for_iteration(config, 0))
     super().__init__(
-        learning.initial_state(networks, config, obs_dim, jax.random.PRNGKey(seed)),
-        learning.make_update_fn(networks, config), iterator, counter, logger)
+      learning.initial_state(networks, config, obs_dim, jax.random.PRNGKey(seed)),
+      learning.make_update_fn(networks, config),
+      iterator,
+      counter,
+      logger,
+    )
 
   def update_args(self) -> tuple:
     return (self._bc_alpha,)

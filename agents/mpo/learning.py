@@ -16,6 +16,7 @@ from networks.mpo import ACTION_BOUND, MPONetworks
 
 class DualParams(NamedTuple):
   """Unconstrained parameters of the temperature(s) and the KL multipliers."""
+
   temperature: jnp.ndarray
   penalty_temperature: jnp.ndarray
   alpha_mean: jnp.ndarray  # [A]
@@ -24,6 +25,7 @@ class DualParams(NamedTuple):
 
 class TrainingState(NamedTuple):
   """Everything the learner needs to continue exactly where it stopped."""
+
   policy_params: hk.Params
   target_policy_params: hk.Params
   critic_params: hk.Params
@@ -45,13 +47,15 @@ class Optimizers(NamedTuple):
 def make_optimizers(config: MPOConfig) -> Optimizers:
   clip = optax.clip_by_global_norm(config.max_grad_norm)
   return Optimizers(
-      policy=optax.chain(clip, optax.adam(config.policy_learning_rate)),
-      critic=optax.chain(clip, optax.adam(config.critic_learning_rate)),
-      dual=optax.adam(config.dual_learning_rate))
+    policy=optax.chain(clip, optax.adam(config.policy_learning_rate)),
+    critic=optax.chain(clip, optax.adam(config.critic_learning_rate)),
+    dual=optax.adam(config.dual_learning_rate),
+  )
 
 
-def initial_state(networks: MPONetworks, config: MPOConfig, obs_dim: int,
-                  key: jnp.ndarray) -> TrainingState:
+def initial_state(
+  networks: MPONetworks, config: MPOConfig, obs_dim: int, key: jnp.ndarray
+) -> TrainingState:
   """Fresh parameters, targets equal to the online networks."""
   opts = make_optimizers(config)
   k_policy, k_critic, k_rng = jax.random.split(key, 3)
@@ -61,19 +65,25 @@ def initial_state(networks: MPONetworks, config: MPOConfig, obs_dim: int,
   critic_params = networks.critic.init(k_critic, obs, act)
   a = networks.action_dim
   duals = DualParams(
-      temperature=losses.param_from_temperature(jnp.float32(config.init_temperature)),
-      penalty_temperature=losses.param_from_temperature(jnp.float32(config.init_temperature)),
-      alpha_mean=jnp.full((a,), losses.param_from_multiplier(jnp.float32(config.init_alpha_mean))),
-      alpha_stddev=jnp.full((a,),
-                            losses.param_from_multiplier(jnp.float32(config.init_alpha_stddev))))
+    temperature=losses.param_from_temperature(jnp.float32(config.init_temperature)),
+    penalty_temperature=losses.param_from_temperature(jnp.float32(config.init_temperature)),
+    alpha_mean=jnp.full((a,), losses.param_from_multiplier(jnp.float32(config.init_alpha_mean))),
+    alpha_stddev=jnp.full(
+      (a,), losses.param_from_multiplier(jnp.float32(config.init_alpha_stddev))
+    ),
+  )
   return TrainingState(
-      policy_params=policy_params, target_policy_params=policy_params,
-      critic_params=critic_params, target_critic_params=critic_params,
-      dual_params=duals,
-      policy_opt_state=opts.policy.init(policy_params),
-      critic_opt_state=opts.critic.init(critic_params),
-      dual_opt_state=opts.dual.init(duals),
-      steps=jnp.zeros((), jnp.int32), rng=k_rng)
+    policy_params=policy_params,
+    target_policy_params=policy_params,
+    critic_params=critic_params,
+    target_critic_params=critic_params,
+    dual_params=duals,
+    policy_opt_state=opts.policy.init(policy_params),
+    critic_opt_state=opts.critic.init(critic_params),
+    dual_opt_state=opts.dual.init(duals),
+    steps=jnp.zeros((), jnp.int32),
+    rng=k_rng,
+  )
 
 
 def make_update_fn(networks: MPONetworks, config: MPOConfig):
@@ -127,19 +137,30 @@ def make_update_fn(networks: MPONetworks, config: MPOConfig):
       # failed one dis-preferred; the target policy is the KL reference.
       success = t.extras['success'].astype(jnp.float32)[None]  # [1, B]
       taken = dataset_actions[None]  # [1, B, A]
-      loss, m = losses.pmpo_loss(mean, std, t_mean, t_std, taken, success, taken,
-                                 1.0 - success, config.pmpo.alpha, config.pmpo.beta,
-                                 neg_margin=config.pmpo.negative_margin, neg_mean_only=True,
-                                 neg_mean_bound=ACTION_BOUND)
-      return loss, {**m, 'pmpo_success_fraction': jnp.mean(success),
-                    'policy_stddev': jnp.mean(std)}
+      loss, m = losses.pmpo_loss(
+        mean,
+        std,
+        t_mean,
+        t_std,
+        taken,
+        success,
+        taken,
+        1.0 - success,
+        config.pmpo.alpha,
+        config.pmpo.beta,
+        neg_margin=config.pmpo.negative_margin,
+        neg_mean_only=True,
+        neg_mean_bound=ACTION_BOUND,
+      )
+      return loss, {**m, 'pmpo_success_fraction': jnp.mean(success), 'policy_stddev': jnp.mean(std)}
     actions = gaussian_sample(key, t_mean, t_std, n)  # [N, B, A]
     q = jax.lax.stop_gradient(q_value(state.target_critic_params, obs, actions))
     metrics: Dict[str, Any] = {'sampled_q_mean': jnp.mean(q)}
     if config.policy_loss == 'pmpo':
       pos, neg = losses.pmpo_masks_from_q(q, config.pmpo.fraction)
-      loss, m = losses.pmpo_loss(mean, std, t_mean, t_std, actions, pos, actions, neg,
-                                 config.pmpo.alpha, config.pmpo.beta)
+      loss, m = losses.pmpo_loss(
+        mean, std, t_mean, t_std, actions, pos, actions, neg, config.pmpo.alpha, config.pmpo.beta
+      )
       metrics.update(m)
       return loss, metrics
     temp_loss, weights, eta = losses.temperature_dual(q, duals.temperature, config.epsilon)
@@ -148,32 +169,56 @@ def make_update_fn(networks: MPONetworks, config: MPOConfig):
     if config.action_penalty:
       penalty = losses.action_penalty(actions, -ACTION_BOUND, ACTION_BOUND)
       p_loss, p_weights, p_eta = losses.temperature_dual(
-          penalty, duals.penalty_temperature, config.epsilon_penalty)
+        penalty, duals.penalty_temperature, config.epsilon_penalty
+      )
       # The weighted likelihood is linear in the weights: summing them sums the objectives.
       weights = weights + p_weights
       loss = loss + p_loss
       metrics['penalty_temperature'] = p_eta
     if config.policy_loss == 'pac':
       m_loss, m = losses.pac_policy_loss(
-          mean, std, t_mean, t_std, actions, weights, dataset_actions, duals.alpha_mean,
-          duals.alpha_stddev, config.epsilon_mean, config.epsilon_stddev, bc_alpha)
+        mean,
+        std,
+        t_mean,
+        t_std,
+        actions,
+        weights,
+        dataset_actions,
+        duals.alpha_mean,
+        duals.alpha_stddev,
+        config.epsilon_mean,
+        config.epsilon_stddev,
+        bc_alpha,
+      )
     else:
       m_loss, m = losses.decoupled_mstep_loss(
-          mean, std, t_mean, t_std, actions, weights, duals.alpha_mean, duals.alpha_stddev,
-          config.epsilon_mean, config.epsilon_stddev)
+        mean,
+        std,
+        t_mean,
+        t_std,
+        actions,
+        weights,
+        duals.alpha_mean,
+        duals.alpha_stddev,
+        config.epsilon_mean,
+        config.epsilon_stddev,
+      )
     metrics.update(m)
     metrics['policy_stddev'] = jnp.mean(std)
     return loss + m_loss, metrics
 
-  def update(state: TrainingState, t: types.Transition,
-             bc_alpha: Optional[jnp.ndarray] = None) -> Tuple[TrainingState, Dict]:
+  def update(
+    state: TrainingState, t: types.Transition, bc_alpha: Optional[jnp.ndarray] = None
+  ) -> Tuple[TrainingState, Dict]:
     if bc_alpha is None:
       bc_alpha = jnp.float32(default_bc_alpha)
     rng, k_critic, k_policy = jax.random.split(state.rng, 3)
     (c_loss, c_metrics), c_grads = jax.value_and_grad(critic_loss, has_aux=True)(
-        state.critic_params, state, t, k_critic)
+      state.critic_params, state, t, k_critic
+    )
     (p_loss, p_metrics), (pol_grads, dual_grads) = jax.value_and_grad(policy_loss, has_aux=True)(
-        (state.policy_params, state.dual_params), state, t, k_policy, bc_alpha)
+      (state.policy_params, state.dual_params), state, t, k_policy, bc_alpha
+    )
 
     c_updates, critic_opt_state = opts.critic.update(c_grads, state.critic_opt_state)
     critic_params = optax.apply_updates(state.critic_params, c_updates)
@@ -186,16 +231,24 @@ def make_update_fn(networks: MPONetworks, config: MPOConfig):
     copy = steps % config.target_update_period == 0
     pick = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(copy, a, b), new, old)
     new_state = TrainingState(
-        policy_params=policy_params,
-        target_policy_params=pick(policy_params, state.target_policy_params),
-        critic_params=critic_params,
-        target_critic_params=pick(critic_params, state.target_critic_params),
-        dual_params=dual_params, policy_opt_state=policy_opt_state,
-        critic_opt_state=critic_opt_state, dual_opt_state=dual_opt_state,
-        steps=steps, rng=rng)
-    metrics = {**c_metrics, **p_metrics, 'policy_loss': p_loss,
-               'grad_norm_critic': optax.global_norm(c_grads),
-               'grad_norm_policy': optax.global_norm(pol_grads)}
+      policy_params=policy_params,
+      target_policy_params=pick(policy_params, state.target_policy_params),
+      critic_params=critic_params,
+      target_critic_params=pick(critic_params, state.target_critic_params),
+      dual_params=dual_params,
+      policy_opt_state=policy_opt_state,
+      critic_opt_state=critic_opt_state,
+      dual_opt_state=dual_opt_state,
+      steps=steps,
+      rng=rng,
+    )
+    metrics = {
+      **c_metrics,
+      **p_metrics,
+      'policy_loss': p_loss,
+      'grad_norm_critic': optax.global_norm(c_grads),
+      'grad_norm_policy': optax.global_norm(pol_grads),
+    }
     return new_state, metrics
 
   return update

@@ -7,8 +7,12 @@ learns in minutes: on cartpole:swingup it reached 709 at 88k environment steps a
 """
 
 PRESETS = {
-    'published': {},
-    'cpu': {'policy_layer_sizes': [256, 256], 'critic_layer_sizes': [256, 256],
-            'replay.batch_size': 128, 'policy_learning_rate': 3e-4,
-            'critic_learning_rate': 3e-4},
+  'published': {},
+  'cpu': {
+    'policy_layer_sizes': [256, 256],
+    'critic_layer_sizes': [256, 256],
+    'replay.batch_size': 128,
+    'policy_learning_rate': 3e-4,
+    'critic_learning_rate': 3e-4,
+  },
 }

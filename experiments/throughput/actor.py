@@ -5,17 +5,39 @@ import shutil
 import tempfile
 from typing import Any, Dict, List, Optional
 
-from experiments.throughput.in_process import (ConstantActor, LocalVariableSource, ReplayServer,
-                                               bare_episode, constant_action, make_builder,
-                                               make_env)
-from experiments.throughput.timing import (Rate, Row, Series, figure_rows, measure, report,
-                                           timed_rate)
+from experiments.throughput.in_process import (
+  ConstantActor,
+  LocalVariableSource,
+  ReplayServer,
+  bare_episode,
+  constant_action,
+  make_builder,
+  make_env,
+)
+from experiments.throughput.timing import (
+  Rate,
+  Row,
+  Series,
+  figure_rows,
+  measure,
+  report,
+  timed_rate,
+)
 
 
-def bench_actor(out: pathlib.Path, task: str, preset: str, agent: Dict[str, Any], seconds: float,
-                repeats: int, max_episode_steps: Optional[int] = None, seed: int = 1) -> List[Row]:
+def bench_actor(
+  out: pathlib.Path,
+  task: str,
+  preset: str,
+  agent: Dict[str, Any],
+  seconds: float,
+  repeats: int,
+  max_episode_steps: Optional[int] = None,
+  seed: int = 1,
+) -> List[Row]:
   """Actor env steps/s (and partial loops) against bare stepping of the same task."""
   from agents.mpo.actor import prefer_inline_cpu_dispatch
+
   # As in an actor node, whose actor is the first to use JAX (here, before the learner
   # that only provides the initial parameters starts JAX with its default dispatch).
   prefer_inline_cpu_dispatch()
@@ -23,8 +45,9 @@ def bench_actor(out: pathlib.Path, task: str, preset: str, agent: Dict[str, Any]
   replay = ReplayServer(builder)
   store_dir = tempfile.mkdtemp(prefix='throughput_store_')
   try:
-    series = _actor_series(builder, replay, store_dir, task, seconds, repeats, max_episode_steps,
-                           seed)
+    series = _actor_series(
+      builder, replay, store_dir, task, seconds, repeats, max_episode_steps, seed
+    )
   finally:
     replay.stop()
     shutil.rmtree(store_dir, ignore_errors=True)
@@ -32,13 +55,21 @@ def bench_actor(out: pathlib.Path, task: str, preset: str, agent: Dict[str, Any]
   return report(out, 'actor', rows, samples)
 
 
-def _actor_series(builder, replay: 'ReplayServer', store_dir: str, task: str, seconds: float,
-                  repeats: int, max_episode_steps: Optional[int], seed: int) -> List[Series]:
+def _actor_series(
+  builder,
+  replay: 'ReplayServer',
+  store_dir: str,
+  task: str,
+  seconds: float,
+  repeats: int,
+  max_episode_steps: Optional[int],
+  seed: int,
+) -> List[Series]:
   """The actor benchmark's timings; its adders are gone when it returns (a server with
   live writers takes seconds to stop)."""
   import acme
-  from acme.utils import counting
-  from acme.utils import loggers
+  from acme.utils import counting, loggers
+
   from launch.nodes.learner import LEARNER_STEPS
   from launch.store.episodes import EpisodeStore
   from launch.store.recorder import EpisodeRecorder
@@ -61,27 +92,41 @@ def _actor_series(builder, replay: 'ReplayServer', store_dir: str, task: str, se
       if store:
         writer = EpisodeStore(store_dir).writer(f'actor_{len(writers)}')
         writers.append(writer)
-        observers.append(EpisodeRecorder(
-            writer, metadata={'source': 'benchmark', 'task': task, 'seed': seed},
-            policy_version=lambda a=actor: a.policy_version))
-    env_loop = acme.EnvironmentLoop(env, actor, counter=counting.Counter(),
-                                    logger=loggers.NoOpLogger(), label='actor',
-                                    observers=observers)
+        observers.append(
+          EpisodeRecorder(
+            writer,
+            metadata={'source': 'benchmark', 'task': task, 'seed': seed},
+            policy_version=lambda a=actor: a.policy_version,
+          )
+        )
+    env_loop = acme.EnvironmentLoop(
+      env,
+      actor,
+      counter=counting.Counter(),
+      logger=loggers.NoOpLogger(),
+      label='actor',
+      observers=observers,
+    )
     episode = lambda: int(env_loop.run_episode()['episode_length'])
     episode()  # Compiles the policy and fetches the parameters.
     return lambda: timed_rate(episode, seconds)
 
   try:
     figures = {
-        'loop_constant': loop(False, False, constant=True),
-        'actor_no_adder': loop(False, False),
-        'actor_no_store': loop(True, False),
-        'actor_full': loop(True, True),
+      'loop_constant': loop(False, False, constant=True),
+      'actor_no_adder': loop(False, False),
+      'actor_no_store': loop(True, False),
+      'actor_full': loop(True, True),
     }
     run_bare = bare_episode(bare_env, action)
     run_bare()
-    return measure(lambda: timed_rate(run_bare, seconds), figures, repeats,
-                   {n: 'env_steps/s' for n in figures}, 'env_bare')
+    return measure(
+      lambda: timed_rate(run_bare, seconds),
+      figures,
+      repeats,
+      {n: 'env_steps/s' for n in figures},
+      'env_bare',
+    )
   finally:
     for writer in writers:
       writer.close()

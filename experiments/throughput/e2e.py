@@ -18,9 +18,21 @@ from experiments.throughput.timing import Row, print_table, write_csv
 
 log = get_logger('e2e')
 
-E2E_FIELDS = ('source', 'task', 'target', 'reached', 'seconds_to_target', 'env_steps_at_target',
-              'learner_steps_at_target', 'return_at_target', 'previous_eval_seconds',
-              'previous_eval_return', 'best_return', 'evaluations', 'launcher_seconds_to_target')
+E2E_FIELDS = (
+  'source',
+  'task',
+  'target',
+  'reached',
+  'seconds_to_target',
+  'env_steps_at_target',
+  'learner_steps_at_target',
+  'return_at_target',
+  'previous_eval_seconds',
+  'previous_eval_return',
+  'best_return',
+  'evaluations',
+  'launcher_seconds_to_target',
+)
 
 
 def evaluator_csv(path: pathlib.Path) -> pathlib.Path:
@@ -28,8 +40,9 @@ def evaluator_csv(path: pathlib.Path) -> pathlib.Path:
   for candidate in (path, path / 'logs' / 'evaluator' / 'logs.csv', path / 'evaluator.csv'):
     if candidate.is_file():
       return candidate
-  raise FileNotFoundError(f'no evaluator log at {path} (tried logs/evaluator/logs.csv and '
-                          'evaluator.csv)')
+  raise FileNotFoundError(
+    f'no evaluator log at {path} (tried logs/evaluator/logs.csv and evaluator.csv)'
+  )
 
 
 def time_to_target(evals: Dict[str, np.ndarray], target: float) -> Row:
@@ -40,26 +53,42 @@ def time_to_target(evals: Dict[str, np.ndarray], target: float) -> Row:
   ret = evals['mean_return']
   wall = wall_clock(evals['elapsed_s'])
   hits = np.flatnonzero(np.isfinite(ret) & (ret >= target))
-  row = {'target': target, 'reached': 'yes' if len(hits) else 'no', 'evaluations': len(ret),
-         'best_return': float(np.nanmax(ret)) if np.isfinite(ret).any() else math.nan,
-         'seconds_to_target': math.nan, 'env_steps_at_target': math.nan,
-         'learner_steps_at_target': math.nan, 'return_at_target': math.nan,
-         'previous_eval_seconds': math.nan, 'previous_eval_return': math.nan}
+  row = {
+    'target': target,
+    'reached': 'yes' if len(hits) else 'no',
+    'evaluations': len(ret),
+    'best_return': float(np.nanmax(ret)) if np.isfinite(ret).any() else math.nan,
+    'seconds_to_target': math.nan,
+    'env_steps_at_target': math.nan,
+    'learner_steps_at_target': math.nan,
+    'return_at_target': math.nan,
+    'previous_eval_seconds': math.nan,
+    'previous_eval_return': math.nan,
+  }
   if len(hits):
     i = int(hits[0])
     if i > 0:
       # The return crossed the target between this evaluation and the next: the resolution.
       row.update(previous_eval_seconds=float(wall[i - 1]), previous_eval_return=float(ret[i - 1]))
-    row.update(seconds_to_target=float(wall[i]), return_at_target=float(ret[i]),
-               env_steps_at_target=float(evals.get('actor_steps', [math.nan] * len(ret))[i]),
-               learner_steps_at_target=float(evals.get('learner_steps',
-                                                       [math.nan] * len(ret))[i]))
+    row.update(
+      seconds_to_target=float(wall[i]),
+      return_at_target=float(ret[i]),
+      env_steps_at_target=float(evals.get('actor_steps', [math.nan] * len(ret))[i]),
+      learner_steps_at_target=float(evals.get('learner_steps', [math.nan] * len(ret))[i]),
+    )
   return row
 
 
-def bench_e2e(out: pathlib.Path, task: str, target: float, from_run: Optional[str] = None,
-              run_dir: Optional[str] = None, max_seconds: float = 3600.0, preset: str = 'cpu',
-              agent: Optional[Dict[str, Any]] = None) -> List[Row]:
+def bench_e2e(
+  out: pathlib.Path,
+  task: str,
+  target: float,
+  from_run: Optional[str] = None,
+  run_dir: Optional[str] = None,
+  max_seconds: float = 3600.0,
+  preset: str = 'cpu',
+  agent: Optional[Dict[str, Any]] = None,
+) -> List[Row]:
   """Seconds to the target return: from an existing log, or a run with the defaults
   (stopped with Ctrl-C once the target is logged, or at `max_seconds`)."""
   launcher_s = math.nan
@@ -77,18 +106,32 @@ def bench_e2e(out: pathlib.Path, task: str, target: float, from_run: Optional[st
         reached_at.append(time.time() - start)
       return bool(reached_at)
 
-    argv = [sys.executable, '-m', 'experiments.collect_infer', '--run_dir', str(fresh),
-            '--task', task, '--preset', preset]
+    argv = [
+      sys.executable,
+      '-m',
+      'experiments.collect_infer',
+      '--run_dir',
+      str(fresh),
+      '--task',
+      task,
+      '--preset',
+      preset,
+    ]
     for key, value in (agent or {}).items():
       argv += ['--agent', f'{key}={json.dumps(value)}']
     log.info('%s (until mean return %g)', ' '.join(argv[1:]), target)
-    code, _, _, _ = run_program(argv, fresh, timeout_s=max_seconds, poll_s=5.0, until=reached,
-                                probe_replay=False)
+    code, _, _, _ = run_program(
+      argv, fresh, timeout_s=max_seconds, poll_s=5.0, until=reached, probe_replay=False
+    )
     log.info('exit code %s; run directory %s', code, fresh)
     launcher_s = reached_at[0] if reached_at else math.nan
   evals = read_csv(source)
-  row = {'source': str(source), 'task': task, **time_to_target(evals, target),
-         'launcher_seconds_to_target': launcher_s}
+  row = {
+    'source': str(source),
+    'task': task,
+    **time_to_target(evals, target),
+    'launcher_seconds_to_target': launcher_s,
+  }
   write_csv(out / 'e2e.csv', E2E_FIELDS, [row])
   plot_e2e(evals, row, out / 'e2e.png', task)
   print_table([row], E2E_FIELDS[1:])
@@ -97,12 +140,21 @@ def bench_e2e(out: pathlib.Path, task: str, target: float, from_run: Optional[st
 
 def plot_e2e(evals: Dict[str, np.ndarray], row: Row, path: pathlib.Path, task: str):
   fig, (ax,) = new_figure()
-  ax.plot(wall_clock(evals['elapsed_s']), evals['mean_return'], marker='o', markersize=3,
-          label='evaluation mean return')
+  ax.plot(
+    wall_clock(evals['elapsed_s']),
+    evals['mean_return'],
+    marker='o',
+    markersize=3,
+    label='evaluation mean return',
+  )
   ax.axhline(row['target'], color='tab:red', ls='--', lw=1, label=f'target {row["target"]:g}')
   if row['reached'] == 'yes':
-    ax.axvline(row['seconds_to_target'], color='tab:green', lw=1,
-               label=f'reached at {row["seconds_to_target"]:.0f} s')
+    ax.axvline(
+      row['seconds_to_target'],
+      color='tab:green',
+      lw=1,
+      label=f'reached at {row["seconds_to_target"]:.0f} s',
+    )
   ax.set(xlabel='wall-clock seconds (evaluator)', ylabel='return', title=f'{task}: end to end')
   ax.set_xlim(left=0)
   ax.legend(loc='best')

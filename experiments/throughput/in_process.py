@@ -12,8 +12,10 @@ def make_builder(task: str, preset: str, agent: Dict[str, Any]):
   """The project's MPOBuilder for `task` with a preset and overrides (no rate limiting:
   nothing here waits for a learner to sample)."""
   from acme import specs
+
   from agents.mpo.builder import MPOBuilder
   from environments.suite import make_environment
+
   config = mpo_config(preset, agent, {'replay.samples_per_insert': None})
   spec = specs.make_environment_spec(make_environment(task, seed=0))
   return MPOBuilder(config, spec)
@@ -23,6 +25,7 @@ def mpo_config(preset: str, *layers: Dict[str, Any]):
   """MPOConfig of a preset with override layers (dotted, nested or old flat names)."""
   from agents.common.config import merge_overrides
   from agents.mpo.config import MPOConfig
+
   return MPOConfig.from_dict(merge_overrides(MPOConfig, PRESETS[preset], *layers))
 
 
@@ -34,9 +37,11 @@ def configured_spi(preset: str, agent: Dict[str, Any]) -> Optional[float]:
 def make_env(task: str, seed: int, max_episode_steps: Optional[int]):
   """The task as actor nodes make it; optionally with shorter episodes (tests)."""
   from environments.suite import make_environment
+
   env = make_environment(task, seed=seed)
   if max_episode_steps:
     from acme import wrappers
+
     env = wrappers.StepLimitWrapper(env, step_limit=max_episode_steps)
   return env
 
@@ -49,8 +54,11 @@ class LocalVariableSource:
 
   def get_variables(self, names: Sequence[str]) -> List[Any]:
     from launch.nodes.learner import LEARNER_STEPS
-    return [self._learner.steps if n == LEARNER_STEPS else self._learner.get_variables([n])[0]
-            for n in names]
+
+    return [
+      self._learner.steps if n == LEARNER_STEPS else self._learner.get_variables([n])[0]
+      for n in names
+    ]
 
 
 class ConstantActor:
@@ -78,6 +86,7 @@ class ReplayServer:
 
   def __init__(self, builder):
     import reverb
+
     self.server = reverb.Server(builder.make_replay_tables(), port=None)
     self.address = f'localhost:{self.server.port}'
     self.client = reverb.Client(self.address)
@@ -85,11 +94,13 @@ class ReplayServer:
   def inserts(self) -> int:
     """Items inserted into the replay table so far."""
     from agents.replay_pipeline import REPLAY_TABLE
+
     info = self.client.server_info()[REPLAY_TABLE]
     return int(info.rate_limiter_info.insert_stats.completed)
 
   def size(self) -> int:
     from agents.replay_pipeline import REPLAY_TABLE
+
     return int(self.client.server_info()[REPLAY_TABLE].current_size)
 
   def stop(self) -> None:
@@ -151,6 +162,7 @@ def fill_replay(replay: ReplayServer, builder, episode, items: int) -> int:
 def learner_in_memory(builder, batch, seed: int = 0):
   """An MPOLearner stepping on one batch held in memory, warmed up (compiled)."""
   from acme.utils import loggers
+
   learner = builder.make_learner(itertools.repeat(batch), seed=seed, logger=loggers.NoOpLogger())
   for _ in range(3):
     learner.step()
@@ -161,4 +173,5 @@ def one_step(learner) -> Callable[[], int]:
   def step() -> int:
     learner.step()
     return 1
+
   return step

@@ -4,15 +4,38 @@ import itertools
 import pathlib
 from typing import Any, Dict, List, Optional, Sequence
 
-from experiments.throughput.in_process import (ReplayServer, fill_replay, learner_in_memory,
-                                               make_builder, make_env, one_step, record_episode)
-from experiments.throughput.timing import (Rate, Row, Series, figure_rows, measure, report,
-                                           timed_rate)
+from experiments.throughput.in_process import (
+  ReplayServer,
+  fill_replay,
+  learner_in_memory,
+  make_builder,
+  make_env,
+  one_step,
+  record_episode,
+)
+from experiments.throughput.timing import (
+  Rate,
+  Row,
+  Series,
+  figure_rows,
+  measure,
+  report,
+  timed_rate,
+)
 
 
-def bench_learner(out: pathlib.Path, task: str, presets: Sequence[str], agent: Dict[str, Any],
-                  seconds: float, repeats: int, fill: int, settle: float = 0.5,
-                  max_episode_steps: Optional[int] = None, seed: int = 1) -> List[Row]:
+def bench_learner(
+  out: pathlib.Path,
+  task: str,
+  presets: Sequence[str],
+  agent: Dict[str, Any],
+  seconds: float,
+  repeats: int,
+  fill: int,
+  settle: float = 0.5,
+  max_episode_steps: Optional[int] = None,
+  seed: int = 1,
+) -> List[Row]:
   """Learner steps/s on the Reverb pipeline against the same update on an in-memory batch."""
   rows, samples = [], []
   for preset in presets:
@@ -30,8 +53,9 @@ def bench_learner(out: pathlib.Path, task: str, presets: Sequence[str], agent: D
   return report(out, 'learner', rows, samples)
 
 
-def _learner_series(builder, replay: ReplayServer, seconds: float, repeats: int,
-                    settle: float) -> List[Series]:
+def _learner_series(
+  builder, replay: ReplayServer, seconds: float, repeats: int, settle: float
+) -> List[Series]:
   """One learner, one compiled update: only the iterator differs between the windows."""
   iterator = builder.make_dataset_iterator(replay.address)
   batch = next(iterator)
@@ -42,8 +66,14 @@ def _learner_series(builder, replay: ReplayServer, seconds: float, repeats: int,
     def rate() -> float:
       learner.set_iterator(it)
       return timed_rate(step, seconds, settle)
+
     return rate
 
   on(iterator)()  # Warms up the pipeline (connections, prefetch, autotuning).
-  return measure(on(itertools.repeat(batch)), {'learner_pipeline': on(iterator)}, repeats,
-                 {'learner_pipeline': 'steps/s'}, 'learner_in_memory')
+  return measure(
+    on(itertools.repeat(batch)),
+    {'learner_pipeline': on(iterator)},
+    repeats,
+    {'learner_pipeline': 'steps/s'},
+    'learner_in_memory',
+  )

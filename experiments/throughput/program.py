@@ -45,6 +45,7 @@ class RssSampler:
 
   def sample(self) -> None:
     import psutil
+
     try:
       root = psutil.Process(self.pid)
       procs = [root] + root.children(recursive=True)
@@ -62,7 +63,6 @@ class RssSampler:
           continue  # Not yet redirected (just forked); named on a later sample.
         self.pids[p.pid] = name
       self.peak_mb[name] = max(self.peak_mb.get(name, 0.0), rss_kb / 1024.0)
-
 
 
 def read_counts(run_dir: pathlib.Path) -> Optional[Dict[str, float]]:
@@ -87,21 +87,29 @@ class ReplayProbe:
     if self._client is None and not self._book.exists():
       return None  # Not launched yet.
     import reverb
+
     from agents.replay_pipeline import REPLAY_TABLE
+
     try:
       if self._client is None:
         self._client = reverb.Client(json.loads(self._book.read_text())['replay'])
       info = self._client.server_info(timeout=2)[REPLAY_TABLE].rate_limiter_info
     except Exception:  # pylint: disable=broad-except
       return None  # Not started yet, or already stopped.
-    return {'replay_inserts': info.insert_stats.completed,
-            'replay_samples': info.sample_stats.completed}
+    return {
+      'replay_inserts': info.insert_stats.completed,
+      'replay_samples': info.sample_stats.completed,
+    }
 
 
-def run_program(argv: List[str], run_dir: pathlib.Path, timeout_s: float,
-                poll_s: float = 1.0, until: Optional[Callable[[], bool]] = None,
-                probe_replay: bool = True
-                ) -> Tuple[int, List[Tuple[float, Dict[str, float]]], RssSampler, float]:
+def run_program(
+  argv: List[str],
+  run_dir: pathlib.Path,
+  timeout_s: float,
+  poll_s: float = 1.0,
+  until: Optional[Callable[[], bool]] = None,
+  probe_replay: bool = True,
+) -> Tuple[int, List[Tuple[float, Dict[str, float]]], RssSampler, float]:
   """Runs a collect_infer command, polling its counts and RSS every `poll_s`.
 
   Ctrl-C (SIGINT) stops it cleanly when `until()` turns true or at `timeout_s`.
@@ -111,8 +119,9 @@ def run_program(argv: List[str], run_dir: pathlib.Path, timeout_s: float,
   run_dir.mkdir(parents=True, exist_ok=True)
   log = open(run_dir / 'launcher.log', 'w')
   start = time.time()
-  proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                          cwd=pathlib.Path(__file__).resolve().parents[2])
+  proc = subprocess.Popen(
+    argv, stdout=log, stderr=subprocess.STDOUT, cwd=pathlib.Path(__file__).resolve().parents[2]
+  )
   sampler = RssSampler(proc.pid, run_dir)
   probe = ReplayProbe(run_dir) if probe_replay else None
   series: List[Tuple[float, Dict[str, float]]] = []

@@ -4,15 +4,32 @@ what the learner consumes."""
 import pathlib
 from typing import Any, Dict, List, Optional
 
-from experiments.throughput.in_process import (ReplayServer, adder_episode, configured_spi,
-                                               fill_replay, learner_in_memory, make_builder,
-                                               make_env, one_step, record_episode)
+from experiments.throughput.in_process import (
+  ReplayServer,
+  adder_episode,
+  configured_spi,
+  fill_replay,
+  learner_in_memory,
+  make_builder,
+  make_env,
+  one_step,
+  record_episode,
+)
 from experiments.throughput.timing import Row, Series, figure_rows, measure, report, timed_rate
 
 
-def bench_replay(out: pathlib.Path, task: str, preset: str, agent: Dict[str, Any],
-                 seconds: float, repeats: int, fill: int, settle: float = 0.5,
-                 max_episode_steps: Optional[int] = None, seed: int = 1) -> List[Row]:
+def bench_replay(
+  out: pathlib.Path,
+  task: str,
+  preset: str,
+  agent: Dict[str, Any],
+  seconds: float,
+  repeats: int,
+  fill: int,
+  settle: float = 0.5,
+  max_episode_steps: Optional[int] = None,
+  seed: int = 1,
+) -> List[Row]:
   """Adder inserts vs raw writer inserts; dataset iterator samples vs the learner's need."""
   builder = make_builder(task, preset, agent)
   spi = configured_spi(preset, agent)
@@ -27,18 +44,25 @@ def bench_replay(out: pathlib.Path, task: str, preset: str, agent: Dict[str, Any
   series = [inserts, samples]
   if spi is not None:
     # Inserts/s the learner needs at its SPI: steps/s x batch / SPI = consumed samples/s / SPI.
-    series.append(Series('adder_vs_insert_need', 'items/s', f'insert_need_at_spi_{spi:g}',
-                         list(inserts.values), [c / spi for c in samples.ceilings],
-                         inserts.loads))
+    series.append(
+      Series(
+        'adder_vs_insert_need',
+        'items/s',
+        f'insert_need_at_spi_{spi:g}',
+        list(inserts.values),
+        [c / spi for c in samples.ceilings],
+        inserts.loads,
+      )
+    )
   rows, sample_rows = figure_rows('replay', preset, series, seconds)
   return report(out, 'replay', rows, sample_rows)
 
 
-def _insert_series(builder, replay: ReplayServer, episode, seconds: float,
-                   repeats: int) -> Series:
+def _insert_series(builder, replay: ReplayServer, episode, seconds: float, repeats: int) -> Series:
   """Items/s through the adder (fed a recorded episode: no environment, no policy) against
   a raw TrajectoryWriter writing the same items, one append and create_item each."""
   import tree
+
   from agents.replay_pipeline import REPLAY_TABLE
 
   adder = builder.make_adder(replay.client)
@@ -69,16 +93,21 @@ def _insert_series(builder, replay: ReplayServer, episode, seconds: float,
 
   try:
     raw_chunk()
-    (series,) = measure(lambda: timed_rate(raw_chunk, seconds),
-                        {'adder_inserts': lambda: timed_rate(adder_chunk, seconds)}, repeats,
-                        {'adder_inserts': 'items/s'}, 'raw_writer_inserts')
+    (series,) = measure(
+      lambda: timed_rate(raw_chunk, seconds),
+      {'adder_inserts': lambda: timed_rate(adder_chunk, seconds)},
+      repeats,
+      {'adder_inserts': 'items/s'},
+      'raw_writer_inserts',
+    )
   finally:
     writer.close()
   return series
 
 
-def _sample_series(builder, replay: ReplayServer, seconds: float, repeats: int,
-                   settle: float) -> Series:
+def _sample_series(
+  builder, replay: ReplayServer, seconds: float, repeats: int, settle: float
+) -> Series:
   """Samples/s the builder's dataset iterator delivers against the samples/s an
   in-memory learner consumes (steps/s x batch size)."""
   batch_size = builder.config.replay.batch_size
@@ -92,7 +121,11 @@ def _sample_series(builder, replay: ReplayServer, seconds: float, repeats: int,
   def consumed() -> float:
     return timed_rate(learner_step, seconds, settle) * batch_size
 
-  (series,) = measure(consumed, {'dataset_samples': lambda: timed_rate(next_batch, seconds,
-                                                                       settle)},
-                      repeats, {'dataset_samples': 'samples/s'}, 'learner_samples_in_memory')
+  (series,) = measure(
+    consumed,
+    {'dataset_samples': lambda: timed_rate(next_batch, seconds, settle)},
+    repeats,
+    {'dataset_samples': 'samples/s'},
+    'learner_samples_in_memory',
+  )
   return series

@@ -19,11 +19,24 @@ import numpy as np
 from experiments.plot_run import new_figure, save
 
 TARGETS = {'actor_full': 0.7, 'learner_pipeline': 0.8}
-FIGURE_FIELDS = ('benchmark', 'preset', 'figure', 'unit', 'value', 'ceiling_figure', 'ceiling',
-                 'ratio', 'ratio_min', 'ratio_max', 'target', 'meets_target', 'repeats',
-                 'seconds', 'load_1m')
-SAMPLE_FIELDS = ('benchmark', 'preset', 'figure', 'repeat', 'value', 'ceiling', 'ratio',
-                 'load_1m')
+FIGURE_FIELDS = (
+  'benchmark',
+  'preset',
+  'figure',
+  'unit',
+  'value',
+  'ceiling_figure',
+  'ceiling',
+  'ratio',
+  'ratio_min',
+  'ratio_max',
+  'target',
+  'meets_target',
+  'repeats',
+  'seconds',
+  'load_1m',
+)
+SAMPLE_FIELDS = ('benchmark', 'preset', 'figure', 'repeat', 'value', 'ceiling', 'ratio', 'load_1m')
 
 Rate = Callable[[], float]
 Row = Dict[str, Any]
@@ -53,6 +66,7 @@ def timed_rate(chunk: Callable[[], int], seconds: float, settle: float = 0.0) ->
 @dataclasses.dataclass
 class Series:
   """Per-repeat (value, ceiling) pairs of one figure."""
+
   figure: str
   unit: str
   ceiling_figure: str
@@ -82,35 +96,61 @@ def interleave(ceiling: Rate, figures: Dict[str, Rate], repeats: int) -> Dict[st
   return out
 
 
-def figure_rows(benchmark: str, preset: str, series: Sequence[Series], seconds: float
-                ) -> Tuple[List[Row], List[Row]]:
+def figure_rows(
+  benchmark: str, preset: str, series: Sequence[Series], seconds: float
+) -> Tuple[List[Row], List[Row]]:
   """(figure rows, sample rows): medians per figure, and every repeat."""
   rows, samples = [], []
   for s in series:
     ratios = s.ratios
     target = TARGETS.get(s.figure)
     ratio = statistics.median(ratios)
-    rows.append({
-        'benchmark': benchmark, 'preset': preset, 'figure': s.figure, 'unit': s.unit,
-        'value': statistics.median(s.values), 'ceiling_figure': s.ceiling_figure,
-        'ceiling': statistics.median(s.ceilings), 'ratio': ratio, 'ratio_min': min(ratios),
-        'ratio_max': max(ratios), 'target': target,
+    rows.append(
+      {
+        'benchmark': benchmark,
+        'preset': preset,
+        'figure': s.figure,
+        'unit': s.unit,
+        'value': statistics.median(s.values),
+        'ceiling_figure': s.ceiling_figure,
+        'ceiling': statistics.median(s.ceilings),
+        'ratio': ratio,
+        'ratio_min': min(ratios),
+        'ratio_max': max(ratios),
+        'target': target,
         'meets_target': '' if target is None else ('yes' if ratio >= target else 'no'),
-        'repeats': len(ratios), 'seconds': seconds, 'load_1m': statistics.median(s.loads)})
+        'repeats': len(ratios),
+        'seconds': seconds,
+        'load_1m': statistics.median(s.loads),
+      }
+    )
     for i, (v, c) in enumerate(zip(s.values, s.ceilings)):
-      samples.append({'benchmark': benchmark, 'preset': preset, 'figure': s.figure, 'repeat': i,
-                      'value': v, 'ceiling': c, 'ratio': v / c, 'load_1m': s.loads[i]})
+      samples.append(
+        {
+          'benchmark': benchmark,
+          'preset': preset,
+          'figure': s.figure,
+          'repeat': i,
+          'value': v,
+          'ceiling': c,
+          'ratio': v / c,
+          'load_1m': s.loads[i],
+        }
+      )
   return rows, samples
 
 
-def measure(ceiling: Rate, figures: Dict[str, Rate], repeats: int, units: Dict[str, str],
-            ceiling_name: str) -> List[Series]:
+def measure(
+  ceiling: Rate, figures: Dict[str, Rate], repeats: int, units: Dict[str, str], ceiling_name: str
+) -> List[Series]:
   """Interleaved timings of `figures` against one ceiling, as Series."""
   before = load_1m()
   rates = interleave(ceiling, figures, repeats)
   load = (before + load_1m()) / 2.0
-  return [Series(name, units[name], ceiling_name, rates[name], rates['__ceiling__'],
-                 [load] * repeats) for name in figures]
+  return [
+    Series(name, units[name], ceiling_name, rates[name], rates['__ceiling__'], [load] * repeats)
+    for name in figures
+  ]
 
 
 def _cell(x: Any) -> str:
@@ -148,8 +188,9 @@ def plot_ratios(rows: Sequence[Row], path: pathlib.Path, title: str) -> pathlib.
   labels = [f'{r["figure"]} ({r["preset"]})' for r in rows]
   y = np.arange(len(rows))[::-1]
   ratio = np.array([r['ratio'] for r in rows])
-  err = np.array([[r['ratio'] - r['ratio_min'] for r in rows],
-                  [r['ratio_max'] - r['ratio'] for r in rows]])
+  err = np.array(
+    [[r['ratio'] - r['ratio_min'] for r in rows], [r['ratio_max'] - r['ratio'] for r in rows]]
+  )
   ax.barh(y, ratio, xerr=err, color='tab:blue', alpha=0.7, capsize=3)
   for yi, r in zip(y, rows):
     if r['target'] is not None:
@@ -165,6 +206,21 @@ def report(out: pathlib.Path, name: str, rows: List[Row], samples: List[Row]) ->
   write_csv(out / f'{name}.csv', FIGURE_FIELDS, rows)
   write_csv(out / f'{name}_samples.csv', SAMPLE_FIELDS, samples)
   plot_ratios(rows, out / f'{name}.png', f'{name} throughput, each against its ceiling')
-  print_table(rows, ('preset', 'figure', 'value', 'unit', 'ceiling_figure', 'ceiling', 'ratio',
-                     'ratio_min', 'ratio_max', 'target', 'meets_target', 'load_1m'))
+  print_table(
+    rows,
+    (
+      'preset',
+      'figure',
+      'value',
+      'unit',
+      'ceiling_figure',
+      'ceiling',
+      'ratio',
+      'ratio_min',
+      'ratio_max',
+      'target',
+      'meets_target',
+      'load_1m',
+    ),
+  )
   return rows

@@ -7,11 +7,11 @@ import socket
 import time
 from typing import Any, Dict, Optional, Sequence, Tuple
 
+from agents.common.errors import ConfigError, ProgramError
 from agents.common.logs import get_logger
 from launch.budget import Budget
 from launch.checkpointing import Checkpointer
 from launch.config import ExperimentConfig
-from agents.common.errors import ConfigError, ProgramError
 from launch.local.launchpad_compat import set_node_log_dir
 from launch.local.node_logs import NodeLogFollower
 from launch.local.supervision import wait_local_mp
@@ -23,8 +23,9 @@ log = get_logger('launch')
 TERMINATION_NOTICE_SECS = 20
 
 
-def prepare_run(config: ExperimentConfig, overrides: Optional[Dict[str, Any]] = None
-                ) -> Tuple[ExperimentConfig, RunDir, bool]:
+def prepare_run(
+  config: ExperimentConfig, overrides: Optional[Dict[str, Any]] = None
+) -> Tuple[ExperimentConfig, RunDir, bool]:
   """Checks the config, creates and locks the run directory, and stores or reloads its config.
 
   Returns (effective config, locked RunDir, resumed?).
@@ -61,8 +62,11 @@ def prepare_run(config: ExperimentConfig, overrides: Optional[Dict[str, Any]] = 
   return config, run_dir, resumed
 
 
-def effective_config(config: ExperimentConfig, overrides: Optional[Dict[str, Any]] = None,
-                     stored: Optional[ExperimentConfig] = None) -> ExperimentConfig:
+def effective_config(
+  config: ExperimentConfig,
+  overrides: Optional[Dict[str, Any]] = None,
+  stored: Optional[ExperimentConfig] = None,
+) -> ExperimentConfig:
   """The config a launch uses: the stored one (if resuming) with the overridable changes."""
   overrides = overrides or {}
   path = os.path.abspath(config.run_dir)
@@ -71,8 +75,9 @@ def effective_config(config: ExperimentConfig, overrides: Optional[Dict[str, Any
     config = dataclasses.replace(stored, **changes)
   config = dataclasses.replace(config, run_dir=path)
   if overrides.get('slurm_settings'):
-    config = dataclasses.replace(config, slurm=config.slurm.with_overrides(
-        overrides['slurm_settings']))
+    config = dataclasses.replace(
+      config, slurm=config.slurm.with_overrides(overrides['slurm_settings'])
+    )
   return config
 
 
@@ -80,15 +85,20 @@ def _check_training_data(config: ExperimentConfig, run_dir: RunDir) -> None:
   """Datasets exist and hold episodes; offline training has something to learn from."""
   from launch.nodes.learner import load_init_checkpoint
   from launch.store.episodes import EpisodeStore
+
   for d in config.datasets:
     if not os.path.isdir(d):
       raise ConfigError(f'dataset {d!r} is not a directory (an episode store, e.g. <run>/store)')
     if len(EpisodeStore(d)) == 0:
       raise ConfigError(f'dataset {d!r} holds no episodes')
-  if config.mode == 'offline' and not config.datasets and (
-      not run_dir.store.exists() or len(EpisodeStore(run_dir.store)) == 0):
-    raise ConfigError(f'mode=offline needs stored episodes: {run_dir.store} is empty and no '
-                      '--datasets were given')
+  if (
+    config.mode == 'offline'
+    and not config.datasets
+    and (not run_dir.store.exists() or len(EpisodeStore(run_dir.store)) == 0)
+  ):
+    raise ConfigError(
+      f'mode=offline needs stored episodes: {run_dir.store} is empty and no --datasets were given'
+    )
   if config.init_checkpoint and Checkpointer(run_dir.checkpoints).all_steps() == []:
     load_init_checkpoint(config.init_checkpoint)  # Refuse a bad one before launch.
 
@@ -96,6 +106,7 @@ def _check_training_data(config: ExperimentConfig, run_dir: RunDir) -> None:
 def _spent_budget(config: ExperimentConfig, run_dir: RunDir) -> Optional[str]:
   """Why the run's budget is already spent (a sentence), or None."""
   from launch.nodes.counter import COUNTER_FILE
+
   path = run_dir.path / COUNTER_FILE
   counts = json.loads(path.read_text()).get('counts', {}) if path.exists() else {}
   iterations_done = 0
@@ -105,20 +116,26 @@ def _spent_budget(config: ExperimentConfig, run_dir: RunDir) -> Optional[str]:
     iterations_done = int(restored[1].get('iteration', 0)) if restored is not None else 0
   # Seconds are a budget per launch: a relaunch starts them afresh.
   return Budget.from_config(config).reason(
-      actor_steps=int(counts.get('actor_steps', 0)),
-      learner_steps=int(counts.get('learner_steps', 0)), iterations_done=iterations_done)
+    actor_steps=int(counts.get('actor_steps', 0)),
+    learner_steps=int(counts.get('learner_steps', 0)),
+    iterations_done=iterations_done,
+  )
 
 
 def announce_host(config: ExperimentConfig) -> str:
-  """The host other machines reach the servers at: config, then $COLLECT_INFER_HOST, then localhost."""
+  """The host other machines reach the servers at.
+
+  The config's announce_host, then $COLLECT_INFER_HOST, then localhost.
+  """
   host = config.announce_host or os.environ.get(ANNOUNCE_HOST_ENV, '').strip() or 'localhost'
   if any(c.isspace() for c in host):
     raise ConfigError(f'{ANNOUNCE_HOST_ENV}={host!r} is invalid: must be a host name or address')
   return host
 
 
-def write_address_book(run_dir: RunDir, addresses: Dict[str, Any],
-                       host: str = 'localhost') -> Dict[str, str]:
+def write_address_book(
+  run_dir: RunDir, addresses: Dict[str, Any], host: str = 'localhost'
+) -> Dict[str, str]:
   """Resolves the launched servers' addresses and publishes them (owner-readable only).
 
   Launchpad resolves addresses as 'localhost:<port>' while the servers listen on
@@ -144,6 +161,7 @@ def _planned(config: ExperimentConfig, overrides: Optional[Dict[str, Any]]) -> E
 
 def _dry_run(config: ExperimentConfig, overrides: Optional[Dict[str, Any]]) -> ExperimentConfig:
   from launch.slurm.submit import describe
+
   config = _planned(config, overrides)
   if config.launch_type != 'slurm':
     raise ConfigError('--dry_run prints a Slurm job: use it with --launch_type slurm')
@@ -153,22 +171,35 @@ def _dry_run(config: ExperimentConfig, overrides: Optional[Dict[str, Any]]) -> E
 
 
 def _launch_slurm(config: ExperimentConfig, resumed: bool, follow: bool) -> ExperimentConfig:
-  from launch.slurm.submit import announce, follow as follow_job, submit
-  log.info('%s %s (%s) on Slurm in %s', 'resuming' if resumed else 'starting', config.task,
-           config.mode, config.run_dir)
+  from launch.slurm.submit import announce, submit
+  from launch.slurm.submit import follow as follow_job
+
+  log.info(
+    '%s %s (%s) on Slurm in %s',
+    'resuming' if resumed else 'starting',
+    config.task,
+    config.mode,
+    config.run_dir,
+  )
   job = submit(config)
   announce(config, job)
   if follow:
     code = follow_job(config, job)
     if code != 0:
-      raise ProgramError(f'Slurm job {job} ended with exit code {code}; logs in '
-                         f'{os.path.join(config.run_dir, "logs", "slurm")}')
+      raise ProgramError(
+        f'Slurm job {job} ended with exit code {code}; logs in '
+        f'{os.path.join(config.run_dir, "logs", "slurm")}'
+      )
   return config
 
 
-def launch(config: ExperimentConfig, overrides: Optional[Dict[str, Any]] = None,
-           dry_run: bool = False, follow: bool = False,
-           fixed_flags: Sequence[str] = ()) -> ExperimentConfig:
+def launch(
+  config: ExperimentConfig,
+  overrides: Optional[Dict[str, Any]] = None,
+  dry_run: bool = False,
+  follow: bool = False,
+  fixed_flags: Sequence[str] = (),
+) -> ExperimentConfig:
   """Runs the experiment until its budget is spent or it is interrupted; blocks.
 
   With launch_type 'slurm' it submits a batch job instead and returns (or, with
@@ -177,6 +208,7 @@ def launch(config: ExperimentConfig, overrides: Optional[Dict[str, Any]] = None,
   """
   import launchpad as lp
   from absl import flags
+
   from launch.program import GROUPS, make_program, process_env
 
   if dry_run:
@@ -184,12 +216,17 @@ def launch(config: ExperimentConfig, overrides: Optional[Dict[str, Any]] = None,
   planned = _planned(config, overrides)
   if planned.launch_type == 'slurm':
     from launch.slurm.submit import refuse_if_running, require_slurm
+
     require_slurm()  # Before the run directory is created or changed.
     refuse_if_running(planned)
   config, run_dir, resumed = prepare_run(config, overrides)
   if resumed and fixed_flags:
-    log.info('resuming keeps the stored %s of %s (only fields marked [resumable] in --help '
-             'change on a relaunch)', ', '.join(fixed_flags), run_dir.path)
+    log.info(
+      'resuming keeps the stored %s of %s (only fields marked [resumable] in --help '
+      'change on a relaunch)',
+      ', '.join(fixed_flags),
+      run_dir.path,
+    )
   try:
     spent = _spent_budget(config, run_dir)
     if spent is not None:
@@ -199,8 +236,15 @@ def launch(config: ExperimentConfig, overrides: Optional[Dict[str, Any]] = None,
       run_dir.release_lock()  # The job's supervisor takes it when the job starts.
       return _launch_slurm(config, resumed, follow)
     actors = 'no actors' if config.mode == 'offline' else f'{config.num_actors} actors'
-    log.info('%s %s (%s) with %s in %s (%s)', 'resuming' if resumed else 'starting', config.task,
-             config.mode, actors, run_dir.path, config.launch_type)
+    log.info(
+      '%s %s (%s) with %s in %s (%s)',
+      'resuming' if resumed else 'starting',
+      config.task,
+      config.mode,
+      actors,
+      run_dir.path,
+      config.launch_type,
+    )
     host = announce_host(config)  # A bad $COLLECT_INFER_HOST fails before anything starts.
     program, addresses = make_program(config)
     if not flags.FLAGS.is_parsed():
@@ -209,20 +253,29 @@ def launch(config: ExperimentConfig, overrides: Optional[Dict[str, Any]] = None,
     follower = None
     if config.launch_type == 'local_mp':
       from launchpad.nodes.python.local_multi_processing import PythonProcess
+
       # Each node writes its own file (unbuffered); the follower echoes them here.
       node_logs = run_dir.logs / 'nodes' / time.strftime('%Y%m%d-%H%M%S')
       set_node_log_dir(node_logs)
       resources = {g: PythonProcess(env=process_env(g)) for g in GROUPS if g in program.groups}
-      manager = lp.launch(program, launch_type=lp.LaunchType.LOCAL_MULTI_PROCESSING,
-                          terminal='output_to_files', local_resources=resources)
+      manager = lp.launch(
+        program,
+        launch_type=lp.LaunchType.LOCAL_MULTI_PROCESSING,
+        terminal='output_to_files',
+        local_resources=resources,
+      )
       follower = NodeLogFollower(node_logs)
       follower.start()
       log.info('per-node logs in %s', node_logs)
     else:
       manager = lp.launch(program, launch_type=lp.LaunchType.LOCAL_MULTI_THREADING)
     book = write_address_book(run_dir, addresses, host)
-    log.info('address book %s: replay %s, learner %s', run_dir.path / 'addresses.json',
-             book['replay'], book['learner'])
+    log.info(
+      'address book %s: replay %s, learner %s',
+      run_dir.path / 'addresses.json',
+      book['replay'],
+      book['learner'],
+    )
     try:
       if config.launch_type == 'local_mt':
         # Actor threads blocked on a rate-limited insert cannot be interrupted
@@ -230,8 +283,9 @@ def launch(config: ExperimentConfig, overrides: Optional[Dict[str, Any]] = None,
         # returns; the caller ends the process (see experiments.collect_infer).
         manager.wait(labels_to_wait_for=[g for g in GROUPS if g != 'actor' and g in program.groups])
       else:
-        wait_local_mp(manager, config.actor_failures, config.max_actor_restarts, node_logs,
-                      process_env)
+        wait_local_mp(
+          manager, config.actor_failures, config.max_actor_restarts, node_logs, process_env
+        )
     except RuntimeError as e:
       # A node crashed: Launchpad is stopping the others; let them finish
       # (they save their state) before reporting.

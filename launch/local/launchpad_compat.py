@@ -16,7 +16,10 @@ def set_node_log_dir(directory: os.PathLike) -> None:
   """Makes the next 'output_to_files' launch write its per-node files under `directory`."""
   # pylint: disable-next=g-import-not-at-top
   from launchpad.launch.run_locally import launch_local_output_to_files
+
   if not hasattr(launch_local_output_to_files, '_LOGGING_DIR'):
-    raise RuntimeError('this Launchpad has no launch_local_output_to_files._LOGGING_DIR '
-                       '(checked against dm-launchpad 0.5.0): see launch/local/launchpad_compat.py')
+    raise RuntimeError(
+      'this Launchpad has no launch_local_output_to_files._LOGGING_DIR '
+      '(checked against dm-launchpad 0.5.0): see launch/local/launchpad_compat.py'
+    )
   launch_local_output_to_files._LOGGING_DIR = str(directory)  # pylint: disable=protected-access

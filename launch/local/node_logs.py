@@ -9,9 +9,11 @@ from typing import Dict, Optional, TextIO
 # Library chatter every node prints at import, and absl INFO lines (kept in the
 # node's file): they say nothing the terminal needs.
 _NOISE = re.compile(
-    r'^I\d{4} \d\d:\d\d:\d\d|Gym has been unmaintained|Please upgrade to Gymnasium|Users of this version of Gym|'
-    r'See the migration guide at https://gymnasium|GLFWError|warnings\.warn\(|'
-    r'np_bool = np\.dtype|Logging to: ')
+  r'^I\d{4} \d\d:\d\d:\d\d|Gym has been unmaintained|Please upgrade to Gymnasium|'
+  r'Users of this version of Gym|'
+  r'See the migration guide at https://gymnasium|GLFWError|warnings\.warn\(|'
+  r'np_bool = np\.dtype|Logging to: '
+)
 # Launchpad's shutdown countdown, printed without a newline before a node's own lines.
 _COUNTDOWN = re.compile(r'(\x1b\[[0-9;]*m)?Waiting for workers to stop for \d+s\.(\x1b\[0m)?')
 
@@ -24,8 +26,9 @@ class NodeLogFollower(threading.Thread):
   level and format each line a second time.
   """
 
-  def __init__(self, directory: pathlib.Path, out: Optional[TextIO] = None,
-               poll_seconds: float = 0.5):
+  def __init__(
+    self, directory: pathlib.Path, out: Optional[TextIO] = None, poll_seconds: float = 0.5
+  ):
     super().__init__(name='node-log-follower', daemon=True)
     self._dir = pathlib.Path(directory)
     self._out = out or sys.stdout

@@ -51,8 +51,14 @@ def _actor_deaths(manager) -> Dict[str, subprocess.Popen]:
   return dead
 
 
-def wait_local_mp(manager, policy: str, max_restarts: int, node_logs: pathlib.Path,
-                  env_for: Callable[[str], Dict[str, str]], poll_seconds: float = 0.5) -> None:
+def wait_local_mp(
+  manager,
+  policy: str,
+  max_restarts: int,
+  node_logs: pathlib.Path,
+  env_for: Callable[[str], Dict[str, str]],
+  poll_seconds: float = 0.5,
+) -> None:
   """Blocks until every process of the program has exited.
 
   Raises RuntimeError (as Launchpad's wait does) when a node fails in a way
@@ -71,14 +77,18 @@ def wait_local_mp(manager, policy: str, max_restarts: int, node_logs: pathlib.Pa
           replacement = subprocess.Popen(worker.args, env=env, stdout=out, stderr=out)
           with manager._mutex:  # pylint: disable=protected-access
             manager._active_workers[label].append(replacement)  # pylint: disable=protected-access
-          log.info('%s died (%s); restarted it (%d/%d restarts)', label, why, restarts[label],
-                   max_restarts)
+          log.info(
+            '%s died (%s); restarted it (%d/%d restarts)', label, why, restarts[label], max_restarts
+          )
         else:
           lost.append(f'{label} died ({why})')
     if lost:
       with manager._mutex:  # pylint: disable=protected-access
-        alive = sum(len(w) for l, w in manager._active_workers.items()  # pylint: disable=protected-access
-                    if l.startswith('actor'))
+        alive = sum(
+          len(w)
+          for label, w in manager._active_workers.items()  # pylint: disable=protected-access
+          if label.startswith('actor')
+        )
       if alive == 0:
         reason = '; '.join(lost) + ' and no actor is left'
         log.info('%s: stopping the program', reason)

@@ -13,10 +13,10 @@ from acme.utils import counting
 
 from agents.common.logs import get_logger
 from launch import experiment
-from launch.nodes.counter import flush_counts
 from launch.logs import announce_process, make_logger, quiet_node_logs
-from launch.run_dir import RunDir
+from launch.nodes.counter import flush_counts
 from launch.nodes.stopping import exit_process_if_stuck, run_until_stopped, wait_for_stop
+from launch.run_dir import RunDir
 from launch.store.episodes import EpisodeStore
 from launch.store.recorder import EpisodeRecorder
 
@@ -73,15 +73,18 @@ def _steps_so_far(counter: Any, log: Optional[logging.Logger] = None) -> int:
   try:
     return int(counter.get_counts().get('actor_steps', 0))
   except Exception as e:  # pylint: disable=broad-except
-    (log or get_logger('actor')).warning('could not read the step count (%s); using the fresh-run seed', e)
+    (log or get_logger('actor')).warning(
+      'could not read the step count (%s); using the fresh-run seed', e
+    )
     return 0
 
 
 class ActorWorker:
   """Runs episodes until the program stops; each actor has its own seeded environment."""
 
-  def __init__(self, config: Dict[str, Any], actor_id: int, replay: Any, learner: Any,
-               counter: Any):
+  def __init__(
+    self, config: Dict[str, Any], actor_id: int, replay: Any, learner: Any, counter: Any
+  ):
     label = f'actor_{actor_id}'
     self._log = get_logger(label)
     quiet_node_logs()
@@ -91,8 +94,11 @@ class ActorWorker:
     steps_before = _steps_so_far(counter, self._log)
     seed = actor_seed(cfg.seed, actor_id, steps_before)
     if steps_before:
-      self._log.info('seed %d: starting after %d env steps, so its episodes do not repeat an '
-                     'earlier launch\'s', seed, steps_before)
+      self._log.info(
+        "seed %d: starting after %d env steps, so its episodes do not repeat an earlier launch's",
+        seed,
+        steps_before,
+      )
     self.seed = seed
     env = experiment.make_env(cfg, seed=seed)
     # Iterated collect-and-infer trains on the store alone: no replay inserts.
@@ -105,15 +111,24 @@ class ActorWorker:
     observers = []
     if cfg.store_episodes:
       writer = EpisodeStore(RunDir(cfg.run_dir).store).writer(label)
-      observers.append(EpisodeRecorder(
-          writer, metadata={'source': label, 'task': cfg.task, 'seed': seed},
-          policy_version=lambda: self._actor.policy_version))
+      observers.append(
+        EpisodeRecorder(
+          writer,
+          metadata={'source': label, 'task': cfg.task, 'seed': seed},
+          policy_version=lambda: self._actor.policy_version,
+        )
+      )
     self._logger = make_logger(pathlib.Path(cfg.run_dir), label, steps_key='actor_steps')
     self._counter = counting.Counter(counter, prefix='actor')
     self._stoppable = _StopsAtNextStep(self._actor)
     self._loop = acme.EnvironmentLoop(
-        env, self._stoppable, counter=self._counter, logger=self._logger,
-        label=label, observers=observers)
+      env,
+      self._stoppable,
+      counter=self._counter,
+      logger=self._logger,
+      label=label,
+      observers=observers,
+    )
 
   def _may_collect(self, stop: threading.Event) -> bool:
     """Iterated mode: wait for the learner's collect phase (fresh parameters each iteration)."""

@@ -1,4 +1,4 @@
-"""The evaluator-checkpointer: evaluates the greedy policy, checkpoints, reports, enforces the budget."""
+"""The evaluator-checkpointer: evaluates the greedy policy, checkpoints, reports, ends the run."""
 
 import collections
 import pathlib
@@ -35,7 +35,10 @@ class WindowRates:
     self._history = collections.deque()  # (time, counts), oldest first
 
   def update(self, now: float, counts: Dict[str, float]) -> Dict[str, float]:
-    """Records `counts` at `now`; returns each count's rate since the window's start (0 at first)."""
+    """Records `counts` at `now`; returns each count's rate since the window's start.
+
+    Rates are 0 at the first call.
+    """
     history = self._history
     while len(history) > 1 and now - history[1][0] >= self._window_s:
       history.popleft()
@@ -51,8 +54,8 @@ class WindowRates:
 class EvaluatorWorker:
   """Every `eval_every_seconds`: M greedy episodes, then a full checkpoint.
 
-  It is also the program's supervisor: it prints the progress line and stops the program when the budget is spent (after a final
-  evaluation and checkpoint).
+  It is also the program's supervisor: it logs the progress line and stops the program when
+  the budget is spent (after a final evaluation and checkpoint).
   """
 
   def __init__(self, config: Dict[str, Any], learner: Any, counter: Any, replay: Any):
@@ -67,8 +70,9 @@ class EvaluatorWorker:
     builder = experiment.make_builder(cfg)
     self._env = experiment.make_env(cfg, seed=cfg.seed + experiment.EVAL_SEED_OFFSET)
     self._actor = builder.make_actor(learner, adder=None, seed=cfg.seed, deterministic=True)
-    self._loop = acme.EnvironmentLoop(self._env, self._actor, should_update=False,
-                                      logger=loggers.NoOpLogger(), label='evaluator')
+    self._loop = acme.EnvironmentLoop(
+      self._env, self._actor, should_update=False, logger=loggers.NoOpLogger(), label='evaluator'
+    )
     self._logger = make_logger(pathlib.Path(cfg.run_dir), 'evaluator', steps_key='actor_steps')
     self._last_return: Optional[float] = None
     self._start = time.time()
@@ -97,17 +101,28 @@ class EvaluatorWorker:
         break
     self._last_return = float(np.mean(returns))
     counts = self._counts()
-    self._logger.write({**counts, 'mean_return': self._last_return,
-                        'min_return': min(returns), 'max_return': max(returns),
-                        'elapsed_s': time.time() - self._start})
-    log.info('%d greedy episodes at %d env steps: mean return %.1f', self._cfg.eval_episodes,
-             int(counts['actor_steps']), self._last_return)
+    self._logger.write(
+      {
+        **counts,
+        'mean_return': self._last_return,
+        'min_return': min(returns),
+        'max_return': max(returns),
+        'elapsed_s': time.time() - self._start,
+      }
+    )
+    log.info(
+      '%d greedy episodes at %d env steps: mean return %.1f',
+      self._cfg.eval_episodes,
+      int(counts['actor_steps']),
+      self._last_return,
+    )
     return self._last_return
 
   def checkpoint(self) -> None:
     """The learner writes its own full state (one writer for the checkpoint directory)."""
     path = self._learner.save_checkpoint(
-        {'counts': self._counter.save(), 'last_eval_return': self._last_return})
+      {'counts': self._counter.save(), 'last_eval_return': self._last_return}
+    )
     try:
       self._replay.checkpoint()
     except Exception as e:  # pylint: disable=broad-except
@@ -122,10 +137,12 @@ class EvaluatorWorker:
     ret = 'n/a' if self._last_return is None else f'{self._last_return:.1f}'
     budget = self._budget.actor_steps_limit
     learner_budget = self._budget.max_learner_steps
-    line = (f'{now - self._start:7.0f}s | env steps {int(counts["actor_steps"])}'
-            f'{"/" + str(budget) if budget else ""} ({env_rate:.0f}/s) | learner steps '
-            f'{int(counts["learner_steps"])}{"/" + str(learner_budget) if learner_budget else ""} '
-            f'({learn_rate:.1f}/s) | last eval return {ret} | replay size {self._replay_size()}')
+    line = (
+      f'{now - self._start:7.0f}s | env steps {int(counts["actor_steps"])}'
+      f'{"/" + str(budget) if budget else ""} ({env_rate:.0f}/s) | learner steps '
+      f'{int(counts["learner_steps"])}{"/" + str(learner_budget) if learner_budget else ""} '
+      f'({learn_rate:.1f}/s) | last eval return {ret} | replay size {self._replay_size()}'
+    )
     progress_log.info('%s', line)
     return counts
 
@@ -138,8 +155,12 @@ class EvaluatorWorker:
     # The learner knows its own part exactly (the counter lags it), and says so only once
     # the counts it sent are final.
     learner_done = self._learner.done() if budget.ends_with_learner else None
-    return budget.done(actor_steps=counts['actor_steps'], learner_steps=counts['learner_steps'],
-                       seconds=seconds, learner_done=learner_done)
+    return budget.done(
+      actor_steps=counts['actor_steps'],
+      learner_steps=counts['learner_steps'],
+      seconds=seconds,
+      learner_done=learner_done,
+    )
 
   # --- main loop ----------------------------------------------------------
 
@@ -148,6 +169,7 @@ class EvaluatorWorker:
     if self._stop_program is lp.stop:
       # Launchpad's context is thread-local: take the stopper here, in the node's thread.
       from launchpad import context as lp_context
+
       self._stop_program = lp_context.get_context().program_stopper
     # A call to a learner or replay that is already gone may never return.
     finished = run_until_stopped(self._supervise, stop, grace_seconds=5.0)

@@ -43,10 +43,19 @@ class IteratedSchedule:
   position saved by `state()`.
   """
 
-  def __init__(self, *, iterations: int, collect_episodes: int, infer_steps: int,
-               warm_start: bool, store_size: Callable[[], int],
-               clock: Callable[[], float] = time.time, lease_seconds: float = LEASE_SECONDS,
-               iteration: int = 0, collect_target: Optional[int] = None):
+  def __init__(
+    self,
+    *,
+    iterations: int,
+    collect_episodes: int,
+    infer_steps: int,
+    warm_start: bool,
+    store_size: Callable[[], int],
+    clock: Callable[[], float] = time.time,
+    lease_seconds: float = LEASE_SECONDS,
+    iteration: int = 0,
+    collect_target: Optional[int] = None,
+  ):
     self._iterations = iterations
     self._collect_episodes = collect_episodes
     self._infer_steps = infer_steps
@@ -105,23 +114,33 @@ class IteratedSchedule:
       stored = self._store_size()
       now = self._clock()
       self._leases.pop(actor, None)
-      active = sum(1 for it, t in self._leases.values()
-                   if it == self._iteration and now - t < self._lease_seconds)
+      active = sum(
+        1
+        for it, t in self._leases.values()
+        if it == self._iteration and now - t < self._lease_seconds
+      )
       if stored + active >= self._collect_target:
         return False
       self._leases[actor] = (self._iteration, now)
       return True
 
-  def run(self, stop: threading.Event, trainee: Trainee,
-          wait: Callable[[threading.Event, float], bool] = wait_for_stop) -> None:
+  def run(
+    self,
+    stop: threading.Event,
+    trainee: Trainee,
+    wait: Callable[[threading.Event, float], bool] = wait_for_stop,
+  ) -> None:
     """Collects, then infers, per iteration, until all are done or `stop` is set."""
     while self._iteration < self._iterations and not stop.is_set():
       if self._collect_target is None:
         with self._lock:
           self._collect_target = self._store_size() + self._collect_episodes
       self._phase = 'collect'
-      log.info('iteration %d: collecting until the store holds %d episodes', self._iteration,
-               self._collect_target)
+      log.info(
+        'iteration %d: collecting until the store holds %d episodes',
+        self._iteration,
+        self._collect_target,
+      )
       while not stop.is_set():
         with self._lock:
           collected = self._store_size() >= self._collect_target
@@ -132,11 +151,13 @@ class IteratedSchedule:
       if stop.is_set():
         return
       self._phase = 'infer'
-      trainee.start_infer(self._iteration,
-                          reinitialise=not self._warm_start and self._iteration > 0)
+      trainee.start_infer(
+        self._iteration, reinitialise=not self._warm_start and self._iteration > 0
+      )
       end = (trainee.steps() // self._infer_steps + 1) * self._infer_steps
-      log.info('iteration %d: inferring on all stored episodes up to learner step %d',
-               self._iteration, end)
+      log.info(
+        'iteration %d: inferring on all stored episodes up to learner step %d', self._iteration, end
+      )
       while trainee.steps() < end and not stop.is_set():
         trainee.step()
       if stop.is_set():

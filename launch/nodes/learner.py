@@ -12,24 +12,23 @@ import numpy as np
 import reverb
 from acme.utils import counting
 
+from agents.common.errors import ConfigError
 from agents.common.logs import get_logger
 from agents.mpo.labels import make_labeller
 from agents.replay_pipeline import EXTERNAL_TABLE
 from launch import experiment
 from launch.budget import Budget
 from launch.checkpointing import Checkpointer
+from launch.logs import announce_process, make_logger, quiet_node_logs
 from launch.nodes.counter import flush_counts
 from launch.nodes.iterated import IteratedSchedule
-from agents.common.errors import ConfigError
+from launch.nodes.stopping import exit_process_if_stuck, run_until_stopped, wait_for_stop
 from launch.robot.sink import ExternalEpisodeSink
 from launch.robot.spec import spec_to_data
-from launch.logs import announce_process, make_logger, quiet_node_logs
 from launch.run_dir import RunDir
-from launch.nodes.stopping import exit_process_if_stuck, run_until_stopped, wait_for_stop
 from launch.store.episodes import EpisodeStore
 from launch.store.mixing import ExternalShare, MixedBatches
 from launch.store.sampling import StoreSampler
-
 
 LEARNER_STEPS = 'learner_steps'
 
@@ -88,9 +87,13 @@ class LearnerWorker:
     self._store_batch = int(round(batch * ratio))
     self._sampler = None
     if self._store_batch > 0:
-      self._sampler = StoreSampler([EpisodeStore(d) for d in store_dirs(cfg)],
-                                   n_step=replay_config.n_step, discount=replay_config.discount,
-                                   seed=cfg.seed, labeller=_labeller(cfg))
+      self._sampler = StoreSampler(
+        [EpisodeStore(d) for d in store_dirs(cfg)],
+        n_step=replay_config.n_step,
+        discount=replay_config.discount,
+        seed=cfg.seed,
+        labeller=_labeller(cfg),
+      )
     self._own_store = EpisodeStore(RunDir(cfg.run_dir).store, verify=False)  # Counted, not read.
     # Attached robots' share, out of the replay share (online modes only).
     replay_share = batch - self._store_batch
@@ -102,8 +105,11 @@ class LearnerWorker:
     self._external_lock = threading.Lock()
     self._counter = counting.Counter(counter, prefix='learner')
     self._learner = self._builder.make_learner(
-        self._new_iterator(), seed=cfg.seed, counter=self._counter,
-        logger=make_logger(self._run_dir, 'learner', time_delta=5.0, steps_key='learner_steps'))
+      self._new_iterator(),
+      seed=cfg.seed,
+      counter=self._counter,
+      logger=make_logger(self._run_dir, 'learner', time_delta=5.0, steps_key='learner_steps'),
+    )
     self._lock = threading.Lock()
     self._budget = Budget.from_config(cfg)
     self._finished = False  # Budget spent and counts flushed (see `done`).
@@ -113,33 +119,51 @@ class LearnerWorker:
     if restored is not None:
       step, payload = restored
       self._learner.restore(payload['learner_state'])
-      position = {'iteration': int(payload.get('iteration', 0)),
-                  'collect_target': payload.get('collect_target')}
+      position = {
+        'iteration': int(payload.get('iteration', 0)),
+        'collect_target': payload.get('collect_target'),
+      }
       log.info('resumed from checkpoint at learner step %d', step)
     elif cfg.init_checkpoint:
       payload = load_init_checkpoint(cfg.init_checkpoint)
       # Parameters, optimisers and duals carry over; the step count starts afresh.
       state = payload['learner_state']
       self._learner.restore(state._replace(steps=np.zeros_like(state.steps)))
-      log.info('initialised from %s (trained %d steps there)', cfg.init_checkpoint,
-               int(state.steps))
+      log.info(
+        'initialised from %s (trained %d steps there)', cfg.init_checkpoint, int(state.steps)
+      )
     self._position = position
     self._schedule: Optional[IteratedSchedule] = None
     if cfg.mode == 'iterated':
       self._schedule = IteratedSchedule(
-          iterations=cfg.iterations, collect_episodes=cfg.collect_episodes,
-          infer_steps=cfg.infer_steps, warm_start=cfg.warm_start,
-          store_size=self._own_store_size, **position)
+        iterations=cfg.iterations,
+        collect_episodes=cfg.collect_episodes,
+        infer_steps=cfg.infer_steps,
+        warm_start=cfg.warm_start,
+        store_size=self._own_store_size,
+        **position,
+      )
     self._set_iteration()
     if self._sampler is not None:
       self._sampler.refresh()
-      log.info('training on %d/%d of each batch from stored episodes (%d now, in %d store(s))',
-               self._store_batch, batch, self._sampler.num_episodes, len(store_dirs(cfg)))
+      log.info(
+        'training on %d/%d of each batch from stored episodes (%d now, in %d store(s))',
+        self._store_batch,
+        batch,
+        self._sampler.num_episodes,
+        len(store_dirs(cfg)),
+      )
       if _labeller(cfg) is not None:
         threshold = cfg.agent.success_return
-        rule = "metadata 'success'" + ('' if threshold is None else f', else return >= {threshold:g}')
-        log.info('PMPO from episode labels (%s): %d of %d stored episodes successful', rule,
-                 self._sampler.num_successes, self._sampler.num_episodes)
+        rule = "metadata 'success'" + (
+          '' if threshold is None else f', else return >= {threshold:g}'
+        )
+        log.info(
+          'PMPO from episode labels (%s): %d of %d stored episodes successful',
+          rule,
+          self._sampler.num_successes,
+          self._sampler.num_episodes,
+        )
 
   def _new_iterator(self):
     cfg = self._config
@@ -148,22 +172,33 @@ class LearnerWorker:
     replay = None
     if replay_batch > 0:
       replay = self._builder.make_dataset_iterator(
-          self._replay_address, batch_size=replay_batch, rate_limiter_timeout_ms=timeout_ms)
+        self._replay_address, batch_size=replay_batch, rate_limiter_timeout_ms=timeout_ms
+      )
     external = None
     if self._external_batch > 0:
       external = ExternalShare(
-          make_external=lambda: self._builder.make_dataset_iterator(
-              self._replay_address, batch_size=self._external_batch,
-              rate_limiter_timeout_ms=timeout_ms, table=EXTERNAL_TABLE),
-          make_fallback=lambda: self._builder.make_dataset_iterator(
-              self._replay_address, batch_size=self._external_batch,
-              rate_limiter_timeout_ms=timeout_ms),
-          table_size=self._external_table_size, batch_size=self._external_batch,
-          on_active=self._announce_external)
+        make_external=lambda: self._builder.make_dataset_iterator(
+          self._replay_address,
+          batch_size=self._external_batch,
+          rate_limiter_timeout_ms=timeout_ms,
+          table=EXTERNAL_TABLE,
+        ),
+        make_fallback=lambda: self._builder.make_dataset_iterator(
+          self._replay_address, batch_size=self._external_batch, rate_limiter_timeout_ms=timeout_ms
+        ),
+        table_size=self._external_table_size,
+        batch_size=self._external_batch,
+        on_active=self._announce_external,
+      )
     if self._store_batch == 0 and external is None:
       return replay
-    return MixedBatches(replay, self._sampler, self._store_batch,
-                        wait_timeout_s=cfg.learner_sample_timeout_s, external=external)
+    return MixedBatches(
+      replay,
+      self._sampler,
+      self._store_batch,
+      wait_timeout_s=cfg.learner_sample_timeout_s,
+      external=external,
+    )
 
   def _external_table_size(self) -> int:
     """Items in the external table; 0 when the replay server can't say right now."""
@@ -176,8 +211,12 @@ class LearnerWorker:
   def _announce_external(self, size: int) -> None:
     if not self._external_announced:
       self._external_announced = True
-      log.info('external table holds %d items: %d/%d of each batch come from attached robots '
-               'now', size, self._external_batch, self._config.agent.replay.batch_size)
+      log.info(
+        'external table holds %d items: %d/%d of each batch come from attached robots now',
+        size,
+        self._external_batch,
+        self._config.agent.replay.batch_size,
+      )
 
   # Served over Courier: robots attaching with launch.attach.
   def environment_spec(self) -> Dict[str, Any]:
@@ -196,8 +235,9 @@ class LearnerWorker:
     """
     with self._external_lock:
       if self._external_sink is None:
-        self._external_sink = ExternalEpisodeSink(RunDir(self._config.run_dir).store,
-                                                  self._builder.spec)
+        self._external_sink = ExternalEpisodeSink(
+          RunDir(self._config.run_dir).store, self._builder.spec
+        )
     return self._external_sink.append(name, episode)
 
   # Served over Courier: iterated collect-and-infer pacing.
@@ -267,9 +307,15 @@ class LearnerWorker:
 
   def _train(self, stop: threading.Event) -> None:
     if self._schedule is not None:
-      self._schedule.run(stop, types.SimpleNamespace(
-          steps=self.steps, step=self._step, start_infer=self._start_infer,
-          collecting=lambda: flush_counts(self._counter)))  # The last infer phase's steps.
+      self._schedule.run(
+        stop,
+        types.SimpleNamespace(
+          steps=self.steps,
+          step=self._step,
+          start_infer=self._start_infer,
+          collecting=lambda: flush_counts(self._counter),
+        ),
+      )  # The last infer phase's steps.
     while not stop.is_set():
       if self._budget_reached():
         # The evaluator ends the program once `done()`: the counts it reads
@@ -310,8 +356,7 @@ class LearnerWorker:
     finished = run_until_stopped(self._train, stop, grace_seconds=5.0)
     # The state is replaced whole after each update, so it is consistent even
     # if training is still parked inside a sample from a vanished server.
-    payload = {'learner_state': self._learner.save(), 'time': time.time(),
-               **self._schedule_state()}
+    payload = {'learner_state': self._learner.save(), 'time': time.time(), **self._schedule_state()}
     payload['learner_steps'] = int(payload['learner_state'].steps)
     path = self._checkpointer.save(payload, payload['learner_steps'])
     log.info('stopped at step %d; final checkpoint %s', payload['learner_steps'], path)

@@ -38,7 +38,8 @@ def table_metrics(info: Mapping[str, Any]) -> Dict[str, float]:
   for name in sorted(info):
     table = info[name]
     limiter, worker = table.rate_limiter_info, table.table_worker_time
-    out.update({
+    out.update(
+      {
         f'{name}/size': float(table.current_size),
         f'{name}/episodes': float(table.num_episodes),
         f'{name}/inserts': float(limiter.insert_stats.completed),
@@ -46,7 +47,8 @@ def table_metrics(info: Mapping[str, Any]) -> Dict[str, float]:
         f'{name}/unique_samples': float(table.num_unique_samples),
         f'{name}/insert_wait_s': worker.waiting_for_sampling_ms / 1000.0,
         f'{name}/sample_wait_s': worker.waiting_for_inserts_ms / 1000.0,
-    })
+      }
+    )
   return out
 
 
@@ -58,8 +60,13 @@ class ReplayMetricsLogger:
   reported and skipped: logging never stops or holds up the replay node.
   """
 
-  def __init__(self, address: str, run_dir: pathlib.Path, period_s: float = METRICS_PERIOD_S,
-               server_info_timeout_s: int = 5):
+  def __init__(
+    self,
+    address: str,
+    run_dir: pathlib.Path,
+    period_s: float = METRICS_PERIOD_S,
+    server_info_timeout_s: int = 5,
+  ):
     self._client = reverb.Client(address)
     self._run_dir = pathlib.Path(run_dir)
     self._period_s = period_s
@@ -136,22 +143,25 @@ class CheckpointedReverbNode(lp.ReverbNode):
 
   def __init__(self, priority_tables_fn, replay_dir: str):
     self._replay_dir = replay_dir
-    super().__init__(priority_tables_fn,
-                     checkpoint_ctor=lambda: reverb.checkpointers.DefaultCheckpointer(replay_dir))
+    super().__init__(
+      priority_tables_fn,
+      checkpoint_ctor=lambda: reverb.checkpointers.DefaultCheckpointer(replay_dir),
+    )
 
   def run(self):
     quiet_node_logs()
     announce_process('replay')
     port = lp_address.get_port_from_address(self._address.resolve())
     checkpoint = newest_checkpoint(self._replay_dir)
-    server = reverb.Server(tables=self._priority_tables_fn(), port=port,
-                           checkpointer=self._checkpoint_ctor())
+    server = reverb.Server(
+      tables=self._priority_tables_fn(), port=port, checkpointer=self._checkpoint_ctor()
+    )
     if checkpoint is None:
-      log.info('serving on port %s; empty tables (no checkpoint yet in %s)', port,
-               self._replay_dir)
+      log.info('serving on port %s; empty tables (no checkpoint yet in %s)', port, self._replay_dir)
     else:
-      sizes = {n: i.current_size
-               for n, i in reverb.Client(f'localhost:{port}').server_info().items()}
+      sizes = {
+        n: i.current_size for n, i in reverb.Client(f'localhost:{port}').server_info().items()
+      }
       log.info('serving on port %s; restored table sizes %s from %s', port, sizes, checkpoint)
     metrics = None
     try:

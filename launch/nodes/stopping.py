@@ -28,8 +28,9 @@ def wait_for_stop(stop: threading.Event, seconds: float) -> bool:
   return True
 
 
-def run_until_stopped(work: Callable[[threading.Event], None], stop: threading.Event,
-                      grace_seconds: float) -> bool:
+def run_until_stopped(
+  work: Callable[[threading.Event], None], stop: threading.Event, grace_seconds: float
+) -> bool:
   """Runs `work(stop)` in a daemon thread until it returns or `stop` is set.
 
   Returns whether the work finished within `grace_seconds` of the stop. Calls

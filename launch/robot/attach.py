@@ -63,54 +63,103 @@ def _env_arg(text: str):
 
 
 def parse_args(argv: List[str]) -> argparse.Namespace:
-  p = argparse.ArgumentParser(prog='python -m launch.attach', description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = argparse.ArgumentParser(
+    prog='python -m launch.attach',
+    description=__doc__,
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
   where = p.add_argument_group('the program (a run directory, or both addresses)')
-  where.add_argument('--run_dir', help='read addresses from RUN_DIR/addresses.json (again on '
-                     'every reconnect)')
+  where.add_argument(
+    '--run_dir', help='read addresses from RUN_DIR/addresses.json (again on every reconnect)'
+  )
   where.add_argument('--learner', metavar='HOST:PORT', help="the learner's Courier address")
   where.add_argument('--replay', metavar='HOST:PORT', help="the replay's Reverb address")
-  p.add_argument('--env', required=True, metavar='MODULE:FACTORY',
-                 help='a callable returning a dm_env.Environment, e.g. '
-                 'environments.simulated_robot:make_simulated_robot_env')
-  p.add_argument('--env_arg', action='append', default=[], type=_env_arg, metavar='KEY=VALUE',
-                 help='keyword argument for the factory (JSON value, else a string); repeatable')
-  p.add_argument('--name', default=None,
-                 help='robot name: the source tag, and the store writer external_NAME '
-                 '(default: this host name)')
-  p.add_argument('--buffer_dir', default=None,
-                 help='local outbox of episodes not yet delivered (default: attach_buffers/NAME)')
-  p.add_argument('--on_disconnect', choices=('hold', 'stop'), default='hold',
-                 help='hold: keep acting with the last parameters; stop: end the episode and '
-                 'wait for the program (default: hold)')
-  p.add_argument('--on_invalid', choices=('drop_episode', 'truncate'), default='drop_episode',
-                 help='what an invalid step does to its episode (default: drop_episode)')
+  p.add_argument(
+    '--env',
+    required=True,
+    metavar='MODULE:FACTORY',
+    help='a callable returning a dm_env.Environment, e.g. '
+    'environments.simulated_robot:make_simulated_robot_env',
+  )
+  p.add_argument(
+    '--env_arg',
+    action='append',
+    default=[],
+    type=_env_arg,
+    metavar='KEY=VALUE',
+    help='keyword argument for the factory (JSON value, else a string); repeatable',
+  )
+  p.add_argument(
+    '--name',
+    default=None,
+    help='robot name: the source tag, and the store writer external_NAME (default: this host name)',
+  )
+  p.add_argument(
+    '--buffer_dir',
+    default=None,
+    help='local outbox of episodes not yet delivered (default: attach_buffers/NAME)',
+  )
+  p.add_argument(
+    '--on_disconnect',
+    choices=('hold', 'stop'),
+    default='hold',
+    help='hold: keep acting with the last parameters; stop: end the episode and '
+    'wait for the program (default: hold)',
+  )
+  p.add_argument(
+    '--on_invalid',
+    choices=('drop_episode', 'truncate'),
+    default='drop_episode',
+    help='what an invalid step does to its episode (default: drop_episode)',
+  )
   p.add_argument('--seed', type=int, default=0, help="the policy's sampling seed")
   p.add_argument('--refresh_every_s', type=float, default=1.0, help='parameter refresh period')
-  p.add_argument('--disconnect_after_s', type=float, default=5.0,
-                 help='the program counts as unreachable after this long without parameters')
+  p.add_argument(
+    '--disconnect_after_s',
+    type=float,
+    default=5.0,
+    help='the program counts as unreachable after this long without parameters',
+  )
   p.add_argument('--rpc_timeout_s', type=float, default=10.0, help='per call to the program')
   p.add_argument('--max_backoff_s', type=float, default=30.0, help='longest wait between retries')
-  p.add_argument('--connect_timeout_s', type=float, default=120.0,
-                 help='how long to wait for the program at start')
+  p.add_argument(
+    '--connect_timeout_s',
+    type=float,
+    default=120.0,
+    help='how long to wait for the program at start',
+  )
   p.add_argument('--max_episodes', type=int, default=None, help='stop after this many episodes')
   p.add_argument('--max_seconds', type=float, default=None, help='stop after this long')
-  p.add_argument('--flush_timeout_s', type=float, default=30.0,
-                 help='at exit, how long to wait for undelivered episodes (the rest stay in '
-                 'the outbox and go out next time)')
+  p.add_argument(
+    '--flush_timeout_s',
+    type=float,
+    default=30.0,
+    help='at exit, how long to wait for undelivered episodes (the rest stay in '
+    'the outbox and go out next time)',
+  )
   p.add_argument('--status_file', default=None, help='default: BUFFER_DIR/status.json')
   p.add_argument('--status_every_s', type=float, default=2.0)
-  p.add_argument('--rt_priority', type=int, default=0,
-                 help='Linux: run this process (control loop, robot watchdog, and the threads '
-                 'sharing their GIL) under SCHED_FIFO at this priority (1-99; needs '
-                 'CAP_SYS_NICE); 0: normal scheduling')
+  p.add_argument(
+    '--rt_priority',
+    type=int,
+    default=0,
+    help='Linux: run this process (control loop, robot watchdog, and the threads '
+    'sharing their GIL) under SCHED_FIFO at this priority (1-99; needs '
+    'CAP_SYS_NICE); 0: normal scheduling',
+  )
   args = p.parse_args(argv)
   if args.run_dir is None and (args.learner is None or args.replay is None):
     p.error('give --run_dir, or both --learner and --replay')
   if args.run_dir is not None and (args.learner or args.replay):
     p.error('give --run_dir or --learner/--replay, not both')
-  for field in ('refresh_every_s', 'disconnect_after_s', 'rpc_timeout_s', 'max_backoff_s',
-                'connect_timeout_s', 'status_every_s'):
+  for field in (
+    'refresh_every_s',
+    'disconnect_after_s',
+    'rpc_timeout_s',
+    'max_backoff_s',
+    'connect_timeout_s',
+    'status_every_s',
+  ):
     if not getattr(args, field) > 0:
       p.error(f'--{field} must be positive')
   if args.max_episodes is not None and args.max_episodes < 1:
@@ -123,8 +172,10 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
     p.error('--rt_priority must be in [0, 99]')
   args.name = args.name or re.sub(r'[^A-Za-z0-9_.-]', '-', socket.gethostname()) or 'robot'
   if not _NAME_RE.match(args.name):
-    p.error(f'--name {args.name!r}: use 1-100 letters, digits, "_", "-" or ".", starting with '
-            'a letter or digit')
+    p.error(
+      f'--name {args.name!r}: use 1-100 letters, digits, "_", "-" or ".", starting with '
+      'a letter or digit'
+    )
   args.buffer_dir = args.buffer_dir or os.path.join('attach_buffers', args.name)
   args.status_file = args.status_file or os.path.join(args.buffer_dir, 'status.json')
   return args
@@ -133,11 +184,15 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
 def make_env(factory: str, kwargs: Dict[str, Any]):
   """Calls MODULE:FACTORY(**kwargs); UserError unless it gives a dm_env.Environment."""
   import dm_env
+
   from agents.common.errors import UserError
+
   module_name, sep, attr = factory.partition(':')
   if not sep or not module_name or not attr:
-    raise UserError(f'--env {factory!r}: expected MODULE:FACTORY, e.g. '
-                    'environments.simulated_robot:make_simulated_robot_env')
+    raise UserError(
+      f'--env {factory!r}: expected MODULE:FACTORY, e.g. '
+      'environments.simulated_robot:make_simulated_robot_env'
+    )
   try:
     module = importlib.import_module(module_name)
   except ImportError as e:
@@ -157,6 +212,7 @@ def make_env(factory: str, kwargs: Dict[str, Any]):
 @dataclasses.dataclass
 class Counts:
   """What the control loop did (read by the status writer)."""
+
   episodes: int = 0  # Episodes run to their end (buffered or dropped).
   buffered: int = 0
   dropped_invalid: int = 0
@@ -170,8 +226,19 @@ class Counts:
 class AttachedActor:
   """The control loop: validated episodes with the latest fetched policy, into the outbox."""
 
-  def __init__(self, env, actor, validator, outbox, sender, fetcher, name: str,
-               metadata: Dict[str, Any], on_disconnect: str, disconnect_after_s: float):
+  def __init__(
+    self,
+    env,
+    actor,
+    validator,
+    outbox,
+    sender,
+    fetcher,
+    name: str,
+    metadata: Dict[str, Any],
+    on_disconnect: str,
+    disconnect_after_s: float,
+  ):
     self._env = env
     self._actor = actor
     self._validator = validator
@@ -195,8 +262,10 @@ class AttachedActor:
     if self._on_disconnect != 'stop' or self._connected():
       return True
     self.counts.waiting_for_program = True
-    print(f'[attach] {self._name}: program unreachable; waiting for it before the next episode',
-          flush=True)
+    print(
+      f'[attach] {self._name}: program unreachable; waiting for it before the next episode',
+      flush=True,
+    )
     while not stop.is_set() and not self._connected():
       stop.wait(0.2)
     self.counts.waiting_for_program = False
@@ -207,6 +276,7 @@ class AttachedActor:
   def run_episode(self, stop: threading.Event) -> None:
     """One episode through an EpisodeGate; a clean or truncated one goes to the outbox."""
     from environments.validation import EpisodeGate
+
     if not self._wait_for_program(stop):
       return
     gate = EpisodeGate(self._validator)
@@ -256,25 +326,33 @@ class AttachedActor:
 
   def _buffer(self, episode, versions: List[Optional[int]], started: float) -> None:
     from launch.store.episodes import Episode
+
     spec = self._validator.spec
     arrays = episode.as_arrays()
     known = [v for v in versions if v is not None]
-    metadata = dict(self._metadata, source=self._name, episode_start_time=started,
-                    buffered_time=time.time())
+    metadata = dict(
+      self._metadata, source=self._name, episode_start_time=started, buffered_time=time.time()
+    )
     if known:
       metadata['policy_version'] = [int(min(known)), int(max(known))]
     if episode.error is not None:
       metadata['invalid_step'] = str(episode.error)
     stored = Episode(
-        observations=np.asarray(arrays['observations'], spec.observations.dtype),
-        actions=np.asarray(arrays['actions'], spec.actions.dtype),
-        rewards=np.asarray(arrays['rewards'], spec.rewards.dtype),
-        discounts=np.asarray(arrays['discounts'], spec.discounts.dtype), metadata=metadata)
+      observations=np.asarray(arrays['observations'], spec.observations.dtype),
+      actions=np.asarray(arrays['actions'], spec.actions.dtype),
+      rewards=np.asarray(arrays['rewards'], spec.rewards.dtype),
+      discounts=np.asarray(arrays['discounts'], spec.discounts.dtype),
+      metadata=metadata,
+    )
     episode_id = self._outbox.append(stored)
     self.counts.buffered += 1
     self._sender.notify()
-    log.info('episode %s (%d steps, return %.2f) buffered', episode_id, stored.length,
-             stored.episode_return)
+    log.info(
+      'episode %s (%d steps, return %.2f) buffered',
+      episode_id,
+      stored.length,
+      stored.episode_return,
+    )
 
   def _snapshot_timing(self) -> None:
     # Between episodes: timing_stats walks the step history the loop appends to.
@@ -282,26 +360,36 @@ class AttachedActor:
       self.timing = dataclasses.asdict(self._env.timing_stats())
 
 
-def _status(args, actor: AttachedActor, outbox, fetcher, sender, latest, link,
-            state: str) -> Dict[str, Any]:
+def _status(
+  args, actor: AttachedActor, outbox, fetcher, sender, latest, link, state: str
+) -> Dict[str, Any]:
   counts = dataclasses.asdict(actor.counts) if actor else {}
   try:
     program = dataclasses.asdict(link.endpoints())
   except Exception as e:  # pylint: disable=broad-except
     program = {'error': str(e)}
   return {
-      'name': args.name, 'pid': os.getpid(), 'state': state, 'time': time.time(),
-      'on_disconnect': args.on_disconnect,
-      'connected': bool(fetcher and fetcher.connected(args.disconnect_after_s)),
-      'program': program,
-      'episodes': counts,
-      'delivery': dict(outbox.counts(), failures=sender.failures if sender else 0,
-                       last_error=sender.last_error if sender else None),
-      'parameters': {'updates': latest.updates, 'version': latest.version,
-                     'versions': list(latest.versions),
-                     'fetch_failures': fetcher.failures if fetcher else 0,
-                     'last_error': fetcher.last_error if fetcher else None},
-      'timing': actor.timing if actor else None,
+    'name': args.name,
+    'pid': os.getpid(),
+    'state': state,
+    'time': time.time(),
+    'on_disconnect': args.on_disconnect,
+    'connected': bool(fetcher and fetcher.connected(args.disconnect_after_s)),
+    'program': program,
+    'episodes': counts,
+    'delivery': dict(
+      outbox.counts(),
+      failures=sender.failures if sender else 0,
+      last_error=sender.last_error if sender else None,
+    ),
+    'parameters': {
+      'updates': latest.updates,
+      'version': latest.version,
+      'versions': list(latest.versions),
+      'fetch_failures': fetcher.failures if fetcher else 0,
+      'last_error': fetcher.last_error if fetcher else None,
+    },
+    'timing': actor.timing if actor else None,
   }
 
 
@@ -317,6 +405,7 @@ class StatusWriter(threading.Thread):
 
   def write(self) -> None:
     from agents.common.files import atomic_write_bytes
+
     try:
       data = json.dumps(self._snapshot(), indent=1, default=str).encode()
       atomic_write_bytes(self._path, data)
@@ -336,6 +425,7 @@ class StatusWriter(threading.Thread):
 def _first_contact(link, timeout_s: float, max_backoff_s: float):
   """(the program's spec data, its config) once the learner answers; UserError after timeout."""
   from agents.common.errors import UserError
+
   deadline = time.monotonic() + timeout_s
   backoff, last = 0.5, None
   while True:
@@ -348,8 +438,10 @@ def _first_contact(link, timeout_s: float, max_backoff_s: float):
         link.invalidate(generation)
       last = ' '.join(str(e).split()) or type(e).__name__
     if time.monotonic() + backoff > deadline:
-      raise UserError(f'could not reach the program through {link.where} within '
-                      f'{timeout_s:g} s ({last}); is it running?')
+      raise UserError(
+        f'could not reach the program through {link.where} within '
+        f'{timeout_s:g} s ({last}); is it running?'
+      )
     print(f'[attach] waiting for the program ({last})', flush=True)
     time.sleep(backoff)
     backoff = min(2 * backoff, max_backoff_s)
@@ -361,6 +453,7 @@ def _synchronous_jax() -> None:
   For a small network this also trims the latency tail; set before JAX's first computation.
   """
   import jax
+
   try:
     jax.config.update('jax_cpu_enable_async_dispatch', False)
   except AttributeError:  # Older JAX: asynchronous dispatch only.
@@ -378,8 +471,11 @@ def _realtime(priority: int) -> None:
   try:
     os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
   except (AttributeError, OSError) as e:
-    print(f'[attach] could not switch the control loop to SCHED_FIFO {priority} ({e}); '
-          'running with normal scheduling', flush=True)
+    print(
+      f'[attach] could not switch the control loop to SCHED_FIFO {priority} ({e}); '
+      'running with normal scheduling',
+      flush=True,
+    )
     return
   print(f'[attach] running under SCHED_FIFO priority {priority}', flush=True)
 
@@ -388,6 +484,7 @@ def _first_parameters(fetcher, timeout_s: float) -> int:
   """The learner step of the first parameters fetched (the program answered a moment ago)."""
   from agents.common.errors import UserError
   from launch.robot.spec import SpecMismatchError
+
   deadline = time.monotonic() + timeout_s
   while True:
     try:
@@ -412,8 +509,10 @@ def attach(args: argparse.Namespace) -> int:
 
   def on_signal(signum, frame):
     del frame
-    print(f'[attach] {signal.Signals(signum).name}: stopping after this step '
-          '(send it again to abort)', flush=True)
+    print(
+      f'[attach] {signal.Signals(signum).name}: stopping after this step (send it again to abort)',
+      flush=True,
+    )
     stop.set()
     # A second one raises KeyboardInterrupt: delivery is abandoned, the robot still parked.
     signal.signal(signum, signal.default_int_handler)
@@ -432,47 +531,67 @@ def attach(args: argparse.Namespace) -> int:
     close_env()
 
 
-def _attached(args: argparse.Namespace, env, close_env: Callable[[], None],
-              stop: threading.Event, fatal: List[BaseException], on_signal) -> int:
+def _attached(
+  args: argparse.Namespace,
+  env,
+  close_env: Callable[[], None],
+  stop: threading.Event,
+  fatal: List[BaseException],
+  on_signal,
+) -> int:
   """`attach` once the environment exists (the caller closes it)."""
   from acme import specs
 
   from agents import registry
+  from agents.common.errors import ConfigError, UserError
   from environments.validation import StepValidator
   from launch.config import ExperimentConfig
-  from agents.common.errors import ConfigError, UserError
-  from launch.store.episodes import WriterBusyError
   from launch.robot.link import LatestParameters, ParameterFetcher, ProgramLink
   from launch.robot.outbox import EpisodeOutbox
   from launch.robot.sender import Sender
   from launch.robot.spec import check_spec_matches, spec_from_data, spec_to_data
+  from launch.store.episodes import WriterBusyError
 
   def on_fatal(error: BaseException) -> None:
     fatal.append(error)
     stop.set()
 
   env_spec = specs.make_environment_spec(env)
-  link = ProgramLink(run_dir=args.run_dir, learner=args.learner, replay=args.replay,
-                     rpc_timeout_s=args.rpc_timeout_s)
+  link = ProgramLink(
+    run_dir=args.run_dir, learner=args.learner, replay=args.replay, rpc_timeout_s=args.rpc_timeout_s
+  )
   print(f'[attach] {args.name}: connecting to the program through {link.where}', flush=True)
   program_spec, config = _first_contact(link, args.connect_timeout_s, args.max_backoff_s)
   check_spec_matches(program_spec, spec_to_data(env_spec))
   # A program found later (a relaunch) must have the same spec.
-  link.set_check(lambda client: check_spec_matches(
-      program_spec, client.environment_spec(),
+  link.set_check(
+    lambda client: check_spec_matches(
+      program_spec,
+      client.environment_spec(),
       what="the program's spec changed since the robot attached (program = then, "
-      "environment = now)"))
+      'environment = now)',
+    )
+  )
   try:
     cfg = ExperimentConfig.from_dict(config)
   except ConfigError as e:
-    raise UserError(f"the program's config does not load here ({e}); run the same version of "
-                    'this code on the robot PC as the program') from None
+    raise UserError(
+      f"the program's config does not load here ({e}); run the same version of "
+      'this code on the robot PC as the program'
+    ) from None
   # The program's own actor, reading parameters from local memory every step.
   builder = registry.get(cfg.algorithm).make_builder(
-      cfg.agent.with_overrides({'replay.variable_update_period': 1}), spec_from_data(program_spec))
+    cfg.agent.with_overrides({'replay.variable_update_period': 1}), spec_from_data(program_spec)
+  )
   latest = LatestParameters()
-  fetcher = ParameterFetcher(link, latest, stop, refresh_every_s=args.refresh_every_s,
-                             max_backoff_s=args.max_backoff_s, on_fatal=on_fatal)
+  fetcher = ParameterFetcher(
+    link,
+    latest,
+    stop,
+    refresh_every_s=args.refresh_every_s,
+    max_backoff_s=args.max_backoff_s,
+    on_fatal=on_fatal,
+  )
   version = _first_parameters(fetcher, args.connect_timeout_s)
   actor = builder.make_actor(latest, adder=None, seed=args.seed, version_name='learner_steps')
   # Compile the policy now rather than in the first control period.
@@ -480,24 +599,46 @@ def _attached(args: argparse.Namespace, env, close_env: Callable[[], None],
   try:
     outbox = EpisodeOutbox(args.buffer_dir, args.name)
   except WriterBusyError:
-    raise UserError(f'another attach process is running as {args.name!r} with the outbox '
-                    f'{args.buffer_dir}; give each robot its own --name') from None
-  sender = Sender(outbox, link, builder.make_external_adder, args.name,
-                  rpc_timeout_s=args.rpc_timeout_s, max_backoff_s=args.max_backoff_s,
-                  on_fatal=on_fatal)
+    raise UserError(
+      f'another attach process is running as {args.name!r} with the outbox '
+      f'{args.buffer_dir}; give each robot its own --name'
+    ) from None
+  sender = Sender(
+    outbox,
+    link,
+    builder.make_external_adder,
+    args.name,
+    rpc_timeout_s=args.rpc_timeout_s,
+    max_backoff_s=args.max_backoff_s,
+    on_fatal=on_fatal,
+  )
   metadata = {'robot': args.name, 'task': cfg.task, 'host': socket.gethostname()}
   if hasattr(env, 'control_hz'):
     metadata['control_hz'] = env.control_hz
-  loop = AttachedActor(env, actor, StepValidator(env_spec, on_error=args.on_invalid,
-                                                 name=args.name),
-                       outbox, sender, fetcher, args.name, metadata,
-                       args.on_disconnect, args.disconnect_after_s)
+  loop = AttachedActor(
+    env,
+    actor,
+    StepValidator(env_spec, on_error=args.on_invalid, name=args.name),
+    outbox,
+    sender,
+    fetcher,
+    args.name,
+    metadata,
+    args.on_disconnect,
+    args.disconnect_after_s,
+  )
   state = ['running']
-  status = StatusWriter(args.status_file, lambda: _status(
-      args, loop, outbox, fetcher, sender, latest, link, state[0]), args.status_every_s)
+  status = StatusWriter(
+    args.status_file,
+    lambda: _status(args, loop, outbox, fetcher, sender, latest, link, state[0]),
+    args.status_every_s,
+  )
   pending = outbox.counts()['pending']
-  print(f'[attach] {args.name}: attached to {cfg.task} (policy at learner step {version}); '
-        f'outbox {outbox.directory} ({pending} episode(s) left to send)', flush=True)
+  print(
+    f'[attach] {args.name}: attached to {cfg.task} (policy at learner step {version}); '
+    f'outbox {outbox.directory} ({pending} episode(s) left to send)',
+    flush=True,
+  )
   for signum in (signal.SIGINT, signal.SIGTERM):
     signal.signal(signum, on_signal)
   fetcher.start()
@@ -522,10 +663,13 @@ def _attached(args: argparse.Namespace, env, close_env: Callable[[], None],
     status.close()
     left = outbox.counts()['pending']
     outbox.close()
-    print(f'[attach] {args.name}: stopped after {loop.counts.episodes} episodes '
-          f'({loop.counts.buffered} buffered, {loop.counts.dropped_invalid} dropped as invalid); '
-          f'{left} left to send' + ('' if flushed or not left else
-                                    f' (kept in {outbox.directory} for next time)'), flush=True)
+    print(
+      f'[attach] {args.name}: stopped after {loop.counts.episodes} episodes '
+      f'({loop.counts.buffered} buffered, {loop.counts.dropped_invalid} dropped as invalid); '
+      f'{left} left to send'
+      + ('' if flushed or not left else f' (kept in {outbox.directory} for next time)'),
+      flush=True,
+    )
   if fatal:
     raise fatal[0]
   return 0
@@ -540,8 +684,9 @@ def _configure_process() -> None:
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
   os.environ.setdefault('JAX_PLATFORMS', 'cpu')
   os.environ.setdefault('OMP_NUM_THREADS', '1')
-  os.environ.setdefault('XLA_FLAGS',
-                        '--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1')
+  os.environ.setdefault(
+    'XLA_FLAGS', '--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1'
+  )
   os.environ.setdefault('MUJOCO_GL', 'disable')
 
 
@@ -555,6 +700,7 @@ def main(argv: Optional[List[str]] = None) -> int:
   for name in ('absl', 'jax'):
     logging.getLogger(name).setLevel(logging.WARNING)
   from agents.common.errors import UserError
+
   try:
     return attach(args)
   except UserError as e:

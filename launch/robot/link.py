@@ -29,10 +29,10 @@ class ProgramUnavailable(Exception):
   """The program can't be reached now (not started, restarting, or gone); retry later."""
 
 
-
 @dataclasses.dataclass(frozen=True)
 class Endpoints:
   """Where the program's servers are."""
+
   learner: str
   replay: str
   started: Optional[float] = None  # The address book's launch time, when read from one.
@@ -48,9 +48,14 @@ class ProgramLink:
   Thread-safe: the parameter fetcher and the sender share it.
   """
 
-  def __init__(self, run_dir: Optional[str] = None, learner: Optional[str] = None,
-               replay: Optional[str] = None, rpc_timeout_s: float = 10.0,
-               check: Optional[Callable[[Any], None]] = None):
+  def __init__(
+    self,
+    run_dir: Optional[str] = None,
+    learner: Optional[str] = None,
+    replay: Optional[str] = None,
+    rpc_timeout_s: float = 10.0,
+    check: Optional[Callable[[Any], None]] = None,
+  ):
     if (run_dir is None) == (learner is None or replay is None):
       raise UserError('give either --run_dir, or both --learner and --replay')
     self._run_dir = RunDir(run_dir) if run_dir else None
@@ -87,13 +92,13 @@ class ProgramLink:
   def connect(self) -> Tuple[int, Any, Endpoints]:
     """(generation, learner Courier client, endpoints), connecting if needed."""
     import courier  # Late: tests of the data pieces need no RPC stack.
+
     with self._lock:
       if self._current is None:
         endpoints = self.endpoints()
         # wait_for_ready=False: a server that is down fails the call at once
         # instead of holding it for the whole timeout.
-        client = courier.Client(endpoints.learner, call_timeout=self._timeout,
-                                wait_for_ready=False)
+        client = courier.Client(endpoints.learner, call_timeout=self._timeout, wait_for_ready=False)
         if self._check is not None:
           try:
             self._check(client)
@@ -144,9 +149,15 @@ class LatestParameters(core.VariableSource):
 class ParameterFetcher(threading.Thread):
   """Fetches the learner's policy every `refresh_every_s`, backing off while it is unreachable."""
 
-  def __init__(self, link: ProgramLink, latest: LatestParameters, stop: threading.Event,
-               refresh_every_s: float = 1.0, max_backoff_s: float = 30.0,
-               on_fatal: Optional[Callable[[BaseException], None]] = None):
+  def __init__(
+    self,
+    link: ProgramLink,
+    latest: LatestParameters,
+    stop: threading.Event,
+    refresh_every_s: float = 1.0,
+    max_backoff_s: float = 30.0,
+    on_fatal: Optional[Callable[[BaseException], None]] = None,
+  ):
     super().__init__(name='parameter-fetcher', daemon=True)
     self._link = link
     self._latest = latest
@@ -192,8 +203,12 @@ class ParameterFetcher(threading.Thread):
         self.failures += 1
         self.last_error = one_line(e)
         if self.failures == 1 or self.failures % 10 == 0:
-          log.warning('parameters: the learner is unreachable (%s); retrying in %.1f s '
-                      '(%d failures)', self.last_error, backoff, self.failures)
+          log.warning(
+            'parameters: the learner is unreachable (%s); retrying in %.1f s (%d failures)',
+            self.last_error,
+            backoff,
+            self.failures,
+          )
         delay, backoff = backoff, min(2 * backoff, self._max_backoff)
       self._stopping.wait(delay)
 

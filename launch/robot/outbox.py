@@ -85,10 +85,13 @@ class EpisodeOutbox:
     with self._lock:
       ids = self._ids()
       parts = [self._delivered.get(i, set()) for i in ids]
-      return {'buffered': len(ids), 'store': sum('store' in p for p in parts),
-              'replay': sum('replay' in p for p in parts),
-              'rejected': sum('rejected' in p for p in parts),
-              'pending': sum(not self._done(i) for i in ids)}
+      return {
+        'buffered': len(ids),
+        'store': sum('store' in p for p in parts),
+        'replay': sum('replay' in p for p in parts),
+        'rejected': sum('rejected' in p for p in parts),
+        'pending': sum(not self._done(i) for i in ids),
+      }
 
   def read(self, episode_id: str) -> Episode:
     with self._lock:

@@ -29,10 +29,17 @@ class Sender(threading.Thread):
   mid-episode, and such an attempt is abandoned rather than waited on.
   """
 
-  def __init__(self, outbox: EpisodeOutbox, link: ProgramLink, make_adder: Callable[[Any], Any],
-               name: str, rpc_timeout_s: float = 10.0, max_backoff_s: float = 30.0,
-               initial_backoff_s: float = 0.5,
-               on_fatal: Optional[Callable[[BaseException], None]] = None):
+  def __init__(
+    self,
+    outbox: EpisodeOutbox,
+    link: ProgramLink,
+    make_adder: Callable[[Any], Any],
+    name: str,
+    rpc_timeout_s: float = 10.0,
+    max_backoff_s: float = 30.0,
+    initial_backoff_s: float = 0.5,
+    on_fatal: Optional[Callable[[BaseException], None]] = None,
+  ):
     super().__init__(name='episode-sender', daemon=True)
     self._outbox = outbox
     self._link = link
@@ -89,9 +96,14 @@ class Sender(threading.Thread):
           self.failures += 1
           self.last_error = one_line(e)
           if self.failures == 1 or self.failures % 10 == 0:
-            log.warning('delivery of %s failed (%s); %d episode(s) wait; retrying in %.1f s '
-                        '(%d failures)', episode_id, self.last_error, len(pending), backoff,
-                        self.failures)
+            log.warning(
+              'delivery of %s failed (%s); %d episode(s) wait; retrying in %.1f s (%d failures)',
+              episode_id,
+              self.last_error,
+              len(pending),
+              backoff,
+              self.failures,
+            )
           self._halt.wait(backoff)
           backoff = min(2 * backoff, self._max_backoff)
           break
@@ -103,14 +115,19 @@ class Sender(threading.Thread):
     try:
       if 'store' not in done:
         data = episode_to_data(episode)
-        data['metadata'].update({EPISODE_KEY: self._outbox.key(episode_id),
-                                 'sent_time': time.time()})
+        data['metadata'].update(
+          {EPISODE_KEY: self._outbox.key(episode_id), 'sent_time': time.time()}
+        )
         reply = learner.append_external_episode(self._name, data)
         if reply.get('status') == 'rejected':
           # Validated here, so this is a bug or a changed program: keep the
           # episode in the outbox, record why, and go on with the others.
-          log.error('the program rejected episode %s: %s; it stays in %s', episode_id,
-                    reply.get('reason'), self._outbox.directory)
+          log.error(
+            'the program rejected episode %s: %s; it stays in %s',
+            episode_id,
+            reply.get('reason'),
+            self._outbox.directory,
+          )
           self._outbox.mark(episode_id, 'rejected')
           return
         self._outbox.mark(episode_id, 'store')
@@ -124,6 +141,7 @@ class Sender(threading.Thread):
 
   def _insert(self, address: str, episode: Episode) -> None:
     import reverb  # Late: heavy, and only the sender needs it.
+
     outcome: Dict[str, BaseException] = {}
 
     def work():

@@ -69,8 +69,10 @@ class ExternalEpisodeSink:
       writer = store.writer(EXTERNAL_WRITER_PREFIX + name)
       # What this robot delivered before (maybe to an earlier learner process).
       self._stored[name] = {
-          info.metadata[EPISODE_KEY]: info.episode_id for info in store.index()
-          if info.writer == writer.name and isinstance(info.metadata.get(EPISODE_KEY), str)}
+        info.metadata[EPISODE_KEY]: info.episode_id
+        for info in store.index()
+        if info.writer == writer.name and isinstance(info.metadata.get(EPISODE_KEY), str)
+      }
       self._writers[name] = writer
     return writer, self._stored[name]
 

@@ -12,14 +12,16 @@ from agents.common.errors import UserError
 SPEC_FIELDS = ('observations', 'actions', 'rewards', 'discounts')
 # Observations and actions must match in every respect; rewards and discounts
 # in what the data carries (their names and bounds are conventions).
-_COMPARED = {'observations': ('name', 'shape', 'dtype', 'bounds'),
-             'actions': ('name', 'shape', 'dtype', 'bounds'),
-             'rewards': ('shape', 'dtype'), 'discounts': ('shape', 'dtype')}
+_COMPARED = {
+  'observations': ('name', 'shape', 'dtype', 'bounds'),
+  'actions': ('name', 'shape', 'dtype', 'bounds'),
+  'rewards': ('shape', 'dtype'),
+  'discounts': ('shape', 'dtype'),
+}
 
 
 class SpecMismatchError(UserError):
   """The environment's spec differs from the program's; the message names every field."""
-
 
 
 def spec_to_data(spec: specs.EnvironmentSpec) -> Dict[str, Any]:
@@ -32,11 +34,16 @@ def _nest_to_data(nest: Any) -> Dict[str, Any]:
     return {'kind': 'dict', 'items': {str(k): _nest_to_data(v) for k, v in nest.items()}}
   if isinstance(nest, (list, tuple)):
     return {'kind': 'list', 'items': [_nest_to_data(v) for v in nest]}
-  data = {'kind': 'array', 'name': nest.name, 'shape': [int(d) for d in nest.shape],
-          'dtype': np.dtype(nest.dtype).name}
+  data = {
+    'kind': 'array',
+    'name': nest.name,
+    'shape': [int(d) for d in nest.shape],
+    'dtype': np.dtype(nest.dtype).name,
+  }
   if isinstance(nest, specs.BoundedArray):
-    data.update(minimum=np.asarray(nest.minimum).tolist(),
-                maximum=np.asarray(nest.maximum).tolist())
+    data.update(
+      minimum=np.asarray(nest.minimum).tolist(), maximum=np.asarray(nest.maximum).tolist()
+    )
   return data
 
 
@@ -52,8 +59,13 @@ def _nest_from_data(data: Mapping[str, Any]) -> Any:
     return [_nest_from_data(v) for v in data['items']]
   shape, dtype = tuple(data['shape']), np.dtype(data['dtype'])
   if 'minimum' in data:
-    return specs.BoundedArray(shape, dtype, np.asarray(data['minimum'], dtype),
-                              np.asarray(data['maximum'], dtype), name=data['name'])
+    return specs.BoundedArray(
+      shape,
+      dtype,
+      np.asarray(data['minimum'], dtype),
+      np.asarray(data['maximum'], dtype),
+      name=data['name'],
+    )
   return specs.Array(shape, dtype, name=data['name'])
 
 
@@ -76,10 +88,16 @@ def _describe(data: Mapping[str, Any]) -> str:
   return 'one array'
 
 
-def _compare(program: Mapping[str, Any], environment: Mapping[str, Any], path: str,
-             attributes: Tuple[str, ...], out: List[str]) -> None:
+def _compare(
+  program: Mapping[str, Any],
+  environment: Mapping[str, Any],
+  path: str,
+  attributes: Tuple[str, ...],
+  out: List[str],
+) -> None:
   if program['kind'] != environment['kind'] or (
-      program['kind'] == 'list' and len(program['items']) != len(environment['items'])):
+    program['kind'] == 'list' and len(program['items']) != len(environment['items'])
+  ):
     out.append(f'{path}: program {_describe(program)}, environment {_describe(environment)}')
     return
   if program['kind'] == 'dict':
@@ -105,8 +123,9 @@ def _compare(program: Mapping[str, Any], environment: Mapping[str, Any], path: s
       out.append(f'{path}.{attribute}: program {p!r}, environment {e!r}')
 
 
-def _compare_bounds(program: Mapping[str, Any], environment: Mapping[str, Any], path: str,
-                    out: List[str]) -> None:
+def _compare_bounds(
+  program: Mapping[str, Any], environment: Mapping[str, Any], path: str, out: List[str]
+) -> None:
   p_bounded, e_bounded = 'minimum' in program, 'minimum' in environment
   if p_bounded != e_bounded:
     kind = lambda bounded: 'bounded' if bounded else 'unbounded'
@@ -125,8 +144,11 @@ def _compare_bounds(program: Mapping[str, Any], environment: Mapping[str, Any], 
       out.append(f'{path}.{which}: program {program[which]}, environment {environment[which]}')
 
 
-def check_spec_matches(program: Mapping[str, Any], environment: Mapping[str, Any],
-                       what: str = "the environment's spec does not match the program's") -> None:
+def check_spec_matches(
+  program: Mapping[str, Any],
+  environment: Mapping[str, Any],
+  what: str = "the environment's spec does not match the program's",
+) -> None:
   """Raises SpecMismatchError naming each differing field, if there is one.
 
   The message reads '<what> in N field(s): <field>: program <value>,

@@ -59,8 +59,9 @@ class AddressBook:
     except (OSError, ValueError, KeyError):
       return None
 
-  def wait(self, name: str, timeout: float, poll: float = 0.5,
-           alive: Callable[[], bool] = lambda: True) -> str:
+  def wait(
+    self, name: str, timeout: float, poll: float = 0.5, alive: Callable[[], bool] = lambda: True
+  ) -> str:
     """The address `name` published; raises AddressTimeout saying what to check."""
     deadline = time.monotonic() + timeout
     while True:
@@ -69,11 +70,12 @@ class AddressBook:
         return address
       if time.monotonic() > deadline or not alive():
         raise AddressTimeout(
-            f'the {name} step published no address in {self.dir} within {timeout:.0f} s '
-            f'(seen from host {node_host()}): either it failed to start (see its log under '
-            f'{self.run_dir / "logs" / "slurm"}), or {self.run_dir} is not on a file system '
-            'that every Slurm node shares; put --run_dir on a shared file system '
-            '(NFS, Lustre, ...)')
+          f'the {name} step published no address in {self.dir} within {timeout:.0f} s '
+          f'(seen from host {node_host()}): either it failed to start (see its log under '
+          f'{self.run_dir / "logs" / "slurm"}), or {self.run_dir} is not on a file system '
+          'that every Slurm node shares; put --run_dir on a shared file system '
+          '(NFS, Lustre, ...)'
+        )
       time.sleep(poll)
 
   def all(self) -> Dict[str, str]:

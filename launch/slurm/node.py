@@ -37,8 +37,11 @@ def main(argv=None) -> int:
   run_dir = pathlib.Path(args.run_dir)
   host = os.environ.get('SLURMD_NODENAME', '?')
   if not (run_dir / 'config.json').exists():
-    print(f'error: the run directory {run_dir} is not visible on Slurm node {host} (no '
-          'config.json): put --run_dir on a file system every node shares', file=sys.stderr)
+    print(
+      f'error: the run directory {run_dir} is not visible on Slurm node {host} (no '
+      'config.json): put --run_dir on a file system every node shares',
+      file=sys.stderr,
+    )
     return 2
 
   from absl import flags
@@ -49,8 +52,15 @@ def main(argv=None) -> int:
   from launch.config import ExperimentConfig
   from launch.local.launcher import TERMINATION_NOTICE_SECS
   from launch.program import make_program
-  from launch.slurm.addresses import (STOP_FILE, AddressBook, FixedAddress, PublishedAddress,
-                                      free_port, job_dir, node_host)
+  from launch.slurm.addresses import (
+    STOP_FILE,
+    AddressBook,
+    FixedAddress,
+    PublishedAddress,
+    free_port,
+    job_dir,
+    node_host,
+  )
 
   flags.FLAGS(['slurm_node'], known_only=True)
   flags.FLAGS.lp_termination_notice_secs = TERMINATION_NOTICE_SECS
@@ -81,14 +91,20 @@ def main(argv=None) -> int:
     stop_path.touch()
 
   node._launch_context.initialize(  # pylint: disable=protected-access
-      lp_context.LaunchType.LOCAL_MULTI_PROCESSING, None, program_stopper=stop_program)
+    lp_context.LaunchType.LOCAL_MULTI_PROCESSING, None, program_stopper=stop_program
+  )
   lp_context.set_context(node._launch_context)  # pylint: disable=protected-access
   # Launchpad's stop event and its SIGTERM/SIGINT handling, as in its own node processes.
   worker_manager.WorkerManager(register_in_thread=True)
   threading.Thread(target=_watch_stop_file, args=(stop_path,), daemon=True).start()
-  get_logger('slurm').info('%s_%d is step %s of job %s on node %s', args.group, args.index,
-                           os.environ.get('SLURM_STEP_ID', '?'),
-                           os.environ.get('SLURM_JOB_ID', '?'), host)
+  get_logger('slurm').info(
+    '%s_%d is step %s of job %s on node %s',
+    args.group,
+    args.index,
+    os.environ.get('SLURM_STEP_ID', '?'),
+    os.environ.get('SLURM_JOB_ID', '?'),
+    host,
+  )
   if args.group in addresses:
     book.publish(args.group, own)
     get_logger(args.group).info('published %s in %s', own, book.dir)

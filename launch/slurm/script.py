@@ -45,18 +45,37 @@ def allocation(config: ExperimentConfig) -> List[str]:
   return opts + list(slurm.sbatch_args)
 
 
-def step_command(config: ExperimentConfig, job: str, group: str, index: int, python: str,
-                 env: dict) -> List[str]:
+def step_command(
+  config: ExperimentConfig, job: str, group: str, index: int, python: str, env: dict
+) -> List[str]:
   """`srun` for one node: its group's CPUs, memory and GPUs, in the job's allocation."""
   slurm = config.slurm
   r = slurm.resources[group]
-  cmd = ['srun', '--exact', '--nodes=1', '--ntasks=1', f'--cpus-per-task={r["cpus"]}',
-         f'--mem-per-cpu={_mem_per_cpu_mb(slurm, group)}M', f'--job-name={group}_{index}']
+  cmd = [
+    'srun',
+    '--exact',
+    '--nodes=1',
+    '--ntasks=1',
+    f'--cpus-per-task={r["cpus"]}',
+    f'--mem-per-cpu={_mem_per_cpu_mb(slurm, group)}M',
+    f'--job-name={group}_{index}',
+  ]
   if r['gpus']:
     cmd.append(f'--gpus={r["gpus"]}')
   cmd += ['env', *[f'{k}={v}' for k, v in sorted(env.items())]]
-  cmd += [python, '-m', 'launch.slurm.node', '--run_dir', config.run_dir, '--job', job,
-          '--group', group, '--index', str(index)]
+  cmd += [
+    python,
+    '-m',
+    'launch.slurm.node',
+    '--run_dir',
+    config.run_dir,
+    '--job',
+    job,
+    '--group',
+    group,
+    '--index',
+    str(index),
+  ]
   return cmd
 
 
@@ -67,10 +86,18 @@ def batch_log(run_dir: pathlib.Path, job: str = '%j') -> pathlib.Path:
 def batch_script(config: ExperimentConfig, python: str, workdir: str) -> str:
   """The script sbatch runs: the allocation, then the supervisor in the batch step."""
   name = 'ci-' + pathlib.Path(config.run_dir).name
-  lines = ['#!/bin/bash', f'#SBATCH --job-name={name}',
-           f'#SBATCH --output={batch_log(config.run_dir)}', f'#SBATCH --chdir={workdir}']
+  lines = [
+    '#!/bin/bash',
+    f'#SBATCH --job-name={name}',
+    f'#SBATCH --output={batch_log(config.run_dir)}',
+    f'#SBATCH --chdir={workdir}',
+  ]
   lines += [f'#SBATCH {opt}' for opt in allocation(config)]
-  lines += ['', '# Starts one job step per node of the program, follows them, stops them.',
-            f'exec {shlex.quote(python)} -m launch.slurm.supervise --run_dir '
-            f'{shlex.quote(config.run_dir)} --job "$SLURM_JOB_ID"', '']
+  lines += [
+    '',
+    '# Starts one job step per node of the program, follows them, stops them.',
+    f'exec {shlex.quote(python)} -m launch.slurm.supervise --run_dir '
+    f'{shlex.quote(config.run_dir)} --job "$SLURM_JOB_ID"',
+    '',
+  ]
   return '\n'.join(lines)

@@ -30,8 +30,10 @@ def _slurm_dir(config: ExperimentConfig) -> pathlib.Path:
 def require_slurm() -> None:
   missing = [c for c in ('sbatch', 'squeue', 'srun') if not shutil.which(c)]
   if missing:
-    raise SlurmError(f'Slurm is not available here ({", ".join(missing)} not on PATH): run '
-                     'from a login node of a Slurm cluster, or use --launch_type local_mp')
+    raise SlurmError(
+      f'Slurm is not available here ({", ".join(missing)} not on PATH): run '
+      'from a login node of a Slurm cluster, or use --launch_type local_mp'
+    )
 
 
 def job_state(job: str) -> Optional[str]:
@@ -53,15 +55,21 @@ def active_job(config: ExperimentConfig) -> Optional[str]:
 def refuse_if_running(config: ExperimentConfig) -> None:
   running = active_job(config)
   if running:
-    raise SlurmError(f'{config.run_dir} is already used by Slurm job {running} ({job_state(running)}'
-                     f'); wait for it or stop it with: scancel {running}')
+    raise SlurmError(
+      f'{config.run_dir} is already used by Slurm job {running} ({job_state(running)}'
+      f'); wait for it or stop it with: scancel {running}'
+    )
 
 
 def describe(config: ExperimentConfig, workdir: str) -> str:
   """The batch script and each step's command, as a dry run prints them."""
   from launch.program import process_env
-  out = [f'# batch script (sbatch {batch_log(config.run_dir, "<job>").parent}/...)',
-         batch_script(config, sys.executable, workdir), '# job steps started by the supervisor:']
+
+  out = [
+    f'# batch script (sbatch {batch_log(config.run_dir, "<job>").parent}/...)',
+    batch_script(config, sys.executable, workdir),
+    '# job steps started by the supervisor:',
+  ]
   for group, index in program_nodes(config):
     cmd = step_command(config, '<job id>', group, index, sys.executable, process_env(group))
     out.append(' '.join(shlex.quote(c) for c in cmd))
@@ -81,9 +89,11 @@ def submit(config: ExperimentConfig, workdir: Optional[str] = None) -> str:
   done = subprocess.run(['sbatch', '--parsable', str(script)], capture_output=True, text=True)
   if done.returncode != 0:
     said = ' '.join(line.strip() for line in done.stderr.splitlines() if line.strip())
-    raise SlurmError(f'sbatch refused the job: {said or "no message"}. Check the partition, time '
-                     'limit and per-group resources (--slurm partition=..., --slurm '
-                     'learner.mem_gb=..., see `sinfo`); the script is ' + str(script))
+    raise SlurmError(
+      f'sbatch refused the job: {said or "no message"}. Check the partition, time '
+      'limit and per-group resources (--slurm partition=..., --slurm '
+      'learner.mem_gb=..., see `sinfo`); the script is ' + str(script)
+    )
   job = done.stdout.strip().split(';')[0]
   (sdir / JOB_FILE).write_text(job + '\n')
   return job
@@ -92,10 +102,15 @@ def submit(config: ExperimentConfig, workdir: Optional[str] = None) -> str:
 def announce(config: ExperimentConfig, job: str) -> None:
   batch = batch_log(config.run_dir, job)
   log.info('submitted job %s for %s', job, config.run_dir)
-  log.info('follow it: tail -f %s    (state: squeue -j %s; per-node logs in %s)', batch, job,
-           batch.parent / job)
-  log.info('stop it:   scancel %s    (every step stops; the learner writes a final checkpoint)',
-           job)
+  log.info(
+    'follow it: tail -f %s    (state: squeue -j %s; per-node logs in %s)',
+    batch,
+    job,
+    batch.parent / job,
+  )
+  log.info(
+    'stop it:   scancel %s    (every step stops; the learner writes a final checkpoint)', job
+  )
   log.info('resume it: run the same command with the same --run_dir')
 
 
@@ -122,7 +137,10 @@ def follow(config: ExperimentConfig, job: str, poll: float = 2.0) -> int:
     return 130
   code_file = _slurm_dir(config) / job / 'exit_code'
   if not code_file.exists():
-    log.warning('job %s left the queue without an exit code: it was killed or never started; '
-                'see %s', job, batch)
+    log.warning(
+      'job %s left the queue without an exit code: it was killed or never started; see %s',
+      job,
+      batch,
+    )
     return 1
   return int(code_file.read_text().strip() or 1)

@@ -34,8 +34,9 @@ class Step:
 
   def start(self) -> None:
     out = open(self.log, 'a')
-    self.proc = subprocess.Popen(self.command, stdout=out, stderr=subprocess.STDOUT,
-                                 stdin=subprocess.DEVNULL)
+    self.proc = subprocess.Popen(
+      self.command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+    )
     out.close()
 
 
@@ -43,22 +44,23 @@ def _wait_for_step(job: str, label: str, step: Step, timeout: float = 30.0) -> N
   """Waits until Slurm lists the step `label` of `job` (it holds its CPUs from then on)."""
   deadline = time.monotonic() + timeout
   while time.monotonic() < deadline and step.proc.poll() is None:
-    out = subprocess.run(['squeue', '-h', '-s', '-j', job, '-o', '%j'], capture_output=True,
-                         text=True)
+    out = subprocess.run(
+      ['squeue', '-h', '-s', '-j', job, '-o', '%j'], capture_output=True, text=True
+    )
     if label in out.stdout.split():
       return
     time.sleep(0.2)
 
 
 def supervise(run_dir: pathlib.Path, job: str) -> int:
-  from launch.config import ExperimentConfig
   from agents.common.errors import RunDirError
+  from launch.config import ExperimentConfig
   from launch.local.node_logs import NodeLogFollower
+  from launch.local.supervision import exit_reason, should_restart
   from launch.program import process_env
   from launch.run_dir import RunDir
   from launch.slurm.addresses import STOP_FILE, AddressBook, job_dir
   from launch.slurm.script import program_nodes, step_command
-  from launch.local.supervision import exit_reason, should_restart
 
   run = RunDir(run_dir)
   config = ExperimentConfig.from_dict(run.read_config())
@@ -80,12 +82,14 @@ def supervise(run_dir: pathlib.Path, job: str) -> int:
     signal.signal(sig, lambda s, _f: stop_signal.append(s))
 
   steps: Dict[str, Step] = {}
+
   # The largest requests first, each placed before the next starts: single-CPU
   # steps started together could otherwise fragment the allocation's CPUs so that
   # a multi-CPU learner fits on no node.
   def size(node):
     r = config.slurm.resources[node[0]]
     return (r['gpus'], r['cpus'])
+
   for group, index in sorted(program_nodes(config), key=size, reverse=True):
     label = f'{group}_{index}'
     cmd = step_command(config, job, group, index, sys.executable, process_env(group))
@@ -93,8 +97,9 @@ def supervise(run_dir: pathlib.Path, job: str) -> int:
     steps[label].start()
     if size((group, index)) > (0, 1):
       _wait_for_step(job, label, steps[label])
-  log.info('job %s: started %d steps (%s); their logs are in %s', job, len(steps),
-           ', '.join(steps), logs)
+  log.info(
+    'job %s: started %d steps (%s); their logs are in %s', job, len(steps), ', '.join(steps), logs
+  )
 
   reason, code = None, 0
   book_written = False
@@ -110,24 +115,27 @@ def supervise(run_dir: pathlib.Path, job: str) -> int:
     if not book_written:
       book = AddressBook(run_dir, job).all()
       if len(book) == 3:  # Robots attach through <run>/addresses.json, as with local_mp.
-        run.write_addresses({**book, 'host': 'slurm', 'pid': 0, 'job': job,
-                             'started': time.time()})
+        run.write_addresses({**book, 'host': 'slurm', 'pid': 0, 'job': job, 'started': time.time()})
         book_written = True
     for label, step in list(steps.items()):
       rc = step.proc.poll()
       if rc is None:
         continue
       if step.group == 'evaluator':
-        reason = ('the evaluator finished' if rc == 0 else
-                  f'{label} failed ({exit_reason(rc)})')
+        reason = 'the evaluator finished' if rc == 0 else f'{label} failed ({exit_reason(rc)})'
         code = 0 if rc == 0 else 1
         break
       if step.group == 'actor' and rc != 0 and config.actor_failures != 'stop':
         if should_restart(config.actor_failures, step.restarts, config.max_actor_restarts):
           step.restarts += 1
           step.start()
-          log.info('%s died (%s); restarted it (%d/%d restarts)', label, exit_reason(rc),
-                   step.restarts, config.max_actor_restarts)
+          log.info(
+            '%s died (%s); restarted it (%d/%d restarts)',
+            label,
+            exit_reason(rc),
+            step.restarts,
+            config.max_actor_restarts,
+          )
           continue
         del steps[label]
         left = sum(1 for s in steps.values() if s.group == 'actor')
@@ -153,8 +161,11 @@ def supervise(run_dir: pathlib.Path, job: str) -> int:
     time.sleep(0.5)
   stuck = [label for label, s in steps.items() if s.proc.poll() is None]
   if stuck:
-    log.warning('steps still running after %.0f s: %s; Slurm kills them when this job ends',
-                config.slurm.stop_grace_s, ', '.join(stuck))
+    log.warning(
+      'steps still running after %.0f s: %s; Slurm kills them when this job ends',
+      config.slurm.stop_grace_s,
+      ', '.join(stuck),
+    )
     for s in steps.values():
       if s.proc.poll() is None:
         s.proc.kill()

@@ -6,9 +6,24 @@ it. Only the former is re-exported here, so processes that just write
 episodes (actors, robots) don't import acme.
 """
 
-from launch.store.episodes import (CorruptRecordError, Episode, EpisodeInfo, EpisodeStore,
-                                   EpisodeWriter, StoreError, WriterBusyError,
-                                   validate_episode)
+from launch.store.episodes import (
+  CorruptRecordError,
+  Episode,
+  EpisodeInfo,
+  EpisodeStore,
+  EpisodeWriter,
+  StoreError,
+  WriterBusyError,
+  validate_episode,
+)
 
-__all__ = ['CorruptRecordError', 'Episode', 'EpisodeInfo', 'EpisodeStore', 'EpisodeWriter',
-           'StoreError', 'WriterBusyError', 'validate_episode']
+__all__ = [
+  'CorruptRecordError',
+  'Episode',
+  'EpisodeInfo',
+  'EpisodeStore',
+  'EpisodeWriter',
+  'StoreError',
+  'WriterBusyError',
+  'validate_episode',
+]

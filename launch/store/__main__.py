@@ -18,6 +18,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
 def _info(args) -> int:
   from launch.store.episodes import EpisodeStore
+
   if not os.path.isdir(args.store):
     raise _error(f'{args.store} is not a directory')
   store = EpisodeStore(args.store)
@@ -27,26 +28,32 @@ def _info(args) -> int:
   for info in infos:
     by_source.setdefault(info.metadata.get('source', info.writer), []).append(info.episode_return)
   for source, returns in sorted(by_source.items()):
-    print(f'  {source}: {len(returns)} episodes, mean return {sum(returns) / len(returns):.1f}, '
-          f'min {min(returns):.1f}, max {max(returns):.1f}')
+    print(
+      f'  {source}: {len(returns)} episodes, mean return {sum(returns) / len(returns):.1f}, '
+      f'min {min(returns):.1f}, max {max(returns):.1f}'
+    )
   return 0
 
 
 def _export(args) -> int:
   from launch.store.episodes import EpisodeStore
   from launch.store.rlds_export import export_rlds
+
   if not os.path.isdir(args.store):
     raise _error(f'{args.store} is not a directory')
   store = EpisodeStore(args.store)
   summary = export_rlds(iter(store), args.out, dataset_name=args.name)
-  print(f'exported {summary.num_episodes} episodes ({summary.num_steps} steps) to {args.out} '
-        f'in {len(summary.shard_files)} shard(s)')
+  print(
+    f'exported {summary.num_episodes} episodes ({summary.num_steps} steps) to {args.out} '
+    f'in {len(summary.shard_files)} shard(s)'
+  )
   return 0
 
 
 def _import(args) -> int:
   from launch.store.episodes import EpisodeStore
   from launch.store.rlds_import import import_rlds
+
   episodes, report = import_rlds(args.rlds_dir, on_error=args.on_error)
   store = EpisodeStore(args.store)
   with store.writer(args.writer) as writer:
@@ -59,12 +66,16 @@ def _import(args) -> int:
 
 def _error(message: str):
   from agents.common.errors import UserError
+
   return UserError(message)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-  p = argparse.ArgumentParser(prog='python -m launch.store', description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = argparse.ArgumentParser(
+    prog='python -m launch.store',
+    description=__doc__,
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
   sub = p.add_subparsers(dest='command', required=True)
   info = sub.add_parser('info', help='episodes, steps and returns per source')
   info.add_argument('store')
@@ -75,11 +86,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   imp = sub.add_parser('import', help='read an RLDS dataset into a store')
   imp.add_argument('rlds_dir')
   imp.add_argument('store', help='the store to append to (created if missing)')
-  imp.add_argument('--on_error', choices=['skip', 'refuse'], default='refuse',
-                   help='a bad record: skip it (and say so) or refuse the whole import')
+  imp.add_argument(
+    '--on_error',
+    choices=['skip', 'refuse'],
+    default='refuse',
+    help='a bad record: skip it (and say so) or refuse the whole import',
+  )
   imp.add_argument('--writer', default='import', help='writer name inside the store')
   args = p.parse_args(sys.argv[1:] if argv is None else argv)
   from agents.common.errors import UserError
+
   try:
     return {'info': _info, 'export': _export, 'import': _import}[args.command](args)
   except UserError as e:

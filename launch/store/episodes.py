@@ -79,6 +79,7 @@ class Episode:
   metadata is JSON-serialisable: source (actor / robot name), policy_version
   (learner step of the parameters that acted), seed, task, ...
   """
+
   observations: np.ndarray  # [T + 1, ...]
   actions: np.ndarray  # [T, ...]
   rewards: np.ndarray  # [T]
@@ -97,6 +98,7 @@ class Episode:
 @dataclasses.dataclass(frozen=True)
 class EpisodeInfo:
   """What the index says about one stored episode (no arrays)."""
+
   episode_id: str
   writer: str
   length: int
@@ -144,8 +146,10 @@ def _checked_arrays(episode: Episode) -> Dict[str, np.ndarray]:
     except (TypeError, ValueError) as e:  # Ragged lists and the like.
       raise ValueError(f'{field}: not convertible to an array ({e})') from e
     if value.dtype.kind not in _DTYPE_KINDS:
-      raise ValueError(f'{field}: dtype {value.dtype} is not storable; the store keeps '
-                       'plain bool, numeric, string and datetime arrays')
+      raise ValueError(
+        f'{field}: dtype {value.dtype} is not storable; the store keeps '
+        'plain bool, numeric, string and datetime arrays'
+      )
     if value.ndim == 0:
       raise ValueError(f'{field}: expected an array with a time axis, got a scalar')
     arrays[field] = value
@@ -153,8 +157,10 @@ def _checked_arrays(episode: Episode) -> Dict[str, np.ndarray]:
   if steps < 1:
     raise ValueError('actions: an episode needs at least one step, got 0')
   if arrays['observations'].shape[0] != steps + 1:
-    raise ValueError(f'observations: expected {steps + 1} (T + 1) along axis 0 for '
-                     f'T={steps} actions, got shape {arrays["observations"].shape}')
+    raise ValueError(
+      f'observations: expected {steps + 1} (T + 1) along axis 0 for '
+      f'T={steps} actions, got shape {arrays["observations"].shape}'
+    )
   for field in ('rewards', 'discounts'):
     value = arrays[field]
     if value.shape != (steps,):
@@ -198,8 +204,9 @@ def _encode_record(header: Dict[str, Any], arrays: Dict[str, np.ndarray]) -> byt
     layout.append({'dtype': value.dtype.str, 'shape': list(value.shape), 'offset': offset})
     blobs += [blob, bytes(_padding(len(blob)))]
     offset += len(blob) + _padding(len(blob))
-  header_bytes = json.dumps(dict(header, arrays=layout), allow_nan=False,
-                            separators=(',', ':')).encode()
+  header_bytes = json.dumps(
+    dict(header, arrays=layout), allow_nan=False, separators=(',', ':')
+  ).encode()
   header_bytes += b' ' * _padding(_HEAD + len(header_bytes))
   payload = b''.join(blobs)
   prefix = _PREFIX.pack(_MAGIC, len(header_bytes), len(payload))
@@ -214,7 +221,7 @@ def _record_size(head: bytes) -> Optional[int]:
     return None
   magic, header_len, payload_len = _PREFIX.unpack_from(head)
   prefix_crc, _ = _CRCS.unpack_from(head, _PREFIX.size)
-  if magic != _MAGIC or zlib.crc32(head[:_PREFIX.size]) != prefix_crc:
+  if magic != _MAGIC or zlib.crc32(head[: _PREFIX.size]) != prefix_crc:
     return None
   return _HEAD + header_len + payload_len
 
@@ -278,8 +285,18 @@ def _parse_index_line(line: bytes) -> Optional[Dict[str, Any]]:
     entry = json.loads(text)
   except ValueError:
     return None
-  needed = ('id', 'writer', 'seq', 'segment', 'offset', 'size', 'length', 'return',
-            'metadata', 'time')
+  needed = (
+    'id',
+    'writer',
+    'seq',
+    'segment',
+    'offset',
+    'size',
+    'length',
+    'return',
+    'metadata',
+    'time',
+  )
   if not isinstance(entry, dict) or any(k not in entry for k in needed):
     return None
   return entry
@@ -292,10 +309,17 @@ def _index_entry(header: Dict[str, Any], segment: str, offset: int, size: int) -
 
 
 def _info(entry: Dict[str, Any]) -> EpisodeInfo:
-  return EpisodeInfo(episode_id=entry['id'], writer=entry['writer'], length=int(entry['length']),
-                     episode_return=float(entry['return']), metadata=entry['metadata'],
-                     time=float(entry['time']), segment=entry['segment'],
-                     offset=int(entry['offset']), size=int(entry['size']))
+  return EpisodeInfo(
+    episode_id=entry['id'],
+    writer=entry['writer'],
+    length=int(entry['length']),
+    episode_return=float(entry['return']),
+    metadata=entry['metadata'],
+    time=float(entry['time']),
+    segment=entry['segment'],
+    offset=int(entry['offset']),
+    size=int(entry['size']),
+  )
 
 
 def _segment_name(writer: str, number: int) -> str:
@@ -359,11 +383,14 @@ class EpisodeWriter:
   which repairs the files as after a crash.
   """
 
-  def __init__(self, directory: PathLike, name: str,
-               max_segment_bytes: int = DEFAULT_MAX_SEGMENT_BYTES):
+  def __init__(
+    self, directory: PathLike, name: str, max_segment_bytes: int = DEFAULT_MAX_SEGMENT_BYTES
+  ):
     if not isinstance(name, str) or not _NAME_RE.match(name):
-      raise ValueError(f'writer name {name!r}: use 1-128 letters, digits, "_", "-" or ".", '
-                       'starting with a letter or digit')
+      raise ValueError(
+        f'writer name {name!r}: use 1-128 letters, digits, "_", "-" or ".", '
+        'starting with a letter or digit'
+      )
     self._dir = pathlib.Path(directory)
     self._name = name
     self._max_segment_bytes = int(max_segment_bytes)
@@ -394,8 +421,9 @@ class EpisodeWriter:
       holder = _pread_all(fd, 32, 0).decode(errors='replace').strip() or 'unknown'
       os.close(fd)
       raise WriterBusyError(
-          f'episode writer {self._name!r} is already open in {self._dir} (pid {holder}); '
-          'give each actor or robot its own writer name') from None
+        f'episode writer {self._name!r} is already open in {self._dir} (pid {holder}); '
+        'give each actor or robot its own writer name'
+      ) from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, f'{os.getpid()}\n'.encode(), 0)
     return fd
@@ -415,17 +443,28 @@ class EpisodeWriter:
     append may have left otherwise)."""
     entries, clean = _read_index_file(self._index_path)
     numbers = self._segments()
-    sizes = {_segment_name(self._name, n): os.path.getsize(self._dir / _segment_name(self._name, n))
-             for n in numbers}
+    sizes = {
+      _segment_name(self._name, n): os.path.getsize(self._dir / _segment_name(self._name, n))
+      for n in numbers
+    }
     # Ids are never reused, even those of entries dropped below: a reader may
     # have seen them already.
     next_seq = max((int(e['seq']) + 1 for e in entries), default=0)
-    kept = [e for e in entries if e['writer'] == self._name and e['segment'] in sizes
-            and e['offset'] + e['size'] <= sizes[e['segment']]]
+    kept = [
+      e
+      for e in entries
+      if e['writer'] == self._name
+      and e['segment'] in sizes
+      and e['offset'] + e['size'] <= sizes[e['segment']]
+    ]
     if len(kept) != len(entries):
-      log.warning('store %s: %d index entr(ies) of writer %r point outside its segments '
-                  '(a segment truncated or removed by hand?); dropped', self._dir,
-                  len(entries) - len(kept), self._name)
+      log.warning(
+        'store %s: %d index entr(ies) of writer %r point outside its segments '
+        '(a segment truncated or removed by hand?); dropped',
+        self._dir,
+        len(entries) - len(kept),
+        self._name,
+      )
       clean = False
     current = numbers[-1] if numbers else 0
     recovered = []
@@ -435,8 +474,12 @@ class EpisodeWriter:
       found, end = self._scan(segment, known, sizes[segment])
       recovered.extend(found)
       if number == current and end < sizes[segment]:
-        log.warning('store %s: cutting a torn record (%d bytes) off the end of %s', self._dir,
-                    sizes[segment] - end, segment)
+        log.warning(
+          'store %s: cutting a torn record (%d bytes) off the end of %s',
+          self._dir,
+          sizes[segment] - end,
+          segment,
+        )
         fd = os.open(self._dir / segment, os.O_WRONLY)
         try:
           os.ftruncate(fd, end)
@@ -444,8 +487,12 @@ class EpisodeWriter:
         finally:
           os.close(fd)
     if recovered:
-      log.warning('store %s: indexed %d whole episode(s) of writer %r that had no (intact) '
-                  'index line', self._dir, len(recovered), self._name)
+      log.warning(
+        'store %s: indexed %d whole episode(s) of writer %r that had no (intact) index line',
+        self._dir,
+        len(recovered),
+        self._name,
+      )
       next_seq = max([next_seq] + [int(e['seq']) + 1 for e in recovered])
     if not clean:
       # Never edit a live index in place (a reader may be part-way through
@@ -473,8 +520,9 @@ class EpisodeWriter:
     if created:
       fsync_dir(self._dir)
 
-  def _scan(self, segment: str, known: Dict[int, int], size: int
-            ) -> Tuple[List[Dict[str, Any]], int]:
+  def _scan(
+    self, segment: str, known: Dict[int, int], size: int
+  ) -> Tuple[List[Dict[str, Any]], int]:
     """Finds whole records in `segment` that the index lacks.
 
     Walks the segment record by record, jumping over the indexed ones
@@ -491,15 +539,20 @@ class EpisodeWriter:
         if position in known:
           position += known[position]
           continue
-        later = offsets[bisect.bisect_right(offsets, position):]
+        later = offsets[bisect.bisect_right(offsets, position) :]
         limit = later[0] if later else size
         entry = self._record_at(fd, segment, position, limit)
         if entry is not None:
           found.append(entry)
           position += entry['size']
         elif later:
-          log.warning('store %s: %d unreadable bytes at %s:%d skipped', self._dir,
-                      limit - position, segment, position)
+          log.warning(
+            'store %s: %d unreadable bytes at %s:%d skipped',
+            self._dir,
+            limit - position,
+            segment,
+            position,
+          )
           position = limit
         else:
           break  # A torn tail.
@@ -507,8 +560,9 @@ class EpisodeWriter:
       os.close(fd)
     return found, position
 
-  def _record_at(self, fd: int, segment: str, position: int, limit: int
-                 ) -> Optional[Dict[str, Any]]:
+  def _record_at(
+    self, fd: int, segment: str, position: int, limit: int
+  ) -> Optional[Dict[str, Any]]:
     """The index entry of a whole record of this writer at `position` that
     ends by `limit`, or None."""
     record_size = _record_size(_pread_all(fd, _HEAD, position))
@@ -552,9 +606,15 @@ class EpisodeWriter:
     if not math.isfinite(episode_return):
       raise ValueError('rewards: the episode return overflows to a non-finite value')
     seq = self._next_seq
-    header = {'id': f'{self._name}-{seq:08d}', 'writer': self._name, 'seq': seq,
-              'time': time.time(), 'length': int(arrays['actions'].shape[0]),
-              'return': episode_return, 'metadata': metadata}
+    header = {
+      'id': f'{self._name}-{seq:08d}',
+      'writer': self._name,
+      'seq': seq,
+      'time': time.time(),
+      'length': int(arrays['actions'].shape[0]),
+      'return': episode_return,
+      'metadata': metadata,
+    }
     record = _encode_record(header, arrays)
     try:
       if self._segment_size > 0 and self._segment_size + len(record) > self._max_segment_bytes:
@@ -565,8 +625,9 @@ class EpisodeWriter:
       write_all(self._seg_fd, record)
       _sync(self._seg_fd)
       self._segment_size += len(record)
-      write_all(self._index_fd, _index_line(_index_entry(header, self._segment, offset,
-                                                          len(record))))
+      write_all(
+        self._index_fd, _index_line(_index_entry(header, self._segment, offset, len(record)))
+      )
       _sync(self._index_fd)
     except BaseException:
       # The files may now end part-way through a record or a line: stop
@@ -637,8 +698,9 @@ class EpisodeStore:
   def directory(self) -> pathlib.Path:
     return self._dir
 
-  def writer(self, name: str, *, max_segment_bytes: int = DEFAULT_MAX_SEGMENT_BYTES
-             ) -> EpisodeWriter:
+  def writer(
+    self, name: str, *, max_segment_bytes: int = DEFAULT_MAX_SEGMENT_BYTES
+  ) -> EpisodeWriter:
     """The writer for `name`; WriterBusyError if a live writer holds it.
 
     Re-opening a name (after a restart or a crash) continues its segments.
@@ -650,7 +712,7 @@ class EpisodeStore:
     self._loaded = True
     new = 0
     for name in sorted(os.listdir(self._dir)):
-      if name.endswith(_INDEX_SUFFIX) and _NAME_RE.match(name[:-len(_INDEX_SUFFIX)]):
+      if name.endswith(_INDEX_SUFFIX) and _NAME_RE.match(name[: -len(_INDEX_SUFFIX)]):
         new += self._refresh_index(name)
     return new
 
@@ -663,8 +725,12 @@ class EpisodeStore:
       stat = os.fstat(fd)
       head = _pread_all(fd, _INDEX_HEAD_LEN, 0)
       cursor = self._cursors.get(index_name)
-      if (cursor is None or cursor.inode != stat.st_ino or cursor.head != head
-          or stat.st_size < cursor.offset):
+      if (
+        cursor is None
+        or cursor.inode != stat.st_ino
+        or cursor.head != head
+        or stat.st_size < cursor.offset
+      ):
         # New, or rewritten by a recovering writer: read it all again; the
         # episodes already taken in are recognised by id.
         cursor = self._cursors[index_name] = _Cursor(stat.st_ino, head, 0)
@@ -673,7 +739,7 @@ class EpisodeStore:
       data = _pread_all(fd, stat.st_size - cursor.offset, cursor.offset)
     finally:
       os.close(fd)
-    writer = index_name[:-len(_INDEX_SUFFIX)]
+    writer = index_name[: -len(_INDEX_SUFFIX)]
     segment_pattern = _segment_re(writer)
     segment_sizes: Dict[str, int] = {}
     new = 0
@@ -682,7 +748,7 @@ class EpisodeStore:
     # end are looked at again next time rather than written off.
     taken = 0
     skipped = 0
-    for line in data[:data.rfind(b'\n') + 1].split(b'\n')[:-1]:
+    for line in data[: data.rfind(b'\n') + 1].split(b'\n')[:-1]:
       position += len(line) + 1
       if line.startswith(b'#'):
         if not skipped:
@@ -699,8 +765,12 @@ class EpisodeStore:
       if entry['id'] in self._by_id:
         continue
       if entry['writer'] != writer or not segment_pattern.match(str(entry['segment'])):
-        log.warning('store %s: %s names a foreign writer or segment; entry %r skipped',
-                    self._dir, index_name, entry['id'])
+        log.warning(
+          'store %s: %s names a foreign writer or segment; entry %r skipped',
+          self._dir,
+          index_name,
+          entry['id'],
+        )
         continue
       if self._admit(entry, segment_sizes):
         new += 1
@@ -716,8 +786,12 @@ class EpisodeStore:
       except FileNotFoundError:
         segment_sizes[segment] = -1
     if entry['offset'] + entry['size'] > segment_sizes[segment]:
-      log.warning('store %s: episode %s is missing from %s (segment truncated?); skipped',
-                  self._dir, entry['id'], segment)
+      log.warning(
+        'store %s: episode %s is missing from %s (segment truncated?); skipped',
+        self._dir,
+        entry['id'],
+        segment,
+      )
       return False
     info = _info(entry)
     if self._verify:
@@ -746,8 +820,10 @@ class EpisodeStore:
       raise CorruptRecordError(f'segment {info.segment} is missing') from e
     header, payload = _check_record(data)
     if header.get('id') != info.episode_id:
-      raise CorruptRecordError(f'record at {info.segment}:{info.offset} holds '
-                               f'{header.get("id")!r}, the index says {info.episode_id!r}')
+      raise CorruptRecordError(
+        f'record at {info.segment}:{info.offset} holds '
+        f'{header.get("id")!r}, the index says {info.episode_id!r}'
+      )
     return header, payload
 
   def _ensure_loaded(self) -> None:

@@ -16,8 +16,13 @@ from agents.common.logs import get_logger
 def _transition(batch: Any) -> types.Transition:
   """The five fields both sources share (replay samples carry `.data` and extras)."""
   t = getattr(batch, 'data', batch)
-  return types.Transition(observation=t.observation, action=t.action, reward=t.reward,
-                          discount=t.discount, next_observation=t.next_observation)
+  return types.Transition(
+    observation=t.observation,
+    action=t.action,
+    reward=t.reward,
+    discount=t.discount,
+    next_observation=t.next_observation,
+  )
 
 
 log = get_logger('mixing')
@@ -34,10 +39,15 @@ class ExternalShare:
   soon as it exists. `on_active(size)` is called once, when the switch happens.
   """
 
-  def __init__(self, make_external: Callable[[], Iterator[Any]],
-               make_fallback: Callable[[], Iterator[Any]], table_size: Callable[[], int],
-               batch_size: int, check_every_s: float = 2.0,
-               on_active: Optional[Callable[[int], None]] = None):
+  def __init__(
+    self,
+    make_external: Callable[[], Iterator[Any]],
+    make_fallback: Callable[[], Iterator[Any]],
+    table_size: Callable[[], int],
+    batch_size: int,
+    check_every_s: float = 2.0,
+    on_active: Optional[Callable[[int], None]] = None,
+  ):
     if batch_size < 1:
       raise ValueError(f'batch_size must be at least 1, got {batch_size}')
     self._make_external = make_external
@@ -60,8 +70,9 @@ class ExternalShare:
       self._next_check = time.monotonic() + self._check_every
       size = self._table_size()
       if size > 0:
-        log.info('external table holds %d items: %d of each batch come from it now', size,
-                 self.batch_size)
+        log.info(
+          'external table holds %d items: %d of each batch come from it now', size, self.batch_size
+        )
         if self._on_active is not None:
           self._on_active(size)
         self._external = self._make_external()
@@ -80,9 +91,15 @@ class MixedBatches:
   shutdown and make a fresh iterator.
   """
 
-  def __init__(self, replay: Optional[Iterator[Any]], sampler: Optional[Any], store_batch: int,
-               wait_timeout_s: float = 2.0, refresh_every_s: float = 5.0,
-               external: Optional[ExternalShare] = None):
+  def __init__(
+    self,
+    replay: Optional[Iterator[Any]],
+    sampler: Optional[Any],
+    store_batch: int,
+    wait_timeout_s: float = 2.0,
+    refresh_every_s: float = 5.0,
+    external: Optional[ExternalShare] = None,
+  ):
     if replay is None and external is None and (sampler is None or store_batch <= 0):
       raise ValueError('a learner needs a replay iterator or a store sampler')
     if store_batch > 0 and sampler is None:
@@ -125,7 +142,8 @@ class MixedBatches:
       return parts[0]
     if any(p.extras != () for p in parts):
       # Replay carries no labels: a mixed batch would lose them for part of the batch.
-      raise ValueError('stored transitions carry extras (success labels) that the replay '
-                       'share lacks: labelled data needs every batch from the store')
-    return types.Transition(*[np.concatenate([np.asarray(p[i]) for p in parts])
-                              for i in range(5)])
+      raise ValueError(
+        'stored transitions carry extras (success labels) that the replay '
+        'share lacks: labelled data needs every batch from the store'
+      )
+    return types.Transition(*[np.concatenate([np.asarray(p[i]) for p in parts]) for i in range(5)])

@@ -19,8 +19,12 @@ class EpisodeRecorder(observers.EnvLoopObserver):
   shutdown or a crash is never stored in part.
   """
 
-  def __init__(self, writer: Any, metadata: Optional[Dict[str, Any]] = None,
-               policy_version: Optional[Callable[[], Optional[int]]] = None):
+  def __init__(
+    self,
+    writer: Any,
+    metadata: Optional[Dict[str, Any]] = None,
+    policy_version: Optional[Callable[[], Optional[int]]] = None,
+  ):
     self._writer = writer
     self._metadata = dict(metadata or {})
     self._policy_version = policy_version or (lambda: None)
@@ -40,8 +44,7 @@ class EpisodeRecorder(observers.EnvLoopObserver):
     self._reset()
     self._obs.append(np.array(timestep.observation, copy=True))
 
-  def observe(self, env: dm_env.Environment, timestep: dm_env.TimeStep,
-              action: np.ndarray) -> None:
+  def observe(self, env: dm_env.Environment, timestep: dm_env.TimeStep, action: np.ndarray) -> None:
     del env
     self._actions.append(np.array(action, copy=True))
     self._obs.append(np.array(timestep.observation, copy=True))
@@ -57,9 +60,13 @@ class EpisodeRecorder(observers.EnvLoopObserver):
     metadata = dict(self._metadata)
     if self._versions:
       metadata['policy_version'] = [min(self._versions), max(self._versions)]
-    episode = Episode(observations=np.stack(self._obs), actions=np.stack(self._actions),
-                      rewards=np.asarray(self._rewards, np.float32),
-                      discounts=np.asarray(self._discounts, np.float32), metadata=metadata)
+    episode = Episode(
+      observations=np.stack(self._obs),
+      actions=np.stack(self._actions),
+      rewards=np.asarray(self._rewards, np.float32),
+      discounts=np.asarray(self._discounts, np.float32),
+      metadata=metadata,
+    )
     self._reset()
     try:
       self._writer.append(episode)

@@ -71,8 +71,7 @@ FEATURES_FILE = 'features.json'
 DATASET_INFO_FILE = 'dataset_info.json'
 FILEPATH_TEMPLATE = '{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}'
 METADATA_KEY = 'episode_metadata/metadata_json'
-STEP_FIELDS = ('observation', 'action', 'reward', 'discount', 'is_first',
-               'is_last', 'is_terminal')
+STEP_FIELDS = ('observation', 'action', 'reward', 'discount', 'is_first', 'is_last', 'is_terminal')
 FLAGS = ('is_first', 'is_last', 'is_terminal')
 
 # A TFRecord is: uint64 length, uint32 masked crc32c(length), data,
@@ -90,8 +89,9 @@ class BadRecordError(RldsError):
 
   def __init__(self, bad: 'BadRecord'):
     super().__init__(
-        f'RLDS import refused: {bad}. Nothing was loaded; repair or remove the '
-        "file, or pass on_error='skip' to load the other episodes.")
+      f'RLDS import refused: {bad}. Nothing was loaded; repair or remove the '
+      "file, or pass on_error='skip' to load the other episodes."
+    )
     self.bad = bad
     self.file = bad.file
     self.episode = bad.episode
@@ -101,6 +101,7 @@ class BadRecordError(RldsError):
 @dataclasses.dataclass(frozen=True)
 class EpisodeSpec:
   """Per-step shapes and dtypes shared by every episode of a dataset."""
+
   observation_shape: Tuple[int, ...]
   observation_dtype: np.dtype
   action_shape: Tuple[int, ...]
@@ -113,8 +114,7 @@ class EpisodeSpec:
     # compare equal to ones read from a dataset.
     for name in ('observation_shape', 'action_shape'):
       object.__setattr__(self, name, tuple(int(d) for d in getattr(self, name)))
-    for name in ('observation_dtype', 'action_dtype', 'reward_dtype',
-                 'discount_dtype'):
+    for name in ('observation_dtype', 'action_dtype', 'reward_dtype', 'discount_dtype'):
       object.__setattr__(self, name, np.dtype(getattr(self, name)))
 
   @classmethod
@@ -122,17 +122,26 @@ class EpisodeSpec:
     """The spec an episode's arrays have (its step shapes, not its length)."""
     obs = np.asarray(episode.observations)
     act = np.asarray(episode.actions)
-    return cls(obs.shape[1:], obs.dtype, act.shape[1:], act.dtype,
-               np.asarray(episode.rewards).dtype,
-               np.asarray(episode.discounts).dtype)
+    return cls(
+      obs.shape[1:],
+      obs.dtype,
+      act.shape[1:],
+      act.dtype,
+      np.asarray(episode.rewards).dtype,
+      np.asarray(episode.discounts).dtype,
+    )
 
   def describe(self) -> str:
     """One-line text, e.g. 'observation float32[5], action float32[1], ...'."""
+
     def one(dtype, shape):
       return f'{dtype.name}{list(shape)}' if shape else dtype.name
-    return (f'observation {one(self.observation_dtype, self.observation_shape)}, '
-            f'action {one(self.action_dtype, self.action_shape)}, '
-            f'reward {self.reward_dtype.name}, discount {self.discount_dtype.name}')
+
+    return (
+      f'observation {one(self.observation_dtype, self.observation_shape)}, '
+      f'action {one(self.action_dtype, self.action_shape)}, '
+      f'reward {self.reward_dtype.name}, discount {self.discount_dtype.name}'
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,6 +151,7 @@ class BadRecord:
   ``count`` is more than 1 when damage makes the rest of a file unreadable or
   records are missing: it then covers records ``record .. record+count-1``.
   """
+
   file: str  # shard file name, relative to the dataset directory
   record: int  # index of the (first) record within the file
   episode: int  # index of the (first) episode within the dataset
@@ -152,14 +162,16 @@ class BadRecord:
     if self.count == 1:
       where = f'record {self.record} (episode {self.episode})'
     else:
-      where = (f'records {self.record}-{self.record + self.count - 1} '
-               f'(episodes {self.episode}-{self.episode + self.count - 1})')
+      where = (
+        f'records {self.record}-{self.record + self.count - 1} '
+        f'(episodes {self.episode}-{self.episode + self.count - 1})'
+      )
     return f'{self.file}, {where}: {self.reason}'
-
 
 
 class Field(NamedTuple):
   """How one step field is stored: per-step shape, dtype and TFDS encoding."""
+
   shape: Tuple[int, ...]
   dtype: np.dtype
   encoding: str  # 'none' | 'bytes' | 'zlib' (zlib only read, never written)
@@ -173,7 +185,6 @@ class Field(NamedTuple):
     if self.encoding != 'none':
       return 'bytes_list'
     return 'float_list' if self.dtype.kind == 'f' else 'int64_list'
-
 
 
 def check_dtype(dtype: np.dtype) -> Optional[str]:
@@ -195,15 +206,17 @@ def _export_encoding(dtype: np.dtype) -> str:
 
 def fields_for(spec: EpisodeSpec) -> Dict[str, Field]:
   flag = Field((), np.dtype(bool), 'none')
-  pairs = {'observation': (spec.observation_shape, spec.observation_dtype),
-           'action': (spec.action_shape, spec.action_dtype),
-           'reward': ((), spec.reward_dtype),
-           'discount': ((), spec.discount_dtype)}
-  fields = {name: Field(shape, dtype, _export_encoding(dtype))
-            for name, (shape, dtype) in pairs.items()}
+  pairs = {
+    'observation': (spec.observation_shape, spec.observation_dtype),
+    'action': (spec.action_shape, spec.action_dtype),
+    'reward': ((), spec.reward_dtype),
+    'discount': ((), spec.discount_dtype),
+  }
+  fields = {
+    name: Field(shape, dtype, _export_encoding(dtype)) for name, (shape, dtype) in pairs.items()
+  }
   fields.update({name: flag for name in FLAGS})
   return fields
-
 
 
 # --- TFRecord framing (import checks it only to step past a damaged record) ---

@@ -23,21 +23,38 @@ from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 from google.protobuf import message as proto_message
+
 # The random-access reader is TensorFlow's own, used only to resume reading a
 # shard after a damaged record (TFRecordDataset cannot skip past one).
 from tensorflow.python.lib.io import tf_record
 
 from agents.common.errors import ConfigError
 from launch.store.episodes import Episode
-from launch.store.rlds_format import (DATASET_INFO_FILE, FEATURES_FILE, FILEPATH_TEMPLATE, FLAGS,
-                                      FOOTER_BYTES, HEADER_BYTES, METADATA_KEY, STEP_FIELDS,
-                                      BadRecord, BadRecordError, EpisodeSpec, Field, PathLike,
-                                      RldsError, check_dtype, fields_for, masked_crc32c)
+from launch.store.rlds_format import (
+  DATASET_INFO_FILE,
+  FEATURES_FILE,
+  FILEPATH_TEMPLATE,
+  FLAGS,
+  FOOTER_BYTES,
+  HEADER_BYTES,
+  METADATA_KEY,
+  STEP_FIELDS,
+  BadRecord,
+  BadRecordError,
+  EpisodeSpec,
+  Field,
+  PathLike,
+  RldsError,
+  check_dtype,
+  fields_for,
+  masked_crc32c,
+)
 
 
 @dataclasses.dataclass
 class ImportReport:
   """What an import loaded and what it skipped."""
+
   directory: str
   dataset_name: str = ''
   spec: Optional[EpisodeSpec] = None
@@ -55,8 +72,10 @@ class ImportReport:
 
   def summary(self) -> str:
     """Multi-line text: a count line, then one line per bad record."""
-    lines = [f'{self.directory}: loaded {self.loaded} of '
-             f'{self.expected_episodes} episodes, skipped {self.skipped}']
+    lines = [
+      f'{self.directory}: loaded {self.loaded} of '
+      f'{self.expected_episodes} episodes, skipped {self.skipped}'
+    ]
     lines.extend(f'  skipped {b}' for b in self.bad)
     return '\n'.join(lines)
 
@@ -85,15 +104,16 @@ def _damage_at(path: pathlib.Path, offset: int, size: int) -> Tuple[str, Optiona
     f.seek(offset)
     header = f.read(HEADER_BYTES)
   if len(header) < HEADER_BYTES:
-    return (f'truncated: the file ends {len(header)} bytes into a record header',
-            None)
+    return (f'truncated: the file ends {len(header)} bytes into a record header', None)
   length, crc = struct.unpack('<QI', header)
   if masked_crc32c(header[:8]) != crc:
     return 'record header corrupted (checksum mismatch)', None
   end = offset + HEADER_BYTES + length + FOOTER_BYTES
   if end > size:
-    return (f'truncated: the record needs {end - offset} bytes, the file ends '
-            f'{size - offset} bytes into it'), None
+    return (
+      f'truncated: the record needs {end - offset} bytes, the file ends '
+      f'{size - offset} bytes into it'
+    ), None
   return 'record data corrupted (checksum mismatch)', end
 
 
@@ -156,8 +176,9 @@ def _read_shard_list(root: pathlib.Path) -> Tuple[str, List[Tuple[str, int]]]:
   try:
     info = _load_json(path)
   except FileNotFoundError:
-    raise RldsError(f'{path} is missing: not a TFDS dataset directory, or an '
-                    'unfinished export') from None
+    raise RldsError(
+      f'{path} is missing: not a TFDS dataset directory, or an unfinished export'
+    ) from None
   try:
     name = info['name']
     file_format = info.get('fileFormat', 'tfrecord')
@@ -169,9 +190,13 @@ def _read_shard_list(root: pathlib.Path) -> Tuple[str, List[Tuple[str, int]]]:
       lengths = [int(n) for n in split['shardLengths']]
       for i, listed in enumerate(lengths):
         file_name = template.format(
-            DATASET=name, SPLIT=split['name'], FILEFORMAT=file_format,
-            SHARD_X_OF_Y=f'{i:05d}-of-{len(lengths):05d}',
-            SHARD_INDEX=f'{i:05d}', NUM_SHARDS=f'{len(lengths):05d}')
+          DATASET=name,
+          SPLIT=split['name'],
+          FILEFORMAT=file_format,
+          SHARD_X_OF_Y=f'{i:05d}-of-{len(lengths):05d}',
+          SHARD_INDEX=f'{i:05d}',
+          NUM_SHARDS=f'{len(lengths):05d}',
+        )
         # The names come from the file: keep them inside the dataset directory.
         if pathlib.PurePath(file_name).name != file_name or file_name in ('.', '..'):
           raise RldsError(f'{path}: shard name {file_name!r} is not a plain file name')
@@ -184,8 +209,7 @@ def _read_shard_list(root: pathlib.Path) -> Tuple[str, List[Tuple[str, int]]]:
 def _tensor_field(path: pathlib.Path, key: str, feature: Any) -> Field:
   if not isinstance(feature, dict) or 'tensor' not in feature:
     kind = feature.get('pythonClassName', '?') if isinstance(feature, dict) else '?'
-    raise RldsError(f'{path}: {key} is a {kind}; only a single tensor per field '
-                    'is supported')
+    raise RldsError(f'{path}: {key} is a {kind}; only a single tensor per field is supported')
   try:
     tensor = feature['tensor']
     shape = tuple(int(d) for d in tensor.get('shape', {}).get('dimensions', []))
@@ -194,8 +218,9 @@ def _tensor_field(path: pathlib.Path, key: str, feature: Any) -> Field:
   except (KeyError, TypeError, ValueError, AttributeError) as e:
     raise RldsError(f'{path}: {key} has an unreadable tensor description ({e})') from e
   if any(d < 0 for d in shape):
-    raise RldsError(f'{path}: {key} has a variable shape {list(shape)}; only fixed '
-                    'shapes are supported')
+    raise RldsError(
+      f'{path}: {key} has a variable shape {list(shape)}; only fixed shapes are supported'
+    )
   problem = check_dtype(dtype)
   if problem:
     raise RldsError(f'{path}: {key}: {problem}')
@@ -204,16 +229,16 @@ def _tensor_field(path: pathlib.Path, key: str, feature: Any) -> Field:
   return Field(shape, dtype, encoding)
 
 
-def _read_features(root: pathlib.Path,
-                   expected: Optional[EpisodeSpec]) -> Tuple[Dict[str, Field], EpisodeSpec]:
+def _read_features(
+  root: pathlib.Path, expected: Optional[EpisodeSpec]
+) -> Tuple[Dict[str, Field], EpisodeSpec]:
   """The step fields the dataset declares, checked against ``expected``."""
   path = root / FEATURES_FILE
   try:
     doc = _load_json(path)
   except FileNotFoundError:
     if expected is None:
-      raise RldsError(f'{path} is missing: pass expected= to say what the '
-                      'episodes hold') from None
+      raise RldsError(f'{path} is missing: pass expected= to say what the episodes hold') from None
     return fields_for(expected), expected
   try:
     top = doc['featuresDict']['features']
@@ -227,21 +252,26 @@ def _read_features(root: pathlib.Path,
     fields[name] = _tensor_field(path, f'steps/{name}', steps[name])
   for name in ('reward', 'discount'):
     if fields[name].shape:
-      raise RldsError(f'{path}: steps/{name} has shape {list(fields[name].shape)}; '
-                      'a scalar is expected')
+      raise RldsError(
+        f'{path}: steps/{name} has shape {list(fields[name].shape)}; a scalar is expected'
+      )
   for name in FLAGS:
     if fields[name].shape or fields[name].dtype != bool:
       raise RldsError(f'{path}: steps/{name} must be a bool scalar')
   try:
-    metadata = top['episode_metadata']['featuresDict']['features'][
-        METADATA_KEY.split('/')[1]]
+    metadata = top['episode_metadata']['featuresDict']['features'][METADATA_KEY.split('/')[1]]
   except (KeyError, TypeError):
     raise RldsError(f'{path}: {METADATA_KEY} is not declared') from None
   if not isinstance(metadata, dict) or 'text' not in metadata:
     raise RldsError(f'{path}: {METADATA_KEY} is not a text feature')
-  spec = EpisodeSpec(fields['observation'].shape, fields['observation'].dtype,
-                     fields['action'].shape, fields['action'].dtype,
-                     fields['reward'].dtype, fields['discount'].dtype)
+  spec = EpisodeSpec(
+    fields['observation'].shape,
+    fields['observation'].dtype,
+    fields['action'].shape,
+    fields['action'].dtype,
+    fields['reward'].dtype,
+    fields['discount'].dtype,
+  )
   if expected is not None and expected != spec:
     raise RldsError(f'{root} holds {spec.describe()}; expected {expected.describe()}')
   return fields, spec
@@ -255,13 +285,17 @@ def _decode_field(features: Any, name: str, field: Field, n: int) -> np.ndarray:
   feature = features[key]
   kind = feature.WhichOneof('kind')
   if kind != field.list_kind:
-    raise _Invalid(f'{key} is stored as {kind or "no values"}; a {field.dtype.name} '
-                   f'field with encoding {field.encoding!r} needs a {field.list_kind}')
+    raise _Invalid(
+      f'{key} is stored as {kind or "no values"}; a {field.dtype.name} '
+      f'field with encoding {field.encoding!r} needs a {field.list_kind}'
+    )
   if field.encoding == 'none':
     values = getattr(feature, kind).value
     if len(values) != n * field.size:
-      raise _Invalid(f'{key} holds {len(values)} values; {n} steps of shape '
-                     f'{list(field.shape)} need {n * field.size}')
+      raise _Invalid(
+        f'{key} holds {len(values)} values; {n} steps of shape '
+        f'{list(field.shape)} need {n * field.size}'
+      )
     if kind == 'float_list':
       array = np.asarray(values, np.float32).astype(field.dtype)
     else:
@@ -285,8 +319,10 @@ def _decode_field(features: Any, name: str, field: Field, n: int) -> np.ndarray:
     step_bytes = field.size * field.dtype.itemsize
     for t, entry in enumerate(entries):
       if len(entry) != step_bytes:
-        raise _Invalid(f'{key} step {t} holds {len(entry)} bytes; shape '
-                       f'{list(field.shape)} of {field.dtype.name} needs {step_bytes}')
+        raise _Invalid(
+          f'{key} step {t} holds {len(entry)} bytes; shape '
+          f'{list(field.shape)} of {field.dtype.name} needs {step_bytes}'
+        )
     array = np.frombuffer(b''.join(entries), field.dtype.newbyteorder('<'))
     array = array.astype(field.dtype)
   array = array.reshape((n,) + field.shape)
@@ -312,8 +348,7 @@ def _decode_episode(data: bytes, fields: Dict[str, Field]) -> Episode:
   n = len(first.int64_list.value)
   if n == 0:
     raise _Invalid('the episode has no steps')
-  arrays = {name: _decode_field(features, name, field, n)
-            for name, field in fields.items()}
+  arrays = {name: _decode_field(features, name, field, n) for name, field in fields.items()}
   steps = n - 1
   position = np.arange(n)
   if not np.array_equal(arrays['is_first'], position == 0):
@@ -325,9 +360,11 @@ def _decode_episode(data: bytes, fields: Dict[str, Field]) -> Episode:
     raise _Invalid('steps/is_terminal is True before the last step')
   ends_terminal = steps > 0 and arrays['discount'][steps - 1] == 0
   if bool(terminal[-1]) != ends_terminal:
-    raise _Invalid(f'steps/is_terminal is {bool(terminal[-1])} on the last step but '
-                   f'the last discount is '
-                   f'{arrays["discount"][steps - 1] if steps else "absent"}')
+    raise _Invalid(
+      f'steps/is_terminal is {bool(terminal[-1])} on the last step but '
+      f'the last discount is '
+      f'{arrays["discount"][steps - 1] if steps else "absent"}'
+    )
   if METADATA_KEY not in features:
     raise _Invalid(f'{METADATA_KEY} is missing')
   texts = features[METADATA_KEY].bytes_list.value
@@ -339,16 +376,18 @@ def _decode_episode(data: bytes, fields: Dict[str, Field]) -> Episode:
     raise _Invalid(f'{METADATA_KEY} is not valid JSON ({e})') from e
   if not isinstance(metadata, dict):
     raise _Invalid(f'{METADATA_KEY} is a JSON {type(metadata).__name__}, not an object')
-  return Episode(observations=arrays['observation'],
-                 actions=arrays['action'][:steps].copy(),
-                 rewards=arrays['reward'][:steps].copy(),
-                 discounts=arrays['discount'][:steps].copy(),
-                 metadata=metadata)
+  return Episode(
+    observations=arrays['observation'],
+    actions=arrays['action'][:steps].copy(),
+    rewards=arrays['reward'][:steps].copy(),
+    discounts=arrays['discount'][:steps].copy(),
+    metadata=metadata,
+  )
 
 
-def import_rlds(in_dir: PathLike, on_error: str = 'skip',
-                expected: Optional[EpisodeSpec] = None
-                ) -> Tuple[List[Episode], ImportReport]:
+def import_rlds(
+  in_dir: PathLike, on_error: str = 'skip', expected: Optional[EpisodeSpec] = None
+) -> Tuple[List[Episode], ImportReport]:
   """Reads an RLDS dataset directory (as export_rlds writes it) into Episodes.
 
   Args:
@@ -382,8 +421,12 @@ def import_rlds(in_dir: PathLike, on_error: str = 'skip',
     raise RldsError(f'{root} is not a directory')
   name, shards = _read_shard_list(root)
   fields, spec = _read_features(root, expected)
-  report = ImportReport(directory=str(root), dataset_name=name, spec=spec,
-                        expected_episodes=sum(listed for _, listed in shards))
+  report = ImportReport(
+    directory=str(root),
+    dataset_name=name,
+    spec=spec,
+    expected_episodes=sum(listed for _, listed in shards),
+  )
   episodes: List[Episode] = []
 
   def reject(bad: BadRecord) -> None:
@@ -396,30 +439,47 @@ def import_rlds(in_dir: PathLike, on_error: str = 'skip',
     path = root / file_name
     if not path.is_file():
       if listed:
-        reject(BadRecord(file_name, 0, first_episode, 'the shard file is missing',
-                         listed))
+        reject(BadRecord(file_name, 0, first_episode, 'the shard file is missing', listed))
       first_episode += listed
       continue
     seen = 0
     for record in _shard_records(path, listed):
       seen = record.index + record.count
       if record.index >= listed:
-        reject(BadRecord(file_name, record.index, first_episode + record.index,
-                         f'dataset_info.json lists {listed} records for this file',
-                         record.count))
+        reject(
+          BadRecord(
+            file_name,
+            record.index,
+            first_episode + record.index,
+            f'dataset_info.json lists {listed} records for this file',
+            record.count,
+          )
+        )
       elif record.error is not None:
-        reject(BadRecord(file_name, record.index, first_episode + record.index,
-                         record.error, min(record.count, listed - record.index)))
+        reject(
+          BadRecord(
+            file_name,
+            record.index,
+            first_episode + record.index,
+            record.error,
+            min(record.count, listed - record.index),
+          )
+        )
       else:
         try:
           episodes.append(_decode_episode(record.data, fields))
         except _Invalid as e:
-          reject(BadRecord(file_name, record.index, first_episode + record.index,
-                           str(e)))
+          reject(BadRecord(file_name, record.index, first_episode + record.index, str(e)))
     if seen < listed:
-      reject(BadRecord(file_name, seen, first_episode + seen,
-                       f'missing: the file ends after {seen} records, '
-                       f'dataset_info.json lists {listed}', listed - seen))
+      reject(
+        BadRecord(
+          file_name,
+          seen,
+          first_episode + seen,
+          f'missing: the file ends after {seen} records, dataset_info.json lists {listed}',
+          listed - seen,
+        )
+      )
     first_episode += listed
   report.loaded = len(episodes)
   return episodes, report

@@ -50,22 +50,27 @@ class _Growable:
       capacity = max(needed, 2 * (0 if self._buffer is None else self._buffer.shape[0]), 16)
       buffer = np.empty((capacity,) + values.shape[1:], values.dtype)
       if self._buffer is not None:
-        buffer[:self._size] = self._buffer[:self._size]
+        buffer[: self._size] = self._buffer[: self._size]
       self._buffer = buffer
-    self._buffer[self._size:needed] = values
+    self._buffer[self._size : needed] = values
     self._size = needed
 
   @property
   def array(self) -> np.ndarray:
     if self._buffer is None:
       return np.empty((0,), self._dtype)
-    return self._buffer[:self._size]
+    return self._buffer[: self._size]
 
 
 def _spec(episode: Episode) -> Tuple:
-  return (episode.observations.shape[1:], episode.observations.dtype,
-          episode.actions.shape[1:], episode.actions.dtype,
-          episode.rewards.dtype, episode.discounts.dtype)
+  return (
+    episode.observations.shape[1:],
+    episode.observations.dtype,
+    episode.actions.shape[1:],
+    episode.actions.dtype,
+    episode.rewards.dtype,
+    episode.discounts.dtype,
+  )
 
 
 def transition_starts(length: int, n_step: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -92,13 +97,19 @@ class StoreSampler:
   All episodes must share observation/action shapes and dtypes.
   """
 
-  def __init__(self, stores: Union[EpisodeStore, Sequence[EpisodeStore]], n_step: int,
-               discount: float, seed: Union[None, int, np.random.Generator] = None,
-               labeller: Optional[Callable[[Episode], bool]] = None):
+  def __init__(
+    self,
+    stores: Union[EpisodeStore, Sequence[EpisodeStore]],
+    n_step: int,
+    discount: float,
+    seed: Union[None, int, np.random.Generator] = None,
+    labeller: Optional[Callable[[Episode], bool]] = None,
+  ):
     if n_step < 1:
       raise ValueError(f'n_step must be at least 1, got {n_step}')
     self._stores: List[EpisodeStore] = (
-        [stores] if isinstance(stores, EpisodeStore) else list(stores))
+      [stores] if isinstance(stores, EpisodeStore) else list(stores)
+    )
     self._n_step = int(n_step)
     # The adder's own cast: float32, so float32 rewards stay float32.
     self._discount = np.float32(discount)
@@ -136,12 +147,13 @@ class StoreSampler:
     for i, store in enumerate(self._stores):
       store.refresh()
       infos = store.index()
-      for info in infos[self._taken[i]:]:
+      for info in infos[self._taken[i] :]:
         try:
           episode = store.read(info.episode_id)
         except CorruptRecordError as e:
-          log.warning('store %s: episode %s unreadable (%s); not sampled', store.directory,
-                      info.episode_id, e)
+          log.warning(
+            'store %s: episode %s unreadable (%s); not sampled', store.directory, info.episode_id, e
+          )
           continue
         self._add(episode, info.episode_id)
         new += 1
@@ -153,8 +165,14 @@ class StoreSampler:
     if self._spec is None:
       self._spec = spec
     elif spec != self._spec:
-      names = ('observation shape', 'observation dtype', 'action shape', 'action dtype',
-               'reward dtype', 'discount dtype')
+      names = (
+        'observation shape',
+        'observation dtype',
+        'action shape',
+        'action dtype',
+        'reward dtype',
+        'discount dtype',
+      )
       diffs = [f'{n} {b} (expected {a})' for n, a, b in zip(names, self._spec, spec) if a != b]
       raise ValueError(f'episode {episode_id} does not match the others: {", ".join(diffs)}')
     success = None
@@ -202,12 +220,13 @@ class StoreSampler:
     if self._labeller is not None:
       extras = {'success': self._labels.array[which]}
     return types.Transition(
-        observation=observations[obs],
-        action=self._actions.array[step],
-        reward=n_step_return.astype(reward_dtype, copy=False),
-        discount=total_discount,
-        next_observation=observations[obs + k],
-        extras=extras)
+      observation=observations[obs],
+      action=self._actions.array[step],
+      reward=n_step_return.astype(reward_dtype, copy=False),
+      discount=total_discount,
+      next_observation=observations[obs + k],
+      extras=extras,
+    )
 
   def sample(self, batch_size: int) -> types.Transition:
     """A batch of `batch_size` transitions drawn uniformly with replacement."""
@@ -221,8 +240,9 @@ class StoreSampler:
       raise ValueError('no stored transitions yet (call refresh())')
     return self._gather(np.arange(self.num_transitions))
 
-  def iterate(self, batch_size: int, refresh_every_s: float = 5.0,
-              poll_s: float = 0.5) -> Iterator[types.Transition]:
+  def iterate(
+    self, batch_size: int, refresh_every_s: float = 5.0, poll_s: float = 0.5
+  ) -> Iterator[types.Transition]:
     """Endless batches, taking in new episodes every `refresh_every_s`; waits
     (polling every `poll_s`) while the stores are empty."""
     next_refresh = 0.0

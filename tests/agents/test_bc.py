@@ -13,21 +13,19 @@ from typing import Dict, List, NamedTuple
 import jax
 import numpy as np
 import pytest
-from acme import specs
-from acme import types
-from acme.utils import counting
-from acme.utils import loggers
+from acme import specs, types
+from acme.utils import counting, loggers
 
 from agents.bc import learning
 from agents.bc.builder import BCBuilder
 from agents.bc.config import BCConfig
 from agents.bc.learner import BCLearner
-from agents.mpo import losses
+from agents.common.errors import ConfigError
 from agents.common.replay_config import ReplayConfig
+from agents.mpo import losses
 from agents.mpo.builder import MPOBuilder
 from agents.mpo.config import MPOConfig
 from agents.mpo.learner import NonFiniteLossError
-from agents.common.errors import ConfigError
 from networks.mpo import make_mpo_networks
 from tests.fakes import Feed
 
@@ -44,9 +42,13 @@ def _linear_dataset(seed: int = 0, action_nan: bool = False) -> types.Transition
   action = obs @ ACTION_MATRIX.T
   if action_nan:
     action[5, 1] = np.nan
-  return types.Transition(observation=obs, action=action,
-                          reward=np.zeros(BATCH, np.float32),
-                          discount=np.ones(BATCH, np.float32), next_observation=obs)
+  return types.Transition(
+    observation=obs,
+    action=action,
+    reward=np.zeros(BATCH, np.float32),
+    discount=np.ones(BATCH, np.float32),
+    next_observation=obs,
+  )
 
 
 def _networks(config: BCConfig = CONFIG):
@@ -68,10 +70,16 @@ def _leaves_equal(a, b) -> bool:
 # ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize('field, value', [
-    ('learning_rate', 0.0), ('learning_rate', float('nan')), ('max_grad_norm', -1.0),
-    ('policy_layer_sizes', ()), ('policy_layer_sizes', (8, 0)),
-])
+@pytest.mark.parametrize(
+  'field, value',
+  [
+    ('learning_rate', 0.0),
+    ('learning_rate', float('nan')),
+    ('max_grad_norm', -1.0),
+    ('policy_layer_sizes', ()),
+    ('policy_layer_sizes', (8, 0)),
+  ],
+)
 def test_config_rejects_bad_values_naming_the_field(field, value):
   with pytest.raises(ConfigError, match=rf'BCConfig\.{field}='):
     BCConfig(**{field: value})
@@ -84,19 +92,27 @@ def _legacy_flat(config: MPOConfig) -> dict:
 
 
 def test_config_from_a_stored_mpo_config_takes_the_policy_settings():
-  mpo = MPOConfig(policy_layer_sizes=[16, 8], policy_learning_rate=3e-4, max_grad_norm=5.0,
-                  replay=ReplayConfig(batch_size=32))
+  mpo = MPOConfig(
+    policy_layer_sizes=[16, 8],
+    policy_learning_rate=3e-4,
+    max_grad_norm=5.0,
+    replay=ReplayConfig(batch_size=32),
+  )
   stored = _legacy_flat(mpo)
   assert 'critic_layer_sizes' in stored and 'pmpo_alpha' in stored and 'batch_size' in stored
-  assert BCConfig.from_dict(stored) == BCConfig(policy_layer_sizes=(16, 8), learning_rate=3e-4,
-                                                max_grad_norm=5.0,
-                                                replay=ReplayConfig(batch_size=32))
+  assert BCConfig.from_dict(stored) == BCConfig(
+    policy_layer_sizes=(16, 8),
+    learning_rate=3e-4,
+    max_grad_norm=5.0,
+    replay=ReplayConfig(batch_size=32),
+  )
 
 
 def test_config_stands_alone_with_its_own_data_pipeline_settings():
   """BC is configured without MPOConfig: its own fields plus the shared replay sub-config."""
-  config = BCConfig.from_dict({'learning_rate': 1e-3, 'replay.batch_size': 64,
-                               'replay': {'n_step': 3}})
+  config = BCConfig.from_dict(
+    {'learning_rate': 1e-3, 'replay.batch_size': 64, 'replay': {'n_step': 3}}
+  )
   assert config.replay == ReplayConfig(batch_size=64, n_step=3)
   assert not isinstance(config, MPOConfig)
   assert not issubclass(BCBuilder, MPOBuilder)
@@ -113,16 +129,18 @@ def test_config_stands_alone_with_its_own_data_pipeline_settings():
 def test_update_reports_the_nll_before_the_step_and_moves_only_the_policy():
   nets = _networks()
   state = jax.jit(lambda key: learning.initial_state(nets, CONFIG, OBS_DIM, key))(
-      jax.random.PRNGKey(0))
+    jax.random.PRNGKey(0)
+  )
   batch = _linear_dataset()
   new_state, metrics = jax.jit(learning.make_update_fn(nets, CONFIG))(state, batch)
   mean, std = _policy_apply(state.policy_params, batch.observation)
-  np.testing.assert_allclose(metrics['bc_loss'],
-                             losses.behaviour_cloning_loss(mean, std, batch.action), rtol=1e-5)
+  np.testing.assert_allclose(
+    metrics['bc_loss'], losses.behaviour_cloning_loss(mean, std, batch.action), rtol=1e-5
+  )
   np.testing.assert_allclose(metrics['policy_loss'], metrics['bc_loss'])
   np.testing.assert_allclose(
-      metrics['action_mse'], np.mean(np.sum((np.asarray(mean) - batch.action) ** 2, -1)),
-      rtol=1e-5)
+    metrics['action_mse'], np.mean(np.sum((np.asarray(mean) - batch.action) ** 2, -1)), rtol=1e-5
+  )
   assert all(math.isfinite(float(v)) for v in metrics.values())
   assert int(new_state.steps) == 1
   assert not _leaves_equal(new_state.policy_params, state.policy_params)
@@ -137,8 +155,15 @@ def test_update_reports_the_nll_before_the_step_and_moves_only_the_policy():
 
 
 def _learner(feed: Feed, seed: int, logger=None, counter=None) -> BCLearner:
-  return BCLearner(_networks(), CONFIG, OBS_DIM, feed, seed=seed, counter=counter,
-                   logger=logger or loggers.NoOpLogger())
+  return BCLearner(
+    _networks(),
+    CONFIG,
+    OBS_DIM,
+    feed,
+    seed=seed,
+    counter=counter,
+    logger=logger or loggers.NoOpLogger(),
+  )
 
 
 def _mean_error(policy_params) -> np.ndarray:
@@ -171,7 +196,7 @@ def trained() -> Trained:
 def test_learner_fits_the_dataset_actions(trained):
   start, end = _mean_error(trained.initial_policy), _mean_error(trained.final_policy)
   assert start.max() > 0.5  # the initial policy mean is ~0, the actions are not
-  assert np.sqrt(np.mean(end ** 2)) < 0.1 * np.sqrt(np.mean(start ** 2)), end
+  assert np.sqrt(np.mean(end**2)) < 0.1 * np.sqrt(np.mean(start**2)), end
   assert end.max() < 0.15, end.max()
   first, last = trained.logged[0], trained.logged[-1]
   assert last['bc_loss'] < first['bc_loss'] - 1.0
@@ -230,10 +255,11 @@ def test_learner_save_restore_round_trip_and_nan_actions(trained):
 
 def _spec() -> specs.EnvironmentSpec:
   return specs.EnvironmentSpec(
-      observations=specs.Array((OBS_DIM,), np.float32),
-      actions=specs.BoundedArray((ACTION_DIM,), np.float32, -1.0, 1.0),
-      rewards=specs.Array((), np.float32),
-      discounts=specs.BoundedArray((), np.float32, 0.0, 1.0))
+    observations=specs.Array((OBS_DIM,), np.float32),
+    actions=specs.BoundedArray((ACTION_DIM,), np.float32, -1.0, 1.0),
+    rewards=specs.Array((), np.float32),
+    discounts=specs.BoundedArray((), np.float32, 0.0, 1.0),
+  )
 
 
 def test_builder_learner_serves_the_actor_policy(trained):

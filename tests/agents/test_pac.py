@@ -24,12 +24,12 @@ import pytest
 from acme import types
 from acme.utils import loggers
 
+from agents.common.config import merge_overrides
+from agents.common.errors import ConfigError
 from agents.mpo import learning
 from agents.mpo import losses as L
-from agents.common.config import merge_overrides
 from agents.mpo.config import MPOConfig, PACConfig, bc_alpha_for_iteration
 from agents.mpo.learner import MPOLearner
-from agents.common.errors import ConfigError
 from networks.mpo import make_mpo_networks
 
 _HALF_LOG_TWO_PI = 0.5 * math.log(2.0 * math.pi)
@@ -52,10 +52,12 @@ def _linear_dataset(seed: int = 0) -> types.Transition:
   rng = np.random.default_rng(seed)
   obs = rng.uniform(-1.0, 1.0, (BATCH, OBS_DIM)).astype(np.float32)
   return types.Transition(
-      observation=obs, action=obs @ ACTION_MATRIX.T,
-      reward=rng.uniform(0.0, 1.0, BATCH).astype(np.float32),
-      discount=rng.choice([0.0, 1.0], BATCH).astype(np.float32),
-      next_observation=rng.uniform(-1.0, 1.0, (BATCH, OBS_DIM)).astype(np.float32))
+    observation=obs,
+    action=obs @ ACTION_MATRIX.T,
+    reward=rng.uniform(0.0, 1.0, BATCH).astype(np.float32),
+    discount=rng.choice([0.0, 1.0], BATCH).astype(np.float32),
+    next_observation=rng.uniform(-1.0, 1.0, (BATCH, OBS_DIM)).astype(np.float32),
+  )
 
 
 def _leaves_equal(a, b) -> bool:
@@ -86,7 +88,8 @@ def test_bc_loss_sums_action_dims():
 def test_bc_loss_gradient_hand_value():
   mean, std, actions = _f32([[0.5], [0.0]]), _f32([[2.0], [1.0]]), _f32([[1.5], [-1.0]])
   g_mean, g_std, g_act = jax.jit(jax.grad(L.behaviour_cloning_loss, argnums=(0, 1, 2)))(
-      mean, std, actions)
+    mean, std, actions
+  )
   # dNLL/dmean = -(a - m) / s^2, dNLL/ds = 1/s - (a - m)^2 / s^3, each over B = 2.
   np.testing.assert_allclose(g_mean, [[-0.25 / 2.0], [1.0 / 2.0]], rtol=1e-6)
   np.testing.assert_allclose(g_std, [[(0.5 - 0.125) / 2.0], [0.0]], atol=1e-7)
@@ -123,11 +126,14 @@ def _pac_inputs(seed: int = 0, n: int = 4, b: int = 3, a: int = 2) -> PacInputs:
   t_std = rng.uniform(0.5, 1.5, size=(b, a))
   w = rng.uniform(size=(n, b))
   return PacInputs(
-      t_mean=_f32(t_mean), t_std=_f32(t_std),
-      sampled=_f32(t_mean + t_std * rng.normal(size=(n, b, a))),
-      weights=_f32(w / w.sum(0, keepdims=True)),
-      dataset=_f32(rng.uniform(-1.0, 1.0, size=(b, a))),
-      a_mean=_f32(rng.normal(size=a)), a_std=_f32(rng.normal(size=a)))
+    t_mean=_f32(t_mean),
+    t_std=_f32(t_std),
+    sampled=_f32(t_mean + t_std * rng.normal(size=(n, b, a))),
+    weights=_f32(w / w.sum(0, keepdims=True)),
+    dataset=_f32(rng.uniform(-1.0, 1.0, size=(b, a))),
+    a_mean=_f32(rng.normal(size=a)),
+    a_std=_f32(rng.normal(size=a)),
+  )
 
 
 EPS_MEAN, EPS_STD = 0.05, 1e-3
@@ -135,15 +141,34 @@ EPS_MEAN, EPS_STD = 0.05, 1e-3
 
 def _pac(online_mean, online_std, x: PacInputs, bc_alpha, sampled=None, weights=None):
   return L.pac_policy_loss(
-      online_mean, online_std, x.t_mean, x.t_std,
-      x.sampled if sampled is None else sampled, x.weights if weights is None else weights,
-      x.dataset, x.a_mean, x.a_std, EPS_MEAN, EPS_STD, bc_alpha)
+    online_mean,
+    online_std,
+    x.t_mean,
+    x.t_std,
+    x.sampled if sampled is None else sampled,
+    x.weights if weights is None else weights,
+    x.dataset,
+    x.a_mean,
+    x.a_std,
+    EPS_MEAN,
+    EPS_STD,
+    bc_alpha,
+  )
 
 
 def _mpo(online_mean, online_std, x: PacInputs, weights=None):
   return L.decoupled_mstep_loss(
-      online_mean, online_std, x.t_mean, x.t_std, x.sampled,
-      x.weights if weights is None else weights, x.a_mean, x.a_std, EPS_MEAN, EPS_STD)
+    online_mean,
+    online_std,
+    x.t_mean,
+    x.t_std,
+    x.sampled,
+    x.weights if weights is None else weights,
+    x.a_mean,
+    x.a_std,
+    EPS_MEAN,
+    EPS_STD,
+  )
 
 
 def test_pac_alpha_zero_equals_the_mpo_mstep():
@@ -156,12 +181,22 @@ def test_pac_alpha_zero_equals_the_mpo_mstep():
     np.testing.assert_allclose(pac_m[k], v, rtol=1e-6, err_msg=k)
   assert float(pac_m['bc_alpha']) == 0.0
 
-  g_pac = jax.jit(jax.grad(lambda m, s, p, q: L.pac_policy_loss(
-      m, s, x.t_mean, x.t_std, x.sampled, x.weights, x.dataset, p, q, EPS_MEAN, EPS_STD,
-      0.0)[0], argnums=(0, 1, 2, 3)))(om, os_, x.a_mean, x.a_std)
-  g_mpo = jax.jit(jax.grad(lambda m, s, p, q: L.decoupled_mstep_loss(
-      m, s, x.t_mean, x.t_std, x.sampled, x.weights, p, q, EPS_MEAN, EPS_STD)[0],
-      argnums=(0, 1, 2, 3)))(om, os_, x.a_mean, x.a_std)
+  g_pac = jax.jit(
+    jax.grad(
+      lambda m, s, p, q: L.pac_policy_loss(
+        m, s, x.t_mean, x.t_std, x.sampled, x.weights, x.dataset, p, q, EPS_MEAN, EPS_STD, 0.0
+      )[0],
+      argnums=(0, 1, 2, 3),
+    )
+  )(om, os_, x.a_mean, x.a_std)
+  g_mpo = jax.jit(
+    jax.grad(
+      lambda m, s, p, q: L.decoupled_mstep_loss(
+        m, s, x.t_mean, x.t_std, x.sampled, x.weights, p, q, EPS_MEAN, EPS_STD
+      )[0],
+      argnums=(0, 1, 2, 3),
+    )
+  )(om, os_, x.a_mean, x.a_std)
   for gp, gm in zip(g_pac, g_mpo):
     np.testing.assert_allclose(gp, gm, rtol=1e-6, atol=1e-7)
 
@@ -188,8 +223,9 @@ def test_pac_alpha_one_at_the_target_is_bc_plus_multiplier_terms():
 def test_pac_alpha_one_ignores_sampled_actions_and_weights():
   x = _pac_inputs(seed=2)
   om, os_ = x.t_mean - 0.3, x.t_std * 1.1  # away from the target: the trust region acts
-  grad = jax.jit(jax.grad(
-      lambda m, s, sampled, w: _pac(m, s, x, 1.0, sampled, w)[0], argnums=(0, 1)))
+  grad = jax.jit(
+    jax.grad(lambda m, s, sampled, w: _pac(m, s, x, 1.0, sampled, w)[0], argnums=(0, 1))
+  )
   g1 = grad(om, os_, x.sampled, x.weights)
   other = _pac_inputs(seed=3)
   g2 = grad(om, os_, other.sampled * 3.0, other.weights)
@@ -197,8 +233,9 @@ def test_pac_alpha_one_ignores_sampled_actions_and_weights():
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
   # What is left is BC's gradient plus the trust region's (the M-step with zero weights).
   bc_grad = jax.jit(jax.grad(L.behaviour_cloning_loss, argnums=(0, 1)))(om, os_, x.dataset)
-  kl_grad = jax.jit(jax.grad(lambda m, s: _mpo(m, s, x, weights=jnp.zeros_like(x.weights))[0],
-                             argnums=(0, 1)))(om, os_)
+  kl_grad = jax.jit(
+    jax.grad(lambda m, s: _mpo(m, s, x, weights=jnp.zeros_like(x.weights))[0], argnums=(0, 1))
+  )(om, os_)
   assert np.abs(np.asarray(kl_grad[0])).max() > 1e-3  # the trust region does act here
   for g, b, k in zip(g1, bc_grad, kl_grad):
     np.testing.assert_allclose(g, b + k, rtol=1e-5, atol=1e-6)
@@ -224,15 +261,28 @@ def test_pac_alpha_one_policy_param_gradient_equals_bc_gradient():
     leaves, treedef = jax.tree_util.tree_flatten(params)
     keys = jax.random.split(perturb_key, len(leaves))
     params = jax.tree_util.tree_unflatten(
-        treedef, [p + 0.1 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)])
+      treedef, [p + 0.1 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)]
+    )
     # The target is the online policy itself: the trust region is inactive.
     t_mean, t_std = jax.lax.stop_gradient(nets.policy.apply(params, obs))
     sampled = t_mean + noise
 
     def pac(p):
       mean, std = nets.policy.apply(p, obs)
-      return L.pac_policy_loss(mean, std, t_mean, t_std, sampled, weights, dataset_actions,
-                               zeros, zeros, EPS_MEAN, EPS_STD, 1.0)[0]
+      return L.pac_policy_loss(
+        mean,
+        std,
+        t_mean,
+        t_std,
+        sampled,
+        weights,
+        dataset_actions,
+        zeros,
+        zeros,
+        EPS_MEAN,
+        EPS_STD,
+        1.0,
+      )[0]
 
     def bc(p):
       mean, std = nets.policy.apply(p, obs)
@@ -279,12 +329,20 @@ def test_bc_alpha_schedule_steps_then_holds_its_last_value():
       bc_alpha_for_iteration(config, bad)
 
 
-@pytest.mark.parametrize('field, value', [
-    ('pac.alpha', 1.5), ('pac.alpha', -0.1), ('pac.alpha', float('nan')), ('pac.alpha', '0.5'),
-    ('pac.alpha_schedule', ()), ('pac.alpha_schedule', (0.5, 1.2)),
-    ('pac.alpha_schedule', [0.5, float('inf')]), ('pac.alpha_schedule', '0.9,0.5'),
+@pytest.mark.parametrize(
+  'field, value',
+  [
+    ('pac.alpha', 1.5),
+    ('pac.alpha', -0.1),
+    ('pac.alpha', float('nan')),
+    ('pac.alpha', '0.5'),
+    ('pac.alpha_schedule', ()),
+    ('pac.alpha_schedule', (0.5, 1.2)),
+    ('pac.alpha_schedule', [0.5, float('inf')]),
+    ('pac.alpha_schedule', '0.9,0.5'),
     ('policy_loss', 'PAC'),
-])
+  ],
+)
 def test_config_rejects_bad_pac_values_naming_the_field(field, value):
   with pytest.raises(ConfigError, match=rf'MPOConfig\.{re.escape(field)}='):
     MPOConfig.from_dict({'policy_loss': 'pac', field: value})
@@ -304,10 +362,18 @@ def test_config_pac_boundaries_and_json_round_trip():
 # The jitted update with policy_loss='pac'.
 # ---------------------------------------------------------------------------
 
+
 def _pac_config(**overrides) -> MPOConfig:
-  kwargs = dict(policy_layer_sizes=(32, 32), critic_layer_sizes=(32, 32), num_atoms=11,
-                num_samples=8, replay=dict(batch_size=BATCH, discount=0.5), policy_loss='pac',
-                target_update_period=10, policy_learning_rate=1e-3)
+  kwargs = dict(
+    policy_layer_sizes=(32, 32),
+    critic_layer_sizes=(32, 32),
+    num_atoms=11,
+    num_samples=8,
+    replay=dict(batch_size=BATCH, discount=0.5),
+    policy_loss='pac',
+    target_update_period=10,
+    policy_learning_rate=1e-3,
+  )
   return MPOConfig.from_dict(merge_overrides(MPOConfig, kwargs, overrides))
 
 
@@ -320,11 +386,13 @@ class Compiled(NamedTuple):
 @functools.lru_cache(maxsize=None)
 def _compiled(policy_loss: str) -> Compiled:
   config = _pac_config(policy_loss=policy_loss)
-  nets = make_mpo_networks(ACTION_DIM, config.policy_layer_sizes, config.critic_layer_sizes,
-                           config.num_atoms)
+  nets = make_mpo_networks(
+    ACTION_DIM, config.policy_layer_sizes, config.critic_layer_sizes, config.num_atoms
+  )
   # Jitted: op-by-op haiku initialisation compiles every op on its own.
-  state = jax.jit(lambda key: learning.initial_state(nets, config, OBS_DIM, key),
-                  compiler_options=_FAST_COMPILE)(jax.random.PRNGKey(0))
+  state = jax.jit(
+    lambda key: learning.initial_state(nets, config, OBS_DIM, key), compiler_options=_FAST_COMPILE
+  )(jax.random.PRNGKey(0))
   update = jax.jit(learning.make_update_fn(nets, config), compiler_options=_FAST_COMPILE)
   return Compiled(nets, state, update)
 
@@ -337,8 +405,15 @@ def test_pac_update_changes_every_part_and_reports_finite_metrics():
   c = _compiled('pac')
   state, metrics = c.update(c.state, _batch(), np.float32(0.5))
   metrics = {k: float(v) for k, v in metrics.items()}
-  assert {'critic_loss', 'policy_loss', 'bc_loss', 'bc_alpha', 'temperature', 'kl_mean',
-          'q_mean'} <= set(metrics), sorted(metrics)
+  assert {
+    'critic_loss',
+    'policy_loss',
+    'bc_loss',
+    'bc_alpha',
+    'temperature',
+    'kl_mean',
+    'q_mean',
+  } <= set(metrics), sorted(metrics)
   assert all(math.isfinite(v) for v in metrics.values()), metrics
   assert metrics['bc_alpha'] == 0.5
   assert int(state.steps) == 1
@@ -390,7 +465,7 @@ def test_pac_alpha_one_fits_the_dataset_actions():
   for _ in range(300):
     state, metrics = c.update(state, batch, alpha)
   end = mean_error(state)
-  assert np.sqrt(np.mean(end ** 2)) < 0.1 * np.sqrt(np.mean(start ** 2)), end
+  assert np.sqrt(np.mean(end**2)) < 0.1 * np.sqrt(np.mean(start**2)), end
   assert end.max() < 0.15, end.max()
   assert math.isfinite(float(metrics['policy_loss']))
   # The trust region still held every step towards a moving target.
@@ -414,10 +489,12 @@ class _Feed:
 
 
 def test_learner_uses_the_alpha_of_its_iteration_without_recompiling():
-  config = _pac_config(policy_layer_sizes=(8,), critic_layer_sizes=(8,),
-                       pac=dict(alpha_schedule=(0.9, 0.4)))
-  nets = make_mpo_networks(ACTION_DIM, config.policy_layer_sizes, config.critic_layer_sizes,
-                           config.num_atoms)
+  config = _pac_config(
+    policy_layer_sizes=(8,), critic_layer_sizes=(8,), pac=dict(alpha_schedule=(0.9, 0.4))
+  )
+  nets = make_mpo_networks(
+    ACTION_DIM, config.policy_layer_sizes, config.critic_layer_sizes, config.num_atoms
+  )
   logger = loggers.InMemoryLogger()
   learner = MPOLearner(nets, config, OBS_DIM, _Feed(_linear_dataset()), logger=logger)
   assert learner.bc_alpha == pytest.approx(0.9)

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from acme import types
 
+from agents.common.config import merge_overrides
+from agents.common.errors import ConfigError
 from agents.mpo import learning
 from agents.mpo import losses as L
-from agents.common.config import merge_overrides
 from agents.mpo.config import MPOConfig, PMPOConfig
 from agents.mpo.labels import episode_success, make_labeller
 from launch.config import ExperimentConfig
-from agents.common.errors import ConfigError
 from launch.store.episodes import Episode, EpisodeStore
 from launch.store.mixing import MixedBatches
 from launch.store.sampling import StoreSampler, transition_starts
@@ -43,11 +43,14 @@ def test_unlabelled_episode_is_successful_from_the_threshold_on():
   assert episode_success({}, -3.0, success_return=-4.0) is True
 
 
-@pytest.mark.parametrize('metadata, threshold, words', [
-    ({'success': 'yes'}, 1.0, "must be true / false"),
-    ({'success': 0.5}, 1.0, "must be true / false"),
+@pytest.mark.parametrize(
+  'metadata, threshold, words',
+  [
+    ({'success': 'yes'}, 1.0, 'must be true / false'),
+    ({'success': 0.5}, 1.0, 'must be true / false'),
     ({}, None, 'pmpo.success_return'),
-])
+  ],
+)
 def test_bad_or_missing_label_is_a_clear_error(metadata, threshold, words):
   with pytest.raises(ValueError, match=words):
     episode_success(metadata, 1.0, threshold)
@@ -65,11 +68,16 @@ def test_non_finite_return_is_refused():
 
 def _episode(index: int, length: int, reward: float, metadata=None) -> Episode:
   """Observations [index, t, 0]; every reward equal, so the return is length * reward."""
-  obs = np.stack([np.full(length + 1, index), np.arange(length + 1), np.zeros(length + 1)],
-                 axis=1).astype(np.float32)
-  return Episode(observations=obs, actions=np.zeros((length, ACTION_DIM), np.float32),
-                 rewards=np.full(length, reward, np.float32),
-                 discounts=np.ones(length, np.float32), metadata=dict(metadata or {}))
+  obs = np.stack(
+    [np.full(length + 1, index), np.arange(length + 1), np.zeros(length + 1)], axis=1
+  ).astype(np.float32)
+  return Episode(
+    observations=obs,
+    actions=np.zeros((length, ACTION_DIM), np.float32),
+    rewards=np.full(length, reward, np.float32),
+    discounts=np.ones(length, np.float32),
+    metadata=dict(metadata or {}),
+  )
 
 
 def _store(tmp_path, episodes) -> EpisodeStore:
@@ -83,11 +91,16 @@ def _store(tmp_path, episodes) -> EpisodeStore:
 def test_every_transition_carries_its_episodes_label(tmp_path):
   # 0: labelled successful despite a low return; 1: return 12 >= 10; 2: return 3 < 10;
   # 3: labelled failed despite a high return.
-  episodes = [_episode(0, 7, 0.1, {'success': True}), _episode(1, 6, 2.0),
-              _episode(2, 3, 1.0), _episode(3, 9, 5.0, {'success': False})]
+  episodes = [
+    _episode(0, 7, 0.1, {'success': True}),
+    _episode(1, 6, 2.0),
+    _episode(2, 3, 1.0),
+    _episode(3, 9, 5.0, {'success': False}),
+  ]
   expected = {0: 1.0, 1: 1.0, 2: 0.0, 3: 0.0}
-  sampler = StoreSampler(_store(tmp_path, episodes), n_step=3, discount=0.9, seed=0,
-                         labeller=make_labeller(10.0))
+  sampler = StoreSampler(
+    _store(tmp_path, episodes), n_step=3, discount=0.9, seed=0, labeller=make_labeller(10.0)
+  )
   assert sampler.refresh() == 4
   assert (sampler.num_episodes, sampler.num_successes) == (4, 2)
   every = sampler.all_transitions()
@@ -114,8 +127,11 @@ def test_unlabelled_sampler_adds_no_extras(tmp_path):
 def test_an_episode_that_can_not_be_labelled_is_named(tmp_path):
   store = _store(tmp_path, [_episode(0, 4, 1.0)])
   sampler = StoreSampler(store, n_step=2, discount=0.9, labeller=make_labeller(None))
-  with pytest.raises(ValueError, match=rf"episode {store.index()[0].episode_id} can not be "
-                                       r"labelled: .*pmpo\.success_return"):
+  with pytest.raises(
+    ValueError,
+    match=rf'episode {store.index()[0].episode_id} can not be '
+    r'labelled: .*pmpo\.success_return',
+  ):
     sampler.refresh()
   assert sampler.num_transitions == 0  # nothing half-added
 
@@ -138,9 +154,15 @@ def test_store_batches_keep_labels_and_mixing_with_replay_is_refused(tmp_path):
 # ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize('field, value', [('source', 'ranked'), ('source', None),
-                                          ('success_return', float('nan')),
-                                          ('success_return', 'high')])
+@pytest.mark.parametrize(
+  'field, value',
+  [
+    ('source', 'ranked'),
+    ('source', None),
+    ('success_return', float('nan')),
+    ('success_return', 'high'),
+  ],
+)
 def test_config_rejects_bad_label_settings_naming_the_field(field, value):
   with pytest.raises(ConfigError, match=f'MPOConfig.pmpo.{field}='):
     MPOConfig(pmpo=PMPOConfig(**{field: value}))
@@ -158,7 +180,7 @@ def test_labels_need_a_mode_that_trains_on_the_store_only():
   with pytest.raises(ConfigError, match=r'iterated mode needs agent\.pmpo\.success_return'):
     ExperimentConfig(mode='iterated', agent=no_threshold)
   # Offline datasets may carry their own labels.
-  ExperimentConfig(mode="offline", max_learner_steps=10, agent=no_threshold)
+  ExperimentConfig(mode='offline', max_learner_steps=10, agent=no_threshold)
   # Ranking sampled actions by Q works on any data.
   ExperimentConfig(mode='online', agent=MPOConfig(policy_loss='pmpo'))
   # pmpo.source is PMPO's alone: the MPO and PAC losses ignore it, in any mode.
@@ -175,9 +197,17 @@ def test_labels_need_a_mode_that_trains_on_the_store_only():
 
 
 def _config(**overrides) -> MPOConfig:
-  kwargs = dict(policy_layer_sizes=(32, 32), critic_layer_sizes=(32, 32), num_atoms=11,
-                num_samples=8, replay=dict(batch_size=BATCH, discount=0.5), policy_loss='pmpo',
-                pmpo=dict(source='labels'), target_update_period=10, policy_learning_rate=1e-3)
+  kwargs = dict(
+    policy_layer_sizes=(32, 32),
+    critic_layer_sizes=(32, 32),
+    num_atoms=11,
+    num_samples=8,
+    replay=dict(batch_size=BATCH, discount=0.5),
+    policy_loss='pmpo',
+    pmpo=dict(source='labels'),
+    target_update_period=10,
+    policy_learning_rate=1e-3,
+  )
   return MPOConfig.from_dict(merge_overrides(MPOConfig, kwargs, overrides))
 
 
@@ -192,18 +222,22 @@ def _labelled_batch(seed: int = 0) -> types.Transition:
   success = (np.arange(BATCH) % 2 == 0).astype(np.float32)
   actions = np.where(success[:, None] > 0, GOOD_ACTION, BAD_ACTION).astype(np.float32)
   return types.Transition(
-      observation=rng.uniform(-1.0, 1.0, (BATCH, OBS_DIM)).astype(np.float32), action=actions,
-      reward=rng.uniform(0.0, 1.0, BATCH).astype(np.float32),
-      discount=np.ones(BATCH, np.float32),
-      next_observation=rng.uniform(-1.0, 1.0, (BATCH, OBS_DIM)).astype(np.float32),
-      extras={'success': success})
+    observation=rng.uniform(-1.0, 1.0, (BATCH, OBS_DIM)).astype(np.float32),
+    action=actions,
+    reward=rng.uniform(0.0, 1.0, BATCH).astype(np.float32),
+    discount=np.ones(BATCH, np.float32),
+    next_observation=rng.uniform(-1.0, 1.0, (BATCH, OBS_DIM)).astype(np.float32),
+    extras={'success': success},
+  )
 
 
 def _setup(config: MPOConfig):
-  nets = make_mpo_networks(ACTION_DIM, config.policy_layer_sizes, config.critic_layer_sizes,
-                           config.num_atoms)
-  state = jax.jit(lambda key: learning.initial_state(nets, config, OBS_DIM, key),
-                  compiler_options=_FAST_COMPILE)(jax.random.PRNGKey(0))
+  nets = make_mpo_networks(
+    ACTION_DIM, config.policy_layer_sizes, config.critic_layer_sizes, config.num_atoms
+  )
+  state = jax.jit(
+    lambda key: learning.initial_state(nets, config, OBS_DIM, key), compiler_options=_FAST_COMPILE
+  )(jax.random.PRNGKey(0))
   update = jax.jit(learning.make_update_fn(nets, config), compiler_options=_FAST_COMPILE)
   return nets, state, update
 
@@ -241,8 +275,9 @@ def test_the_policy_step_ignores_rewards_and_the_critic():
   s1, m1 = update(state, jax.tree_util.tree_map(jnp.asarray, batch))
   s2, m2 = update(state, jax.tree_util.tree_map(jnp.asarray, other))
   assert float(m1['critic_loss']) != float(m2['critic_loss'])
-  for a, b in zip(jax.tree_util.tree_leaves(s1.policy_params),
-                  jax.tree_util.tree_leaves(s2.policy_params)):
+  for a, b in zip(
+    jax.tree_util.tree_leaves(s1.policy_params), jax.tree_util.tree_leaves(s2.policy_params)
+  ):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
@@ -253,8 +288,20 @@ def test_negative_margin_stops_the_push_once_the_action_is_that_much_less_likely
   one = jnp.ones((1, 1))
 
   def neg_loss(mean, std, margin):
-    loss, m = L.pmpo_loss(mean, std, ref_mean, ref_std, far, none, far, one, 0.0, 0.0,
-                          neg_margin=margin, neg_mean_only=True)
+    loss, m = L.pmpo_loss(
+      mean,
+      std,
+      ref_mean,
+      ref_std,
+      far,
+      none,
+      far,
+      one,
+      0.0,
+      0.0,
+      neg_margin=margin,
+      neg_mean_only=True,
+    )
     return loss, m
 
   # log N(3; 0, 1) = -4.5 - log sqrt(2 pi); with margin 1 the floor is one nat lower.
@@ -274,7 +321,8 @@ def test_negative_margin_stops_the_push_once_the_action_is_that_much_less_likely
   assert float(jax.grad(lambda mu: neg_loss(mu, ref_std, 1.0)[0])(away)[0, 0]) == 0.0
   # Without a margin the push goes on.
   np.testing.assert_allclose(
-      float(jax.grad(lambda mu: neg_loss(mu, ref_std, None)[0])(away)[0, 0]), 4.0, rtol=1e-6)
+    float(jax.grad(lambda mu: neg_loss(mu, ref_std, None)[0])(away)[0, 0]), 4.0, rtol=1e-6
+  )
 
 
 def test_negative_term_can_move_only_the_mean_when_asked():
@@ -283,8 +331,13 @@ def test_negative_term_can_move_only_the_mean_when_asked():
   none, one = jnp.zeros((1, 1)), jnp.ones((1, 1))
 
   def std_grad(mean_only):
-    return float(jax.grad(lambda s: L.pmpo_loss(mean, s, mean, std, far, none, far, one, 0.0,
-                                                0.0, neg_mean_only=mean_only)[0])(std)[0, 0])
+    return float(
+      jax.grad(
+        lambda s: L.pmpo_loss(
+          mean, s, mean, std, far, none, far, one, 0.0, 0.0, neg_mean_only=mean_only
+        )[0]
+      )(std)[0, 0]
+    )
 
   # The loss is log N(3; 0, sigma), whose derivative at sigma 1 is -1 + 9 = 8: descent would
   # shrink the stddev to make the far action unlikely. Mean-only leaves the stddev alone.
@@ -298,9 +351,13 @@ def test_negative_term_pushes_no_mean_past_the_bound():
   none, one = jnp.zeros((1, 1)), jnp.ones((1, 1))
 
   def mean_grad(mean, bound):
-    return float(jax.grad(lambda m: L.pmpo_loss(m, std, m, std, bad, none, bad, one, 0.0, 0.0,
-                                                neg_mean_bound=bound)[0])(
-                                                    jnp.full((1, 1), mean))[0, 0])
+    return float(
+      jax.grad(
+        lambda m: L.pmpo_loss(m, std, m, std, bad, none, bad, one, 0.0, 0.0, neg_mean_bound=bound)[
+          0
+        ]
+      )(jnp.full((1, 1), mean))[0, 0]
+    )
 
   # log N(0; mu, 1) has gradient -mu: inside the bound the push is on ...
   np.testing.assert_allclose(mean_grad(0.5, 1.0), -0.5, rtol=1e-6)

@@ -43,9 +43,15 @@ def test_a_module_without_an_entry_is_a_clear_error(monkeypatch):
 
 
 def test_builder_pieces_run_together_on_real_reverb(random_agent):
-  cfg = ExperimentConfig.from_dict({'algorithm': 'random', 'task': 'cartpole:swingup', 'agent': {
-      'replay': {'batch_size': 8, 'min_replay_size': 10, 'samples_per_insert': None,
-                 'n_step': 2}}})
+  cfg = ExperimentConfig.from_dict(
+    {
+      'algorithm': 'random',
+      'task': 'cartpole:swingup',
+      'agent': {
+        'replay': {'batch_size': 8, 'min_replay_size': 10, 'samples_per_insert': None, 'n_step': 2}
+      },
+    }
+  )
   builder = experiment.make_builder(cfg)
   assert isinstance(builder, Builder)
   assert builder.make_networks() is None
@@ -56,8 +62,9 @@ def test_builder_pieces_run_together_on_real_reverb(random_agent):
     client = reverb.Client(address)
     learner = builder.make_learner(builder.make_dataset_iterator(address, 5_000), seed=0)
     assert isinstance(learner, Learner)
-    actor = builder.make_actor(learner, builder.make_adder(client), seed=3,
-                               version_name='learner_steps_never_served')
+    actor = builder.make_actor(
+      learner, builder.make_adder(client), seed=3, version_name='learner_steps_never_served'
+    )
     # The actor's first fetch asks for 'policy' (and a version the learner lacks here).
     with pytest.raises(KeyError, match='serves only "policy"'):
       actor.update(wait=True)
@@ -75,8 +82,9 @@ def test_builder_pieces_run_together_on_real_reverb(random_agent):
     assert actions.shape == (50,) + spec.shape and actions.dtype == spec.dtype
     assert np.all(actions >= spec.minimum) and np.all(actions <= spec.maximum)
     assert len(np.unique(actions)) == actions.size  # drawn, not fixed
-    # 49 two-step transitions of 50 steps, less those the writer has not confirmed yet.
-    assert 10 <= client.server_info()[REPLAY_TABLE].current_size <= 49
+    # acme's n-step adder writes n items from the first step and one from each later step that
+    # has its n successors: at most 50 here, less those the writer has not confirmed yet.
+    assert 10 <= client.server_info()[REPLAY_TABLE].current_size <= 50
     for _ in range(3):
       learner.step()
     assert learner.steps == 3 and int(learner.save().transitions_seen) == 24

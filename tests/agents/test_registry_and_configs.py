@@ -33,7 +33,7 @@ def test_unknown_algorithm_lists_the_registered_names():
   assert "unknown algorithm 'dreamer'" in message
   for name in registry.names():
     assert name in message
-  with pytest.raises(ConfigError, match="registered: .*bc.*mpo"):
+  with pytest.raises(ConfigError, match='registered: .*bc.*mpo'):
     ExperimentConfig.from_dict({'algorithm': 'dreamer'})
 
 
@@ -77,10 +77,12 @@ def test_presets_sit_beside_their_agent_and_are_valid_configs():
 
 
 def test_from_dict_reads_nested_and_dotted_keys_alike():
-  nested = MPOConfig.from_dict({'pmpo': {'alpha': 0.25, 'source': 'labels'},
-                                'replay': {'batch_size': 64}})
-  dotted = MPOConfig.from_dict({'pmpo.alpha': 0.25, 'pmpo.source': 'labels',
-                                'replay.batch_size': 64})
+  nested = MPOConfig.from_dict(
+    {'pmpo': {'alpha': 0.25, 'source': 'labels'}, 'replay': {'batch_size': 64}}
+  )
+  dotted = MPOConfig.from_dict(
+    {'pmpo.alpha': 0.25, 'pmpo.source': 'labels', 'replay.batch_size': 64}
+  )
   assert nested == dotted
   assert nested.pmpo == PMPOConfig(alpha=0.25, source='labels')
   assert nested.replay == ReplayConfig(batch_size=64)
@@ -89,8 +91,9 @@ def test_from_dict_reads_nested_and_dotted_keys_alike():
 
 def test_unknown_fields_are_refused_naming_each_one():
   with pytest.raises(ConfigError) as info:
-    MPOConfig.from_dict({'pmpo': {'alpah': 0.5}, 'perceiver.depth': 2, 'no_such': 1,
-                         'replay.batch_size': 8})
+    MPOConfig.from_dict(
+      {'pmpo': {'alpah': 0.5}, 'perceiver.depth': 2, 'no_such': 1, 'replay.batch_size': 8}
+    )
   message = str(info.value)
   assert "unknown MPOConfig field(s) ['no_such', 'perceiver.depth', 'pmpo.alpah']" in message
   assert 'pmpo.alpha' in message  # the known ones are listed
@@ -103,8 +106,11 @@ def test_unknown_fields_are_refused_naming_each_one():
 def test_validation_names_the_dotted_field():
   with pytest.raises(ConfigError, match=r'MPOConfig\.pmpo\.fraction=0\.7 is invalid'):
     MPOConfig(pmpo=PMPOConfig(fraction=0.7))
-  with pytest.raises(ConfigError, match=r'MPOConfig\.perceiver\.latent_dim=30 is invalid: must '
-                                        r'be a multiple of num_heads'):
+  with pytest.raises(
+    ConfigError,
+    match=r'MPOConfig\.perceiver\.latent_dim=30 is invalid: must '
+    r'be a multiple of num_heads',
+  ):
     MPOConfig.from_dict({'perceiver.latent_dim': 30})
   with pytest.raises(ConfigError, match=r'BCConfig\.replay\.max_replay_size=10 is invalid'):
     BCConfig(replay=ReplayConfig(min_replay_size=100, max_replay_size=10))
@@ -119,26 +125,32 @@ def test_dotted_overrides_apply_over_a_preset():
   assert config.pmpo.alpha == 0.5 and config.replay.batch_size == 32
   assert config.policy_layer_sizes == (256, 256)  # the rest of the preset stays
   assert config.with_overrides({'pac.alpha_schedule': [0.9, 0.1]}).pac == PACConfig(
-      alpha_schedule=(0.9, 0.1))
+    alpha_schedule=(0.9, 0.1)
+  )
 
 
 # What earlier runs' config.json held (flat names), and what each means now.
 LEGACY = {
-    'pmpo_alpha': ('pmpo.alpha', 0.75), 'pmpo_beta': ('pmpo.beta', 1.0),
-    'pmpo_fraction': ('pmpo.fraction', 0.5), 'pmpo_source': ('pmpo.source', 'labels'),
-    'pmpo_success_return': ('pmpo.success_return', 500.0),
-    'pmpo_negative_margin': ('pmpo.negative_margin', None),
-    'perceiver_latent_dim': ('perceiver.latent_dim', 16),
-    'perceiver_num_latents': ('perceiver.num_latents', 4),
-    'perceiver_num_heads': ('perceiver.num_heads', 2),
-    'perceiver_blocks': ('perceiver.blocks', 3),
-    'bc_alpha': ('pac.alpha', 0.25), 'bc_alpha_schedule': ('pac.alpha_schedule', (0.9, 0.5)),
-    'batch_size': ('replay.batch_size', 64), 'n_step': ('replay.n_step', 3),
-    'discount': ('replay.discount', 0.9), 'min_replay_size': ('replay.min_replay_size', 10),
-    'max_replay_size': ('replay.max_replay_size', 100),
-    'samples_per_insert': ('replay.samples_per_insert', None),
-    'samples_per_insert_tolerance': ('replay.samples_per_insert_tolerance', 0.25),
-    'variable_update_period': ('replay.variable_update_period', 7),
+  'pmpo_alpha': ('pmpo.alpha', 0.75),
+  'pmpo_beta': ('pmpo.beta', 1.0),
+  'pmpo_fraction': ('pmpo.fraction', 0.5),
+  'pmpo_source': ('pmpo.source', 'labels'),
+  'pmpo_success_return': ('pmpo.success_return', 500.0),
+  'pmpo_negative_margin': ('pmpo.negative_margin', None),
+  'perceiver_latent_dim': ('perceiver.latent_dim', 16),
+  'perceiver_num_latents': ('perceiver.num_latents', 4),
+  'perceiver_num_heads': ('perceiver.num_heads', 2),
+  'perceiver_blocks': ('perceiver.blocks', 3),
+  'bc_alpha': ('pac.alpha', 0.25),
+  'bc_alpha_schedule': ('pac.alpha_schedule', (0.9, 0.5)),
+  'batch_size': ('replay.batch_size', 64),
+  'n_step': ('replay.n_step', 3),
+  'discount': ('replay.discount', 0.9),
+  'min_replay_size': ('replay.min_replay_size', 10),
+  'max_replay_size': ('replay.max_replay_size', 100),
+  'samples_per_insert': ('replay.samples_per_insert', None),
+  'samples_per_insert_tolerance': ('replay.samples_per_insert_tolerance', 0.25),
+  'variable_update_period': ('replay.variable_update_period', 7),
 }
 
 
@@ -149,8 +161,12 @@ def _get(config, path):
 
 
 def test_legacy_flat_keys_of_stored_runs_still_load():
-  old = {'policy_layer_sizes': [64, 64], 'num_atoms': 11, 'policy_loss': 'pmpo',
-         **{k: list(v) if isinstance(v, tuple) else v for k, (_, v) in LEGACY.items()}}
+  old = {
+    'policy_layer_sizes': [64, 64],
+    'num_atoms': 11,
+    'policy_loss': 'pmpo',
+    **{k: list(v) if isinstance(v, tuple) else v for k, (_, v) in LEGACY.items()},
+  }
   stored = {'mode': 'offline', 'max_learner_steps': 10, 'agent': old}
   config = ExperimentConfig.from_dict(json.loads(json.dumps(stored))).agent
   for key, (path, value) in LEGACY.items():
@@ -161,20 +177,36 @@ def test_legacy_flat_keys_of_stored_runs_still_load():
 
 
 def test_legacy_flat_keys_are_accepted_as_overrides_too():
-  merged = merge_overrides(MPOConfig, {'replay.batch_size': 128}, {'batch_size': 16},
-                           {'pmpo_alpha': 0.1})
+  merged = merge_overrides(
+    MPOConfig, {'replay.batch_size': 128}, {'batch_size': 16}, {'pmpo_alpha': 0.1}
+  )
   assert merged == {'replay.batch_size': 16, 'pmpo.alpha': 0.1}
 
 
 def test_legacy_bc_run_holding_a_whole_mpo_config_loads_as_bc():
   """BC runs stored a flat MPOConfig before BC had its own config."""
-  old = {'policy_layer_sizes': [16, 8], 'critic_layer_sizes': [8], 'num_atoms': 51,
-         'network': 'mlp', 'perceiver_blocks': 1, 'policy_learning_rate': 3e-4,
-         'critic_learning_rate': 1e-4, 'max_grad_norm': 5.0, 'pmpo_alpha': 0.5,
-         'bc_alpha_schedule': None, 'batch_size': 32, 'n_step': 5, 'discount': 0.99}
+  old = {
+    'policy_layer_sizes': [16, 8],
+    'critic_layer_sizes': [8],
+    'num_atoms': 51,
+    'network': 'mlp',
+    'perceiver_blocks': 1,
+    'policy_learning_rate': 3e-4,
+    'critic_learning_rate': 1e-4,
+    'max_grad_norm': 5.0,
+    'pmpo_alpha': 0.5,
+    'bc_alpha_schedule': None,
+    'batch_size': 32,
+    'n_step': 5,
+    'discount': 0.99,
+  }
   config = ExperimentConfig.from_dict({'algorithm': 'bc', 'agent': old}).agent
-  assert config == BCConfig(policy_layer_sizes=(16, 8), learning_rate=3e-4, max_grad_norm=5.0,
-                            replay=ReplayConfig(batch_size=32))
+  assert config == BCConfig(
+    policy_layer_sizes=(16, 8),
+    learning_rate=3e-4,
+    max_grad_norm=5.0,
+    replay=ReplayConfig(batch_size=32),
+  )
   # A new BC config with an MPO field is refused, not silently trimmed.
   with pytest.raises(ConfigError, match=r"unknown BCConfig field\(s\) \['num_atoms'\]"):
     BCConfig.from_dict({'learning_rate': 1e-3, 'num_atoms': 5})

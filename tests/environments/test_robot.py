@@ -184,7 +184,8 @@ def test_validated_collection_over_robot(make_env):
   validator = StepValidator(specs.make_environment_spec(env), on_error='truncate')
   rng = np.random.default_rng(0)
   episode, error = collect_episode(
-      env, lambda obs: rng.normal(0.0, 2.0, size=(1,)).astype(np.float32), validator)
+    env, lambda obs: rng.normal(0.0, 2.0, size=(1,)).astype(np.float32), validator
+  )
   assert error is None and episode.length == 20
   arrays = episode.as_arrays()
   assert arrays['observations'].shape == (21, 5) and arrays['observations'].dtype == np.float32

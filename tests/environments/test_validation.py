@@ -9,16 +9,22 @@ import pytest
 from acme import specs, wrappers
 
 from environments import suite
-from environments.validation import (EpisodeGate, StepError, StepValidator, ValidatedEpisode,
-                                     collect_episode)
+from environments.validation import (
+  EpisodeGate,
+  StepError,
+  StepValidator,
+  ValidatedEpisode,
+  collect_episode,
+)
 
 OBS_SPEC = specs.BoundedArray((4,), np.float32, -np.inf, np.inf, name='state')
 ACTION_SPEC = specs.BoundedArray((2,), np.float32, -1.0, 1.0)
 SPEC = specs.EnvironmentSpec(
-    observations=OBS_SPEC,
-    actions=ACTION_SPEC,
-    rewards=specs.Array((), np.float32, name='reward'),
-    discounts=specs.BoundedArray((), np.float32, 0.0, 1.0, name='discount'))
+  observations=OBS_SPEC,
+  actions=ACTION_SPEC,
+  rewards=specs.Array((), np.float32, name='reward'),
+  discounts=specs.BoundedArray((), np.float32, 0.0, 1.0, name='discount'),
+)
 
 
 def _obs(*values) -> np.ndarray:
@@ -26,8 +32,9 @@ def _obs(*values) -> np.ndarray:
 
 
 def _mid(observation=None, reward=np.float32(0.5), discount=np.float32(1.0)):
-  return dm_env.TimeStep(dm_env.StepType.MID, reward, discount,
-                         _obs() if observation is None else observation)
+  return dm_env.TimeStep(
+    dm_env.StepType.MID, reward, discount, _obs() if observation is None else observation
+  )
 
 
 def _action(*values) -> np.ndarray:
@@ -64,7 +71,11 @@ def test_nan_observation_names_element_and_logs(validator, caplog):
 def test_inf_reward(validator):
   error = validator.check_timestep(_mid(reward=np.float32(np.inf)), 3)
   assert (error.field, error.step_index, error.value, error.reason) == (
-      'reward', 3, math.inf, 'not finite')
+    'reward',
+    3,
+    math.inf,
+    'not finite',
+  )
 
 
 def test_wrong_shape_observation(validator):
@@ -103,8 +114,9 @@ def test_discount_and_step_type(validator):
 
 
 def test_nested_observation_names_path():
-  spec = SPEC._replace(observations={
-      'joints': specs.Array((3,), np.float32), 'touch': specs.Array((), np.float32)})
+  spec = SPEC._replace(
+    observations={'joints': specs.Array((3,), np.float32), 'touch': specs.Array((), np.float32)}
+  )
   validator = StepValidator(spec)
   good = {'joints': np.zeros(3, np.float32), 'touch': np.float32(0.0)}
   assert validator.check_timestep(_mid(good), 1) is None
@@ -127,8 +139,7 @@ def _run_gate(on_error: str, bad_step: int, bad_action: bool = False):
     observation = _obs(float(t + 1), 0.0, 0.0, 0.0)
     if not bad_action and t + 1 == bad_step:
       observation[3] = np.nan
-    timestep = (dm_env.truncation(np.float32(1.0), observation) if t == 9 else
-                _mid(observation))
+    timestep = dm_env.truncation(np.float32(1.0), observation) if t == 9 else _mid(observation)
     if gate.observe(timestep) is not None:
       break
   assert gate.done
@@ -161,7 +172,8 @@ def test_gate_truncates_before_bad_observation():
   assert last.step_type == dm_env.StepType.LAST and last.discount == 1.0
   assert last.observation[0] == 4.0
   assert [t.step_type for t in episode.timesteps[:-1]] == (
-      [dm_env.StepType.FIRST] + [dm_env.StepType.MID] * 3)
+    [dm_env.StepType.FIRST] + [dm_env.StepType.MID] * 3
+  )
   arrays = episode.as_arrays()
   assert np.all(np.isfinite(arrays['observations']))
   assert arrays['actions'][-1][0] == pytest.approx(0.3)
@@ -221,8 +233,9 @@ class _NanAt(dm_env.Environment):
 
 
 def _cartpole(step_limit: int) -> dm_env.Environment:
-  return wrappers.StepLimitWrapper(suite.make_environment('cartpole:swingup', seed=1),
-                                   step_limit=step_limit)
+  return wrappers.StepLimitWrapper(
+    suite.make_environment('cartpole:swingup', seed=1), step_limit=step_limit
+  )
 
 
 def test_collect_episode_on_real_physics():
@@ -246,7 +259,8 @@ def test_collect_episode_on_real_physics():
   # A NaN action is caught before the environment gets it.
   env = _NanAt(_cartpole(step_limit=30), step=-1)
   actions = iter([np.zeros(1, np.float32)] * 5 + [np.full(1, np.nan, np.float32)])
-  episode, error = collect_episode(env, lambda obs: next(actions),
-                                   StepValidator(spec, on_error='truncate'))
+  episode, error = collect_episode(
+    env, lambda obs: next(actions), StepValidator(spec, on_error='truncate')
+  )
   assert error.field == 'action[0]' and error.step_index == 5
   assert env.actions_received == 5 and episode.length == 5

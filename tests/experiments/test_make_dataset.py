@@ -5,11 +5,11 @@ import json
 import numpy as np
 import pytest
 
+from agents.common.errors import ConfigError
 from experiments.make_dataset import build_dataset
 from launch import experiment
 from launch.checkpointing import Checkpointer
 from launch.config import ExperimentConfig
-from agents.common.errors import ConfigError
 from launch.run_dir import RunDir
 from launch.store.episodes import EpisodeStore
 from tests.fakes import TINY_AGENT
@@ -32,8 +32,9 @@ def run_with_two_checkpoints(tmp_path_factory):
 
 def test_expert_and_mixed_datasets_record_their_sources(run_with_two_checkpoints, tmp_path):
   out = tmp_path / 'mixed'
-  manifest = build_dataset(str(run_with_two_checkpoints), 'mixed', 3, str(out),
-                           poor_fraction=1 / 3, noise=0.5)
+  manifest = build_dataset(
+    str(run_with_two_checkpoints), 'mixed', 3, str(out), poor_fraction=1 / 3, noise=0.5
+  )
   store = EpisodeStore(out)
   assert len(store) == 3 == manifest['num_episodes']
   policies = [info.metadata['policy'] for info in store.index()]
@@ -42,15 +43,17 @@ def test_expert_and_mixed_datasets_record_their_sources(run_with_two_checkpoints
   assert steps == [10, 20, 20]
   on_disk = json.loads((out / 'manifest.json').read_text())
   stored_returns = sorted(info.episode_return for info in store.index())
-  np.testing.assert_allclose(sorted(e['episode_return'] for e in on_disk['episodes']),
-                             stored_returns, rtol=1e-5)
+  np.testing.assert_allclose(
+    sorted(e['episode_return'] for e in on_disk['episodes']), stored_returns, rtol=1e-5
+  )
   episode = store.read(store.index()[0].episode_id)
   assert episode.actions.shape == (1000, 1) and episode.observations.shape == (1001, 5)
   assert np.all(np.abs(episode.actions) <= 1.0)
 
 
-def test_random_dataset_needs_no_checkpoint_and_bad_input_is_refused(tmp_path,
-                                                                     run_with_two_checkpoints):
+def test_random_dataset_needs_no_checkpoint_and_bad_input_is_refused(
+  tmp_path, run_with_two_checkpoints
+):
   manifest = build_dataset(str(run_with_two_checkpoints), 'random', 1, str(tmp_path / 'random'))
   assert manifest['episodes'][0]['policy'] == 'random'
   with pytest.raises(ConfigError, match='not empty'):

@@ -14,7 +14,10 @@ PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
 
 
 def _log(run_dir: pathlib.Path, label: str, rows, repeat_header: bool = False):
-  """Writes rows the way launch/logs.py does: acme's CSVLogger appending to <run>/logs/<label>/logs.csv."""
+  """Writes rows the way launch/logs.py does.
+
+  acme's CSVLogger appending to <run>/logs/<label>/logs.csv.
+  """
   path = run_dir / 'logs' / label / 'logs.csv'
   if repeat_header:
     # A resumed writer that repeats the header (acme itself only writes it into an empty file).
@@ -28,9 +31,15 @@ def _log(run_dir: pathlib.Path, label: str, rows, repeat_header: bool = False):
 
 
 def _eval_row(steps, ret, elapsed):
-  return {'actor_episodes': steps // 1000, 'actor_steps': steps, 'learner_steps': steps // 8,
-          'mean_return': ret, 'min_return': ret - 5.0, 'max_return': ret + 5.0,
-          'elapsed_s': elapsed}
+  return {
+    'actor_episodes': steps // 1000,
+    'actor_steps': steps,
+    'learner_steps': steps // 8,
+    'mean_return': ret,
+    'min_return': ret - 5.0,
+    'max_return': ret + 5.0,
+    'elapsed_s': elapsed,
+  }
 
 
 @pytest.fixture
@@ -38,17 +47,40 @@ def run_dir(tmp_path):
   run = tmp_path / 'run'
   # First launch, then a resume: evaluator's elapsed_s restarts, the header is repeated.
   _log(run, 'evaluator', [_eval_row(4000, 20.0, 30.0), _eval_row(8000, 150.5, 60.0)])
-  _log(run, 'evaluator', [_eval_row(12000, 410.25, 25.0), _eval_row(16000, 380.0, 50.0)],
-       repeat_header=True)
-  learner = [{'critic_loss': 4.0 - 0.1 * i, 'policy_loss': 50.0 - i, 'temperature': 1.0 / (i + 1),
-              'learner_steps': 100 * (i + 1), 'learner_walltime': 2.0 * i} for i in range(6)]
+  _log(
+    run,
+    'evaluator',
+    [_eval_row(12000, 410.25, 25.0), _eval_row(16000, 380.0, 50.0)],
+    repeat_header=True,
+  )
+  learner = [
+    {
+      'critic_loss': 4.0 - 0.1 * i,
+      'policy_loss': 50.0 - i,
+      'temperature': 1.0 / (i + 1),
+      'learner_steps': 100 * (i + 1),
+      'learner_walltime': 2.0 * i,
+    }
+    for i in range(6)
+  ]
   _log(run, 'learner', learner[:3])
   _log(run, 'learner', learner[3:])  # resume without a repeated header: acme's own behaviour
   for a in range(2):
-    _log(run, f'actor_{a}', [
-        {'actor_episodes': 2 * i + a, 'actor_steps': 1000 * (2 * i + a + 1), 'episode_length': 1000,
-         'episode_return': 10.0 * i, 'steps_per_second': 80.0 + i, 'learner_steps': 50 * i}
-        for i in range(4)])
+    _log(
+      run,
+      f'actor_{a}',
+      [
+        {
+          'actor_episodes': 2 * i + a,
+          'actor_steps': 1000 * (2 * i + a + 1),
+          'episode_length': 1000,
+          'episode_return': 10.0 * i,
+          'steps_per_second': 80.0 + i,
+          'learner_steps': 50 * i,
+        }
+        for i in range(4)
+      ],
+    )
   return run
 
 
@@ -74,11 +106,14 @@ def test_read_csv_tolerates_bad_cells_and_rows(tmp_path):
 
 def test_a_resumed_logger_with_other_fields_keeps_every_row_readable(tmp_path):
   from launch.logs import make_logger
+
   # A fresh learner logs before any actor count exists; after a resume the restored
   # counts add columns. Each launch is one logger appending to the same file.
-  launches = [[{'learner_steps': 1, 'q': 0.5}, {'learner_steps': 2, 'q': 0.25}],
-              [{'actor_steps': 9000, 'learner_steps': 3, 'q': 0.125}],
-              [{'actor_steps': 9500, 'learner_steps': 4, 'q': 0.0625}]]
+  launches = [
+    [{'learner_steps': 1, 'q': 0.5}, {'learner_steps': 2, 'q': 0.25}],
+    [{'actor_steps': 9000, 'learner_steps': 3, 'q': 0.125}],
+    [{'actor_steps': 9500, 'learner_steps': 4, 'q': 0.0625}],
+  ]
   path = tmp_path / 'logs' / 'learner' / 'logs.csv'
   for rows in launches:
     logger = make_logger(tmp_path, 'learner')
@@ -100,8 +135,12 @@ def test_a_resumed_logger_with_other_fields_keeps_every_row_readable(tmp_path):
 
 def test_plot_run_writes_pngs(run_dir, tmp_path):
   paths = plot_run.plot_run(run_dir, tmp_path / 'plots')
-  assert sorted(p.name for p in paths) == ['eval_vs_steps.png', 'eval_vs_time.png',
-                                           'learner.png', 'throughput.png']
+  assert sorted(p.name for p in paths) == [
+    'eval_vs_steps.png',
+    'eval_vs_time.png',
+    'learner.png',
+    'throughput.png',
+  ]
   for p in paths:
     assert p.parent == tmp_path / 'plots'
     data = p.read_bytes()
@@ -118,19 +157,33 @@ def test_plot_run_default_out_dir_and_partial_logs(tmp_path):
 
 def test_plot_run_adds_the_replay_panel_when_the_replay_log_exists(run_dir, tmp_path):
   # Columns as launch.replay_node logs them: '<table>/<figure>', NaN rates on a first row.
-  rows = [{'elapsed_s': 10 * i, 'priority_table/size': 100.0 * i,
-           'priority_table/inserts_per_s': math.nan if i == 0 else 10.0,
-           'priority_table/samples_per_s': math.nan if i == 0 else 320.0,
-           'priority_table/insert_wait_s': 0.5 * i, 'priority_table/sample_wait_s': 2.0,
-           'robot_table/size': 0.0, 'robot_table/inserts_per_s': 0.0,
-           'robot_table/samples_per_s': 0.0, 'robot_table/insert_wait_s': 0.0,
-           'robot_table/sample_wait_s': 0.0} for i in range(4)]
+  rows = [
+    {
+      'elapsed_s': 10 * i,
+      'priority_table/size': 100.0 * i,
+      'priority_table/inserts_per_s': math.nan if i == 0 else 10.0,
+      'priority_table/samples_per_s': math.nan if i == 0 else 320.0,
+      'priority_table/insert_wait_s': 0.5 * i,
+      'priority_table/sample_wait_s': 2.0,
+      'robot_table/size': 0.0,
+      'robot_table/inserts_per_s': 0.0,
+      'robot_table/samples_per_s': 0.0,
+      'robot_table/insert_wait_s': 0.0,
+      'robot_table/sample_wait_s': 0.0,
+    }
+    for i in range(4)
+  ]
   _log(run_dir, 'replay', rows)
   cols = plot_run.read_run(run_dir)['replay']
   np.testing.assert_array_equal(cols['priority_table/size'], [0, 100, 200, 300])
   paths = plot_run.plot_run(run_dir, tmp_path / 'plots')
-  assert sorted(p.name for p in paths) == ['eval_vs_steps.png', 'eval_vs_time.png',
-                                           'learner.png', 'replay.png', 'throughput.png']
+  assert sorted(p.name for p in paths) == [
+    'eval_vs_steps.png',
+    'eval_vs_time.png',
+    'learner.png',
+    'replay.png',
+    'throughput.png',
+  ]
   assert (tmp_path / 'plots' / 'replay.png').read_bytes().startswith(PNG_MAGIC)
   # The replay log alone is enough for a plot.
   alone = tmp_path / 'alone'
@@ -154,9 +207,11 @@ def test_cli_prints_written_paths(run_dir, tmp_path, capsys):
 
 
 def test_summarize_best_final_and_target():
-  evals = {'actor_steps': np.array([1000., 2000., 3000., 4000.]),
-           'mean_return': np.array([100., 850., np.nan, 700.]),
-           'elapsed_s': np.array([10., 20., 5., 15.])}  # resumed after the second evaluation
+  evals = {
+    'actor_steps': np.array([1000.0, 2000.0, 3000.0, 4000.0]),
+    'mean_return': np.array([100.0, 850.0, np.nan, 700.0]),
+    'elapsed_s': np.array([10.0, 20.0, 5.0, 15.0]),
+  }  # resumed after the second evaluation
   row = bench.summarize('cartpole:swingup', 'mpo', evals, 800.0)
   assert row['final_return'] == 700.0 and row['best_return'] == 850.0
   assert row['steps_at_best'] == 2000.0 and row['env_steps'] == 4000.0
@@ -173,8 +228,9 @@ def test_summarize_best_final_and_target():
 
 
 def test_collect_writes_csvs_and_task_png(run_dir, tmp_path, capsys):
-  experiments = [{'task': 'cartpole:swingup', 'variant': v, 'run_dir': run_dir}
-                 for v in ('pmpo_a1', 'pmpo_a0')]
+  experiments = [
+    {'task': 'cartpole:swingup', 'variant': v, 'run_dir': run_dir} for v in ('pmpo_a1', 'pmpo_a0')
+  ]
   paths = bench.collect(experiments, tmp_path / 'bench')
   names = sorted(p.name for p in paths)
   assert names == ['cartpole_swingup.png', 'learning.csv', 'summary.csv']
@@ -190,7 +246,10 @@ def test_collect_writes_csvs_and_task_png(run_dir, tmp_path, capsys):
 def test_variants_and_budgets():
   assert bench.variants('mpo', [1.0]) == [('mpo', {'policy_loss': 'mpo'})]
   assert [n for n, _ in bench.variants('pmpo', [1.0, 0.5, 0.0])] == [
-      'pmpo_a1', 'pmpo_a0.5', 'pmpo_a0']
+    'pmpo_a1',
+    'pmpo_a0.5',
+    'pmpo_a0',
+  ]
   args = bench.parse_args(['--tasks', 'cartpole:swingup,walker:walk', '--max_actor_steps', '3000'])
   assert args.max_actor_steps == [3000, 3000]
   assert bench.parse_args([]).max_actor_steps == [200_000, 1_000_000, 1_000_000]
@@ -199,30 +258,45 @@ def test_variants_and_budgets():
 
 
 def test_a_resumed_benchmark_run_drops_an_earlier_time_budget(tmp_path):
-  from launch.local.launcher import prepare_run
   from launch.config import ExperimentConfig
+  from launch.local.launcher import prepare_run
+
   common = ['--tasks', 'cartpole:swingup', '--max_actor_steps', '3000', '--out', str(tmp_path)]
-  first, = bench.plan(bench.parse_args(common + ['--max_seconds', '60']))
-  config, run_dir, resumed = prepare_run(ExperimentConfig.from_dict(first['values']),
-                                         first['overrides'])
+  (first,) = bench.plan(bench.parse_args(common + ['--max_seconds', '60']))
+  config, run_dir, resumed = prepare_run(
+    ExperimentConfig.from_dict(first['values']), first['overrides']
+  )
   assert config.max_seconds == 60 and not resumed
   run_dir.release_lock()
-  again, = bench.plan(bench.parse_args(common))
-  config, run_dir, resumed = prepare_run(ExperimentConfig.from_dict(again['values']),
-                                         again['overrides'])
+  (again,) = bench.plan(bench.parse_args(common))
+  config, run_dir, resumed = prepare_run(
+    ExperimentConfig.from_dict(again['values']), again['overrides']
+  )
   assert resumed and config.max_seconds is None and config.max_actor_steps == 3000
   run_dir.release_lock()
 
 
 def test_several_seeds_run_each_variant_per_seed_and_add_a_row_across_them(tmp_path):
-  args = bench.parse_args(['--tasks', 'cartpole:swingup', '--max_actor_steps', '3000',
-                           '--seed', '3,7', '--out', str(tmp_path / 'out')])
+  args = bench.parse_args(
+    [
+      '--tasks',
+      'cartpole:swingup',
+      '--max_actor_steps',
+      '3000',
+      '--seed',
+      '3,7',
+      '--out',
+      str(tmp_path / 'out'),
+    ]
+  )
   plan = bench.plan(args)
   assert [(e['variant'], e['group'], e['values']['seed']) for e in plan] == [
-      ('mpo_s3', 'mpo', 3), ('mpo_s7', 'mpo', 7)]
+    ('mpo_s3', 'mpo', 3),
+    ('mpo_s7', 'mpo', 7),
+  ]
   assert [e['run_dir'].name for e in plan] == ['mpo_s3', 'mpo_s7']
   # One seed keeps the plain name, so existing single-seed run directories resume.
-  single, = bench.plan(bench.parse_args(['--tasks', 'cartpole:swingup', '--seed', '5']))
+  (single,) = bench.plan(bench.parse_args(['--tasks', 'cartpole:swingup', '--seed', '5']))
   assert single['variant'] == 'mpo' and single['values']['seed'] == 5
   with pytest.raises(SystemExit):
     bench.parse_args(['--seed', '1,1'])
@@ -232,8 +306,10 @@ def test_several_seeds_run_each_variant_per_seed_and_add_a_row_across_them(tmp_p
   _log(late, 'evaluator', [_eval_row(4000, 100.0, 10.0), _eval_row(8000, 300.0, 30.0)])
   early = tmp_path / 'early'
   _log(early, 'evaluator', [_eval_row(4000, 500.0, 10.0), _eval_row(8000, 810.0, 20.0)])
-  experiments = [{'task': 'cartpole:swingup', 'variant': f'mpo_s{s}', 'group': 'mpo',
-                  'run_dir': d} for s, d in ((3, early), (7, late))]
+  experiments = [
+    {'task': 'cartpole:swingup', 'variant': f'mpo_s{s}', 'group': 'mpo', 'run_dir': d}
+    for s, d in ((3, early), (7, late))
+  ]
   bench.collect(experiments, tmp_path / 'bench')
   rows = (tmp_path / 'bench' / 'summary.csv').read_text().splitlines()
   assert len(rows) == 4
@@ -242,10 +318,23 @@ def test_several_seeds_run_each_variant_per_seed_and_add_a_row_across_them(tmp_p
 
 
 def test_across_seeds_median_steps_to_target_over_the_seeds_that_reached_it():
-  rows = [{'final_return': f, 'best_return': f, 'wall_clock_s': 10.0, 'target': 800.0,
-           'reached_target': r, 'env_steps': 200.0, 'steps_to_target': s}
-          for f, r, s in ((820.0, 'yes', 100.0), (790.0, 'later', 230.0),
-                          (810.0, 'yes', 160.0), (700.0, 'no', math.nan))]
+  rows = [
+    {
+      'final_return': f,
+      'best_return': f,
+      'wall_clock_s': 10.0,
+      'target': 800.0,
+      'reached_target': r,
+      'env_steps': 200.0,
+      'steps_to_target': s,
+    }
+    for f, r, s in (
+      (820.0, 'yes', 100.0),
+      (790.0, 'later', 230.0),
+      (810.0, 'yes', 160.0),
+      (700.0, 'no', math.nan),
+    )
+  ]
   row = bench.across_seeds('t:x', 'mpo', rows)
   assert row['variant'] == 'mpo_seeds' and row['reached_target'] == '2/4'
   assert row['final_return'] == pytest.approx(780.0)

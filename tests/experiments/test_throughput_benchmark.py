@@ -20,8 +20,13 @@ from experiments.throughput.timing import FIGURE_FIELDS
 
 TASK = 'cartpole:swingup'
 # Tiny networks and batches, 20-step episodes: compiling and filling take seconds.
-TINY = {'policy_layer_sizes': [8], 'critic_layer_sizes': [8], 'num_atoms': 5,
-        'num_samples': 2, 'replay': {'batch_size': 8, 'min_replay_size': 16, 'n_step': 2}}
+TINY = {
+  'policy_layer_sizes': [8],
+  'critic_layer_sizes': [8],
+  'num_atoms': 5,
+  'num_samples': 2,
+  'replay': {'batch_size': 8, 'min_replay_size': 16, 'n_step': 2},
+}
 FAST = dict(seconds=0.05, repeats=1, max_episode_steps=20)
 
 
@@ -61,7 +66,7 @@ def test_learner(tmp_path):
 
 # Stands in for collect_infer: counts in counter.json, one "node" child whose stdout is
 # its per-node log file, as Launchpad's output_to_files launches nodes.
-FAKE_PROGRAM = r'''
+FAKE_PROGRAM = r"""
 import json, pathlib, subprocess, sys, time
 run = pathlib.Path(sys.argv[1])
 log = run / 'logs' / 'nodes' / '20250101-000000' / 'actor' / '0'
@@ -74,13 +79,20 @@ for i in range(1, 16):
   time.sleep(0.1)
 child.kill()
 child.wait()
-'''
+"""
 
 
 def test_scaling_with_a_stand_in_program(tmp_path):
   rows = bench_scaling(
-      tmp_path, TASK, 'cpu', {}, [1, 2], seconds=2.0, poll_s=0.05,
-      program=lambda run_dir, n: [sys.executable, '-c', FAKE_PROGRAM, str(run_dir)])
+    tmp_path,
+    TASK,
+    'cpu',
+    {},
+    [1, 2],
+    seconds=2.0,
+    poll_s=0.05,
+    program=lambda run_dir, n: [sys.executable, '-c', FAKE_PROGRAM, str(run_dir)],
+  )
   assert [r['num_actors'] for r in rows] == [1, 2]
   fields, csv_rows = _rows(tmp_path / 'scaling.csv')
   assert tuple(fields) == SCALING_FIELDS and len(csv_rows) == 2
@@ -100,8 +112,10 @@ def test_scaling_with_a_stand_in_program(tmp_path):
 
 def test_window_rates_prefer_the_replay_counts():
   # Polls once a second: samples first seen at t=4; 90 inserts and 5 batches of 8 a second.
-  series = [(float(t), {'actor_steps': 0, 'replay_inserts': 90 * t,
-                        'replay_samples': max(0, t - 3) * 40}) for t in range(30)]
+  series = [
+    (float(t), {'actor_steps': 0, 'replay_inserts': 90 * t, 'replay_samples': max(0, t - 3) * 40})
+    for t in range(30)
+  ]
   rates = window_rates(series, batch_size=8, settle_s=10.0)
   assert rates['rate_source'] == 'replay'
   assert rates['env_steps_per_s'] == pytest.approx(90.0)
@@ -113,9 +127,11 @@ def test_e2e_from_an_evaluator_log(tmp_path):
   log = tmp_path / 'run' / 'logs' / 'evaluator' / 'logs.csv'
   log.parent.mkdir(parents=True)
   # A resumed run: elapsed_s restarts at 0, the time to the target adds both launches.
-  log.write_text('actor_steps,elapsed_s,learner_steps,mean_return\n'
-                 '10000,100.0,2500,150.0\n20000,200.0,5000,700.0\n'
-                 '30000,50.0,7500,810.0\n40000,150.0,10000,850.0\n')
+  log.write_text(
+    'actor_steps,elapsed_s,learner_steps,mean_return\n'
+    '10000,100.0,2500,150.0\n20000,200.0,5000,700.0\n'
+    '30000,50.0,7500,810.0\n40000,150.0,10000,850.0\n'
+  )
   (row,) = bench_e2e(tmp_path, TASK, 800.0, from_run=str(tmp_path / 'run'))
   assert row['reached'] == 'yes'
   assert row['seconds_to_target'] == pytest.approx(250.0)

@@ -17,10 +17,16 @@ def _budget(**fields) -> Budget:
 
 
 def test_from_config_takes_the_limits():
-  b = _budget(mode='online', max_actor_steps=500, max_learner_steps=70, max_seconds=9.5,
-              iterations=3)
+  b = _budget(
+    mode='online', max_actor_steps=500, max_learner_steps=70, max_seconds=9.5, iterations=3
+  )
   assert (b.mode, b.max_actor_steps, b.max_learner_steps, b.max_seconds, b.iterations) == (
-      'online', 500, 70, 9.5, 3)
+    'online',
+    500,
+    70,
+    9.5,
+    3,
+  )
 
 
 @pytest.mark.parametrize('mode', ['online', 'offline_to_online'])
@@ -29,8 +35,9 @@ def test_online_modes_end_at_their_environment_steps(mode):
   assert b.actor_steps_limit == 1000
   assert not b.done(actor_steps=999, learner_steps=10**6)
   assert b.done(actor_steps=1000)
-  assert b.reason(actor_steps=1003) == ('its budget of 1000 environment steps (1003 done); '
-                                        'pass a larger --max_actor_steps to continue')
+  assert b.reason(actor_steps=1003) == (
+    'its budget of 1000 environment steps (1003 done); pass a larger --max_actor_steps to continue'
+  )
 
 
 def test_offline_and_iterated_actor_steps_count_toward_nothing():
@@ -49,7 +56,8 @@ def test_learner_steps_end_any_non_iterated_mode_first():
   assert b.learner_finished(40) and not b.learner_finished(39)
   # Both spent: the learner's budget is named (as the launcher always did).
   assert b.reason(actor_steps=100, learner_steps=41) == (
-      'its budget of 40 learner steps (41 done); pass a larger --max_learner_steps to continue')
+    'its budget of 40 learner steps (41 done); pass a larger --max_learner_steps to continue'
+  )
   assert not _budget(mode='online', max_actor_steps=100).ends_with_learner
 
 
@@ -59,19 +67,20 @@ def test_iterated_mode_ends_with_its_iterations_not_learner_steps():
   assert not b.learner_finished(10**6, iterations_done=2)
   assert not b.done(learner_steps=10**6, iterations_done=2)
   assert b.learner_finished(0, iterations_done=3)
-  assert b.reason(iterations_done=3) == ('its budget of 3 iterations (3 done); '
-                                         'pass a larger --iterations to continue')
+  assert b.reason(iterations_done=3) == (
+    'its budget of 3 iterations (3 done); pass a larger --iterations to continue'
+  )
   assert b.done(iterations_done=4)  # Resumed with fewer iterations than were done.
 
 
 def test_seconds_end_every_mode_first():
-  for mode, extra in [('online', {}), ('offline', {'max_learner_steps': 9}),
-                      ('iterated', {})]:
+  for mode, extra in [('online', {}), ('offline', {'max_learner_steps': 9}), ('iterated', {})]:
     b = _budget(mode=mode, max_seconds=30, **extra)
     assert not b.out_of_time(29.9) and b.out_of_time(30)
     assert not b.done(seconds=29.9)
     assert b.reason(seconds=31.2, actor_steps=10**9, learner_steps=10**9) == (
-        'its budget of 30 seconds (31 elapsed); pass a larger --max_seconds to continue')
+      'its budget of 30 seconds (31 elapsed); pass a larger --max_seconds to continue'
+    )
   assert not _budget(max_actor_steps=5).out_of_time(10**9)
 
 
@@ -80,8 +89,9 @@ def test_the_learners_word_overrides_the_lagging_counter():
   # The counter says 50 but the learner (which flushes its counts first) is not done yet.
   assert not b.done(learner_steps=50, learner_done=False)
   assert b.reason(learner_steps=48, learner_done=True) == (
-      'its budget of 50 learner steps (the learner reached it); '
-      'pass a larger --max_learner_steps to continue')
+    'its budget of 50 learner steps (the learner reached it); '
+    'pass a larger --max_learner_steps to continue'
+  )
   it = _budget(mode='iterated', iterations=2)
   assert not it.done(iterations_done=5, learner_done=False)
   assert 'its budget of 2 iterations (all done)' in it.reason(learner_done=True)
@@ -98,16 +108,23 @@ def _run_dir(tmp_path, counts=None, iteration=None) -> RunDir:
     (run.path / 'counter.json').write_text(json.dumps({'counts': counts, 'cache': {}}))
   if iteration is not None:
     Checkpointer(run.checkpoints).save(
-        {'learner_state': {'w': np.zeros(2)}, 'learner_steps': 7, 'iteration': iteration,
-         'collect_target': None}, 7)
+      {
+        'learner_state': {'w': np.zeros(2)},
+        'learner_steps': 7,
+        'iteration': iteration,
+        'collect_target': None,
+      },
+      7,
+    )
   return run
 
 
 def test_launcher_reports_spent_step_budgets_from_the_counter_file(tmp_path):
   run = _run_dir(tmp_path, counts={'actor_steps': 3000, 'learner_steps': 20})
   cfg = ExperimentConfig(run_dir=str(run.path), max_actor_steps=3000)
-  assert _spent_budget(cfg, run) == ('its budget of 3000 environment steps (3000 done); '
-                                     'pass a larger --max_actor_steps to continue')
+  assert _spent_budget(cfg, run) == (
+    'its budget of 3000 environment steps (3000 done); pass a larger --max_actor_steps to continue'
+  )
   cfg = ExperimentConfig(run_dir=str(run.path), max_actor_steps=3001)
   assert _spent_budget(cfg, run) is None
   offline = ExperimentConfig(run_dir=str(run.path), mode='offline', max_learner_steps=20)
@@ -123,11 +140,14 @@ def test_launcher_without_counts_has_spent_nothing(tmp_path):
 
 def test_launcher_reports_an_iterated_run_with_all_iterations_done(tmp_path):
   run = _run_dir(tmp_path, counts={'actor_steps': 4000, 'learner_steps': 120}, iteration=2)
-  done = ExperimentConfig(run_dir=str(run.path), mode='iterated', iterations=2,
-                          max_learner_steps=100)
-  assert _spent_budget(done, run) == ('its budget of 2 iterations (2 done); '
-                                      'pass a larger --iterations to continue')
-  more = ExperimentConfig(run_dir=str(run.path), mode='iterated', iterations=3,
-                          max_learner_steps=100)
+  done = ExperimentConfig(
+    run_dir=str(run.path), mode='iterated', iterations=2, max_learner_steps=100
+  )
+  assert _spent_budget(done, run) == (
+    'its budget of 2 iterations (2 done); pass a larger --iterations to continue'
+  )
+  more = ExperimentConfig(
+    run_dir=str(run.path), mode='iterated', iterations=3, max_learner_steps=100
+  )
   # Learner steps past max_learner_steps do not end an iterated run (nor did they in the program).
   assert _spent_budget(more, run) is None

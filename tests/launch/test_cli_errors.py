@@ -10,14 +10,19 @@ from tests.e2e_util import ROOT
 
 
 def run_cli(*args, timeout=120):
-  proc = subprocess.run([sys.executable, '-m', 'experiments.collect_infer', *args], cwd=ROOT,
-                        capture_output=True, text=True, timeout=timeout)
+  proc = subprocess.run(
+    [sys.executable, '-m', 'experiments.collect_infer', *args],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+  )
   return proc.returncode, proc.stderr.strip()
 
 
 def assert_one_line_error(rc, err, *needles):
   assert rc == 2, err
-  lines = [l for l in err.splitlines() if l.startswith('error:')]
+  lines = [line for line in err.splitlines() if line.startswith('error:')]
   assert len(lines) == 1, err
   assert 'Traceback' not in err, err
   for needle in needles:
@@ -35,7 +40,9 @@ def test_unknown_domain(tmp_path):
   assert_one_line_error(rc, err, 'unknown domain', 'walker')
 
 
-@pytest.mark.parametrize('args,field', [
+@pytest.mark.parametrize(
+  'args,field',
+  [
     (['--num_actors', '0'], 'num_actors'),
     (['--max_actor_steps', '-5'], 'max_actor_steps'),
     (['--agent', 'replay.discount=1.5'], 'replay.discount'),
@@ -44,7 +51,8 @@ def test_unknown_domain(tmp_path):
     (['--agent', 'pmpo.alpah=0.5'], 'pmpo.alpah'),
     (['--agent', 'pmpo.alpha=1.5'], 'MPOConfig.pmpo.alpha=1.5'),
     (['--algorithm', 'bc', '--agent', 'num_atoms=3'], 'num_atoms'),
-])
+  ],
+)
 def test_config_out_of_range_names_the_field(tmp_path, args, field):
   rc, err = run_cli('--run_dir', str(tmp_path / 'r'), *args)
   assert_one_line_error(rc, err, field)
@@ -70,12 +78,18 @@ def test_unwritable_run_dir(tmp_path):
 
 def test_relaunching_a_finished_run_says_how_to_continue(tmp_path):
   from launch.config import ExperimentConfig
+
   run = RunDir(tmp_path / 'r')
   run.create()
   run.write_config(ExperimentConfig(run_dir=str(run.path), max_actor_steps=3000).to_dict())
   (run.path / 'counter.json').write_text('{"counts": {"actor_steps": 3000}, "cache": {}}')
-  proc = subprocess.run([sys.executable, '-m', 'experiments.collect_infer', '--run_dir',
-                         str(run.path)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+  proc = subprocess.run(
+    [sys.executable, '-m', 'experiments.collect_infer', '--run_dir', str(run.path)],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert proc.returncode == 0, proc.stderr
   assert 'already reached its budget of 3000' in proc.stdout
   assert '--max_actor_steps' in proc.stdout
@@ -84,6 +98,7 @@ def test_relaunching_a_finished_run_says_how_to_continue(tmp_path):
 
 def test_resuming_with_only_damaged_checkpoints_is_refused_before_launch(tmp_path):
   from launch.config import ExperimentConfig
+
   run = RunDir(tmp_path / 'r')
   run.create()
   run.write_config(ExperimentConfig(run_dir=str(run.path)).to_dict())

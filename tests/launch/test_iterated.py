@@ -21,7 +21,6 @@ class Store:
 
 
 class Clock:
-
   def __init__(self, now: float = 1000.0):
     self.now = now
 
@@ -88,7 +87,7 @@ def test_many_actors_in_any_order_never_overshoot_the_target():
       elif actor not in running and schedule.reserve_episode(actor):
         running.add(actor)
       assert store.size + len(running) <= trial + 7
-    for actor in sorted(running):
+    for _ in sorted(running):
       store.size += 1
     assert store.size == trial + 7, (trial, actors)
 
@@ -130,8 +129,9 @@ def _actors_between_polls(schedule, store, actors, seen):
 def test_phases_go_collect_infer_collect_done():
   store, learner, seen = Store(size=1), Learner(), []
   schedule = _schedule(store, iterations=2, collect_episodes=3, infer_steps=10)
-  schedule.run(threading.Event(), learner,
-               _actors_between_polls(schedule, store, ['a0', 'a1'], seen))
+  schedule.run(
+    threading.Event(), learner, _actors_between_polls(schedule, store, ['a0', 'a1'], seen)
+  )
   assert schedule.done and schedule.phase == 'done'
   assert schedule.iteration == 2 and schedule.collect_target is None
   assert store.size == 1 + 2 * 3  # Two actors, exactly three episodes per iteration.
@@ -151,13 +151,11 @@ def test_actors_see_the_infer_phase_while_the_learner_trains():
   during_infer = []
 
   class Watching(Learner):
-
     def step(self):
       during_infer.append((schedule.collect_status(), schedule.reserve_episode('a0')))
       super().step()
 
-  schedule.run(threading.Event(), Watching(),
-               _actors_between_polls(schedule, store, ['a0'], []))
+  schedule.run(threading.Event(), Watching(), _actors_between_polls(schedule, store, ['a0'], []))
   assert [s['phase'] for s, _ in during_infer] == ['infer'] * 3
   assert not any(granted for _, granted in during_infer)
   assert all(s['wanted'] == 0 for s, _ in during_infer)
@@ -165,8 +163,7 @@ def test_actors_see_the_infer_phase_while_the_learner_trains():
 
 def test_cold_start_reinitialises_from_the_second_iteration():
   store, learner = Store(), Learner(steps=25)
-  schedule = _schedule(store, iterations=3, collect_episodes=1, infer_steps=10,
-                       warm_start=False)
+  schedule = _schedule(store, iterations=3, collect_episodes=1, infer_steps=10, warm_start=False)
   schedule.run(threading.Event(), learner, _actors_between_polls(schedule, store, ['a0'], []))
   assert learner.infers == [(0, False), (1, True), (2, True)]
   assert learner.steps() == 50  # 25 -> 30 -> 40 -> 50.

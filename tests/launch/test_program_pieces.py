@@ -8,12 +8,12 @@ import numpy as np
 import reverb
 
 from launch import experiment
-from launch.nodes.actor import ActorWorker, _steps_so_far, actor_seed
 from launch.checkpointing import Checkpointer
+from launch.local.node_logs import NodeLogFollower
+from launch.nodes.actor import ActorWorker, _steps_so_far, actor_seed
 from launch.nodes.counter import PersistentCounter
 from launch.nodes.evaluator import EvaluatorWorker, WindowRates
 from launch.nodes.learner import LearnerWorker
-from launch.local.node_logs import NodeLogFollower
 from launch.program import GROUPS, make_program
 from tests.e2e_util import wait_for
 from tests.fakes import TINY_AGENT, tiny_config
@@ -83,13 +83,20 @@ def test_nodes_run_together_until_the_budget(tmp_path):
   # rate limiter keeps the actor from spending the budget before the learner is at step
   # 50: unlimited, a fast actor could (2000 steps need ~460 learner steps at 4 samples per
   # insert, step 50 only ~250 inserts).
-  cfg = tiny_config(tmp_path / 'run', eval_every_seconds=10_000.0, eval_every_learner_steps=50,
-                    agent={**TINY_AGENT, 'replay.samples_per_insert': 4.0})
+  cfg = tiny_config(
+    tmp_path / 'run',
+    eval_every_seconds=10_000.0,
+    eval_every_learner_steps=50,
+    agent={**TINY_AGENT, 'replay.samples_per_insert': 4.0},
+  )
   run_dir = tmp_path / 'run'
   (run_dir / 'replay').mkdir(parents=True)
   tables = experiment.make_builder(cfg).make_replay_tables()
-  server = reverb.Server(tables, port=None,
-                         checkpointer=reverb.checkpointers.DefaultCheckpointer(str(run_dir / 'replay')))
+  server = reverb.Server(
+    tables,
+    port=None,
+    checkpointer=reverb.checkpointers.DefaultCheckpointer(str(run_dir / 'replay')),
+  )
   client = reverb.Client(f'localhost:{server.port}')
   counter = PersistentCounter(str(run_dir))
   learner = LearnerWorker(cfg.to_dict(), client, counter)
@@ -98,8 +105,10 @@ def test_nodes_run_together_until_the_budget(tmp_path):
   stop = threading.Event()
   evaluator._stop_program = stop.set  # What lp.stop() does for a real program.
   work_before = _work_threads()
-  threads = [threading.Thread(target=n.run, args=(stop,), daemon=True)
-             for n in (counter, learner, actor, evaluator)]
+  threads = [
+    threading.Thread(target=n.run, args=(stop,), daemon=True)
+    for n in (counter, learner, actor, evaluator)
+  ]
   for t in threads:
     t.start()
   stop.wait(timeout=240)
@@ -119,8 +128,11 @@ def test_nodes_run_together_until_the_budget(tmp_path):
   server.stop()
   # Work threads abandoned on a parked insert or sample wake when the server goes; they
   # must end at once, not act on (a thread inside JAX at interpreter exit aborts it).
-  wait_for(lambda: not any(t.is_alive() for t in _work_threads() - work_before), 10,
-           'the abandoned work threads to end')
+  wait_for(
+    lambda: not any(t.is_alive() for t in _work_threads() - work_before),
+    10,
+    'the abandoned work threads to end',
+  )
 
 
 def test_learner_waiting_on_an_empty_replay_still_stops(tmp_path):
@@ -143,11 +155,14 @@ def test_learner_waiting_on_an_empty_replay_still_stops(tmp_path):
 
 def test_node_log_follower_echoes_new_lines_and_drops_noise(tmp_path):
   import io
+
   out = io.StringIO()
   (tmp_path / 'learner').mkdir()
   log = tmp_path / 'learner' / '0'
-  log.write_text('[learner] hello\nGym has been unmaintained since 2022\n'
-                 'I1125 12:37:26.704574 1402 node.py:62] Reverb client connecting\npartial')
+  log.write_text(
+    '[learner] hello\nGym has been unmaintained since 2022\n'
+    'I1125 12:37:26.704574 1402 node.py:62] Reverb client connecting\npartial'
+  )
   follower = NodeLogFollower(tmp_path, out=out)
   follower.poll()
   assert out.getvalue() == '[learner/0] [learner] hello\n'

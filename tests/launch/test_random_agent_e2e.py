@@ -11,8 +11,14 @@ import pytest
 from agents import registry
 from launch.checkpointing import Checkpointer
 from launch.store.episodes import EpisodeStore
-from tests.e2e_util import (kill_session, leftover_processes, output, read_counts, start_cli,
-                            wait_exit)
+from tests.e2e_util import (
+  kill_session,
+  leftover_processes,
+  output,
+  read_counts,
+  start_cli,
+  wait_exit,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -24,9 +30,19 @@ def test_random_agent_collects_stores_and_evaluates(tmp_path, monkeypatch):
   assert "invalid choice: 'random'" in output(unregistered)
 
   monkeypatch.setenv(registry.EXTRA_AGENTS_ENV, 'tests.fixtures.random_agent')
-  proc = start_cli(run_dir, '--algorithm', 'random', '--preset', 'tiny',
-                   '--max_actor_steps', '2000', '--eval_every_seconds', '5',
-                   '--eval_episodes', '1')
+  proc = start_cli(
+    run_dir,
+    '--algorithm',
+    'random',
+    '--preset',
+    'tiny',
+    '--max_actor_steps',
+    '2000',
+    '--eval_every_seconds',
+    '5',
+    '--eval_episodes',
+    '1',
+  )
   try:
     rc = wait_exit(proc, timeout=300)
     text = output(proc)

@@ -11,16 +11,28 @@ import reverb
 from experiments import plot_run
 from launch.nodes.replay import ReplayMetricsLogger, table_metrics
 
-NAMES = ('size', 'episodes', 'inserts', 'samples', 'unique_samples', 'insert_wait_s',
-         'sample_wait_s')
+NAMES = (
+  'size',
+  'episodes',
+  'inserts',
+  'samples',
+  'unique_samples',
+  'insert_wait_s',
+  'sample_wait_s',
+)
 
 
 @pytest.fixture
 def server():
   tables = [
-      reverb.Table(name, sampler=reverb.selectors.Uniform(), remover=reverb.selectors.Fifo(),
-                   max_size=100, rate_limiter=reverb.rate_limiters.MinSize(1))
-      for name in ('main', 'waiting')
+    reverb.Table(
+      name,
+      sampler=reverb.selectors.Uniform(),
+      remover=reverb.selectors.Fifo(),
+      max_size=100,
+      rate_limiter=reverb.rate_limiters.MinSize(1),
+    )
+    for name in ('main', 'waiting')
   ]
   server = reverb.Server(tables, port=None)
   yield server
@@ -43,8 +55,9 @@ def test_table_metrics_counts_items_samples_and_waits(server):
   assert len(list(client.sample('main', num_samples=5))) == 5
   # A sample on the empty table waits for the limiter (MinSize(1)) until an insert comes.
   sampled = threading.Event()
-  threading.Thread(target=lambda: (next(iter(client.sample('waiting'))), sampled.set()),
-                   daemon=True).start()
+  threading.Thread(
+    target=lambda: (next(iter(client.sample('waiting'))), sampled.set()), daemon=True
+  ).start()
   time.sleep(0.5)
   assert not sampled.is_set()
   _insert(client, 'waiting', episodes=1, steps=1)
@@ -77,17 +90,18 @@ def test_metrics_logger_writes_csv_rows_and_tensorboard_events(server, tmp_path)
   np.testing.assert_array_equal(cols['main/size'], [0, 10])
   np.testing.assert_array_equal(cols['waiting/size'], [0, 0])
   assert {'elapsed_s', 'main/insert_wait_s', 'main/sample_wait_s', 'waiting/samples_per_s'} <= set(
-      cols)
+    cols
+  )
   events = list((tmp_path / 'logs' / 'tb').rglob('events.out.tfevents.*'))
   # acme's TFSummaryLogger tags '<label>/<Key>', key title-cased without underscores.
   assert any(b'replay/Main/InsertWaitS' in e.read_bytes() for e in events)
   assert [p.name for p in plot_run.plot_run(tmp_path)] == ['replay.png']
 
 
-def test_metrics_thread_logs_every_period_and_survives_a_stopped_server(server, tmp_path,
-                                                                          capsys):
-  metrics = ReplayMetricsLogger(f'localhost:{server.port}', tmp_path, period_s=0.1,
-                                server_info_timeout_s=1).start()
+def test_metrics_thread_logs_every_period_and_survives_a_stopped_server(server, tmp_path, capsys):
+  metrics = ReplayMetricsLogger(
+    f'localhost:{server.port}', tmp_path, period_s=0.1, server_info_timeout_s=1
+  ).start()
   csv_path = tmp_path / 'logs' / 'replay' / 'logs.csv'
   deadline = time.monotonic() + 30
   while len(plot_run.read_csv(csv_path).get('main/size', [])) < 2:

@@ -14,8 +14,9 @@ def test_newest_checkpoint_is_the_one_reverb_keeps_after_stopping(tmp_path):
   replay_dir.mkdir()
   assert newest_checkpoint(str(replay_dir)) is None
   tables = experiment.make_builder(tiny_config(tmp_path / 'run')).make_replay_tables()
-  server = reverb.Server(tables, port=None,
-                         checkpointer=reverb.checkpointers.DefaultCheckpointer(str(replay_dir)))
+  server = reverb.Server(
+    tables, port=None, checkpointer=reverb.checkpointers.DefaultCheckpointer(str(replay_dir))
+  )
   ours = reverb.Client(f'localhost:{server.port}').checkpoint()
   assert newest_checkpoint(str(replay_dir)) == ours
   (replay_dir / '9999-half-written').mkdir()  # no DONE marker: not a checkpoint

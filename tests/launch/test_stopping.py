@@ -22,7 +22,8 @@ class MainThreadMustNotWait(threading.Event):
 
   def wait(self, timeout=None):
     assert threading.current_thread() is not threading.main_thread(), (
-        'the main thread waited on the stop event')
+      'the main thread waited on the stop event'
+    )
     return super().wait(timeout)
 
 
@@ -68,7 +69,7 @@ def test_counter_run_on_the_main_thread_polls_and_saves(tmp_path):
 def test_signal_handler_setting_the_event_stops_a_polling_main_thread(tmp_path):
   # The real arrangement: a process whose SIGTERM handler sets the event the
   # main thread is polling, with signals arriving while it polls.
-  script = textwrap.dedent('''
+  script = textwrap.dedent("""
       import signal, sys, threading
       from launch.nodes.stopping import wait_for_stop
       stop = threading.Event()
@@ -77,9 +78,13 @@ def test_signal_handler_setting_the_event_stops_a_polling_main_thread(tmp_path):
       while not wait_for_stop(stop, 0.001):
         pass
       print('stopped', flush=True)
-  ''')
-  proc = subprocess.Popen([sys.executable, '-c', script], stdout=subprocess.PIPE, text=True,
-                          cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+  """)
+  proc = subprocess.Popen(
+    [sys.executable, '-c', script],
+    stdout=subprocess.PIPE,
+    text=True,
+    cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))),
+  )
   try:
     assert proc.stdout.readline().strip() == 'ready'
     proc.send_signal(signal.SIGTERM)

@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 from acme import types
 
-from agents.mpo import learning
 from agents.common.replay_config import ReplayConfig
+from agents.mpo import learning
 from agents.mpo.config import MPOConfig
-from networks.mpo import MPONetworks, critic_batch_shape, make_mpo_networks
 from environments.suite import obs_group_sizes_from_spec
+from networks.mpo import MPONetworks, critic_batch_shape, make_mpo_networks
 from networks.perceiver import PerceiverEncoder, make_perceiver_networks
 
 # Two groups of the same size, so that their values can be swapped.
@@ -40,9 +40,10 @@ def _compiled(fn):
 
 def _jitted(nets: MPONetworks) -> MPONetworks:
   return MPONetworks(
-      policy=hk.Transformed(_compiled(nets.policy.init), _compiled(nets.policy.apply)),
-      critic=hk.Transformed(_compiled(nets.critic.init), _compiled(nets.critic.apply)),
-      action_dim=nets.action_dim)
+    policy=hk.Transformed(_compiled(nets.policy.init), _compiled(nets.policy.apply)),
+    critic=hk.Transformed(_compiled(nets.critic.init), _compiled(nets.critic.apply)),
+    action_dim=nets.action_dim,
+  )
 
 
 def _build(kind: str, num_atoms: int = 7, groups=GROUPS) -> MPONetworks:
@@ -67,15 +68,18 @@ def _data():
 def _fresh_params(kind: str, num_atoms: int = 7):
   nets = _networks(kind, num_atoms)
   obs, actions = _data()
-  return (jax.device_get(nets.policy.init(jax.random.PRNGKey(0), obs)),
-          jax.device_get(nets.critic.init(jax.random.PRNGKey(1), obs, actions[0])))
+  return (
+    jax.device_get(nets.policy.init(jax.random.PRNGKey(0), obs)),
+    jax.device_get(nets.critic.init(jax.random.PRNGKey(1), obs, actions[0])),
+  )
 
 
 def _randomise(params, seed: int):
   """Every parameter moved by noise: outputs of order one that depend on everything."""
   rng = np.random.default_rng(seed)
   return jax.tree_util.tree_map(
-      lambda x: (x + 0.5 * rng.normal(size=x.shape)).astype(np.float32), params)
+    lambda x: (x + 0.5 * rng.normal(size=x.shape)).astype(np.float32), params
+  )
 
 
 @functools.lru_cache(maxsize=None)
@@ -124,8 +128,9 @@ def test_broadcast_critic_call_equals_the_tiled_call(kind, num_atoms):
   _, params = _params(kind, num_atoms)
   obs, actions = _data()
   broadcast = np.asarray(nets.critic.apply(params, obs, actions))
-  tiled = np.asarray(nets.critic.apply(params, np.broadcast_to(obs, (NUM_SAMPLES,) + obs.shape),
-                                       actions))
+  tiled = np.asarray(
+    nets.critic.apply(params, np.broadcast_to(obs, (NUM_SAMPLES,) + obs.shape), actions)
+  )
   assert broadcast.shape == (NUM_SAMPLES, BATCH) + ((num_atoms,) if num_atoms > 1 else ())
   np.testing.assert_allclose(broadcast, tiled, rtol=1e-5, atol=1e-5)
   # The comparison means something only if the output depends on the action and the obs.
@@ -143,8 +148,9 @@ def test_critic_values_actions_beyond_the_box_as_its_boundary(kind):
   far = actions[0].copy()
   far[:, 0] = np.where(np.arange(BATCH) % 2 == 0, 1.7, -3.0)
   boundary = np.clip(far, -1.0, 1.0)
-  np.testing.assert_array_equal(nets.critic.apply(params, obs, far),
-                                nets.critic.apply(params, obs, boundary))
+  np.testing.assert_array_equal(
+    nets.critic.apply(params, obs, far), nets.critic.apply(params, obs, boundary)
+  )
 
   def q_sum(action):
     return jnp.sum(jax.nn.softmax(nets.critic.apply(params, obs, action)) * jnp.arange(7.0))
@@ -162,8 +168,9 @@ def test_unclipped_critic_extrapolates_past_the_box():
   obs, actions = _data()
   far = actions[0].copy()
   far[:, 0] = 1.7
-  assert not np.allclose(nets.critic.apply(params, obs, far),
-                         nets.critic.apply(params, obs, np.clip(far, -1.0, 1.0)))
+  assert not np.allclose(
+    nets.critic.apply(params, obs, far), nets.critic.apply(params, obs, np.clip(far, -1.0, 1.0))
+  )
 
 
 @pytest.mark.parametrize('kind', ['perceiver', 'mlp'])
@@ -176,8 +183,9 @@ def test_critic_broadcasts_over_several_sample_dimensions(kind):
   out = np.asarray(nets.critic.apply(params, obs, stacked))
   assert out.shape == (2, NUM_SAMPLES, BATCH, 7)
   for i in range(2):  # each set scored as a call with one sample dimension would score it
-    np.testing.assert_allclose(out[i], nets.critic.apply(params, obs, stacked[i]),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+      out[i], nets.critic.apply(params, obs, stacked[i]), rtol=1e-5, atol=1e-5
+    )
   assert np.max(np.abs(out[0] - out[1])) > 1e-2
 
 
@@ -225,13 +233,15 @@ def test_group_order_carries_no_information():
 
   mean, stddev = nets.policy.apply(policy_params, obs)
   p_mean, p_stddev = permuted_nets.policy.apply(
-      _permute_encoder_params(policy_params, 'policy_encoder', perm), permuted_obs)
+    _permute_encoder_params(policy_params, 'policy_encoder', perm), permuted_obs
+  )
   np.testing.assert_allclose(p_mean, mean, rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(p_stddev, stddev, rtol=1e-5, atol=1e-5)
 
   q = nets.critic.apply(critic_params, obs, actions)
   p_q = permuted_nets.critic.apply(
-      _permute_encoder_params(critic_params, 'critic_encoder', perm), permuted_obs, actions)
+    _permute_encoder_params(critic_params, 'critic_encoder', perm), permuted_obs, actions
+  )
   np.testing.assert_allclose(p_q, q, rtol=1e-5, atol=1e-5)
   assert np.mean(np.std(np.asarray(q), axis=1)) > 1e-2  # the output depends on the observation
 
@@ -273,14 +283,17 @@ def test_image_group_becomes_one_token_per_patch():
   assert list(np.flatnonzero(moved > 1e-6)) == [1 + 1 * 3 + 2]
 
 
-@pytest.mark.parametrize('kwargs, message', [
+@pytest.mark.parametrize(
+  'kwargs, message',
+  [
     (dict(obs_group_sizes=(3, (4, 4, 1))), 'patch_size'),
     (dict(obs_group_sizes=(3, (4, 5, 1)), patch_size=2), 'multiples of patch_size'),
     (dict(obs_group_sizes=(3, 0)), 'group sizes'),
     (dict(obs_group_sizes=()), 'at least one'),
     (dict(obs_group_sizes=GROUPS, latent_dim=10, num_heads=4), 'multiple of num_heads'),
     (dict(obs_group_sizes=GROUPS, num_latents=0), 'num_latents'),
-])
+  ],
+)
 def test_bad_configurations_fail_at_construction(kwargs, message):
   with pytest.raises(ValueError, match=message):
     make_perceiver_networks(ACTION_DIM, **kwargs)
@@ -296,6 +309,7 @@ def test_observation_of_the_wrong_size_is_rejected():
 def test_group_sizes_follow_the_concatenated_observation():
   from acme import wrappers
   from dm_control import suite
+
   env = suite.load('walker', 'walk', task_kwargs={'random': 0})
   sizes = obs_group_sizes_from_spec(env.observation_spec())
   flat = wrappers.ConcatObservationWrapper(env).reset().observation
@@ -328,8 +342,10 @@ def test_critic_encodes_each_observation_once():
   nets = make_perceiver_networks(ACTION_DIM, GROUPS, num_atoms=7, **TINY)
   _, params = _params('perceiver', 7)
   obs, _ = _data()
-  encode = hk.without_apply_rng(hk.transform(
-      lambda o: PerceiverEncoder(GROUPS, **TINY, name='critic_encoder')(o)))
+  encode = hk.without_apply_rng(
+    # The module must be built inside the transform, hence the lambda.
+    hk.transform(lambda o: PerceiverEncoder(GROUPS, **TINY, name='critic_encoder')(o))  # noqa: PLW0108
+  )
   encoder_flops = _flops(lambda o: encode.apply(params, o), obs)
 
   def cost_per_action(tile: bool) -> float:
@@ -359,8 +375,7 @@ def test_gradients_are_finite_and_reach_every_parameter():
   def critic_objective(params):
     return jnp.sum(weights * nets.critic.apply(params, obs, actions))
 
-  for objective, params in ((policy_objective, policy_params),
-                            (critic_objective, critic_params)):
+  for objective, params in ((policy_objective, policy_params), (critic_objective, critic_params)):
     grads = jax.device_get(_compiled(jax.grad(objective))(params))
     for path, g in jax.tree_util.tree_leaves_with_path(grads):
       assert np.all(np.isfinite(g)), jax.tree_util.keystr(path)
@@ -370,19 +385,26 @@ def test_gradients_are_finite_and_reach_every_parameter():
 def test_mpo_update_trains_the_perceiver_networks():
   # A one-step bandit with two one-feature groups: terminal transitions and a reward peaked
   # at a = 0.5, so the critic's target is the reward itself.
-  config = MPOConfig(num_atoms=11, num_samples=4,
-                     replay=ReplayConfig(batch_size=16, discount=0.5),
-                     critic_learning_rate=3e-3, target_update_period=5)
-  nets = make_perceiver_networks(1, (1, 1), num_atoms=config.num_atoms,
-                                 **{**TINY, 'num_self_attend_blocks': 0})
+  config = MPOConfig(
+    num_atoms=11,
+    num_samples=4,
+    replay=ReplayConfig(batch_size=16, discount=0.5),
+    critic_learning_rate=3e-3,
+    target_update_period=5,
+  )
+  nets = make_perceiver_networks(
+    1, (1, 1), num_atoms=config.num_atoms, **{**TINY, 'num_self_attend_blocks': 0}
+  )
   obs = np.tile(np.array([[0.3, -0.2]], np.float32), (16, 1))
   action = np.linspace(-1, 1, 16, dtype=np.float32)[:, None]
   batch = types.Transition(
-      observation=obs, action=action,
-      reward=(1.0 - (action[:, 0] - 0.5) ** 2 / 2.25).astype(np.float32),
-      discount=np.zeros(16, np.float32), next_observation=obs + 1.0)
-  state = _compiled(lambda key: learning.initial_state(nets, config, 2, key))(
-      jax.random.PRNGKey(0))
+    observation=obs,
+    action=action,
+    reward=(1.0 - (action[:, 0] - 0.5) ** 2 / 2.25).astype(np.float32),
+    discount=np.zeros(16, np.float32),
+    next_observation=obs + 1.0,
+  )
+  state = _compiled(lambda key: learning.initial_state(nets, config, 2, key))(jax.random.PRNGKey(0))
   update = _compiled(learning.make_update_fn(nets, config))
   losses = []
   for _ in range(30):

@@ -25,21 +25,27 @@ from agents.replay_pipeline import EXTERNAL_TABLE, REPLAY_TABLE
 from environments.robot import RobotEnvironment
 from environments.simulated_robot import SimulatedRobot
 from environments.validation import StepValidator
-from launch.robot import attach
 from launch import experiment
 from launch.config import ExperimentConfig
 from launch.nodes.counter import PersistentCounter
+from launch.nodes.learner import LearnerWorker
+from launch.robot import attach
 from launch.robot.link import LatestParameters, ParameterFetcher, ProgramLink
 from launch.robot.outbox import EpisodeOutbox
 from launch.robot.sender import Sender
-from launch.robot.spec import (SpecMismatchError, check_spec_matches, spec_differences,
-                               spec_from_data, spec_to_data)
+from launch.robot.spec import (
+  SpecMismatchError,
+  check_spec_matches,
+  spec_differences,
+  spec_from_data,
+  spec_to_data,
+)
 from launch.robot.wire import EPISODE_KEY, episode_timesteps, episode_to_data
-from launch.nodes.learner import LearnerWorker
 from launch.run_dir import RunDir
 from launch.store.episodes import Episode, EpisodeStore
 from tests.e2e_util import ROOT
-from tests.fakes import TINY_AGENT as _TINY, random_episode
+from tests.fakes import TINY_AGENT as _TINY
+from tests.fakes import random_episode
 
 TINY_AGENT = dict(_TINY, replay=dict(_TINY['replay'], min_replay_size=50, n_step=3))
 
@@ -74,10 +80,16 @@ class FaultySensorRobot(SimulatedRobot):
     return reading
 
 
-def make_faulty_robot_env(nan_at_step: int = 5, every: int = 1, control_hz: float = 50.0,
-                          max_episode_steps: int = 20, seed: int = 0) -> RobotEnvironment:
-  robot = FaultySensorRobot(nan_at_step, every, task='cartpole:swingup', control_hz=control_hz,
-                            seed=seed)
+def make_faulty_robot_env(
+  nan_at_step: int = 5,
+  every: int = 1,
+  control_hz: float = 50.0,
+  max_episode_steps: int = 20,
+  seed: int = 0,
+) -> RobotEnvironment:
+  robot = FaultySensorRobot(
+    nan_at_step, every, task='cartpole:swingup', control_hz=control_hz, seed=seed
+  )
   return RobotEnvironment(robot, control_hz=control_hz, max_episode_steps=max_episode_steps)
 
 
@@ -87,8 +99,9 @@ def make_faulty_robot_env(nan_at_step: int = 5, every: int = 1, control_hz: floa
 
 def _start_program(run_dir):
   """Replay (the builder's tables) and a learner served over Courier, as the program has them."""
-  cfg = ExperimentConfig.from_dict(dict(run_dir=str(run_dir), num_actors=1,
-                                        learner_sample_timeout_s=0.5, agent=TINY_AGENT))
+  cfg = ExperimentConfig.from_dict(
+    dict(run_dir=str(run_dir), num_actors=1, learner_sample_timeout_s=0.5, agent=TINY_AGENT)
+  )
   run_dir.mkdir(parents=True, exist_ok=True)
   builder = experiment.make_builder(cfg)
   server = reverb.Server(builder.make_replay_tables(), port=None)
@@ -98,10 +111,17 @@ def _start_program(run_dir):
   courier_server = make_courier_server(learner, port=port)
   courier_server.Start()
   return types.SimpleNamespace(
-      cfg=cfg, builder=builder, server=server, client=client, learner=learner,
-      courier=courier_server, learner_address=f'localhost:{port}',
-      replay_address=f'localhost:{server.port}', run_dir=run_dir,
-      store=RunDir(run_dir).store)
+    cfg=cfg,
+    builder=builder,
+    server=server,
+    client=client,
+    learner=learner,
+    courier=courier_server,
+    learner_address=f'localhost:{port}',
+    replay_address=f'localhost:{server.port}',
+    run_dir=run_dir,
+    store=RunDir(run_dir).store,
+  )
 
 
 def _stop_program(program) -> None:
@@ -126,13 +146,21 @@ def _stored(program, name: str):
   return [i for i in EpisodeStore(program.store).index() if i.writer == f'external_{name}']
 
 
-def _episode(spec: specs.EnvironmentSpec, length: int, seed: int, reward: float = 0.5,
-             **metadata) -> Episode:
+def _episode(
+  spec: specs.EnvironmentSpec, length: int, seed: int, reward: float = 0.5, **metadata
+) -> Episode:
   return random_episode(
-      np.random.default_rng(seed), length, obs_shape=spec.observations.shape,
-      obs_dtype=spec.observations.dtype, action_shape=spec.actions.shape,
-      action_dtype=spec.actions.dtype, reward=reward, reward_dtype=spec.rewards.dtype,
-      discount_dtype=spec.discounts.dtype, metadata=dict(metadata, policy_version=[3, 4]))
+    np.random.default_rng(seed),
+    length,
+    obs_shape=spec.observations.shape,
+    obs_dtype=spec.observations.dtype,
+    action_shape=spec.actions.shape,
+    action_dtype=spec.actions.dtype,
+    reward=reward,
+    reward_dtype=spec.rewards.dtype,
+    discount_dtype=spec.discounts.dtype,
+    metadata=dict(metadata, policy_version=[3, 4]),
+  )
 
 
 def _transitions(length: int, n_step: int) -> int:
@@ -146,10 +174,11 @@ def _transitions(length: int, n_step: int) -> int:
 
 def _spec(obs_shape=(5,), obs_dtype=np.float32, obs_name='observations', maximum=1.0):
   return specs.EnvironmentSpec(
-      observations=specs.Array(obs_shape, obs_dtype, name=obs_name),
-      actions=specs.BoundedArray((1,), np.float32, -1.0, maximum, name='action'),
-      rewards=specs.Array((), np.float32, name='reward'),
-      discounts=specs.BoundedArray((), np.float32, 0.0, 1.0, name='discount'))
+    observations=specs.Array(obs_shape, obs_dtype, name=obs_name),
+    actions=specs.BoundedArray((1,), np.float32, -1.0, maximum, name='action'),
+    rewards=specs.Array((), np.float32, name='reward'),
+    discounts=specs.BoundedArray((), np.float32, 0.0, 1.0, name='discount'),
+  )
 
 
 def test_spec_round_trips_as_plain_data():
@@ -162,13 +191,12 @@ def test_spec_round_trips_as_plain_data():
 
 def test_spec_mismatch_names_each_differing_field():
   program = spec_to_data(_spec())
-  robot = spec_to_data(_spec(obs_shape=(3,), obs_dtype=np.float64, obs_name='joints',
-                             maximum=2.0))
+  robot = spec_to_data(_spec(obs_shape=(3,), obs_dtype=np.float64, obs_name='joints', maximum=2.0))
   assert spec_differences(program, robot) == [
-      "observations.name: program 'observations', environment 'joints'",
-      'observations.shape: program (5,), environment (3,)',
-      "observations.dtype: program 'float32', environment 'float64'",
-      'actions.maximum: program 1.0, environment 2.0',
+    "observations.name: program 'observations', environment 'joints'",
+    'observations.shape: program (5,), environment (3,)',
+    "observations.dtype: program 'float32', environment 'float64'",
+    'actions.maximum: program 1.0, environment 2.0',
   ]
   with pytest.raises(SpecMismatchError) as error:
     check_spec_matches(program, robot)
@@ -176,38 +204,71 @@ def test_spec_mismatch_names_each_differing_field():
   assert message.startswith("the environment's spec does not match the program's in 4 field(s): ")
   assert 'observations.shape: program (5,), environment (3,)' in message
   # A nest where the program has one array; reward names are not compared.
-  nested = _spec()._replace(observations={'joints': specs.Array((5,), np.float32)},
-                               rewards=specs.Array((), np.float32, name='r'))
+  nested = _spec()._replace(
+    observations={'joints': specs.Array((5,), np.float32)},
+    rewards=specs.Array((), np.float32, name='r'),
+  )
   assert spec_differences(program, spec_to_data(nested)) == [
-      "observations: program one array, environment a dict with keys ['joints']"]
+    "observations: program one array, environment a dict with keys ['joints']"
+  ]
   unbounded = _spec()._replace(actions=specs.Array((1,), np.float32, name='action'))
   assert spec_differences(program, spec_to_data(unbounded)) == [
-      'actions.bounds: program bounded, environment unbounded']
+    'actions.bounds: program bounded, environment unbounded'
+  ]
 
 
 def test_spec_mismatch_stops_attach_before_it_acts(program, tmp_path):
   # The simulated pendulum has 3 observations where the program's cartpole has 5.
-  args = attach.parse_args([
-      '--learner', program.learner_address, '--replay', program.replay_address,
-      '--env', 'environments.simulated_robot:make_simulated_robot_env',
-      '--env_arg', 'task=pendulum:swingup', '--env_arg', 'control_hz=50',
-      '--buffer_dir', str(tmp_path / 'outbox'), '--name', 'pendulum', '--connect_timeout_s', '20'])
+  args = attach.parse_args(
+    [
+      '--learner',
+      program.learner_address,
+      '--replay',
+      program.replay_address,
+      '--env',
+      'environments.simulated_robot:make_simulated_robot_env',
+      '--env_arg',
+      'task=pendulum:swingup',
+      '--env_arg',
+      'control_hz=50',
+      '--buffer_dir',
+      str(tmp_path / 'outbox'),
+      '--name',
+      'pendulum',
+      '--connect_timeout_s',
+      '20',
+    ]
+  )
   with pytest.raises(SpecMismatchError) as error:
     attach.attach(args)
-  assert str(error.value) == ("the environment's spec does not match the program's in 1 "
-                              'field(s): observations.shape: program (5,), environment (3,)')
+  assert str(error.value) == (
+    "the environment's spec does not match the program's in 1 "
+    'field(s): observations.shape: program (5,), environment (3,)'
+  )
   assert not (tmp_path / 'outbox').exists()  # Nothing was run or buffered.
 
 
 def test_cli_reports_a_bad_factory_in_one_line(tmp_path):
   proc = subprocess.run(
-      [sys.executable, '-m', 'launch.attach', '--run_dir', str(tmp_path),
-       '--env', 'environments.simulated_robot:no_such_factory'],
-      cwd=ROOT, capture_output=True, text=True, timeout=120)
+    [
+      sys.executable,
+      '-m',
+      'launch.attach',
+      '--run_dir',
+      str(tmp_path),
+      '--env',
+      'environments.simulated_robot:no_such_factory',
+    ],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert proc.returncode == 2, proc.stderr
-  assert ("error: --env 'environments.simulated_robot:no_such_factory': "
-          "environments.simulated_robot has no callable 'no_such_factory'"
-          in proc.stderr.splitlines()), proc.stderr
+  assert (
+    "error: --env 'environments.simulated_robot:no_such_factory': "
+    "environments.simulated_robot has no callable 'no_such_factory'" in proc.stderr.splitlines()
+  ), proc.stderr
 
 
 # ----------------------------------------------------------------------------
@@ -221,10 +282,12 @@ def test_outbox_and_sender_deliver_every_episode_exactly_once(program, tmp_path)
   ids = [outbox.append(_episode(spec, n, seed=n, source='arm1')) for n in lengths]
   assert outbox.pending() == ids
   before = _table_size(program, EXTERNAL_TABLE)
-  link = ProgramLink(learner=program.learner_address, replay=program.replay_address,
-                     rpc_timeout_s=5.0)
-  sender = Sender(outbox, link, program.builder.make_external_adder, 'arm1', rpc_timeout_s=5.0,
-                  max_backoff_s=1.0)
+  link = ProgramLink(
+    learner=program.learner_address, replay=program.replay_address, rpc_timeout_s=5.0
+  )
+  sender = Sender(
+    outbox, link, program.builder.make_external_adder, 'arm1', rpc_timeout_s=5.0, max_backoff_s=1.0
+  )
   sender.start()
   assert sender.flush(60), sender.last_error
   sender.halt()
@@ -233,16 +296,19 @@ def test_outbox_and_sender_deliver_every_episode_exactly_once(program, tmp_path)
   assert outbox.counts() == {'buffered': 3, 'store': 3, 'replay': 3, 'rejected': 0, 'pending': 0}
   # The n-step transitions acme's adder makes, into the external table only.
   assert _table_size(program, EXTERNAL_TABLE) - before == sum(
-      _transitions(n, n_step) for n in lengths)
+    _transitions(n, n_step) for n in lengths
+  )
   assert _table_size(program, REPLAY_TABLE) == 0
   stored = _stored(program, 'arm1')
   assert [i.metadata[EPISODE_KEY] for i in stored] == [outbox.key(i) for i in ids]
-  assert all(i.metadata['source'] == 'arm1' and i.metadata['policy_version'] == [3, 4]
-             for i in stored)
+  assert all(
+    i.metadata['source'] == 'arm1' and i.metadata['policy_version'] == [3, 4] for i in stored
+  )
   store = EpisodeStore(program.store)
   for info, episode_id in zip(stored, ids):
-    np.testing.assert_array_equal(store.read(info.episode_id).observations,
-                                  outbox.read(episode_id).observations)
+    np.testing.assert_array_equal(
+      store.read(info.episode_id).observations, outbox.read(episode_id).observations
+    )
   outbox.close()
 
   # A restarted attach process sends nothing again...
@@ -253,8 +319,10 @@ def test_outbox_and_sender_deliver_every_episode_exactly_once(program, tmp_path)
   assert reopened.key(ids[0]) == outbox.key(ids[0])
   data = episode_to_data(reopened.read(ids[0]))
   data['metadata'][EPISODE_KEY] = reopened.key(ids[0])
-  assert client.append_external_episode('arm1', data) == {'status': 'duplicate',
-                                                          'id': stored[0].episode_id}
+  assert client.append_external_episode('arm1', data) == {
+    'status': 'duplicate',
+    'id': stored[0].episode_id,
+  }
   assert len(_stored(program, 'arm1')) == 3
   # The program checks what it receives, too.
   data['observations'] = data['observations'][:, :3]
@@ -289,8 +357,15 @@ def test_sender_retries_until_the_address_book_names_a_live_program(program, tmp
   outbox = EpisodeOutbox(tmp_path / 'outbox', 'arm2')
   ids = [outbox.append(_episode(program.builder.spec, 5, seed=i)) for i in range(2)]
   link = ProgramLink(run_dir=str(run.path), rpc_timeout_s=2.0)
-  sender = Sender(outbox, link, program.builder.make_external_adder, 'arm2', rpc_timeout_s=2.0,
-                  max_backoff_s=0.4, initial_backoff_s=0.1)
+  sender = Sender(
+    outbox,
+    link,
+    program.builder.make_external_adder,
+    'arm2',
+    rpc_timeout_s=2.0,
+    max_backoff_s=0.4,
+    initial_backoff_s=0.1,
+  )
   sender.start()
   try:
     deadline = time.time() + 30
@@ -299,14 +374,14 @@ def test_sender_retries_until_the_address_book_names_a_live_program(program, tmp
     assert sender.failures >= 3 and outbox.pending() == ids
     assert not sender.flush(0.5)
     # The program comes back (a relaunch publishes new ports): the sender finds it.
-    run.write_addresses({'learner': program.learner_address, 'replay': program.replay_address,
-                         'started': 2.0})
+    run.write_addresses(
+      {'learner': program.learner_address, 'replay': program.replay_address, 'started': 2.0}
+    )
     assert sender.flush(30), sender.last_error
   finally:
     sender.halt()
     sender.join(timeout=10)
-  assert [i.metadata[EPISODE_KEY] for i in _stored(program, 'arm2')] == [outbox.key(i)
-                                                                            for i in ids]
+  assert [i.metadata[EPISODE_KEY] for i in _stored(program, 'arm2')] == [outbox.key(i) for i in ids]
   outbox.close()
 
 
@@ -314,24 +389,43 @@ def test_sender_retries_until_the_address_book_names_a_live_program(program, tmp
 # The control loop.
 
 
-def _robot_loop(program, tmp_path, env, name, on_invalid='drop_episode', on_disconnect='hold',
-                link=None, disconnect_after_s=5.0, stop=None):
+def _robot_loop(
+  program,
+  tmp_path,
+  env,
+  name,
+  on_invalid='drop_episode',
+  on_disconnect='hold',
+  link=None,
+  disconnect_after_s=5.0,
+  stop=None,
+):
   spec = specs.make_environment_spec(env)
   latest = LatestParameters()
   link = link or ProgramLink(learner=program.learner_address, replay=program.replay_address)
-  fetcher = ParameterFetcher(link, latest, stop or threading.Event(), refresh_every_s=0.2,
-                             max_backoff_s=0.4)
+  fetcher = ParameterFetcher(
+    link, latest, stop or threading.Event(), refresh_every_s=0.2, max_backoff_s=0.4
+  )
   fetcher.fetch_once()
-  builder = MPOBuilder(
-      program.cfg.agent.with_overrides({'replay.variable_update_period': 1}), spec)
+  builder = MPOBuilder(program.cfg.agent.with_overrides({'replay.variable_update_period': 1}), spec)
   actor = builder.make_actor(latest, None, version_name='learner_steps')
   outbox = EpisodeOutbox(tmp_path / name, name)
   sender = Sender(outbox, link, builder.make_external_adder, name, max_backoff_s=1.0)
-  loop = attach.AttachedActor(env, actor, StepValidator(spec, on_error=on_invalid, name=name),
-                              outbox, sender, fetcher, name, {'task': 'test'},
-                              on_disconnect, disconnect_after_s)
-  return types.SimpleNamespace(loop=loop, outbox=outbox, sender=sender, fetcher=fetcher,
-                               latest=latest)
+  loop = attach.AttachedActor(
+    env,
+    actor,
+    StepValidator(spec, on_error=on_invalid, name=name),
+    outbox,
+    sender,
+    fetcher,
+    name,
+    {'task': 'test'},
+    on_disconnect,
+    disconnect_after_s,
+  )
+  return types.SimpleNamespace(
+    loop=loop, outbox=outbox, sender=sender, fetcher=fetcher, latest=latest
+  )
 
 
 def test_nan_observation_drops_the_episode_before_it_leaves(program, tmp_path, caplog):
@@ -382,11 +476,20 @@ def test_stop_mode_parks_the_robot_while_the_learner_is_away(program, tmp_path):
   server.Start()
   run.write_addresses({'learner': f'localhost:{port}', 'replay': program.replay_address})
   link = ProgramLink(run_dir=str(run.path), rpc_timeout_s=2.0)
-  env = RobotEnvironment(SimulatedRobot('cartpole:swingup', control_hz=50.0), control_hz=50.0,
-                         max_episode_steps=10_000)
+  env = RobotEnvironment(
+    SimulatedRobot('cartpole:swingup', control_hz=50.0), control_hz=50.0, max_episode_steps=10_000
+  )
   stop = threading.Event()
-  robot = _robot_loop(program, tmp_path, env, 'stopper', on_disconnect='stop', link=link,
-                      disconnect_after_s=1.0, stop=stop)
+  robot = _robot_loop(
+    program,
+    tmp_path,
+    env,
+    'stopper',
+    on_disconnect='stop',
+    link=link,
+    disconnect_after_s=1.0,
+    stop=stop,
+  )
   robot.fetcher.start()
   episode = threading.Thread(target=robot.loop.run_episode, args=(stop,))
   try:
@@ -480,17 +583,18 @@ def _adder_steps(episode: Episode):
 def test_external_table_never_holds_an_insert():
   """The external table's rate limiter: inserts go through with no sampler at all."""
   builder = MPOBuilder(
-      ExperimentConfig.from_dict(
-          dict(agent={**TINY_AGENT, 'replay.min_replay_size': 10_000})).agent,
-      _spec())
+    ExperimentConfig.from_dict(dict(agent={**TINY_AGENT, 'replay.min_replay_size': 10_000})).agent,
+    _spec(),
+  )
   server = reverb.Server(builder.make_replay_tables(), port=None)
   try:
     client = reverb.Client(f'localhost:{server.port}')
     info = client.server_info()
     # No insert-side limit (the main table's samples-per-insert limiter has one).
     assert info[EXTERNAL_TABLE].rate_limiter_info.max_diff >= sys.float_info.max
-    assert (info[EXTERNAL_TABLE].signature ==
-            reverb_adders.NStepTransitionAdder.signature(builder.spec))
+    assert info[EXTERNAL_TABLE].signature == reverb_adders.NStepTransitionAdder.signature(
+      builder.spec
+    )
     adder = builder.make_external_adder(client)
     start = time.monotonic()
     for seed in range(30):
@@ -511,8 +615,9 @@ def test_external_table_never_holds_an_insert():
 def test_address_book_announces_the_configured_host(tmp_path, monkeypatch):
   import launchpad as lp
   from launchpad.address import SimpleLocalAddressBuilder
-  from launch.local import launcher
+
   from agents.common.errors import ConfigError
+  from launch.local import launcher
 
   monkeypatch.delenv(launcher.ANNOUNCE_HOST_ENV, raising=False)
   config = ExperimentConfig.from_dict(dict(run_dir=str(tmp_path / 'run')))

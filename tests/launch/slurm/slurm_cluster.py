@@ -31,8 +31,10 @@ def ensure_installed() -> Optional[str]:
   if not shutil.which('apt-get'):
     return 'Slurm is not installed and this machine has no apt-get to install it'
   env = {**os.environ, 'DEBIAN_FRONTEND': 'noninteractive'}
-  for cmd in (['apt-get', 'update', '-qq'],
-              ['apt-get', 'install', '-y', '-qq', '--no-install-recommends', *PACKAGES]):
+  for cmd in (
+    ['apt-get', 'update', '-qq'],
+    ['apt-get', 'install', '-y', '-qq', '--no-install-recommends', *PACKAGES],
+  ):
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     if done.returncode != 0 and cmd[1] == 'install':
       return f'apt-get could not install {" ".join(PACKAGES)}: {done.stderr.strip()[-500:]}'
@@ -93,7 +95,8 @@ class SlurmCluster:
     self._ip('addr', 'add', f'{self.controller_addr}/24', 'dev', bridge)
     self._ip('link', 'set', bridge, 'up')
     hosts = f'127.0.0.1 localhost\n{self.controller_addr} {self.host}\n' + ''.join(
-        f'{addr} {name}\n' for name, addr in self.nodes.items())
+      f'{addr} {name}\n' for name, addr in self.nodes.items()
+    )
     for i, (name, addr) in enumerate(self.nodes.items(), 1):
       self._ip('netns', 'add', name)
       self._namespaces.append(name)
@@ -130,8 +133,10 @@ class SlurmCluster:
     key.write_bytes(os.urandom(1024))
     os.chmod(key, 0o400)
     r = self.root
-    nodes = ''.join(f'NodeName={n} NodeAddr={a} CPUs={self.cpus} RealMemory={self.memory_mb} '
-                    'State=UNKNOWN\n' for n, a in self.nodes.items())
+    nodes = ''.join(
+      f'NodeName={n} NodeAddr={a} CPUs={self.cpus} RealMemory={self.memory_mb} State=UNKNOWN\n'
+      for n, a in self.nodes.items()
+    )
     # The node advertises more CPUs than the machine has (config_overrides) so that
     # every node group of a tiny experiment gets its own allocation on 2 cores.
     self.conf.write_text(f"""\
@@ -181,39 +186,70 @@ MinJobAge=600
     self._write_config()
     r = self.root
     log = open(r / 'log' / 'daemons.out', 'a')
-    self._procs.append(subprocess.Popen(
-        [_which('munged'), '-F', '-f', f'--socket={self.munge_socket}',
-         f'--key-file={r}/munge/munge.key', f'--pid-file={r}/munge/munged.pid',
-         f'--log-file={r}/log/munged.log', f'--seed-file={r}/munge/seed'],
-        stdout=log, stderr=log))
-    self._wait(lambda: self.munge_socket.exists(), 20, 'munged to create its socket')
+    self._procs.append(
+      subprocess.Popen(
+        [
+          _which('munged'),
+          '-F',
+          '-f',
+          f'--socket={self.munge_socket}',
+          f'--key-file={r}/munge/munge.key',
+          f'--pid-file={r}/munge/munged.pid',
+          f'--log-file={r}/log/munged.log',
+          f'--seed-file={r}/munge/seed',
+        ],
+        stdout=log,
+        stderr=log,
+      )
+    )
+    self._wait(self.munge_socket.exists, 20, 'munged to create its socket')
     env = self.env()
-    self._procs.append(subprocess.Popen([_which('slurmctld'), '-D', '-i'], env=env,
-                                        stdout=log, stderr=log))
+    self._procs.append(
+      subprocess.Popen([_which('slurmctld'), '-D', '-i'], env=env, stdout=log, stderr=log)
+    )
     for name in self.nodes:
       (r / 'spool' / name).mkdir(parents=True, exist_ok=True)
     if len(self.nodes) == 1:
-      self._procs.append(subprocess.Popen([_which('slurmd'), '-D'], env=env, stdout=log,
-                                          stderr=log))
+      self._procs.append(
+        subprocess.Popen([_which('slurmd'), '-D'], env=env, stdout=log, stderr=log)
+      )
     else:
       for name in self.nodes:
         # Only the network namespace changes (`ip netns exec` would also remount
         # /sys, hiding the cgroup file system slurmd needs); a private mount
         # namespace gives the node the cluster's host names.
-        script = (f'mount --bind {r / "hosts"} /etc/hosts && '
-                  f'exec {_which("slurmd")} -D -N {name}')
-        self._procs.append(subprocess.Popen(
-            ['nsenter', f'--net=/run/netns/{name}', 'unshare', '--mount', '--propagation',
-             'private', 'sh', '-c', script], env=env, stdout=log, stderr=log))
+        script = f'mount --bind {r / "hosts"} /etc/hosts && exec {_which("slurmd")} -D -N {name}'
+        self._procs.append(
+          subprocess.Popen(
+            [
+              'nsenter',
+              f'--net=/run/netns/{name}',
+              'unshare',
+              '--mount',
+              '--propagation',
+              'private',
+              'sh',
+              '-c',
+              script,
+            ],
+            env=env,
+            stdout=log,
+            stderr=log,
+          )
+        )
     self._wait(self._nodes_idle, timeout, 'the Slurm nodes to become idle')
     return self
 
   def _nodes_idle(self) -> bool:
-    out = subprocess.run(['sinfo', '-h', '-N', '-o', '%t'], env=self.env(), capture_output=True,
-                         text=True)
+    out = subprocess.run(
+      ['sinfo', '-h', '-N', '-o', '%t'], env=self.env(), capture_output=True, text=True
+    )
     states = out.stdout.split()
-    return out.returncode == 0 and len(states) == len(self.nodes) and all(
-        s.startswith('idle') for s in states)
+    return (
+      out.returncode == 0
+      and len(states) == len(self.nodes)
+      and all(s.startswith('idle') for s in states)
+    )
 
   def _wait(self, ok, timeout: float, what: str) -> None:
     deadline = time.time() + timeout
@@ -222,21 +258,26 @@ MinJobAge=600
         return
       for p in self._procs:
         if p.poll() is not None:
-          raise RuntimeError(f'{p.args[0]} exited ({p.returncode}) while waiting for {what}; '
-                             f'logs in {self.root / "log"}')
+          raise RuntimeError(
+            f'{p.args[0]} exited ({p.returncode}) while waiting for {what}; '
+            f'logs in {self.root / "log"}'
+          )
       time.sleep(0.3)
     raise RuntimeError(f'timed out waiting for {what}; logs in {self.root / "log"}')
 
   def cancel_all(self, timeout: float = 90.0) -> None:
     """Cancels every job and waits until the queue is empty (steps die with their job)."""
     env = self.env()
-    jobs = subprocess.run(['squeue', '-h', '-o', '%A'], env=env, capture_output=True,
-                          text=True).stdout.split()
+    jobs = subprocess.run(
+      ['squeue', '-h', '-o', '%A'], env=env, capture_output=True, text=True
+    ).stdout.split()
     if jobs:
       subprocess.run(['scancel', *jobs], env=env, capture_output=True)
     deadline = time.time() + timeout
-    while time.time() < deadline and subprocess.run(
-        ['squeue', '-h'], env=env, capture_output=True, text=True).stdout.strip():
+    while (
+      time.time() < deadline
+      and subprocess.run(['squeue', '-h'], env=env, capture_output=True, text=True).stdout.strip()
+    ):
       time.sleep(1)
 
   def stop(self) -> None:

@@ -12,8 +12,14 @@ import zlib
 import numpy as np
 import pytest
 
-from launch.store.episodes import (CorruptRecordError, Episode, EpisodeStore, EpisodeWriter,
-                                   StoreError, WriterBusyError)
+from launch.store.episodes import (
+  CorruptRecordError,
+  Episode,
+  EpisodeStore,
+  EpisodeWriter,
+  StoreError,
+  WriterBusyError,
+)
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 
@@ -24,10 +30,13 @@ def make_episode(source: str, i: int, obs_dim: int = 6) -> Episode:
   length = 3 + i % 7
   discounts = np.ones(length, np.float32)
   discounts[-1] = 0.0 if i % 2 else 1.0
-  return Episode(observations=rng.normal(size=(length + 1, obs_dim)).astype(np.float32),
-                 actions=rng.uniform(-1, 1, size=(length, 2)).astype(np.float32),
-                 rewards=rng.normal(size=length).astype(np.float32), discounts=discounts,
-                 metadata={'source': source, 'i': i, 'obs_dim': obs_dim})
+  return Episode(
+    observations=rng.normal(size=(length + 1, obs_dim)).astype(np.float32),
+    actions=rng.uniform(-1, 1, size=(length, 2)).astype(np.float32),
+    rewards=rng.normal(size=length).astype(np.float32),
+    discounts=discounts,
+    metadata={'source': source, 'i': i, 'obs_dim': obs_dim},
+  )
 
 
 def assert_same(got: Episode, want: Episode) -> None:
@@ -47,7 +56,7 @@ def assert_all_intact(store: EpisodeStore) -> None:
     assert info.episode_return == pytest.approx(episode.episode_return)
 
 
-_CHILD = '''
+_CHILD = """
 import sys, time
 from launch.store.episodes import EpisodeStore
 from tests.launch.store.test_store import make_episode
@@ -59,16 +68,30 @@ if mode == 'hold':
 for i in range(int(first), int(first) + int(count)):
   writer.append(make_episode(name, i, int(obs_dim)))
 print('done', flush=True)
-'''
+"""
 
 
 def start_writer(directory, name, mode='write', first=0, count=10, obs_dim=6):
   """A writer in its own process; returns once it holds its name."""
   env = dict(os.environ, PYTHONPATH=str(ROOT))
   child = subprocess.Popen(
-      [sys.executable, '-c', _CHILD, str(directory), name, mode, str(first), str(count),
-       str(obs_dim)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-      text=True)
+    [
+      sys.executable,
+      '-c',
+      _CHILD,
+      str(directory),
+      name,
+      mode,
+      str(first),
+      str(count),
+      str(obs_dim),
+    ],
+    cwd=ROOT,
+    env=env,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
   line = child.stdout.readline()
   assert line == 'ready\n', child.stderr.read()
   return child
@@ -81,29 +104,42 @@ def indexed_end(directory: pathlib.Path, segment: str) -> int:
 
 def test_round_trip_is_bit_exact_for_many_dtypes_and_shapes(tmp_path):
   rng = np.random.default_rng(0)
-  special = np.array([0.0, -0.0, np.finfo(np.float32).tiny / 2, np.finfo(np.float32).max,
-                      -1e-45, 1.5], np.float32)
+  special = np.array(
+    [0.0, -0.0, np.finfo(np.float32).tiny / 2, np.finfo(np.float32).max, -1e-45, 1.5], np.float32
+  )
   episodes = [
-      Episode(observations=rng.integers(0, 256, size=(4, 5, 5, 3), dtype=np.uint8),
-              actions=rng.normal(size=(3, 2)),
-              rewards=rng.normal(size=3).astype(np.float32),
-              discounts=np.array([1.0, 0.99, 0.0])),
-      Episode(observations=np.resize(special, (6, 2, 3)),  # Signed zero, subnormals, max.
-              actions=rng.integers(-5, 5, size=5).astype(np.int64),
-              rewards=rng.normal(size=5).astype(np.float16),
-              discounts=np.ones(5, np.float16),
-              metadata={'task': 'cartpole:swingup', 'policy_version': [3, 7],
-                        'nested': {'a': None}}),
-      Episode(observations=np.asfortranarray(rng.normal(size=(3, 4)).astype('>f4')),
-              actions=rng.integers(0, 2, size=(2, 3)).astype(bool),
-              rewards=np.array([1.0, -2.0], '>f8'),
-              discounts=np.array([1.0, 1.0], np.float32)),
-      Episode(observations=rng.normal(size=(9, 4))[::2, ::-1],  # Non-contiguous view.
-              actions=rng.normal(size=(4, 1)).astype(np.complex64),
-              rewards=rng.normal(size=4), discounts=np.zeros(4),
-              metadata={'empty_obs_dims': True}),
-      Episode(observations=np.zeros((2, 0), np.float32), actions=np.zeros((1, 3), np.uint16),
-              rewards=np.zeros(1, np.float32), discounts=np.ones(1, np.float32)),
+    Episode(
+      observations=rng.integers(0, 256, size=(4, 5, 5, 3), dtype=np.uint8),
+      actions=rng.normal(size=(3, 2)),
+      rewards=rng.normal(size=3).astype(np.float32),
+      discounts=np.array([1.0, 0.99, 0.0]),
+    ),
+    Episode(
+      observations=np.resize(special, (6, 2, 3)),  # Signed zero, subnormals, max.
+      actions=rng.integers(-5, 5, size=5).astype(np.int64),
+      rewards=rng.normal(size=5).astype(np.float16),
+      discounts=np.ones(5, np.float16),
+      metadata={'task': 'cartpole:swingup', 'policy_version': [3, 7], 'nested': {'a': None}},
+    ),
+    Episode(
+      observations=np.asfortranarray(rng.normal(size=(3, 4)).astype('>f4')),
+      actions=rng.integers(0, 2, size=(2, 3)).astype(bool),
+      rewards=np.array([1.0, -2.0], '>f8'),
+      discounts=np.array([1.0, 1.0], np.float32),
+    ),
+    Episode(
+      observations=rng.normal(size=(9, 4))[::2, ::-1],  # Non-contiguous view.
+      actions=rng.normal(size=(4, 1)).astype(np.complex64),
+      rewards=rng.normal(size=4),
+      discounts=np.zeros(4),
+      metadata={'empty_obs_dims': True},
+    ),
+    Episode(
+      observations=np.zeros((2, 0), np.float32),
+      actions=np.zeros((1, 3), np.uint16),
+      rewards=np.zeros(1, np.float32),
+      discounts=np.ones(1, np.float32),
+    ),
   ]
   store = EpisodeStore(tmp_path / 'store')
   with store.writer('actor_0') as writer:
@@ -169,7 +205,8 @@ def test_two_writer_processes_append_concurrently(tmp_path):
   reader.refresh()
   assert len(reader) == 60
   assert sorted((i.metadata['source'], i.metadata['i']) for i in reader.index()) == sorted(
-      (f'actor_{k}', i) for k in range(2) for i in range(30))
+    (f'actor_{k}', i) for k in range(2) for i in range(30)
+  )
   assert_all_intact(reader)
   assert_all_intact(EpisodeStore(directory))
 
@@ -336,7 +373,7 @@ def test_damaged_index_is_rebuilt_from_the_segment(tmp_path, damage):
   head, *lines = index.read_bytes().splitlines(keepends=True)
   assert head.startswith(b'#') and len(lines) == 3
   if damage == 'torn_last_line':
-    lines[2] = lines[2][:len(lines[2]) // 2]  # A crash part-way through the line.
+    lines[2] = lines[2][: len(lines[2]) // 2]  # A crash part-way through the line.
     lost = ids[2]
   elif damage == 'lost_last_line':
     lines = lines[:2]  # A crash after the record, before its line.
@@ -393,15 +430,18 @@ def test_segments_roll_over_and_a_reopened_writer_continues(tmp_path):
     ids.append(writer.append(make_episode('actor_0', 6)))
   store.refresh()
   assert [i.episode_id for i in store.index()] == ids
-  assert len({i.segment for i in store.index()}) == len(
-      list(directory.glob('actor_0.*.seg')))
+  assert len({i.segment for i in store.index()}) == len(list(directory.glob('actor_0.*.seg')))
   assert_all_intact(store)
 
 
 def _with(episode: Episode, **changes) -> Episode:
-  fields = dict(observations=episode.observations, actions=episode.actions,
-                rewards=episode.rewards, discounts=episode.discounts,
-                metadata=episode.metadata)
+  fields = dict(
+    observations=episode.observations,
+    actions=episode.actions,
+    rewards=episode.rewards,
+    discounts=episode.discounts,
+    metadata=episode.metadata,
+  )
   fields.update(changes)
   return Episode(**fields)
 
@@ -412,25 +452,39 @@ def _nan_at(values: np.ndarray, step: int, value=np.nan) -> np.ndarray:
   return values
 
 
-@pytest.mark.parametrize('changes, message', [
+@pytest.mark.parametrize(
+  'changes, message',
+  [
     (lambda e: dict(observations=e.observations[:-1]), r'observations: expected \d+ \(T \+ 1\)'),
-    (lambda e: dict(actions=e.actions[:0], rewards=e.rewards[:0], discounts=e.discounts[:0],
-                    observations=e.observations[:1]), 'at least one step'),
+    (
+      lambda e: dict(
+        actions=e.actions[:0],
+        rewards=e.rewards[:0],
+        discounts=e.discounts[:0],
+        observations=e.observations[:1],
+      ),
+      'at least one step',
+    ),
     (lambda e: dict(rewards=e.rewards[:, None]), r'rewards: expected shape \(\d+,\)'),
     (lambda e: dict(discounts=e.discounts[1:]), r'discounts: expected shape'),
     (lambda e: dict(rewards=e.rewards.astype(np.int32)), 'rewards: expected a floating dtype'),
     (lambda e: dict(discounts=np.float32(1.0)), 'discounts: expected an array'),
     (lambda e: dict(rewards=_nan_at(e.rewards, 2)), 'rewards: non-finite value at step 2'),
-    (lambda e: dict(discounts=_nan_at(e.discounts, 1, np.inf)),
-     'discounts: non-finite value at step 1'),
+    (
+      lambda e: dict(discounts=_nan_at(e.discounts, 1, np.inf)),
+      'discounts: non-finite value at step 1',
+    ),
     (lambda e: dict(actions=_nan_at(e.actions, 1)), 'actions: non-finite value at step 1'),
-    (lambda e: dict(observations=_nan_at(e.observations, 3, -np.inf)),
-     'observations: non-finite value at step 3'),
+    (
+      lambda e: dict(observations=_nan_at(e.observations, 3, -np.inf)),
+      'observations: non-finite value at step 3',
+    ),
     (lambda e: dict(actions=np.array([object()] * e.length)), 'actions: dtype object'),
     (lambda e: dict(metadata={'seed': object()}), 'metadata: not JSON'),
     (lambda e: dict(metadata={'x': float('nan')}), 'metadata: not JSON'),
     (lambda e: dict(metadata=['not', 'a', 'dict']), 'metadata: expected a dict'),
-])
+  ],
+)
 def test_bad_episodes_are_refused_and_nothing_is_stored(tmp_path, changes, message):
   directory = tmp_path / 'store'
   store = EpisodeStore(directory)

@@ -8,8 +8,10 @@ from tests.fakes import random_episode
 
 
 def _episodes(n, rng):
-  return [random_episode(rng, 5 + i, obs_shape=(3,), metadata={'source': f'actor_{i % 2}'})
-          for i in range(n)]
+  return [
+    random_episode(rng, 5 + i, obs_shape=(3,), metadata={'source': f'actor_{i % 2}'})
+    for i in range(n)
+  ]
 
 
 def test_export_then_import_round_trips_and_info_reports(tmp_path, capsys):
@@ -42,13 +44,12 @@ def test_a_damaged_dataset_is_refused_or_skipped_by_choice(tmp_path, capsys):
   assert main(['export', str(tmp_path / 'store'), str(tmp_path / 'rlds')]) == 0
   shard = next((tmp_path / 'rlds').glob('*.tfrecord-*'))
   data = shard.read_bytes()
-  shard.write_bytes(data[:len(data) - 40])  # The last episode is cut short.
+  shard.write_bytes(data[: len(data) - 40])  # The last episode is cut short.
   capsys.readouterr()
   assert main(['import', str(tmp_path / 'rlds'), str(tmp_path / 'refused')]) == 2
   err = capsys.readouterr().err
   assert shard.name in err and 'episode 2' in err, err
   assert not (tmp_path / 'refused').exists() or len(EpisodeStore(tmp_path / 'refused')) == 0
-  assert main(['import', str(tmp_path / 'rlds'), str(tmp_path / 'kept'), '--on_error',
-               'skip']) == 0
+  assert main(['import', str(tmp_path / 'rlds'), str(tmp_path / 'kept'), '--on_error', 'skip']) == 0
   assert 'skipped 1' in capsys.readouterr().out
   assert len(EpisodeStore(tmp_path / 'kept')) == 2

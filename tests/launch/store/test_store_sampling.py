@@ -16,27 +16,35 @@ _OBS_DIM = 3
 _ACT_DIM = 2
 
 
-def _episode(rng: np.random.Generator, index: int, length: int, ending: str,
-             dtype=np.float32) -> Episode:
+def _episode(
+  rng: np.random.Generator, index: int, length: int, ending: str, dtype=np.float32
+) -> Episode:
   """An episode whose observations name it: [index, t, noise]."""
-  obs = np.stack([np.full(length + 1, index), np.arange(length + 1),
-                  rng.normal(size=length + 1)], axis=1).astype(np.float32)
+  obs = np.stack(
+    [np.full(length + 1, index), np.arange(length + 1), rng.normal(size=length + 1)], axis=1
+  ).astype(np.float32)
   discounts = rng.choice([1.0, 1.0, 0.9, 0.5], size=length).astype(dtype)
   discounts[-1] = 0.0 if ending == 'terminal' else 1.0
-  return Episode(observations=obs, actions=rng.normal(size=(length, _ACT_DIM)).astype(np.float32),
-                 rewards=rng.normal(size=length).astype(dtype), discounts=discounts,
-                 metadata={'index': index})
+  return Episode(
+    observations=obs,
+    actions=rng.normal(size=(length, _ACT_DIM)).astype(np.float32),
+    rewards=rng.normal(size=length).astype(dtype),
+    discounts=discounts,
+    metadata={'index': index},
+  )
 
 
 def _adder_transitions(episodes, n_step, discount, dtype):
   """Every item the real NStepTransitionAdder puts into a real Reverb table."""
   spec = specs.EnvironmentSpec(
-      observations=specs.Array((_OBS_DIM,), np.float32),
-      actions=specs.Array((_ACT_DIM,), np.float32),
-      rewards=specs.Array((), dtype),
-      discounts=specs.BoundedArray((), dtype, 0.0, 1.0))
-  table = reverb.Table.queue(DEFAULT_PRIORITY_TABLE, max_size=10_000,
-                             signature=NStepTransitionAdder.signature(spec))
+    observations=specs.Array((_OBS_DIM,), np.float32),
+    actions=specs.Array((_ACT_DIM,), np.float32),
+    rewards=specs.Array((), dtype),
+    discounts=specs.BoundedArray((), dtype, 0.0, 1.0),
+  )
+  table = reverb.Table.queue(
+    DEFAULT_PRIORITY_TABLE, max_size=10_000, signature=NStepTransitionAdder.signature(spec)
+  )
   server = reverb.Server(tables=[table], port=None)
   try:
     return _feed_and_drain(f'localhost:{server.port}', episodes, n_step, discount)
@@ -53,12 +61,21 @@ def _feed_and_drain(address, episodes, n_step, discount):
     adder.add_first(dm_env.restart(ep.observations[0]))
     for t in range(ep.length):
       step_type = dm_env.StepType.LAST if t == ep.length - 1 else dm_env.StepType.MID
-      adder.add(ep.actions[t], dm_env.TimeStep(step_type, ep.rewards[t], ep.discounts[t],
-                                               ep.observations[t + 1]))
+      adder.add(
+        ep.actions[t],
+        dm_env.TimeStep(step_type, ep.rewards[t], ep.discounts[t], ep.observations[t + 1]),
+      )
   adder.reset()
   count = client.server_info()[DEFAULT_PRIORITY_TABLE].current_size
-  items = [s.data for s in client.sample(DEFAULT_PRIORITY_TABLE, num_samples=count,
-                                          emit_timesteps=False, unpack_as_table_signature=True)]
+  items = [
+    s.data
+    for s in client.sample(
+      DEFAULT_PRIORITY_TABLE,
+      num_samples=count,
+      emit_timesteps=False,
+      unpack_as_table_signature=True,
+    )
+  ]
   return items
 
 
@@ -80,8 +97,14 @@ def _fill(tmp_path, episodes, name='actor_0'):
 def test_transitions_equal_those_of_acme_nstep_adder(tmp_path, n_step, dtype):
   rng = np.random.default_rng(n_step)
   # Shorter than, equal to and longer than n; terminal and time-limit endings.
-  plan = [(1, 'terminal'), (2, 'truncation'), (3, 'terminal'), (5, 'terminal'),
-          (7, 'truncation'), (8, 'terminal')]
+  plan = [
+    (1, 'terminal'),
+    (2, 'truncation'),
+    (3, 'terminal'),
+    (5, 'terminal'),
+    (7, 'truncation'),
+    (8, 'terminal'),
+  ]
   episodes = [_episode(rng, i, length, ending, dtype) for i, (length, ending) in enumerate(plan)]
   discount = 0.97
   items = _adder_transitions(episodes, n_step, discount, dtype)
@@ -125,9 +148,12 @@ def test_transitions_equal_those_of_acme_nstep_adder(tmp_path, n_step, dtype):
 
 def test_hand_computed_two_step_transitions(tmp_path):
   obs = np.arange(4, dtype=np.float32)[:, None]
-  episode = Episode(observations=obs, actions=np.zeros((3, 1), np.float32),
-                    rewards=np.array([1.0, 2.0, 3.0], np.float32),
-                    discounts=np.array([1.0, 1.0, 0.0], np.float32))
+  episode = Episode(
+    observations=obs,
+    actions=np.zeros((3, 1), np.float32),
+    rewards=np.array([1.0, 2.0, 3.0], np.float32),
+    discounts=np.array([1.0, 1.0, 0.0], np.float32),
+  )
   sampler = StoreSampler(_fill(tmp_path, [episode]), n_step=2, discount=0.5)
   sampler.refresh()
   got = sampler.all_transitions()
@@ -154,8 +180,10 @@ def test_sampling_is_uniform_seeded_and_drawn_from_all_transitions(tmp_path):
   sampler = StoreSampler(store, n_step=2, discount=0.9, seed=123)
   sampler.refresh()
   everything = sampler.all_transitions()
-  keys = {_keyed(o, n): i for i, (o, n) in enumerate(zip(everything.observation,
-                                                         everything.next_observation))}
+  keys = {
+    _keyed(o, n): i
+    for i, (o, n) in enumerate(zip(everything.observation, everything.next_observation))
+  }
   batch = sampler.sample(30_000)
   assert batch.observation.shape == (30_000, _OBS_DIM)
   assert batch.action.shape == (30_000, _ACT_DIM)
@@ -199,9 +227,12 @@ def test_refresh_takes_in_new_episodes_from_several_stores(tmp_path):
 def test_mismatched_episode_is_refused(tmp_path):
   rng = np.random.default_rng(2)
   good = _episode(rng, 0, 3, 'terminal')
-  odd = Episode(observations=np.zeros((3, 5), np.float32), actions=np.zeros((2, _ACT_DIM),
-                                                                            np.float32),
-                rewards=np.zeros(2, np.float32), discounts=np.ones(2, np.float32))
+  odd = Episode(
+    observations=np.zeros((3, 5), np.float32),
+    actions=np.zeros((2, _ACT_DIM), np.float32),
+    rewards=np.zeros(2, np.float32),
+    discounts=np.ones(2, np.float32),
+  )
   store = _fill(tmp_path, [good, odd])
   sampler = StoreSampler(store, n_step=1, discount=0.99)
   with pytest.raises(ValueError, match='observation shape'):
