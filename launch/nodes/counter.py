@@ -24,6 +24,8 @@ def flush_counts(counter: counting.Counter) -> None:
   node that stops incrementing (an actor idling between iterated collect phases,
   a learner at its budget) would otherwise leave its last counts unsent.
   """
+  # acme 0.4.0's Counter has no public flush: zeroing the time of its last sync (checked
+  # against dm-acme 0.4.0, acme/utils/counting.py) makes the next get_counts() sync now.
   counter._last_sync_time = 0.0  # pylint: disable=protected-access
   counter.get_counts()
 
