@@ -12,13 +12,15 @@ one, ``on_error='skip'`` leaves it out and lists it in the report.
 
 `import_into_store` is the safe way into a store: it reads the dataset twice, streaming
 (one episode in memory at a time). The first pass checks everything, including what the
-store would refuse (a one-step RLDS episode has no transition: it is a bad record) and
-strict metadata (no NaN/Infinity, known keys of the right type); only then does the second
-pass stage the episodes under a new writer name and publish them at once (all or
-nothing, see `StagedWriter`). Each stored episode carries the sha256 of its content in
-its metadata (``import_sha256``): an episode already in the store is skipped and counted,
-so importing the same data again is a no-op. Sizes are capped before anything is
-allocated: a record's declared length, a step's declared shape, each zlib-encoded entry.
+store would refuse and strict metadata (no NaN/Infinity, known keys of the right type);
+only then does the second pass stage the episodes under a new writer name and publish
+them at once (all or nothing, see `StagedWriter`). A one-step RLDS episode (a reset, then
+nothing) is valid RLDS and `import_rlds` returns it, but it has no transition for a store
+to hold: `import_into_store` leaves it out and counts it. Each stored episode carries the
+sha256 of its content in its metadata (``import_sha256``): an episode already in the store
+is skipped and counted, so importing the same data again is a no-op. Sizes are capped
+before anything is allocated: a record's declared length, a step's declared shape, each
+zlib-encoded entry.
 """
 
 from __future__ import annotations
@@ -652,8 +654,8 @@ class StoreImportReport(ImportReport):
     stored = f'stored {self.stored} as writer {self.writer}' if self.stored else 'stored nothing'
     lines = [
       f'{self.directory}: loaded {self.loaded} of {self.expected_episodes} episodes, '
-      f'skipped {self.skipped}; {stored} in {self.store}; skipped {self.duplicates} already '
-      f'there and {self.empty} empty (one RLDS step, no transition)'
+      f'skipped {self.skipped}; {stored} in {self.store}; skipped {self.duplicates} '
+      f'duplicates (already there, or repeated) and {self.empty} empty (one RLDS step)'
     ]
     lines.extend(f'  skipped {b}' for b in self.bad)
     return '\n'.join(lines)

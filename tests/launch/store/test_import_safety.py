@@ -157,7 +157,7 @@ def test_importing_the_same_data_again_is_a_no_op(tmp_path, capsys):
 
   code, stdout, _ = _cli(capsys, out, store_dir)
   assert code == 0, stdout
-  assert 'stored nothing' in stdout and 'skipped 5 already there' in stdout, stdout
+  assert 'stored nothing' in stdout and 'skipped 5 duplicates' in stdout, stdout
   assert _snapshot(store_dir) == first
   store = EpisodeStore(store_dir)
   assert len(store) == 5
@@ -168,15 +168,21 @@ def test_importing_the_same_data_again_is_a_no_op(tmp_path, capsys):
   # The store exported and imported into itself: the same episodes, still no-op.
   assert main(['export', str(store_dir), str(tmp_path / 'again')]) == 0
   code, stdout, _ = _cli(capsys, tmp_path / 'again', store_dir)
-  assert code == 0 and 'skipped 5 already there' in stdout, stdout
+  assert code == 0 and 'skipped 5 duplicates' in stdout, stdout
   assert len(EpisodeStore(store_dir)) == 5
 
   # A dataset overlapping the store: only the new episodes are stored.
   more = _episodes(7)  # The same five, then two more.
   export_rlds(more, tmp_path / 'more', NAME)
   code, stdout, _ = _cli(capsys, tmp_path / 'more', store_dir)
-  assert code == 0 and 'stored 2' in stdout and 'skipped 5 already there' in stdout, stdout
+  assert code == 0 and 'stored 2' in stdout and 'skipped 5 duplicates' in stdout, stdout
   assert len(EpisodeStore(store_dir)) == 7
+
+  # An episode repeated within a dataset is stored once.
+  export_rlds(_episodes(1, seed=11) * 2, tmp_path / 'twice', NAME)
+  code, stdout, _ = _cli(capsys, tmp_path / 'twice', store_dir)
+  assert code == 0 and 'stored 1 ' in stdout and 'skipped 1 duplicates' in stdout, stdout
+  assert len(EpisodeStore(store_dir)) == 8
 
 
 def test_a_zlib_entry_is_never_inflated_past_one_step(tmp_path):
