@@ -51,16 +51,23 @@ def _export(args) -> int:
 
 
 def _import(args) -> int:
-  from launch.store.episodes import EpisodeStore
-  from launch.store.rlds_import import import_rlds
+  from launch.store.rlds_import import import_into_store
 
-  episodes, report = import_rlds(args.rlds_dir, on_error=args.on_error)
-  store = EpisodeStore(args.store)
-  with store.writer(args.writer) as writer:
-    for episode in episodes:
-      episode.metadata = {**episode.metadata, 'imported_from': os.path.abspath(args.rlds_dir)}
-      writer.append(episode)
-  print(f'{report.summary()}; {len(episodes)} episodes now in {args.store}')
+  if not 0 < args.max_episode_mb <= 1 << 20:  # Up to 1 TiB; also refuses nan.
+    raise _error(f'--max_episode_mb must be in (0, 1048576], got {args.max_episode_mb}')
+  try:
+    report = import_into_store(
+      args.rlds_dir,
+      args.store,
+      writer=args.writer,
+      on_error=args.on_error,
+      max_episode_bytes=int(args.max_episode_mb * (1 << 20)),
+    )
+  except OSError as e:  # An unreadable dataset file: one line, not a traceback.
+    raise _error(
+      f'{e.filename or args.rlds_dir}: {e.strerror or e}; nothing was imported'
+    ) from None
+  print(report.summary())
   return 0
 
 
@@ -92,7 +99,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     default='refuse',
     help='a bad record: skip it (and say so) or refuse the whole import',
   )
-  imp.add_argument('--writer', default='import', help='writer name inside the store')
+  imp.add_argument(
+    '--writer',
+    default='import',
+    help='writer name prefix inside the store (each import adds <writer>-<time>-<random>)',
+  )
+  imp.add_argument(
+    '--max_episode_mb',
+    type=float,
+    default=512,
+    help='the largest episode accepted, as a record and decoded (MiB)',
+  )
   args = p.parse_args(sys.argv[1:] if argv is None else argv)
   from agents.common.errors import UserError
 

@@ -39,6 +39,7 @@ import os
 import pathlib
 import re
 import secrets
+import shutil
 import struct
 import time
 import zlib
@@ -859,3 +860,142 @@ class EpisodeStore:
   def __iter__(self) -> Iterator[Episode]:
     for info in self.index():
       yield self.read(info.episode_id)
+
+
+# ----------------------------------------------------------------------------
+# All-or-nothing batches (imports).
+
+_STAGING_PREFIX = '.staging-'
+_STAGING_LOCK = '.staging.lock'
+
+
+def clean_staging(directory: PathLike) -> List[str]:
+  """Removes what a crashed `StagedWriter` left in a store; returns the writer names.
+
+  Call only while holding the store's staging lock (`StagedWriter` does). A batch whose
+  index reached the store was published (only its staging directory is left over); one
+  whose index did not is rolled back: its segments, some of which may already have been
+  moved into the store (invisible to readers, which see a writer only through its index),
+  are deleted.
+  """
+  directory = pathlib.Path(directory)
+  cleaned = []
+  for entry in sorted(os.scandir(directory), key=lambda e: e.name):
+    if not (entry.name.startswith(_STAGING_PREFIX) and entry.is_dir(follow_symlinks=False)):
+      continue
+    name = entry.name[len(_STAGING_PREFIX) :]
+    if _NAME_RE.match(name) and not (directory / f'{name}{_INDEX_SUFFIX}').exists():
+      pattern = _segment_re(name)
+      for segment in os.scandir(directory):
+        if pattern.match(segment.name):
+          os.unlink(segment.path)
+      log.warning(
+        'store %s: rolled back the unpublished batch %r of a crashed import', directory, name
+      )
+    shutil.rmtree(entry.path)
+    cleaned.append(name)
+  if cleaned:
+    fsync_dir(directory)
+  return cleaned
+
+
+class StagedWriter:
+  """A new writer name whose episodes become visible all at once, or never.
+
+  Episodes are appended to a writer in a hidden staging directory inside the store;
+  `publish` moves its segments into the store, then its index: the index's rename is the
+  commit point, as readers see a writer only through its index. Until then (a failure, a
+  crash, `discard`) the store's readers see nothing of the batch, and the next
+  StagedWriter of the store removes what a crash left (`clean_staging`). One StagedWriter
+  per store at a time: a second gets WriterBusyError.
+  """
+
+  def __init__(
+    self, directory: PathLike, name: str, *, max_segment_bytes: int = DEFAULT_MAX_SEGMENT_BYTES
+  ):
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+      raise ValueError(f'writer name {name!r}: use 1-128 letters, digits, "_", "-" or "."')
+    self._dir = pathlib.Path(directory)
+    self._dir.mkdir(parents=True, exist_ok=True)
+    self._name = name
+    self._lock_fd = os.open(self._dir / _STAGING_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    self._writer: Optional[EpisodeWriter] = None
+    try:
+      try:
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      except BlockingIOError:
+        raise WriterBusyError(
+          f'another import into {self._dir} is running; try again when it has finished'
+        ) from None
+      clean_staging(self._dir)
+      pattern = _segment_re(name)
+      if (self._dir / f'{name}{_INDEX_SUFFIX}').exists() or any(
+        pattern.match(e.name) for e in os.scandir(self._dir)
+      ):
+        raise WriterBusyError(f'writer {name!r} already has files in {self._dir}')
+      self._staging = self._dir / f'{_STAGING_PREFIX}{name}'
+      self._staging.mkdir()
+      self._writer = EpisodeWriter(self._staging, name, max_segment_bytes=max_segment_bytes)
+    except BaseException:
+      self.discard()
+      raise
+    self.count = 0
+
+  @property
+  def name(self) -> str:
+    return self._name
+
+  def append(self, episode: Episode) -> str:
+    """Stages `episode` (validated and fsynced as `EpisodeWriter.append` does)."""
+    if self._writer is None:
+      raise StoreError(f'staged writer {self._name!r} is closed')
+    episode_id = self._writer.append(episode)
+    self.count += 1
+    return episode_id
+
+  def publish(self) -> int:
+    """Makes every staged episode visible at once; returns how many (0: store untouched)."""
+    if self._writer is None:
+      raise StoreError(f'staged writer {self._name!r} is closed')
+    self._writer.close()
+    if not self.count:
+      self.discard()
+      return 0
+    index = f'{self._name}{_INDEX_SUFFIX}'
+    pattern = _segment_re(self._name)
+    moved = []
+    try:
+      for entry in sorted(os.scandir(self._staging), key=lambda e: e.name):
+        if pattern.match(entry.name):
+          os.rename(entry.path, self._dir / entry.name)
+          moved.append(entry.name)
+      fsync_dir(self._dir)
+      os.rename(self._staging / index, self._dir / index)  # The commit point.
+      fsync_dir(self._dir)
+    except BaseException:
+      if not (self._dir / index).exists():
+        for name in moved:
+          (self._dir / name).unlink(missing_ok=True)
+      self.discard()
+      raise
+    self.discard()
+    return self.count
+
+  def discard(self) -> None:
+    """Drops what is staged and not published, and releases the store (idempotent)."""
+    if self._writer is not None:
+      self._writer.close()
+      self._writer = None
+    staging = getattr(self, '_staging', None)
+    if staging is not None:
+      shutil.rmtree(staging, ignore_errors=True)
+      self._staging = None
+    if self._lock_fd >= 0:
+      fd, self._lock_fd = self._lock_fd, -1
+      os.close(fd)
+
+  def __enter__(self) -> 'StagedWriter':
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    self.discard()

@@ -54,7 +54,9 @@ fields and how each is encoded, the episode spec, TFRecord's checksum and the er
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import pathlib
 from typing import Dict, List, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
@@ -87,10 +89,11 @@ class RldsError(UserError):
 class BadRecordError(RldsError):
   """A damaged or invalid episode record, raised under ``on_error='refuse'``."""
 
-  def __init__(self, bad: 'BadRecord'):
+  def __init__(self, bad: 'BadRecord', directory: Optional[PathLike] = None):
+    path = pathlib.Path(directory) / bad.file if directory is not None else bad.file
     super().__init__(
-      f'RLDS import refused: {bad}. Nothing was loaded; repair or remove the '
-      "file, or pass on_error='skip' to load the other episodes."
+      f'{path}: {bad.episodes}: {bad.reason} ({bad.records} of the file); nothing was '
+      "imported: repair or remove the file, or skip bad records (on_error 'skip')"
     )
     self.bad = bad
     self.file = bad.file
@@ -158,15 +161,21 @@ class BadRecord:
   reason: str
   count: int = 1
 
-  def __str__(self) -> str:
+  @property
+  def episodes(self) -> str:
+    """'episode 3', or 'episodes 3-5' for several."""
     if self.count == 1:
-      where = f'record {self.record} (episode {self.episode})'
-    else:
-      where = (
-        f'records {self.record}-{self.record + self.count - 1} '
-        f'(episodes {self.episode}-{self.episode + self.count - 1})'
-      )
-    return f'{self.file}, {where}: {self.reason}'
+      return f'episode {self.episode}'
+    return f'episodes {self.episode}-{self.episode + self.count - 1}'
+
+  @property
+  def records(self) -> str:
+    if self.count == 1:
+      return f'record {self.record}'
+    return f'records {self.record}-{self.record + self.count - 1}'
+
+  def __str__(self) -> str:
+    return f'{self.file}, {self.records} ({self.episodes}): {self.reason}'
 
 
 class Field(NamedTuple):
@@ -178,7 +187,7 @@ class Field(NamedTuple):
 
   @property
   def size(self) -> int:
-    return int(np.prod(self.shape, dtype=np.int64))
+    return math.prod(self.shape)  # Python ints: an absurd declared shape can't wrap around
 
   @property
   def list_kind(self) -> str:
