@@ -31,5 +31,7 @@ setuptools.setup(
         'bench': ['matplotlib'],
         # Tests exercise the plotting, and read RLDS exports back with TFDS.
         'test': ['pytest', 'matplotlib', 'tensorflow-datasets==4.9.0'],
+        # One formatter and linter for the tree (ruff.toml); `make lint` runs it.
+        'lint': ['ruff'],
     },
 )
