@@ -1,4 +1,21 @@
 import os
 
+import pytest
+
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
+
+# The shared run's budget, in actor steps.
+BUDGET_RUN_STEPS = 2000
+
+
+@pytest.fixture(scope='session')
+def budget_run(tmp_path_factory):
+  """One tiny local_mp program run to its budget of actor steps, launched once per session.
+
+  End-to-end tests that only read what a finished run leaves (its output, run
+  directory, store) share it; a test that changes the run works on a copy.
+  """
+  from tests.e2e_util import TINY, run_to_end
+  run_dir = tmp_path_factory.mktemp('budget_run') / 'run'
+  return run_to_end(run_dir, '--max_actor_steps', str(BUDGET_RUN_STEPS), *TINY, timeout=420)

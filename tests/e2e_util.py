@@ -1,5 +1,6 @@
 """Helpers for tests that launch the real program as a user would."""
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -111,3 +112,23 @@ def node_pid(proc: subprocess.Popen, node: str, timeout: float = 120) -> int:
 
   wait_for(announced, timeout, f'{node} to announce its pid', proc)
   return int(found[-1])
+
+
+@dataclasses.dataclass(frozen=True)
+class FinishedRun:
+  """A program that ran to its end: what tests that only observe it may read."""
+  run_dir: pathlib.Path
+  returncode: int
+  text: str  # Everything it printed.
+  leftover: List[str]  # Its processes still alive a few seconds after it exited.
+
+
+def run_to_end(run_dir: pathlib.Path, *args: str, timeout: float) -> FinishedRun:
+  """Launches the program, waits for it to exit by itself, and records how it ended."""
+  proc = start_cli(run_dir, *args)
+  try:
+    returncode = wait_exit(proc, timeout=timeout)
+    leftover = leftover_processes(proc.pid)
+    return FinishedRun(run_dir, returncode, output(proc), leftover)
+  finally:
+    kill_session(proc)

@@ -27,11 +27,13 @@ def _eval_rows(run_dir):
   return (run_dir / 'logs' / 'evaluator' / 'logs.csv').read_text().strip().count('\n')
 
 
-def test_online_then_offline_then_offline_to_online(tmp_path):
-  online = tmp_path / 'online'
-  _run(online, '--max_actor_steps', '1500', *TINY)
+def test_online_then_offline_then_offline_to_online(tmp_path, budget_run):
+  # The online run is the session's shared budget run (2000 actor steps); only read here.
+  online = budget_run.run_dir
+  assert budget_run.returncode == 0, budget_run.text[-5000:]
+  assert budget_run.leftover == [], 'node processes outlived the program'
   store = EpisodeStore(online / 'store')
-  assert len(store) >= 1500 // 1000, 'the actors stored no complete episodes'
+  assert len(store) >= 1, 'the actors stored no complete episodes'
   sources = {info.metadata['source'] for info in store.index()}
   assert sources == {'actor_0', 'actor_1'}, sources
 
