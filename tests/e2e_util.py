@@ -69,7 +69,8 @@ def wait_exit(proc: subprocess.Popen, timeout: float) -> int:
     return proc.wait(timeout=timeout)
   except subprocess.TimeoutExpired:
     kill_session(proc)
-    raise AssertionError(f'program did not exit within {timeout}s; output:\n{output(proc)[-5000:]}')
+    raise AssertionError(
+        f'program did not exit within {timeout}s; output:\n{output(proc)[-5000:]}') from None
 
 
 def kill_session(proc: subprocess.Popen) -> None:

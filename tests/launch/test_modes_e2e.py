@@ -1,4 +1,5 @@
-"""The training modes end to end, as a user chains them: online -> offline -> offline-to-online, and iterated."""
+"""The training modes end to end, as a user chains them: online -> offline -> offline-to-online,
+and iterated."""
 
 import re
 

@@ -63,7 +63,7 @@ def stored(run_dir: pathlib.Path, name: str):
 
 
 def wait_for_addresses(run_dir: pathlib.Path, program: subprocess.Popen) -> dict:
-  wait_for(lambda: (run_dir / 'addresses.json').exists(), 240, 'the address book', program)
+  wait_for((run_dir / 'addresses.json').exists, 240, 'the address book', program)
   return json.loads((run_dir / 'addresses.json').read_text())
 
 

@@ -6,7 +6,6 @@ where that is impossible.
 """
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -37,7 +36,8 @@ def cluster(tmp_path_factory):
   try:
     c = SlurmCluster(tmp_path_factory.mktemp('slurm'), nodes=2, cpus=4).start()
   except RuntimeError as e:
-    warnings.warn(f'two-node Slurm cluster failed ({e}); testing on one node')
+    warnings.warn(f'two-node Slurm cluster failed ({e}); testing on one node',
+                  stacklevel=1)
     c = SlurmCluster(tmp_path_factory.mktemp('slurm1')).start()
   yield c
   c.stop()
