@@ -37,11 +37,16 @@ run: $(STAMP)
 	$(PY) -m experiments.collect_infer $(RUN_ARGS)
 
 # The default test run includes the slow end-to-end tests (CI runs exactly this).
+# One process on purpose: pytest-xdist's two workers were no faster on 2 cores (JAX and
+# TensorFlow already use both), and the end-to-end tests bound how long programs may take.
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS) tests
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS) tests
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow $(PYTEST_ARGS) tests
 
 # The format check and the linter (configured in ruff.toml); both run, either failing fails.
 lint: $(STAMP)
