@@ -1,12 +1,13 @@
 """Fetches parameters from a VariableSource (the learner) every few actor steps."""
 
-import logging
 import time
 from typing import Any, Optional, Sequence
 
 from acme import core
 
-log = logging.getLogger('collect_infer.variables')
+from agents.common.logs import get_logger
+
+log = get_logger('variables')
 
 
 class VariableClient:

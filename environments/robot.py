@@ -38,7 +38,9 @@ import dm_env
 import numpy as np
 from dm_env import specs
 
-log = logging.getLogger('collect_infer.robot')
+from agents.common.logs import get_logger
+
+log = get_logger('robot')
 
 
 class Reading(NamedTuple):

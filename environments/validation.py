@@ -35,7 +35,6 @@ returns step t + 1.
 """
 
 import dataclasses
-import logging
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import dm_env
@@ -43,7 +42,9 @@ import numpy as np
 import tree
 from acme import specs
 
-log = logging.getLogger('collect_infer.validation')
+from agents.common.logs import get_logger
+
+log = get_logger('validation')
 
 ON_ERROR = ('drop_episode', 'truncate')
 

@@ -26,15 +26,7 @@ import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
-# Agent presets. 'published' is MPO's defaults (policy 256-256-256, critic
-# 512-512-256, batch 256, learning rates 1e-4). 'cpu' makes each update about 4x
-# cheaper and 3x larger so a 2-core machine learns in minutes: on cartpole:swingup
-# it reached 709 at 88k environment steps and 858 at 105k (about 18 minutes).
-PRESETS = {
-    'published': {},
-    'cpu': {'policy_layer_sizes': [256, 256], 'critic_layer_sizes': [256, 256],
-            'batch_size': 128, 'policy_learning_rate': 3e-4, 'critic_learning_rate': 3e-4},
-}
+from agents import registry  # pylint: disable=g-import-not-at-top
 
 
 def _agent_override(text: str):
@@ -48,20 +40,11 @@ def _agent_override(text: str):
 
 
 def parse_args(argv):
+  from launch.cli import add_config_flags
+  from launch.config import ExperimentConfig
   p = argparse.ArgumentParser(description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument('--task', default='cartpole:swingup', help='dm_control domain:task')
-  p.add_argument('--run_dir', default=None, help='default: runs/<domain>_<task>')
-  p.add_argument('--num_actors', type=int, default=None)
-  p.add_argument('--seed', type=int, default=0)
-  p.add_argument('--max_actor_steps', type=int, default=None,
-                 help='environment-step budget (default 200000)')
-  p.add_argument('--max_seconds', type=float, default=None, help='wall-clock budget')
-  p.add_argument('--eval_every_seconds', type=float, default=None)
-  p.add_argument('--eval_every_learner_steps', type=int, default=None)
-  p.add_argument('--eval_episodes', type=int, default=None)
-  p.add_argument('--launch_type', '--launch', default=None, choices=['local_mp', 'local_mt', 'slurm'],
-                 help='local_mp (default): one process per node here; slurm: submit a batch job')
+  add_config_flags(p, ExperimentConfig)
   p.add_argument('--slurm', action='append', default=[], type=_agent_override, metavar='KEY=VALUE',
                  help='Slurm setting: partition, time_limit, account, sbatch_args, stop_grace_s, '
                       'address_timeout_s, or GROUP.cpus / GROUP.mem_gb / GROUP.gpus')
@@ -69,67 +52,47 @@ def parse_args(argv):
                  help='slurm: print the batch script and step commands, submit nothing')
   p.add_argument('--follow', action='store_true',
                  help='slurm: echo the job log until the job ends; exit with its status')
-  p.add_argument('--actor_failures', default=None, choices=['restart', 'continue', 'stop'],
-                 help='when an actor process dies (default restart, at most --max_actor_restarts)')
-  p.add_argument('--max_actor_restarts', type=int, default=None)
-  p.add_argument('--external_ratio', type=float, default=None,
-                 help='share of each learner batch from attached robots (when they sent data)')
-  p.add_argument('--announce_host', default=None,
-                 help='host written in addresses.json for attaching processes (default: '
-                      '$COLLECT_INFER_HOST, else localhost)')
-  p.add_argument('--mode', default=None,
-                 choices=['online', 'offline', 'offline_to_online', 'iterated'])
-  p.add_argument('--algorithm', default=None, choices=['mpo', 'bc'],
-                 help="new runs: 'bc' is behaviour cloning (use --agent policy_loss=pac for PAC)")
-  p.add_argument('--max_learner_steps', type=int, default=None, help='learner-step budget')
-  p.add_argument('--store_ratio', type=float, default=None,
-                 help='fraction of each learner batch drawn from stored episodes')
-  p.add_argument('--datasets', nargs='+', default=None, metavar='STORE_DIR',
-                 help='episode stores (e.g. runs/X/store) to train on as well')
-  p.add_argument('--init_checkpoint', default=None,
-                 help='a new run starts its learner from this checkpoint file or run directory')
-  p.add_argument('--no_store', action='store_true',
-                 help='do not keep episodes in <run>/store (new runs only)')
-  p.add_argument('--collect_episodes', type=int, default=None, help='iterated: per iteration')
-  p.add_argument('--infer_steps', type=int, default=None, help='iterated: per iteration')
-  p.add_argument('--iterations', type=int, default=None, help='iterated: how many')
-  p.add_argument('--from_scratch', dest='warm_start', action='store_const', const=False,
-                 default=None, help='iterated: each iteration starts a fresh learner')
-  p.add_argument('--preset', default='cpu', choices=sorted(PRESETS),
-                 help='network sizes for a new run (default: cpu)')
+  p.add_argument('--preset', default=None,
+                 choices=sorted({n for a in registry.names() for n in registry.get(a).presets}),
+                 help="the algorithm's settings for a new run (its presets sit beside it, e.g. "
+                      'agents/mpo/presets.py; default: its default preset, cpu)')
   p.add_argument('--agent', action='append', default=[], type=_agent_override,
-                 metavar='FIELD=VALUE', help='MPO config override, e.g. --agent batch_size=128')
+                 metavar='FIELD=VALUE', help='agent config override, dotted for sub-configs, '
+                 'e.g. --agent replay.batch_size=128 --agent pmpo.alpha=0.5')
   return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
   args = parse_args(sys.argv[1:] if argv is None else argv)
   from launch.config import ExperimentConfig
+  from agents.common.config import merge_overrides
   from agents.common.errors import ProgramError, UserError
   from launch.local import launcher
 
-  overrides = {k: getattr(args, k) for k in launcher.RESUME_OVERRIDABLE
-               if getattr(args, k, None) is not None}
+  from launch.cli import given_values
+  given = given_values(args, ExperimentConfig)
+  for key in ('datasets', 'init_checkpoint'):  # Node processes may not share this directory.
+    if key in given:
+      given[key] = ([os.path.abspath(d) for d in given[key]] if key == 'datasets'
+                    else os.path.abspath(given[key]))
+  task = given.setdefault('task', ExperimentConfig.task)
+  given.setdefault('run_dir', os.path.join('runs', str(task).replace(':', '_')))
+  overrides = {k: v for k, v in given.items() if k in ExperimentConfig.resumable_fields()}
+  ignored = sorted(set(given) - set(overrides) - {'run_dir'})
   if args.slurm:
     overrides['slurm_settings'] = list(args.slurm)
-  if 'datasets' in overrides:  # Node processes may not share this working directory.
-    overrides['datasets'] = [os.path.abspath(d) for d in overrides['datasets']]
-  run_dir = args.run_dir or os.path.join('runs', args.task.replace(':', '_'))
   try:
     if args.slurm:  # A bad setting fails before a run directory is created.
       from launch.slurm.config import SlurmConfig
       SlurmConfig().with_overrides(args.slurm)
-    values = {'run_dir': run_dir, 'task': args.task, 'seed': args.seed,
-              **{k: v for k, v in overrides.items() if k != 'slurm_settings'}}
-    if args.init_checkpoint:
-      values['init_checkpoint'] = os.path.abspath(args.init_checkpoint)
-    if args.algorithm:
-      values['algorithm'] = args.algorithm
-    if args.no_store:
-      values['store_episodes'] = False
-    values['agent'] = {**PRESETS[args.preset], **dict(args.agent)}
+    values = dict(given)
+    agent = registry.get(values.get('algorithm', ExperimentConfig.algorithm))
+    values['agent'] = merge_overrides(agent.config_class,
+                                      agent.preset(args.preset or agent.default_preset),
+                                      *({k: v} for k, v in args.agent))
     config = ExperimentConfig.from_dict(values)
-    config = launcher.launch(config, overrides, dry_run=args.dry_run, follow=args.follow)
+    config = launcher.launch(config, overrides, dry_run=args.dry_run, follow=args.follow,
+                             fixed_flags=ignored)
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2

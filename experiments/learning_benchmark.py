@@ -45,7 +45,10 @@ import numpy as np
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
-from experiments.collect_infer import PRESETS, _agent_override  # pylint: disable=g-import-not-at-top
+from agents.common.config import merge_overrides  # pylint: disable=g-import-not-at-top
+from agents.mpo.config import MPOConfig  # pylint: disable=g-import-not-at-top
+from agents.mpo.presets import PRESETS  # pylint: disable=g-import-not-at-top
+from experiments.collect_infer import _agent_override  # pylint: disable=g-import-not-at-top
 from experiments.plot_run import Columns, new_figure, read_csv, save, wall_clock  # pylint: disable=g-import-not-at-top
 
 # Evaluation returns a task counts as solved at (DMPO-level performance), to be reached
@@ -110,7 +113,7 @@ def variants(policy_loss: str, alphas: Sequence[float]) -> List[Tuple[str, Dict[
   """(name, agent fields) per experiment of a task."""
   if policy_loss == 'mpo':
     return [('mpo', {'policy_loss': 'mpo'})]
-  return [(f'pmpo_a{a:g}', {'policy_loss': 'pmpo', 'pmpo_alpha': a}) for a in alphas]
+  return [(f'pmpo_a{a:g}', {'policy_loss': 'pmpo', 'pmpo.alpha': a}) for a in alphas]
 
 
 def task_slug(task: str) -> str:
@@ -120,7 +123,6 @@ def task_slug(task: str) -> str:
 def plan(args) -> List[Dict[str, Any]]:
   """One entry per experiment: task, variant, run_dir, config values, launcher overrides."""
   from launch.config import ExperimentConfig
-  from launch.local.launcher import RESUME_OVERRIDABLE
   out = pathlib.Path(args.out)
   experiments = []
   for task, budget in zip(args.tasks, args.max_actor_steps):
@@ -133,10 +135,11 @@ def plan(args) -> List[Dict[str, Any]]:
       # The wall-clock budget is this invocation's: without --max_seconds a resumed run
       # drops the one an earlier invocation stored (the others keep their stored values).
       overrides = {k: v for k, v in overrides.items()
-                   if (v is not None or k == 'max_seconds') and k in RESUME_OVERRIDABLE}
+                   if (v is not None or k == 'max_seconds') and k in ExperimentConfig.resumable_fields()}
       run_dir = out / task_slug(task) / name
       values = {'run_dir': str(run_dir), 'task': task, 'seed': seed, **overrides,
-                'agent': {**PRESETS[args.preset], **dict(args.agent), **fields}}
+                'agent': merge_overrides(MPOConfig, PRESETS[args.preset],
+                                         *({k: v} for k, v in args.agent), fields)}
       ExperimentConfig.from_dict(values)  # a bad flag fails here, before anything runs
       experiments.append({'task': task, 'variant': name, 'group': group, 'run_dir': run_dir,
                           'values': values, 'overrides': overrides})

@@ -51,11 +51,11 @@ def _run_offline(out: pathlib.Path, kind: str, agent: str, args,
     cmd += ['--algorithm', 'bc']
   elif agent == 'pmpo':
     threshold = dataset_mean_return if args.success_return is None else args.success_return
-    cmd += ['--agent', 'policy_loss=pmpo', '--agent', 'pmpo_source=labels',
-            '--agent', f'pmpo_alpha={args.pmpo_alpha}',
-            '--agent', f'pmpo_success_return={threshold}']
+    cmd += ['--agent', 'policy_loss=pmpo', '--agent', 'pmpo.source=labels',
+            '--agent', f'pmpo.alpha={args.pmpo_alpha}',
+            '--agent', f'pmpo.success_return={threshold}']
   else:
-    cmd += ['--agent', 'policy_loss=pac', '--agent', f'bc_alpha={args.bc_alpha}']
+    cmd += ['--agent', 'policy_loss=pac', '--agent', f'pac.alpha={args.bc_alpha}']
   print(f'[offline-bench] {kind} / {agent}: {" ".join(cmd[1:])}', flush=True)
   subprocess.run(cmd, check=True)
   return run_dir

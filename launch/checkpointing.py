@@ -17,7 +17,6 @@ that must come back as the same classes.
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import pathlib
 import pickle
@@ -29,8 +28,9 @@ import tree
 
 from agents.common.errors import RunDirError
 from agents.common.files import atomic_write_bytes
+from agents.common.logs import get_logger
 
-logger = logging.getLogger("collect_infer.checkpointing")
+logger = get_logger('checkpointing')
 
 _MAGIC = b"COLLECT_INFER_CKPT v1\n"
 _PREFIX = "ckpt-"

@@ -2,9 +2,9 @@
 
 import dataclasses
 import math
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
-from agents.mpo.config import MPOConfig
+from agents import registry
 from agents.common.errors import ConfigError
 from launch.slurm.config import SlurmConfig
 
@@ -17,70 +17,112 @@ LAUNCH_TYPES = ('local_mp', 'local_mt', 'slurm')
 MODES = ('online', 'offline', 'offline_to_online', 'iterated')
 
 
+def setting(default: Any = dataclasses.MISSING, *, help: str,  # pylint: disable=redefined-builtin
+            choices: Union[None, Sequence[Any], Callable[[], Sequence[Any]]] = None,
+            resumable: bool = False,
+            cli: bool = True, aliases: Sequence[str] = (), negative_flag: Optional[str] = None,
+            default_factory: Any = dataclasses.MISSING) -> Any:
+  """A config field with its command-line description: one source for name, default and help.
+
+  `choices` may be a callable, read when the command line is built (e.g. registered names).
+  `resumable`: a relaunch of an existing run may change it (everything else comes from the
+  run's stored config). `cli=False` keeps it off the generated command line; `aliases` are
+  extra flag spellings; `negative_flag` is the one flag of a bool that defaults to True
+  (e.g. '--no_store' sets store_episodes to False).
+  """
+  metadata = {'help': help, 'choices': choices if callable(choices) or not choices else tuple(choices),
+              'resumable': resumable, 'cli': cli, 'aliases': tuple(aliases),
+              'negative_flag': negative_flag}
+  if default_factory is not dataclasses.MISSING:
+    return dataclasses.field(default_factory=default_factory, metadata=metadata)
+  return dataclasses.field(default=default, metadata=metadata)
+
+
 @dataclasses.dataclass
 class ExperimentConfig:
   """One experiment: task, topology, budget, cadence of evaluation and checkpoints."""
-  run_dir: str = 'runs/default'
-  task: str = 'cartpole:swingup'
-  seed: int = 0
-  num_actors: int = 2
-  launch_type: str = 'local_mp'
-  # An actor process that dies (local_mp): 'restart' it (at most max_actor_restarts
-  # times each), 'continue' with fewer, or 'stop' the program.
-  actor_failures: str = 'restart'
-  max_actor_restarts: int = 3
-  mode: str = 'online'
-  # 'mpo' (the MPO family: agent.policy_loss picks mpo, pmpo or pac) or 'bc'
-  # (behaviour cloning of the training data, the offline baseline).
-  algorithm: str = 'mpo'
-  # Durable store: every completed episode goes to <run>/store.
-  store_episodes: bool = True
-  # Fraction of each learner batch drawn from stored episodes (the run's own
-  # store plus `datasets`); the rest comes from the online replay table.
-  # Offline and iterated modes train on the store only.
-  store_ratio: float = 0.0
-  # Other episode stores (earlier runs, imported RLDS data) to train on too.
-  datasets: Tuple[str, ...] = ()
-  # Fraction of each learner batch drawn from the external table (experience of
-  # robots attached with `launch.attach`) while it holds data. It comes out of
-  # the replay share; while the table is empty the main table fills it instead,
-  # so batch shapes never change.
-  external_ratio: float = 0.25
-  # Host written into addresses.json for the servers, e.g. the machine's LAN
-  # name for robot PCs (the servers listen on every interface either way).
-  # None: $COLLECT_INFER_HOST if set, else localhost.
-  announce_host: Optional[str] = None
-  # A checkpoint file, or a run directory, the learner starts from when this
-  # run has no checkpoint of its own (e.g. offline-trained, then online).
-  init_checkpoint: Optional[str] = None
-  # Budget: the program stops itself at whichever comes first (None = unlimited).
-  max_actor_steps: Optional[int] = 200_000
-  max_seconds: Optional[float] = None
-  max_learner_steps: Optional[int] = None
-  # Iterated collect-and-infer: per iteration, collect this many episodes (all
-  # actors together), then this many learner steps on the whole store.
-  collect_episodes: int = 10
-  infer_steps: int = 1000
-  iterations: int = 10
-  # Each iteration starts from the last one's learner (True) or from scratch.
-  warm_start: bool = True
-  # Evaluator-checkpointer cadence.
-  eval_every_seconds: float = 120.0
-  # Also evaluate (and checkpoint) every this many learner steps, if set.
-  eval_every_learner_steps: Optional[int] = None
-  eval_episodes: int = 5
-  keep_checkpoints: int = 5
-  progress_every_seconds: float = 15.0
-  # Seconds a learner waits on the rate limiter before re-checking for shutdown.
-  learner_sample_timeout_s: float = 2.0
-  agent: MPOConfig = dataclasses.field(default_factory=MPOConfig)
-  # Partition, time limit and per-group resources of launch_type='slurm'.
-  slurm: SlurmConfig = dataclasses.field(default_factory=SlurmConfig)
+  run_dir: str = setting('runs/default', help='run directory (default: runs/<domain>_<task>)')
+  task: str = setting('cartpole:swingup', help='dm_control domain:task')
+  seed: int = setting(0, help='seed of the learner, actors (seed + actor index) and evaluator')
+  num_actors: int = setting(2, help='actor processes', resumable=True)
+  launch_type: str = setting(
+      'local_mp', choices=LAUNCH_TYPES, resumable=True, aliases=('--launch',),
+      help='local_mp: one process per node here; local_mt: threads in one process; '
+      'slurm: submit a batch job')
+  actor_failures: str = setting(
+      'restart', choices=('restart', 'continue', 'stop'), resumable=True,
+      help='when an actor process dies: restart it (at most --max_actor_restarts times each), '
+      'continue with fewer, or stop the program')
+  max_actor_restarts: int = setting(3, resumable=True, help='restarts per actor')
+  mode: str = setting(
+      'online', choices=MODES, resumable=True,
+      help='online: actors and learner together; offline: the learner trains on stored episodes '
+      'only; offline_to_online: start from stored data (and --init_checkpoint), add actors; '
+      'iterated: collect --collect_episodes, infer --infer_steps on all stored data, evaluate; '
+      '--iterations times')
+  algorithm: str = setting(
+      'mpo', choices=registry.names, help="the agent (registered name): 'mpo' (the MPO family; --agent policy_loss= "
+      "picks mpo, pmpo or pac) or 'bc' (behaviour cloning, the offline baseline)")
+  store_episodes: bool = setting(
+      True, negative_flag='--no_store',
+      help='keep every completed episode in <run>/store (new runs only)')
+  store_ratio: float = setting(
+      0.0, resumable=True,
+      help='fraction of each learner batch drawn from stored episodes (the run\'s own store '
+      'plus --datasets); offline and iterated modes train on the store only')
+  datasets: Tuple[str, ...] = setting(
+      (), resumable=True,
+      help='other episode stores (earlier runs\' <run>/store, imported RLDS data) to train on too')
+  external_ratio: float = setting(
+      0.25, resumable=True,
+      help='share of each learner batch from robots attached with launch.attach, once they sent '
+      'data (out of the replay share; until then the main table fills it)')
+  announce_host: Optional[str] = setting(
+      None, resumable=True,
+      help='host written in addresses.json for attaching processes (default: '
+      '$COLLECT_INFER_HOST, else localhost)')
+  init_checkpoint: Optional[str] = setting(
+      None, help='a checkpoint file or run directory a new run\'s learner starts from')
+  max_actor_steps: Optional[int] = setting(
+      200_000, resumable=True, help='environment-step budget (the program stops at whichever '
+      'budget comes first)')
+  max_seconds: Optional[float] = setting(None, resumable=True, help='wall-clock budget')
+  max_learner_steps: Optional[int] = setting(None, resumable=True, help='learner-step budget')
+  collect_episodes: int = setting(10, resumable=True,
+                                  help='iterated: episodes collected per iteration (all actors)')
+  infer_steps: int = setting(1000, resumable=True,
+                             help='iterated: learner steps per iteration on the whole store')
+  iterations: int = setting(10, resumable=True, help='iterated: how many iterations')
+  warm_start: bool = setting(
+      True, resumable=True, negative_flag='--from_scratch',
+      help='iterated: each iteration starts from the last one\'s learner (--from_scratch: a '
+      'fresh learner each time)')
+  eval_every_seconds: float = setting(120.0, resumable=True,
+                                      help='evaluate and checkpoint every this many seconds')
+  eval_every_learner_steps: Optional[int] = setting(
+      None, resumable=True, help='also evaluate and checkpoint every this many learner steps')
+  eval_episodes: int = setting(5, resumable=True, help='greedy episodes per evaluation')
+  keep_checkpoints: int = setting(5, help='learner checkpoints kept on disk')
+  progress_every_seconds: float = setting(15.0, resumable=True,
+                                          help='a progress line every this many seconds')
+  learner_sample_timeout_s: float = setting(
+      2.0, help='seconds a learner waits on the rate limiter before re-checking for shutdown')
+  # The algorithm's config (its registry entry's config_class); None: its defaults. A dict
+  # (config.json, nested or dotted keys) is read by that class.
+  agent: Any = setting(None, cli=False,
+                       help='the agent\'s config (--preset, --agent FIELD=VALUE)')
+  slurm: SlurmConfig = setting(
+      default_factory=SlurmConfig, cli=False,
+      help='partition, time limit and per-group resources of launch_type=slurm (--slurm KEY=VALUE)')
+
+  @classmethod
+  def resumable_fields(cls) -> Tuple[str, ...]:
+    """Fields a relaunch of an existing run may change; the rest come from its stored config."""
+    return tuple(f.name for f in dataclasses.fields(cls) if f.metadata.get('resumable'))
 
   def __post_init__(self):
     self.datasets = tuple(self.datasets)
-    if isinstance(self.agent, dict):
-      self.agent = MPOConfig(**self.agent)
+    self.agent = _agent_config(self.algorithm, self.agent)
     if isinstance(self.slurm, dict):
       known = {f.name for f in dataclasses.fields(SlurmConfig)}
       bad = sorted(set(self.slurm) - known)
@@ -119,7 +161,6 @@ class ExperimentConfig:
          "'restart', 'continue' or 'stop'")
     need(is_int(self.max_actor_restarts) and self.max_actor_restarts >= 0, 'max_actor_restarts',
          'an int >= 0')
-    need(self.algorithm in ('mpo', 'bc'), 'algorithm', "'mpo' or 'bc'")
     need(isinstance(self.store_episodes, bool), 'store_episodes', 'true or false')
     need(isinstance(self.store_ratio, (int, float)) and 0.0 <= self.store_ratio <= 1.0,
          'store_ratio', 'a fraction in [0, 1]')
@@ -146,15 +187,15 @@ class ExperimentConfig:
     if self.mode in ('iterated', 'offline') or self.store_ratio > 0:
       need(self.store_episodes or self.mode == 'offline', 'store_episodes',
            f'true when training draws on the store (mode={self.mode}, store_ratio={self.store_ratio})')
-    labels = self.algorithm == 'mpo' and self.agent.learns_from_labels
+    labels = self.agent.learns_from_labels
     if labels and self.mode not in ('offline', 'iterated'):
-      raise ConfigError(f"agent.pmpo_source='labels' learns from labelled stored episodes only: "
-                        f"it needs mode 'offline' or 'iterated', not {self.mode!r} (replay "
-                        "transitions carry no labels; pmpo_source='q' ranks sampled actions)")
-    if labels and self.mode == 'iterated' and self.agent.pmpo_success_return is None:
-      raise ConfigError("agent.pmpo_source='labels' in iterated mode needs "
-                        'agent.pmpo_success_return: the actors\' episodes carry no success '
-                        'label, so their return decides')
+      raise ConfigError(f'agent.{self.agent.labels_setting} learns from labelled stored episodes '
+                        f"only: it needs mode 'offline' or 'iterated', not {self.mode!r} (replay "
+                        'transitions carry no labels)')
+    if labels and self.mode == 'iterated' and self.agent.success_return is None:
+      raise ConfigError(f'agent.{self.agent.labels_setting} in iterated mode needs '
+                        f'agent.{self.agent.success_return_setting}: the actors\' episodes carry '
+                        'no success label, so their return decides')
     need(pos_num(self.eval_every_seconds), 'eval_every_seconds', 'a positive number')
     need(self.eval_every_learner_steps is None or
          (is_int(self.eval_every_learner_steps) and self.eval_every_learner_steps > 0),
@@ -174,9 +215,20 @@ class ExperimentConfig:
     unknown = sorted(set(values) - known)
     if unknown:
       raise ConfigError(f'unknown experiment config field(s) {unknown}; known: {sorted(known)}')
-    agent = dict(values.get('agent', {}))
-    agent_known = {f.name for f in dataclasses.fields(MPOConfig)}
-    bad = sorted(set(agent) - agent_known)
-    if bad:
-      raise ConfigError(f'unknown agent config field(s) {bad}; known: {sorted(agent_known)}')
-    return cls(**{**values, 'agent': MPOConfig(**agent)})
+    return cls(**values)
+
+
+def _agent_config(algorithm: str, agent: Any) -> Any:
+  """`agent` as the registered algorithm's config: its defaults for None, read from a dict."""
+  if not isinstance(algorithm, str):
+    raise ConfigError(f'algorithm={algorithm!r} is invalid: must be one of '
+                      f'{", ".join(registry.names())}')
+  config_class = registry.get(algorithm).config_class
+  if agent is None:
+    return config_class()
+  if isinstance(agent, dict):
+    return config_class.from_dict(agent)
+  if not isinstance(agent, config_class):
+    raise ConfigError(f'agent is a {type(agent).__name__}; algorithm {algorithm!r} takes a '
+                      f'{config_class.__name__}')
+  return agent

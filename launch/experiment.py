@@ -6,7 +6,8 @@ from typing import Any, Dict
 import dm_env
 from acme import specs
 
-from agents.mpo.builder import MPOBuilder
+from agents import registry
+from agents.builder import Builder
 from environments.suite import make_environment, observation_group_sizes
 from launch.config import ExperimentConfig
 
@@ -31,10 +32,7 @@ def _groups_for(task: str):
   return observation_group_sizes(task)
 
 
-def make_builder(config: ExperimentConfig) -> MPOBuilder:
-  """MPO (MPO, PMPO or PAC per `agent.policy_loss`), or the behaviour-cloning baseline."""
-  groups = _groups_for(config.task) if config.agent.network == 'perceiver' else None
-  if config.algorithm == 'bc':
-    from agents.bc.builder import BCBuilder
-    return BCBuilder(config.agent, _spec_for(config.task), groups)
-  return MPOBuilder(config.agent, _spec_for(config.task), groups)
+def make_builder(config: ExperimentConfig) -> Builder:
+  """The builder of the registered agent `config.algorithm`, for the task's spec."""
+  groups = _groups_for(config.task) if config.agent.needs_observation_groups else None
+  return registry.get(config.algorithm).make_builder(config.agent, _spec_for(config.task), groups)

@@ -7,6 +7,7 @@ from typing import Optional
 from acme.utils import loggers
 from acme.utils.loggers import tf_summary
 
+from agents.common.logs import get_logger
 from launch.csv_log import last_header
 
 
@@ -20,7 +21,7 @@ def announce_process(name: str) -> None:
   """One line saying which process runs a node (for `kill`, `py-spy`, `top -p`)."""
   import os
   import socket
-  print(f'[{name}] running as pid {os.getpid()} on {socket.gethostname()}', flush=True)
+  get_logger(name).info('running as pid %d on %s', os.getpid(), socket.gethostname())
 
 
 class AppendingCSVLogger(loggers.CSVLogger):

@@ -1,3 +1,4 @@
+import logging
 import os
 
 import pytest
@@ -9,6 +10,19 @@ os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
 BUDGET_RUN_STEPS = 2000
 
 
+@pytest.fixture
+def caplog(caplog):  # pylint: disable=redefined-outer-name
+  """pytest's caplog, also seeing the project's loggers.
+
+  agents.common.logs stops them propagating to the root logger, where caplog listens
+  (absl's handler there would print every line twice).
+  """
+  logger = logging.getLogger('collect_infer')
+  logger.addHandler(caplog.handler)
+  yield caplog
+  logger.removeHandler(caplog.handler)
+
+
 @pytest.fixture(scope='session')
 def budget_run(tmp_path_factory):
   """One tiny local_mp program run to its budget of actor steps, launched once per session.
@@ -16,6 +30,7 @@ def budget_run(tmp_path_factory):
   End-to-end tests that only read what a finished run leaves (its output, run
   directory, store) share it; a test that changes the run works on a copy.
   """
-  from tests.e2e_util import TINY, run_to_end
+  from tests.e2e_util import run_to_end
+  from tests.fakes import TINY
   run_dir = tmp_path_factory.mktemp('budget_run') / 'run'
   return run_to_end(run_dir, '--max_actor_steps', str(BUDGET_RUN_STEPS), *TINY, timeout=420)

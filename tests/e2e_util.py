@@ -1,4 +1,4 @@
-"""Helpers for tests that launch the real program as a user would."""
+"""Helpers for tests that launch the real program as a user would (tiny configs: tests/fakes.py)."""
 
 import dataclasses
 import json
@@ -12,12 +12,6 @@ import time
 from typing import List, Optional
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-# Tiny networks and batches: these tests check the system, not learning.
-TINY = ['--agent', 'policy_layer_sizes=[32,32]', '--agent', 'critic_layer_sizes=[32,32]',
-        '--agent', 'batch_size=32', '--agent', 'min_replay_size=200', '--agent', 'num_samples=4',
-        '--eval_every_seconds', '8', '--eval_episodes', '1']
-
 
 def start_cli(run_dir: pathlib.Path, *args: str, log: Optional[pathlib.Path] = None) -> subprocess.Popen:
   """Starts `python -m experiments.collect_infer` in its own session (like a terminal job)."""

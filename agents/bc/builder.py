@@ -1,33 +1,55 @@
-"""The BC baseline on the MPO agent's data pipeline and actors.
+"""The BC baseline: the shared data pipeline, MPO's policy network and actor, a BC learner.
 
-Replay tables, adder, dataset and actors are the MPO builder's, so a program built
-with either builder collects the same data and serves the same policy network; only
-the learner differs.
+A program built with this builder or the MPO one collects the same data and serves the
+same policy network; only the learner differs.
 """
 
 from typing import Iterator, Optional, Sequence
 
 import reverb
+from acme import adders
+from acme import core
 from acme import specs
 from acme.utils import counting
 from acme.utils import loggers
 
 from agents.bc.config import BCConfig
 from agents.bc.learner import BCLearner
-from agents.mpo.builder import MPOBuilder
-from agents.mpo.config import MPOConfig
+from agents.mpo.actor import MPOActor
+from agents.mpo.builder import make_variable_client
+from agents.replay_pipeline import ReplayPipeline, check_spec
+from networks.mpo import MPONetworks, make_mpo_networks
+
+# BC never builds the critic, but the networks come as a pair: the smallest one.
+_UNUSED_CRITIC = (1,)
 
 
-class BCBuilder(MPOBuilder):
-  """MPOBuilder whose learner is a BCLearner with the MPO config's policy settings."""
+class BCBuilder(ReplayPipeline):
+  """Builds every piece of a BC agent for one environment spec (agents.builder.Builder)."""
 
-  def __init__(self, config: MPOConfig, spec: specs.EnvironmentSpec,
+  def __init__(self, config: BCConfig, spec: specs.EnvironmentSpec,
                obs_group_sizes: Optional[Sequence[int]] = None):
-    super().__init__(config, spec, obs_group_sizes)
-    self.bc_config = BCConfig.from_mpo_config(config)
+    del obs_group_sizes  # MLP policy only.
+    check_spec(spec)
+    super().__init__(config.replay, spec)
+    self.config = config
+    self.obs_dim = int(spec.observations.shape[0])
+    self.action_dim = int(spec.actions.shape[0])
+
+  def make_networks(self) -> MPONetworks:
+    return make_mpo_networks(self.action_dim, self.config.policy_layer_sizes, _UNUSED_CRITIC,
+                             num_atoms=1)
 
   def make_learner(self, iterator: Iterator[reverb.ReplaySample], seed: int = 0,
                    counter: Optional[counting.Counter] = None,
                    logger: Optional[loggers.Logger] = None) -> BCLearner:
-    return BCLearner(self.make_networks(), self.bc_config, self.obs_dim, iterator, seed=seed,
+    return BCLearner(self.make_networks(), self.config, self.obs_dim, iterator, seed=seed,
                      counter=counter, logger=logger)
+
+  def make_actor(self, variable_source: core.VariableSource, adder: Optional[adders.Adder],
+                 seed: int = 0, deterministic: bool = False,
+                 version_name: Optional[str] = None) -> MPOActor:
+    """The MPO actor over the BC policy (see MPOBuilder.make_actor)."""
+    return MPOActor(self.make_networks(), make_variable_client(
+        self.config.replay.variable_update_period, variable_source, deterministic, version_name),
+                    adder, seed=seed, deterministic=deterministic)

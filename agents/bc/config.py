@@ -1,47 +1,43 @@
 """Behaviour-cloning learner configuration."""
 
 import dataclasses
-import math
-from typing import Tuple
+from typing import Any, Dict, Tuple
 
-from agents.mpo.config import MPOConfig
-from agents.common.errors import ConfigError
+from agents.common.config import AgentConfig, Need, finite, positive_ints, tuple_or_none
+from agents.common.replay_config import LEGACY_REPLAY_KEYS, ReplayConfig
 
 
 @dataclasses.dataclass
-class BCConfig:
-  """Hyper-parameters of the behaviour-cloning learner.
-
-  Batch size and replay live in the data pipeline (the MPO builder's), not here.
-  """
+class BCConfig(AgentConfig):
+  """Hyper-parameters of the behaviour-cloning learner, and its data pipeline."""
   policy_layer_sizes: Tuple[int, ...] = (256, 256, 256)
   learning_rate: float = 1e-4
   max_grad_norm: float = 40.0
+  # Batches, replay and actors' refresh period, as for every agent.
+  replay: ReplayConfig = dataclasses.field(default_factory=ReplayConfig)
+
+  legacy_keys = {**LEGACY_REPLAY_KEYS, 'policy_learning_rate': 'learning_rate'}
 
   def __post_init__(self):
-    self.policy_layer_sizes = tuple(self.policy_layer_sizes)
-    self.validate()
+    self.policy_layer_sizes = tuple_or_none(self.policy_layer_sizes)
+    super().__post_init__()
 
   @classmethod
-  def from_mpo_config(cls, config: MPOConfig) -> 'BCConfig':
-    """The BC policy matching an MPO config's policy network and optimiser."""
-    return cls(policy_layer_sizes=config.policy_layer_sizes,
-               learning_rate=config.policy_learning_rate, max_grad_norm=config.max_grad_norm)
+  def migrate_legacy(cls, values: Dict[str, Any]) -> Dict[str, Any]:
+    """Before BC had its own config, a BC run stored a whole (flat) MPOConfig, recognised by
+    its policy_learning_rate: BC read only the policy network, its optimiser and the data
+    pipeline from it, so the MPO-only fields are dropped."""
+    if 'policy_learning_rate' in values and 'learning_rate' not in values:
+      from agents.mpo.config import MPOConfig  # pylint: disable=g-import-not-at-top
+      used = set(cls.legacy_keys) | {f.name for f in dataclasses.fields(cls)}
+      mpo_only = {f.name for f in dataclasses.fields(MPOConfig)} | set(MPOConfig.legacy_keys)
+      values = {k: v for k, v in values.items() if k in used or k not in mpo_only}
+    return super().migrate_legacy(values)
 
-  def validate(self) -> None:
-    """Raises ConfigError naming the first bad field and what is allowed."""
-
-    def need(cond: bool, field: str, rule: str):
-      if not cond:
-        raise ConfigError(f'BCConfig.{field}={getattr(self, field)!r} is invalid: must be {rule}')
-
-    def positive(x) -> bool:
-      return (isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-              and x > 0)
-
-    sizes = self.policy_layer_sizes
-    need(len(sizes) > 0 and all(isinstance(s, int) and not isinstance(s, bool) and s > 0
-                                for s in sizes),
-         'policy_layer_sizes', 'a non-empty sequence of positive ints')
-    need(positive(self.learning_rate), 'learning_rate', 'a finite number > 0')
-    need(positive(self.max_grad_norm), 'max_grad_norm', 'a finite number > 0')
+  def check(self, need: Need) -> None:
+    need(positive_ints(self.policy_layer_sizes), 'policy_layer_sizes',
+         'a non-empty sequence of positive ints')
+    need(finite(self.learning_rate) and self.learning_rate > 0, 'learning_rate',
+         'a finite number > 0')
+    need(finite(self.max_grad_norm) and self.max_grad_norm > 0, 'max_grad_norm',
+         'a finite number > 0')

@@ -8,6 +8,7 @@ import numpy as np
 from acme import adders
 from acme import core
 
+from agents.common.jax_compat import backends_are_initialized
 from agents.variable_client import VariableClient
 from networks.mpo import MPONetworks
 
@@ -39,12 +40,11 @@ def prefer_inline_cpu_dispatch() -> bool:
   JAX yet (an actor's, an evaluator's) and leaves a running learner's alone.
   Returns whether it took effect.
   """
+  if backends_are_initialized() is not False:  # Started, or another JAX: keep its default.
+    return False
   try:
-    from jax._src import xla_bridge  # pylint: disable=g-import-not-at-top
-    if xla_bridge.backends_are_initialized():  # No public way to ask this.
-      return False
     jax.config.update('jax_cpu_enable_async_dispatch', False)
-  except (ImportError, AttributeError):  # Another JAX version: keep its default.
+  except AttributeError:  # A JAX without the setting.
     return False
   return True
 

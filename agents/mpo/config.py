@@ -1,15 +1,84 @@
 """MPO-family learner configuration, with the published defaults."""
 
 import dataclasses
-import math
 import numbers
 from typing import Optional, Tuple
 
-from agents.common.errors import ConfigError
+from agents.common.config import AgentConfig, Config, Need, finite, is_int, positive_ints
+from agents.common.config import tuple_or_none
+from agents.common.replay_config import LEGACY_REPLAY_KEYS, ReplayConfig
 
 
 @dataclasses.dataclass
-class MPOConfig:
+class PerceiverConfig(Config):
+  """The 'perceiver' network: observation groups as tokens, cross-attended into learned
+  latents; Q decoded with the action as the query. Sized for CPU (compile time grows fast)."""
+  latent_dim: int = 32
+  num_latents: int = 8
+  num_heads: int = 4
+  blocks: int = 1
+
+  def check(self, need: Need) -> None:
+    for f in ('latent_dim', 'num_latents', 'num_heads', 'blocks'):
+      need(is_int(getattr(self, f)) and getattr(self, f) >= 1, f, 'an int >= 1')
+    need(self.latent_dim % self.num_heads == 0, 'latent_dim', 'a multiple of num_heads')
+
+
+@dataclasses.dataclass
+class PMPOConfig(Config):
+  """PMPO (policy_loss='pmpo'): preferred / dis-preferred actions instead of weights."""
+  alpha: float = 0.5
+  beta: float = 2.0  # alpha = 0 (negative-only) needs a strong KL anchor to stay stable
+  fraction: float = 0.25
+  # Where the preferred / dis-preferred sets come from: 'q' ranks the N sampled actions of
+  # each state by Q (top / bottom `fraction`); 'labels' takes the dataset actions of stored
+  # episodes labelled successful / failed (the episode's metadata 'success' when it has
+  # one, else return >= success_return).
+  source: str = 'q'
+  success_return: Optional[float] = None
+  # With 'labels', a failed episode's action moves the policy mean away from it: not the
+  # spread (shrinking the stddev is the cheapest way to make a far action unlikely, and
+  # it collapses the policy), not past the action bounds [-1, 1], and only until the
+  # policy finds the action this many nats less likely than the reference (target)
+  # policy does (None: no limit). Without these, dataset actions far from the policy
+  # make the loss unbounded below whatever beta is. Not used by 'q' (its samples
+  # come from the reference policy itself).
+  negative_margin: Optional[float] = 1.0
+
+  def check(self, need: Need) -> None:
+    need(finite(self.alpha) and 0.0 <= self.alpha <= 1.0, 'alpha', 'in [0, 1]')
+    need(finite(self.beta) and self.beta >= 0.0, 'beta', '>= 0')
+    need(finite(self.fraction) and 0.0 < self.fraction <= 0.5, 'fraction', 'in (0, 0.5]')
+    need(self.source in ('q', 'labels'), 'source', "'q' or 'labels'")
+    need(self.success_return is None or finite(self.success_return), 'success_return',
+         'None or a finite episode return')
+    need(self.negative_margin is None or (finite(self.negative_margin) and
+                                          self.negative_margin > 0),
+         'negative_margin', 'None or a finite number of nats > 0')
+
+
+@dataclasses.dataclass
+class PACConfig(Config):
+  """PAC (policy_loss='pac'): policy loss = (1 - alpha) * MPO M-step + alpha * BC NLL of the
+  dataset actions (+ the KL trust region). alpha = 1 is pure behaviour cloning, 0 pure MPO."""
+  alpha: float = 0.5
+  # Alpha per collect-and-infer iteration: entry i for iteration i, the last entry held for
+  # every later one (e.g. (0.9, 0.7, 0.5)). None uses `alpha` for every iteration.
+  alpha_schedule: Optional[Tuple[float, ...]] = None
+
+  def __post_init__(self):
+    self.alpha_schedule = tuple_or_none(self.alpha_schedule)
+
+  def check(self, need: Need) -> None:
+    need(finite(self.alpha) and 0.0 <= self.alpha <= 1.0, 'alpha', 'in [0, 1]')
+    schedule = self.alpha_schedule
+    need(schedule is None or (isinstance(schedule, tuple) and len(schedule) > 0 and
+                              all(finite(a) and 0.0 <= a <= 1.0 for a in schedule)),
+         'alpha_schedule', 'None or a non-empty sequence of numbers in [0, 1]')
+
+
+@dataclasses.dataclass
+class MPOConfig(AgentConfig):
   """Hyper-parameters of (distributional) MPO, PMPO and PAC.
 
   Defaults follow Abdolmaleki et al. (2018) and the DMPO setting used for the
@@ -19,21 +88,14 @@ class MPOConfig:
   policy_layer_sizes: Tuple[int, ...] = (256, 256, 256)
   critic_layer_sizes: Tuple[int, ...] = (512, 512, 256)
   num_atoms: int = 51  # 1 selects the non-distributional (expected value) critic.
-  # 'mlp' (LayerNorm MLPs, sizes above) or 'perceiver': observation groups as
-  # tokens, cross-attended into learned latents; Q decoded with the action as the
-  # query. Its defaults are sized for CPU (compile time grows fast with size).
+  # 'mlp' (LayerNorm MLPs, sizes above) or 'perceiver' (see PerceiverConfig).
   network: str = 'mlp'
-  perceiver_latent_dim: int = 32
-  perceiver_num_latents: int = 8
-  perceiver_num_heads: int = 4
-  perceiver_blocks: int = 1
-  # Rewards bound the critic's support: v_max = max_reward / (1 - discount).
+  perceiver: PerceiverConfig = dataclasses.field(default_factory=PerceiverConfig)
+  # Rewards bound the critic's support: v_max = max_reward / (1 - replay.discount).
   min_reward: float = 0.0
   max_reward: float = 1.0
 
-  # Policy evaluation.
-  discount: float = 0.99
-  n_step: int = 5
+  # Policy evaluation (discount and n_step are the data pipeline's: `replay`).
   target_update_period: int = 100
   num_samples: int = 20
 
@@ -52,59 +114,36 @@ class MPOConfig:
   # Policy improvement: 'mpo' (weighted M-step), 'pmpo' (preferred / dis-preferred) or
   # 'pac' (MPO M-step mixed with behaviour cloning of the dataset actions).
   policy_loss: str = 'mpo'
-  pmpo_alpha: float = 0.5
-  pmpo_beta: float = 2.0  # alpha = 0 (negative-only) needs a strong KL anchor to stay stable
-  pmpo_fraction: float = 0.25
-  # Where PMPO's preferred / dis-preferred sets come from: 'q' ranks the N sampled
-  # actions of each state by Q (top / bottom pmpo_fraction); 'labels' takes the
-  # dataset actions of stored episodes labelled successful / failed (the episode's
-  # metadata 'success' when it has one, else return >= pmpo_success_return).
-  pmpo_source: str = 'q'
-  pmpo_success_return: Optional[float] = None
-  # With 'labels', a failed episode's action moves the policy mean away from it: not the
-  # spread (shrinking the stddev is the cheapest way to make a far action unlikely, and
-  # it collapses the policy), not past the action bounds [-1, 1], and only until the
-  # policy finds the action this many nats less likely than the reference (target)
-  # policy does (None: no limit). Without these, dataset actions far from the policy
-  # make the loss unbounded below whatever pmpo_beta is. Not used by 'q' (its samples
-  # come from the reference policy itself).
-  pmpo_negative_margin: Optional[float] = 1.0
-
-  # PAC: policy loss = (1 - alpha) * MPO M-step + alpha * BC NLL (+ the KL trust region).
-  # alpha = 1 is pure behaviour cloning, alpha = 0 pure MPO. Only read when policy_loss='pac'.
-  bc_alpha: float = 0.5
-  # Alpha per collect-and-infer iteration: entry i for iteration i, the last entry held for
-  # every later one (e.g. (0.9, 0.7, 0.5)). None uses bc_alpha for every iteration.
-  bc_alpha_schedule: Optional[Tuple[float, ...]] = None
+  pmpo: PMPOConfig = dataclasses.field(default_factory=PMPOConfig)  # read by 'pmpo' only
+  pac: PACConfig = dataclasses.field(default_factory=PACConfig)  # read by 'pac' only
 
   # Optimisation.
-  batch_size: int = 256
   policy_learning_rate: float = 1e-4
   critic_learning_rate: float = 1e-4
   dual_learning_rate: float = 1e-2
   max_grad_norm: float = 40.0
 
-  # Replay.
-  min_replay_size: int = 1_000
-  max_replay_size: int = 1_000_000
-  # Average number of times each transition is sampled; None disables rate limiting.
-  samples_per_insert: Optional[float] = 32.0
-  samples_per_insert_tolerance: float = 0.5
+  # Discount, n-step, batches, replay, actors' refresh period.
+  replay: ReplayConfig = dataclasses.field(default_factory=ReplayConfig)
 
-  # Actors refresh parameters from the learner every this many actor steps.
-  variable_update_period: int = 250
+  legacy_keys = {
+      **LEGACY_REPLAY_KEYS,
+      **{f'perceiver_{f.name}': f'perceiver.{f.name}'
+         for f in dataclasses.fields(PerceiverConfig)},
+      **{f'pmpo_{f.name}': f'pmpo.{f.name}' for f in dataclasses.fields(PMPOConfig)},
+      'bc_alpha': 'pac.alpha', 'bc_alpha_schedule': 'pac.alpha_schedule',
+  }
+  labels_setting = "pmpo.source='labels'"
+  success_return_setting = 'pmpo.success_return'
 
   def __post_init__(self):
-    self.policy_layer_sizes = tuple(self.policy_layer_sizes)
-    self.critic_layer_sizes = tuple(self.critic_layer_sizes)
-    # JSON (config.json, --agent) gives lists; a tuple keeps the config hashable and comparable.
-    if isinstance(self.bc_alpha_schedule, list):
-      self.bc_alpha_schedule = tuple(self.bc_alpha_schedule)
-    self.validate()
+    self.policy_layer_sizes = tuple_or_none(self.policy_layer_sizes)
+    self.critic_layer_sizes = tuple_or_none(self.critic_layer_sizes)
+    super().__post_init__()
 
   @property
   def v_max(self) -> float:
-    return max(abs(self.max_reward), abs(self.min_reward)) / (1.0 - self.discount)
+    return max(abs(self.max_reward), abs(self.min_reward)) / (1.0 - self.replay.discount)
 
   @property
   def v_min(self) -> float:
@@ -113,77 +152,44 @@ class MPOConfig:
   @property
   def learns_from_labels(self) -> bool:
     """True when PMPO's preferred / dis-preferred sets come from stored episodes' labels."""
-    return self.policy_loss == 'pmpo' and self.pmpo_source == 'labels'
+    return self.policy_loss == 'pmpo' and self.pmpo.source == 'labels'
 
-  def validate(self) -> None:
-    """Raises ConfigError naming the first bad field and what is allowed."""
+  @property
+  def success_return(self) -> Optional[float]:
+    return self.pmpo.success_return
 
-    def need(cond: bool, field: str, rule: str):
-      if not cond:
-        raise ConfigError(f'MPOConfig.{field}={getattr(self, field)!r} is invalid: must be {rule}')
+  @property
+  def needs_observation_groups(self) -> bool:
+    return self.network == 'perceiver'
 
-    def finite(x) -> bool:
-      return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
+  def check(self, need: Need) -> None:
     for f in ('policy_layer_sizes', 'critic_layer_sizes'):
-      sizes = getattr(self, f)
-      need(len(sizes) > 0 and all(isinstance(s, int) and s > 0 for s in sizes), f,
-           'a non-empty sequence of positive ints')
+      need(positive_ints(getattr(self, f)), f, 'a non-empty sequence of positive ints')
     need(self.network in ('mlp', 'perceiver'), 'network', "'mlp' or 'perceiver'")
-    for f in ('perceiver_latent_dim', 'perceiver_num_latents', 'perceiver_num_heads',
-              'perceiver_blocks'):
-      v = getattr(self, f)
-      need(isinstance(v, int) and not isinstance(v, bool) and v >= 1, f, 'an int >= 1')
-    need(self.perceiver_latent_dim % self.perceiver_num_heads == 0, 'perceiver_latent_dim',
-         'a multiple of perceiver_num_heads')
-    need(isinstance(self.num_atoms, int) and (self.num_atoms == 1 or self.num_atoms >= 2),
+    need(is_int(self.num_atoms) and (self.num_atoms == 1 or self.num_atoms >= 2),
          'num_atoms', 'an int >= 1 (1 = non-distributional)')
     need(finite(self.min_reward), 'min_reward', 'a finite number')
     need(finite(self.max_reward) and self.max_reward > self.min_reward, 'max_reward',
          'finite and > min_reward')
-    need(finite(self.discount) and 0.0 < self.discount < 1.0, 'discount', 'in (0, 1)')
-    for f in ('n_step', 'target_update_period', 'num_samples', 'batch_size',
-              'min_replay_size', 'max_replay_size', 'variable_update_period'):
-      v = getattr(self, f)
-      need(isinstance(v, int) and not isinstance(v, bool) and v >= 1, f, 'an int >= 1')
-    need(self.max_replay_size >= self.min_replay_size, 'max_replay_size', '>= min_replay_size')
+    for f in ('target_update_period', 'num_samples'):
+      need(is_int(getattr(self, f)) and getattr(self, f) >= 1, f, 'an int >= 1')
     for f in ('epsilon', 'epsilon_mean', 'epsilon_stddev', 'epsilon_penalty', 'init_temperature',
               'init_alpha_mean', 'init_alpha_stddev', 'policy_learning_rate',
               'critic_learning_rate', 'dual_learning_rate', 'max_grad_norm'):
       need(finite(getattr(self, f)) and getattr(self, f) > 0, f, 'a finite number > 0')
     need(self.policy_loss in ('mpo', 'pmpo', 'pac'), 'policy_loss', "'mpo', 'pmpo' or 'pac'")
-    need(finite(self.pmpo_alpha) and 0.0 <= self.pmpo_alpha <= 1.0, 'pmpo_alpha', 'in [0, 1]')
-    need(finite(self.pmpo_beta) and self.pmpo_beta >= 0.0, 'pmpo_beta', '>= 0')
-    need(finite(self.pmpo_fraction) and 0.0 < self.pmpo_fraction <= 0.5, 'pmpo_fraction',
-         'in (0, 0.5]')
-    need(self.pmpo_source in ('q', 'labels'), 'pmpo_source', "'q' or 'labels'")
-    need(self.pmpo_success_return is None or finite(self.pmpo_success_return),
-         'pmpo_success_return', 'None or a finite episode return')
-    need(self.pmpo_negative_margin is None or
-         (finite(self.pmpo_negative_margin) and self.pmpo_negative_margin > 0),
-         'pmpo_negative_margin', 'None or a finite number of nats > 0')
-    need(finite(self.bc_alpha) and 0.0 <= self.bc_alpha <= 1.0, 'bc_alpha', 'in [0, 1]')
-    schedule = self.bc_alpha_schedule
-    need(schedule is None or (isinstance(schedule, tuple) and len(schedule) > 0 and
-                              all(finite(a) and 0.0 <= a <= 1.0 for a in schedule)),
-         'bc_alpha_schedule', 'None or a non-empty sequence of numbers in [0, 1]')
-    if self.samples_per_insert is not None:
-      need(finite(self.samples_per_insert) and self.samples_per_insert > 0,
-           'samples_per_insert', 'a finite number > 0, or None to disable rate limiting')
-    need(finite(self.samples_per_insert_tolerance) and self.samples_per_insert_tolerance > 0,
-         'samples_per_insert_tolerance', 'a finite number > 0')
     need(isinstance(self.action_penalty, bool), 'action_penalty', 'a bool')
 
 
 def bc_alpha_for_iteration(config: MPOConfig, iteration: int) -> float:
   """PAC's behaviour-cloning weight for collect-and-infer iteration `iteration` (from 0).
 
-  Entry `iteration` of `config.bc_alpha_schedule`, its last entry once the schedule has run
-  out, or `config.bc_alpha` when there is no schedule.
+  Entry `iteration` of `config.pac.alpha_schedule`, its last entry once the schedule has run
+  out, or `config.pac.alpha` when there is no schedule.
   """
   if isinstance(iteration, bool) or not isinstance(iteration, numbers.Integral) or iteration < 0:
     raise ValueError(f'iteration must be an int >= 0, got {iteration!r}')
-  schedule = config.bc_alpha_schedule
+  schedule = config.pac.alpha_schedule
   if schedule is None:
-    return float(config.bc_alpha)
+    return float(config.pac.alpha)
   return float(schedule[min(iteration, len(schedule) - 1)])

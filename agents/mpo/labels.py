@@ -26,7 +26,7 @@ def episode_success(metadata: Mapping[str, Any], episode_return: float,
     raise ValueError(f"metadata {SUCCESS_KEY!r} must be true / false (or 1 / 0), got {value!r}")
   if success_return is None:
     raise ValueError(f"no {SUCCESS_KEY!r} label in the episode's metadata and no return "
-                     'threshold to label it by (set agent pmpo_success_return)')
+                     'threshold to label it by (set agent pmpo.success_return)')
   if not math.isfinite(episode_return):
     raise ValueError(f'episode return {episode_return} is not finite')
   return episode_return >= success_return

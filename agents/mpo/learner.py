@@ -45,6 +45,12 @@ class MPOLearner(JittedLearner):
     self._bc_alpha = np.float32(bc_alpha_for_iteration(self._config, iteration))
     return float(self._bc_alpha)
 
+  def iteration_note(self) -> Optional[str]:
+    """What `set_iteration` set, for the log: PAC's weight; None for the other losses."""
+    if self._config.policy_loss != 'pac':
+      return None
+    return f'behaviour-cloning weight {self._bc_alpha:.2f}'
+
   @property
   def bc_alpha(self) -> float:
     """The behaviour-cloning weight the next PAC update uses."""

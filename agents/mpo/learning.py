@@ -42,10 +42,6 @@ class Optimizers(NamedTuple):
   dual: optax.GradientTransformation
 
 
-def _inverse_softplus(x: float) -> jnp.ndarray:
-  return jnp.log(jnp.expm1(jnp.asarray(x, jnp.float32)))
-
-
 def make_optimizers(config: MPOConfig) -> Optimizers:
   clip = optax.clip_by_global_norm(config.max_grad_norm)
   return Optimizers(
@@ -65,10 +61,11 @@ def initial_state(networks: MPONetworks, config: MPOConfig, obs_dim: int,
   critic_params = networks.critic.init(k_critic, obs, act)
   a = networks.action_dim
   duals = DualParams(
-      temperature=_inverse_softplus(config.init_temperature),
-      penalty_temperature=_inverse_softplus(config.init_temperature),
-      alpha_mean=jnp.full((a,), _inverse_softplus(config.init_alpha_mean)),
-      alpha_stddev=jnp.full((a,), _inverse_softplus(config.init_alpha_stddev)))
+      temperature=losses.param_from_temperature(jnp.float32(config.init_temperature)),
+      penalty_temperature=losses.param_from_temperature(jnp.float32(config.init_temperature)),
+      alpha_mean=jnp.full((a,), losses.param_from_multiplier(jnp.float32(config.init_alpha_mean))),
+      alpha_stddev=jnp.full((a,),
+                            losses.param_from_multiplier(jnp.float32(config.init_alpha_stddev))))
   return TrainingState(
       policy_params=policy_params, target_policy_params=policy_params,
       critic_params=critic_params, target_critic_params=critic_params,
@@ -105,7 +102,7 @@ def make_update_fn(networks: MPONetworks, config: MPOConfig):
     next_actions = gaussian_sample(key, mean, std, n)  # [N, B, A]
     target_out = networks.critic.apply(state.target_critic_params, t.next_observation, next_actions)
     # The adder's discount already holds gamma^(n-1) * env discounts.
-    bootstrap = config.discount * t.discount
+    bootstrap = config.replay.discount * t.discount
     online_out = networks.critic.apply(critic_params, t.observation, t.action)
     if distributional:
       # Expectation over target-policy actions of the return distribution.
@@ -131,8 +128,8 @@ def make_update_fn(networks: MPONetworks, config: MPOConfig):
       success = t.extras['success'].astype(jnp.float32)[None]  # [1, B]
       taken = dataset_actions[None]  # [1, B, A]
       loss, m = losses.pmpo_loss(mean, std, t_mean, t_std, taken, success, taken,
-                                 1.0 - success, config.pmpo_alpha, config.pmpo_beta,
-                                 neg_margin=config.pmpo_negative_margin, neg_mean_only=True,
+                                 1.0 - success, config.pmpo.alpha, config.pmpo.beta,
+                                 neg_margin=config.pmpo.negative_margin, neg_mean_only=True,
                                  neg_mean_bound=ACTION_BOUND)
       return loss, {**m, 'pmpo_success_fraction': jnp.mean(success),
                     'policy_stddev': jnp.mean(std)}
@@ -140,9 +137,9 @@ def make_update_fn(networks: MPONetworks, config: MPOConfig):
     q = jax.lax.stop_gradient(q_value(state.target_critic_params, obs, actions))
     metrics: Dict[str, Any] = {'sampled_q_mean': jnp.mean(q)}
     if config.policy_loss == 'pmpo':
-      pos, neg = losses.pmpo_masks_from_q(q, config.pmpo_fraction)
+      pos, neg = losses.pmpo_masks_from_q(q, config.pmpo.fraction)
       loss, m = losses.pmpo_loss(mean, std, t_mean, t_std, actions, pos, actions, neg,
-                                 config.pmpo_alpha, config.pmpo_beta)
+                                 config.pmpo.alpha, config.pmpo.beta)
       metrics.update(m)
       return loss, metrics
     temp_loss, weights, eta = losses.temperature_dual(q, duals.temperature, config.epsilon)

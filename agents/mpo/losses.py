@@ -75,16 +75,25 @@ def temperature_from_param(param: Array) -> Array:
     return _positive_from_param(param)
 
 
-def param_from_temperature(eta: Array) -> Array:
-    """Inverse of `temperature_from_param`, for initialising the parameter from a temperature."""
-    y = jnp.asarray(eta, dtype=jnp.result_type(eta, 1.0)) - _MIN_POSITIVE
+def _param_from_positive(value: Array) -> Array:
+    y = jnp.asarray(value, dtype=jnp.result_type(value, 1.0)) - _MIN_POSITIVE
     # log(expm1(y)) rewritten so that it neither overflows for large y nor loses precision.
     return y + jnp.log(-jnp.expm1(-y))
+
+
+def param_from_temperature(eta: Array) -> Array:
+    """Inverse of `temperature_from_param`, for initialising the parameter from a temperature."""
+    return _param_from_positive(eta)
 
 
 def multiplier_from_param(param: Array) -> Array:
     """Lagrange multiplier alpha = softplus(param) + 1e-8."""
     return _positive_from_param(param)
+
+
+def param_from_multiplier(alpha: Array) -> Array:
+    """Inverse of `multiplier_from_param`, for initialising the parameter from a multiplier."""
+    return _param_from_positive(alpha)
 
 
 # ---------------------------------------------------------------------------

@@ -5,25 +5,21 @@ import json
 import os
 import socket
 import time
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
+from agents.common.logs import get_logger
+from launch.budget import Budget
 from launch.checkpointing import Checkpointer
 from launch.config import ExperimentConfig
 from agents.common.errors import ConfigError, ProgramError
+from launch.local.launchpad_compat import set_node_log_dir
 from launch.local.node_logs import NodeLogFollower
 from launch.local.supervision import wait_local_mp
 from launch.run_dir import RunDir
 
-# Fields a relaunch may change; everything else comes from the stored config.
-RESUME_OVERRIDABLE = ('max_actor_steps', 'max_seconds', 'max_learner_steps', 'eval_every_seconds',
-                      'eval_every_learner_steps', 'eval_episodes',
-                      'progress_every_seconds', 'launch_type', 'num_actors',
-                      # Collect and infer moves one run between modes, e.g. offline then online.
-                      'mode', 'store_ratio', 'datasets', 'iterations', 'collect_episodes',
-                      'infer_steps', 'warm_start', 'actor_failures', 'max_actor_restarts',
-                      # Robots attach to a running program: their weight, and where to find it.
-                      'external_ratio', 'announce_host')
 ANNOUNCE_HOST_ENV = 'COLLECT_INFER_HOST'
+
+log = get_logger('launch')
 TERMINATION_NOTICE_SECS = 20
 
 
@@ -71,7 +67,7 @@ def effective_config(config: ExperimentConfig, overrides: Optional[Dict[str, Any
   overrides = overrides or {}
   path = os.path.abspath(config.run_dir)
   if stored is not None:
-    changes = {k: v for k, v in overrides.items() if k in RESUME_OVERRIDABLE}
+    changes = {k: v for k, v in overrides.items() if k in ExperimentConfig.resumable_fields()}
     config = dataclasses.replace(stored, **changes)
   config = dataclasses.replace(config, run_dir=path)
   if overrides.get('slurm_settings'):
@@ -101,19 +97,16 @@ def _spent_budget(config: ExperimentConfig, run_dir: RunDir) -> Optional[str]:
   """Why the run's budget is already spent (a sentence), or None."""
   from launch.nodes.counter import COUNTER_FILE
   path = run_dir.path / COUNTER_FILE
-  if not path.exists():
-    return None
-  counts = json.loads(path.read_text()).get('counts', {})
-  learner_steps = int(counts.get('learner_steps', 0))
-  if config.max_learner_steps is not None and learner_steps >= config.max_learner_steps:
-    return (f'its budget of {config.max_learner_steps} learner steps ({learner_steps} done); '
-            'pass a larger --max_learner_steps to continue')
-  actor_steps = int(counts.get('actor_steps', 0))
-  if (config.mode in ('online', 'offline_to_online') and config.max_actor_steps is not None
-      and actor_steps >= config.max_actor_steps):
-    return (f'its budget of {config.max_actor_steps} environment steps ({actor_steps} done); '
-            'pass a larger --max_actor_steps to continue')
-  return None
+  counts = json.loads(path.read_text()).get('counts', {}) if path.exists() else {}
+  iterations_done = 0
+  if config.mode == 'iterated':
+    # The learner's checkpoints carry the iterations it has finished.
+    restored = Checkpointer(run_dir.checkpoints).restore_latest()
+    iterations_done = int(restored[1].get('iteration', 0)) if restored is not None else 0
+  # Seconds are a budget per launch: a relaunch starts them afresh.
+  return Budget.from_config(config).reason(
+      actor_steps=int(counts.get('actor_steps', 0)),
+      learner_steps=int(counts.get('learner_steps', 0)), iterations_done=iterations_done)
 
 
 def announce_host(config: ExperimentConfig) -> str:
@@ -154,14 +147,15 @@ def _dry_run(config: ExperimentConfig, overrides: Optional[Dict[str, Any]]) -> E
   config = _planned(config, overrides)
   if config.launch_type != 'slurm':
     raise ConfigError('--dry_run prints a Slurm job: use it with --launch_type slurm')
+  # The dry run's answer (a batch script and step commands), not a log line.
   print(describe(config, os.getcwd()), end='', flush=True)
   return config
 
 
 def _launch_slurm(config: ExperimentConfig, resumed: bool, follow: bool) -> ExperimentConfig:
   from launch.slurm.submit import announce, follow as follow_job, submit
-  print(f'[launch] {"resuming" if resumed else "starting"} {config.task} ({config.mode}) on Slurm '
-        f'in {config.run_dir}', flush=True)
+  log.info('%s %s (%s) on Slurm in %s', 'resuming' if resumed else 'starting', config.task,
+           config.mode, config.run_dir)
   job = submit(config)
   announce(config, job)
   if follow:
@@ -173,7 +167,8 @@ def _launch_slurm(config: ExperimentConfig, resumed: bool, follow: bool) -> Expe
 
 
 def launch(config: ExperimentConfig, overrides: Optional[Dict[str, Any]] = None,
-           dry_run: bool = False, follow: bool = False) -> ExperimentConfig:
+           dry_run: bool = False, follow: bool = False,
+           fixed_flags: Sequence[str] = ()) -> ExperimentConfig:
   """Runs the experiment until its budget is spent or it is interrupted; blocks.
 
   With launch_type 'slurm' it submits a batch job instead and returns (or, with
@@ -192,17 +187,20 @@ def launch(config: ExperimentConfig, overrides: Optional[Dict[str, Any]] = None,
     require_slurm()  # Before the run directory is created or changed.
     refuse_if_running(planned)
   config, run_dir, resumed = prepare_run(config, overrides)
+  if resumed and fixed_flags:
+    log.info('resuming keeps the stored %s of %s (only fields marked [resumable] in --help '
+             'change on a relaunch)', ', '.join(fixed_flags), run_dir.path)
   try:
     spent = _spent_budget(config, run_dir)
     if spent is not None:
-      print(f'[launch] {run_dir.path} already reached {spent}', flush=True)
+      log.info('%s already reached %s', run_dir.path, spent)
       return config
     if config.launch_type == 'slurm':
       run_dir.release_lock()  # The job's supervisor takes it when the job starts.
       return _launch_slurm(config, resumed, follow)
     actors = 'no actors' if config.mode == 'offline' else f'{config.num_actors} actors'
-    print(f'[launch] {"resuming" if resumed else "starting"} {config.task} ({config.mode}) with '
-          f'{actors} in {run_dir.path} ({config.launch_type})', flush=True)
+    log.info('%s %s (%s) with %s in %s (%s)', 'resuming' if resumed else 'starting', config.task,
+             config.mode, actors, run_dir.path, config.launch_type)
     host = announce_host(config)  # A bad $COLLECT_INFER_HOST fails before anything starts.
     program, addresses = make_program(config)
     if not flags.FLAGS.is_parsed():
@@ -210,22 +208,21 @@ def launch(config: ExperimentConfig, overrides: Optional[Dict[str, Any]] = None,
     flags.FLAGS.lp_termination_notice_secs = TERMINATION_NOTICE_SECS
     follower = None
     if config.launch_type == 'local_mp':
-      from launchpad.launch.run_locally import launch_local_output_to_files
       from launchpad.nodes.python.local_multi_processing import PythonProcess
       # Each node writes its own file (unbuffered); the follower echoes them here.
       node_logs = run_dir.logs / 'nodes' / time.strftime('%Y%m%d-%H%M%S')
-      launch_local_output_to_files._LOGGING_DIR = str(node_logs)  # pylint: disable=protected-access
+      set_node_log_dir(node_logs)
       resources = {g: PythonProcess(env=process_env(g)) for g in GROUPS if g in program.groups}
       manager = lp.launch(program, launch_type=lp.LaunchType.LOCAL_MULTI_PROCESSING,
                           terminal='output_to_files', local_resources=resources)
       follower = NodeLogFollower(node_logs)
       follower.start()
-      print(f'[launch] per-node logs in {node_logs}', flush=True)
+      log.info('per-node logs in %s', node_logs)
     else:
       manager = lp.launch(program, launch_type=lp.LaunchType.LOCAL_MULTI_THREADING)
     book = write_address_book(run_dir, addresses, host)
-    print(f'[launch] address book {run_dir.path / "addresses.json"}: '
-          f'replay {book["replay"]}, learner {book["learner"]}', flush=True)
+    log.info('address book %s: replay %s, learner %s', run_dir.path / 'addresses.json',
+             book['replay'], book['learner'])
     try:
       if config.launch_type == 'local_mt':
         # Actor threads blocked on a rate-limited insert cannot be interrupted
@@ -250,5 +247,5 @@ def launch(config: ExperimentConfig, overrides: Optional[Dict[str, Any]] = None,
     except OSError:
       pass
     run_dir.release_lock()
-  print(f'[launch] stopped; run directory {run_dir.path}', flush=True)
+  log.info('stopped; run directory %s', run_dir.path)
   return config

@@ -17,7 +17,12 @@ _COUNTDOWN = re.compile(r'(\x1b\[[0-9;]*m)?Waiting for workers to stop for \d+s\
 
 
 class NodeLogFollower(threading.Thread):
-  """Tails every file under `directory` and prints new lines as '[node] line'."""
+  """Tails every file under `directory` and prints new lines as '[node] line'.
+
+  It relays other processes' output, already written by their own loggers, to the
+  launcher's terminal: it writes to a stream, not through a logger, which would
+  level and format each line a second time.
+  """
 
   def __init__(self, directory: pathlib.Path, out: Optional[TextIO] = None,
                poll_seconds: float = 0.5):

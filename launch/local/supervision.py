@@ -14,6 +14,10 @@ import subprocess
 import time
 from typing import Callable, Dict
 
+from agents.common.logs import get_logger
+
+log = get_logger('launch')
+
 ACTOR_FAILURE_POLICIES = ('restart', 'continue', 'stop')
 
 
@@ -62,13 +66,13 @@ def wait_local_mp(manager, policy: str, max_restarts: int, node_logs: pathlib.Pa
         why = exit_reason(worker.returncode)
         if should_restart(policy, restarts.get(label, 0), max_restarts):
           restarts[label] = restarts.get(label, 0) + 1
-          log = open(node_logs / label, 'a')  # Launchpad names each node's log by its label.
+          out = open(node_logs / label, 'a')  # Launchpad names each node's log by its label.
           env = {**os.environ, **env_for('actor')}
-          replacement = subprocess.Popen(worker.args, env=env, stdout=log, stderr=log)
+          replacement = subprocess.Popen(worker.args, env=env, stdout=out, stderr=out)
           with manager._mutex:  # pylint: disable=protected-access
             manager._active_workers[label].append(replacement)  # pylint: disable=protected-access
-          print(f'[launch] {label} died ({why}); restarted it '
-                f'({restarts[label]}/{max_restarts} restarts)', flush=True)
+          log.info('%s died (%s); restarted it (%d/%d restarts)', label, why, restarts[label],
+                   max_restarts)
         else:
           lost.append(f'{label} died ({why})')
     if lost:
@@ -77,7 +81,7 @@ def wait_local_mp(manager, policy: str, max_restarts: int, node_logs: pathlib.Pa
                     if l.startswith('actor'))
       if alive == 0:
         reason = '; '.join(lost) + ' and no actor is left'
-        print(f'[launch] {reason}: stopping the program', flush=True)
+        log.info('%s: stopping the program', reason)
         # Nothing inserts any more, so the learner would wait on the rate limiter
         # forever; and Launchpad no longer watches these actors, so it would not
         # stop the program either. Stop it here: the nodes save their state.
@@ -85,7 +89,7 @@ def wait_local_mp(manager, policy: str, max_restarts: int, node_logs: pathlib.Pa
           manager._stop()  # pylint: disable=protected-access
         raise RuntimeError(reason)
       for death in lost:
-        print(f'[launch] {death}; continuing with {alive} actor(s)', flush=True)
+        log.info('%s; continuing with %d actor(s)', death, alive)
     with manager._mutex:  # pylint: disable=protected-access
       manager._check_workers()  # pylint: disable=protected-access
       failure = manager._first_failure  # pylint: disable=protected-access

@@ -1,5 +1,6 @@
 """Actor nodes: an acme EnvironmentLoop with a stochastic policy feeding the replay."""
 
+import logging
 import pathlib
 import threading
 from typing import Any, Dict, Optional
@@ -10,6 +11,7 @@ import numpy as np
 from acme import core
 from acme.utils import counting
 
+from agents.common.logs import get_logger
 from launch import experiment
 from launch.nodes.counter import flush_counts
 from launch.logs import announce_process, make_logger, quiet_node_logs
@@ -66,12 +68,12 @@ def actor_seed(seed: int, actor_id: int, steps_before: int) -> int:
   return int(np.random.SeedSequence([base, int(steps_before)]).generate_state(1)[0] % 2**31)
 
 
-def _steps_so_far(counter: Any) -> int:
+def _steps_so_far(counter: Any, log: Optional[logging.Logger] = None) -> int:
   """The program's environment steps so far (restored counts on a relaunch), 0 if unknown."""
   try:
     return int(counter.get_counts().get('actor_steps', 0))
   except Exception as e:  # pylint: disable=broad-except
-    print(f'[actor] could not read the step count ({e}); using the fresh-run seed', flush=True)
+    (log or get_logger('actor')).warning('could not read the step count (%s); using the fresh-run seed', e)
     return 0
 
 
@@ -80,15 +82,17 @@ class ActorWorker:
 
   def __init__(self, config: Dict[str, Any], actor_id: int, replay: Any, learner: Any,
                counter: Any):
+    label = f'actor_{actor_id}'
+    self._log = get_logger(label)
     quiet_node_logs()
-    announce_process(f'actor_{actor_id}')
+    announce_process(label)
     cfg = experiment.config_from_dict(config)
     builder = experiment.make_builder(cfg)
-    steps_before = _steps_so_far(counter)
+    steps_before = _steps_so_far(counter, self._log)
     seed = actor_seed(cfg.seed, actor_id, steps_before)
     if steps_before:
-      print(f'[actor_{actor_id}] seed {seed}: starting after {steps_before} env steps, '
-            'so its episodes do not repeat an earlier launch\'s', flush=True)
+      self._log.info('seed %d: starting after %d env steps, so its episodes do not repeat an '
+                     'earlier launch\'s', seed, steps_before)
     self.seed = seed
     env = experiment.make_env(cfg, seed=seed)
     # Iterated collect-and-infer trains on the store alone: no replay inserts.
@@ -97,7 +101,6 @@ class ActorWorker:
     self._learner = learner
     self._iterated = cfg.mode == 'iterated'
     self._iteration = None
-    label = f'actor_{actor_id}'
     self._label = label
     observers = []
     if cfg.store_episodes:
@@ -154,7 +157,7 @@ class ActorWorker:
       self._counter.increment(steps=steps)
       flush_counts(self._counter)
     except Exception as e:  # pylint: disable=broad-except
-      print(f'[actor] could not count the last {steps} steps: {e}', flush=True)
+      self._log.warning('could not count the last %d steps: %s', steps, e)
 
   def run(self, stop_event: Optional[threading.Event] = None):
     stop = stop_event or lp.stop_event()
@@ -162,6 +165,5 @@ class ActorWorker:
     # An insert parked on the rate limiter never returns once the learner has
     # stopped sampling; it must not keep this node alive past shutdown.
     finished = run_until_stopped(self._episodes, stop, grace_seconds=3.0)
-    print('[actor] stopped' + ('' if finished else ' (abandoned an in-flight insert)'),
-          flush=True)
+    self._log.info('stopped%s', '' if finished else ' (abandoned an in-flight insert)')
     exit_process_if_stuck(finished)

@@ -7,11 +7,14 @@ from typing import Optional
 import launchpad as lp
 from acme.utils import counting
 
-from launch.logs import announce_process, quiet_node_logs
 from agents.common.files import atomic_write_bytes
+from agents.common.logs import get_logger
+from launch.logs import announce_process, quiet_node_logs
 from launch.nodes.stopping import wait_for_stop
 
 COUNTER_FILE = 'counter.json'
+
+log = get_logger('counter')
 
 
 def flush_counts(counter: counting.Counter) -> None:
@@ -48,4 +51,4 @@ class PersistentCounter(counting.Counter):
     while not wait_for_stop(stop, self._save_every):
       self.persist()
     self.persist()
-    print(f'[counter] stopped; counts saved to {self._path}', flush=True)
+    log.info('stopped; counts saved to %s', self._path)

@@ -11,10 +11,16 @@ import launchpad as lp
 import numpy as np
 from acme.utils import loggers
 
-from agents.mpo.builder import REPLAY_TABLE
+from agents.common.logs import get_logger
+from agents.replay_pipeline import REPLAY_TABLE
 from launch import experiment
+from launch.budget import Budget
 from launch.logs import announce_process, make_logger, quiet_node_logs
 from launch.nodes.stopping import exit_process_if_stuck, run_until_stopped, wait_for_stop
+
+log = get_logger('evaluator')
+# The progress line names itself, not its node: `[progress] ...`.
+progress_log = get_logger('progress')
 
 
 class WindowRates:
@@ -54,6 +60,7 @@ class EvaluatorWorker:
     announce_process('evaluator')
     cfg = experiment.config_from_dict(config)
     self._cfg = cfg
+    self._budget = Budget.from_config(cfg)
     self._learner = learner
     self._counter = counter
     self._replay = replay
@@ -93,8 +100,8 @@ class EvaluatorWorker:
     self._logger.write({**counts, 'mean_return': self._last_return,
                         'min_return': min(returns), 'max_return': max(returns),
                         'elapsed_s': time.time() - self._start})
-    print(f'[evaluator] {self._cfg.eval_episodes} greedy episodes at {int(counts["actor_steps"])} '
-          f'env steps: mean return {self._last_return:.1f}', flush=True)
+    log.info('%d greedy episodes at %d env steps: mean return %.1f', self._cfg.eval_episodes,
+             int(counts['actor_steps']), self._last_return)
     return self._last_return
 
   def checkpoint(self) -> None:
@@ -104,8 +111,8 @@ class EvaluatorWorker:
     try:
       self._replay.checkpoint()
     except Exception as e:  # pylint: disable=broad-except
-      print(f'[evaluator] replay checkpoint failed: {e}', flush=True)
-    print(f'[evaluator] checkpoint {pathlib.Path(path).name}', flush=True)
+      log.info('replay checkpoint failed: %s', e)
+    log.info('checkpoint %s', pathlib.Path(path).name)
 
   def progress(self, counts: Optional[Dict[str, float]] = None) -> Dict[str, float]:
     now = time.time()
@@ -113,29 +120,26 @@ class EvaluatorWorker:
     rates = self._rates.update(now, counts)
     env_rate, learn_rate = rates['actor_steps'], rates['learner_steps']
     ret = 'n/a' if self._last_return is None else f'{self._last_return:.1f}'
-    cfg = self._cfg
-    budget = cfg.max_actor_steps if cfg.mode in ('online', 'offline_to_online') else None
-    learner_budget = cfg.max_learner_steps
-    print(f'[progress] {now - self._start:7.0f}s | env steps {int(counts["actor_steps"])}'
-          f'{"/" + str(budget) if budget else ""} ({env_rate:.0f}/s) | learner steps '
-          f'{int(counts["learner_steps"])}{"/" + str(learner_budget) if learner_budget else ""} '
-          f'({learn_rate:.1f}/s) | last eval return {ret} | '
-          f'replay size {self._replay_size()}', flush=True)
+    budget = self._budget.actor_steps_limit
+    learner_budget = self._budget.max_learner_steps
+    line = (f'{now - self._start:7.0f}s | env steps {int(counts["actor_steps"])}'
+            f'{"/" + str(budget) if budget else ""} ({env_rate:.0f}/s) | learner steps '
+            f'{int(counts["learner_steps"])}{"/" + str(learner_budget) if learner_budget else ""} '
+            f'({learn_rate:.1f}/s) | last eval return {ret} | replay size {self._replay_size()}')
+    progress_log.info('%s', line)
     return counts
 
   def budget_spent(self, counts: Dict[str, float]) -> bool:
     """Seconds, learner steps, environment steps (not offline) or iterations (iterated)."""
-    cfg = self._cfg
-    if cfg.max_seconds is not None and time.time() - self._start >= cfg.max_seconds:
+    budget = self._budget
+    seconds = time.time() - self._start
+    if budget.out_of_time(seconds):
       return True
-    # The learner knows its own step budget exactly (the counter lags it).
-    if cfg.mode == 'iterated' or cfg.max_learner_steps is not None:
-      if self._learner.done():
-        return True
-      if cfg.mode == 'iterated':
-        return False
-    return (cfg.mode != 'offline' and cfg.max_actor_steps is not None and
-            counts['actor_steps'] >= cfg.max_actor_steps)
+    # The learner knows its own part exactly (the counter lags it), and says so only once
+    # the counts it sent are final.
+    learner_done = self._learner.done() if budget.ends_with_learner else None
+    return budget.done(actor_steps=counts['actor_steps'], learner_steps=counts['learner_steps'],
+                       seconds=seconds, learner_done=learner_done)
 
   # --- main loop ----------------------------------------------------------
 
@@ -147,7 +151,7 @@ class EvaluatorWorker:
       self._stop_program = lp_context.get_context().program_stopper
     # A call to a learner or replay that is already gone may never return.
     finished = run_until_stopped(self._supervise, stop, grace_seconds=5.0)
-    print('[evaluator] stopped', flush=True)
+    log.info('stopped')
     exit_process_if_stuck(finished)
 
   def _supervise(self, stop: threading.Event) -> None:
@@ -165,7 +169,7 @@ class EvaluatorWorker:
         self.progress(counts)
         next_progress = now + self._cfg.progress_every_seconds
       if self.budget_spent(counts):
-        print('[evaluator] budget reached: final evaluation and checkpoint', flush=True)
+        log.info('budget reached: final evaluation and checkpoint')
         self.evaluate()
         self.checkpoint()
         self.progress()

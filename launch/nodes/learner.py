@@ -4,20 +4,25 @@ import pathlib
 import re
 import threading
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+import types
+from typing import Any, Dict, List, Optional, Sequence
 
 import launchpad as lp
 import numpy as np
 import reverb
 from acme.utils import counting
 
-from agents.mpo.builder import EXTERNAL_TABLE
+from agents.common.logs import get_logger
 from agents.mpo.labels import make_labeller
+from agents.replay_pipeline import EXTERNAL_TABLE
 from launch import experiment
+from launch.budget import Budget
 from launch.checkpointing import Checkpointer
 from launch.nodes.counter import flush_counts
+from launch.nodes.iterated import IteratedSchedule
 from agents.common.errors import ConfigError
-from launch.robot.external import ExternalEpisodeSink, spec_to_data
+from launch.robot.sink import ExternalEpisodeSink
+from launch.robot.spec import spec_to_data
 from launch.logs import announce_process, make_logger, quiet_node_logs
 from launch.run_dir import RunDir
 from launch.nodes.stopping import exit_process_if_stuck, run_until_stopped, wait_for_stop
@@ -27,8 +32,8 @@ from launch.store.sampling import StoreSampler
 
 
 LEARNER_STEPS = 'learner_steps'
-# How long a granted episode of a collect phase may take before its grant lapses.
-LEASE_SECONDS = 600.0
+
+log = get_logger('learner')
 
 
 def load_init_checkpoint(path: str) -> Dict[str, Any]:
@@ -48,8 +53,8 @@ def load_init_checkpoint(path: str) -> Dict[str, Any]:
 
 def _labeller(cfg):
   """Success labels for stored episodes when PMPO learns from them, else None."""
-  if cfg.algorithm == 'mpo' and cfg.agent.learns_from_labels:
-    return make_labeller(cfg.agent.pmpo_success_return)
+  if cfg.agent.learns_from_labels:
+    return make_labeller(cfg.agent.success_return)
   return None
 
 
@@ -59,7 +64,7 @@ def store_dirs(cfg) -> List[pathlib.Path]:
 
 
 class LearnerWorker:
-  """Owns the MPO learner inside its own process.
+  """Owns the agent's learner inside its own process.
 
   On start it restores the newest valid checkpoint of the run (or, for a new
   run, `init_checkpoint`); on stop it writes a final one, so Ctrl-C never
@@ -77,13 +82,14 @@ class LearnerWorker:
     self._builder = experiment.make_builder(cfg)
     self._replay_address = replay.server_address
     self._checkpointer = Checkpointer(RunDir(cfg.run_dir).checkpoints, keep=cfg.keep_checkpoints)
-    batch = cfg.agent.batch_size
+    replay_config = cfg.agent.replay  # Batches and transitions: the same for every agent.
+    batch = replay_config.batch_size
     ratio = 1.0 if cfg.mode in ('offline', 'iterated') else cfg.store_ratio
     self._store_batch = int(round(batch * ratio))
     self._sampler = None
     if self._store_batch > 0:
       self._sampler = StoreSampler([EpisodeStore(d) for d in store_dirs(cfg)],
-                                   n_step=cfg.agent.n_step, discount=cfg.agent.discount,
+                                   n_step=replay_config.n_step, discount=replay_config.discount,
                                    seed=cfg.seed, labeller=_labeller(cfg))
     self._own_store = EpisodeStore(RunDir(cfg.run_dir).store, verify=False)  # Counted, not read.
     # Attached robots' share, out of the replay share (online modes only).
@@ -99,44 +105,45 @@ class LearnerWorker:
         self._new_iterator(), seed=cfg.seed, counter=self._counter,
         logger=make_logger(self._run_dir, 'learner', time_delta=5.0, steps_key='learner_steps'))
     self._lock = threading.Lock()
+    self._budget = Budget.from_config(cfg)
     self._finished = False  # Budget spent and counts flushed (see `done`).
-    # Iterated collect-and-infer: which iteration, and the store size that ends its collection.
-    self._iteration = 0
-    self._collect_target: Optional[int] = None
-    self._phase = 'collect' if cfg.mode == 'iterated' else 'train'
-    # Episodes granted to actors and not yet stored: actor -> (iteration, time granted).
-    # They make each collect phase gather exactly `collect_episodes`.
-    self._leases: Dict[str, Tuple[int, float]] = {}
-    self._store_lock = threading.Lock()
+    # Iterated collect-and-infer's position, carried through checkpoints in every mode.
+    position = {'iteration': 0, 'collect_target': None}
     restored = self._checkpointer.restore_latest()
     if restored is not None:
       step, payload = restored
       self._learner.restore(payload['learner_state'])
-      self._iteration = int(payload.get('iteration', 0))
-      self._collect_target = payload.get('collect_target')
-      print(f'[learner] resumed from checkpoint at learner step {step}', flush=True)
+      position = {'iteration': int(payload.get('iteration', 0)),
+                  'collect_target': payload.get('collect_target')}
+      log.info('resumed from checkpoint at learner step %d', step)
     elif cfg.init_checkpoint:
       payload = load_init_checkpoint(cfg.init_checkpoint)
       # Parameters, optimisers and duals carry over; the step count starts afresh.
       state = payload['learner_state']
       self._learner.restore(state._replace(steps=np.zeros_like(state.steps)))
-      print(f'[learner] initialised from {cfg.init_checkpoint} '
-            f'(trained {int(state.steps)} steps there)', flush=True)
+      log.info('initialised from %s (trained %d steps there)', cfg.init_checkpoint,
+               int(state.steps))
+    self._position = position
+    self._schedule: Optional[IteratedSchedule] = None
+    if cfg.mode == 'iterated':
+      self._schedule = IteratedSchedule(
+          iterations=cfg.iterations, collect_episodes=cfg.collect_episodes,
+          infer_steps=cfg.infer_steps, warm_start=cfg.warm_start,
+          store_size=self._own_store_size, **position)
     self._set_iteration()
     if self._sampler is not None:
       self._sampler.refresh()
-      print(f'[learner] training on {self._store_batch}/{batch} of each batch from stored '
-            f'episodes ({self._sampler.num_episodes} now, in {len(store_dirs(cfg))} store(s))',
-            flush=True)
+      log.info('training on %d/%d of each batch from stored episodes (%d now, in %d store(s))',
+               self._store_batch, batch, self._sampler.num_episodes, len(store_dirs(cfg)))
       if _labeller(cfg) is not None:
-        threshold = cfg.agent.pmpo_success_return
+        threshold = cfg.agent.success_return
         rule = "metadata 'success'" + ('' if threshold is None else f', else return >= {threshold:g}')
-        print(f'[learner] PMPO from episode labels ({rule}): {self._sampler.num_successes} of '
-              f'{self._sampler.num_episodes} stored episodes successful', flush=True)
+        log.info('PMPO from episode labels (%s): %d of %d stored episodes successful', rule,
+                 self._sampler.num_successes, self._sampler.num_episodes)
 
   def _new_iterator(self):
     cfg = self._config
-    replay_batch = cfg.agent.batch_size - self._store_batch - self._external_batch
+    replay_batch = cfg.agent.replay.batch_size - self._store_batch - self._external_batch
     timeout_ms = int(cfg.learner_sample_timeout_s * 1000)
     replay = None
     if replay_batch > 0:
@@ -169,13 +176,12 @@ class LearnerWorker:
   def _announce_external(self, size: int) -> None:
     if not self._external_announced:
       self._external_announced = True
-      print(f'[learner] external table holds {size} items: {self._external_batch}/'
-            f'{self._config.agent.batch_size} of each batch come from attached robots now',
-            flush=True)
+      log.info('external table holds %d items: %d/%d of each batch come from attached robots '
+               'now', size, self._external_batch, self._config.agent.replay.batch_size)
 
   # Served over Courier: robots attaching with launch.attach.
   def environment_spec(self) -> Dict[str, Any]:
-    """The program's environment spec as plain data (see launch.external.spec_to_data)."""
+    """The program's environment spec as plain data (see launch.robot.spec.spec_to_data)."""
     return spec_to_data(self._builder.spec)
 
   def experiment_config(self) -> Dict[str, Any]:
@@ -186,7 +192,7 @@ class LearnerWorker:
     """Appends a robot's whole episode to the run's store (writer 'external_<name>'), once.
 
     Returns {'status': 'stored' or 'duplicate', 'id': ...} or {'status': 'rejected',
-    'reason': ...}; see launch.external.ExternalEpisodeSink.
+    'reason': ...}; see launch.robot.sink.ExternalEpisodeSink.
     """
     with self._external_lock:
       if self._external_sink is None:
@@ -197,34 +203,27 @@ class LearnerWorker:
   # Served over Courier: iterated collect-and-infer pacing.
   def collect_status(self) -> Dict[str, Any]:
     """The phase actors follow: collect episodes only while 'wanted' > 0."""
-    wanted = 0
-    if self._phase == 'collect' and self._collect_target is not None:
-      with self._store_lock:
-        self._own_store.refresh()
-        wanted = max(0, self._collect_target - len(self._own_store))
-    return {'phase': self._phase, 'iteration': self._iteration, 'wanted': wanted}
+    if self._schedule is None:
+      return {'phase': 'train', 'iteration': self._iteration, 'wanted': 0}
+    return self._schedule.collect_status()
 
   # Served over Courier: iterated collect-and-infer pacing.
   def reserve_episode(self, actor: str) -> bool:
-    """May `actor` start one more episode of this collect phase?
+    """May `actor` start one more episode of this collect phase? (see IteratedSchedule)"""
+    return self._schedule is not None and self._schedule.reserve_episode(actor)
 
-    Granted only while stored plus granted-in-progress episodes fall short of
-    the target, so N actors collect exactly `collect_episodes`, not up to N-1
-    more. Asking again releases the actor's previous grant (its episode is
-    stored by then); a grant lapses after LEASE_SECONDS (its actor died).
-    """
-    with self._store_lock:
-      if self._phase != 'collect' or self._collect_target is None:
-        return False
-      self._own_store.refresh()
-      now = time.time()
-      self._leases.pop(actor, None)
-      active = sum(1 for it, t in self._leases.values()
-                   if it == self._iteration and now - t < LEASE_SECONDS)
-      if len(self._own_store) + active >= self._collect_target:
-        return False
-      self._leases[actor] = (self._iteration, now)
-      return True
+  def _own_store_size(self) -> int:
+    """Episodes in the run's own store now (the schedule serialises its calls)."""
+    self._own_store.refresh()
+    return len(self._own_store)
+
+  @property
+  def _iteration(self) -> int:
+    return self._schedule.iteration if self._schedule is not None else self._position['iteration']
+
+  def _schedule_state(self) -> Dict[str, Any]:
+    """The iterated position to checkpoint (carried unchanged outside iterated mode)."""
+    return self._schedule.state() if self._schedule is not None else dict(self._position)
 
   # Served over Courier.
   def get_variables(self, names: Sequence[str]) -> List[Any]:
@@ -240,8 +239,7 @@ class LearnerWorker:
     """Full learner state (parameters, optimisers, duals, step) as numpy."""
     with self._lock:
       state = self._learner.save()
-    return {'learner_state': state, 'learner_steps': int(state.steps),
-            'iteration': self._iteration, 'collect_target': self._collect_target}
+    return {'learner_state': state, 'learner_steps': int(state.steps), **self._schedule_state()}
 
   def save_checkpoint(self, extra: Optional[Dict[str, Any]] = None) -> str:
     """Writes the full state (plus `extra`, e.g. counts) atomically; returns the path."""
@@ -256,10 +254,7 @@ class LearnerWorker:
     return self._finished
 
   def _budget_reached(self) -> bool:
-    cfg = self._config
-    if cfg.mode == 'iterated':
-      return self._phase == 'done'
-    return cfg.max_learner_steps is not None and self._learner.steps >= cfg.max_learner_steps
+    return self._budget.learner_finished(self._learner.steps, self._iteration)
 
   def _step(self) -> None:
     try:
@@ -271,8 +266,10 @@ class LearnerWorker:
       self._learner.set_iterator(self._new_iterator())
 
   def _train(self, stop: threading.Event) -> None:
-    if self._config.mode == 'iterated':
-      self._train_iterated(stop)
+    if self._schedule is not None:
+      self._schedule.run(stop, types.SimpleNamespace(
+          steps=self.steps, step=self._step, start_infer=self._start_infer,
+          collecting=lambda: flush_counts(self._counter)))  # The last infer phase's steps.
     while not stop.is_set():
       if self._budget_reached():
         # The evaluator ends the program once `done()`: the counts it reads
@@ -284,49 +281,21 @@ class LearnerWorker:
       else:
         self._step()
 
-  def _train_iterated(self, stop: threading.Event) -> None:
-    cfg = self._config
-    while self._iteration < cfg.iterations and not stop.is_set():
-      if self._collect_target is None:
-        self._own_store.refresh()
-        self._collect_target = len(self._own_store) + cfg.collect_episodes
-      self._phase = 'collect'
-      print(f'[learner] iteration {self._iteration}: collecting until the store holds '
-            f'{self._collect_target} episodes', flush=True)
-      while not stop.is_set():
-        with self._store_lock:
-          self._own_store.refresh()
-          collected = len(self._own_store) >= self._collect_target
-        if collected:
-          break
-        flush_counts(self._counter)  # The steps of the last infer phase.
-        wait_for_stop(stop, 0.5)
-      if stop.is_set():
-        return
-      self._phase = 'infer'
-      if not cfg.warm_start and self._iteration > 0:
-        self._reinitialise()
-      self._set_iteration()
-      end = (self._learner.steps // cfg.infer_steps + 1) * cfg.infer_steps
-      print(f'[learner] iteration {self._iteration}: inferring on all stored episodes up to '
-            f'learner step {end}', flush=True)
-      while self._learner.steps < end and not stop.is_set():
-        self._step()
-      if stop.is_set():
-        return
-      self._iteration += 1
-      self._collect_target = None
-    self._phase = 'done'
-    print(f'[learner] all {cfg.iterations} iterations done', flush=True)
+  def _start_infer(self, iteration: int, reinitialise: bool) -> None:
+    """Before iteration `iteration`'s infer phase (see IteratedSchedule.run)."""
+    del iteration  # The schedule's, which `_iteration` reads.
+    if reinitialise:
+      self._reinitialise()
+    self._set_iteration()
 
   def _set_iteration(self) -> None:
     """Iteration-dependent learner settings (PAC's BC weight); not part of the checkpoint."""
     if hasattr(self._learner, 'set_iteration'):
       with self._lock:
-        alpha = self._learner.set_iteration(self._iteration)
-      if self._config.agent.policy_loss == 'pac':
-        print(f'[learner] iteration {self._iteration}: behaviour-cloning weight {alpha:.2f}',
-              flush=True)
+        self._learner.set_iteration(self._iteration)
+      note = getattr(self._learner, 'iteration_note', lambda: None)()
+      if note:
+        log.info('iteration %d: %s', self._iteration, note)
 
   def _reinitialise(self) -> None:
     """From scratch: fresh parameters, optimisers and duals; the step count goes on."""
@@ -341,11 +310,11 @@ class LearnerWorker:
     finished = run_until_stopped(self._train, stop, grace_seconds=5.0)
     # The state is replaced whole after each update, so it is consistent even
     # if training is still parked inside a sample from a vanished server.
-    payload = {'learner_state': self._learner.save(), 'time': time.time()}
+    payload = {'learner_state': self._learner.save(), 'time': time.time(),
+               **self._schedule_state()}
     payload['learner_steps'] = int(payload['learner_state'].steps)
     path = self._checkpointer.save(payload, payload['learner_steps'])
-    print(f'[learner] stopped at step {payload["learner_steps"]}; final checkpoint {path}',
-          flush=True)
+    log.info('stopped at step %d; final checkpoint %s', payload['learner_steps'], path)
     with self._external_lock:
       if self._external_sink is not None:
         self._external_sink.close()  # Releases the robots' writer names.

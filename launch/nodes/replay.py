@@ -1,6 +1,5 @@
 """The replay node: Reverb tables from the builder, checkpointed inside the run directory."""
 
-import logging
 import math
 import os
 import pathlib
@@ -13,10 +12,11 @@ import reverb
 from launchpad import address as lp_address
 from launchpad.launch import worker_manager
 
+from agents.common.logs import get_logger
 from launch.logs import announce_process, make_logger, quiet_node_logs
 from launch.nodes.stopping import wait_for_stop
 
-log = logging.getLogger('collect_infer.replay')
+log = get_logger('replay')
 
 # How often the replay node logs its tables (CSV and TensorBoard under <run>/logs/replay).
 METRICS_PERIOD_S = 10.0
@@ -104,7 +104,7 @@ class ReplayMetricsLogger:
       except Exception as e:  # pylint: disable=broad-except
         failures += 1
         if failures in (1, 10) or failures % 100 == 0:  # Reported, not repeated every poll.
-          print(f'[replay] table metrics not logged ({failures}x): {e}', flush=True)
+          log.warning('table metrics not logged (%dx): %s', failures, e)
 
   def close(self, timeout_s: float = 2.0) -> None:
     """Stops the thread; flushes and closes the logs unless a poll is stuck past `timeout_s`."""
@@ -147,20 +147,19 @@ class CheckpointedReverbNode(lp.ReverbNode):
     server = reverb.Server(tables=self._priority_tables_fn(), port=port,
                            checkpointer=self._checkpoint_ctor())
     if checkpoint is None:
-      print(f'[replay] serving on port {port}; empty tables (no checkpoint yet in '
-            f'{self._replay_dir})', flush=True)
+      log.info('serving on port %s; empty tables (no checkpoint yet in %s)', port,
+               self._replay_dir)
     else:
       sizes = {n: i.current_size
                for n, i in reverb.Client(f'localhost:{port}').server_info().items()}
-      print(f'[replay] serving on port {port}; restored table sizes {sizes} from {checkpoint}',
-            flush=True)
+      log.info('serving on port %s; restored table sizes %s from %s', port, sizes, checkpoint)
     metrics = None
     try:
       # The run directory holds replay_dir (<run>/replay) and the logs.
       run_dir = pathlib.Path(self._replay_dir).parent
       metrics = ReplayMetricsLogger(f'localhost:{port}', run_dir).start()
     except Exception as e:  # pylint: disable=broad-except
-      print(f'[replay] table metrics disabled: {e}', flush=True)
+      log.warning('table metrics disabled: %s', e)
     stop = worker_manager.stop_event()
     while not wait_for_stop(stop, 3600.0):
       pass
@@ -168,12 +167,12 @@ class CheckpointedReverbNode(lp.ReverbNode):
       try:
         metrics.close()
       except Exception as e:  # pylint: disable=broad-except
-        print(f'[replay] closing the table metrics failed: {e}', flush=True)
+        log.warning('closing the table metrics failed: %s', e)
     saved = None
     try:
       saved = reverb.Client(f'localhost:{port}').checkpoint()
     except Exception as e:  # pylint: disable=broad-except
-      print(f'[replay] final checkpoint failed: {e}', flush=True)
+      log.warning('final checkpoint failed: %s', e)
     # Actors parked on a rate-limited insert keep their streams open, and a
     # gRPC shutdown waits for them: give it a moment, then, with replay saved,
     # end this node's own process so those actors see the server go away.
@@ -182,9 +181,8 @@ class CheckpointedReverbNode(lp.ReverbNode):
     stopper.join(timeout=5)
     if saved:
       # A server that stops in time checkpoints once more, and Reverb keeps only the newest.
-      print(f'[replay] final checkpoint {newest_checkpoint(self._replay_dir) or saved}',
-            flush=True)
+      log.info('final checkpoint %s', newest_checkpoint(self._replay_dir) or saved)
     if stopper.is_alive() and threading.current_thread() is threading.main_thread():
-      print('[replay] stopped (in-flight inserts abandoned)', flush=True)
+      log.info('stopped (in-flight inserts abandoned)')
       os._exit(0)  # pylint: disable=protected-access
-    print('[replay] stopped', flush=True)
+    log.info('stopped')

@@ -387,7 +387,7 @@ def _realtime(priority: int) -> None:
 def _first_parameters(fetcher, timeout_s: float) -> int:
   """The learner step of the first parameters fetched (the program answered a moment ago)."""
   from agents.common.errors import UserError
-  from launch.robot.external import SpecMismatchError
+  from launch.robot.spec import SpecMismatchError
   deadline = time.monotonic() + timeout_s
   while True:
     try:
@@ -437,13 +437,15 @@ def _attached(args: argparse.Namespace, env, close_env: Callable[[], None],
   """`attach` once the environment exists (the caller closes it)."""
   from acme import specs
 
-  from agents.mpo.builder import MPOBuilder
+  from agents import registry
   from environments.validation import StepValidator
   from launch.config import ExperimentConfig
   from agents.common.errors import ConfigError, UserError
   from launch.store.episodes import WriterBusyError
-  from launch.robot.external import (EpisodeOutbox, LatestParameters, ParameterFetcher, ProgramLink,
-                               Sender, check_spec_matches, spec_from_data, spec_to_data)
+  from launch.robot.link import LatestParameters, ParameterFetcher, ProgramLink
+  from launch.robot.outbox import EpisodeOutbox
+  from launch.robot.sender import Sender
+  from launch.robot.spec import check_spec_matches, spec_from_data, spec_to_data
 
   def on_fatal(error: BaseException) -> None:
     fatal.append(error)
@@ -466,8 +468,8 @@ def _attached(args: argparse.Namespace, env, close_env: Callable[[], None],
     raise UserError(f"the program's config does not load here ({e}); run the same version of "
                     'this code on the robot PC as the program') from None
   # The program's own actor, reading parameters from local memory every step.
-  builder = MPOBuilder(dataclasses.replace(cfg.agent, variable_update_period=1),
-                       spec_from_data(program_spec))
+  builder = registry.get(cfg.algorithm).make_builder(
+      cfg.agent.with_overrides({'replay.variable_update_period': 1}), spec_from_data(program_spec))
   latest = LatestParameters()
   fetcher = ParameterFetcher(link, latest, stop, refresh_every_s=args.refresh_every_s,
                              max_backoff_s=args.max_backoff_s, on_fatal=on_fatal)

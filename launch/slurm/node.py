@@ -45,6 +45,7 @@ def main(argv=None) -> int:
   from launchpad import context as lp_context
   from launchpad.launch import worker_manager
 
+  from agents.common.logs import get_logger
   from launch.config import ExperimentConfig
   from launch.local.launcher import TERMINATION_NOTICE_SECS
   from launch.program import make_program
@@ -85,11 +86,12 @@ def main(argv=None) -> int:
   # Launchpad's stop event and its SIGTERM/SIGINT handling, as in its own node processes.
   worker_manager.WorkerManager(register_in_thread=True)
   threading.Thread(target=_watch_stop_file, args=(stop_path,), daemon=True).start()
-  print(f'[slurm] {args.group}_{args.index} is step {os.environ.get("SLURM_STEP_ID", "?")} of job '
-        f'{os.environ.get("SLURM_JOB_ID", "?")} on node {host}', flush=True)
+  get_logger('slurm').info('%s_%d is step %s of job %s on node %s', args.group, args.index,
+                           os.environ.get('SLURM_STEP_ID', '?'),
+                           os.environ.get('SLURM_JOB_ID', '?'), host)
   if args.group in addresses:
     book.publish(args.group, own)
-    print(f'[{args.group}] published {own} in {book.dir}', flush=True)
+    get_logger(args.group).info('published %s in %s', own, book.dir)
   node.run()
   # Launchpad's stop countdown re-arms SIGALRM every second; the default action
   # would end this (finished, saved) process with 'Alarm clock'.

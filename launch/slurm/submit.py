@@ -9,9 +9,12 @@ import sys
 import time
 from typing import Optional
 
-from launch.config import ExperimentConfig
 from agents.common.errors import UserError
+from agents.common.logs import get_logger
+from launch.config import ExperimentConfig
 from launch.slurm.script import batch_log, batch_script, program_nodes, step_command
+
+log = get_logger('slurm')
 
 JOB_FILE = 'job_id'
 
@@ -87,24 +90,24 @@ def submit(config: ExperimentConfig, workdir: Optional[str] = None) -> str:
 
 
 def announce(config: ExperimentConfig, job: str) -> None:
-  log = batch_log(config.run_dir, job)
-  print(f'[slurm] submitted job {job} for {config.run_dir}', flush=True)
-  print(f'[slurm] follow it: tail -f {log}    (state: squeue -j {job}; per-node logs in '
-        f'{log.parent / job})', flush=True)
-  print(f'[slurm] stop it:   scancel {job}    (every step stops; the learner writes a final '
-        'checkpoint)', flush=True)
-  print('[slurm] resume it: run the same command with the same --run_dir', flush=True)
+  batch = batch_log(config.run_dir, job)
+  log.info('submitted job %s for %s', job, config.run_dir)
+  log.info('follow it: tail -f %s    (state: squeue -j %s; per-node logs in %s)', batch, job,
+           batch.parent / job)
+  log.info('stop it:   scancel %s    (every step stops; the learner writes a final checkpoint)',
+           job)
+  log.info('resume it: run the same command with the same --run_dir')
 
 
 def follow(config: ExperimentConfig, job: str, poll: float = 2.0) -> int:
   """Echoes the job's log until it leaves the queue; returns its exit code (1 if unknown)."""
-  log = batch_log(config.run_dir, job)
+  batch = batch_log(config.run_dir, job)
   offset = 0
   try:
     while True:
       state = job_state(job)
-      if log.exists():
-        with open(log, errors='replace') as f:
+      if batch.exists():
+        with open(batch, errors='replace') as f:
           f.seek(offset)
           text = f.read()
           offset = f.tell()
@@ -114,11 +117,12 @@ def follow(config: ExperimentConfig, job: str, poll: float = 2.0) -> int:
         break
       time.sleep(poll)
   except KeyboardInterrupt:
-    print(f'\n[slurm] stopped following; job {job} keeps running (scancel {job} stops it)')
+    sys.stdout.write('\n')  # After the terminal's ^C.
+    log.info('stopped following; job %s keeps running (scancel %s stops it)', job, job)
     return 130
   code_file = _slurm_dir(config) / job / 'exit_code'
   if not code_file.exists():
-    print(f'[slurm] job {job} left the queue without an exit code: it was killed or never '
-          f'started; see {log}', flush=True)
+    log.warning('job %s left the queue without an exit code: it was killed or never started; '
+                'see %s', job, batch)
     return 1
   return int(code_file.read_text().strip() or 1)

@@ -17,7 +17,11 @@ import sys
 import time
 from typing import Dict, List, Optional
 
+from agents.common.logs import get_logger
+
 POLL_SECONDS = 1.0
+
+log = get_logger('slurm')
 
 
 class Step:
@@ -61,7 +65,7 @@ def supervise(run_dir: pathlib.Path, job: str) -> int:
   try:
     run.acquire_lock()
   except RunDirError as e:
-    print(f'[slurm] error: {e}', flush=True)
+    log.error('%s', e)
     return 2
   jdir = job_dir(run_dir, job)
   jdir.mkdir(parents=True, exist_ok=True)
@@ -89,8 +93,8 @@ def supervise(run_dir: pathlib.Path, job: str) -> int:
     steps[label].start()
     if size((group, index)) > (0, 1):
       _wait_for_step(job, label, steps[label])
-  print(f'[slurm] job {job}: started {len(steps)} steps ({", ".join(steps)}); their logs are '
-        f'in {logs}', flush=True)
+  log.info('job %s: started %d steps (%s); their logs are in %s', job, len(steps),
+           ', '.join(steps), logs)
 
   reason, code = None, 0
   book_written = False
@@ -122,20 +126,20 @@ def supervise(run_dir: pathlib.Path, job: str) -> int:
         if should_restart(config.actor_failures, step.restarts, config.max_actor_restarts):
           step.restarts += 1
           step.start()
-          print(f'[slurm] {label} died ({exit_reason(rc)}); restarted it ({step.restarts}/'
-                f'{config.max_actor_restarts} restarts)', flush=True)
+          log.info('%s died (%s); restarted it (%d/%d restarts)', label, exit_reason(rc),
+                   step.restarts, config.max_actor_restarts)
           continue
         del steps[label]
         left = sum(1 for s in steps.values() if s.group == 'actor')
         if left:
-          print(f'[slurm] {label} died ({exit_reason(rc)}); continuing with {left} actor(s)', flush=True)
+          log.info('%s died (%s); continuing with %d actor(s)', label, exit_reason(rc), left)
           continue
         reason, code = f'{label} died ({exit_reason(rc)}) and no actor is left', 1
         break
       reason, code = f'{label} exited unexpectedly ({exit_reason(rc)})', 1
       break
 
-  print(f'[slurm] stopping: {reason}', flush=True)
+  log.info('stopping: %s', reason)
   stop_path.touch()  # Every node's watcher turns this into an orderly stop.
   # Recorded now: a cancelled job's batch step may be killed (KillWait) while it waits.
   (jdir / 'exit_code').write_text(f'{code}\n')
@@ -149,14 +153,14 @@ def supervise(run_dir: pathlib.Path, job: str) -> int:
     time.sleep(0.5)
   stuck = [label for label, s in steps.items() if s.proc.poll() is None]
   if stuck:
-    print(f'[slurm] steps still running after {config.slurm.stop_grace_s:.0f} s: '
-          f'{", ".join(stuck)}; Slurm kills them when this job ends', flush=True)
+    log.warning('steps still running after %.0f s: %s; Slurm kills them when this job ends',
+                config.slurm.stop_grace_s, ', '.join(stuck))
     for s in steps.values():
       if s.proc.poll() is None:
         s.proc.kill()
   follower.stop()
   run.release_lock()
-  print(f'[slurm] job {job} ended ({reason}); run directory {run.path}', flush=True)
+  log.info('job %s ended (%s); run directory %s', job, reason, run.path)
   return code
 
 

@@ -34,7 +34,7 @@ def _info(args) -> int:
 
 def _export(args) -> int:
   from launch.store.episodes import EpisodeStore
-  from launch.store.rlds import export_rlds
+  from launch.store.rlds_export import export_rlds
   if not os.path.isdir(args.store):
     raise _error(f'{args.store} is not a directory')
   store = EpisodeStore(args.store)
@@ -46,7 +46,7 @@ def _export(args) -> int:
 
 def _import(args) -> int:
   from launch.store.episodes import EpisodeStore
-  from launch.store.rlds import import_rlds
+  from launch.store.rlds_import import import_rlds
   episodes, report = import_rlds(args.rlds_dir, on_error=args.on_error)
   store = EpisodeStore(args.store)
   with store.writer(args.writer) as writer:

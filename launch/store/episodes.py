@@ -34,7 +34,6 @@ import bisect
 import dataclasses
 import fcntl
 import json
-import logging
 import math
 import os
 import pathlib
@@ -48,8 +47,9 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 import numpy as np
 
 from agents.common.files import fsync_dir, write_all
+from agents.common.logs import get_logger
 
-log = logging.getLogger('collect_infer.store')
+log = get_logger('store')
 
 PathLike = Union[str, os.PathLike]
 

@@ -4,12 +4,13 @@ Attached robots' experience (the external replay table) takes a further,
 fixed share of each batch while that table holds data (`ExternalShare`).
 """
 
-import logging
 import time
 from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 from acme import types
+
+from agents.common.logs import get_logger
 
 
 def _transition(batch: Any) -> types.Transition:
@@ -19,7 +20,7 @@ def _transition(batch: Any) -> types.Transition:
                           discount=t.discount, next_observation=t.next_observation)
 
 
-log = logging.getLogger('collect_infer.mixing')
+log = get_logger('mixing')
 
 
 class ExternalShare:

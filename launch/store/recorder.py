@@ -1,15 +1,15 @@
 """Records every episode an environment loop runs into the durable store."""
 
-import logging
 from typing import Any, Callable, Dict, List, Optional
 
 import dm_env
 import numpy as np
 from acme.utils import observers
 
+from agents.common.logs import get_logger
 from launch.store.episodes import Episode
 
-log = logging.getLogger('collect_infer.store')
+log = get_logger('store')
 
 
 class EpisodeRecorder(observers.EnvLoopObserver):

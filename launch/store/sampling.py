@@ -23,16 +23,16 @@ The sampler holds every stored episode in memory (growable flat arrays), so
 sampling a batch is a few vectorised gathers whatever the store's size.
 """
 
-import logging
 import time
 from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from acme import types
 
+from agents.common.logs import get_logger
 from launch.store.episodes import CorruptRecordError, Episode, EpisodeStore
 
-log = logging.getLogger('collect_infer.store')
+log = get_logger('store')
 
 
 class _Growable:

@@ -13,7 +13,6 @@ from typing import Dict, List, NamedTuple
 import jax
 import numpy as np
 import pytest
-import reverb
 from acme import specs
 from acme import types
 from acme.utils import counting
@@ -24,10 +23,13 @@ from agents.bc.builder import BCBuilder
 from agents.bc.config import BCConfig
 from agents.bc.learner import BCLearner
 from agents.mpo import losses
+from agents.common.replay_config import ReplayConfig
+from agents.mpo.builder import MPOBuilder
 from agents.mpo.config import MPOConfig
 from agents.mpo.learner import NonFiniteLossError
 from agents.common.errors import ConfigError
 from networks.mpo import make_mpo_networks
+from tests.fakes import Feed
 
 OBS_DIM, ACTION_DIM, BATCH = 3, 2, 64
 ACTION_MATRIX = np.array([[0.5, -0.3, 0.1], [0.2, 0.4, -0.3]], np.float32)
@@ -61,21 +63,6 @@ def _leaves_equal(a, b) -> bool:
   return all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(la, lb))
 
 
-class Feed:
-  """An endless iterator of reverb samples holding whichever batch is set."""
-
-  def __init__(self, batch: types.Transition):
-    self.batch = batch
-    self.served = 0
-
-  def __iter__(self):
-    return self
-
-  def __next__(self) -> reverb.ReplaySample:
-    self.served += 1
-    return reverb.ReplaySample(info=None, data=self.batch)
-
-
 # ---------------------------------------------------------------------------
 # BCConfig.
 # ---------------------------------------------------------------------------
@@ -90,10 +77,32 @@ def test_config_rejects_bad_values_naming_the_field(field, value):
     BCConfig(**{field: value})
 
 
-def test_config_from_mpo_config_takes_the_policy_settings():
-  mpo = MPOConfig(policy_layer_sizes=[16, 8], policy_learning_rate=3e-4, max_grad_norm=5.0)
-  assert BCConfig.from_mpo_config(mpo) == BCConfig(policy_layer_sizes=(16, 8),
-                                                   learning_rate=3e-4, max_grad_norm=5.0)
+def _legacy_flat(config: MPOConfig) -> dict:
+  """The config.json agent entry of a BC run from before BCConfig stood alone: a flat MPOConfig."""
+  old_name = {new: old for old, new in MPOConfig.legacy_keys.items()}
+  return {old_name.get(k, k): v for k, v in MPOConfig.flatten(config.to_dict()).items()}
+
+
+def test_config_from_a_stored_mpo_config_takes_the_policy_settings():
+  mpo = MPOConfig(policy_layer_sizes=[16, 8], policy_learning_rate=3e-4, max_grad_norm=5.0,
+                  replay=ReplayConfig(batch_size=32))
+  stored = _legacy_flat(mpo)
+  assert 'critic_layer_sizes' in stored and 'pmpo_alpha' in stored and 'batch_size' in stored
+  assert BCConfig.from_dict(stored) == BCConfig(policy_layer_sizes=(16, 8), learning_rate=3e-4,
+                                                max_grad_norm=5.0,
+                                                replay=ReplayConfig(batch_size=32))
+
+
+def test_config_stands_alone_with_its_own_data_pipeline_settings():
+  """BC is configured without MPOConfig: its own fields plus the shared replay sub-config."""
+  config = BCConfig.from_dict({'learning_rate': 1e-3, 'replay.batch_size': 64,
+                               'replay': {'n_step': 3}})
+  assert config.replay == ReplayConfig(batch_size=64, n_step=3)
+  assert not isinstance(config, MPOConfig)
+  assert not issubclass(BCBuilder, MPOBuilder)
+  # MPO's own fields are not BC's: a BC run rejects them, naming them.
+  with pytest.raises(ConfigError, match=r"unknown BCConfig field\(s\) \['num_atoms'\]"):
+    BCConfig.from_dict({'learning_rate': 1e-3, 'num_atoms': 5})
 
 
 # ---------------------------------------------------------------------------
@@ -228,10 +237,9 @@ def _spec() -> specs.EnvironmentSpec:
 
 
 def test_builder_learner_serves_the_actor_policy(trained):
-  config = MPOConfig(policy_layer_sizes=(32, 32), critic_layer_sizes=(8,), num_atoms=1,
-                     policy_learning_rate=1e-3)
+  config = BCConfig(policy_layer_sizes=(32, 32), learning_rate=1e-3)
   builder = BCBuilder(config, _spec())
-  assert builder.bc_config == CONFIG
+  assert builder.config == CONFIG
   learner = builder.make_learner(Feed(_linear_dataset()), seed=3)
   assert isinstance(learner, BCLearner)
   # The trained parameters of a learner with the same config drop into the builder's learner,

@@ -21,8 +21,10 @@ from acme import specs
 from acme.utils import counting
 from acme.utils import loggers
 
-from agents.mpo.builder import REPLAY_TABLE, MPOBuilder
+from agents.common.config import merge_overrides
+from agents.mpo.builder import MPOBuilder
 from agents.mpo.config import MPOConfig
+from agents.replay_pipeline import REPLAY_TABLE
 from agents.variable_client import VariableClient
 from environments import suite
 
@@ -32,10 +34,9 @@ EPISODE_LENGTH = 1000  # cartpole's time limit at the default control step
 
 def _tiny_config(**overrides) -> MPOConfig:
     kwargs = dict(policy_layer_sizes=(32, 32), critic_layer_sizes=(32, 32), num_samples=8,
-                  batch_size=32, min_replay_size=100, max_replay_size=10_000,
-                  variable_update_period=10)
-    kwargs.update(overrides)
-    return MPOConfig(**kwargs)
+                  replay=dict(batch_size=32, min_replay_size=100, max_replay_size=10_000,
+                              variable_update_period=10))
+    return MPOConfig.from_dict(merge_overrides(MPOConfig, kwargs, overrides))
 
 
 @contextlib.contextmanager
@@ -165,7 +166,7 @@ def _check_n_step_transitions(batch, episode: EpisodeRecorder, config: MPOConfig
     """Every sampled transition is the n-step transition of the recorded episode."""
     obs = np.stack(episode.observations)
     actions, rewards = np.stack(episode.actions), np.asarray(episode.rewards)
-    steps, n, gamma = len(actions), config.n_step, config.discount
+    steps, n, gamma = len(actions), config.replay.n_step, config.replay.discount
     for j in range(batch.observation.shape[0]):
         [i] = np.flatnonzero((obs == batch.observation[j]).all(axis=1))
         np.testing.assert_array_equal(batch.action[j], actions[i])
@@ -180,7 +181,7 @@ def _check_n_step_transitions(batch, episode: EpisodeRecorder, config: MPOConfig
 
 
 def test_builder_end_to_end_actor_replay_learner():
-    config = _tiny_config(samples_per_insert=None)
+    config = _tiny_config(replay=dict(samples_per_insert=None))
     env = suite.make_environment(TASK, seed=0)
     builder = MPOBuilder(config, specs.make_environment_spec(env))
     nets = builder.make_networks()
@@ -190,7 +191,7 @@ def test_builder_end_to_end_actor_replay_learner():
         table = client.server_info()[REPLAY_TABLE]
         assert table.current_size == 0
         # No rate limiting: only a minimum size before sampling.
-        assert table.rate_limiter_info.min_size_to_sample == config.min_replay_size
+        assert table.rate_limiter_info.min_size_to_sample == config.replay.min_replay_size
         assert table.rate_limiter_info.min_diff == -sys.float_info.max
 
         consumed: List = []
@@ -213,9 +214,9 @@ def test_builder_end_to_end_actor_replay_learner():
         assert result['episode_length'] == EPISODE_LENGTH == len(episode.actions)
         # One transition per step, plus the adder's n-1 shorter ones from the first state.
         assert client.server_info()[REPLAY_TABLE].current_size == (
-            EPISODE_LENGTH + config.n_step - 1)
+            EPISODE_LENGTH + config.replay.n_step - 1)
         # The first action fetched the parameters, then one refresh every period.
-        assert source.fetches == 1 + EPISODE_LENGTH // config.variable_update_period
+        assert source.fetches == 1 + EPISODE_LENGTH // config.replay.variable_update_period
         # The stochastic policy explores: its actions spread beyond the mean.
         assert np.std(np.stack(episode.actions)) > 0.3
 
@@ -231,12 +232,12 @@ def test_builder_end_to_end_actor_replay_learner():
         assert learner.steps == 3 and counter.get_counts()['steps'] == 3
         assert len(consumed) == 3
         for batch in consumed:
-            assert batch.observation.shape == (config.batch_size, 5)
-            assert batch.action.shape == (config.batch_size, 1)
-            assert batch.reward.shape == batch.discount.shape == (config.batch_size,)
+            assert batch.observation.shape == (config.replay.batch_size, 5)
+            assert batch.action.shape == (config.replay.batch_size, 1)
+            assert batch.reward.shape == batch.discount.shape == (config.replay.batch_size,)
             _check_n_step_transitions(batch, episode, config)
         sampled = client.server_info()[REPLAY_TABLE].rate_limiter_info.sample_stats.completed
-        assert sampled >= 3 * config.batch_size
+        assert sampled >= 3 * config.replay.batch_size
 
         # The evaluator keeps its parameters until it is told to fetch.
         np.testing.assert_array_equal(evaluator.select_action(probe), greedy_before)
@@ -269,7 +270,7 @@ def _insert_steps(builder: MPOBuilder, client: reverb.Client, num_steps: int):
 
 
 def test_rate_limiter_enforces_the_ratio_and_sampling_times_out():
-    config = _tiny_config(samples_per_insert=4.0, min_replay_size=100)
+    config = _tiny_config(replay=dict(samples_per_insert=4.0, min_replay_size=100))
     builder = MPOBuilder(config, specs.make_environment_spec(suite.make_environment(TASK, 0)))
     with _replay(builder) as address:
         client = reverb.Client(address)
@@ -277,7 +278,8 @@ def test_rate_limiter_enforces_the_ratio_and_sampling_times_out():
         assert limiter.samples_per_insert == 4.0
         assert limiter.min_size_to_sample == 100
         # SampleToInsertRatio: diff kept within offset +- error_buffer, offset = 4 * 100.
-        error_buffer = max(100 * config.samples_per_insert_tolerance * 4.0, 2 * config.batch_size)
+        replay = config.replay
+        error_buffer = max(100 * replay.samples_per_insert_tolerance * 4.0, 2 * replay.batch_size)
         assert limiter.min_diff == pytest.approx(400 - error_buffer)
         assert limiter.max_diff == pytest.approx(400 + error_buffer)
 
@@ -297,16 +299,16 @@ def test_rate_limiter_enforces_the_ratio_and_sampling_times_out():
         with pytest.raises(StopIteration):
             while True:
                 batch = _next_within(iterator, 30.0).data
-                assert batch.observation.shape == (config.batch_size, 5)
+                assert batch.observation.shape == (config.replay.batch_size, 5)
                 batches += 1
                 assert batches <= 100
         allowed = 4 * 120 - (400 - error_buffer)
-        assert batches == allowed // config.batch_size
+        assert batches == allowed // config.replay.batch_size
 
         # More inserts unblock sampling again.
         _insert_steps(builder, client, 20)
         iterator = builder.make_dataset_iterator(address, rate_limiter_timeout_ms=200)
-        assert _next_within(iterator, 30.0).data.observation.shape == (config.batch_size, 5)
+        assert _next_within(iterator, 30.0).data.observation.shape == (config.replay.batch_size, 5)
 
 
 # ---------------------------------------------------------------------------
@@ -402,7 +404,8 @@ def test_config_selects_the_perceiver_with_the_tasks_observation_groups():
     import jax
     from launch import experiment
     from launch.config import ExperimentConfig
-    cfg = ExperimentConfig(task='walker:walk', agent={'network': 'perceiver', 'batch_size': 8})
+    cfg = ExperimentConfig(task='walker:walk',
+                           agent={'network': 'perceiver', 'replay.batch_size': 8})
     builder = experiment.make_builder(cfg)
     # walker: height (1), orientations (14), velocity (9), in sorted-key order.
     assert builder.obs_group_sizes == (1, 14, 9)

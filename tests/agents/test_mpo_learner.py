@@ -17,17 +17,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import reverb
 from acme import types
 from acme.utils import counting
 from acme.utils import loggers
 
 from agents.mpo import learning
 from agents.mpo import losses
-from agents.mpo.config import MPOConfig
+from agents.common.config import merge_overrides
+from agents.common.replay_config import ReplayConfig
+from agents.mpo.config import MPOConfig, PMPOConfig
 from agents.mpo.learner import MPOLearner, NonFiniteLossError
 from agents.common.errors import ConfigError
 from networks.mpo import make_mpo_networks
+from tests.fakes import Feed
 
 OBS_DIM = 2
 BATCH = 32
@@ -56,9 +58,8 @@ def _bandit_batch(reward_nan: bool = False) -> types.Transition:
 
 def _tiny_config(**overrides) -> MPOConfig:
     kwargs = dict(policy_layer_sizes=(32, 32), critic_layer_sizes=(32, 32), num_atoms=51,
-                  target_update_period=TARGET_PERIOD, num_samples=8, batch_size=BATCH)
-    kwargs.update(overrides)
-    return MPOConfig(**kwargs)
+                  target_update_period=TARGET_PERIOD, num_samples=8, replay=dict(batch_size=BATCH))
+    return MPOConfig.from_dict(merge_overrides(MPOConfig, kwargs, overrides))
 
 
 def _leaves(tree) -> List[np.ndarray]:
@@ -82,7 +83,7 @@ def _trees_equal(a, b) -> bool:
 # field of the batch is 0, so the discount only sets the support. The critic learns fast
 # (1e-2) so that the policy, at its default rate, follows a well-fitted Q within 240 updates.
 def _bandit_config(**overrides) -> MPOConfig:
-    return _tiny_config(discount=0.5, critic_learning_rate=1e-2, **overrides)
+    return _tiny_config(replay=dict(discount=0.5), critic_learning_rate=1e-2, **overrides)
 
 
 # Each variant costs one XLA compilation (seconds on a loaded machine): the update is compiled
@@ -90,8 +91,8 @@ def _bandit_config(**overrides) -> MPOConfig:
 # below, whose tests need a compiled learner anyway.
 VARIANTS = {
     'dmpo': dict(num_atoms=51),
-    'pmpo_alpha_1': dict(num_atoms=51, policy_loss='pmpo', pmpo_alpha=1.0),
-    'pmpo_alpha_0.5': dict(num_atoms=51, policy_loss='pmpo', pmpo_alpha=0.5),
+    'pmpo_alpha_1': dict(num_atoms=51, policy_loss='pmpo', pmpo=dict(alpha=1.0)),
+    'pmpo_alpha_0.5': dict(num_atoms=51, policy_loss='pmpo', pmpo=dict(alpha=0.5)),
 }
 
 
@@ -234,21 +235,6 @@ def test_target_networks_follow_the_online_networks_every_period():
 # ---------------------------------------------------------------------------
 
 
-class Feed:
-    """An endless iterator of reverb samples holding whichever batch is set."""
-
-    def __init__(self, batch: types.Transition):
-        self.batch = batch
-        self.served = 0
-
-    def __iter__(self):
-        return self
-
-    def __next__(self) -> reverb.ReplaySample:
-        self.served += 1
-        return reverb.ReplaySample(info=None, data=self.batch)
-
-
 LEARNER_CONFIG = _bandit_config(num_atoms=1)
 
 
@@ -364,40 +350,41 @@ def test_learner_restores_exactly_and_rejects_nan_rewards(trained):
 
 
 @pytest.mark.parametrize('field, value', [
-    ('discount', 1.0),
-    ('discount', 0.0),
+    ('replay.discount', 1.0),
+    ('replay.discount', 0.0),
     ('num_samples', 0),
     ('policy_loss', 'foo'),
-    ('pmpo_fraction', 0.7),
-    ('batch_size', -1),
+    ('pmpo.fraction', 0.7),
+    ('replay.batch_size', -1),
     ('num_atoms', 0),
     ('max_reward', -1.0),
-    ('samples_per_insert', 0.0),
+    ('replay.samples_per_insert', 0.0),
     ('critic_layer_sizes', ()),
     ('target_update_period', 2.5),
 ])
 def test_config_rejects_bad_values_naming_the_field(field, value):
     with pytest.raises(ConfigError) as info:
-        MPOConfig(**{field: value})
+        MPOConfig.from_dict({field: value})
     assert f'MPOConfig.{field}=' in str(info.value)
     assert isinstance(info.value, ValueError)
 
 
 def test_config_accepts_boundary_values():
-    config = MPOConfig(num_atoms=1, pmpo_fraction=0.5, pmpo_alpha=0.0, samples_per_insert=None,
+    config = MPOConfig(num_atoms=1, pmpo=PMPOConfig(fraction=0.5, alpha=0.0),
+                       replay=ReplayConfig(samples_per_insert=None),
                        policy_layer_sizes=[8], critic_layer_sizes=[8, 4])
     assert config.policy_layer_sizes == (8,) and config.critic_layer_sizes == (8, 4)
 
 
 def test_config_value_range_follows_rewards():
-    config = MPOConfig(min_reward=0.0, max_reward=1.0, discount=0.99)
+    config = MPOConfig(min_reward=0.0, max_reward=1.0, replay=ReplayConfig(discount=0.99))
     assert config.v_min == 0.0
     assert config.v_max == pytest.approx(100.0)
-    config = MPOConfig(min_reward=-1.0, max_reward=1.0, discount=0.99)
+    config = MPOConfig(min_reward=-1.0, max_reward=1.0, replay=ReplayConfig(discount=0.99))
     assert config.v_max == pytest.approx(100.0)
     assert config.v_min == -config.v_max
-    config = MPOConfig(min_reward=-3.0, max_reward=1.0, discount=0.9)
+    config = MPOConfig(min_reward=-3.0, max_reward=1.0, replay=ReplayConfig(discount=0.9))
     assert config.v_max == pytest.approx(30.0)
     assert config.v_min == pytest.approx(-30.0)
-    config = MPOConfig(min_reward=0.0, max_reward=2.0, discount=0.5)
+    config = MPOConfig(min_reward=0.0, max_reward=2.0, replay=ReplayConfig(discount=0.5))
     assert (config.v_min, config.v_max) == (0.0, pytest.approx(4.0))

@@ -10,7 +10,10 @@ import numpy as np
 import pytest
 
 from agents.mpo import distributions as D
+from agents.mpo import learning
 from agents.mpo import losses as L
+from agents.mpo.config import MPOConfig
+from networks.mpo import make_mpo_networks
 
 
 def _f32(x) -> jnp.ndarray:
@@ -178,7 +181,24 @@ def test_temperature_param_roundtrip():
     for eta in [1e-3, 0.1, 1.0, 10.0, 100.0]:
         param = L.param_from_temperature(eta)
         np.testing.assert_allclose(L.temperature_from_param(param), eta, rtol=1e-5)
+        param = L.param_from_multiplier(eta)
+        np.testing.assert_allclose(L.multiplier_from_param(param), eta, rtol=1e-5)
     np.testing.assert_allclose(L.temperature_from_param(_f32(0.0)), math.log(2.0), rtol=1e-6)
+
+
+def test_initial_duals_are_the_configured_temperature_and_multipliers():
+    # What the learner starts from, read back through the transforms the losses use.
+    config = MPOConfig(policy_layer_sizes=(4,), critic_layer_sizes=(4,), num_atoms=1,
+                       init_temperature=0.3, init_alpha_mean=2.0, init_alpha_stddev=50.0)
+    nets = make_mpo_networks(2, config.policy_layer_sizes, config.critic_layer_sizes,
+                             config.num_atoms)
+    duals = learning.initial_state(nets, config, 3, jax.random.PRNGKey(0)).dual_params
+    for param in (duals.temperature, duals.penalty_temperature):
+        assert param.shape == () and param.dtype == jnp.float32
+        np.testing.assert_allclose(L.temperature_from_param(param), 0.3, rtol=1e-6)
+    for param, alpha in ((duals.alpha_mean, 2.0), (duals.alpha_stddev, 50.0)):
+        assert param.shape == (2,) and param.dtype == jnp.float32
+        np.testing.assert_allclose(L.multiplier_from_param(param), [alpha, alpha], rtol=1e-6)
 
 
 def test_estep_weights_match_numpy_softmax():

@@ -14,6 +14,7 @@ import dataclasses
 import functools
 import json
 import math
+import re
 from typing import NamedTuple
 
 import jax
@@ -25,7 +26,8 @@ from acme.utils import loggers
 
 from agents.mpo import learning
 from agents.mpo import losses as L
-from agents.mpo.config import MPOConfig, bc_alpha_for_iteration
+from agents.common.config import merge_overrides
+from agents.mpo.config import MPOConfig, PACConfig, bc_alpha_for_iteration
 from agents.mpo.learner import MPOLearner
 from agents.common.errors import ConfigError
 from networks.mpo import make_mpo_networks
@@ -263,14 +265,14 @@ def test_pac_loss_is_affine_in_alpha():
 
 
 def test_bc_alpha_for_iteration_without_schedule():
-  config = MPOConfig(policy_loss='pac', bc_alpha=0.3)
+  config = MPOConfig(policy_loss='pac', pac=PACConfig(alpha=0.3))
   assert [bc_alpha_for_iteration(config, i) for i in (0, 1, 50)] == [0.3, 0.3, 0.3]
 
 
 def test_bc_alpha_schedule_steps_then_holds_its_last_value():
-  config = MPOConfig(policy_loss='pac', bc_alpha=0.1, bc_alpha_schedule=(0.9, 0.6, 0.3))
+  config = MPOConfig(policy_loss='pac', pac=PACConfig(alpha=0.1, alpha_schedule=(0.9, 0.6, 0.3)))
   got = [bc_alpha_for_iteration(config, i) for i in range(6)]
-  assert got == [0.9, 0.6, 0.3, 0.3, 0.3, 0.3]  # the schedule wins over bc_alpha
+  assert got == [0.9, 0.6, 0.3, 0.3, 0.3, 0.3]  # the schedule wins over pac.alpha
   assert bc_alpha_for_iteration(config, np.int64(1)) == 0.6
   for bad in (-1, 1.0, True, None):
     with pytest.raises(ValueError, match='iteration'):
@@ -278,24 +280,24 @@ def test_bc_alpha_schedule_steps_then_holds_its_last_value():
 
 
 @pytest.mark.parametrize('field, value', [
-    ('bc_alpha', 1.5), ('bc_alpha', -0.1), ('bc_alpha', float('nan')), ('bc_alpha', '0.5'),
-    ('bc_alpha_schedule', ()), ('bc_alpha_schedule', (0.5, 1.2)),
-    ('bc_alpha_schedule', [0.5, float('inf')]), ('bc_alpha_schedule', '0.9,0.5'),
+    ('pac.alpha', 1.5), ('pac.alpha', -0.1), ('pac.alpha', float('nan')), ('pac.alpha', '0.5'),
+    ('pac.alpha_schedule', ()), ('pac.alpha_schedule', (0.5, 1.2)),
+    ('pac.alpha_schedule', [0.5, float('inf')]), ('pac.alpha_schedule', '0.9,0.5'),
     ('policy_loss', 'PAC'),
 ])
 def test_config_rejects_bad_pac_values_naming_the_field(field, value):
-  with pytest.raises(ConfigError, match=rf'MPOConfig\.{field}='):
-    MPOConfig(**{'policy_loss': 'pac', field: value})
+  with pytest.raises(ConfigError, match=rf'MPOConfig\.{re.escape(field)}='):
+    MPOConfig.from_dict({'policy_loss': 'pac', field: value})
 
 
 def test_config_pac_boundaries_and_json_round_trip():
   for alpha in (0.0, 1.0):
-    assert MPOConfig(policy_loss='pac', bc_alpha=alpha).bc_alpha == alpha
-  config = MPOConfig(policy_loss='pac', bc_alpha_schedule=[1.0, 0.5, 0])
-  assert config.bc_alpha_schedule == (1.0, 0.5, 0)
+    assert MPOConfig(policy_loss='pac', pac=PACConfig(alpha=alpha)).pac.alpha == alpha
+  config = MPOConfig(policy_loss='pac', pac=PACConfig(alpha_schedule=[1.0, 0.5, 0]))
+  assert config.pac.alpha_schedule == (1.0, 0.5, 0)
   # config.json stores the schedule as a list; loading it gives back an equal config.
-  assert MPOConfig(**json.loads(json.dumps(dataclasses.asdict(config)))) == config
-  assert MPOConfig().policy_loss == 'mpo' and MPOConfig().bc_alpha_schedule is None
+  assert MPOConfig.from_dict(json.loads(json.dumps(dataclasses.asdict(config)))) == config
+  assert MPOConfig().policy_loss == 'mpo' and MPOConfig().pac.alpha_schedule is None
 
 
 # ---------------------------------------------------------------------------
@@ -304,10 +306,9 @@ def test_config_pac_boundaries_and_json_round_trip():
 
 def _pac_config(**overrides) -> MPOConfig:
   kwargs = dict(policy_layer_sizes=(32, 32), critic_layer_sizes=(32, 32), num_atoms=11,
-                num_samples=8, batch_size=BATCH, discount=0.5, policy_loss='pac',
+                num_samples=8, replay=dict(batch_size=BATCH, discount=0.5), policy_loss='pac',
                 target_update_period=10, policy_learning_rate=1e-3)
-  kwargs.update(overrides)
-  return MPOConfig(**kwargs)
+  return MPOConfig.from_dict(merge_overrides(MPOConfig, kwargs, overrides))
 
 
 class Compiled(NamedTuple):
@@ -414,7 +415,7 @@ class _Feed:
 
 def test_learner_uses_the_alpha_of_its_iteration_without_recompiling():
   config = _pac_config(policy_layer_sizes=(8,), critic_layer_sizes=(8,),
-                       bc_alpha_schedule=(0.9, 0.4))
+                       pac=dict(alpha_schedule=(0.9, 0.4)))
   nets = make_mpo_networks(ACTION_DIM, config.policy_layer_sizes, config.critic_layer_sizes,
                            config.num_atoms)
   logger = loggers.InMemoryLogger()

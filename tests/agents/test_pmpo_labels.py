@@ -11,7 +11,8 @@ from acme import types
 
 from agents.mpo import learning
 from agents.mpo import losses as L
-from agents.mpo.config import MPOConfig
+from agents.common.config import merge_overrides
+from agents.mpo.config import MPOConfig, PMPOConfig
 from agents.mpo.labels import episode_success, make_labeller
 from launch.config import ExperimentConfig
 from agents.common.errors import ConfigError
@@ -45,7 +46,7 @@ def test_unlabelled_episode_is_successful_from_the_threshold_on():
 @pytest.mark.parametrize('metadata, threshold, words', [
     ({'success': 'yes'}, 1.0, "must be true / false"),
     ({'success': 0.5}, 1.0, "must be true / false"),
-    ({}, None, 'pmpo_success_return'),
+    ({}, None, 'pmpo.success_return'),
 ])
 def test_bad_or_missing_label_is_a_clear_error(metadata, threshold, words):
   with pytest.raises(ValueError, match=words):
@@ -114,7 +115,7 @@ def test_an_episode_that_can_not_be_labelled_is_named(tmp_path):
   store = _store(tmp_path, [_episode(0, 4, 1.0)])
   sampler = StoreSampler(store, n_step=2, discount=0.9, labeller=make_labeller(None))
   with pytest.raises(ValueError, match=rf"episode {store.index()[0].episode_id} can not be "
-                                       r"labelled: .*pmpo_success_return"):
+                                       r"labelled: .*pmpo\.success_return"):
     sampler.refresh()
   assert sampler.num_transitions == 0  # nothing half-added
 
@@ -137,32 +138,32 @@ def test_store_batches_keep_labels_and_mixing_with_replay_is_refused(tmp_path):
 # ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize('field, value', [('pmpo_source', 'ranked'), ('pmpo_source', None),
-                                          ('pmpo_success_return', float('nan')),
-                                          ('pmpo_success_return', 'high')])
+@pytest.mark.parametrize('field, value', [('source', 'ranked'), ('source', None),
+                                          ('success_return', float('nan')),
+                                          ('success_return', 'high')])
 def test_config_rejects_bad_label_settings_naming_the_field(field, value):
-  with pytest.raises(ConfigError, match=f'MPOConfig.{field}='):
-    MPOConfig(**{field: value})
+  with pytest.raises(ConfigError, match=f'MPOConfig.pmpo.{field}='):
+    MPOConfig(pmpo=PMPOConfig(**{field: value}))
 
 
 def test_labels_need_a_mode_that_trains_on_the_store_only():
-  agent = dict(policy_loss='pmpo', pmpo_source='labels', pmpo_success_return=500.0)
+  agent = dict(policy_loss='pmpo', pmpo=PMPOConfig(source='labels', success_return=500.0))
   for mode in ('online', 'offline_to_online'):
     with pytest.raises(ConfigError, match="needs mode 'offline' or 'iterated'"):
       ExperimentConfig(mode=mode, agent=MPOConfig(**agent))
   ExperimentConfig(mode='offline', max_learner_steps=10, agent=MPOConfig(**agent))
   ExperimentConfig(mode='iterated', agent=MPOConfig(**agent))
   # The actors' own episodes have no label: iterated mode needs the return threshold.
-  no_threshold = MPOConfig(policy_loss='pmpo', pmpo_source='labels')
-  with pytest.raises(ConfigError, match='iterated mode needs agent.pmpo_success_return'):
+  no_threshold = MPOConfig(policy_loss='pmpo', pmpo=PMPOConfig(source='labels'))
+  with pytest.raises(ConfigError, match=r'iterated mode needs agent\.pmpo\.success_return'):
     ExperimentConfig(mode='iterated', agent=no_threshold)
   # Offline datasets may carry their own labels.
   ExperimentConfig(mode="offline", max_learner_steps=10, agent=no_threshold)
   # Ranking sampled actions by Q works on any data.
   ExperimentConfig(mode='online', agent=MPOConfig(policy_loss='pmpo'))
-  # pmpo_source is PMPO's alone: the MPO and PAC losses ignore it, in any mode.
+  # pmpo.source is PMPO's alone: the MPO and PAC losses ignore it, in any mode.
   for loss in ('mpo', 'pac'):
-    ignored = MPOConfig(policy_loss=loss, pmpo_source='labels')
+    ignored = MPOConfig(policy_loss=loss, pmpo=PMPOConfig(source='labels'))
     assert not ignored.learns_from_labels
     ExperimentConfig(mode='online', agent=ignored)
   assert MPOConfig(**agent).learns_from_labels
@@ -175,10 +176,9 @@ def test_labels_need_a_mode_that_trains_on_the_store_only():
 
 def _config(**overrides) -> MPOConfig:
   kwargs = dict(policy_layer_sizes=(32, 32), critic_layer_sizes=(32, 32), num_atoms=11,
-                num_samples=8, batch_size=BATCH, discount=0.5, policy_loss='pmpo',
-                pmpo_source='labels', target_update_period=10, policy_learning_rate=1e-3)
-  kwargs.update(overrides)
-  return MPOConfig(**kwargs)
+                num_samples=8, replay=dict(batch_size=BATCH, discount=0.5), policy_loss='pmpo',
+                pmpo=dict(source='labels'), target_update_period=10, policy_learning_rate=1e-3)
+  return MPOConfig.from_dict(merge_overrides(MPOConfig, kwargs, overrides))
 
 
 GOOD_ACTION = np.array([0.6, -0.4], np.float32)
@@ -213,7 +213,7 @@ def _log_prob(mean, std, x):
 
 
 def test_alpha_one_without_kl_is_the_nll_of_successful_actions_only():
-  nets, state, update = _setup(_config(pmpo_alpha=1.0, pmpo_beta=0.0))
+  nets, state, update = _setup(_config(pmpo=dict(alpha=1.0, beta=0.0)))
   batch = _labelled_batch()
   _, metrics = update(state, jax.tree_util.tree_map(jnp.asarray, batch))
   mean, std = (np.asarray(x) for x in nets.policy.apply(state.policy_params, batch.observation))
@@ -224,7 +224,7 @@ def test_alpha_one_without_kl_is_the_nll_of_successful_actions_only():
 
 
 def test_alpha_half_without_kl_is_the_difference_of_the_two_sets_nlls():
-  nets, state, update = _setup(_config(pmpo_alpha=0.5, pmpo_beta=0.0))
+  nets, state, update = _setup(_config(pmpo=dict(alpha=0.5, beta=0.0)))
   batch = _labelled_batch(seed=3)
   _, metrics = update(state, jax.tree_util.tree_map(jnp.asarray, batch))
   mean, std = (np.asarray(x) for x in nets.policy.apply(state.policy_params, batch.observation))
@@ -311,7 +311,7 @@ def test_negative_term_pushes_no_mean_past_the_bound():
 
 @pytest.mark.parametrize('alpha', [1.0, 0.5, 0.0])
 def test_repeated_updates_move_the_policy_towards_success_within_the_trust_region(alpha):
-  nets, state, update = _setup(_config(pmpo_alpha=alpha))
+  nets, state, update = _setup(_config(pmpo=dict(alpha=alpha)))
   batch = jax.tree_util.tree_map(jnp.asarray, _labelled_batch())
   direction = GOOD_ACTION / np.linalg.norm(GOOD_ACTION)
 

@@ -12,8 +12,7 @@ from launch.config import ExperimentConfig
 from agents.common.errors import ConfigError
 from launch.run_dir import RunDir
 from launch.store.episodes import EpisodeStore
-
-TINY_AGENT = dict(policy_layer_sizes=(16, 16), critic_layer_sizes=(16, 16), batch_size=16)
+from tests.fakes import TINY_AGENT
 
 
 @pytest.fixture(scope='module')

@@ -29,8 +29,9 @@ def test_pmpo_runs_from_labels_with_the_dataset_mean_as_threshold_by_default(tmp
   offline_benchmark._run_offline(tmp_path, 'mixed', 'pmpo', args, dataset_mean_return=477.5)
   args.success_return = 900.0
   offline_benchmark._run_offline(tmp_path, 'mixed', 'pmpo', args, dataset_mean_return=477.5)
+  assert len(cmds) == 2, cmds
   for cmd, threshold in zip(cmds, ('477.5', '900.0')):
     text = ' '.join(cmd)
-    assert ('--agent policy_loss=pmpo --agent pmpo_source=labels --agent pmpo_alpha=0.75 '
-            f'--agent pmpo_success_return={threshold}') in text
+    assert ('--agent policy_loss=pmpo --agent pmpo.source=labels --agent pmpo.alpha=0.75 '
+            f'--agent pmpo.success_return={threshold}') in text
     assert f'--run_dir {tmp_path}/runs/mixed_pmpo' in text

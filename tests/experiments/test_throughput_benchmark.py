@@ -1,4 +1,4 @@
-"""Smoke test of experiments.throughput_benchmark: every benchmark runs once, tiny and short.
+"""Smoke test of experiments.throughput: every benchmark runs once, tiny and short.
 
 Timings here mean nothing; the test only guards the script against rot: each benchmark
 writes its CSV with the expected columns and positive, finite ratios, and its PNG.
@@ -11,12 +11,17 @@ import sys
 
 import pytest
 
-from experiments import throughput_benchmark as tb
+from experiments.throughput.actor import bench_actor
+from experiments.throughput.e2e import E2E_FIELDS, bench_e2e
+from experiments.throughput.learner import bench_learner
+from experiments.throughput.replay import bench_replay
+from experiments.throughput.scaling import SCALING_FIELDS, bench_scaling, window_rates
+from experiments.throughput.timing import FIGURE_FIELDS
 
 TASK = 'cartpole:swingup'
 # Tiny networks and batches, 20-step episodes: compiling and filling take seconds.
 TINY = {'policy_layer_sizes': [8], 'critic_layer_sizes': [8], 'num_atoms': 5,
-        'num_samples': 2, 'batch_size': 8, 'min_replay_size': 16, 'n_step': 2}
+        'num_samples': 2, 'replay': {'batch_size': 8, 'min_replay_size': 16, 'n_step': 2}}
 FAST = dict(seconds=0.05, repeats=1, max_episode_steps=20)
 
 
@@ -33,24 +38,24 @@ def _check(out: pathlib.Path, name: str, figures, ratio_key: str = 'ratio'):
     for key in (ratio_key, 'value', 'ceiling'):
       value = float(row[key])
       assert math.isfinite(value) and value > 0, (name, row['figure'], key, row[key])
-  assert tuple(fields) == tb.FIGURE_FIELDS
+  assert tuple(fields) == FIGURE_FIELDS
   _, samples = _rows(out / f'{name}_samples.csv')
   assert len(samples) == len(rows)
   assert (out / f'{name}.png').read_bytes().startswith(b'\x89PNG')
 
 
 def test_actor(tmp_path):
-  tb.bench_actor(tmp_path, TASK, 'cpu', TINY, **FAST)
+  bench_actor(tmp_path, TASK, 'cpu', TINY, **FAST)
   _check(tmp_path, 'actor', ('loop_constant', 'actor_no_adder', 'actor_no_store', 'actor_full'))
 
 
 def test_replay(tmp_path):
-  tb.bench_replay(tmp_path, TASK, 'cpu', TINY, fill=32, settle=0.0, **FAST)
+  bench_replay(tmp_path, TASK, 'cpu', TINY, fill=32, settle=0.0, **FAST)
   _check(tmp_path, 'replay', ('adder_inserts', 'dataset_samples', 'adder_vs_insert_need'))
 
 
 def test_learner(tmp_path):
-  tb.bench_learner(tmp_path, TASK, ['cpu'], TINY, fill=32, settle=0.0, **FAST)
+  bench_learner(tmp_path, TASK, ['cpu'], TINY, fill=32, settle=0.0, **FAST)
   _check(tmp_path, 'learner', ('learner_pipeline',))
 
 
@@ -73,12 +78,12 @@ child.wait()
 
 
 def test_scaling_with_a_stand_in_program(tmp_path):
-  rows = tb.bench_scaling(
+  rows = bench_scaling(
       tmp_path, TASK, 'cpu', {}, [1, 2], seconds=2.0, poll_s=0.05,
       program=lambda run_dir, n: [sys.executable, '-c', FAKE_PROGRAM, str(run_dir)])
   assert [r['num_actors'] for r in rows] == [1, 2]
   fields, csv_rows = _rows(tmp_path / 'scaling.csv')
-  assert tuple(fields) == tb.SCALING_FIELDS and len(csv_rows) == 2
+  assert tuple(fields) == SCALING_FIELDS and len(csv_rows) == 2
   for row in csv_rows:
     for key in ('env_steps_per_s', 'learner_steps_per_s', 'env_speedup', 'env_vs_rate_limit'):
       value = float(row[key])
@@ -97,7 +102,7 @@ def test_window_rates_prefer_the_replay_counts():
   # Polls once a second: samples first seen at t=4; 90 inserts and 5 batches of 8 a second.
   series = [(float(t), {'actor_steps': 0, 'replay_inserts': 90 * t,
                         'replay_samples': max(0, t - 3) * 40}) for t in range(30)]
-  rates = tb.window_rates(series, batch_size=8, settle_s=10.0)
+  rates = window_rates(series, batch_size=8, settle_s=10.0)
   assert rates['rate_source'] == 'replay'
   assert rates['env_steps_per_s'] == pytest.approx(90.0)
   assert rates['learner_steps_per_s'] == pytest.approx(5.0)
@@ -111,10 +116,10 @@ def test_e2e_from_an_evaluator_log(tmp_path):
   log.write_text('actor_steps,elapsed_s,learner_steps,mean_return\n'
                  '10000,100.0,2500,150.0\n20000,200.0,5000,700.0\n'
                  '30000,50.0,7500,810.0\n40000,150.0,10000,850.0\n')
-  (row,) = tb.bench_e2e(tmp_path, TASK, 800.0, from_run=str(tmp_path / 'run'))
+  (row,) = bench_e2e(tmp_path, TASK, 800.0, from_run=str(tmp_path / 'run'))
   assert row['reached'] == 'yes'
   assert row['seconds_to_target'] == pytest.approx(250.0)
   assert row['env_steps_at_target'] == 30000
   fields, rows = _rows(tmp_path / 'e2e.csv')
-  assert tuple(fields) == tb.E2E_FIELDS and float(rows[0]['seconds_to_target']) == 250.0
+  assert tuple(fields) == E2E_FIELDS and float(rows[0]['seconds_to_target']) == 250.0
   assert (tmp_path / 'e2e.png').read_bytes().startswith(b'\x89PNG')

@@ -38,9 +38,12 @@ def test_unknown_domain(tmp_path):
 @pytest.mark.parametrize('args,field', [
     (['--num_actors', '0'], 'num_actors'),
     (['--max_actor_steps', '-5'], 'max_actor_steps'),
-    (['--agent', 'discount=1.5'], 'discount'),
-    (['--agent', 'batch_size=0'], 'batch_size'),
+    (['--agent', 'replay.discount=1.5'], 'replay.discount'),
+    (['--agent', 'replay.batch_size=0'], 'replay.batch_size'),
     (['--agent', 'no_such_field=3'], 'no_such_field'),
+    (['--agent', 'pmpo.alpah=0.5'], 'pmpo.alpah'),
+    (['--agent', 'pmpo.alpha=1.5'], 'MPOConfig.pmpo.alpha=1.5'),
+    (['--algorithm', 'bc', '--agent', 'num_atoms=3'], 'num_atoms'),
 ])
 def test_config_out_of_range_names_the_field(tmp_path, args, field):
   rc, err = run_cli('--run_dir', str(tmp_path / 'r'), *args)

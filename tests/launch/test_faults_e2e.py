@@ -10,8 +10,9 @@ import pytest
 
 from launch.checkpointing import Checkpointer
 from launch.store.episodes import EpisodeStore
-from tests.e2e_util import (TINY, kill_session, leftover_processes, node_pid, output, read_counts,
+from tests.e2e_util import (kill_session, leftover_processes, node_pid, output, read_counts,
                             start_cli, wait_exit, wait_for)
+from tests.fakes import TINY
 
 pytestmark = pytest.mark.slow
 

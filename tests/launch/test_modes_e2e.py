@@ -7,7 +7,9 @@ import pytest
 
 from launch.checkpointing import Checkpointer
 from launch.store.episodes import EpisodeStore
-from tests.e2e_util import TINY, kill_session, leftover_processes, output, read_counts, start_cli, wait_exit
+from tests.e2e_util import (kill_session, leftover_processes, output, read_counts, start_cli,
+                            wait_exit)
+from tests.fakes import TINY
 
 pytestmark = pytest.mark.slow
 
@@ -55,7 +57,7 @@ def test_online_then_offline_then_offline_to_online(tmp_path, budget_run):
   pmpo = tmp_path / 'pmpo'
   text = _run(pmpo, '--mode', 'offline', '--datasets', str(online / 'store'),
               '--max_learner_steps', '60', '--agent', 'policy_loss="pmpo"',
-              '--agent', 'pmpo_source="labels"', '--agent', f'pmpo_success_return={best}', *TINY)
+              '--agent', 'pmpo.source="labels"', '--agent', f'pmpo.success_return={best}', *TINY)
   wins = sum(r >= best for r in returns)
   assert (f"PMPO from episode labels (metadata 'success', else return >= {best:g}): {wins} of "
           f'{len(returns)} stored episodes successful') in text, text[-3000:]
@@ -91,3 +93,7 @@ def test_iterated_collect_and_infer_runs_its_iterations(tmp_path):
   # Evaluations fall due every infer_steps learner steps; these iterations are
   # shorter than the evaluator's 5 s tick, so only the final one is certain.
   assert _eval_rows(run) >= 1
+  # Relaunched, the finished run says so (its checkpoints carry the iterations done).
+  again = _run(run, '--mode', 'iterated', '--iterations', '2')
+  assert 'already reached its budget of 2 iterations (2 done)' in again, again[-3000:]
+  assert '--iterations to continue' in again

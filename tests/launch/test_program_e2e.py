@@ -10,8 +10,9 @@ import time
 import pytest
 
 from launch.checkpointing import Checkpointer
-from tests.e2e_util import (TINY, kill_session, leftover_processes, output, read_counts,
-                            start_cli, wait_exit, wait_for)
+from tests.e2e_util import (kill_session, leftover_processes, output, read_counts, start_cli,
+                            wait_exit, wait_for)
+from tests.fakes import TINY
 
 pytestmark = pytest.mark.slow
 

@@ -5,30 +5,18 @@ import threading
 import time
 
 import numpy as np
-import pytest
 import reverb
 
 from launch import experiment
 from launch.nodes.actor import ActorWorker, _steps_so_far, actor_seed
 from launch.checkpointing import Checkpointer
-from launch.config import ExperimentConfig
 from launch.nodes.counter import PersistentCounter
 from launch.nodes.evaluator import EvaluatorWorker, WindowRates
 from launch.nodes.learner import LearnerWorker
 from launch.local.node_logs import NodeLogFollower
 from launch.program import GROUPS, make_program
 from tests.e2e_util import wait_for
-
-TINY_AGENT = dict(policy_layer_sizes=(16, 16), critic_layer_sizes=(16, 16), batch_size=16,
-                  min_replay_size=100, num_samples=4, samples_per_insert=None)
-
-
-def tiny_config(run_dir, **kw):
-  values = dict(run_dir=str(run_dir), max_actor_steps=2000, eval_every_seconds=1.0,
-                eval_episodes=1, progress_every_seconds=1.0, num_actors=1,
-                learner_sample_timeout_s=0.5, agent=TINY_AGENT)
-  values.update(kw)
-  return ExperimentConfig.from_dict(values)
+from tests.fakes import TINY_AGENT, tiny_config
 
 
 def test_counter_persists_and_restores(tmp_path):
@@ -96,7 +84,7 @@ def test_nodes_run_together_until_the_budget(tmp_path):
   # 50: unlimited, a fast actor could (2000 steps need ~460 learner steps at 4 samples per
   # insert, step 50 only ~250 inserts).
   cfg = tiny_config(tmp_path / 'run', eval_every_seconds=10_000.0, eval_every_learner_steps=50,
-                    agent={**TINY_AGENT, 'samples_per_insert': 4.0})
+                    agent={**TINY_AGENT, 'replay.samples_per_insert': 4.0})
   run_dir = tmp_path / 'run'
   (run_dir / 'replay').mkdir(parents=True)
   tables = experiment.make_builder(cfg).make_replay_tables()

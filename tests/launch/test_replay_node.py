@@ -6,7 +6,7 @@ import reverb
 
 from launch import experiment
 from launch.nodes.replay import newest_checkpoint
-from tests.launch.test_program_pieces import tiny_config
+from tests.fakes import tiny_config
 
 
 def test_newest_checkpoint_is_the_one_reverb_keeps_after_stopping(tmp_path):

@@ -17,6 +17,7 @@ import pytest
 from acme import types
 
 from agents.mpo import learning
+from agents.common.replay_config import ReplayConfig
 from agents.mpo.config import MPOConfig
 from networks.mpo import MPONetworks, critic_batch_shape, make_mpo_networks
 from environments.suite import obs_group_sizes_from_spec
@@ -369,7 +370,8 @@ def test_gradients_are_finite_and_reach_every_parameter():
 def test_mpo_update_trains_the_perceiver_networks():
   # A one-step bandit with two one-feature groups: terminal transitions and a reward peaked
   # at a = 0.5, so the critic's target is the reward itself.
-  config = MPOConfig(num_atoms=11, num_samples=4, batch_size=16, discount=0.5,
+  config = MPOConfig(num_atoms=11, num_samples=4,
+                     replay=ReplayConfig(batch_size=16, discount=0.5),
                      critic_learning_rate=3e-3, target_update_period=5)
   nets = make_perceiver_networks(1, (1, 1), num_atoms=config.num_atoms,
                                  **{**TINY, 'num_self_attend_blocks': 0})

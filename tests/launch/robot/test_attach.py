@@ -20,7 +20,8 @@ from acme import specs
 from acme.adders import reverb as reverb_adders
 from launchpad.nodes.courier.courier_utils import make_courier_server
 
-from agents.mpo.builder import EXTERNAL_TABLE, REPLAY_TABLE, MPOBuilder
+from agents.mpo.builder import MPOBuilder
+from agents.replay_pipeline import EXTERNAL_TABLE, REPLAY_TABLE
 from environments.robot import RobotEnvironment
 from environments.simulated_robot import SimulatedRobot
 from environments.validation import StepValidator
@@ -28,17 +29,19 @@ from launch.robot import attach
 from launch import experiment
 from launch.config import ExperimentConfig
 from launch.nodes.counter import PersistentCounter
-from launch.robot.external import (EPISODE_KEY, EpisodeOutbox, LatestParameters, ParameterFetcher,
-                             ProgramLink, Sender, SpecMismatchError, check_spec_matches,
-                             episode_timesteps, episode_to_data, spec_differences,
-                             spec_from_data, spec_to_data)
+from launch.robot.link import LatestParameters, ParameterFetcher, ProgramLink
+from launch.robot.outbox import EpisodeOutbox
+from launch.robot.sender import Sender
+from launch.robot.spec import (SpecMismatchError, check_spec_matches, spec_differences,
+                               spec_from_data, spec_to_data)
+from launch.robot.wire import EPISODE_KEY, episode_timesteps, episode_to_data
 from launch.nodes.learner import LearnerWorker
 from launch.run_dir import RunDir
 from launch.store.episodes import Episode, EpisodeStore
 from tests.e2e_util import ROOT
+from tests.fakes import TINY_AGENT as _TINY, random_episode
 
-TINY_AGENT = dict(policy_layer_sizes=(16, 16), critic_layer_sizes=(16, 16), batch_size=16,
-                  min_replay_size=50, num_samples=4, samples_per_insert=None, n_step=3)
+TINY_AGENT = dict(_TINY, replay=dict(_TINY['replay'], min_replay_size=50, n_step=3))
 
 
 # ----------------------------------------------------------------------------
@@ -125,13 +128,11 @@ def _stored(program, name: str):
 
 def _episode(spec: specs.EnvironmentSpec, length: int, seed: int, reward: float = 0.5,
              **metadata) -> Episode:
-  rng = np.random.default_rng(seed)
-  obs = rng.normal(size=(length + 1,) + spec.observations.shape).astype(spec.observations.dtype)
-  actions = rng.uniform(-1, 1, size=(length,) + spec.actions.shape).astype(spec.actions.dtype)
-  return Episode(observations=obs, actions=actions,
-                 rewards=np.full((length,), reward, spec.rewards.dtype),
-                 discounts=np.ones((length,), spec.discounts.dtype),
-                 metadata=dict(metadata, policy_version=[3, 4]))
+  return random_episode(
+      np.random.default_rng(seed), length, obs_shape=spec.observations.shape,
+      obs_dtype=spec.observations.dtype, action_shape=spec.actions.shape,
+      action_dtype=spec.actions.dtype, reward=reward, reward_dtype=spec.rewards.dtype,
+      discount_dtype=spec.discounts.dtype, metadata=dict(metadata, policy_version=[3, 4]))
 
 
 def _transitions(length: int, n_step: int) -> int:
@@ -214,7 +215,7 @@ def test_cli_reports_a_bad_factory_in_one_line(tmp_path):
 
 
 def test_outbox_and_sender_deliver_every_episode_exactly_once(program, tmp_path):
-  spec, n_step = program.builder.spec, program.cfg.agent.n_step
+  spec, n_step = program.builder.spec, program.cfg.agent.replay.n_step
   outbox = EpisodeOutbox(tmp_path / 'outbox', 'arm1')
   lengths = [7, 1, 12]
   ids = [outbox.append(_episode(spec, n, seed=n, source='arm1')) for n in lengths]
@@ -321,7 +322,8 @@ def _robot_loop(program, tmp_path, env, name, on_invalid='drop_episode', on_disc
   fetcher = ParameterFetcher(link, latest, stop or threading.Event(), refresh_every_s=0.2,
                              max_backoff_s=0.4)
   fetcher.fetch_once()
-  builder = MPOBuilder(dataclasses.replace(program.cfg.agent, variable_update_period=1), spec)
+  builder = MPOBuilder(
+      program.cfg.agent.with_overrides({'replay.variable_update_period': 1}), spec)
   actor = builder.make_actor(latest, None, version_name='learner_steps')
   outbox = EpisodeOutbox(tmp_path / name, name)
   sender = Sender(outbox, link, builder.make_external_adder, name, max_backoff_s=1.0)
@@ -433,7 +435,7 @@ def test_learner_mixes_in_the_external_table_once_it_holds_data(tmp_path):
   program = _start_program(tmp_path / 'run')
   try:
     cfg, builder = program.cfg, program.builder
-    batch = cfg.agent.batch_size
+    batch = cfg.agent.replay.batch_size
     external_batch = int(round(batch * cfg.external_ratio))
     assert external_batch == 4
     # Main-table data the program's actors would insert: rewards 0.5.
@@ -478,7 +480,8 @@ def _adder_steps(episode: Episode):
 def test_external_table_never_holds_an_insert():
   """The external table's rate limiter: inserts go through with no sampler at all."""
   builder = MPOBuilder(
-      ExperimentConfig.from_dict(dict(agent=dict(TINY_AGENT, min_replay_size=10_000))).agent,
+      ExperimentConfig.from_dict(
+          dict(agent={**TINY_AGENT, 'replay.min_replay_size': 10_000})).agent,
       _spec())
   server = reverb.Server(builder.make_replay_tables(), port=None)
   try:

@@ -20,10 +20,11 @@ import pytest
 import reverb
 import tree
 
-from agents.mpo.builder import EXTERNAL_TABLE
-from launch.robot.external import EPISODE_KEY
+from agents.replay_pipeline import EXTERNAL_TABLE
+from launch.robot.wire import EPISODE_KEY
 from launch.store.episodes import EpisodeStore
-from tests.e2e_util import (ROOT, TINY, kill_session, output, start_cli, wait_exit, wait_for)
+from tests.e2e_util import ROOT, kill_session, output, start_cli, wait_exit, wait_for
+from tests.fakes import TINY
 
 pytestmark = pytest.mark.slow
 
@@ -87,7 +88,7 @@ def test_robot_attaches_streams_tagged_episodes_and_follows_the_policy(tmp_path,
     assert book['learner'].startswith('127.0.0.1:') and book['replay'].startswith('127.0.0.1:')
     # Every other episode of this robot has a NaN in its sensor reading at step 5.
     robot = start_attach(tmp_path, run_dir, 'arm', '--env_arg', 'nan_at_step=5',
-                         '--env_arg', 'every=2', env='tests.test_attach:make_faulty_robot_env')
+                         '--env_arg', 'every=2', env='tests.launch.robot.test_attach:make_faulty_robot_env')
     # A pendulum is no cartpole: refused before it acts.
     wrong = start_attach(tmp_path, run_dir, 'pendulum', '--env_arg', 'task=pendulum:swingup',
                          '--env_arg', 'control_hz=25')  # Pendulum steps every 20 ms.

@@ -15,7 +15,8 @@ import warnings
 import pytest
 
 from launch.checkpointing import Checkpointer
-from tests.e2e_util import ROOT, TINY, read_counts, wait_for
+from tests.e2e_util import ROOT, read_counts, wait_for
+from tests.fakes import TINY
 from tests.launch.slurm.slurm_cluster import SlurmCluster, ensure_installed
 
 pytestmark = pytest.mark.slow

@@ -1,4 +1,4 @@
-"""Tests for launch.store.rlds: RLDS export/import on real TFRecord files."""
+"""Tests for launch.store.rlds_export and rlds_import: RLDS on real TFRecord files."""
 
 import json
 import os
@@ -12,27 +12,12 @@ import tensorflow as tf
 
 from agents.common.errors import ConfigError, UserError
 from launch.store.episodes import Episode, EpisodeStore
-from launch.store.rlds import (BadRecordError, EpisodeSpec, RldsError,
-                               export_rlds, import_rlds)
+from launch.store.rlds_export import export_rlds
+from launch.store.rlds_format import BadRecordError, EpisodeSpec, RldsError
+from launch.store.rlds_import import import_rlds
+from tests.fakes import random_episode as _episode
 
 NAME = 'test_episodes'
-
-
-def _episode(rng: np.random.Generator, steps: int, terminal: bool = False,
-             obs_shape=(4,), obs_dtype=np.float32, action_shape=(2,),
-             action_dtype=np.float32, reward_dtype=np.float32,
-             discount_dtype=np.float32, metadata=None) -> Episode:
-  def values(shape, dtype):
-    if np.dtype(dtype).kind in 'iu':
-      return rng.integers(0, 100, size=shape).astype(dtype)
-    return rng.standard_normal(shape).astype(dtype)
-  discounts = np.ones(steps, discount_dtype)
-  if terminal:
-    discounts[-1] = 0
-  return Episode(observations=values((steps + 1,) + tuple(obs_shape), obs_dtype),
-                 actions=values((steps,) + tuple(action_shape), action_dtype),
-                 rewards=values((steps,), reward_dtype), discounts=discounts,
-                 metadata=metadata if metadata is not None else {'seed': steps})
 
 
 def _episodes() -> List[Episode]:

@@ -3,18 +3,13 @@
 import numpy as np
 
 from launch.store.__main__ import main
-from launch.store.episodes import Episode, EpisodeStore
+from launch.store.episodes import EpisodeStore
+from tests.fakes import random_episode
 
 
 def _episodes(n, rng):
-  out = []
-  for i in range(n):
-    t = 5 + i
-    out.append(Episode(observations=rng.standard_normal((t + 1, 3)).astype(np.float32),
-                       actions=rng.uniform(-1, 1, (t, 2)).astype(np.float32),
-                       rewards=rng.random(t).astype(np.float32),
-                       discounts=np.ones(t, np.float32), metadata={'source': f'actor_{i % 2}'}))
-  return out
+  return [random_episode(rng, 5 + i, obs_shape=(3,), metadata={'source': f'actor_{i % 2}'})
+          for i in range(n)]
 
 
 def test_export_then_import_round_trips_and_info_reports(tmp_path, capsys):

@@ -1,0 +1,100 @@
+"""The data pipeline the agents share: n-step transitions through Reverb into batches.
+
+`ReplayPipeline` builds its pieces (tables, rate limiter, adders, dataset iterator) from an
+agent's `replay` sub-config (agents.common.replay_config.ReplayConfig). A builder derives
+from it and adds its networks, learner and actor, so a program collects the same data for
+any agent.
+"""
+
+from typing import Iterator, List, Optional
+
+import reverb
+from acme import adders
+from acme import specs
+from acme.adders import reverb as reverb_adders
+
+from agents.common.replay_config import ReplayConfig
+
+REPLAY_TABLE = 'priority_table'
+# Experience from actors outside the program (robots attached with launch.attach).
+# Its rate limiter never holds an insert: a robot's data must never wait. (Its
+# name sorts after REPLAY_TABLE, so listings by name, such as the replay node's
+# restored table sizes, still start with the main table.)
+EXTERNAL_TABLE = 'robot_table'
+# Unconfirmed items an actor's writer may hold before `add` blocks. An item waits
+# for the chunk holding its last step, and chunks span up to n_step + 1 steps: at
+# acme's 5 nearly every flush forced a premature chunk and a wait for the server
+# (about 70 us per step here). A rate-limited actor runs at most this many items
+# ahead of the limiter; what the table holds is the same.
+ADDER_MAX_IN_FLIGHT_ITEMS = 32
+
+
+def check_spec(spec: specs.EnvironmentSpec) -> None:
+  """The MLP agents need one flat float observation and a bounded action vector."""
+  obs, act = spec.observations, spec.actions
+  if not hasattr(obs, 'shape') or len(obs.shape) != 1:
+    raise ValueError(f'expected one flat observation vector, got {obs}; '
+                     'wrap the environment with acme.wrappers.ConcatObservationWrapper')
+  if not isinstance(act, specs.BoundedArray) or len(act.shape) != 1:
+    raise ValueError(f'expected a bounded action vector, got {act}')
+
+
+class ReplayPipeline:
+  """Tables, adders and dataset of n-step transitions for one environment spec."""
+
+  def __init__(self, replay: ReplayConfig, spec: specs.EnvironmentSpec):
+    self.replay_config = replay
+    self.spec = spec
+
+  def make_rate_limiter(self) -> reverb.rate_limiters.RateLimiter:
+    c = self.replay_config
+    if c.samples_per_insert is None:
+      return reverb.rate_limiters.MinSize(c.min_replay_size)
+    # Learner and actors may drift from the target ratio by this many samples.
+    error_buffer = max(c.min_replay_size * c.samples_per_insert_tolerance * c.samples_per_insert,
+                       2.0 * c.batch_size)
+    return reverb.rate_limiters.SampleToInsertRatio(
+        samples_per_insert=c.samples_per_insert, min_size_to_sample=c.min_replay_size,
+        error_buffer=error_buffer)
+
+  def make_replay_tables(self) -> List[reverb.Table]:
+    signature = reverb_adders.NStepTransitionAdder.signature(self.spec)
+    return [
+        reverb.Table(
+            name=REPLAY_TABLE, sampler=reverb.selectors.Uniform(),
+            remover=reverb.selectors.Fifo(), max_size=self.replay_config.max_replay_size,
+            rate_limiter=self.make_rate_limiter(), signature=signature),
+        # MinSize(1) only gates sampling; inserts are never blocked.
+        reverb.Table(
+            name=EXTERNAL_TABLE, sampler=reverb.selectors.Uniform(),
+            remover=reverb.selectors.Fifo(), max_size=self.replay_config.max_replay_size,
+            rate_limiter=reverb.rate_limiters.MinSize(1), signature=signature),
+    ]
+
+  def make_adder(self, client: reverb.Client) -> adders.Adder:
+    """The actors' adder: acme's n-step transitions into REPLAY_TABLE."""
+    return reverb_adders.NStepTransitionAdder(
+        client=client, n_step=self.replay_config.n_step, discount=self.replay_config.discount,
+        max_in_flight_items=ADDER_MAX_IN_FLIGHT_ITEMS)
+
+  def make_external_adder(self, client: reverb.Client) -> adders.Adder:
+    """The n-step adder of attached (external) actors: same items, into EXTERNAL_TABLE."""
+    return reverb_adders.NStepTransitionAdder(
+        client=client, n_step=self.replay_config.n_step, discount=self.replay_config.discount,
+        priority_fns={EXTERNAL_TABLE: None})
+
+  def make_dataset_iterator(self, server_address: str, rate_limiter_timeout_ms: int = -1,
+                            batch_size: Optional[int] = None,
+                            table: str = REPLAY_TABLE) -> Iterator[reverb.ReplaySample]:
+    """Batches of transitions as numpy.
+
+    With a timeout, the iterator ends (StopIteration) when the rate limiter
+    blocks that long, so a learner can notice shutdown instead of hanging.
+    """
+    import tensorflow as tf  # Imported late: actors and tests that never sample skip it.
+    dataset = reverb.TrajectoryDataset.from_table_signature(
+        server_address=server_address, table=table,
+        max_in_flight_samples_per_worker=2 * self.replay_config.batch_size,
+        rate_limiter_timeout_ms=rate_limiter_timeout_ms)
+    dataset = dataset.batch(batch_size or self.replay_config.batch_size, drop_remainder=True)
+    return dataset.prefetch(tf.data.AUTOTUNE).as_numpy_iterator()

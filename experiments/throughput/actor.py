@@ -1,0 +1,87 @@
+"""The actor benchmark: actor env steps/s (and partial loops) against bare env.step."""
+
+import pathlib
+import shutil
+import tempfile
+from typing import Any, Dict, List, Optional
+
+from experiments.throughput.in_process import (ConstantActor, LocalVariableSource, ReplayServer,
+                                               bare_episode, constant_action, make_builder,
+                                               make_env)
+from experiments.throughput.timing import (Rate, Row, Series, figure_rows, measure, report,
+                                           timed_rate)
+
+
+def bench_actor(out: pathlib.Path, task: str, preset: str, agent: Dict[str, Any], seconds: float,
+                repeats: int, max_episode_steps: Optional[int] = None, seed: int = 1) -> List[Row]:
+  """Actor env steps/s (and partial loops) against bare stepping of the same task."""
+  from agents.mpo.actor import prefer_inline_cpu_dispatch
+  # As in an actor node, whose actor is the first to use JAX (here, before the learner
+  # that only provides the initial parameters starts JAX with its default dispatch).
+  prefer_inline_cpu_dispatch()
+  builder = make_builder(task, preset, agent)
+  replay = ReplayServer(builder)
+  store_dir = tempfile.mkdtemp(prefix='throughput_store_')
+  try:
+    series = _actor_series(builder, replay, store_dir, task, seconds, repeats, max_episode_steps,
+                           seed)
+  finally:
+    replay.stop()
+    shutil.rmtree(store_dir, ignore_errors=True)
+  rows, samples = figure_rows('actor', preset, series, seconds)
+  return report(out, 'actor', rows, samples)
+
+
+def _actor_series(builder, replay: 'ReplayServer', store_dir: str, task: str, seconds: float,
+                  repeats: int, max_episode_steps: Optional[int], seed: int) -> List[Series]:
+  """The actor benchmark's timings; its adders are gone when it returns (a server with
+  live writers takes seconds to stop)."""
+  import acme
+  from acme.utils import counting
+  from acme.utils import loggers
+  from launch.nodes.learner import LEARNER_STEPS
+  from launch.store.episodes import EpisodeStore
+  from launch.store.recorder import EpisodeRecorder
+
+  learner = builder.make_learner(iter(()), seed=0, logger=loggers.NoOpLogger())
+  source = LocalVariableSource(learner)
+  bare_env = make_env(task, seed, max_episode_steps)
+  action = constant_action(bare_env)
+  writers = []
+
+  def loop(actor_adder: bool, store: bool, constant: bool = False) -> Rate:
+    env = make_env(task, seed, max_episode_steps)
+    observers = []
+    if constant:
+      actor = ConstantActor(action)
+    else:
+      # As ActorWorker builds it: stochastic policy, periodic variable refresh.
+      adder = builder.make_adder(replay.client) if actor_adder else None
+      actor = builder.make_actor(source, adder, seed=seed, version_name=LEARNER_STEPS)
+      if store:
+        writer = EpisodeStore(store_dir).writer(f'actor_{len(writers)}')
+        writers.append(writer)
+        observers.append(EpisodeRecorder(
+            writer, metadata={'source': 'benchmark', 'task': task, 'seed': seed},
+            policy_version=lambda a=actor: a.policy_version))
+    env_loop = acme.EnvironmentLoop(env, actor, counter=counting.Counter(),
+                                    logger=loggers.NoOpLogger(), label='actor',
+                                    observers=observers)
+    episode = lambda: int(env_loop.run_episode()['episode_length'])
+    episode()  # Compiles the policy and fetches the parameters.
+    return lambda: timed_rate(episode, seconds)
+
+  try:
+    figures = {
+        'loop_constant': loop(False, False, constant=True),
+        'actor_no_adder': loop(False, False),
+        'actor_no_store': loop(True, False),
+        'actor_full': loop(True, True),
+    }
+    run_bare = bare_episode(bare_env, action)
+    run_bare()
+    return measure(lambda: timed_rate(run_bare, seconds), figures, repeats,
+                   {n: 'env_steps/s' for n in figures}, 'env_bare')
+  finally:
+    for writer in writers:
+      writer.close()

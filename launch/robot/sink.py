@@ -1,0 +1,81 @@
+"""Program side: the learner's sink for attached actors' episodes (served over Courier)."""
+
+import os
+import pathlib
+import threading
+import time
+from typing import Any, Dict, Mapping
+
+from acme import specs
+
+from launch.robot.wire import EPISODE_KEY, check_episode, episode_from_data
+from launch.store.episodes import EpisodeStore
+
+EXTERNAL_WRITER_PREFIX = 'external_'
+
+
+class ExternalEpisodeSink:
+  """Appends attached actors' episodes to a store: writer f'external_{name}', each once.
+
+  An episode carries its id in the robot's outbox (metadata 'robot_episode_id');
+  one already stored under that name is acknowledged again, not stored twice,
+  so a robot that lost an acknowledgement can simply resend. Thread-safe
+  (Courier serves calls on several threads).
+  """
+
+  def __init__(self, directory: os.PathLike, spec: specs.EnvironmentSpec):
+    self._dir = pathlib.Path(directory)
+    self._spec = spec
+    self._lock = threading.Lock()
+    self._writers: Dict[str, Any] = {}
+    self._stored: Dict[str, Dict[str, str]] = {}  # name -> robot episode id -> store id
+
+  def append(self, name: str, data: Mapping[str, Any]) -> Dict[str, Any]:
+    """{'status': 'stored' | 'duplicate', 'id': store id} or {'status': 'rejected', 'reason'}."""
+    try:
+      episode = episode_from_data(data)
+    except (KeyError, TypeError, ValueError) as e:
+      return {'status': 'rejected', 'reason': f'not an episode ({e!r})'}
+    key = episode.metadata.get(EPISODE_KEY)
+    if not isinstance(key, str) or not key:
+      return {'status': 'rejected', 'reason': f'metadata {EPISODE_KEY!r} is missing'}
+    problem = check_episode(episode, self._spec)
+    if problem:
+      return {'status': 'rejected', 'reason': problem}
+    with self._lock:
+      try:
+        writer, stored = self._writer(name)
+      except ValueError as e:  # A bad name.
+        return {'status': 'rejected', 'reason': str(e)}
+      if key in stored:
+        return {'status': 'duplicate', 'id': stored[key]}
+      episode.metadata.update(source=name, external=True, received_time=time.time())
+      try:
+        episode_id = writer.append(episode)
+      except ValueError as e:  # Non-finite values and the like: the store refuses them.
+        return {'status': 'rejected', 'reason': str(e)}
+      except Exception:  # pylint: disable=broad-except
+        self._writers.pop(name, None)  # A failed append closes the writer; reopen next time.
+        raise
+      stored[key] = episode_id
+    return {'status': 'stored', 'id': episode_id}
+
+  def _writer(self, name: str):
+    writer = self._writers.get(name)
+    if writer is None or writer.closed:
+      if not isinstance(name, str):
+        raise ValueError(f'robot name {name!r}: not a string')
+      store = EpisodeStore(self._dir, verify=False)
+      writer = store.writer(EXTERNAL_WRITER_PREFIX + name)
+      # What this robot delivered before (maybe to an earlier learner process).
+      self._stored[name] = {
+          info.metadata[EPISODE_KEY]: info.episode_id for info in store.index()
+          if info.writer == writer.name and isinstance(info.metadata.get(EPISODE_KEY), str)}
+      self._writers[name] = writer
+    return writer, self._stored[name]
+
+  def close(self) -> None:
+    with self._lock:
+      for writer in self._writers.values():
+        writer.close()
+      self._writers.clear()
