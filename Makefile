@@ -1,4 +1,4 @@
-# Two commands: `make run` (local multi-process experiment) and `make test`.
+# Three commands: `make run` (local multi-process experiment), `make test` and `make lint`.
 # Each creates .venv with Python 3.10 and the verified dependency set when it is missing.
 
 VENV       := .venv
@@ -7,7 +7,7 @@ STAMP      := $(VENV)/.installed
 RUN_ARGS   ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test test-fast test-slow venv clean-venv
+.PHONY: run test test-fast test-slow lint format venv clean-venv
 
 venv: $(STAMP)
 
@@ -29,7 +29,7 @@ $(STAMP): setup.py constraints.txt
 	echo "[setup] using $$py ($$("$$py" --version 2>&1))"; \
 	rm -rf $(VENV); \
 	"$$py" -m venv $(VENV); \
-	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[test]'; \
+	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[test,lint]'; \
 	touch $(STAMP); \
 	echo "[setup] environment ready in $(VENV)"
 
@@ -37,11 +37,28 @@ run: $(STAMP)
 	$(PY) -m experiments.collect_infer $(RUN_ARGS)
 
 # The default test run includes the slow end-to-end tests (CI runs exactly this).
+# One process on purpose: pytest-xdist's two workers were no faster on 2 cores (JAX and
+# TensorFlow already use both), and the end-to-end tests bound how long programs may take.
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS) tests
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS) tests
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow $(PYTEST_ARGS) tests
+
+# The format check and the linter (configured in ruff.toml); both run, either failing fails.
+lint: $(STAMP)
+	@rc=0; \
+	$(VENV)/bin/ruff format --check . || rc=1; \
+	$(VENV)/bin/ruff check . || rc=1; \
+	exit $$rc
+
+# Rewrites the tree in the house style and applies the linter's safe fixes.
+format: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
 
 clean-venv:
 	rm -rf $(VENV)

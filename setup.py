@@ -34,5 +34,7 @@ setuptools.setup(
     'bench': ['matplotlib'],
     # Tests exercise the plotting, and read RLDS exports back with TFDS.
     'test': ['pytest', 'matplotlib', 'tensorflow-datasets==4.9.0'],
+    # `make lint` (configured in ruff.toml).
+    'lint': ['ruff'],
   },
 )

@@ -6,6 +6,9 @@ import pytest
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
 
+# The shared run's budget, in actor steps.
+BUDGET_RUN_STEPS = 2000
+
 
 @pytest.fixture
 def caplog(caplog):  # pylint: disable=redefined-outer-name
@@ -18,3 +21,17 @@ def caplog(caplog):  # pylint: disable=redefined-outer-name
   logger.addHandler(caplog.handler)
   yield caplog
   logger.removeHandler(caplog.handler)
+
+
+@pytest.fixture(scope='session')
+def budget_run(tmp_path_factory):
+  """One tiny local_mp program run to its budget of actor steps, launched once per session.
+
+  End-to-end tests that only read what a finished run leaves (its output, run
+  directory, store) share it; a test that changes the run works on a copy.
+  """
+  from tests.e2e_util import run_to_end
+  from tests.fakes import TINY
+
+  run_dir = tmp_path_factory.mktemp('budget_run') / 'run'
+  return run_to_end(run_dir, '--max_actor_steps', str(BUDGET_RUN_STEPS), *TINY, timeout=420)

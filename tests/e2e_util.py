@@ -1,5 +1,6 @@
 """Helpers for tests that launch the real program as a user would (tiny configs: tests/fakes.py)."""
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -12,13 +13,20 @@ from typing import List, Optional
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
-def start_cli(run_dir: pathlib.Path, *args: str, log: Optional[pathlib.Path] = None) -> subprocess.Popen:
+
+def start_cli(
+  run_dir: pathlib.Path, *args: str, log: Optional[pathlib.Path] = None
+) -> subprocess.Popen:
   """Starts `python -m experiments.collect_infer` in its own session (like a terminal job)."""
   log = log or run_dir.parent / f'{run_dir.name}-{time.time_ns()}.log'
   out = open(log, 'w')
   proc = subprocess.Popen(
-      [sys.executable, '-m', 'experiments.collect_infer', '--run_dir', str(run_dir), *args],
-      cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    [sys.executable, '-m', 'experiments.collect_infer', '--run_dir', str(run_dir), *args],
+    cwd=ROOT,
+    stdout=out,
+    stderr=subprocess.STDOUT,
+    start_new_session=True,
+  )
   proc.log_path = log
   return proc
 
@@ -62,7 +70,9 @@ def wait_exit(proc: subprocess.Popen, timeout: float) -> int:
     return proc.wait(timeout=timeout)
   except subprocess.TimeoutExpired:
     kill_session(proc)
-    raise AssertionError(f'program did not exit within {timeout}s; output:\n{output(proc)[-5000:]}')
+    raise AssertionError(
+      f'program did not exit within {timeout}s; output:\n{output(proc)[-5000:]}'
+    ) from None
 
 
 def kill_session(proc: subprocess.Popen) -> None:
@@ -88,10 +98,14 @@ def wait_for(predicate, timeout: float, what: str, proc: Optional[subprocess.Pop
     if predicate():
       return
     if proc is not None and proc.poll() is not None:
-      raise AssertionError(f'program exited ({proc.returncode}) before {what}:\n{output(proc)[-5000:]}')
+      raise AssertionError(
+        f'program exited ({proc.returncode}) before {what}:\n{output(proc)[-5000:]}'
+      )
     time.sleep(1)
-  raise AssertionError(f'timed out after {timeout}s waiting for {what}'
-                       + (f':\n{output(proc)[-5000:]}' if proc else ''))
+  raise AssertionError(
+    f'timed out after {timeout}s waiting for {what}'
+    + (f':\n{output(proc)[-5000:]}' if proc else '')
+  )
 
 
 def node_pid(proc: subprocess.Popen, node: str, timeout: float = 120) -> int:
@@ -105,3 +119,24 @@ def node_pid(proc: subprocess.Popen, node: str, timeout: float = 120) -> int:
 
   wait_for(announced, timeout, f'{node} to announce its pid', proc)
   return int(found[-1])
+
+
+@dataclasses.dataclass(frozen=True)
+class FinishedRun:
+  """A program that ran to its end: what tests that only observe it may read."""
+
+  run_dir: pathlib.Path
+  returncode: int
+  text: str  # Everything it printed.
+  leftover: List[str]  # Its processes still alive a few seconds after it exited.
+
+
+def run_to_end(run_dir: pathlib.Path, *args: str, timeout: float) -> FinishedRun:
+  """Launches the program, waits for it to exit by itself, and records how it ended."""
+  proc = start_cli(run_dir, *args)
+  try:
+    returncode = wait_exit(proc, timeout=timeout)
+    leftover = leftover_processes(proc.pid)
+    return FinishedRun(run_dir, returncode, output(proc), leftover)
+  finally:
+    kill_session(proc)

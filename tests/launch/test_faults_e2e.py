@@ -10,8 +10,16 @@ import pytest
 
 from launch.checkpointing import Checkpointer
 from launch.store.episodes import EpisodeStore
-from tests.e2e_util import (kill_session, leftover_processes, node_pid, output, read_counts,
-                            start_cli, wait_exit, wait_for)
+from tests.e2e_util import (
+  kill_session,
+  leftover_processes,
+  node_pid,
+  output,
+  read_counts,
+  start_cli,
+  wait_exit,
+  wait_for,
+)
 from tests.fakes import TINY
 
 pytestmark = pytest.mark.slow
@@ -22,13 +30,25 @@ def test_a_killed_actor_is_restarted_and_the_program_finishes(tmp_path):
   proc = start_cli(run_dir, '--max_actor_steps', '6000', *TINY)
   try:
     victim = node_pid(proc, 'actor_1')
-    wait_for(lambda: read_counts(run_dir).get('actor_steps', 0) >= 1000, 240,
-             'the actors to make progress', proc)
+    wait_for(
+      lambda: read_counts(run_dir).get('actor_steps', 0) >= 1000,
+      240,
+      'the actors to make progress',
+      proc,
+    )
     os.kill(victim, signal.SIGKILL)
-    wait_for(lambda: 'actor/1 died (signal 9); restarted it' in output(proc), 60,
-             'the launcher to report and restart the actor', proc)
-    wait_for(lambda: len(re.findall(r'\[actor_1\] running as pid (\d+)', output(proc))) == 2, 120,
-             'the new actor_1 process', proc)
+    wait_for(
+      lambda: 'actor/1 died (signal 9); restarted it' in output(proc),
+      60,
+      'the launcher to report and restart the actor',
+      proc,
+    )
+    wait_for(
+      lambda: len(re.findall(r'\[actor_1\] running as pid (\d+)', output(proc))) == 2,
+      120,
+      'the new actor_1 process',
+      proc,
+    )
     rc = wait_exit(proc, timeout=400)
     text = output(proc)
     assert rc == 0, text[-5000:]
@@ -48,9 +68,15 @@ def test_kill_9_then_relaunch_resumes_with_nothing_stored_lost(tmp_path, node):
   try:
     victim = node_pid(proc, node)
     # A checkpoint of the learner and of replay exist once the evaluator has run twice.
-    wait_for(lambda: len(Checkpointer(run_dir / 'checkpoints').all_steps()) >= 2 and
-             len(EpisodeStore(run_dir / 'store')) >= 2, 300, 'two checkpoints and stored episodes',
-             proc)
+    wait_for(
+      lambda: (
+        len(Checkpointer(run_dir / 'checkpoints').all_steps()) >= 2
+        and len(EpisodeStore(run_dir / 'store')) >= 2
+      ),
+      300,
+      'two checkpoints and stored episodes',
+      proc,
+    )
     os.kill(victim, signal.SIGKILL)
     rc = wait_exit(proc, timeout=120)
     text = output(proc)
@@ -95,12 +121,24 @@ def _wait_learner_blocked(run_dir, proc, still_for: float = 12.0, timeout: float
 
 def test_losing_every_actor_stops_a_blocked_learner_within_30s(tmp_path):
   run_dir = tmp_path / 'run'
-  proc = start_cli(run_dir, '--max_actor_steps', '10000000', '--actor_failures', 'continue',
-                   '--num_actors', '2', *TINY)
+  proc = start_cli(
+    run_dir,
+    '--max_actor_steps',
+    '10000000',
+    '--actor_failures',
+    'continue',
+    '--num_actors',
+    '2',
+    *TINY,
+  )
   try:
     actors = [node_pid(proc, f'actor_{i}') for i in range(2)]
-    wait_for(lambda: read_counts(run_dir).get('learner_steps', 0) > 20, 300,
-             'the learner to make progress', proc)
+    wait_for(
+      lambda: read_counts(run_dir).get('learner_steps', 0) > 20,
+      300,
+      'the learner to make progress',
+      proc,
+    )
     # Frozen actors insert nothing, so the learner uses up its sampling allowance and
     # parks on the rate limiter; only then do the actors vanish for good.
     for pid in actors:
@@ -114,8 +152,11 @@ def test_losing_every_actor_stops_a_blocked_learner_within_30s(tmp_path):
     text = output(proc)
     left = leftover_processes(proc.pid, grace=max(0.0, 30 - (time.time() - start)))
     assert left == [], f'processes still alive 30 s after the last actor died: {left}'
-    assert re.search(r'\[launch\] actor/[01] died \(signal 9\)(; actor/[01] died \(signal 9\))? '
-                     r'and no actor is left: stopping the program', text), text[-5000:]
+    assert re.search(
+      r'\[launch\] actor/[01] died \(signal 9\)(; actor/[01] died \(signal 9\))? '
+      r'and no actor is left: stopping the program',
+      text,
+    ), text[-5000:]
     assert rc == 1 and 'error: a node failed' in text, text[-3000:]
     final = re.search(r'\[learner\] stopped at step (\d+); final checkpoint', text)
     assert final, text[-5000:]

@@ -3,14 +3,22 @@
 import os
 import pathlib
 import re
+import shutil
 import signal
 import time
 
 import pytest
 
 from launch.checkpointing import Checkpointer
-from tests.e2e_util import (kill_session, leftover_processes, output, read_counts, start_cli,
-                            wait_exit, wait_for)
+from tests.e2e_util import (
+  kill_session,
+  leftover_processes,
+  output,
+  read_counts,
+  start_cli,
+  wait_exit,
+  wait_for,
+)
 from tests.fakes import TINY
 
 pytestmark = pytest.mark.slow
@@ -20,34 +28,40 @@ def _replay_checkpoints(run_dir):
   return [p for p in (run_dir / 'replay').iterdir() if p.is_dir()]
 
 
-def test_budget_stop_then_resume_continues(tmp_path):
+def test_a_budget_run_stops_by_itself_with_everything_saved(budget_run):
+  run_dir, text = budget_run.run_dir, budget_run.text
+  assert budget_run.returncode == 0, text[-5000:]
+  assert budget_run.leftover == [], 'node processes outlived the program'
+  counts = read_counts(run_dir)
+  assert counts['actor_steps'] >= 2000 and counts['learner_steps'] > 0, counts
+  assert 'budget reached' in text
+  assert '[replay] serving on port' in text and 'empty tables (no checkpoint yet' in text
+  step1, payload = Checkpointer(run_dir / 'checkpoints').restore_latest()
+  assert step1 > 0 and payload['learner_state'].steps == step1
+  assert _replay_checkpoints(run_dir), 'no Reverb checkpoint in the run directory'
+  assert not (run_dir / 'addresses.json').exists()
+  assert (run_dir / 'logs' / 'evaluator' / 'logs.csv').read_text().count('\n') >= 2
+  assert list((run_dir / 'logs' / 'tb').rglob('events.out.tfevents*'))
+
+
+def test_relaunch_after_a_torn_checkpoint_resumes_from_the_one_before(budget_run, tmp_path):
+  # The shared run stays as it ended: this test resumes a copy of it.
+  assert budget_run.returncode == 0, budget_run.text[-5000:]
   run_dir = tmp_path / 'run'
-  first = start_cli(run_dir, '--max_actor_steps', '2000', *TINY)
+  shutil.copytree(budget_run.run_dir, run_dir, symlinks=True)
+  counts = read_counts(run_dir)
+  ckpt = Checkpointer(run_dir / 'checkpoints')
+  step1, _ = ckpt.restore_latest()
+
+  # A crash mid-write leaves the newest checkpoint half-written: the relaunch
+  # must warn and resume from the one before, not crash or start over.
+  steps = ckpt.all_steps()
+  assert len(steps) >= 2 and steps[-1] == step1, steps
+  newest = ckpt.path_for(step1)
+  os.truncate(newest, newest.stat().st_size // 2)
+
+  second = start_cli(run_dir, '--max_actor_steps', '4000')
   try:
-    rc = wait_exit(first, timeout=420)
-    text = output(first)
-    assert rc == 0, text[-5000:]
-    assert leftover_processes(first.pid) == [], 'node processes outlived the program'
-    counts = read_counts(run_dir)
-    assert counts['actor_steps'] >= 2000 and counts['learner_steps'] > 0, counts
-    assert 'budget reached' in text
-    assert '[replay] serving on port' in text and 'empty tables (no checkpoint yet' in text
-    ckpt = Checkpointer(run_dir / 'checkpoints')
-    step1, payload = ckpt.restore_latest()
-    assert step1 > 0 and payload['learner_state'].steps == step1
-    assert _replay_checkpoints(run_dir), 'no Reverb checkpoint in the run directory'
-    assert not (run_dir / 'addresses.json').exists()
-    assert (run_dir / 'logs' / 'evaluator' / 'logs.csv').read_text().count('\n') >= 2
-    assert list((run_dir / 'logs' / 'tb').rglob('events.out.tfevents*'))
-
-    # A crash mid-write leaves the newest checkpoint half-written: the relaunch
-    # must warn and resume from the one before, not crash or start over.
-    steps = ckpt.all_steps()
-    assert len(steps) >= 2 and steps[-1] == step1, steps
-    newest = ckpt.path_for(step1)
-    os.truncate(newest, newest.stat().st_size // 2)
-
-    second = start_cli(run_dir, '--max_actor_steps', '4000')
     rc = wait_exit(second, timeout=420)
     text2 = output(second)
     assert rc == 0, text2[-5000:]
@@ -62,7 +76,7 @@ def test_budget_stop_then_resume_continues(tmp_path):
     assert Checkpointer(run_dir / 'checkpoints').restore_latest()[0] > step1
     assert leftover_processes(second.pid) == []
   finally:
-    kill_session(first)
+    kill_session(second)
 
 
 @pytest.mark.parametrize('how', ['ctrl_c', 'sigterm'])
@@ -70,8 +84,12 @@ def test_signal_stops_every_process_with_final_checkpoints(tmp_path, how):
   run_dir = tmp_path / 'run'
   proc = start_cli(run_dir, '--max_actor_steps', '10000000', *TINY)
   try:
-    wait_for(lambda: read_counts(run_dir).get('learner_steps', 0) > 20, 300,
-             'the learner to make progress', proc)
+    wait_for(
+      lambda: read_counts(run_dir).get('learner_steps', 0) > 20,
+      300,
+      'the learner to make progress',
+      proc,
+    )
     start = time.time()
     if how == 'ctrl_c':
       os.killpg(proc.pid, signal.SIGINT)  # What Ctrl-C in a terminal does.

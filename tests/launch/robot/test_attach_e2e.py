@@ -33,18 +33,46 @@ EPISODE_STEPS = 40  # 2 s episodes at 20 Hz.
 SIM_ROBOT = 'environments.simulated_robot:make_simulated_robot_env'
 
 
-def start_attach(tmp_path: pathlib.Path, run_dir: pathlib.Path, name: str, *args: str,
-                 env: str = SIM_ROBOT) -> subprocess.Popen:
+def start_attach(
+  tmp_path: pathlib.Path, run_dir: pathlib.Path, name: str, *args: str, env: str = SIM_ROBOT
+) -> subprocess.Popen:
   """`python -m launch.attach` for a robot `name`, in its own session, quick to retry."""
   log = tmp_path / f'attach-{name}-{time.time_ns()}.log'
   out = open(log, 'w')
   proc = subprocess.Popen(
-      [sys.executable, '-m', 'launch.attach', '--run_dir', str(run_dir), '--env', env,
-       '--env_arg', f'control_hz={HZ}', '--env_arg', f'max_episode_steps={EPISODE_STEPS}',
-       '--name', name, '--buffer_dir', str(tmp_path / f'outbox-{name}'),
-       '--refresh_every_s', '0.5', '--max_backoff_s', '2', '--disconnect_after_s', '3',
-       '--status_every_s', '0.5', '--connect_timeout_s', '240', *args],
-      cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    [
+      sys.executable,
+      '-m',
+      'launch.attach',
+      '--run_dir',
+      str(run_dir),
+      '--env',
+      env,
+      '--env_arg',
+      f'control_hz={HZ}',
+      '--env_arg',
+      f'max_episode_steps={EPISODE_STEPS}',
+      '--name',
+      name,
+      '--buffer_dir',
+      str(tmp_path / f'outbox-{name}'),
+      '--refresh_every_s',
+      '0.5',
+      '--max_backoff_s',
+      '2',
+      '--disconnect_after_s',
+      '3',
+      '--status_every_s',
+      '0.5',
+      '--connect_timeout_s',
+      '240',
+      *args,
+    ],
+    cwd=ROOT,
+    stdout=out,
+    stderr=subprocess.STDOUT,
+    start_new_session=True,
+  )
   proc.log_path = log
   return proc
 
@@ -64,7 +92,7 @@ def stored(run_dir: pathlib.Path, name: str):
 
 
 def wait_for_addresses(run_dir: pathlib.Path, program: subprocess.Popen) -> dict:
-  wait_for(lambda: (run_dir / 'addresses.json').exists(), 240, 'the address book', program)
+  wait_for((run_dir / 'addresses.json').exists, 240, 'the address book', program)
   return json.loads((run_dir / 'addresses.json').read_text())
 
 
@@ -87,22 +115,39 @@ def test_robot_attaches_streams_tagged_episodes_and_follows_the_policy(tmp_path,
     assert (run_dir / 'addresses.json').stat().st_mode & 0o777 == 0o600
     assert book['learner'].startswith('127.0.0.1:') and book['replay'].startswith('127.0.0.1:')
     # Every other episode of this robot has a NaN in its sensor reading at step 5.
-    robot = start_attach(tmp_path, run_dir, 'arm', '--env_arg', 'nan_at_step=5',
-                         '--env_arg', 'every=2', env='tests.launch.robot.test_attach:make_faulty_robot_env')
+    robot = start_attach(
+      tmp_path,
+      run_dir,
+      'arm',
+      '--env_arg',
+      'nan_at_step=5',
+      '--env_arg',
+      'every=2',
+      env='tests.launch.robot.test_attach:make_faulty_robot_env',
+    )
     # A pendulum is no cartpole: refused before it acts.
-    wrong = start_attach(tmp_path, run_dir, 'pendulum', '--env_arg', 'task=pendulum:swingup',
-                         '--env_arg', 'control_hz=25')  # Pendulum steps every 20 ms.
+    wrong = start_attach(
+      tmp_path,
+      run_dir,
+      'pendulum',
+      '--env_arg',
+      'task=pendulum:swingup',
+      '--env_arg',
+      'control_hz=25',
+    )  # Pendulum steps every 20 ms.
     procs += [robot, wrong]
     assert wait_exit(wrong, timeout=240) == 2, output(wrong)[-3000:]
-    assert ("error: the environment's spec does not match the program's in 1 field(s): "
-            'observations.shape: program (5,), environment (3,)'
-            in output(wrong).splitlines()), output(wrong)[-3000:]
+    assert (
+      "error: the environment's spec does not match the program's in 1 field(s): "
+      'observations.shape: program (5,), environment (3,)' in output(wrong).splitlines()
+    ), output(wrong)[-3000:]
     assert not stored(run_dir, 'pendulum')
 
     def enough():
       s = status(tmp_path, 'arm')
-      return (len(stored(run_dir, 'arm')) >= 4 and s is not None
-              and len(s['parameters']['versions']) >= 3)
+      return (
+        len(stored(run_dir, 'arm')) >= 4 and s is not None and len(s['parameters']['versions']) >= 3
+      )
 
     wait_for(enough, 240, 'four episodes of the robot in the store and fresh parameters', robot)
     text = stop_attach(robot)
@@ -111,10 +156,15 @@ def test_robot_attaches_streams_tagged_episodes_and_follows_the_policy(tmp_path,
 
     # The NaN episodes were dropped on the robot PC, with the documented error.
     assert final['episodes']['dropped_invalid'] >= 2, context
-    assert re.search(r'ERROR collect_infer\.validation: arm: Invalid step 5, observation\[2\] = '
-                     r'nan: not finite; dropping the episode', text), text[-3000:]
-    assert '[attach] arm: invalid step, episode dropped: step 5: observation[2] = nan: not finite' \
-        in text
+    assert re.search(
+      r'ERROR collect_infer\.validation: arm: Invalid step 5, observation\[2\] = '
+      r'nan: not finite; dropping the episode',
+      text,
+    ), text[-3000:]
+    assert (
+      '[attach] arm: invalid step, episode dropped: step 5: observation[2] = nan: not finite'
+      in text
+    )
     # Every clean episode reached the store whole, tagged, exactly once.
     episodes = stored(run_dir, 'arm')
     assert final['delivery']['pending'] == 0 and final['delivery']['rejected'] == 0, context
@@ -140,8 +190,12 @@ def test_robot_attaches_streams_tagged_episodes_and_follows_the_policy(tmp_path,
     samples = list(client.sample(EXTERNAL_TABLE, num_samples=64, emit_timesteps=False))
     fields = [np.asarray(x) for sample in samples for x in tree.flatten(sample.data)]
     assert len(samples) == 64 and all(np.isfinite(x).all() for x in fields)
-    wait_for(lambda: 'of each batch come from attached robots now' in output(program), 120,
-             'the learner to sample the external table', program)
+    wait_for(
+      lambda: 'of each batch come from attached robots now' in output(program),
+      120,
+      'the learner to sample the external table',
+      program,
+    )
   finally:
     for proc in procs:
       kill_session(proc)
@@ -155,8 +209,9 @@ def test_learner_killed_and_relaunched_while_the_robot_runs(tmp_path):
     wait_for_addresses(run_dir, program)
     robot = start_attach(tmp_path, run_dir, 'arm', '--on_disconnect', 'hold')
     procs.append(robot)
-    wait_for(lambda: len(stored(run_dir, 'arm')) >= 2, 240, 'two robot episodes in the store',
-             robot)
+    wait_for(
+      lambda: len(stored(run_dir, 'arm')) >= 2, 240, 'two robot episodes in the store', robot
+    )
     found = re.search(r'\[learner\] running as pid (\d+)', output(program))
     assert found, output(program)[-3000:]
     learner = int(found.group(1))
@@ -168,8 +223,12 @@ def test_learner_killed_and_relaunched_while_the_robot_runs(tmp_path):
     assert 'a node failed' in output(program)
     at_kill = status(tmp_path, 'arm')['episodes']['buffered']
     # The robot keeps running episodes while the program is away (--on_disconnect hold).
-    wait_for(lambda: status(tmp_path, 'arm')['episodes']['buffered'] >= at_kill + 2, 60,
-             'the robot to finish episodes without the program', robot)
+    wait_for(
+      lambda: status(tmp_path, 'arm')['episodes']['buffered'] >= at_kill + 2,
+      60,
+      'the robot to finish episodes without the program',
+      robot,
+    )
     away = status(tmp_path, 'arm')
     assert not away['connected'] and away['delivery']['pending'] >= 2, away
 

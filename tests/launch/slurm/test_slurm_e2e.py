@@ -6,7 +6,6 @@ where that is impossible.
 """
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -23,8 +22,18 @@ from tests.launch.slurm.slurm_cluster import SlurmCluster, ensure_installed
 pytestmark = pytest.mark.slow
 
 # Small memory requests: the test node advertises what the steps ask for, not more.
-SMALL = ['--slurm', 'replay.mem_gb=1', '--slurm', 'learner.mem_gb=2', '--slurm', 'actor.mem_gb=1',
-         '--slurm', 'evaluator.mem_gb=1', '--slurm', 'counter.mem_gb=0.5']
+SMALL = [
+  '--slurm',
+  'replay.mem_gb=1',
+  '--slurm',
+  'learner.mem_gb=2',
+  '--slurm',
+  'actor.mem_gb=1',
+  '--slurm',
+  'evaluator.mem_gb=1',
+  '--slurm',
+  'counter.mem_gb=0.5',
+]
 GROUP_LOGS = ['replay_0', 'counter_0', 'learner_0', 'actor_0', 'actor_1', 'evaluator_0']
 
 
@@ -38,24 +47,28 @@ def cluster(tmp_path_factory):
   try:
     c = SlurmCluster(tmp_path_factory.mktemp('slurm'), nodes=2, cpus=4).start()
   except RuntimeError as e:
-    warnings.warn(f'two-node Slurm cluster failed ({e}); testing on one node')
+    warnings.warn(f'two-node Slurm cluster failed ({e}); testing on one node', stacklevel=1)
     c = SlurmCluster(tmp_path_factory.mktemp('slurm1')).start()
   yield c
   c.stop()
 
 
 def _cli(cluster, *args, timeout=600):
-  return subprocess.run([sys.executable, '-m', 'experiments.collect_infer', '--launch', 'slurm',
-                         *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                        env=cluster.env())
+  return subprocess.run(
+    [sys.executable, '-m', 'experiments.collect_infer', '--launch', 'slurm', *args],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+    env=cluster.env(),
+  )
 
 
 def _job_ids(text):
   return re.findall(r'submitted job (\d+)', text)
 
 
-def test_scancel_stops_every_step_then_a_resubmission_resumes_and_ends_by_itself(cluster,
-                                                                                 tmp_path):
+def test_scancel_stops_every_step_then_a_resubmission_resumes_and_ends_by_itself(cluster, tmp_path):
   run = tmp_path / 'run'
   done = _cli(cluster, '--run_dir', str(run), '--max_actor_steps', '10000000', *TINY, *SMALL)
   assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
@@ -63,9 +76,13 @@ def test_scancel_stops_every_step_then_a_resubmission_resumes_and_ends_by_itself
   assert f'scancel {job}' in done.stdout and f'job-{job}.log' in done.stdout
   log = run / 'logs' / 'slurm' / f'job-{job}.log'
   # The resubmission's budget below counts from the actors' steps.
-  wait_for(lambda: read_counts(run).get('learner_steps', 0) > 50 and
-           read_counts(run).get('actor_steps', 0) > 0, 300,
-           'the learner and the actors to make progress on Slurm')
+  wait_for(
+    lambda: (
+      read_counts(run).get('learner_steps', 0) > 50 and read_counts(run).get('actor_steps', 0) > 0
+    ),
+    300,
+    'the learner and the actors to make progress on Slurm',
+  )
   # Every node runs as its own step of the job, on a Slurm node, not on localhost.
   used = set()
   for label in GROUP_LOGS:
@@ -75,8 +92,10 @@ def test_scancel_stops_every_step_then_a_resubmission_resumes_and_ends_by_itself
     used.add(found.group(1))
   if len(cluster.nodes) > 1:
     assert len(used) > 1, f'every step ran on {used}: the test did not cross hosts'
-  book = {p.stem: json.loads(p.read_text())['address']
-          for p in (run / 'slurm' / job / 'addresses').glob('*.json')}
+  book = {
+    p.stem: json.loads(p.read_text())['address']
+    for p in (run / 'slurm' / job / 'addresses').glob('*.json')
+  }
   assert sorted(book) == ['counter', 'learner', 'replay']
   assert all(a.rpartition(':')[0] in cluster.nodes for a in book.values()), book
   assert json.loads((run / 'addresses.json').read_text())['learner'] == book['learner']
@@ -86,9 +105,16 @@ def test_scancel_stops_every_step_then_a_resubmission_resumes_and_ends_by_itself
 
   subprocess.run(['scancel', job], env=cluster.env(), check=True)
   start = time.time()
-  wait_for(lambda: subprocess.run(['squeue', '-h', '-j', job], env=cluster.env(),
-                                  capture_output=True, text=True).stdout.strip() == '', 60,
-           'the cancelled job to leave the queue')
+  wait_for(
+    lambda: (
+      subprocess.run(
+        ['squeue', '-h', '-j', job], env=cluster.env(), capture_output=True, text=True
+      ).stdout.strip()
+      == ''
+    ),
+    60,
+    'the cancelled job to leave the queue',
+  )
   assert time.time() - start < 45
   text = log.read_text()
   final = re.search(r'\[learner\] stopped at step (\d+); final checkpoint', text)
@@ -110,8 +136,12 @@ def test_scancel_stops_every_step_then_a_resubmission_resumes_and_ends_by_itself
   assert counts['actor_steps'] >= budget and counts['learner_steps'] > step1, counts
   assert Checkpointer(run / 'checkpoints').all_steps()[-1] > step1
   assert (run / 'slurm' / job2 / 'exit_code').read_text().strip() == '0'
-  assert subprocess.run(['squeue', '-h', '-j', job2], env=cluster.env(), capture_output=True,
-                        text=True).stdout.strip() == '', 'the job did not leave the queue'
+  assert (
+    subprocess.run(
+      ['squeue', '-h', '-j', job2], env=cluster.env(), capture_output=True, text=True
+    ).stdout.strip()
+    == ''
+  ), 'the job did not leave the queue'
 
 
 def test_a_partition_the_cluster_lacks_is_refused_clearly(cluster, tmp_path):
