@@ -2,6 +2,7 @@
 
 import logging
 import os
+import time
 from typing import NamedTuple
 
 import jax.numpy as jnp
@@ -9,12 +10,12 @@ import numpy as np
 import pytest
 
 from agents.common.errors import RunDirError
-from launch.checkpointing import Checkpointer
+from launch.checkpointing import STALE_TMP_SECONDS, Checkpointer
 
 LOGGER = 'collect_infer.checkpointing'
 
 
-# Defined at module level on purpose: pickle stores NamedTuples by reference to
+# Defined at module level on purpose: checkpoints store NamedTuples by the name of
 # their importable class, so a class local to a test function could not be
 # restored. Real learner states must likewise use importable classes.
 class OptState(NamedTuple):
@@ -39,7 +40,7 @@ def test_round_trip_nested_pytree(tmp_path):
   ckpt = Checkpointer(tmp_path / 'ckpts')
   assert ckpt.restore_latest() is None  # directory doesn't exist yet
   path = ckpt.save(_state(2.0), step=10)
-  assert path.name == 'ckpt-000000000010.pkl'
+  assert path.name == 'ckpt-000000000010.ckpt'
 
   step, restored = ckpt.restore_latest()
   assert step == 10
@@ -116,8 +117,9 @@ def test_corrupted_byte_is_detected(tmp_path, caplog):
 
 
 def test_garbage_only_directory_raises(tmp_path, caplog):
-  (tmp_path / 'ckpt-000000000001.pkl').write_bytes(b'garbage')
-  (tmp_path / 'ckpt-000000000002.pkl').write_bytes(b'')
+  (tmp_path / 'ckpt-000000000001.ckpt').write_bytes(b'garbage')
+  (tmp_path / 'ckpt-000000000002.ckpt').write_bytes(b'')
+  (tmp_path / 'ckpt-000000000003.pkl').write_bytes(b'an old-format file, damaged')
   (tmp_path / 'ckpt-weird.pkl').write_bytes(b'also garbage')
   ckpt = Checkpointer(tmp_path)
   with caplog.at_level(logging.WARNING, logger=LOGGER):
@@ -136,13 +138,19 @@ def test_leftover_tmp_ignored_and_cleaned(tmp_path, caplog):
   assert ckpt.restore_latest() is None
 
   ckpt.save({'v': 1}, step=1)
-  (tmp_path / '.ckpt-000000000002.pkl.0badf00d.tmp').write_bytes(b'half a checkpoint')
-  (tmp_path / 'ckpt-000000000002.pkl.tmp').write_bytes(b'another leftover')
+  (tmp_path / '.ckpt-000000000002.ckpt.0badf00d.tmp').write_bytes(b'half a checkpoint')
+  (tmp_path / 'ckpt-000000000002.ckpt.tmp').write_bytes(b'another leftover')
   with caplog.at_level(logging.WARNING, logger=LOGGER):
     assert ckpt.restore_latest() == (1, {'v': 1})
   assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
   assert ckpt.all_steps() == [1]
 
+  # Leftovers of a crashed writer are old by the time the run is resumed; a fresh
+  # temp file may be another save's in flight (see test_fresh_foreign_temp_file_survives).
+  for name in os.listdir(tmp_path):
+    if name.endswith('.tmp'):
+      age = time.time() - STALE_TMP_SECONDS - 1
+      os.utime(tmp_path / name, (age, age))
   ckpt.save({'v': 2}, step=2)
   assert not [p for p in os.listdir(tmp_path) if p.endswith('.tmp')]
   assert ckpt.restore_latest() == (2, {'v': 2})
