@@ -117,7 +117,8 @@ def build_dataset(
   cfg = ExperimentConfig.from_dict(rd.read_config())
   builder = experiment.make_builder(cfg)
   env = experiment.make_env(cfg, seed=seed + 777)
-  ckpt = Checkpointer(rd.checkpoints)
+  # Another run's files cross the trust boundary: no pickles (convert trusted ones first).
+  ckpt = Checkpointer(rd.checkpoints, read_pickles=False)
   steps = ckpt.all_steps()
   if kind != 'random' and not steps:
     raise ConfigError(f'{run_dir} has no checkpoint to generate {kind} episodes from')

@@ -1,5 +1,6 @@
 """The learner node: consumes the replay dataset, runs the jitted update, serves variables."""
 
+import contextlib
 import pathlib
 import re
 import threading
@@ -12,13 +13,13 @@ import numpy as np
 import reverb
 from acme.utils import counting
 
-from agents.common.errors import ConfigError
+from agents.common.errors import ConfigError, RunDirError
 from agents.common.logs import get_logger
 from agents.mpo.labels import make_labeller
 from agents.replay_pipeline import EXTERNAL_TABLE
 from launch import experiment
 from launch.budget import Budget
-from launch.checkpointing import Checkpointer
+from launch.checkpointing import Checkpointer, pickle_refusal
 from launch.logs import announce_process, make_logger, quiet_node_logs
 from launch.nodes.counter import flush_counts
 from launch.nodes.iterated import IteratedSchedule
@@ -31,23 +32,39 @@ from launch.store.mixing import ExternalShare, MixedBatches
 from launch.store.sampling import StoreSampler
 
 LEARNER_STEPS = 'learner_steps'
+# The fields of every checkpoint payload the learner writes itself (see LearnerWorker._payload);
+# what a caller of `save_checkpoint` adds may not use these names.
+OWN_FIELDS = ('learner_state', LEARNER_STEPS, 'time', 'iteration', 'collect_target')
+# Bounds on what a caller may add to checkpoints (counts, an evaluation's return).
+MAX_EXTRA_VALUES = 1000
+MAX_EXTRA_DEPTH = 3
+MAX_EXTRA_TEXT = 256
 
 log = get_logger('learner')
 
 
 def load_init_checkpoint(path: str) -> Dict[str, Any]:
-  """A checkpoint payload from a checkpoint file or a run directory (its newest)."""
+  """A checkpoint payload from a checkpoint file or a run directory (its newest).
+
+  The checkpoint comes from outside this run, so an older version's pickle is refused
+  (it could run code when loaded); the error says how to convert one.
+  """
   where = pathlib.Path(path)
-  if where.is_dir():
-    directory = where / 'checkpoints' if (where / 'checkpoints').is_dir() else where
-    restored = Checkpointer(directory).restore_latest()
-    if restored is None:
-      raise ConfigError(f'init_checkpoint={path!r}: no checkpoint in {directory}')
-    return restored[1]
-  match = re.fullmatch(r'ckpt-(\d+)\.pkl', where.name)
-  if not where.is_file() or not match:
-    raise ConfigError(f'init_checkpoint={path!r}: not a run directory or a ckpt-<step>.pkl file')
-  return Checkpointer(where.parent).restore(int(match.group(1)))
+  try:
+    if where.is_dir():
+      directory = where / 'checkpoints' if (where / 'checkpoints').is_dir() else where
+      restored = Checkpointer(directory, read_pickles=False).restore_latest()
+      if restored is None:
+        raise ConfigError(f'init_checkpoint={path!r}: no checkpoint in {directory}')
+      return restored[1]
+    if where.is_file() and re.fullmatch(r'ckpt-\d+\.pkl', where.name):
+      raise ConfigError(f'init_checkpoint={path!r}: {pickle_refusal(where)}')
+    match = re.fullmatch(r'ckpt-(\d+)\.ckpt', where.name)
+    if not where.is_file() or not match:
+      raise ConfigError(f'init_checkpoint={path!r}: not a run directory or a ckpt-<step>.ckpt file')
+    return Checkpointer(where.parent, read_pickles=False).restore(int(match.group(1)))
+  except RunDirError as err:
+    raise ConfigError(f'init_checkpoint={path!r}: {err}') from err
 
 
 def _labeller(cfg):
@@ -60,6 +77,54 @@ def _labeller(cfg):
 def store_dirs(cfg) -> List[pathlib.Path]:
   """The stores a learner trains on: this run's own, then any extra datasets."""
   return [RunDir(cfg.run_dir).store] + [pathlib.Path(d) for d in cfg.datasets]
+
+
+def check_extra(extra: Any) -> Dict[str, Any]:
+  """What a caller adds to a checkpoint: plain counts, or ValueError naming the field.
+
+  A dict of string keys to ints, floats, short strings, None, or dicts of those (nested
+  at most MAX_EXTRA_DEPTH deep, MAX_EXTRA_VALUES values in all), under names other than
+  OWN_FIELDS: callers add counts, they never replace the learner's state or step.
+  """
+  if extra is None:
+    return {}
+  if not isinstance(extra, dict):
+    raise ValueError(f'save_checkpoint: extra must be a dict, not {type(extra).__name__}')
+  for name in extra:
+    if name in OWN_FIELDS:
+      raise ValueError(
+        f"save_checkpoint: extra field {name!r} is the learner's own (the learner writes "
+        f'{", ".join(OWN_FIELDS)}); add counts under other names'
+      )
+  count = 0
+
+  def check(value: Any, where: str, depth: int) -> None:
+    nonlocal count
+    count += 1
+    if count > MAX_EXTRA_VALUES:
+      raise ValueError(f'save_checkpoint: extra holds more than {MAX_EXTRA_VALUES} values')
+    if value is None or type(value) in (bool, int, float):
+      return
+    if type(value) is str:
+      if len(value) > MAX_EXTRA_TEXT:
+        raise ValueError(f'save_checkpoint: extra field {where} is longer than {MAX_EXTRA_TEXT}')
+      return
+    if type(value) is dict and depth < MAX_EXTRA_DEPTH:
+      for key, child in value.items():
+        if type(key) is not str or len(key) > MAX_EXTRA_TEXT:
+          raise ValueError(f'save_checkpoint: extra field {where} has a key {key!r:.40}')
+        check(child, f'{where}[{key!r}]', depth + 1)
+      return
+    raise ValueError(
+      f'save_checkpoint: extra field {where} is a {type(value).__name__}; only ints, floats, '
+      f'strings, None and dicts of them (at most {MAX_EXTRA_DEPTH} deep) are stored'
+    )
+
+  for name, value in extra.items():
+    if type(name) is not str or len(name) > MAX_EXTRA_TEXT:
+      raise ValueError(f'save_checkpoint: extra field name {name!r:.40} is not a short string')
+    check(value, repr(name), 1)
+  return dict(extra)
 
 
 class LearnerWorker:
@@ -115,6 +180,8 @@ class LearnerWorker:
     self._finished = False  # Budget spent and counts flushed (see `done`).
     # Iterated collect-and-infer's position, carried through checkpoints in every mode.
     position = {'iteration': 0, 'collect_target': None}
+    self._save_lock = threading.Lock()  # Payload and write in one piece (latest counts last).
+    self._extra: Dict[str, Any] = {}
     restored = self._checkpointer.restore_latest()
     if restored is not None:
       step, payload = restored
@@ -123,6 +190,8 @@ class LearnerWorker:
         'iteration': int(payload.get('iteration', 0)),
         'collect_target': payload.get('collect_target'),
       }
+      with contextlib.suppress(ValueError):  # The counts it carried, if plain.
+        self._extra = check_extra({k: v for k, v in payload.items() if k not in OWN_FIELDS})
       log.info('resumed from checkpoint at learner step %d', step)
     elif cfg.init_checkpoint:
       payload = load_init_checkpoint(cfg.init_checkpoint)
@@ -275,16 +344,44 @@ class LearnerWorker:
     params.reverse()
     return [steps if n == LEARNER_STEPS else params.pop() for n in names]
 
-  def get_state(self) -> Dict[str, Any]:
-    """Full learner state (parameters, optimisers, duals, step) as numpy."""
-    with self._lock:
+  def _payload(self, wait_for_update: bool = True) -> Dict[str, Any]:
+    """What every checkpoint holds: state, step, iterated position, the latest counts.
+
+    `wait_for_update`: take the state between updates (a periodic save). The final save
+    does not wait: training may be parked in a sample from a vanished server, and the
+    state is replaced whole after each update, so it is consistent anyway.
+    """
+    if wait_for_update:
+      with self._lock:
+        state = self._learner.save()
+    else:
       state = self._learner.save()
-    return {'learner_state': state, 'learner_steps': int(state.steps), **self._schedule_state()}
+    return {
+      # What callers added last (the evaluator's counts): kept by every later save, so a
+      # final save at the same step does not drop them.
+      **self._extra,
+      'learner_state': state,
+      LEARNER_STEPS: int(state.steps),
+      'time': time.time(),
+      **self._schedule_state(),
+    }
+
+  def get_state(self) -> Dict[str, Any]:
+    """Full learner state (parameters, optimisers, duals, step) as numpy: a checkpoint's payload."""
+    return self._payload()
 
   def save_checkpoint(self, extra: Optional[Dict[str, Any]] = None) -> str:
-    """Writes the full state (plus `extra`, e.g. counts) atomically; returns the path."""
-    payload = {**self.get_state(), 'time': time.time(), **(extra or {})}
-    return str(self._checkpointer.save(payload, payload['learner_steps']))
+    """Writes the full state plus `extra` (e.g. counts) atomically; returns the path.
+
+    `extra` adds fields; it can never replace the learner's own (ValueError naming the
+    field, see `check_extra`), so the checkpoint's step is always the learner's real one and
+    a save can only overwrite the current step's file with the current state.
+    """
+    extra = check_extra(extra)
+    with self._save_lock:
+      self._extra = extra
+      payload = self._payload()
+      return str(self._checkpointer.save(payload, payload[LEARNER_STEPS]))
 
   def steps(self) -> int:
     return self._learner.steps
@@ -354,12 +451,16 @@ class LearnerWorker:
   def run(self, stop_event: Optional[threading.Event] = None):
     stop = stop_event or lp.stop_event()
     finished = run_until_stopped(self._train, stop, grace_seconds=5.0)
-    # The state is replaced whole after each update, so it is consistent even
-    # if training is still parked inside a sample from a vanished server.
-    payload = {'learner_state': self._learner.save(), 'time': time.time(), **self._schedule_state()}
-    payload['learner_steps'] = int(payload['learner_state'].steps)
-    path = self._checkpointer.save(payload, payload['learner_steps'])
-    log.info('stopped at step %d; final checkpoint %s', payload['learner_steps'], path)
+    # After a periodic save in flight (it may wait on an update): one that is stuck on a
+    # vanished server must not cost the final checkpoint.
+    ordered = self._save_lock.acquire(timeout=30.0)
+    try:
+      payload = self._payload(wait_for_update=False)
+      path = self._checkpointer.save(payload, payload[LEARNER_STEPS])
+    finally:
+      if ordered:
+        self._save_lock.release()
+    log.info('stopped at step %d; final checkpoint %s', payload[LEARNER_STEPS], path)
     with self._external_lock:
       if self._external_sink is not None:
         self._external_sink.close()  # Releases the robots' writer names.
