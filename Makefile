@@ -29,7 +29,12 @@ $(STAMP): setup.py constraints.txt
 	echo "[setup] using $$py ($$("$$py" --version 2>&1))"; \
 	rm -rf $(VENV); \
 	"$$py" -m venv $(VENV); \
-	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[test,lint]'; \
+	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt uv; \
+	if ! $(VENV)/bin/uv pip install -q --python $(PY) -c constraints.txt \
+	       -C editable_mode=compat -e '.[test,lint]'; then \
+	  echo "[setup] uv could not install the set; trying pip (slower)" >&2; \
+	  $(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[test,lint]'; \
+	fi; \
 	touch $(STAMP); \
 	echo "[setup] environment ready in $(VENV)"
 
