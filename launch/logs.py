@@ -19,10 +19,18 @@ def quiet_node_logs() -> None:
 
 
 def announce_process(name: str) -> None:
-  """One line saying which process runs a node (for `kill`, `py-spy`, `top -p`)."""
+  """One line saying which process runs a node (for `kill`, `py-spy`, `top -p`).
+
+  Every node calls it first thing, so it also binds a node process to its launcher
+  (`launch.local.node_guard`: the node dies with the launcher and holds the run's
+  node lock); a no-op for nodes that are not processes started by a local launcher.
+  """
   import os
   import socket
 
+  from launch.local.node_guard import bind_to_launcher
+
+  bind_to_launcher()
   get_logger(name).info('running as pid %d on %s', os.getpid(), socket.gethostname())
 
 

@@ -7,7 +7,8 @@ Layout::
     <run>/logs/
     <run>/checkpoints/     learner checkpoints (see launch.checkpointing)
     <run>/replay/          Reverb checkpoints
-    <run>/.lock            flock held by the program using the run
+    <run>/.lock            flock held by the launcher of the program using the run
+    <run>/.lock.nodes      shared flock held by each of that program's node processes
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import os
 import pathlib
 import secrets
 import socket
-from typing import Optional
+import time
+from typing import List, Optional
 
 from agents.common.errors import RunDirError
 from agents.common.files import PathLike, atomic_write_bytes
@@ -28,6 +30,9 @@ from agents.common.files import PathLike, atomic_write_bytes
 _CONFIG = 'config.json'
 _ADDRESSES = 'addresses.json'
 _LOCK = '.lock'
+_NODES_LOCK = '.lock.nodes'
+# A node waits this long for a launcher's brief probe of the nodes lock to end.
+_NODE_LOCK_WAIT_SECONDS = 10.0
 
 
 def _one_line(text: str) -> str:
@@ -48,6 +53,7 @@ class RunDir:
   def __init__(self, path: PathLike) -> None:
     self._path = pathlib.Path(path).expanduser()
     self._lock_fd: Optional[int] = None
+    self._node_fd: Optional[int] = None
 
   def __repr__(self) -> str:
     return f'RunDir({str(self._path)!r})'
@@ -137,11 +143,15 @@ class RunDir:
 
     Uses a non-blocking ``flock`` on ``<run>/.lock``: the kernel drops it
     when the holder exits or crashes, so a lock file left by a dead process
-    never blocks. Calling this again while holding the lock is a no-op.
+    never blocks. The launcher holds it; its node processes each hold a shared
+    lock on ``<run>/.lock.nodes`` (``hold_for_node``), so the run stays refused
+    while any node of a program lives, even once its launcher is gone (killed
+    with -9, or by the OOM killer). Calling this again while holding the lock
+    is a no-op.
 
     Raises:
-      RunDirError: another live process holds the lock, or the lock file
-        can't be opened.
+      RunDirError: another live process holds the lock, a node process of an
+        earlier program still runs, or the lock files can't be opened.
     """
     if self._lock_fd is not None:
       return
@@ -170,6 +180,12 @@ class RunDir:
           f'filesystem.'
         )
       ) from err
+    try:
+      self._refuse_if_nodes_alive()
+    except BaseException:
+      fcntl.flock(fd, fcntl.LOCK_UN)
+      os.close(fd)
+      raise
     info = {
       'pid': os.getpid(),
       'host': socket.gethostname(),
@@ -186,6 +202,101 @@ class RunDir:
       os.close(fd)
       raise self._unwritable(err) from err
     self._lock_fd = fd
+
+  def _refuse_if_nodes_alive(self) -> None:
+    """Raises RunDirError while any process holds ``.lock.nodes`` (shared, by ``hold_for_node``)."""
+    try:
+      fd = os.open(self.nodes_lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+      raise self._unwritable(err) from err
+    try:
+      # Only a probe: the launcher's own nodes take the lock shared once it is let go.
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      fcntl.flock(fd, fcntl.LOCK_UN)
+    except OSError as err:
+      if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+        raise RunDirError(
+          _one_line(
+            f'Cannot lock run directory {self._path} '
+            f'({_describe_os_error(err)}); choose a --run_dir on a local '
+            f'filesystem.'
+          )
+        ) from err
+      pids = ' '.join(str(p) for p in self.node_holders())
+      raise RunDirError(
+        _one_line(
+          f'Run directory {self._path} is still in use by node processes of an '
+          f'earlier program whose launcher is gone (pids {pids or "unknown"} on host '
+          f'{socket.gethostname()}); they stop on their own after saving their state: '
+          f'wait a few seconds and launch again, or end them with: kill {pids or "<pid>"}'
+        )
+      ) from err
+    finally:
+      os.close(fd)
+
+  @property
+  def nodes_lock_path(self) -> pathlib.Path:
+    """The file every node process of the program using the run flocks shared."""
+    return self._path / _NODES_LOCK
+
+  def node_holders(self) -> List[int]:
+    """Pids on this host holding a lock on ``.lock.nodes`` (from /proc/locks; [] if unknown)."""
+    try:
+      st = os.stat(self.nodes_lock_path)
+      with open('/proc/locks') as f:
+        lines = f.read().splitlines()
+    except OSError:
+      return []
+    # Each line: 'N: FLOCK  ADVISORY  READ  <pid> <major>:<minor>:<inode> 0 EOF'.
+    wanted = f'{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}'
+    pids = set()
+    for line in lines:
+      fields = line.split()
+      if '->' in fields:
+        continue  # A waiter, not a holder.
+      if len(fields) >= 6 and fields[1] == 'FLOCK' and fields[5] == wanted:
+        if fields[4].isdigit() and int(fields[4]) > 0:
+          pids.add(int(fields[4]))
+    return sorted(pids)
+
+  def hold_for_node(self) -> None:
+    """Holds a shared lock on ``.lock.nodes`` until this process exits (or ``release_node_hold``).
+
+    Each node process of a local program calls this at start, so that
+    ``acquire_lock`` refuses the run while any of them lives. Many nodes share
+    it; only a launcher's short probe (``acquire_lock``) excludes them, so this
+    waits for a probe to end rather than failing.
+
+    Raises:
+      RunDirError: the lock file can't be opened or locked.
+    """
+    if self._node_fd is not None:
+      return
+    try:
+      fd = os.open(self.nodes_lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+      raise self._unwritable(err) from err
+    deadline = time.monotonic() + _NODE_LOCK_WAIT_SECONDS
+    while True:
+      try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        break
+      except OSError as err:
+        busy = err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
+        if not busy or time.monotonic() > deadline:
+          os.close(fd)
+          why = 'held exclusively by another process' if busy else _describe_os_error(err)
+          raise RunDirError(
+            _one_line(f'Cannot take the node lock {self.nodes_lock_path} ({why}).')
+          ) from err
+        time.sleep(0.05)
+    self._node_fd = fd
+
+  def release_node_hold(self) -> None:
+    """Lets go of ``hold_for_node``'s lock; a no-op if not held."""
+    fd, self._node_fd = self._node_fd, None
+    if fd is not None:
+      os.close(fd)  # Closing the only descriptor of the open file drops its flock.
 
   def release_lock(self) -> None:
     """Releases the lock taken by ``acquire_lock``; a no-op if not held."""

@@ -13,6 +13,7 @@ from launch.budget import Budget
 from launch.checkpointing import Checkpointer
 from launch.config import ExperimentConfig
 from launch.local.launchpad_compat import set_node_log_dir
+from launch.local.node_guard import node_env
 from launch.local.node_logs import NodeLogFollower
 from launch.local.supervision import wait_local_mp
 from launch.run_dir import RunDir
@@ -219,6 +220,12 @@ def launch(
 
     require_slurm()  # Before the run directory is created or changed.
     refuse_if_running(planned)
+  else:
+    from launch.slurm.submit import refuse_if_queued
+
+    # A job's supervisor takes the run lock only once the job starts: a pending
+    # job holds no lock, so ask Slurm (where it exists) before running here too.
+    refuse_if_queued(planned)
   config, run_dir, resumed = prepare_run(config, overrides)
   if resumed and fixed_flags:
     log.info(
@@ -251,13 +258,20 @@ def launch(
       flags.FLAGS(['launch'], known_only=True)
     flags.FLAGS.lp_termination_notice_secs = TERMINATION_NOTICE_SECS
     follower = None
+
+    def node_process_env(group: str) -> Dict[str, str]:
+      # Binds each node process to this one: it dies with it and holds the run's node
+      # lock (launch.local.node_guard). Every node, restarted actors included, starts
+      # from this thread, which lives until the program has stopped.
+      return {**process_env(group), **node_env(run_dir.path)}
+
     if config.launch_type == 'local_mp':
       from launchpad.nodes.python.local_multi_processing import PythonProcess
 
       # Each node writes its own file (unbuffered); the follower echoes them here.
       node_logs = run_dir.logs / 'nodes' / time.strftime('%Y%m%d-%H%M%S')
       set_node_log_dir(node_logs)
-      resources = {g: PythonProcess(env=process_env(g)) for g in GROUPS if g in program.groups}
+      resources = {g: PythonProcess(env=node_process_env(g)) for g in GROUPS if g in program.groups}
       manager = lp.launch(
         program,
         launch_type=lp.LaunchType.LOCAL_MULTI_PROCESSING,
@@ -284,7 +298,7 @@ def launch(
         manager.wait(labels_to_wait_for=[g for g in GROUPS if g != 'actor' and g in program.groups])
       else:
         wait_local_mp(
-          manager, config.actor_failures, config.max_actor_restarts, node_logs, process_env
+          manager, config.actor_failures, config.max_actor_restarts, node_logs, node_process_env
         )
     except RuntimeError as e:
       # A node crashed: Launchpad is stopping the others; let them finish

@@ -61,6 +61,16 @@ def refuse_if_running(config: ExperimentConfig) -> None:
     )
 
 
+def refuse_if_queued(config: ExperimentConfig) -> None:
+  """For a launch outside Slurm: refuses while a job of this run is pending or running.
+
+  Skipped quietly where Slurm's `squeue` is absent (the job, if any, cannot be asked about).
+  """
+  if not shutil.which('squeue'):
+    return
+  refuse_if_running(config)
+
+
 def describe(config: ExperimentConfig, workdir: str) -> str:
   """The batch script and each step's command, as a dry run prints them."""
   from launch.program import process_env
