@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import sys
+import textwrap
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
@@ -80,9 +81,21 @@ def parse_args(argv):
     type=_agent_override,
     metavar='FIELD=VALUE',
     help='agent config override, dotted for sub-configs, '
-    'e.g. --agent replay.batch_size=128 --agent pmpo.alpha=0.5',
+    'e.g. --agent replay.batch_size=128 --agent pmpo.alpha=0.5 (fields and defaults below)',
   )
+  p.epilog = agent_settings_text()
   return p.parse_args(argv)
+
+
+def agent_settings_text() -> str:
+  """Every registered agent's settings with their defaults, read from its config class."""
+  lines = ['agent settings (--agent FIELD=VALUE; defaults before --preset):']
+  for name in registry.names():
+    config = registry.get(name).config_class()
+    flat = type(config).flatten(config.to_dict())
+    text = f'  {name}: ' + ', '.join(f'{k}={v}' for k, v in flat.items())
+    lines.append(textwrap.fill(text, width=100, subsequent_indent='    ', break_on_hyphens=False))
+  return '\n'.join(lines)
 
 
 def main(argv=None) -> int:
