@@ -1195,3 +1195,131 @@ class EpisodeStore:
       os.fsync(fd)
     finally:
       os.close(fd)
+
+  def check(self) -> List['Problem']:
+    """Reads every record back and says what is wrong, without changing anything.
+
+    Bad (`Problem.status == 'bad'`): a record that fails its checksum or is
+    missing from its segment, an episode `episode_problem` objects to, one whose
+    observation or action shape or dtype differs from most episodes', and bytes
+    in the middle of a segment that no index entry covers and no writer listed.
+    Also listed, not bad: quarantined and deleted episodes, and bytes writers
+    skipped or have yet to index at a segment's end (an append in flight).
+    """
+    self.refresh()
+    problems: List[Problem] = []
+    shapes: Dict[Tuple, List[str]] = {}
+    for info in self.index():
+      try:
+        episode = self.read(info.episode_id)
+      except CorruptRecordError as e:  # Damaged since it was taken in.
+        problems.append(Problem('bad', info.episode_id, info.segment, str(e)))
+        continue
+      problem = episode_problem(episode)
+      if problem is not None:
+        problems.append(Problem('bad', info.episode_id, info.segment, problem))
+        continue
+      key = (
+        episode.observations.shape[1:],
+        episode.observations.dtype.str,
+        episode.actions.shape[1:],
+        episode.actions.dtype.str,
+      )
+      shapes.setdefault(key, []).append(info.episode_id)
+    if len(shapes) > 1:
+      usual = max(shapes, key=lambda k: len(shapes[k]))
+      names = ('observation shape', 'observation dtype', 'action shape', 'action dtype')
+      for key, ids in shapes.items():
+        if key == usual:
+          continue
+        diffs = ', '.join(
+          f'{n} {b} (most have {a})' for n, a, b in zip(names, usual, key) if a != b
+        )
+        for episode_id in ids:
+          segment = self.info(episode_id).segment
+          problems.append(Problem('bad', episode_id, segment, f'unlike the others: {diffs}'))
+    for info, reason in self.damaged():
+      problems.append(Problem('bad', info.episode_id, info.segment, reason))
+    for info in self.missing():
+      problems.append(
+        Problem(
+          'bad',
+          info.episode_id,
+          info.segment,
+          f'record missing: the index says {info.size} bytes at {info.offset}, '
+          'the segment is shorter (truncated, or not written out yet)',
+        )
+      )
+    for status, listed in (('quarantined', self._quarantined), ('deleted', self._deleted)):
+      for episode_id, reason in sorted(listed.items()):
+        segment = self.info(episode_id).segment if self._known(episode_id) else '?'
+        problems.append(Problem(status, episode_id, segment, reason))
+    problems.extend(self._unindexed_bytes())
+    return problems
+
+  def _known(self, episode_id: str) -> bool:
+    try:
+      self.info(episode_id)
+    except KeyError:
+      return False
+    return True
+
+  def _unindexed_bytes(self) -> List['Problem']:
+    """Byte ranges of segments that no index entry points at."""
+    covered: Dict[str, List[Tuple[int, int]]] = {}
+    infos = list(self._infos) + [i for i, _ in self._damaged.values()] + self.missing()
+    for info in infos:
+      covered.setdefault(info.segment, []).append((info.offset, info.size))
+    listed = {(e['segment'], e['offset']): e for e in self._bad_bytes}
+    problems = []
+    for name in sorted(os.listdir(self._dir)):
+      match = re.match(rf'^(.+)\.\d{{{_SEGMENT_DIGITS},}}\.seg$', name)
+      if not match or not _NAME_RE.match(match.group(1)):
+        continue
+      size = os.path.getsize(self._dir / name)
+      position = 0
+      gaps = []
+      for offset, length in sorted(covered.get(name, [])) + [(size, 0)]:
+        if offset > position:
+          gaps.append((position, offset - position, offset < size))
+        position = max(position, offset + length)
+      for offset, length, inside in gaps:
+        where = f'{name}:{offset}'
+        if (name, offset) in listed:
+          problems.append(Problem('skipped', where, name, listed[(name, offset)]['reason']))
+        elif inside:
+          problems.append(
+            Problem(
+              'bad',
+              where,
+              name,
+              f'{length} bytes no index entry points at (the next writer of '
+              f'{match.group(1)!r} re-indexes whole records there and lists the rest)',
+            )
+          )
+        else:
+          problems.append(
+            Problem(
+              'tail',
+              where,
+              name,
+              f'{length} bytes after the last indexed record (an append in flight, or a '
+              f'torn one the next writer of {match.group(1)!r} cuts off)',
+            )
+          )
+    return problems
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+  """One finding of `EpisodeStore.check`.
+
+  status: 'bad' (needs attention), 'quarantined' or 'deleted' (handled), 'skipped'
+  (bytes a writer listed as not a whole record) or 'tail' (unindexed bytes at a
+  segment's end). `what` is an episode id, or segment:offset for bytes.
+  """
+
+  status: str
+  what: str
+  file: str
+  reason: str
