@@ -277,6 +277,7 @@ class StoreSampler:
       except ValueError as e:
         # The label's type was checked above (episode_problem); what is left is
         # the program's settings (no label and no return threshold): say so.
+        self._seen[i].discard(episode_id)  # And again, should the caller retry.
         raise ValueError(f'episode {episode_id} can not be labelled: {e}') from e
     return (episode, success), None, False
 
