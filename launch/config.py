@@ -104,6 +104,12 @@ class ExperimentConfig:
     resumable=True,
     help="other episode stores (earlier runs' <run>/store, imported RLDS data) to train on too",
   )
+  store_memory_gb: float = setting(
+    4.0,
+    resumable=True,
+    help='most stored-episode data the learner holds in memory (GiB); past it, it trains on '
+    'a uniform random subset of the stored episodes',
+  )
   external_ratio: float = setting(
     0.25,
     resumable=True,
@@ -235,6 +241,13 @@ class ExperimentConfig:
       isinstance(self.store_ratio, (int, float)) and 0.0 <= self.store_ratio <= 1.0,
       'store_ratio',
       'a fraction in [0, 1]',
+    )
+    need(
+      isinstance(self.store_memory_gb, (int, float))
+      and not isinstance(self.store_memory_gb, bool)
+      and self.store_memory_gb > 0,
+      'store_memory_gb',
+      'a positive number of GiB',
     )
     need(
       all(isinstance(d, str) and d for d in self.datasets),

@@ -1,8 +1,11 @@
-"""Episode store commands: what a store holds, RLDS export and import.
+"""Episode store commands: what a store holds, RLDS export and import, checks and quarantine.
 
   python -m launch.store info runs/cartpole/store
   python -m launch.store export runs/cartpole/store exports/cartpole_rlds
   python -m launch.store import exports/cartpole_rlds datasets/cartpole --on_error skip
+  python -m launch.store check runs/cartpole/store
+  python -m launch.store quarantine runs/cartpole/store robot_0-00000012 --reason 'camera unplugged'
+  python -m launch.store delete runs/cartpole/store robot_0-00000012 --yes
 
 An imported dataset is an episode store: train on it with
 `python -m experiments.collect_infer --mode offline --datasets datasets/cartpole ...`.
@@ -71,6 +74,67 @@ def _import(args) -> int:
   return 0
 
 
+def _open_store(path: str):
+  from launch.store.episodes import EpisodeStore
+
+  if not os.path.isdir(path):
+    raise _error(f'{path} is not a directory')
+  return EpisodeStore(path)
+
+
+def _check(args) -> int:
+  import logging
+
+  from agents.common.logs import get_logger
+
+  # The report names every problem; the store's own warnings would say it twice.
+  get_logger('store').setLevel(logging.ERROR)
+  problems = _open_store(args.store).check()
+  bad = [p for p in problems if p.status == 'bad']
+  for problem in problems:
+    print(f'  {problem.status:<11} {problem.what}  {problem.file}: {problem.reason}')
+  handled = sum(p.status in ('quarantined', 'deleted') for p in problems)
+  print(f'{args.store}: {len(bad)} bad record(s), {handled} quarantined or deleted')
+  if bad:
+    print(
+      'look at them, then `quarantine STORE ID --reason ...` (kept, never trained on) or '
+      '`delete STORE ID --yes`',
+      file=sys.stderr,
+    )
+  return 1 if bad else 0
+
+
+def _known_id(store, episode_id: str):
+  try:
+    return store.info(episode_id)
+  except KeyError:
+    raise _error(f'{store.directory} has no episode {episode_id!r}') from None
+
+
+def _quarantine(args) -> int:
+  store = _open_store(args.store)
+  info = _known_id(store, args.id)
+  if args.id in store.quarantined():
+    print(f'{args.id} is already quarantined ({store.quarantined()[args.id]})')
+    return 0
+  store.quarantine(args.id, args.reason)
+  print(f'quarantined {args.id} ({info.segment}): {args.reason}')
+  return 0
+
+
+def _delete(args) -> int:
+  store = _open_store(args.store)
+  info = _known_id(store, args.id)
+  if not args.yes:
+    raise _error(
+      f'delete removes episode {args.id} for good (its bytes are zeroed); '
+      'add --yes to confirm, or quarantine it instead'
+    )
+  store.delete(args.id, args.reason)
+  print(f'deleted {args.id} ({info.size} bytes at {info.segment}:{info.offset} zeroed)')
+  return 0
+
+
 def _error(message: str):
   from agents.common.errors import UserError
 
@@ -110,11 +174,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     default=512,
     help='the largest episode accepted, as a record and decoded (MiB)',
   )
+  chk = sub.add_parser(
+    'check', help='read every record back and report each bad one (exit 1 if any)'
+  )
+  chk.add_argument('store')
+  qua = sub.add_parser('quarantine', help='hide an episode from training for good (kept on disk)')
+  qua.add_argument('store')
+  qua.add_argument('id', help='episode id, as `check` or `info` prints it')
+  qua.add_argument('--reason', required=True, help='why (kept in the quarantine log)')
+  dele = sub.add_parser('delete', help="zero an episode's bytes and hide it for good")
+  dele.add_argument('store')
+  dele.add_argument('id', help='episode id')
+  dele.add_argument('--yes', action='store_true', help='confirm: this cannot be undone')
+  dele.add_argument('--reason', default='deleted by hand', help='why (kept in the log)')
   args = p.parse_args(sys.argv[1:] if argv is None else argv)
   from agents.common.errors import UserError
 
   try:
-    return {'info': _info, 'export': _export, 'import': _import}[args.command](args)
+    commands = {'info': _info, 'export': _export, 'import': _import}
+    commands.update(check=_check, quarantine=_quarantine, delete=_delete)
+    return commands[args.command](args)
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2

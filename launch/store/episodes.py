@@ -27,7 +27,20 @@ record is complete (and, by default, checksummed too), so a crash at any point
 leaves each episode either whole or invisible. A writer re-opening its name
 after a crash indexes a record that was complete but not yet indexed, cuts a
 torn record off its segment, and rewrites a damaged index (write, fsync,
-rename), never editing a live index in place.
+rename), never editing a live index in place. Bytes that are not a whole
+record in the middle of a segment (corruption) are skipped, not cut: the
+writer resumes at the next whole record after them and lists them in the
+quarantine log; only a torn tail (nothing whole after it) is cut off.
+
+Quarantine: `_quarantine.log` (no writer name starts with "_") is an
+append-only list, in the index's line format, of episodes the store keeps but
+no longer shows (`EpisodeStore.quarantine`: a learner could not use them, or
+an operator said so), of deleted episodes (`EpisodeStore.delete`: the record's
+bytes are zeroed, the index line stays so no writer re-indexes it), and of
+byte ranges a recovering writer skipped. Readers take it in with the indexes.
+A reader that finds an index entry whose record is not (yet) there, e.g. a
+segment size that lags on NFS, looks again on every refresh rather than
+writing the episode off.
 """
 
 import bisect
@@ -68,6 +81,9 @@ _INDEX_SUFFIX = '.index'
 _INDEX_HEAD_LEN = len(b'#CIE1 index ') + 16 + 1
 _SEGMENT_DIGITS = 6
 DEFAULT_MAX_SEGMENT_BYTES = 1 << 30
+QUARANTINE_FILE = '_quarantine.log'
+_QUARANTINE_KINDS = ('episode', 'deleted', 'bytes')
+_RESYNC_CHUNK = 1 << 20
 
 
 @dataclasses.dataclass
@@ -121,6 +137,10 @@ class WriterBusyError(StoreError):
 
 class CorruptRecordError(StoreError):
   """A record failed its integrity check (truncated or altered bytes)."""
+
+
+class _NotThereError(CorruptRecordError):
+  """The record's bytes are not (yet) in its segment: missing file or short read."""
 
 
 # ----------------------------------------------------------------------------
@@ -191,6 +211,48 @@ def validate_episode(episode: Episode) -> None:
   store would refuse `episode`."""
   _checked_arrays(episode)
   _checked_metadata(episode.metadata)
+
+
+def _is_int(value: Any) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool)
+
+
+# Metadata keys a reader relies on, and what each must hold when present.
+_METADATA_SCHEMA = {
+  'success': (
+    lambda v: isinstance(v, bool) or (isinstance(v, (int, float)) and v in (0, 1)),
+    'true / false (or 1 / 0)',
+  ),
+  'source': (lambda v: isinstance(v, str), 'a string'),
+  'task': (lambda v: isinstance(v, str), 'a string'),
+  'policy_version': (
+    lambda v: v is None or _is_int(v) or (isinstance(v, list) and all(_is_int(x) for x in v)),
+    'an int or a list of ints',
+  ),
+}
+
+
+def episode_problem(episode: Episode) -> Optional[str]:
+  """Why a stored episode can't be trained on as it is, or None.
+
+  What the store refuses at append (shapes, dtypes, NaN / Inf), plus discounts
+  in [0, 1] and the types of the metadata keys readers use (`success`,
+  `source`, `task`, `policy_version`): a record written before a check existed,
+  or by other code, may still break them.
+  """
+  try:
+    arrays = _checked_arrays(episode)
+    metadata = _checked_metadata(episode.metadata)
+  except ValueError as e:
+    return str(e)
+  discounts = arrays['discounts']
+  outside = np.flatnonzero((discounts < 0) | (discounts > 1))
+  if outside.size:
+    return f'discounts: {discounts[outside[0]]!r} at step {outside[0]} is outside [0, 1]'
+  for key, (ok, expected) in _METADATA_SCHEMA.items():
+    if key in metadata and not ok(metadata[key]):
+      return f'metadata {key!r} must be {expected}, got {metadata[key]!r}'
+  return None
 
 
 def _padding(size: int) -> int:
@@ -321,6 +383,60 @@ def _info(entry: Dict[str, Any]) -> EpisodeInfo:
     offset=int(entry['offset']),
     size=int(entry['size']),
   )
+
+
+def _parse_quarantine_line(line: bytes) -> Optional[Dict[str, Any]]:
+  """The entry of one quarantine-log line, or None if damaged."""
+  crc, sep, text = line.partition(b' ')
+  if not sep or len(crc) != 8:
+    return None
+  try:
+    if int(crc, 16) != zlib.crc32(text):
+      return None
+    entry = json.loads(text)
+  except ValueError:
+    return None
+  if not isinstance(entry, dict) or entry.get('kind') not in _QUARANTINE_KINDS:
+    return None
+  if not isinstance(entry.get('reason'), str):
+    return None
+  if entry['kind'] == 'bytes':
+    ok = isinstance(entry.get('segment'), str) and all(
+      _is_int(entry.get(k)) for k in ('offset', 'size')
+    )
+  else:
+    ok = isinstance(entry.get('id'), str)
+  return entry if ok else None
+
+
+def _append_quarantine(directory: pathlib.Path, entry: Dict[str, Any]) -> None:
+  """Appends one entry to the store's quarantine log, durably (any process may)."""
+  entry = dict(entry, time=time.time(), pid=os.getpid())
+  path = directory / QUARANTINE_FILE
+  created = not path.exists()
+  fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+  try:
+    fcntl.flock(fd, fcntl.LOCK_EX)  # Held for one short write; released by close.
+    line = _index_line(entry)
+    size = os.fstat(fd).st_size
+    if size and _pread_all(fd, 1, size - 1) != b'\n':
+      line = b'\n' + line  # End a line torn by a crash, so ours stays whole.
+    write_all(fd, line)
+    os.fsync(fd)
+  finally:
+    os.close(fd)
+  if created:
+    fsync_dir(directory)
+
+
+def read_quarantine(directory: PathLike) -> List[Dict[str, Any]]:
+  """Every intact entry of a store's quarantine log (kind: episode, deleted or bytes)."""
+  try:
+    data = (pathlib.Path(directory) / QUARANTINE_FILE).read_bytes()
+  except FileNotFoundError:
+    return []
+  entries = (_parse_quarantine_line(line) for line in data.split(b'\n'))
+  return [e for e in entries if e is not None]
 
 
 def _segment_name(writer: str, number: int) -> str:
@@ -469,11 +585,16 @@ class EpisodeWriter:
       clean = False
     current = numbers[-1] if numbers else 0
     recovered = []
+    skipped = []
     for number in numbers:
       segment = _segment_name(self._name, number)
       known = {e['offset']: e['size'] for e in kept if e['segment'] == segment}
-      found, end = self._scan(segment, known, sizes[segment])
+      found, end, bad = self._scan(segment, known, sizes[segment])
       recovered.extend(found)
+      skipped.extend((segment, offset, size) for offset, size in bad)
+      if number != current and end < sizes[segment]:
+        # Not a torn append (later segments exist): leave the bytes, list them.
+        skipped.append((segment, end, sizes[segment] - end))
       if number == current and end < sizes[segment]:
         log.warning(
           'store %s: cutting a torn record (%d bytes) off the end of %s',
@@ -487,6 +608,7 @@ class EpisodeWriter:
           os.fsync(fd)
         finally:
           os.close(fd)
+    self._quarantine_regions(skipped)
     if recovered:
       log.warning(
         'store %s: indexed %d whole episode(s) of writer %r that had no (intact) index line',
@@ -523,15 +645,19 @@ class EpisodeWriter:
 
   def _scan(
     self, segment: str, known: Dict[int, int], size: int
-  ) -> Tuple[List[Dict[str, Any]], int]:
+  ) -> Tuple[List[Dict[str, Any]], int, List[Tuple[int, int]]]:
     """Finds whole records in `segment` that the index lacks.
 
     Walks the segment record by record, jumping over the indexed ones
     (`known`: offset -> size) without reading them, so a clean segment costs
-    no I/O. Returns the index entries of the records found and where the last
-    whole record ends.
+    no I/O. Where the bytes are not a whole record, it resumes at the next
+    whole record (found by its magic and checksums) or indexed one. Returns
+    the index entries of the records found, where the last whole record ends,
+    and the (offset, size) of each run of bad bytes skipped before it (a torn
+    tail, with nothing whole after it, is not among them).
     """
     found = []
+    bad = []
     offsets = sorted(known)
     position = 0
     fd = os.open(self._dir / segment, os.O_RDONLY)
@@ -546,20 +672,61 @@ class EpisodeWriter:
         if entry is not None:
           found.append(entry)
           position += entry['size']
-        elif later:
-          log.warning(
-            'store %s: %d unreadable bytes at %s:%d skipped',
-            self._dir,
-            limit - position,
-            segment,
-            position,
-          )
-          position = limit
-        else:
+          continue
+        resume = self._next_record(fd, segment, position + 1, limit)
+        if resume is None and not later:
           break  # A torn tail.
+        resume = limit if resume is None else resume
+        bad.append((position, resume - position))
+        position = resume
     finally:
       os.close(fd)
-    return found, position
+    return found, position, bad
+
+  def _next_record(self, fd: int, segment: str, start: int, limit: int) -> Optional[int]:
+    """Offset of the first whole record of this writer in [start, limit), or None."""
+    position = start
+    while position < limit:
+      chunk = _pread_all(fd, min(_RESYNC_CHUNK, limit - position) + len(_MAGIC) - 1, position)
+      at = chunk.find(_MAGIC)
+      while at >= 0 and position + at < limit:
+        if self._record_at(fd, segment, position + at, limit) is not None:
+          return position + at
+        at = chunk.find(_MAGIC, at + 1)
+      position += _RESYNC_CHUNK
+    return None
+
+  def _quarantine_regions(self, regions: List[Tuple[str, int, int]]) -> None:
+    """Logs skipped bad bytes and lists them in the quarantine log (once each)."""
+    if not regions:
+      return
+    listed = {
+      (e['segment'], e['offset'])
+      for e in read_quarantine(self._dir)
+      if e['kind'] == 'bytes' and e['segment'].startswith(self._name + '.')
+    }
+    for segment, offset, size in regions:
+      if (segment, offset) in listed:
+        continue
+      log.warning(
+        'store %s: %d bytes at %s:%d are not a whole record; skipped (kept in place, '
+        'listed in %s), the records after them are kept',
+        self._dir,
+        size,
+        segment,
+        offset,
+        QUARANTINE_FILE,
+      )
+      _append_quarantine(
+        self._dir,
+        {
+          'kind': 'bytes',
+          'segment': segment,
+          'offset': offset,
+          'size': size,
+          'reason': 'not a whole record (corrupt bytes); found by a recovering writer',
+        },
+      )
 
   def _record_at(
     self, fd: int, segment: str, position: int, limit: int
@@ -682,18 +849,29 @@ class EpisodeStore:
   new record is checksummed when taken in, so every visible episode reads
   back intact; a damaged one is skipped with a warning. `verify=False` reads
   only the index (cheap, e.g. to count episodes); damage then shows up as
-  CorruptRecordError from `read`. Not thread-safe.
+  CorruptRecordError from `read`. An index entry whose record is not in its
+  segment yet (a lagging size on NFS, say) is looked at again on each
+  refresh. Quarantined and deleted episodes are not visible (`index`, `len`,
+  iteration); `quarantined()` lists them. Not thread-safe.
   """
 
   def __init__(self, directory: PathLike, *, verify: bool = True):
     self._dir = pathlib.Path(directory)
     self._dir.mkdir(parents=True, exist_ok=True)
     self._verify = verify
-    self._infos: List[EpisodeInfo] = []
+    self._infos: List[EpisodeInfo] = []  # Every episode taken in, hidden ones too.
     self._by_id: Dict[str, int] = {}
     self._cursors: Dict[str, _Cursor] = {}
-    self._num_steps = 0
+    self._num_steps = 0  # Of the visible episodes.
+    self._num_visible = 0
     self._loaded = False
+    # Index entries whose record was not there yet: index name -> id -> entry.
+    self._pending: Dict[str, Dict[str, Dict[str, Any]]] = {}
+    self._damaged: Dict[str, Tuple[EpisodeInfo, str]] = {}  # Skipped: checksum failed.
+    self._quarantine_cursor = _Cursor(0, b'', 0)
+    self._quarantined: Dict[str, str] = {}  # id -> reason.
+    self._deleted: Dict[str, str] = {}
+    self._bad_bytes: List[Dict[str, Any]] = []
 
   @property
   def directory(self) -> pathlib.Path:
@@ -711,11 +889,50 @@ class EpisodeStore:
   def refresh(self) -> int:
     """Takes in episodes appended since the last look; returns how many."""
     self._loaded = True
+    self._refresh_quarantine()
     new = 0
     for name in sorted(os.listdir(self._dir)):
       if name.endswith(_INDEX_SUFFIX) and _NAME_RE.match(name[: -len(_INDEX_SUFFIX)]):
         new += self._refresh_index(name)
-    return new
+    return new + self._retry_pending()
+
+  def _hidden(self, episode_id: str) -> bool:
+    return episode_id in self._quarantined or episode_id in self._deleted
+
+  def _hide(self, entry: Dict[str, Any]) -> None:
+    """Applies one quarantine-log entry."""
+    if entry['kind'] == 'bytes':
+      self._bad_bytes.append(entry)
+      return
+    episode_id = entry['id']
+    was_hidden = self._hidden(episode_id)
+    target = self._quarantined if entry['kind'] == 'episode' else self._deleted
+    target.setdefault(episode_id, entry['reason'])
+    if not was_hidden and episode_id in self._by_id:
+      self._num_visible -= 1
+      self._num_steps -= self._infos[self._by_id[episode_id]].length
+
+  def _refresh_quarantine(self) -> None:
+    try:
+      fd = os.open(self._dir / QUARANTINE_FILE, os.O_RDONLY)
+    except FileNotFoundError:
+      return
+    try:
+      stat = os.fstat(fd)
+      cursor = self._quarantine_cursor
+      if cursor.inode != stat.st_ino or stat.st_size < cursor.offset:
+        # Only ever appended to; a new file means it was replaced by hand: take
+        # it in again (entries already applied stay applied).
+        cursor = self._quarantine_cursor = _Cursor(stat.st_ino, b'', 0)
+      data = _pread_all(fd, stat.st_size - cursor.offset, cursor.offset)
+    finally:
+      os.close(fd)
+    complete = data.rfind(b'\n') + 1
+    for line in data[:complete].split(b'\n')[:-1]:
+      entry = _parse_quarantine_line(line)
+      if entry is not None:
+        self._hide(entry)
+    cursor.offset += complete
 
   def _refresh_index(self, index_name: str) -> int:
     try:
@@ -733,8 +950,10 @@ class EpisodeStore:
         or stat.st_size < cursor.offset
       ):
         # New, or rewritten by a recovering writer: read it all again; the
-        # episodes already taken in are recognised by id.
+        # episodes already taken in are recognised by id, and entries still
+        # waiting for their record are taken from the new file.
         cursor = self._cursors[index_name] = _Cursor(stat.st_ino, head, 0)
+        self._pending.pop(index_name, None)
       if stat.st_size == cursor.offset:
         return 0
       data = _pread_all(fd, stat.st_size - cursor.offset, cursor.offset)
@@ -743,6 +962,7 @@ class EpisodeStore:
     writer = index_name[: -len(_INDEX_SUFFIX)]
     segment_pattern = _segment_re(writer)
     segment_sizes: Dict[str, int] = {}
+    pending = self._pending.setdefault(index_name, {})
     new = 0
     position = 0
     # Take in bytes only up to the last good line: damaged lines at the very
@@ -763,7 +983,7 @@ class EpisodeStore:
         log.warning('store %s: skipped %d damaged line(s) in %s', self._dir, skipped, index_name)
         skipped = 0
       taken = position
-      if entry['id'] in self._by_id:
+      if entry['id'] in self._by_id or entry['id'] in pending:
         continue
       if entry['writer'] != writer or not segment_pattern.match(str(entry['segment'])):
         log.warning(
@@ -773,13 +993,43 @@ class EpisodeStore:
           entry['id'],
         )
         continue
-      if self._admit(entry, segment_sizes):
+      status = self._admit(entry, segment_sizes)
+      if status == 'pending':
+        pending[entry['id']] = entry
+        log.warning(
+          'store %s: episode %s is missing from %s (not there yet, or the segment was '
+          'truncated); looking again on each refresh',
+          self._dir,
+          entry['id'],
+          entry['segment'],
+        )
+      elif status == 'visible':
         new += 1
     cursor.offset += taken
     return new
 
-  def _admit(self, entry: Dict[str, Any], segment_sizes: Dict[str, int]) -> bool:
-    """Adds an index entry if its record is there (and intact, with verify)."""
+  def _retry_pending(self) -> int:
+    """Admits waiting entries whose records have appeared; returns how many are visible."""
+    new = 0
+    segment_sizes: Dict[str, int] = {}
+    for pending in self._pending.values():
+      for episode_id, entry in list(pending.items()):
+        if episode_id in self._by_id:
+          del pending[episode_id]
+          continue
+        status = self._admit(entry, segment_sizes)
+        if status != 'pending':
+          del pending[episode_id]
+          new += status == 'visible'
+    return new
+
+  def _admit(self, entry: Dict[str, Any], segment_sizes: Dict[str, int]) -> str:
+    """Adds an index entry if its record is there (and intact, with verify).
+
+    Returns 'visible' or 'hidden' (added; quarantined or deleted), 'pending'
+    (its bytes are not in the segment yet: not added, look again later) or
+    'damaged' (checksum failed: not added).
+    """
     segment = entry['segment']
     if segment not in segment_sizes:
       try:
@@ -787,24 +1037,25 @@ class EpisodeStore:
       except FileNotFoundError:
         segment_sizes[segment] = -1
     if entry['offset'] + entry['size'] > segment_sizes[segment]:
-      log.warning(
-        'store %s: episode %s is missing from %s (segment truncated?); skipped',
-        self._dir,
-        entry['id'],
-        segment,
-      )
-      return False
+      return 'pending'
     info = _info(entry)
-    if self._verify:
+    if self._verify and not self._hidden(info.episode_id):
       try:
         self._read_record(info)
+      except _NotThereError:
+        return 'pending'
       except CorruptRecordError as e:
         log.warning('store %s: episode %s is damaged (%s); skipped', self._dir, entry['id'], e)
-        return False
+        self._damaged[info.episode_id] = (info, str(e))
+        return 'damaged'
+    self._damaged.pop(info.episode_id, None)
     self._by_id[info.episode_id] = len(self._infos)
     self._infos.append(info)
+    if self._hidden(info.episode_id):
+      return 'hidden'
+    self._num_visible += 1
     self._num_steps += info.length
-    return True
+    return 'visible'
 
   def _read_record(self, info: EpisodeInfo) -> Tuple[Dict[str, Any], memoryview]:
     try:
@@ -815,10 +1066,10 @@ class EpisodeStore:
         while got < info.size:
           n = f.readinto(view[got:])
           if not n:
-            raise CorruptRecordError(f'{info.segment} ends inside the record at {info.offset}')
+            raise _NotThereError(f'{info.segment} ends inside the record at {info.offset}')
           got += n
     except FileNotFoundError as e:
-      raise CorruptRecordError(f'segment {info.segment} is missing') from e
+      raise _NotThereError(f'segment {info.segment} is missing') from e
     header, payload = _check_record(data)
     if header.get('id') != info.episode_id:
       raise CorruptRecordError(
@@ -833,7 +1084,7 @@ class EpisodeStore:
 
   def __len__(self) -> int:
     self._ensure_loaded()
-    return len(self._infos)
+    return self._num_visible
 
   @property
   def num_steps(self) -> int:
@@ -842,24 +1093,237 @@ class EpisodeStore:
     return self._num_steps
 
   def index(self) -> List[EpisodeInfo]:
-    """All visible episodes, in the order they were taken in (append-only)."""
+    """All visible episodes, in the order they were taken in (append-only
+    but for episodes quarantined or deleted since)."""
     self._ensure_loaded()
-    return list(self._infos)
+    if self._num_visible == len(self._infos):
+      return list(self._infos)
+    return [i for i in self._infos if not self._hidden(i.episode_id)]
 
   def __contains__(self, episode_id: str) -> bool:
     self._ensure_loaded()
-    return episode_id in self._by_id
+    return episode_id in self._by_id and not self._hidden(episode_id)
 
   def read(self, episode_id: str) -> Episode:
-    """The stored episode; KeyError if unknown, CorruptRecordError if damaged."""
+    """The stored episode; KeyError if unknown or deleted, CorruptRecordError if
+    damaged. A quarantined episode still reads (to look at it)."""
     self._ensure_loaded()
-    info = self._infos[self._by_id[episode_id]]
+    if episode_id in self._deleted:
+      raise KeyError(f'episode {episode_id} was deleted')
+    if episode_id in self._by_id:
+      info = self._infos[self._by_id[episode_id]]
+    elif episode_id in self._damaged:
+      info = self._damaged[episode_id][0]
+    else:
+      raise KeyError(episode_id)
     header, payload = self._read_record(info)
-    return Episode(**_decode_arrays(header, payload), metadata=header['metadata'])
+    try:
+      arrays = _decode_arrays(header, payload)
+    except (KeyError, TypeError, ValueError) as e:
+      # A checksummed record whose header does not describe its payload.
+      raise CorruptRecordError(f'episode {episode_id}: unreadable array layout ({e})') from e
+    return Episode(**arrays, metadata=header['metadata'])
 
   def __iter__(self) -> Iterator[Episode]:
     for info in self.index():
       yield self.read(info.episode_id)
+
+  # Problems, quarantine and deletion.
+
+  def quarantined(self) -> Dict[str, str]:
+    """Episodes quarantined (id -> reason): kept in the files, never shown."""
+    self._ensure_loaded()
+    return dict(self._quarantined)
+
+  def deleted(self) -> Dict[str, str]:
+    """Episodes deleted (id -> reason)."""
+    self._ensure_loaded()
+    return dict(self._deleted)
+
+  def skipped_bytes(self) -> List[Dict[str, Any]]:
+    """Byte ranges recovering writers skipped as not a whole record (segment, offset, size)."""
+    self._ensure_loaded()
+    return [dict(e) for e in self._bad_bytes]
+
+  def damaged(self) -> List[Tuple[EpisodeInfo, str]]:
+    """Indexed episodes whose record failed its checksum when taken in, with why."""
+    self._ensure_loaded()
+    return [v for k, v in self._damaged.items() if not self._hidden(k)]
+
+  def missing(self) -> List[EpisodeInfo]:
+    """Indexed episodes whose record is not (yet) in its segment."""
+    self._ensure_loaded()
+    return [_info(e) for pending in self._pending.values() for e in pending.values()]
+
+  def info(self, episode_id: str) -> EpisodeInfo:
+    """What the index says about an episode, visible, hidden or damaged; KeyError if none."""
+    self._ensure_loaded()
+    if episode_id in self._by_id:
+      return self._infos[self._by_id[episode_id]]
+    if episode_id in self._damaged:
+      return self._damaged[episode_id][0]
+    for pending in self._pending.values():
+      if episode_id in pending:
+        return _info(pending[episode_id])
+    raise KeyError(episode_id)
+
+  def quarantine(self, episode_id: str, reason: str) -> None:
+    """Hides an episode from every reader for good, keeping its bytes; the id
+    and `reason` go to the quarantine log. KeyError if the store has no such
+    episode; OSError if the log can't be written (a read-only dataset)."""
+    self.info(episode_id)  # KeyError if unknown.
+    if self._hidden(episode_id):
+      return
+    entry = {'kind': 'episode', 'id': episode_id, 'reason': str(reason)}
+    _append_quarantine(self._dir, entry)
+    self._hide(entry)
+
+  def delete(self, episode_id: str, reason: str = 'deleted by hand') -> None:
+    """Deletes an episode for good: it is listed as deleted (so no reader shows
+    it and no writer re-indexes it), then its record's bytes are zeroed."""
+    info = self.info(episode_id)  # KeyError if unknown.
+    if episode_id not in self._deleted:
+      entry = {'kind': 'deleted', 'id': episode_id, 'reason': str(reason)}
+      _append_quarantine(self._dir, entry)
+      self._hide(entry)
+    fd = os.open(self._dir / info.segment, os.O_WRONLY)
+    try:
+      # Positioned writes: a live writer appending to the segment is unaffected.
+      end = min(info.offset + info.size, os.fstat(fd).st_size)
+      position = info.offset
+      while position < end:
+        position += os.pwrite(fd, bytes(min(end - position, 1 << 20)), position)
+      os.fsync(fd)
+    finally:
+      os.close(fd)
+
+  def check(self) -> List['Problem']:
+    """Reads every record back and says what is wrong, without changing anything.
+
+    Bad (`Problem.status == 'bad'`): a record that fails its checksum or is
+    missing from its segment, an episode `episode_problem` objects to, one whose
+    observation or action shape or dtype differs from most episodes', and bytes
+    in the middle of a segment that no index entry covers and no writer listed.
+    Also listed, not bad: quarantined and deleted episodes, and bytes writers
+    skipped or have yet to index at a segment's end (an append in flight).
+    """
+    self.refresh()
+    problems: List[Problem] = []
+    shapes: Dict[Tuple, List[str]] = {}
+    for info in self.index():
+      try:
+        episode = self.read(info.episode_id)
+      except CorruptRecordError as e:  # Damaged since it was taken in.
+        problems.append(Problem('bad', info.episode_id, info.segment, str(e)))
+        continue
+      problem = episode_problem(episode)
+      if problem is not None:
+        problems.append(Problem('bad', info.episode_id, info.segment, problem))
+        continue
+      key = (
+        episode.observations.shape[1:],
+        episode.observations.dtype.str,
+        episode.actions.shape[1:],
+        episode.actions.dtype.str,
+      )
+      shapes.setdefault(key, []).append(info.episode_id)
+    if len(shapes) > 1:
+      usual = max(shapes, key=lambda k: len(shapes[k]))
+      names = ('observation shape', 'observation dtype', 'action shape', 'action dtype')
+      for key, ids in shapes.items():
+        if key == usual:
+          continue
+        diffs = ', '.join(
+          f'{n} {b} (most have {a})' for n, a, b in zip(names, usual, key) if a != b
+        )
+        for episode_id in ids:
+          segment = self.info(episode_id).segment
+          problems.append(Problem('bad', episode_id, segment, f'unlike the others: {diffs}'))
+    for info, reason in self.damaged():
+      problems.append(Problem('bad', info.episode_id, info.segment, reason))
+    for info in self.missing():
+      problems.append(
+        Problem(
+          'bad',
+          info.episode_id,
+          info.segment,
+          f'record missing: the index says {info.size} bytes at {info.offset}, '
+          'the segment is shorter (truncated, or not written out yet)',
+        )
+      )
+    for status, listed in (('quarantined', self._quarantined), ('deleted', self._deleted)):
+      for episode_id, reason in sorted(listed.items()):
+        segment = self.info(episode_id).segment if self._known(episode_id) else '?'
+        problems.append(Problem(status, episode_id, segment, reason))
+    problems.extend(self._unindexed_bytes())
+    return problems
+
+  def _known(self, episode_id: str) -> bool:
+    try:
+      self.info(episode_id)
+    except KeyError:
+      return False
+    return True
+
+  def _unindexed_bytes(self) -> List['Problem']:
+    """Byte ranges of segments that no index entry points at."""
+    covered: Dict[str, List[Tuple[int, int]]] = {}
+    infos = list(self._infos) + [i for i, _ in self._damaged.values()] + self.missing()
+    for info in infos:
+      covered.setdefault(info.segment, []).append((info.offset, info.size))
+    listed = {(e['segment'], e['offset']): e for e in self._bad_bytes}
+    problems = []
+    for name in sorted(os.listdir(self._dir)):
+      match = re.match(rf'^(.+)\.\d{{{_SEGMENT_DIGITS},}}\.seg$', name)
+      if not match or not _NAME_RE.match(match.group(1)):
+        continue
+      size = os.path.getsize(self._dir / name)
+      position = 0
+      gaps = []
+      for offset, length in sorted(covered.get(name, [])) + [(size, 0)]:
+        if offset > position:
+          gaps.append((position, offset - position, offset < size))
+        position = max(position, offset + length)
+      for offset, length, inside in gaps:
+        where = f'{name}:{offset}'
+        if (name, offset) in listed:
+          problems.append(Problem('skipped', where, name, listed[(name, offset)]['reason']))
+        elif inside:
+          problems.append(
+            Problem(
+              'bad',
+              where,
+              name,
+              f'{length} bytes no index entry points at (the next writer of '
+              f'{match.group(1)!r} re-indexes whole records there and lists the rest)',
+            )
+          )
+        else:
+          problems.append(
+            Problem(
+              'tail',
+              where,
+              name,
+              f'{length} bytes after the last indexed record (an append in flight, or a '
+              f'torn one the next writer of {match.group(1)!r} cuts off)',
+            )
+          )
+    return problems
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+  """One finding of `EpisodeStore.check`.
+
+  status: 'bad' (needs attention), 'quarantined' or 'deleted' (handled), 'skipped'
+  (bytes a writer listed as not a whole record) or 'tail' (unindexed bytes at a
+  segment's end). `what` is an episode id, or segment:offset for bytes.
+  """
+
+  status: str
+  what: str
+  file: str
+  reason: str
 
 
 # ----------------------------------------------------------------------------

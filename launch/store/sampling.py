@@ -19,20 +19,24 @@ With a `labeller`, each transition also carries its episode's success label as
 `extras['success']` (float32, 1 or 0): PMPO's preferred / dis-preferred sets
 from stored data (agents.mpo.labels).
 
-The sampler holds every stored episode in memory (growable flat arrays), so
-sampling a batch is a few vectorised gathers whatever the store's size.
+The sampler holds the stored episodes in memory (growable flat arrays), so
+sampling a batch is a few vectorised gathers whatever the store's size; past
+a memory cap it holds a uniform random subset of them (see StoreSampler).
 """
 
 import time
-from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
 import numpy as np
 from acme import types
 
 from agents.common.logs import get_logger
-from launch.store.episodes import CorruptRecordError, Episode, EpisodeStore
+from launch.store.episodes import CorruptRecordError, Episode, EpisodeStore, episode_problem
 
 log = get_logger('store')
+
+DEFAULT_MEMORY_CAP_BYTES = 4 << 30
+_LOW_WATER = 0.9  # After an eviction the held episodes fit in this share of the cap.
 
 
 class _Growable:
@@ -62,17 +66,6 @@ class _Growable:
     return self._buffer[: self._size]
 
 
-def _spec(episode: Episode) -> Tuple:
-  return (
-    episode.observations.shape[1:],
-    episode.observations.dtype,
-    episode.actions.shape[1:],
-    episode.actions.dtype,
-    episode.rewards.dtype,
-    episode.discounts.dtype,
-  )
-
-
 def transition_starts(length: int, n_step: int) -> Tuple[np.ndarray, np.ndarray]:
   """(start step t, number of steps k) of every transition the n-step adder
   writes for an episode of `length` steps."""
@@ -81,6 +74,30 @@ def transition_starts(length: int, n_step: int) -> Tuple[np.ndarray, np.ndarray]
   later_k = np.minimum(later_t + n_step, length) - later_t
   starts = np.concatenate([np.zeros_like(first_k), later_t])
   return starts, np.concatenate([first_k, later_k])
+
+
+class _Held:
+  """Where one held episode lives in the flat arrays."""
+
+  __slots__ = (
+    'store',
+    'episode_id',
+    'key',
+    'obs_start',
+    'step_start',
+    'length',
+    'trans_start',
+    'num_trans',
+    'nbytes',
+    'success',
+  )
+
+  def __init__(self, **fields):
+    for name, value in fields.items():
+      setattr(self, name, value)
+
+
+_FIELD_NAMES = ('observation', 'action', 'reward', 'discount')
 
 
 class StoreSampler:
@@ -92,9 +109,39 @@ class StoreSampler:
     discount: the agent's discount g folded into multi-step returns.
     seed: an int seed, a np.random.Generator, or None.
     labeller: episode -> bool (successful or not); None for unlabelled transitions.
+    spec: the program's environment spec (anything with `.observations` and
+      `.actions` that have `.shape` and `.dtype`); None: the first usable
+      episode sets the shapes.
+    own_stores: how many of `stores`, from the first, are this program's own.
+    memory_cap_bytes: the most episode data (arrays and per-transition index)
+      to hold; None for no cap.
 
   Episodes are taken in by `refresh()` (call it now and then; `iterate` does).
-  All episodes must share observation/action shapes and dtypes.
+  A stored episode the learner can't use is never fatal:
+
+  * one that is unusable in itself (unreadable record, NaN or Inf, discounts
+    outside [0, 1], metadata of the wrong type, see `episode_problem`) is
+    quarantined in its store (`EpisodeStore.quarantine`, with the reason), so
+    no reader draws on it again;
+  * one that does not fit this program (observation or action shape unlike
+    `spec`'s or the other episodes', a dtype that does not cast to theirs) is
+    left out, with a warning; in the program's own stores, where it can only
+    be poison, an episode unlike `spec` is quarantined too.
+
+  An episode the labeller can't label although its metadata is well-formed
+  (no `success` and no return threshold) raises ValueError: that is the
+  program's settings, not the episode.
+
+  Other dtypes of the same kind (float64 observations for a float32 program)
+  are cast to the program's (or the first episode's). Episodes quarantined or
+  deleted by anyone else are dropped at the next refresh.
+
+  Memory: past `memory_cap_bytes` the sampler holds a uniform random subset of
+  the episodes: each gets a random key when first seen, and it holds exactly
+  the episodes whose key is below a threshold that it lowers (dropping the
+  highest keys, down to 90% of the cap) whenever the cap is reached. So which
+  episodes are held does not depend on their age or order, episodes past the
+  threshold are never read, and transitions are drawn uniformly from those held.
   """
 
   def __init__(
@@ -104,9 +151,14 @@ class StoreSampler:
     discount: float,
     seed: Union[None, int, np.random.Generator] = None,
     labeller: Optional[Callable[[Episode], bool]] = None,
+    spec: Any = None,
+    own_stores: int = 0,
+    memory_cap_bytes: Optional[int] = DEFAULT_MEMORY_CAP_BYTES,
   ):
     if n_step < 1:
       raise ValueError(f'n_step must be at least 1, got {n_step}')
+    if memory_cap_bytes is not None and memory_cap_bytes <= 0:
+      raise ValueError(f'memory_cap_bytes must be positive (or None), got {memory_cap_bytes}')
     self._stores: List[EpisodeStore] = (
       [stores] if isinstance(stores, EpisodeStore) else list(stores)
     )
@@ -114,8 +166,29 @@ class StoreSampler:
     # The adder's own cast: float32, so float32 rewards stay float32.
     self._discount = np.float32(discount)
     self._rng = np.random.default_rng(seed)
-    self._taken = [0] * len(self._stores)  # Index entries taken in, per store.
-    self._spec: Optional[Tuple] = None
+    self._keys = self._rng.spawn(1)[0]  # Own stream: sampling draws stay as they were.
+    self._seen: List[Set[str]] = [set() for _ in self._stores]
+    self._hidden_seen = [0] * len(self._stores)
+    self._own = int(own_stores)
+    self._cap = None if memory_cap_bytes is None else int(memory_cap_bytes)
+    self._threshold = 1.0  # Episodes with a key below it are held.
+    self._held: List[_Held] = []
+    self._held_bytes = 0
+    self._num_left_out = 0  # Over the cap.
+    self._cap_announced = False
+    self._shapes: Optional[Tuple] = None
+    self._dtypes: Optional[List[np.dtype]] = None
+    if spec is not None:
+      self._shapes = (tuple(spec.observations.shape), tuple(spec.actions.shape))
+    self._spec_given = spec is not None
+    self._spec_dtypes = (
+      None if spec is None else (np.dtype(spec.observations.dtype), np.dtype(spec.actions.dtype))
+    )
+    self._labeller = labeller
+    self._num_successes = 0
+    self._reset_arrays()
+
+  def _reset_arrays(self) -> None:
     self._observations = _Growable()
     self._actions = _Growable()
     self._rewards = _Growable()
@@ -123,76 +196,267 @@ class StoreSampler:
     self._start_step = _Growable(np.int64)  # Into the step arrays.
     self._start_obs = _Growable(np.int64)  # Into the observation array.
     self._num_steps = _Growable(np.int64)  # k of each transition.
-    self._num_episodes = 0
-    self._labeller = labeller
     self._labels = _Growable(np.float32)  # Per transition: its episode's success label.
-    self._num_successes = 0
 
   @property
   def num_episodes(self) -> int:
-    return self._num_episodes
+    """Episodes held (all usable ones, unless over the memory cap)."""
+    return len(self._held)
 
   @property
   def num_successes(self) -> int:
-    """Episodes taken in that the labeller called successful (0 without a labeller)."""
+    """Held episodes that the labeller called successful (0 without a labeller)."""
     return self._num_successes
 
   @property
   def num_transitions(self) -> int:
     return self._num_steps.array.shape[0]
 
+  @property
+  def held_bytes(self) -> int:
+    """Bytes of episode data held (what the memory cap bounds)."""
+    return self._held_bytes
+
+  @property
+  def num_left_out(self) -> int:
+    """Usable episodes seen but not held because of the memory cap."""
+    return self._num_left_out
+
   def refresh(self) -> int:
-    """Takes in episodes stored since the last call; returns how many."""
+    """Takes in episodes stored since the last call; returns how many are held."""
     new = 0
+    left_out: Dict[str, List[str]] = {}  # Kind of problem -> ids.
+    reasons: Dict[str, str] = {}
     for i, store in enumerate(self._stores):
       store.refresh()
-      infos = store.index()
-      for info in infos[self._taken[i] :]:
-        try:
-          episode = store.read(info.episode_id)
-        except CorruptRecordError as e:
-          log.warning(
-            'store %s: episode %s unreadable (%s); not sampled', store.directory, info.episode_id, e
-          )
+      self._drop_hidden(i, store)
+      for info in store.index():
+        if info.episode_id in self._seen[i]:
           continue
-        self._add(episode, info.episode_id)
-        new += 1
-      self._taken[i] = len(infos)
+        self._seen[i].add(info.episode_id)
+        # Drawn before reading: an episode over the threshold costs no I/O.
+        key = float(self._keys.random())
+        if key >= self._threshold:
+          self._num_left_out += 1
+          continue
+        episode, problem, poison = self._load(i, store, info.episode_id)
+        if problem is not None:
+          if poison:
+            self._quarantine(store, info.episode_id, problem)
+          else:
+            left_out.setdefault(problem.split(':')[0], []).append(info.episode_id)
+            reasons[info.episode_id] = problem
+          continue
+        if self._hold(i, info.episode_id, key, *episode):
+          new += 1
+    for ids in left_out.values():
+      log.warning(
+        'store sampler: %d episode(s) left out, e.g. %s: %s', len(ids), ids[0], reasons[ids[0]]
+      )
     return new
 
-  def _add(self, episode: Episode, episode_id: str) -> None:
-    spec = _spec(episode)
-    if self._spec is None:
-      self._spec = spec
-    elif spec != self._spec:
-      names = (
-        'observation shape',
-        'observation dtype',
-        'action shape',
-        'action dtype',
-        'reward dtype',
-        'discount dtype',
-      )
-      diffs = [f'{n} {b} (expected {a})' for n, a, b in zip(names, self._spec, spec) if a != b]
-      raise ValueError(f'episode {episode_id} does not match the others: {", ".join(diffs)}')
+  def _load(self, i: int, store: EpisodeStore, episode_id: str):
+    """((episode, success), problem, poison): the episode ready to hold, or why not
+    (poison: quarantine it; else only leave it out)."""
+    try:
+      episode = store.read(episode_id)
+    except (CorruptRecordError, KeyError) as e:
+      return None, f'unreadable: {e}', True
+    problem = episode_problem(episode)
+    if problem is not None:
+      return None, problem, True
+    problem = self._fit(episode)
+    if problem is not None:
+      # Unlike the program's spec in the program's own store: poison (a robot's
+      # wrong shapes). Elsewhere the episode may be fine for another program.
+      return None, problem, self._spec_given and i < self._own
     success = None
     if self._labeller is not None:
       try:
         success = bool(self._labeller(episode))
       except ValueError as e:
+        # The label's type was checked above (episode_problem); what is left is
+        # the program's settings (no label and no return threshold): say so.
+        self._seen[i].discard(episode_id)  # And again, should the caller retry.
         raise ValueError(f'episode {episode_id} can not be labelled: {e}') from e
+    return (episode, success), None, False
+
+  def _fit(self, episode: Episode) -> Optional[str]:
+    """Casts `episode` to the held dtypes in place; what differs if it can't be."""
+    arrays = (episode.observations, episode.actions, episode.rewards, episode.discounts)
+    shapes = (episode.observations.shape[1:], episode.actions.shape[1:])
+    against = 'does not match the program' if self._spec_given else 'does not match the others'
+    if self._shapes is not None:
+      diffs = [
+        f'{n} shape {b} (expected {a})'
+        for n, a, b in zip(_FIELD_NAMES, self._shapes, shapes)
+        if tuple(a) != tuple(b)
+      ]
+      if diffs:
+        return f'{against}: {", ".join(diffs)}'
+    dtypes = self._dtypes
+    if dtypes is None:
+      dtypes = list(self._spec_dtypes or (arrays[0].dtype, arrays[1].dtype))
+      dtypes += [arrays[2].dtype, arrays[3].dtype]
+    for n, want, value in zip(_FIELD_NAMES, dtypes, arrays):
+      if value.dtype != want and not np.can_cast(value.dtype, want, 'same_kind'):
+        return f'{against}: {n} dtype {value.dtype} (expected {want})'
+    if self._shapes is None:
+      self._shapes = shapes
+    self._dtypes = dtypes
+    episode.observations, episode.actions, episode.rewards, episode.discounts = (
+      value.astype(want, copy=False) for want, value in zip(dtypes, arrays)
+    )
+    return None
+
+  def _quarantine(self, store: EpisodeStore, episode_id: str, reason: str) -> None:
+    log.warning('store %s: episode %s quarantined: %s', store.directory, episode_id, reason)
+    try:
+      store.quarantine(episode_id, reason)
+    except OSError as e:  # A read-only dataset: this sampler still leaves it out.
+      log.warning(
+        'store %s: could not list episode %s in the quarantine log (%s); left out here only',
+        store.directory,
+        episode_id,
+        e,
+      )
+
+  def _episode_bytes(self, episode: Episode, num_trans: int) -> int:
+    per_transition = 3 * 8 + (4 if self._labeller is not None else 0)
+    arrays = (episode.observations, episode.actions, episode.rewards, episode.discounts)
+    return sum(a.nbytes for a in arrays) + num_trans * per_transition
+
+  def _hold(
+    self, store: int, episode_id: str, key: float, episode: Episode, success: Optional[bool]
+  ) -> bool:
+    """Adds an episode to the held arrays (then evicts if over the cap); whether it stays."""
     starts, steps = transition_starts(episode.length, self._n_step)
+    nbytes = self._episode_bytes(episode, starts.shape[0])
+    if self._cap is not None and nbytes > self._cap:
+      log.warning(
+        'store sampler: episode %s alone (%d bytes) is over the memory cap (%d bytes); left out',
+        episode_id,
+        nbytes,
+        self._cap,
+      )
+      self._num_left_out += 1
+      return False
+    held = _Held(
+      store=store,
+      episode_id=episode_id,
+      key=key,
+      obs_start=self._observations.array.shape[0],
+      step_start=self._actions.array.shape[0],
+      length=episode.length,
+      trans_start=self.num_transitions,
+      num_trans=starts.shape[0],
+      nbytes=nbytes,
+      success=success,
+    )
     if success is not None:
       self._labels.extend(np.full(starts.shape, float(success), np.float32))
       self._num_successes += int(success)
-    self._start_step.extend(self._actions.array.shape[0] + starts)
-    self._start_obs.extend(self._observations.array.shape[0] + starts)
+    self._start_step.extend(held.step_start + starts)
+    self._start_obs.extend(held.obs_start + starts)
     self._num_steps.extend(steps)
     self._observations.extend(episode.observations)
     self._actions.extend(episode.actions)
     self._rewards.extend(episode.rewards)
     self._discounts.extend(episode.discounts)
-    self._num_episodes += 1
+    self._held.append(held)
+    self._held_bytes += nbytes
+    if self._cap is not None and self._held_bytes > self._cap:
+      self._evict()
+      return held in self._held
+    return True
+
+  def _evict(self) -> None:
+    """Lowers the threshold until what is held fits in 90% of the cap."""
+    target = _LOW_WATER * self._cap
+    remaining = self._held_bytes
+    evicted = set()
+    for held in sorted(self._held, key=lambda h: h.key, reverse=True):
+      if remaining <= target:
+        break
+      evicted.add(id(held))
+      remaining -= held.nbytes
+      self._threshold = held.key
+    self._num_left_out += len(evicted)
+    self._keep([h for h in self._held if id(h) not in evicted])
+    if not self._cap_announced:
+      self._cap_announced = True
+      log.warning(
+        'store sampler: the stored episodes exceed the memory cap (%.1f MB): training on a '
+        'uniform random subset of them (%d episodes held now; the rest stay on disk)',
+        self._cap / 2**20,
+        len(self._held),
+      )
+
+  def _drop_hidden(self, i: int, store: EpisodeStore) -> None:
+    """Drops held episodes of store i that were quarantined or deleted since."""
+    hidden = store.quarantined()
+    hidden.update(store.deleted())
+    if len(hidden) == self._hidden_seen[i]:
+      return
+    self._hidden_seen[i] = len(hidden)
+    self._seen[i].update(hidden)
+    keep = [h for h in self._held if h.store != i or h.episode_id not in hidden]
+    if len(keep) != len(self._held):
+      self._keep(keep)
+
+  def _keep(self, keep: List[_Held]) -> None:
+    """Rebuilds the flat arrays with only the episodes in `keep` (in order)."""
+    old = (
+      self._observations.array,
+      self._actions.array,
+      self._rewards.array,
+      self._discounts.array,
+      self._start_step.array,
+      self._start_obs.array,
+      self._num_steps.array,
+      self._labels.array,
+    )
+    observations, actions, rewards, discounts, start_step, start_obs, num_steps, labels = old
+    self._reset_arrays()
+    self._held = []
+    self._held_bytes = 0
+    self._num_successes = 0
+    if not keep:
+      return
+    parts: List[List[np.ndarray]] = [[] for _ in old]
+    obs_at = step_at = trans_at = 0
+    for held in keep:
+      steps = slice(held.step_start, held.step_start + held.length)
+      trans = slice(held.trans_start, held.trans_start + held.num_trans)
+      parts[0].append(observations[held.obs_start : held.obs_start + held.length + 1])
+      parts[1].append(actions[steps])
+      parts[2].append(rewards[steps])
+      parts[3].append(discounts[steps])
+      parts[4].append(start_step[trans] - held.step_start + step_at)
+      parts[5].append(start_obs[trans] - held.obs_start + obs_at)
+      parts[6].append(num_steps[trans])
+      if held.success is not None:
+        parts[7].append(labels[trans])
+        self._num_successes += int(held.success)
+      held.obs_start, held.step_start, held.trans_start = obs_at, step_at, trans_at
+      obs_at += held.length + 1
+      step_at += held.length
+      trans_at += held.num_trans
+      self._held.append(held)
+      self._held_bytes += held.nbytes
+    growables = (
+      self._observations,
+      self._actions,
+      self._rewards,
+      self._discounts,
+      self._start_step,
+      self._start_obs,
+      self._num_steps,
+      self._labels,
+    )
+    for growable, pieces in zip(growables, parts):
+      if pieces:
+        growable.extend(np.concatenate(pieces))
 
   def _gather(self, which: np.ndarray) -> types.Transition:
     step = self._start_step.array[which]

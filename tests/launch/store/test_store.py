@@ -508,3 +508,175 @@ def test_a_closed_writer_refuses_appends(tmp_path):
   with pytest.raises(StoreError, match='closed'):
     writer.append(make_episode('robot', 1))
   assert len(EpisodeStore(tmp_path / 'store')) == 1
+
+
+# ----------------------------------------------------------------------------
+# Stale sizes, corruption in the middle of a segment, quarantine and deletion.
+
+
+def _write(directory, count, name='actor_0'):
+  with EpisodeStore(directory).writer(name) as writer:
+    ids = [writer.append(make_episode(name, i)) for i in range(count)]
+  return ids, EpisodeStore(directory).index()
+
+
+@pytest.mark.parametrize('how', ['short', 'absent'])
+def test_a_record_not_there_yet_is_taken_in_once_it_is(tmp_path, caplog, how):
+  # What a reader sees through a lagging NFS attribute cache: the index line is
+  # there, the segment looks shorter than it (or not there at all) for a while.
+  directory = tmp_path / 'store'
+  ids, infos = _write(directory, 3)
+  segment = directory / infos[0].segment
+  data = segment.read_bytes()
+  if how == 'short':
+    os.truncate(segment, infos[2].offset + 10)
+    first_ids = ids[:2]
+  else:
+    segment.unlink()
+    first_ids = []
+  with caplog.at_level(logging.WARNING, logger='collect_infer.store'):
+    reader = EpisodeStore(directory)
+    assert [i.episode_id for i in reader.index()] == first_ids
+  assert 'missing' in caplog.text
+  assert reader.refresh() == 0  # Still not there: nothing new, nothing written off.
+  assert {i.episode_id for i in reader.missing()} == set(ids) - set(first_ids)
+
+  segment.write_bytes(data)  # The size catches up.
+  assert reader.refresh() == 3 - len(first_ids)
+  assert [i.episode_id for i in reader.index()] == ids
+  assert reader.missing() == []
+  assert_all_intact(reader)
+  assert reader.refresh() == 0
+
+
+def test_a_stale_size_does_not_hold_back_later_episodes(tmp_path):
+  directory = tmp_path / 'store'
+  ids, infos = _write(directory, 2)
+  reader = EpisodeStore(directory)
+  assert len(reader) == 2
+  with EpisodeStore(directory).writer('actor_1') as writer:
+    other = writer.append(make_episode('actor_1', 0))
+  with EpisodeStore(directory).writer('actor_0') as writer:
+    late = writer.append(make_episode('actor_0', 2))
+  late_info = next(i for i in EpisodeStore(directory).index() if i.episode_id == late)
+  segment = directory / late_info.segment
+  data = segment.read_bytes()
+  os.truncate(segment, late_info.offset)
+  assert reader.refresh() == 1  # actor_1's episode, not held back by actor_0's.
+  assert other in reader and late not in reader
+  segment.write_bytes(data)
+  assert reader.refresh() == 1
+  assert late in reader
+  assert_all_intact(reader)
+
+
+def _damage(path, offset, how):
+  with open(path, 'r+b') as f:
+    if how == 'payload':
+      f.seek(offset + 200)
+      byte = f.read(1)
+      f.seek(-1, os.SEEK_CUR)
+      f.write(bytes([byte[0] ^ 0xFF]))
+    else:  # The record's start: its magic and lengths are gone.
+      f.seek(offset)
+      f.write(b'\x00' * 24)
+
+
+@pytest.mark.parametrize('how', ['payload', 'prefix'])
+def test_recovery_without_an_index_keeps_the_records_after_a_corrupt_one(tmp_path, caplog, how):
+  directory = tmp_path / 'store'
+  ids, infos = _write(directory, 5)
+  victim = infos[1]
+  segment = directory / victim.segment
+  size = os.path.getsize(segment)
+  (directory / 'actor_0.index').unlink()
+  _damage(segment, victim.offset, how)
+
+  with caplog.at_level(logging.WARNING, logger='collect_infer.store'):
+    with EpisodeStore(directory).writer('actor_0') as writer:
+      assert os.path.getsize(segment) == size  # Nothing cut: the bad bytes stay in place.
+      new_id = writer.append(make_episode('actor_0', 5))
+  assert 'not a whole record' in caplog.text
+  store = EpisodeStore(directory)
+  kept = [i for i in ids if i != victim.episode_id]
+  assert [i.episode_id for i in store.index()] == kept + [new_id]
+  assert_all_intact(store)
+  bad = store.skipped_bytes()
+  assert [(b['segment'], b['offset'], b['size']) for b in bad] == [
+    (victim.segment, victim.offset, victim.size)
+  ]
+  # Listed once, however often the name is re-opened.
+  with store.writer('actor_0'):
+    pass
+  assert len(EpisodeStore(directory).skipped_bytes()) == 1
+  assert [i.episode_id for i in EpisodeStore(directory).index()] == kept + [new_id]
+
+
+def test_a_corrupt_tail_after_indexed_records_is_still_cut(tmp_path):
+  directory = tmp_path / 'store'
+  ids, infos = _write(directory, 3)
+  segment = directory / infos[0].segment
+  with open(segment, 'ab') as f:
+    f.write(b'CIE1' + bytes(500))  # Garbage with nothing whole after it: a torn append.
+  with EpisodeStore(directory).writer('actor_0'):
+    assert os.path.getsize(segment) == infos[2].offset + infos[2].size
+  store = EpisodeStore(directory)
+  assert [i.episode_id for i in store.index()] == ids
+  assert store.skipped_bytes() == []
+
+
+def test_quarantine_hides_an_episode_from_every_reader_for_good(tmp_path):
+  directory = tmp_path / 'store'
+  ids, infos = _write(directory, 3)
+  other_reader = EpisodeStore(directory)
+  assert len(other_reader) == 3
+  store = EpisodeStore(directory)
+  store.quarantine(ids[1], 'metadata success must be a bool')
+  assert [i.episode_id for i in store.index()] == [ids[0], ids[2]]
+  assert len(store) == 2 and ids[1] not in store
+  assert store.num_steps == infos[0].length + infos[2].length
+  assert store.quarantined() == {ids[1]: 'metadata success must be a bool'}
+  assert_same(store.read(ids[1]), make_episode('actor_0', 1))  # Kept, to look at.
+  other_reader.refresh()
+  assert [i.episode_id for i in other_reader.index()] == [ids[0], ids[2]]
+  assert len(other_reader) == 2
+  # A new process, and a writer re-opening the name, keep it hidden.
+  with EpisodeStore(directory).writer('actor_0') as writer:
+    new_id = writer.append(make_episode('actor_0', 3))
+  fresh = EpisodeStore(directory)
+  assert [i.episode_id for i in fresh.index()] == [ids[0], ids[2], new_id]
+  assert fresh.quarantined() == {ids[1]: 'metadata success must be a bool'}
+  with pytest.raises(KeyError):
+    fresh.quarantine('actor_0-99999999', 'no such episode')
+
+
+def test_delete_zeroes_the_record_and_no_writer_brings_it_back(tmp_path):
+  directory = tmp_path / 'store'
+  ids, infos = _write(directory, 3)
+  victim = infos[1]
+  with open(directory / victim.segment, 'rb') as f:
+    f.seek(victim.offset)
+    assert f.read(victim.size).strip(b'\x00')
+  EpisodeStore(directory).delete(ids[1])
+  with open(directory / victim.segment, 'rb') as f:
+    f.seek(victim.offset)
+    assert f.read(victim.size) == bytes(victim.size)
+  store = EpisodeStore(directory)
+  assert [i.episode_id for i in store.index()] == [ids[0], ids[2]]
+  with pytest.raises(KeyError, match='deleted'):
+    store.read(ids[1])
+  with store.writer('actor_0') as writer:
+    new_id = writer.append(make_episode('actor_0', 3))
+  assert [i.episode_id for i in EpisodeStore(directory).index()] == [ids[0], ids[2], new_id]
+  assert_all_intact(EpisodeStore(directory))
+
+
+def test_a_torn_quarantine_line_does_not_swallow_the_next(tmp_path):
+  directory = tmp_path / 'store'
+  ids, _ = _write(directory, 3)
+  EpisodeStore(directory).quarantine(ids[0], 'first')
+  log_path = directory / '_quarantine.log'
+  with open(log_path, 'ab') as f:
+    f.write(b'0badc0de {"kind":"epis')  # A crash part-way through an append.
+  EpisodeStore(directory).quarantine(ids[2], 'second')
+  assert EpisodeStore(directory).quarantined() == {ids[0]: 'first', ids[2]: 'second'}

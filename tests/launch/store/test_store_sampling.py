@@ -1,5 +1,8 @@
 """StoreSampler against the real acme n-step adder writing into a real Reverb server."""
 
+import dataclasses
+import logging
+import re
 import time
 
 import dm_env
@@ -9,11 +12,19 @@ import reverb
 from acme import specs
 from acme.adders.reverb import DEFAULT_PRIORITY_TABLE, NStepTransitionAdder
 
+from agents.mpo.labels import make_labeller
+from launch.store import episodes as episodes_module
 from launch.store.episodes import Episode, EpisodeStore
 from launch.store.sampling import StoreSampler, transition_starts
 
 _OBS_DIM = 3
 _ACT_DIM = 2
+_SPEC = specs.EnvironmentSpec(
+  observations=specs.Array((_OBS_DIM,), np.float32),
+  actions=specs.BoundedArray((_ACT_DIM,), np.float32, -1.0, 1.0),
+  rewards=specs.Array((), np.float32),
+  discounts=specs.BoundedArray((), np.float32, 0.0, 1.0),
+)
 
 
 def _episode(
@@ -224,7 +235,7 @@ def test_refresh_takes_in_new_episodes_from_several_stores(tmp_path):
   assert episodes_seen == {0, 1, 2}
 
 
-def test_mismatched_episode_is_refused(tmp_path):
+def test_mismatched_episode_is_refused(tmp_path, caplog):
   rng = np.random.default_rng(2)
   good = _episode(rng, 0, 3, 'terminal')
   odd = Episode(
@@ -234,9 +245,22 @@ def test_mismatched_episode_is_refused(tmp_path):
     discounts=np.ones(2, np.float32),
   )
   store = _fill(tmp_path, [good, odd])
+  odd_id = store.index()[1].episode_id
   sampler = StoreSampler(store, n_step=1, discount=0.99)
-  with pytest.raises(ValueError, match='observation shape'):
-    sampler.refresh()
+  # Refused, never fatal: left out with the reason, and only the good one sampled.
+  with caplog.at_level(logging.WARNING, logger='collect_infer.store'):
+    assert sampler.refresh() == 1
+  assert re.search(rf'{odd_id}: does not match the others: observation shape', caplog.text)
+  assert (sampler.num_episodes, sampler.num_transitions) == (1, 3)
+  assert sampler.sample(64).observation.shape == (64, _OBS_DIM)
+  assert store.quarantined() == {}  # It may suit another program: left in place.
+  assert sampler.refresh() == 0  # And not looked at again.
+
+  # In the program's own store an episode unlike the program's spec is quarantined.
+  own = StoreSampler(store, n_step=1, discount=0.99, spec=_SPEC, own_stores=1)
+  assert own.refresh() == 1
+  assert list(EpisodeStore(store.directory).quarantined()) == [odd_id]
+  assert 'observation shape (5,) (expected (3,))' in store.quarantined()[odd_id]
 
 
 def test_empty_store_and_iterator(tmp_path):
@@ -270,3 +294,147 @@ def test_sampling_stays_fast_with_many_episodes(tmp_path):
   # Vectorised gathers: well under a millisecond each on one core; the bound
   # leaves room for a loaded machine but not for a Python loop per sample.
   assert per_batch < 0.01, per_batch
+
+
+def _append_unchecked(directory, name, episode):
+  """Stores `episode` as code without today's checks would have: the record
+  goes on the end of the writer's segment and the writer's recovery indexes it."""
+  arrays = {f: getattr(episode, f) for f in ('observations', 'actions', 'rewards', 'discounts')}
+  store = EpisodeStore(directory)
+  seq = sum(1 for i in store.index() if i.writer == name) + len(store.quarantined())
+  header = {
+    'id': f'{name}-{seq:08d}',
+    'writer': name,
+    'seq': seq,
+    'time': time.time(),
+    'length': episode.length,
+    'return': 0.0,
+    'metadata': episode.metadata,
+  }
+  segment = sorted(directory.glob(f'{name}.*.seg'))[-1]
+  with open(segment, 'ab') as f:
+    f.write(episodes_module._encode_record(header, arrays))  # pylint: disable=protected-access
+  store.writer(name).close()  # Indexes the whole record it finds.
+  return header['id']
+
+
+def test_poison_episodes_are_quarantined_never_fatal_and_never_sampled(tmp_path, caplog):
+  rng = np.random.default_rng(5)
+  good = [_episode(rng, i, 4, 'terminal') for i in range(3)]
+  store = _fill(tmp_path, good[:2])
+  directory = store.directory
+  with store.writer('actor_0') as writer:
+    yes = writer.append(dataclasses.replace(good[0], metadata={'success': 'yes'}))
+    far = _episode(rng, 7, 4, 'terminal')
+    far.discounts[1] = 1.5
+    far_id = writer.append(far)
+  nan = _episode(rng, 8, 4, 'terminal')
+  nan.observations[2, 1] = np.nan
+  nan_id = _append_unchecked(directory, 'actor_0', nan)
+  with EpisodeStore(directory).writer('actor_0') as writer:
+    writer.append(good[2])
+  assert len(EpisodeStore(directory)) == 6
+
+  for restart in range(2):  # The learner's start-up, and again after a restart.
+    caplog.clear()
+    sampler = StoreSampler(
+      EpisodeStore(directory), n_step=2, discount=0.9, seed=0, labeller=make_labeller(0.0)
+    )
+    with caplog.at_level(logging.WARNING, logger='collect_infer.store'):
+      assert sampler.refresh() == 3
+    assert sampler.num_episodes == 3
+    assert set(sampler.all_transitions().observation[:, 0].astype(int)) == {0, 1, 2}
+    quarantined = EpisodeStore(directory).quarantined()
+    assert set(quarantined) == {yes, far_id, nan_id}
+    assert "metadata 'success' must be true / false" in quarantined[yes]
+    assert 'discounts: 1.5 at step 1 is outside [0, 1]' in quarantined[far_id]
+    assert 'observations: non-finite value at step 2' in quarantined[nan_id]
+    if restart == 0:
+      for episode_id in (yes, far_id, nan_id):
+        assert f'episode {episode_id} quarantined' in caplog.text
+    else:
+      assert 'quarantined' not in caplog.text  # Listed once; not read again.
+  log_lines = (directory / '_quarantine.log').read_bytes().splitlines()
+  assert len(log_lines) == 3
+
+
+def test_an_episode_quarantined_elsewhere_is_dropped_at_the_next_refresh(tmp_path):
+  rng = np.random.default_rng(6)
+  store = _fill(tmp_path, [_episode(rng, i, 5, 'terminal') for i in range(3)])
+  sampler = StoreSampler(store, n_step=3, discount=0.9, seed=0)
+  assert sampler.refresh() == 3
+  victim = store.index()[1].episode_id
+  EpisodeStore(store.directory).quarantine(victim, 'operator: bad camera')  # Another process.
+  assert sampler.refresh() == 0
+  assert sampler.num_episodes == 2
+  seen = set(sampler.sample(2000).observation[:, 0].astype(int))
+  assert seen == {0, 2}
+  every = sampler.all_transitions()
+  assert len(every.observation) == 2 * len(transition_starts(5, 3)[0])
+
+
+def test_episodes_of_another_dtype_are_cast_to_the_programs(tmp_path):
+  rng = np.random.default_rng(7)
+  wide = _episode(rng, 0, 5, 'terminal')
+  wide.observations = wide.observations.astype(np.float64)
+  store = _fill(tmp_path, [wide, _episode(rng, 1, 5, 'terminal')])
+  sampler = StoreSampler(store, n_step=2, discount=0.9, spec=_SPEC, own_stores=1)
+  assert sampler.refresh() == 2
+  assert sampler.sample(8).observation.dtype == np.float32
+  assert store.quarantined() == {}
+
+
+def _keyed_transitions(sampler):
+  every = sampler.all_transitions()
+  return {
+    _keyed(o, n): (r, d)
+    for o, n, r, d in zip(every.observation, every.next_observation, every.reward, every.discount)
+  }
+
+
+def test_memory_cap_holds_a_uniform_random_subset(tmp_path):
+  rng = np.random.default_rng(8)
+  episodes = [_episode(rng, i, 20, 'truncation') for i in range(12)]
+  store = _fill(tmp_path, episodes[:6])
+  uncapped = StoreSampler(store, n_step=3, discount=0.9, memory_cap_bytes=None)
+  uncapped.refresh()
+  per_episode = uncapped.held_bytes / 6
+  cap = int(4.5 * per_episode)  # Room for four of the twelve.
+
+  held_counts = np.zeros(12)
+  samplers = [
+    StoreSampler(store, n_step=3, discount=0.9, seed=s, memory_cap_bytes=cap) for s in range(150)
+  ]
+  for sampler in samplers:
+    sampler.refresh()
+    assert sampler.held_bytes <= cap
+  with store.writer('actor_0') as writer:  # Six more arrive later.
+    for episode in episodes[6:]:
+      writer.append(episode)
+  uncapped.refresh()
+  everything = _keyed_transitions(uncapped)
+  for sampler in samplers:
+    sampler.refresh()
+    assert sampler.held_bytes <= cap
+    assert 3 <= sampler.num_episodes <= 4
+    assert sampler.num_episodes + sampler.num_left_out == 12
+    held = set(sampler.all_transitions().observation[:, 0].astype(int))
+    assert len(held) == sampler.num_episodes
+    held_counts[list(held)] += 1
+    # What is held is bit for bit what the uncapped sampler gives for those episodes.
+    for key, (reward, discount) in _keyed_transitions(sampler).items():
+      assert everything[key][0] == reward and everything[key][1] == discount
+  # Every episode, early or late, is held about equally often (about 1/3 of the time).
+  frequency = held_counts / len(samplers)
+  assert frequency.min() > 0.15 and frequency.max() < 0.5, frequency
+  assert abs(frequency[:6].mean() - frequency[6:].mean()) < 0.08, frequency
+
+  # Batches are uniform over the held transitions.
+  sampler = samplers[0]
+  held = _keyed_transitions(sampler)
+  index = {key: i for i, key in enumerate(held)}
+  batch = sampler.sample(20_000)
+  drawn = [index[_keyed(o, n)] for o, n in zip(batch.observation, batch.next_observation)]
+  counts = np.bincount(drawn, minlength=len(held))
+  expected = 20_000 / len(held)
+  assert counts.min() > 0.75 * expected and counts.max() < 1.25 * expected
