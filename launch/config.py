@@ -122,6 +122,17 @@ class ExperimentConfig:
     help='host written in addresses.json for attaching processes (default: '
     '$COLLECT_INFER_HOST, else localhost)',
   )
+  external_max_episode_steps: int = setting(
+    100_000,
+    resumable=True,
+    help='longest episode an attached robot may send (longer ones are rejected whole)',
+  )
+  external_max_episode_mb: float = setting(
+    64.0,
+    resumable=True,
+    help='largest episode an attached robot may send, in MiB of array data (checked before '
+    'anything else is done with it)',
+  )
   init_checkpoint: Optional[str] = setting(
     None, help="a checkpoint file or run directory a new run's learner starts from"
   )
@@ -270,6 +281,18 @@ class ExperimentConfig:
       ),
       'announce_host',
       'a host name or address without spaces, or None',
+    )
+    need(
+      is_int(self.external_max_episode_steps) and self.external_max_episode_steps >= 1,
+      'external_max_episode_steps',
+      'an int >= 1',
+    )
+    need(
+      isinstance(self.external_max_episode_mb, (int, float))
+      and not isinstance(self.external_max_episode_mb, bool)
+      and self.external_max_episode_mb > 0,
+      'external_max_episode_mb',
+      'a positive number of MiB',
     )
     need(
       self.init_checkpoint is None

@@ -26,6 +26,7 @@ from launch.nodes.iterated import IteratedSchedule
 from launch.nodes.stopping import exit_process_if_stuck, run_until_stopped, wait_for_stop
 from launch.robot.sink import ExternalEpisodeSink
 from launch.robot.spec import spec_to_data
+from launch.robot.wire import EpisodeLimits
 from launch.run_dir import RunDir
 from launch.store.episodes import EpisodeStore
 from launch.store.mixing import ExternalShare, MixedBatches
@@ -308,7 +309,12 @@ class LearnerWorker:
     with self._external_lock:
       if self._external_sink is None:
         self._external_sink = ExternalEpisodeSink(
-          RunDir(self._config.run_dir).store, self._builder.spec
+          RunDir(self._config.run_dir).store,
+          self._builder.spec,
+          EpisodeLimits(
+            max_steps=self._config.external_max_episode_steps,
+            max_bytes=int(self._config.external_max_episode_mb * (1 << 20)),
+          ),
         )
     return self._external_sink.append(name, episode)
 

@@ -14,9 +14,11 @@ program's policy until stopped (Ctrl-C / SIGTERM, or --max_episodes / --max_seco
   process; an episode with a bad step is dropped or truncated (--on_invalid);
 * each episode is first appended to a local on-disk outbox (--buffer_dir), then
   a sender thread delivers it, with retries and backoff, to the program's store
-  (writer external_<name>) and its external replay table; episodes finished
-  while the program is away are sent once it is back (re-reading the address
-  book, so a relaunched program is found);
+  (writer external_<name>, exactly once) and its external replay table; episodes
+  finished while the program is away are sent once it is back (re-reading the
+  address book, so a relaunched program is found); delivered episodes leave the
+  disk; at --max_outbox_mb, or on a full disk, a new episode is dropped (counted,
+  one line) and the robot keeps running;
 * while the program is unreachable, --on_disconnect hold keeps acting with the
   last parameters; stop ends the current episode (the robot's watchdog holds it
   with the safe action) and waits for the program before starting another.
@@ -137,6 +139,13 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
     help='at exit, how long to wait for undelivered episodes (the rest stay in '
     'the outbox and go out next time)',
   )
+  p.add_argument(
+    '--max_outbox_mb',
+    type=float,
+    default=4096.0,
+    help='cap on the outbox (undelivered episodes) on disk; at the cap new episodes are '
+    'dropped, counted and reported, and what is already buffered is kept (default: 4096)',
+  )
   p.add_argument('--status_file', default=None, help='default: BUFFER_DIR/status.json')
   p.add_argument('--status_every_s', type=float, default=2.0)
   p.add_argument(
@@ -159,6 +168,7 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
     'max_backoff_s',
     'connect_timeout_s',
     'status_every_s',
+    'max_outbox_mb',
   ):
     if not getattr(args, field) > 0:
       p.error(f'--{field} must be positive')
@@ -218,6 +228,7 @@ class Counts:
   dropped_invalid: int = 0
   truncated_invalid: int = 0
   abandoned: int = 0  # Cut short by a stop or a disconnect (stop mode): never sent.
+  dropped_outbox: int = 0  # Finished, but the outbox was full (its cap, or the disk).
   steps: int = 0
   last_invalid: Optional[str] = None
   waiting_for_program: bool = False
@@ -325,6 +336,7 @@ class AttachedActor:
     self._buffer(episode, versions, started)
 
   def _buffer(self, episode, versions: List[Optional[int]], started: float) -> None:
+    from launch.robot.outbox import OutboxFull
     from launch.store.episodes import Episode
 
     spec = self._validator.spec
@@ -344,7 +356,20 @@ class AttachedActor:
       discounts=np.asarray(arrays['discounts'], spec.discounts.dtype),
       metadata=metadata,
     )
-    episode_id = self._outbox.append(stored)
+    try:
+      episode_id = self._outbox.append(stored)
+    except (OSError, OutboxFull) as e:
+      # The robot stays under the control loop (the environment holds it with the
+      # safe action between episodes); what the outbox held before is intact.
+      self.counts.dropped_outbox += 1
+      why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+      print(
+        f'[attach] {self._name}: outbox full ({why}): episode dropped '
+        f'({self.counts.dropped_outbox} so far); the robot keeps running, the '
+        'buffered episodes are kept and still go out',
+        flush=True,
+      )
+      return
     self.counts.buffered += 1
     self._sender.notify()
     log.info(
@@ -379,6 +404,7 @@ def _status(
     'episodes': counts,
     'delivery': dict(
       outbox.counts(),
+      bytes=outbox.bytes_used(),
       failures=sender.failures if sender else 0,
       last_error=sender.last_error if sender else None,
     ),
@@ -597,7 +623,9 @@ def _attached(
   # Compile the policy now rather than in the first control period.
   actor.select_action(env_spec.observations.generate_value())
   try:
-    outbox = EpisodeOutbox(args.buffer_dir, args.name)
+    outbox = EpisodeOutbox(
+      args.buffer_dir, args.name, max_bytes=int(args.max_outbox_mb * (1 << 20))
+    )
   except WriterBusyError:
     raise UserError(
       f'another attach process is running as {args.name!r} with the outbox '

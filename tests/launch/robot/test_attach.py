@@ -279,7 +279,8 @@ def test_outbox_and_sender_deliver_every_episode_exactly_once(program, tmp_path)
   spec, n_step = program.builder.spec, program.cfg.agent.replay.n_step
   outbox = EpisodeOutbox(tmp_path / 'outbox', 'arm1')
   lengths = [7, 1, 12]
-  ids = [outbox.append(_episode(spec, n, seed=n, source='arm1')) for n in lengths]
+  episodes = [_episode(spec, n, seed=n, source='arm1') for n in lengths]
+  ids = [outbox.append(episode) for episode in episodes]
   assert outbox.pending() == ids
   before = _table_size(program, EXTERNAL_TABLE)
   link = ProgramLink(
@@ -293,7 +294,8 @@ def test_outbox_and_sender_deliver_every_episode_exactly_once(program, tmp_path)
   sender.halt()
   sender.join(timeout=10)
   assert outbox.pending() == []
-  assert outbox.counts() == {'buffered': 3, 'store': 3, 'replay': 3, 'rejected': 0, 'pending': 0}
+  # Delivered episodes leave the robot's disk.
+  assert outbox.counts() == {'buffered': 0, 'store': 3, 'replay': 3, 'rejected': 0, 'pending': 0}
   # The n-step transitions acme's adder makes, into the external table only.
   assert _table_size(program, EXTERNAL_TABLE) - before == sum(
     _transitions(n, n_step) for n in lengths
@@ -305,10 +307,8 @@ def test_outbox_and_sender_deliver_every_episode_exactly_once(program, tmp_path)
     i.metadata['source'] == 'arm1' and i.metadata['policy_version'] == [3, 4] for i in stored
   )
   store = EpisodeStore(program.store)
-  for info, episode_id in zip(stored, ids):
-    np.testing.assert_array_equal(
-      store.read(info.episode_id).observations, outbox.read(episode_id).observations
-    )
+  for info, episode in zip(stored, episodes):
+    np.testing.assert_array_equal(store.read(info.episode_id).observations, episode.observations)
   outbox.close()
 
   # A restarted attach process sends nothing again...
@@ -317,7 +317,7 @@ def test_outbox_and_sender_deliver_every_episode_exactly_once(program, tmp_path)
   # ...and an episode resent after a lost acknowledgement is recognised, not stored twice.
   _, client, _ = link.connect()
   assert reopened.key(ids[0]) == outbox.key(ids[0])
-  data = episode_to_data(reopened.read(ids[0]))
+  data = episode_to_data(episodes[0])
   data['metadata'][EPISODE_KEY] = reopened.key(ids[0])
   assert client.append_external_episode('arm1', data) == {
     'status': 'duplicate',
@@ -328,12 +328,18 @@ def test_outbox_and_sender_deliver_every_episode_exactly_once(program, tmp_path)
   data['observations'] = data['observations'][:, :3]
   data['metadata'][EPISODE_KEY] = reopened.key('arm1-99999999')
   reply = client.append_external_episode('arm1', data)
-  assert reply['status'] == 'rejected' and reply['reason'].startswith('observations: expected')
-  data = episode_to_data(reopened.read(ids[0]))
+  assert reply['status'] == 'rejected' and reply['reason'].startswith(
+    f'arm1: episode {reopened.token}:arm1-99999999: observations: expected'
+  )
+  data = episode_to_data(episodes[0])
   data['observations'][2, 1] = np.nan
   data['metadata'][EPISODE_KEY] = reopened.key('arm1-99999998')
   reply = client.append_external_episode('arm1', data)
-  assert reply == {'status': 'rejected', 'reason': 'observations: non-finite value at step 2'}
+  assert reply == {
+    'status': 'rejected',
+    'reason': f'arm1: episode {reopened.token}:arm1-99999998: step 2: observations[1] = nan: '
+    'not finite',
+  }
   assert len(_stored(program, 'arm1')) == 3
   reopened.close()
 
