@@ -157,7 +157,7 @@ def test_robot_attaches_streams_tagged_episodes_and_follows_the_policy(tmp_path,
     # The NaN episodes were dropped on the robot PC, with the documented error.
     assert final['episodes']['dropped_invalid'] >= 2, context
     assert re.search(
-      r'ERROR collect_infer\.validation: arm: Invalid step 5, observation\[2\] = '
+      r'\[validation\] error: arm: Invalid step 5, observation\[2\] = '
       r'nan: not finite; dropping the episode',
       text,
     ), text[-3000:]
