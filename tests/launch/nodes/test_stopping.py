@@ -1,6 +1,5 @@
 """Stopping a node: the main thread must never sit inside the stop event's lock."""
 
-import os
 import signal
 import subprocess
 import sys
@@ -10,6 +9,7 @@ import time
 
 from launch.nodes.counter import PersistentCounter
 from launch.nodes.stopping import run_until_stopped, wait_for_stop
+from tests.e2e_util import ROOT
 
 
 class MainThreadMustNotWait(threading.Event):
@@ -83,7 +83,7 @@ def test_signal_handler_setting_the_event_stops_a_polling_main_thread(tmp_path):
     [sys.executable, '-c', script],
     stdout=subprocess.PIPE,
     text=True,
-    cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))),
+    cwd=ROOT,
   )
   try:
     assert proc.stdout.readline().strip() == 'ready'
