@@ -7,31 +7,7 @@ from typing import Optional
 from acme.utils import loggers
 from acme.utils.loggers import tf_summary
 
-from agents.common.logs import get_logger
 from launch.csv_log import last_header
-
-
-def quiet_node_logs() -> None:
-  """Keeps a node's terminal output to warnings and our own progress lines."""
-  from absl import logging as absl_logging
-
-  absl_logging.set_verbosity(absl_logging.WARNING)
-
-
-def announce_process(name: str) -> None:
-  """One line saying which process runs a node (for `kill`, `py-spy`, `top -p`).
-
-  Every node calls it first thing, so it also binds a node process to its launcher
-  (`launch.local.node_guard`: the node dies with the launcher and holds the run's
-  node lock); a no-op for nodes that are not processes started by a local launcher.
-  """
-  import os
-  import socket
-
-  from launch.local.node_guard import bind_to_launcher
-
-  bind_to_launcher()
-  get_logger(name).info('running as pid %d on %s', os.getpid(), socket.gethostname())
 
 
 class AppendingCSVLogger(loggers.CSVLogger):

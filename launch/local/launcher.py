@@ -13,9 +13,9 @@ from launch.budget import Budget
 from launch.checkpointing import Checkpointer
 from launch.config import ExperimentConfig
 from launch.local.launchpad_compat import set_node_log_dir
-from launch.local.node_guard import node_env
 from launch.local.node_logs import NodeLogFollower
 from launch.local.supervision import wait_local_mp
+from launch.nodes.process import node_env
 from launch.run_dir import RunDir
 
 ANNOUNCE_HOST_ENV = 'COLLECT_INFER_HOST'
@@ -261,7 +261,7 @@ def launch(
 
     def node_process_env(group: str) -> Dict[str, str]:
       # Binds each node process to this one: it dies with it and holds the run's node
-      # lock (launch.local.node_guard). Every node, restarted actors included, starts
+      # lock (launch.nodes.process). Every node, restarted actors included, starts
       # from this thread, which lives until the program has stopped.
       return {**process_env(group), **node_env(run_dir.path)}
 

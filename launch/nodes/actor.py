@@ -13,8 +13,9 @@ from acme.utils import counting
 
 from agents.common.logs import get_logger
 from launch import experiment
-from launch.logs import announce_process, make_logger, quiet_node_logs
+from launch.logs import make_logger
 from launch.nodes.counter import flush_counts
+from launch.nodes.process import announce_process, quiet_node_logs
 from launch.nodes.stopping import exit_process_if_stuck, run_until_stopped, wait_for_stop
 from launch.run_dir import RunDir
 from launch.store.episodes import EpisodeStore

@@ -9,7 +9,7 @@ from acme.utils import counting
 
 from agents.common.files import atomic_write_bytes
 from agents.common.logs import get_logger
-from launch.logs import announce_process, quiet_node_logs
+from launch.nodes.process import announce_process, quiet_node_logs
 from launch.nodes.stopping import wait_for_stop
 
 COUNTER_FILE = 'counter.json'

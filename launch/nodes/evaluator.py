@@ -15,7 +15,8 @@ from agents.common.logs import get_logger
 from agents.replay_pipeline import REPLAY_TABLE
 from launch import experiment
 from launch.budget import Budget
-from launch.logs import announce_process, make_logger, quiet_node_logs
+from launch.logs import make_logger
+from launch.nodes.process import announce_process, quiet_node_logs
 from launch.nodes.stopping import exit_process_if_stuck, run_until_stopped, wait_for_stop
 
 log = get_logger('evaluator')

@@ -20,9 +20,10 @@ from agents.replay_pipeline import EXTERNAL_TABLE
 from launch import experiment
 from launch.budget import Budget
 from launch.checkpointing import Checkpointer, pickle_refusal
-from launch.logs import announce_process, make_logger, quiet_node_logs
+from launch.logs import make_logger
 from launch.nodes.counter import flush_counts
 from launch.nodes.iterated import IteratedSchedule
+from launch.nodes.process import announce_process, quiet_node_logs
 from launch.nodes.stopping import exit_process_if_stuck, run_until_stopped, wait_for_stop
 from launch.robot.sink import ExternalEpisodeSink
 from launch.robot.spec import spec_to_data

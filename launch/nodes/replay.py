@@ -13,7 +13,8 @@ from launchpad import address as lp_address
 from launchpad.launch import worker_manager
 
 from agents.common.logs import get_logger
-from launch.logs import announce_process, make_logger, quiet_node_logs
+from launch.logs import make_logger
+from launch.nodes.process import announce_process, quiet_node_logs
 from launch.nodes.stopping import wait_for_stop
 
 log = get_logger('replay')

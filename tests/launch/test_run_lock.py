@@ -17,7 +17,7 @@ import pytest
 
 from agents.common.errors import RunDirError
 from launch.config import ExperimentConfig
-from launch.local import node_guard
+from launch.nodes import process as node_process
 from launch.run_dir import RunDir
 from launch.slurm.submit import SlurmError, refuse_if_queued
 from tests.e2e_util import ROOT
@@ -30,7 +30,7 @@ def _env() -> dict:
   env['PYTHONPATH'] = os.pathsep.join(
     [str(ROOT)] + ([env['PYTHONPATH']] if env.get('PYTHONPATH') else [])
   )
-  for name in (node_guard.LAUNCHER_PID_ENV, node_guard.RUN_DIR_ENV):
+  for name in (node_process.LAUNCHER_PID_ENV, node_process.RUN_DIR_ENV):
     env.pop(name, None)
   return env
 
@@ -97,10 +97,10 @@ def test_the_launchers_probe_lets_its_own_nodes_share_the_run(tmp_path):
 # ------------------------------------------------------------------- nodes bound to a launcher
 
 # A stand-in launcher: starts a node process bound to it as the real launcher does
-# (node_guard.node_env in the node's environment), prints the node's pid, then waits.
+# (node_process.node_env in the node's environment), prints the node's pid, then waits.
 _LAUNCHER = textwrap.dedent("""
     import os, subprocess, sys
-    from launch.local.node_guard import node_env
+    from launch.nodes.process import node_env
     node = subprocess.Popen([sys.executable, '-c', sys.argv[2]],
                             env={**os.environ, **node_env(sys.argv[1])})
     print(node.pid, flush=True)
@@ -111,7 +111,7 @@ _LAUNCHER = textwrap.dedent("""
 # SIGTERM, which it answers as a node does on stop: it saves its state, then exits.
 _NODE = textwrap.dedent("""
     import pathlib, signal, sys, time
-    from launch.logs import announce_process
+    from launch.nodes.process import announce_process
     done = pathlib.Path(sys.argv[1])
     def on_term(signum, frame):
       done.write_text('saved on SIGTERM')
@@ -170,12 +170,12 @@ def test_a_node_whose_launcher_is_already_gone_exits_before_starting(tmp_path):
   run = RunDir(tmp_path / 'run')
   run.create()
   # The parent here is this test process, not the "launcher" the environment names.
-  env = {**_env(), node_guard.LAUNCHER_PID_ENV: '1', node_guard.RUN_DIR_ENV: str(run.path)}
+  env = {**_env(), node_process.LAUNCHER_PID_ENV: '1', node_process.RUN_DIR_ENV: str(run.path)}
   done = subprocess.run(
     [
       sys.executable,
       '-c',
-      "from launch.logs import announce_process; announce_process('n'); print('started')",
+      "from launch.nodes.process import announce_process; announce_process('n'); print('started')",
     ],
     env=env,
     cwd=ROOT,
@@ -189,9 +189,9 @@ def test_a_node_whose_launcher_is_already_gone_exits_before_starting(tmp_path):
 
 
 def test_a_process_not_started_by_a_local_launcher_is_not_bound(tmp_path, monkeypatch):
-  monkeypatch.delenv(node_guard.LAUNCHER_PID_ENV, raising=False)
-  monkeypatch.setenv(node_guard.RUN_DIR_ENV, str(tmp_path))
-  from launch.logs import announce_process
+  monkeypatch.delenv(node_process.LAUNCHER_PID_ENV, raising=False)
+  monkeypatch.setenv(node_process.RUN_DIR_ENV, str(tmp_path))
+  from launch.nodes.process import announce_process
 
   # Nodes as threads of the launcher (local_mt), Slurm job steps, in-process tests.
   announce_process('in_process')

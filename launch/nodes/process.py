@@ -1,4 +1,6 @@
-"""Binding a local program's node processes to their launcher.
+"""What every node process does first: quiet logs, say who it is, bind to its launcher.
+
+Binding a local program's node processes to their launcher:
 
 The launcher holds the run's lock. Were it killed (kill -9, the OOM killer) its node
 processes would run on, with the lock free, and a second program could start on the same
@@ -75,3 +77,24 @@ def bind_to_launcher() -> None:
     # Reparented: the launcher died before the signal was armed. Nothing is started yet.
     log.warning('the launcher (pid %s) is gone; exiting before starting', launcher)
     os._exit(1)  # pylint: disable=protected-access
+
+
+def quiet_node_logs() -> None:
+  """Keeps a node's terminal output to warnings and our own progress lines."""
+  from absl import logging as absl_logging
+
+  absl_logging.set_verbosity(absl_logging.WARNING)
+
+
+def announce_process(name: str) -> None:
+  """One line saying which process runs a node (for `kill`, `py-spy`, `top -p`).
+
+  Every node calls it first thing, so it also binds a node process to its launcher
+  (`bind_to_launcher` below: the node dies with the launcher and holds the run's
+  node lock); a no-op for nodes that are not processes started by a local launcher.
+  """
+  import os
+  import socket
+
+  bind_to_launcher()
+  get_logger(name).info('running as pid %d on %s', os.getpid(), socket.gethostname())
