@@ -7,7 +7,7 @@ STAMP      := $(VENV)/.installed
 RUN_ARGS   ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test test-serial test-fast test-slow lint format venv clean-venv
+.PHONY: run test test-fast test-slow lint format venv clean-venv
 
 venv: $(STAMP)
 
@@ -41,22 +41,10 @@ $(STAMP): setup.py constraints.txt
 run: $(STAMP)
 	$(PY) -m experiments.collect_infer $(RUN_ARGS)
 
-# The default test run includes the slow end-to-end tests (CI runs exactly this). The unit
-# tests and the end-to-end tests run side by side: the end-to-end ones spend most of their
-# time waiting on programs (start-up, evaluations, shutdown notices), the unit ones compute.
-# (pytest-xdist splitting the unit tests over 2 workers was no faster: JAX and TensorFlow
-# already use both cores.) The end-to-end output follows the unit tests' when both are done.
+# The default test run includes the slow end-to-end tests (CI runs exactly this).
+# One process on purpose: pytest-xdist's two workers were no faster on 2 cores (JAX and
+# TensorFlow already use both), and the end-to-end tests bound how long programs may take.
 test: $(STAMP)
-	@mkdir -p build; \
-	$(PY) -m pytest -q -m slow $(PYTEST_ARGS) tests > build/e2e-tests.log 2>&1 & e2e=$$!; \
-	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS) tests; unit=$$?; \
-	wait $$e2e; e2e_rc=$$?; \
-	echo; echo "== unit tests exited $$unit; end-to-end tests (marked slow, run alongside) exited $$e2e_rc:"; \
-	cat build/e2e-tests.log; \
-	[ $$unit -eq 0 ] && [ $$e2e_rc -eq 0 ]
-
-# One process, one after the other (as CI ran before the split).
-test-serial: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS) tests
 
 test-fast: $(STAMP)
