@@ -207,11 +207,6 @@ def launch(
   `follow`, echoes the job's log until it ends); `dry_run` prints its batch
   script and step commands without submitting.
   """
-  import launchpad as lp
-  from absl import flags
-
-  from launch.program import GROUPS, make_program, process_env
-
   if dry_run:
     return _dry_run(config, overrides)
   planned = _planned(config, overrides)
@@ -253,6 +248,13 @@ def launch(
       config.launch_type,
     )
     host = announce_host(config)  # A bad $COLLECT_INFER_HOST fails before anything starts.
+    # Late: the program imports TensorFlow (about 10 s of CPU), which a refused launch
+    # (a bad setting, a spent budget, a run in use) never needs.
+    import launchpad as lp
+    from absl import flags
+
+    from launch.program import GROUPS, make_program, process_env
+
     program, addresses = make_program(config)
     if not flags.FLAGS.is_parsed():
       flags.FLAGS(['launch'], known_only=True)
