@@ -45,7 +45,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 
-from agents.common.errors import RunDirError
+from agents.common.errors import ConfigError, RunDirError
 from agents.common.files import fsync_dir, write_all
 from agents.common.logs import get_logger
 
@@ -547,6 +547,30 @@ class Checkpointer:
     )
 
 
+def load_init_checkpoint(path: str) -> Dict[str, Any]:
+  """A checkpoint payload from a checkpoint file or a run directory (its newest).
+
+  The checkpoint comes from outside this run, so an older version's pickle is refused
+  (it could run code when loaded); the error says how to convert one.
+  """
+  where = pathlib.Path(path)
+  try:
+    if where.is_dir():
+      directory = where / 'checkpoints' if (where / 'checkpoints').is_dir() else where
+      restored = Checkpointer(directory, read_pickles=False).restore_latest()
+      if restored is None:
+        raise ConfigError(f'init_checkpoint={path!r}: no checkpoint in {directory}')
+      return restored[1]
+    if where.is_file() and re.fullmatch(r'ckpt-\d+\.pkl', where.name):
+      raise ConfigError(f'init_checkpoint={path!r}: {pickle_refusal(where)}')
+    match = re.fullmatch(r'ckpt-(\d+)\.ckpt', where.name)
+    if not where.is_file() or not match:
+      raise ConfigError(f'init_checkpoint={path!r}: not a run directory or a ckpt-<step>.ckpt file')
+    return Checkpointer(where.parent, read_pickles=False).restore(int(match.group(1)))
+  except RunDirError as err:
+    raise ConfigError(f'init_checkpoint={path!r}: {err}') from err
+
+
 def convert(path: Union[str, os.PathLike]) -> List[pathlib.Path]:
   """Rewrites pickle checkpoints (a ckpt-<step>.pkl file, or all in a directory) as .ckpt.
 
@@ -593,4 +617,4 @@ if __name__ == '__main__':
   sys.exit(main())
 
 
-__all__ = ['Checkpointer', 'convert', 'pickle_refusal']
+__all__ = ['Checkpointer', 'convert', 'load_init_checkpoint', 'pickle_refusal']

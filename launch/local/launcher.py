@@ -10,7 +10,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 from agents.common.errors import ConfigError, ProgramError
 from agents.common.logs import get_logger
 from launch.budget import Budget
-from launch.checkpointing import Checkpointer
+from launch.checkpointing import Checkpointer, load_init_checkpoint
 from launch.config import ExperimentConfig
 from launch.local.launchpad_compat import set_node_log_dir
 from launch.local.node_logs import NodeLogFollower
@@ -84,7 +84,6 @@ def effective_config(
 
 def _check_training_data(config: ExperimentConfig, run_dir: RunDir) -> None:
   """Datasets exist and hold episodes; offline training has something to learn from."""
-  from launch.nodes.learner import load_init_checkpoint
   from launch.store.episodes import EpisodeStore
 
   for d in config.datasets:

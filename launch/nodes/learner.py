@@ -2,7 +2,6 @@
 
 import contextlib
 import pathlib
-import re
 import threading
 import time
 import types
@@ -13,13 +12,12 @@ import numpy as np
 import reverb
 from acme.utils import counting
 
-from agents.common.errors import ConfigError, RunDirError
 from agents.common.logs import get_logger
 from agents.mpo.labels import make_labeller
 from agents.replay_pipeline import EXTERNAL_TABLE
 from launch import experiment
 from launch.budget import Budget
-from launch.checkpointing import Checkpointer, pickle_refusal
+from launch.checkpointing import Checkpointer, load_init_checkpoint
 from launch.logs import make_logger
 from launch.nodes.counter import flush_counts
 from launch.nodes.iterated import IteratedSchedule
@@ -43,30 +41,6 @@ MAX_EXTRA_DEPTH = 3
 MAX_EXTRA_TEXT = 256
 
 log = get_logger('learner')
-
-
-def load_init_checkpoint(path: str) -> Dict[str, Any]:
-  """A checkpoint payload from a checkpoint file or a run directory (its newest).
-
-  The checkpoint comes from outside this run, so an older version's pickle is refused
-  (it could run code when loaded); the error says how to convert one.
-  """
-  where = pathlib.Path(path)
-  try:
-    if where.is_dir():
-      directory = where / 'checkpoints' if (where / 'checkpoints').is_dir() else where
-      restored = Checkpointer(directory, read_pickles=False).restore_latest()
-      if restored is None:
-        raise ConfigError(f'init_checkpoint={path!r}: no checkpoint in {directory}')
-      return restored[1]
-    if where.is_file() and re.fullmatch(r'ckpt-\d+\.pkl', where.name):
-      raise ConfigError(f'init_checkpoint={path!r}: {pickle_refusal(where)}')
-    match = re.fullmatch(r'ckpt-(\d+)\.ckpt', where.name)
-    if not where.is_file() or not match:
-      raise ConfigError(f'init_checkpoint={path!r}: not a run directory or a ckpt-<step>.ckpt file')
-    return Checkpointer(where.parent, read_pickles=False).restore(int(match.group(1)))
-  except RunDirError as err:
-    raise ConfigError(f'init_checkpoint={path!r}: {err}') from err
 
 
 def _labeller(cfg):

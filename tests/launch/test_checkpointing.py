@@ -290,7 +290,7 @@ def test_legacy_pickles_are_read_only_from_the_runs_own_directory(tmp_path, capl
 
 
 def test_init_checkpoint_refuses_a_pickle_from_elsewhere(tmp_path):
-  from launch.nodes.learner import load_init_checkpoint
+  from launch.checkpointing import load_init_checkpoint
 
   other = tmp_path / 'downloaded' / 'checkpoints'
   other.mkdir(parents=True)
