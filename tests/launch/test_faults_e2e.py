@@ -61,48 +61,72 @@ def test_a_killed_actor_is_restarted_and_the_program_finishes(tmp_path):
     kill_session(proc)
 
 
-@pytest.mark.parametrize('node', ['learner', 'replay'])
-def test_kill_9_then_relaunch_resumes_with_nothing_stored_lost(tmp_path, node):
+def _kill_9_when_saved(run_dir, proc, node: str) -> None:
+  """Waits for two learner checkpoints past the current ones and stored episodes, then kill -9."""
+  victim = node_pid(proc, node)
+  checkpoints = Checkpointer(run_dir / 'checkpoints')
+  newest = max(checkpoints.all_steps(), default=-1)
+  stored = len(EpisodeStore(run_dir / 'store'))
+  # A checkpoint of the learner and of replay exist once the evaluator has run twice.
+  wait_for(
+    lambda: (
+      len([s for s in checkpoints.all_steps() if s > newest]) >= 2
+      and len(EpisodeStore(run_dir / 'store')) >= stored + 2
+    ),
+    300,
+    'two new checkpoints and stored episodes',
+    proc,
+  )
+  os.kill(victim, signal.SIGKILL)
+  rc = wait_exit(proc, timeout=120)
+  text = output(proc)
+  assert rc == 1 and 'error: a node failed' in text, text[-4000:]
+  assert leftover_processes(proc.pid) == []
+
+
+def _check_resumed(run_dir, text: str, last_step: int, before: set) -> None:
+  resumed = re.search(r'resumed from checkpoint at learner step (\d+)', text)
+  assert resumed and int(resumed.group(1)) == last_step, text[-3000:]
+  restored = re.search(r"restored table sizes \{[^}]*'priority_table': (\d+)", text)
+  assert restored and int(restored.group(1)) > 0, 'replay was not restored from its checkpoint'
+  after = EpisodeStore(run_dir / 'store')
+  assert before <= {i.episode_id for i in after.index()}, 'stored episodes were lost'
+  for info in after.index():
+    after.read(info.episode_id)  # Every stored episode reads back intact.
+
+
+def test_kill_9_of_the_learner_then_of_replay_each_relaunch_resumes_with_nothing_lost(tmp_path):
+  """kill -9 of the learner; relaunch; kill -9 of replay; relaunch: each resume loses nothing.
+
+  One run killed twice (rather than one run per node): a program launch fewer.
+  """
   run_dir = tmp_path / 'run'
   proc = start_cli(run_dir, '--max_actor_steps', '100000', *TINY, '--eval_every_seconds', '5')
   try:
-    victim = node_pid(proc, node)
-    # A checkpoint of the learner and of replay exist once the evaluator has run twice.
-    wait_for(
-      lambda: (
-        len(Checkpointer(run_dir / 'checkpoints').all_steps()) >= 2
-        and len(EpisodeStore(run_dir / 'store')) >= 2
-      ),
-      300,
-      'two checkpoints and stored episodes',
-      proc,
-    )
-    os.kill(victim, signal.SIGKILL)
-    rc = wait_exit(proc, timeout=120)
+    for node in ('learner', 'replay'):
+      _kill_9_when_saved(run_dir, proc, node)
+      kill_session(proc)
+      before = {i.episode_id for i in EpisodeStore(run_dir / 'store').index()}
+      last_step = Checkpointer(run_dir / 'checkpoints').all_steps()[-1]
+      if node == 'learner':  # Relaunched to run on until replay is killed.
+        proc = relaunched = start_cli(run_dir)
+        wait_for(
+          lambda p=relaunched: all(
+            line in output(p) for line in ('resumed from checkpoint', 'restored table')
+          ),
+          300,
+          'the learner and replay to resume',
+          relaunched,
+        )
+        _check_resumed(run_dir, output(relaunched), last_step, before)
+    budget = read_counts(run_dir)['actor_steps'] + 1000
+    proc = start_cli(run_dir, '--max_actor_steps', str(budget))
+    rc = wait_exit(proc, timeout=300)
     text = output(proc)
-    assert rc == 1 and 'error: a node failed' in text, text[-4000:]
-    assert leftover_processes(proc.pid) == []
+    assert rc == 0, text[-5000:]
+    _check_resumed(run_dir, text, last_step, before)
   finally:
     kill_session(proc)
-  stored = EpisodeStore(run_dir / 'store')
-  before = {i.episode_id for i in stored.index()}
-  last_step = Checkpointer(run_dir / 'checkpoints').all_steps()[-1]
-
-  again = start_cli(run_dir, '--max_actor_steps', str(read_counts(run_dir)['actor_steps'] + 1000))
-  try:
-    rc = wait_exit(again, timeout=300)
-    text = output(again)
-    assert rc == 0, text[-5000:]
-    resumed = re.search(r'resumed from checkpoint at learner step (\d+)', text)
-    assert resumed and int(resumed.group(1)) == last_step, text[-3000:]
-    restored = re.search(r"restored table sizes \{[^}]*'priority_table': (\d+)", text)
-    assert restored and int(restored.group(1)) > 0, 'replay was not restored from its checkpoint'
-    after = EpisodeStore(run_dir / 'store')
-    assert before <= {i.episode_id for i in after.index()}, 'stored episodes were lost'
-    for info in after.index():
-      after.read(info.episode_id)  # Every stored episode reads back intact.
-  finally:
-    kill_session(again)
 
 
 def _wait_learner_blocked(run_dir, proc, still_for: float = 12.0, timeout: float = 180.0):

@@ -117,35 +117,4 @@ def test_online_then_offline_then_offline_to_online(tmp_path, budget_run):
   assert len(EpisodeStore(o2o / 'store')) >= 1
 
 
-def test_iterated_collect_and_infer_runs_its_iterations(tmp_path):
-  run = tmp_path / 'iterated'
-  text = _run(
-    run,
-    '--mode',
-    'iterated',
-    '--iterations',
-    '2',
-    '--collect_episodes',
-    '2',
-    '--infer_steps',
-    '60',
-    '--num_actors',
-    '2',
-    *TINY,
-  )
-  assert 'iteration 0: collecting until the store holds 2 episodes' in text, text[-3000:]
-  assert 'iteration 1: collecting until the store holds 4 episodes' in text
-  assert 'all 2 iterations done' in text
-  counts = read_counts(run)
-  assert counts['learner_steps'] >= 120, counts
-  # Two actors collect exactly K episodes per iteration (each episode is granted
-  # by the learner), and nothing while the learner infers.
-  assert len(EpisodeStore(run / 'store')) == 4
-  assert counts['actor_episodes'] == 4, counts
-  # Evaluations fall due every infer_steps learner steps; these iterations are
-  # shorter than the evaluator's 5 s tick, so only the final one is certain.
-  assert _eval_rows(run) >= 1
-  # Relaunched, the finished run says so (its checkpoints carry the iterations done).
-  again = _run(run, '--mode', 'iterated', '--iterations', '2')
-  assert 'already reached its budget of 2 iterations (2 done)' in again, again[-3000:]
-  assert '--iterations to continue' in again
+# Iterated collect-and-infer runs end to end in tests/launch/test_iterated_resume_e2e.py.
