@@ -1,4 +1,4 @@
-"""The loopback bind shim (launch.loopback)."""
+"""The loopback bind shim (launch.loopback) and the bind setting that uses it."""
 
 import os
 import pathlib
@@ -7,7 +7,10 @@ import sys
 
 import pytest
 
+from agents.common.errors import ConfigError
 from launch import loopback
+from launch.config import ExperimentConfig
+from launch.local.launcher import bind_env
 from tests.listening import listening
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -90,3 +93,26 @@ def test_a_users_ld_preload_is_kept_after_the_shim():
   assert env['LD_PRELOAD'].split() == [str(loopback.library_path()), '/opt/a.so', '/opt/b.so']
   again = loopback.preload_env({'LD_PRELOAD': env['LD_PRELOAD']})
   assert again == env  # Not added twice (a node's environment passed on).
+
+
+def test_local_launches_preload_the_shim_unless_bind_is_all(tmp_path):
+  config = ExperimentConfig(run_dir=str(tmp_path / 'run'))
+  assert config.bind == 'loopback'
+  assert str(loopback.library_path()) in bind_env(config)['LD_PRELOAD']
+  assert bind_env(ExperimentConfig(run_dir=str(tmp_path / 'run'), bind='all')) == {}
+
+
+def test_local_mt_refuses_loopback_in_a_process_started_without_the_shim(tmp_path):
+  assert not loopback.active()
+  config = ExperimentConfig(run_dir=str(tmp_path / 'run'), launch_type='local_mt')
+  with pytest.raises(ConfigError, match='started without the loopback bind shim'):
+    bind_env(config)
+
+
+def test_slurm_needs_bind_all_and_says_why():
+  with pytest.raises(ConfigError, match=r'--bind all.*run code') as e:
+    ExperimentConfig(launch_type='slurm')
+  assert 'trusted' in str(e.value)
+  assert ExperimentConfig(launch_type='slurm', bind='all').bind == 'all'
+  with pytest.raises(ConfigError, match='bind='):
+    ExperimentConfig(bind='everywhere')
