@@ -35,6 +35,8 @@ $(STAMP): setup.py constraints.txt
 	  echo "[setup] uv could not install the set; trying pip (slower)" >&2; \
 	  $(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[test,lint]'; \
 	fi; \
+	$(PY) -m launch.loopback >/dev/null || \
+	  echo "[setup] the servers' loopback bind shim is not built; launches will say so" >&2; \
 	touch $(STAMP); \
 	echo "[setup] environment ready in $(VENV)"
 

@@ -12,6 +12,8 @@ setuptools.setup(
   packages=setuptools.find_packages(
     include=['agents*', 'networks*', 'environments*', 'launch*', 'experiments*']
   ),
+  # The loopback bind shim, compiled on first use (launch/loopback).
+  package_data={'launch.loopback': ['shim.c']},
   install_requires=[
     'dm-acme==0.4.0',
     'dm-launchpad==0.5.0',

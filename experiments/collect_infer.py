@@ -15,7 +15,7 @@ Training modes (--mode), all on the same program:
                      data, evaluate; --iterations times
 
 On a Slurm cluster (from a login node; --run_dir on a shared file system):
-  python -m experiments.collect_infer --launch_type slurm --run_dir /shared/runs/x \
+  python -m experiments.collect_infer --launch_type slurm --bind all --run_dir /shared/runs/x \
       --slurm partition=gpu --slurm learner.gpus=1 --slurm time_limit=12:00:00 [--dry_run]
 """
 
@@ -28,6 +28,9 @@ import textwrap
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
 from agents import registry  # pylint: disable=g-import-not-at-top
+
+# Set when this process restarted itself with the loopback bind shim (local_mt).
+RESTARTED_ENV = 'COLLECT_INFER_LOOPBACK_RESTARTED'
 
 
 def _agent_override(text: str):
@@ -98,6 +101,24 @@ def agent_settings_text() -> str:
   return '\n'.join(lines)
 
 
+def _restart_with_loopback_shim(config) -> None:
+  """local_mt with bind=loopback: restarts this process with the loopback bind shim preloaded.
+
+  Its servers run in this process, and LD_PRELOAD acts only when a process starts
+  (launch.loopback). Same pid, arguments and environment, plus LD_PRELOAD.
+  """
+  from launch import loopback
+
+  if config.launch_type != 'local_mt' or config.bind != 'loopback' or loopback.active():
+    return
+  if os.environ.pop(RESTARTED_ENV, None):
+    return  # Restarted once already and still without it: launch() says so.
+  env = {**os.environ, **loopback.preload_env(), RESTARTED_ENV: '1'}
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+
+
 def main(argv=None) -> int:
   args = parse_args(sys.argv[1:] if argv is None else argv)
   from agents.common.config import merge_overrides
@@ -133,6 +154,8 @@ def main(argv=None) -> int:
       *({k: v} for k, v in args.agent),
     )
     config = ExperimentConfig.from_dict(values)
+    if argv is None and not args.dry_run:
+      _restart_with_loopback_shim(launcher.planned_config(config, overrides))
     config = launcher.launch(
       config, overrides, dry_run=args.dry_run, follow=args.follow, fixed_flags=ignored
     )

@@ -15,6 +15,9 @@ LAUNCH_TYPES = ('local_mp', 'local_mt', 'slurm')
 # checkpoint), then add actors. iterated: collect K episodes, infer M steps on
 # all stored data, evaluate; repeat.
 MODES = ('online', 'offline', 'offline_to_online', 'iterated')
+# Where the program's servers (Reverb, Courier) listen: loopback only, or every interface
+# (the cluster launch needs it; see README, Security).
+BINDS = ('loopback', 'all')
 
 
 def setting(
@@ -121,6 +124,14 @@ class ExperimentConfig:
     resumable=True,
     help='host written in addresses.json for attaching processes (default: '
     '$COLLECT_INFER_HOST, else localhost)',
+  )
+  bind: str = setting(
+    'loopback',
+    choices=BINDS,
+    resumable=True,
+    help="where the program's servers listen. loopback: 127.0.0.1 only (needs a C compiler "
+    'once); all: every interface, which launch_type=slurm needs, and then anyone who can reach '
+    'the ports runs code as this run (trusted networks only: README, Security)',
   )
   external_max_episode_steps: int = setting(
     100_000,
@@ -282,6 +293,14 @@ class ExperimentConfig:
       'announce_host',
       'a host name or address without spaces, or None',
     )
+    need(self.bind in BINDS, 'bind', f'one of {", ".join(BINDS)}')
+    if self.launch_type == 'slurm' and self.bind != 'all':
+      raise ConfigError(
+        "launch_type=slurm needs bind='all' (--bind all): its nodes call each other's "
+        'servers across the cluster network, where anyone who reaches a port can run code '
+        "as this run's user (Courier unpickles its calls) and write replay (Reverb has no "
+        'authentication); pass it only on a trusted cluster network (README, Security)'
+      )
     need(
       is_int(self.external_max_episode_steps) and self.external_max_episode_steps >= 1,
       'external_max_episode_steps',

@@ -9,7 +9,9 @@ import signal
 import subprocess
 import sys
 import time
-from typing import List, Optional
+from typing import Dict, List, Optional, Tuple
+
+from tests.listening import Listener, listening
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -75,6 +77,19 @@ def wait_exit(proc: subprocess.Popen, timeout: float) -> int:
     ) from None
 
 
+def wait_exit_listening(
+  proc: subprocess.Popen, timeout: float, poll: float = 1.0
+) -> Tuple[int, Tuple[Listener, ...]]:
+  """`wait_exit`, also returning every listening TCP socket the program's processes held."""
+  seen: Dict[Tuple[int, str], Listener] = {}
+  deadline = time.time() + timeout
+  while proc.poll() is None and time.time() < deadline:
+    for s in listening(session_processes(proc.pid)):
+      seen.setdefault((s.pid, str(s)), s)
+    time.sleep(poll)
+  return wait_exit(proc, timeout=max(1.0, deadline - time.time())), tuple(seen.values())
+
+
 def kill_session(proc: subprocess.Popen) -> None:
   try:
     os.killpg(proc.pid, signal.SIGKILL)
@@ -129,14 +144,16 @@ class FinishedRun:
   returncode: int
   text: str  # Everything it printed.
   leftover: List[str]  # Its processes still alive a few seconds after it exited.
+  # Every listening TCP socket any of its processes held while it ran (polled each second).
+  listening: Tuple[Listener, ...] = ()
 
 
 def run_to_end(run_dir: pathlib.Path, *args: str, timeout: float) -> FinishedRun:
   """Launches the program, waits for it to exit by itself, and records how it ended."""
   proc = start_cli(run_dir, *args)
   try:
-    returncode = wait_exit(proc, timeout=timeout)
+    returncode, listeners = wait_exit_listening(proc, timeout=timeout)
     leftover = leftover_processes(proc.pid)
-    return FinishedRun(run_dir, returncode, output(proc), leftover)
+    return FinishedRun(run_dir, returncode, output(proc), leftover, listeners)
   finally:
     kill_session(proc)

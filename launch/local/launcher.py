@@ -9,6 +9,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 from agents.common.errors import ConfigError, ProgramError
 from agents.common.logs import get_logger
+from launch import loopback
 from launch.budget import Budget
 from launch.checkpointing import Checkpointer, load_init_checkpoint
 from launch.config import ExperimentConfig
@@ -133,14 +134,38 @@ def announce_host(config: ExperimentConfig) -> str:
   return host
 
 
+def bind_env(config: ExperimentConfig) -> Dict[str, str]:
+  """The environment that makes a local launch's node processes listen where config.bind says.
+
+  bind='loopback': LD_PRELOAD with the loopback bind shim (launch.loopback; built on first
+  use). A local_mt program's servers run in this process, which must then have been started
+  with the shim (experiments.collect_infer restarts itself with it). bind='all': nothing;
+  the servers listen on every interface, as Reverb and Courier do by themselves.
+  """
+  if config.bind == 'all':
+    log.warning(
+      'bind=all: the servers listen on every interface; anyone who can reach their ports '
+      'can run code as this run (README, Security)'
+    )
+    return {}
+  env = loopback.preload_env()
+  if config.launch_type == 'local_mt' and not loopback.active():
+    raise ConfigError(
+      'launch_type=local_mt runs the servers in this process, which was started without the '
+      f'loopback bind shim: start it with LD_PRELOAD={env["LD_PRELOAD"]}, run it through '
+      '`python -m experiments.collect_infer` (which does that), or use local_mp'
+    )
+  return env
+
+
 def write_address_book(
   run_dir: RunDir, addresses: Dict[str, Any], host: str = 'localhost'
 ) -> Dict[str, str]:
   """Resolves the launched servers' addresses and publishes them (owner-readable only).
 
-  Launchpad resolves addresses as 'localhost:<port>' while the servers listen on
-  every interface; `host` replaces 'localhost' so that other machines (robot
-  PCs attaching with `launch.attach`) can use the book.
+  Launchpad resolves addresses as 'localhost:<port>'; `host` replaces 'localhost' so
+  that other machines (robot PCs attaching with `launch.attach`) can use the book,
+  which they reach only with bind='all' (see `bind_env`) or through a tunnel.
   """
   book = {}
   for name, address in addresses.items():
@@ -152,7 +177,9 @@ def write_address_book(
   return book
 
 
-def _planned(config: ExperimentConfig, overrides: Optional[Dict[str, Any]]) -> ExperimentConfig:
+def planned_config(
+  config: ExperimentConfig, overrides: Optional[Dict[str, Any]]
+) -> ExperimentConfig:
   """The config a launch would use, read without creating or locking anything."""
   run_dir = RunDir(os.path.abspath(config.run_dir))
   stored = ExperimentConfig.from_dict(run_dir.read_config()) if run_dir.exists() else None
@@ -162,7 +189,7 @@ def _planned(config: ExperimentConfig, overrides: Optional[Dict[str, Any]]) -> E
 def _dry_run(config: ExperimentConfig, overrides: Optional[Dict[str, Any]]) -> ExperimentConfig:
   from launch.slurm.submit import describe
 
-  config = _planned(config, overrides)
+  config = planned_config(config, overrides)
   if config.launch_type != 'slurm':
     raise ConfigError('--dry_run prints a Slurm job: use it with --launch_type slurm')
   # The dry run's answer (a batch script and step commands), not a log line.
@@ -208,7 +235,8 @@ def launch(
   """
   if dry_run:
     return _dry_run(config, overrides)
-  planned = _planned(config, overrides)
+  planned = planned_config(config, overrides)
+  bind: Dict[str, str] = {}  # The node processes' environment for config.bind (local launches).
   if planned.launch_type == 'slurm':
     from launch.slurm.submit import refuse_if_running, require_slurm
 
@@ -220,6 +248,8 @@ def launch(
     # A job's supervisor takes the run lock only once the job starts: a pending
     # job holds no lock, so ask Slurm (where it exists) before running here too.
     refuse_if_queued(planned)
+    # Where the servers listen; a missing C compiler fails before the run directory is touched.
+    bind = bind_env(planned)
   config, run_dir, resumed = prepare_run(config, overrides)
   if resumed and fixed_flags:
     log.info(
@@ -247,6 +277,12 @@ def launch(
       config.launch_type,
     )
     host = announce_host(config)  # A bad $COLLECT_INFER_HOST fails before anything starts.
+    if config.bind == 'loopback' and host not in ('localhost', '127.0.0.1'):
+      log.info(
+        'addresses.json names %s, but the servers listen on loopback: other machines reach '
+        'them through a tunnel only (or with --bind all; README, Security)',
+        host,
+      )
     # Late: the program imports TensorFlow (about 10 s of CPU), which a refused launch
     # (a bad setting, a spent budget, a run in use) never needs.
     import launchpad as lp
@@ -264,7 +300,7 @@ def launch(
       # Binds each node process to this one: it dies with it and holds the run's node
       # lock (launch.nodes.process). Every node, restarted actors included, starts
       # from this thread, which lives until the program has stopped.
-      return {**process_env(group), **node_env(run_dir.path)}
+      return {**process_env(group), **node_env(run_dir.path), **bind}
 
     if config.launch_type == 'local_mp':
       from launchpad.nodes.python.local_multi_processing import PythonProcess

@@ -17,6 +17,7 @@ from tests.e2e_util import (
   read_counts,
   start_cli,
   wait_exit,
+  wait_exit_listening,
   wait_for,
 )
 from tests.fakes import TINY
@@ -42,6 +43,27 @@ def test_a_budget_run_stops_by_itself_with_everything_saved(budget_run):
   assert not (run_dir / 'addresses.json').exists()
   assert (run_dir / 'logs' / 'evaluator' / 'logs.csv').read_text().count('\n') >= 2
   assert list((run_dir / 'logs' / 'tb').rglob('events.out.tfevents*'))
+
+
+def test_every_server_of_a_default_run_listened_on_loopback_only(budget_run):
+  """The budget run's listening sockets, recorded while it ran (tests/e2e_util.run_to_end)."""
+  text = budget_run.text
+  assert budget_run.returncode == 0, text[-5000:]
+  names = {int(pid): node for node, pid in re.findall(r'\[(\w+)\] running as pid (\d+)', text)}
+  seen = {}
+  for s in budget_run.listening:
+    seen.setdefault(names.get(s.pid, f'pid {s.pid}'), set()).add(s)
+  listed = {node: sorted(map(str, sockets)) for node, sockets in seen.items()}
+  # Seen up, so that the check below saw them: Reverb's port, and a Courier server in every
+  # other node (servers start before a node runs, and live until the program stops).
+  port = int(re.search(r'\[replay\] serving on port (\d+)', text).group(1))
+  assert port in {s.port for s in seen.get('replay', ())}, listed
+  for node in set(names.values()) - {'replay'}:
+    assert seen.get(node), (node, listed)
+  wide = {
+    node: addresses for node, addresses in listed.items() if not all(s.loopback for s in seen[node])
+  }
+  assert wide == {}, f'listening beyond loopback: {listed}'
 
 
 def test_relaunch_after_a_torn_checkpoint_resumes_from_the_one_before(budget_run, tmp_path):
@@ -115,9 +137,12 @@ def test_multithreaded_launch_type_runs_and_stops_at_budget(tmp_path):
   run_dir = tmp_path / 'run'
   proc = start_cli(run_dir, '--launch_type', 'local_mt', '--max_actor_steps', '1000', *TINY)
   try:
-    rc = wait_exit(proc, timeout=240)
+    rc, listeners = wait_exit_listening(proc, timeout=240)
     text = output(proc)
     assert rc == 0, text[-5000:]
+    # The servers run in the launcher, which restarted itself with the loopback bind shim.
+    assert listeners and all(s.pid == proc.pid for s in listeners), listeners
+    assert all(s.loopback for s in listeners), [str(s) for s in listeners]
     counts = read_counts(run_dir)
     assert counts['actor_steps'] >= 1000 and counts['learner_steps'] > 0, counts
     assert Checkpointer(run_dir / 'checkpoints').restore_latest()[0] > 0

@@ -46,7 +46,7 @@ def test_bad_settings_are_named(setting, message):
 
 def test_config_round_trips_with_slurm_settings():
   cfg = ExperimentConfig(
-    launch_type='slurm', slurm=SlurmConfig().with_overrides([('learner.gpus', 2)])
+    launch_type='slurm', bind='all', slurm=SlurmConfig().with_overrides([('learner.gpus', 2)])
   )
   again = ExperimentConfig.from_dict(cfg.to_dict())
   assert again.slurm.resources['learner']['gpus'] == 2 and again.launch_type == 'slurm'
@@ -63,7 +63,9 @@ def test_allocation_holds_every_step_and_steps_ask_for_their_own():
       ('sbatch_args', ['--qos=high']),
     ]
   )
-  cfg = ExperimentConfig(run_dir='/shared/run', num_actors=3, launch_type='slurm', slurm=slurm)
+  cfg = ExperimentConfig(
+    run_dir='/shared/run', num_actors=3, launch_type='slurm', bind='all', slurm=slurm
+  )
   nodes = program_nodes(cfg)
   assert nodes == [
     ('replay', 0),
@@ -113,7 +115,7 @@ def test_allocation_holds_every_step_and_steps_ask_for_their_own():
 
 
 def test_offline_runs_have_no_actor_steps():
-  cfg = ExperimentConfig(mode='offline', max_learner_steps=10, launch_type='slurm')
+  cfg = ExperimentConfig(mode='offline', max_learner_steps=10, launch_type='slurm', bind='all')
   assert [g for g, _ in program_nodes(cfg)] == ['replay', 'counter', 'learner', 'evaluator']
 
 
@@ -144,6 +146,8 @@ def test_dry_run_prints_script_and_steps_and_writes_nothing(tmp_path):
   done = _cli(
     '--launch',
     'slurm',
+    '--bind',
+    'all',
     '--run_dir',
     str(run),
     '--num_actors',
@@ -161,7 +165,7 @@ def test_dry_run_prints_script_and_steps_and_writes_nothing(tmp_path):
 
 def test_without_slurm_the_launch_says_what_to_do(tmp_path):
   env = {**os.environ, 'PATH': str(tmp_path)}  # No sbatch, squeue or srun anywhere.
-  done = _cli('--launch', 'slurm', '--run_dir', str(tmp_path / 'run'), env=env)
+  done = _cli('--launch', 'slurm', '--bind', 'all', '--run_dir', str(tmp_path / 'run'), env=env)
   assert done.returncode == 2
   assert 'Slurm is not available here' in done.stderr and 'local_mp' in done.stderr
   assert not (tmp_path / 'run').exists()

@@ -55,7 +55,16 @@ def cluster(tmp_path_factory):
 
 def _cli(cluster, *args, timeout=600):
   return subprocess.run(
-    [sys.executable, '-m', 'experiments.collect_infer', '--launch', 'slurm', *args],
+    [
+      sys.executable,
+      '-m',
+      'experiments.collect_infer',
+      '--launch',
+      'slurm',
+      '--bind',
+      'all',
+      *args,
+    ],
     cwd=ROOT,
     capture_output=True,
     text=True,
