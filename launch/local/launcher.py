@@ -16,7 +16,9 @@ from launch.local.launchpad_compat import set_node_log_dir
 from launch.local.node_logs import NodeLogFollower
 from launch.local.supervision import wait_local_mp
 from launch.nodes.process import node_env
+from launch.robot.protocol import ensure_token_file
 from launch.run_dir import RunDir
+from launch.slurm.addresses import free_port
 
 ANNOUNCE_HOST_ENV = 'COLLECT_INFER_HOST'
 
@@ -57,6 +59,7 @@ def prepare_run(
       Checkpointer(run_dir.checkpoints).restore_latest()
     _check_training_data(config, run_dir)
     run_dir.write_config(config.to_dict())
+    ensure_token_file(run_dir.gateway_token)  # Made once; a relaunch keeps the robots' token.
   except BaseException:
     run_dir.release_lock()
     raise
@@ -141,11 +144,12 @@ def write_address_book(
 
   Launchpad resolves addresses as 'localhost:<port>' while the servers listen on
   every interface; `host` replaces 'localhost' so that other machines (robot
-  PCs attaching with `launch.attach`) can use the book.
+  PCs attaching with `launch.attach`) can use the book. A plain 'host:port' string
+  (the robot gateway's) is written with `host` too.
   """
   book = {}
   for name, address in addresses.items():
-    resolved = address.resolve()
+    resolved = address if isinstance(address, str) else address.resolve()
     _, sep, port = resolved.rpartition(':')
     book[name] = f'{host}:{port}' if sep and port.isdigit() else resolved
   book.update(host=socket.gethostname(), pid=os.getpid(), started=time.time())
@@ -253,7 +257,8 @@ def launch(
       config.launch_type,
     )
     host = announce_host(config)  # A bad $COLLECT_INFER_HOST fails before anything starts.
-    program, addresses = make_program(config)
+    gateway = f'{host}:{config.gateway_port or free_port()}'
+    program, addresses = make_program(config, gateway)
     if not flags.FLAGS.is_parsed():
       flags.FLAGS(['launch'], known_only=True)
     flags.FLAGS.lp_termination_notice_secs = TERMINATION_NOTICE_SECS
@@ -283,12 +288,12 @@ def launch(
       log.info('per-node logs in %s', node_logs)
     else:
       manager = lp.launch(program, launch_type=lp.LaunchType.LOCAL_MULTI_THREADING)
-    book = write_address_book(run_dir, addresses, host)
+    book = write_address_book(run_dir, {**addresses, 'gateway': gateway}, host)
     log.info(
-      'address book %s: replay %s, learner %s',
+      'address book %s: robots attach through the gateway at %s with the token in %s',
       run_dir.path / 'addresses.json',
-      book['replay'],
-      book['learner'],
+      book['gateway'],
+      run_dir.gateway_token,
     )
     try:
       if config.launch_type == 'local_mt':
