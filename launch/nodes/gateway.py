@@ -14,7 +14,7 @@ import launchpad as lp
 from agents.common.logs import get_logger
 from launch import experiment
 from launch.nodes.process import announce_process, quiet_node_logs
-from launch.nodes.stopping import wait_for_stop
+from launch.nodes.stopping import exit_process_if_stuck, wait_for_stop
 from launch.robot.gateway import Gateway, ParameterCache, ReplayInserter, bind_address
 from launch.robot.protocol import ensure_token_file
 from launch.robot.sink import ExternalEpisodeSink
@@ -115,11 +115,12 @@ class GatewayWorker:
     self.address = self._gateway.start(self._listen)
     self.serving.set()
     log.info('robots attach here: %s (token in %s)', self.address, self._token_path)
+    idle = False
     try:
       while not wait_for_stop(stop, 1.0):
         pass
     finally:
-      self._gateway.stop()
+      idle = self._gateway.stop()
       self._inserter.close()
       self._sink.close()  # Releases the robots' writer names.
       counts = dict(self._gateway.counts)
@@ -129,3 +130,6 @@ class GatewayWorker:
         self._inserter.inserted,
         self._gateway.refused,
       )
+    # A call still waiting on a learner that died would hold the process (gRPC's worker
+    # threads are not daemons) until its timeout.
+    exit_process_if_stuck(idle)

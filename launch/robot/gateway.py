@@ -310,6 +310,8 @@ class Gateway:
     self._max_workers = max_workers
     self._server: Optional[grpc.Server] = None
     self._counts_lock = threading.Lock()
+    self._in_flight = 0
+    self._idle = threading.Condition()
     self.counts: Dict[str, int] = collections.Counter()  # stored, duplicate, rejected, malformed.
 
   @property
@@ -338,7 +340,10 @@ class Gateway:
       (
         grpc.method_handlers_generic_handler(
           protocol.SERVICE,
-          {name: grpc.unary_unary_rpc_method_handler(fn) for name, fn in handlers.items()},
+          {
+            name: grpc.unary_unary_rpc_method_handler(self._tracked(fn))
+            for name, fn in handlers.items()
+          },
         ),
       )
     )
@@ -352,10 +357,28 @@ class Gateway:
     self._server = server
     return f'{address.rpartition(":")[0]}:{bound}'
 
-  def stop(self, grace_s: float = 2.0) -> None:
+  def stop(self, grace_s: float = 2.0) -> bool:
+    """Stops serving; whether every call has returned (one may wait on a learner that died)."""
     if self._server is not None:
       self._server.stop(grace_s).wait(grace_s + 1.0)
       self._server = None
+    with self._idle:
+      return self._idle.wait_for(lambda: self._in_flight == 0, 1.0)
+
+  def _tracked(self, method: Callable[[bytes, Any], bytes]) -> Callable[[bytes, Any], bytes]:
+    """`method`, counted while it runs (`stop` says whether any still does)."""
+
+    def call(request: bytes, context) -> bytes:
+      with self._idle:
+        self._in_flight += 1
+      try:
+        return method(request, context)
+      finally:
+        with self._idle:
+          self._in_flight -= 1
+          self._idle.notify_all()
+
+    return call
 
   def _count(self, what: str) -> None:
     with self._counts_lock:

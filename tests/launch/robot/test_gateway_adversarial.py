@@ -679,6 +679,31 @@ def test_the_gateway_listens_on_the_announced_host_only(gw):
       s.connect((own, port))
 
 
+def test_a_call_stuck_on_the_learner_is_reported_at_the_stop(gw):
+  """The node then ends its process rather than wait on gRPC's (non-daemon) worker threads."""
+  entered, release = threading.Event(), threading.Event()
+
+  class StuckLearner:
+    def get_variables(self, names):
+      entered.set()
+      release.wait(30)
+      return [{}, 1]
+
+  worker = GatewayWorker(gw.cfg.to_dict(), StuckLearner(), 'localhost:1', 'localhost:0')
+  address = worker.gateway.start('127.0.0.1:0')
+  with grpc.insecure_channel(address) as channel:
+    call = channel.unary_unary(protocol.method_path(P))
+    future = call.future(encode_frame({}), timeout=30, metadata=protocol.auth_metadata(gw.token))
+    try:
+      assert entered.wait(10)
+      assert not worker.gateway.stop(grace_s=0.1)  # The call still waits on the learner.
+    finally:
+      release.set()
+    with pytest.raises(grpc.RpcError):
+      future.result()
+  assert worker.gateway.stop(grace_s=0.1)  # Once the learner answered, nothing runs.
+
+
 def test_the_token_file_is_private_and_kept(gw, tmp_path):
   path = gw.run.gateway_token
   assert stat.S_IMODE(path.stat().st_mode) == 0o600
