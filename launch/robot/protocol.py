@@ -13,6 +13,7 @@ gRPC carries raw bytes (no protobuf schema, no pickle); every request and reply 
   discounts -> meta {'status': 'stored' | 'duplicate' | 'rejected', 'id', 'reason'}.
 """
 
+import contextlib
 import logging
 import os
 import pathlib
@@ -85,8 +86,12 @@ def ensure_token_file(path: os.PathLike) -> str:
       os.link(tmp, path)
     except FileExistsError:
       pass
+    except OSError:  # No hard links on this file system: a rename, exclusive in practice.
+      if not path.exists():
+        os.replace(tmp, path)
     finally:
-      os.unlink(tmp)
+      with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
   mode = stat.S_IMODE(path.stat().st_mode)
   if mode & 0o077:
     os.chmod(path, 0o600)

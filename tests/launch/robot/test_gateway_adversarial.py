@@ -704,7 +704,7 @@ def test_a_call_stuck_on_the_learner_is_reported_at_the_stop(gw):
   assert worker.gateway.stop(grace_s=0.1)  # Once the learner answered, nothing runs.
 
 
-def test_the_token_file_is_private_and_kept(gw, tmp_path):
+def test_the_token_file_is_private_and_kept(gw, tmp_path, monkeypatch):
   path = gw.run.gateway_token
   assert stat.S_IMODE(path.stat().st_mode) == 0o600
   assert len(gw.token) >= 43 and protocol.ensure_token_file(path) == gw.token  # Kept.
@@ -717,6 +717,16 @@ def test_the_token_file_is_private_and_kept(gw, tmp_path):
   other.write_text('short\n')
   with pytest.raises(ValueError, match='not a gateway token'):
     protocol.ensure_token_file(other)
+
+  # A file system without hard links: made by a rename instead, as private.
+  def no_links(*args):
+    raise PermissionError(1, 'hard links not supported')
+
+  monkeypatch.setattr(os, 'link', no_links)
+  third = protocol.ensure_token_file(tmp_path / 'nolink.token')
+  assert third == protocol.ensure_token_file(tmp_path / 'nolink.token')
+  assert stat.S_IMODE((tmp_path / 'nolink.token').stat().st_mode) == 0o600
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['gateway.token', 'nolink.token']
 
 
 def test_zz_tally(capsys):
