@@ -27,6 +27,7 @@ setuptools.setup(
     'mujoco==3.17.0',
     'gym==0.26.2',  # acme.wrappers imports it unconditionally
     'numpy==1.26.4',
+    'grpcio',  # The robot gateway (launch/robot/gateway.py); TensorFlow pins its range.
     'dm-env',
     'dm-tree',
     'absl-py',

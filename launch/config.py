@@ -122,8 +122,13 @@ class ExperimentConfig:
   announce_host: Optional[str] = setting(
     None,
     resumable=True,
-    help='host written in addresses.json for attaching processes (default: '
-    '$COLLECT_INFER_HOST, else localhost)',
+    help='host robots reach the program at: written in addresses.json, and the address the '
+    'robot gateway listens on (default: $COLLECT_INFER_HOST, else localhost)',
+  )
+  gateway_port: int = setting(
+    0,
+    resumable=True,
+    help='TCP port of the robot gateway (0: a free port, chosen at each launch)',
   )
   bind: str = setting(
     'loopback',
@@ -301,6 +306,11 @@ class ExperimentConfig:
         "as this run's user (Courier unpickles its calls) and write replay (Reverb has no "
         'authentication); pass it only on a trusted cluster network (README, Security)'
       )
+    need(
+      is_int(self.gateway_port) and 0 <= self.gateway_port <= 65535,
+      'gateway_port',
+      'an int in [0, 65535]',
+    )
     need(
       is_int(self.external_max_episode_steps) and self.external_max_episode_steps >= 1,
       'external_max_episode_steps',

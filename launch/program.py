@@ -10,21 +10,25 @@ from launch.config import ExperimentConfig
 from launch.nodes.actor import ActorWorker
 from launch.nodes.counter import PersistentCounter
 from launch.nodes.evaluator import EvaluatorWorker
+from launch.nodes.gateway import GatewayWorker
 from launch.nodes.learner import LearnerWorker
 from launch.nodes.replay import CheckpointedReverbNode
 
-GROUPS = ('replay', 'counter', 'learner', 'actor', 'evaluator')
+GROUPS = ('replay', 'counter', 'learner', 'gateway', 'actor', 'evaluator')
 
 
 def _make_tables(config_dict: Dict[str, Any]):
   return experiment.make_builder(experiment.config_from_dict(config_dict)).make_replay_tables()
 
 
-def make_program(config: ExperimentConfig) -> Tuple[lp.Program, Dict[str, Any]]:
-  """Replay, counter, learner, N actors and the evaluator-checkpointer, wired together.
+def make_program(
+  config: ExperimentConfig, gateway: str = 'localhost:0'
+) -> Tuple[lp.Program, Dict[str, Any]]:
+  """Replay, counter, learner, the robot gateway, N actors and the evaluator, wired together.
 
-  Also returns the servers' Launchpad addresses; they resolve to 'host:port'
-  once the program is launched (see `launch.launcher`).
+  `gateway` is the 'host:port' the robot gateway listens on (the announced host; see
+  launch.nodes.gateway). Also returns the servers' Launchpad addresses; they resolve to
+  'host:port' once the program is launched (see `launch.local.launcher`).
   """
   cfg = config.to_dict()
   run_dir = os.path.abspath(config.run_dir)
@@ -42,6 +46,11 @@ def make_program(config: ExperimentConfig) -> Tuple[lp.Program, Dict[str, Any]]:
   with program.group('learner'):
     learner_node = lp.CourierNode(LearnerWorker, cfg, replay, counter)
     learner = program.add_node(learner_node)
+  with program.group('gateway'):
+    # A plain node: it serves robots over its own gRPC port, and nothing over Courier.
+    program.add_node(
+      lp.PyClassNode(GatewayWorker, cfg, learner, replay_node.reverb_address, gateway)
+    )
   if config.mode != 'offline':  # Offline training has no actors, only stored data.
     with program.group('actor'):
       for i in range(config.num_actors):
@@ -57,7 +66,7 @@ def make_program(config: ExperimentConfig) -> Tuple[lp.Program, Dict[str, Any]]:
 
 
 def process_env(group: str) -> Dict[str, str]:
-  """Per-group environment: quiet TensorFlow; actors and evaluator stay on one CPU thread."""
+  """Per-group environment: quiet TensorFlow; actors, evaluator and gateway on one CPU thread."""
   env = {
     'TF_CPP_MIN_LOG_LEVEL': '3',
     'XLA_PYTHON_CLIENT_PREALLOCATE': 'false',
@@ -66,7 +75,7 @@ def process_env(group: str) -> Dict[str, str]:
     # State features need no renderer; a user's choice (e.g. egl for pixels) wins.
     'MUJOCO_GL': os.environ.get('MUJOCO_GL', 'disable'),
   }
-  if group in ('actor', 'evaluator'):
+  if group in ('actor', 'evaluator', 'gateway'):
     env.update(
       JAX_PLATFORMS='cpu',
       OMP_NUM_THREADS='1',

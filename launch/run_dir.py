@@ -4,6 +4,7 @@ Layout::
 
     <run>/config.json      the run's configuration (its presence means "resumable")
     <run>/addresses.json   service addresses, owner-readable only
+    <run>/gateway.token    the robot gateway's token, owner-readable only, kept for the run
     <run>/logs/
     <run>/checkpoints/     learner checkpoints (see launch.checkpointing)
     <run>/replay/          Reverb checkpoints
@@ -29,6 +30,7 @@ from agents.common.files import PathLike, atomic_write_bytes
 
 _CONFIG = 'config.json'
 _ADDRESSES = 'addresses.json'
+GATEWAY_TOKEN_FILE = 'gateway.token'
 _LOCK = '.lock'
 _NODES_LOCK = '.lock.nodes'
 # A node waits this long for a launcher's brief probe of the nodes lock to end.
@@ -82,6 +84,11 @@ class RunDir:
   def logs(self) -> pathlib.Path:
     """Log files."""
     return self._path / 'logs'
+
+  @property
+  def gateway_token(self) -> pathlib.Path:
+    """The token robots give the gateway (launch.robot.protocol.ensure_token_file makes it)."""
+    return self._path / GATEWAY_TOKEN_FILE
 
   @property
   def lock_path(self) -> pathlib.Path:

@@ -17,7 +17,9 @@ from launch.local.launchpad_compat import set_node_log_dir
 from launch.local.node_logs import NodeLogFollower
 from launch.local.supervision import wait_local_mp
 from launch.nodes.process import node_env
+from launch.robot.protocol import ensure_token_file
 from launch.run_dir import RunDir
+from launch.slurm.addresses import free_port
 
 ANNOUNCE_HOST_ENV = 'COLLECT_INFER_HOST'
 
@@ -58,6 +60,7 @@ def prepare_run(
       Checkpointer(run_dir.checkpoints).restore_latest()
     _check_training_data(config, run_dir)
     run_dir.write_config(config.to_dict())
+    ensure_token_file(run_dir.gateway_token)  # Made once; a relaunch keeps the robots' token.
   except BaseException:
     run_dir.release_lock()
     raise
@@ -165,11 +168,12 @@ def write_address_book(
 
   Launchpad resolves addresses as 'localhost:<port>'; `host` replaces 'localhost' so
   that other machines (robot PCs attaching with `launch.attach`) can use the book,
-  which they reach only with bind='all' (see `bind_env`) or through a tunnel.
+  which they reach only with bind='all' (see `bind_env`) or through a tunnel. A plain
+  'host:port' string (the robot gateway's) is written with `host` too.
   """
   book = {}
   for name, address in addresses.items():
-    resolved = address.resolve()
+    resolved = address if isinstance(address, str) else address.resolve()
     _, sep, port = resolved.rpartition(':')
     book[name] = f'{host}:{port}' if sep and port.isdigit() else resolved
   book.update(host=socket.gethostname(), pid=os.getpid(), started=time.time())
@@ -290,7 +294,8 @@ def launch(
 
     from launch.program import GROUPS, make_program, process_env
 
-    program, addresses = make_program(config)
+    gateway = f'{host}:{config.gateway_port or free_port()}'
+    program, addresses = make_program(config, gateway)
     if not flags.FLAGS.is_parsed():
       flags.FLAGS(['launch'], known_only=True)
     flags.FLAGS.lp_termination_notice_secs = TERMINATION_NOTICE_SECS
@@ -300,7 +305,13 @@ def launch(
       # Binds each node process to this one: it dies with it and holds the run's node
       # lock (launch.nodes.process). Every node, restarted actors included, starts
       # from this thread, which lives until the program has stopped.
-      return {**process_env(group), **node_env(run_dir.path), **bind}
+      # The gateway binds the announced host itself (0.0.0.0 only when announced so), which
+      # the loopback shim must not narrow: it gets no preload.
+      return {
+        **process_env(group),
+        **node_env(run_dir.path),
+        **(bind if group != 'gateway' else {}),
+      }
 
     if config.launch_type == 'local_mp':
       from launchpad.nodes.python.local_multi_processing import PythonProcess
@@ -320,12 +331,12 @@ def launch(
       log.info('per-node logs in %s', node_logs)
     else:
       manager = lp.launch(program, launch_type=lp.LaunchType.LOCAL_MULTI_THREADING)
-    book = write_address_book(run_dir, addresses, host)
+    book = write_address_book(run_dir, {**addresses, 'gateway': gateway}, host)
     log.info(
-      'address book %s: replay %s, learner %s',
+      'address book %s: robots attach through the gateway at %s with the token in %s',
       run_dir.path / 'addresses.json',
-      book['replay'],
-      book['learner'],
+      book['gateway'],
+      run_dir.gateway_token,
     )
     try:
       if config.launch_type == 'local_mt':

@@ -23,9 +23,6 @@ from launch.nodes.counter import flush_counts
 from launch.nodes.iterated import IteratedSchedule
 from launch.nodes.process import announce_process, quiet_node_logs
 from launch.nodes.stopping import exit_process_if_stuck, run_until_stopped, wait_for_stop
-from launch.robot.sink import ExternalEpisodeSink
-from launch.robot.spec import spec_to_data
-from launch.robot.wire import EpisodeLimits
 from launch.run_dir import RunDir
 from launch.store.episodes import EpisodeStore
 from launch.store.mixing import ExternalShare, MixedBatches
@@ -145,8 +142,6 @@ class LearnerWorker:
     if cfg.mode in ('online', 'offline_to_online') and replay_share > 0:
       self._external_batch = min(int(round(batch * cfg.external_ratio)), replay_share)
     self._external_announced = False
-    self._external_sink = None  # Opened on the first episode a robot sends.
-    self._external_lock = threading.Lock()
     self._counter = counting.Counter(counter, prefix='learner')
     self._learner = self._builder.make_learner(
       self._new_iterator(),
@@ -265,33 +260,6 @@ class LearnerWorker:
         self._external_batch,
         self._config.agent.replay.batch_size,
       )
-
-  # Served over Courier: robots attaching with launch.attach.
-  def environment_spec(self) -> Dict[str, Any]:
-    """The program's environment spec as plain data (see launch.robot.spec.spec_to_data)."""
-    return spec_to_data(self._builder.spec)
-
-  def experiment_config(self) -> Dict[str, Any]:
-    """The run's configuration (an attached actor builds its policy from it)."""
-    return self._config.to_dict()
-
-  def append_external_episode(self, name: str, episode: Dict[str, Any]) -> Dict[str, Any]:
-    """Appends a robot's whole episode to the run's store (writer 'external_<name>'), once.
-
-    Returns {'status': 'stored' or 'duplicate', 'id': ...} or {'status': 'rejected',
-    'reason': ...}; see launch.robot.sink.ExternalEpisodeSink.
-    """
-    with self._external_lock:
-      if self._external_sink is None:
-        self._external_sink = ExternalEpisodeSink(
-          RunDir(self._config.run_dir).store,
-          self._builder.spec,
-          EpisodeLimits(
-            max_steps=self._config.external_max_episode_steps,
-            max_bytes=int(self._config.external_max_episode_mb * (1 << 20)),
-          ),
-        )
-    return self._external_sink.append(name, episode)
 
   # Served over Courier: iterated collect-and-infer pacing.
   def collect_status(self) -> Dict[str, Any]:
@@ -445,7 +413,4 @@ class LearnerWorker:
       if ordered:
         self._save_lock.release()
     log.info('stopped at step %d; final checkpoint %s', payload[LEARNER_STEPS], path)
-    with self._external_lock:
-      if self._external_sink is not None:
-        self._external_sink.close()  # Releases the robots' writer names.
     exit_process_if_stuck(finished)

@@ -1,7 +1,12 @@
 """Attach an actor outside the program (e.g. on a robot PC) to a running experiment.
 
   python -m launch.attach --run_dir runs/NAME --env mypackage.robot:make_env --name arm1
-  python -m launch.attach --learner HOST:PORT --replay HOST:PORT --env mypackage.robot:make_env
+  python -m launch.attach --gateway HOST:PORT --token_file gateway.token \
+      --env mypackage.robot:make_env
+
+It speaks only to the program's robot gateway (gRPC carrying plain data, authenticated by
+the run's token: --token_file, else $COLLECT_INFER_GATEWAY_TOKEN, else with --run_dir the
+run's own RUN_DIR/gateway.token).
 
 The actor builds its environment from any factory that returns a
 dm_env.Environment (`--env module:function`, keyword arguments from `--env_arg`),
@@ -14,18 +19,18 @@ program's policy until stopped (Ctrl-C / SIGTERM, or --max_episodes / --max_seco
   process; an episode with a bad step is dropped or truncated (--on_invalid);
 * each episode is first appended to a local on-disk outbox (--buffer_dir), then
   a sender thread delivers it, with retries and backoff, to the program's store
-  (writer external_<name>, exactly once) and its external replay table; episodes
-  finished while the program is away are sent once it is back (re-reading the
-  address book, so a relaunched program is found); delivered episodes leave the
-  disk; at --max_outbox_mb, or on a full disk, a new episode is dropped (counted,
-  one line) and the robot keeps running;
+  (writer external_<name>, exactly once; the gateway inserts it into the external
+  replay table); episodes finished while the program is away are sent once it is
+  back (re-reading the address book, so a relaunched program is found); delivered
+  episodes leave the disk; at --max_outbox_mb, or on a full disk, a new episode is
+  dropped (counted, one line) and the robot keeps running;
 * while the program is unreachable, --on_disconnect hold keeps acting with the
   last parameters; stop ends the current episode (the robot's watchdog holds it
   with the safe action) and waits for the program before starting another.
 
 A status file (default <buffer_dir>/status.json) holds the counts, the policy
 versions fetched and the control loop's timing. Exit codes: 0 stopped, 2 a
-usage error (bad factory, spec mismatch, program never reachable).
+usage error (bad factory, spec mismatch, no or a refused token, program never reachable).
 """
 
 import argparse
@@ -65,17 +70,28 @@ def _env_arg(text: str):
 
 
 def parse_args(argv: List[str]) -> argparse.Namespace:
+  from launch.robot.protocol import TOKEN_ENV
+
   p = argparse.ArgumentParser(
     prog='python -m launch.attach',
     description=__doc__,
     formatter_class=argparse.RawDescriptionHelpFormatter,
   )
-  where = p.add_argument_group('the program (a run directory, or both addresses)')
+  where = p.add_argument_group("the program (a run directory, or its gateway's address)")
   where.add_argument(
-    '--run_dir', help='read addresses from RUN_DIR/addresses.json (again on every reconnect)'
+    '--run_dir',
+    help="read the gateway's address from RUN_DIR/addresses.json (again on every reconnect)",
   )
-  where.add_argument('--learner', metavar='HOST:PORT', help="the learner's Courier address")
-  where.add_argument('--replay', metavar='HOST:PORT', help="the replay's Reverb address")
+  where.add_argument(
+    '--gateway',
+    metavar='HOST:PORT',
+    help="the gateway's address (from the program's addresses.json)",
+  )
+  where.add_argument(
+    '--token_file',
+    help=f"the run's gateway token, a copy of RUN_DIR/gateway.token (default: ${TOKEN_ENV}, "
+    'else RUN_DIR/gateway.token with --run_dir)',
+  )
   p.add_argument(
     '--env',
     required=True,
@@ -157,10 +173,8 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
     'CAP_SYS_NICE); 0: normal scheduling',
   )
   args = p.parse_args(argv)
-  if args.run_dir is None and (args.learner is None or args.replay is None):
-    p.error('give --run_dir, or both --learner and --replay')
-  if args.run_dir is not None and (args.learner or args.replay):
-    p.error('give --run_dir or --learner/--replay, not both')
+  if (args.run_dir is None) == (args.gateway is None):
+    p.error('give --run_dir or --gateway (one of them)')
   for field in (
     'refresh_every_s',
     'disconnect_after_s',
@@ -448,9 +462,32 @@ class StatusWriter(threading.Thread):
     self.write()
 
 
-def _first_contact(link, timeout_s: float, max_backoff_s: float):
-  """(the program's spec data, its config) once the learner answers; UserError after timeout."""
+def _token(args) -> str:
+  """The run's gateway token: --token_file, $COLLECT_INFER_GATEWAY_TOKEN, RUN_DIR/gateway.token."""
   from agents.common.errors import UserError
+  from launch.robot.protocol import TOKEN_ENV, check_token, read_token_file
+  from launch.run_dir import RunDir
+
+  try:
+    if args.token_file:
+      return read_token_file(args.token_file)
+    if os.environ.get(TOKEN_ENV):
+      return check_token(os.environ[TOKEN_ENV], f'${TOKEN_ENV}')
+    if args.run_dir and RunDir(args.run_dir).gateway_token.exists():
+      return read_token_file(RunDir(args.run_dir).gateway_token)
+  except (OSError, ValueError) as e:
+    raise UserError(f'the gateway token: {e}') from None
+  raise UserError(
+    "no gateway token: the program's gateway takes robots with the run's token only. Copy "
+    "RUN_DIR/gateway.token from the program's machine and give it with --token_file "
+    f'(or ${TOKEN_ENV})'
+  )
+
+
+def _first_contact(link, name: str, timeout_s: float, max_backoff_s: float):
+  """The program's hello (spec, config, limits) once it answers; UserError after timeout."""
+  from agents.common.errors import UserError
+  from launch.robot.link import TokenRefused
 
   deadline = time.monotonic() + timeout_s
   backoff, last = 0.5, None
@@ -458,7 +495,9 @@ def _first_contact(link, timeout_s: float, max_backoff_s: float):
     generation = None
     try:
       generation, client, _ = link.connect()
-      return client.environment_spec(), client.experiment_config()
+      return client.hello(name)
+    except TokenRefused:
+      raise
     except Exception as e:  # pylint: disable=broad-except
       if generation is not None:
         link.invalidate(generation)
@@ -509,13 +548,13 @@ def _realtime(priority: int) -> None:
 def _first_parameters(fetcher, timeout_s: float) -> int:
   """The learner step of the first parameters fetched (the program answered a moment ago)."""
   from agents.common.errors import UserError
-  from launch.robot.spec import SpecMismatchError
+  from launch.robot.link import FATAL
 
   deadline = time.monotonic() + timeout_s
   while True:
     try:
       return fetcher.fetch_once()
-    except SpecMismatchError:
+    except FATAL:
       raise
     except Exception as e:  # pylint: disable=broad-except
       if time.monotonic() > deadline:
@@ -543,6 +582,7 @@ def attach(args: argparse.Namespace) -> int:
     # A second one raises KeyboardInterrupt: delivery is abandoned, the robot still parked.
     signal.signal(signum, signal.default_int_handler)
 
+  token = _token(args)  # Refused before the robot's environment starts.
   env = make_env(args.env, dict(args.env_arg))
   closed = []
 
@@ -552,13 +592,14 @@ def attach(args: argparse.Namespace) -> int:
       env.close()
 
   try:
-    return _attached(args, env, close_env, stop, fatal, on_signal)
+    return _attached(args, token, env, close_env, stop, fatal, on_signal)
   finally:
     close_env()
 
 
 def _attached(
   args: argparse.Namespace,
+  token: str,
   env,
   close_env: Callable[[], None],
   stop: threading.Event,
@@ -584,30 +625,35 @@ def _attached(
 
   env_spec = specs.make_environment_spec(env)
   link = ProgramLink(
-    run_dir=args.run_dir, learner=args.learner, replay=args.replay, rpc_timeout_s=args.rpc_timeout_s
+    token, run_dir=args.run_dir, gateway=args.gateway, rpc_timeout_s=args.rpc_timeout_s
   )
   print(f'[attach] {args.name}: connecting to the program through {link.where}', flush=True)
-  program_spec, config = _first_contact(link, args.connect_timeout_s, args.max_backoff_s)
+  hello = _first_contact(link, args.name, args.connect_timeout_s, args.max_backoff_s)
+  program_spec = hello['spec']
+  try:
+    program_env_spec = spec_from_data(program_spec)
+  except (KeyError, TypeError, ValueError) as e:
+    raise UserError(f"the program's spec does not read as a spec here ({e!r})") from None
   check_spec_matches(program_spec, spec_to_data(env_spec))
   # A program found later (a relaunch) must have the same spec.
   link.set_check(
     lambda client: check_spec_matches(
       program_spec,
-      client.environment_spec(),
+      client.hello(args.name)['spec'],
       what="the program's spec changed since the robot attached (program = then, "
       'environment = now)',
     )
   )
   try:
-    cfg = ExperimentConfig.from_dict(config)
-  except ConfigError as e:
+    cfg = ExperimentConfig.from_dict(hello['config'])
+  except (ConfigError, TypeError, ValueError) as e:
     raise UserError(
       f"the program's config does not load here ({e}); run the same version of "
       'this code on the robot PC as the program'
     ) from None
   # The program's own actor, reading parameters from local memory every step.
   builder = registry.get(cfg.algorithm).make_builder(
-    cfg.agent.with_overrides({'replay.variable_update_period': 1}), spec_from_data(program_spec)
+    cfg.agent.with_overrides({'replay.variable_update_period': 1}), program_env_spec
   )
   latest = LatestParameters()
   fetcher = ParameterFetcher(
@@ -634,9 +680,8 @@ def _attached(
   sender = Sender(
     outbox,
     link,
-    builder.make_external_adder,
     args.name,
-    rpc_timeout_s=args.rpc_timeout_s,
+    limits=hello['limits'],
     max_backoff_s=args.max_backoff_s,
     on_fatal=on_fatal,
   )

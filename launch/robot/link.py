@@ -1,27 +1,29 @@
-"""Robot side: the way to the program, and the newest policy fetched from it.
+"""Robot side: the way to the program (its gateway), and the newest policy fetched from it.
 
-`ProgramLink` finds the program (its address book, re-read on every reconnect, or
-fixed addresses) and checks that a program it reconnects to still has the spec the
-robot was attached with; `ParameterFetcher` keeps the newest policy in
-`LatestParameters`, the local variable source the robot's actor reads, so acting
-never waits on the network.
+`ProgramLink` finds the program's gateway (its address book, re-read on every reconnect,
+or a fixed address) and checks that a program it reconnects to still has the spec the
+robot was attached with; `GatewayClient` makes the calls (frames over gRPC with the run's
+token; nothing is unpickled); `ParameterFetcher` keeps the newest policy in
+`LatestParameters`, the local variable source the robot's actor reads, so acting never
+waits on the network.
 """
 
 import dataclasses
 import logging
 import threading
 import time
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from acme import core
 
 from agents.common.errors import RunDirError, UserError
+from launch.robot import protocol
+from launch.robot.frame import FrameError, encode_frame
 from launch.robot.spec import SpecMismatchError
 from launch.run_dir import RunDir
 
 log = logging.getLogger('collect_infer.external')
 
-POLICY = 'policy'
 VERSION = 'learner_steps'
 
 
@@ -29,92 +31,170 @@ class ProgramUnavailable(Exception):
   """The program can't be reached now (not started, restarting, or gone); retry later."""
 
 
+class TokenRefused(UserError):
+  """The gateway refused the robot's token: retrying cannot help (the robot stops)."""
+
+
+# Errors that stop the robot: the program it would reach is not the one it attached to.
+FATAL = (SpecMismatchError, TokenRefused)
+
+
 @dataclasses.dataclass(frozen=True)
 class Endpoints:
-  """Where the program's servers are."""
+  """Where the program's gateway is."""
 
-  learner: str
-  replay: str
+  gateway: str
   started: Optional[float] = None  # The address book's launch time, when read from one.
 
 
-class ProgramLink:
-  """The robot's way to the program: a Courier client to its learner and the replay address.
+class GatewayClient:
+  """Calls to the program's gateway: frames over gRPC, each call with the run's token.
 
-  With `run_dir`, addresses come from `<run_dir>/addresses.json`, read again on
-  every reconnect (a relaunched program has new ports); otherwise from the
-  fixed `learner` and `replay` addresses. Each new connection is checked with
-  `check(learner_client)` before use (the attach command compares specs there).
-  Thread-safe: the parameter fetcher and the sender share it.
+  A failed call raises ProgramUnavailable (retry later), or TokenRefused; a reply that is
+  not a well-formed frame raises ProgramUnavailable too: it is never unpickled or
+  evaluated, only decoded as plain data within fixed limits.
+  """
+
+  def __init__(self, address: str, token: str, timeout_s: float = 10.0):
+    import grpc  # Late: tests of the data pieces need no RPC stack.
+
+    self._grpc = grpc
+    self._address = address
+    self._timeout = timeout_s
+    self._metadata = protocol.auth_metadata(token)
+    self._channel = grpc.insecure_channel(
+      address,
+      options=[
+        ('grpc.max_receive_message_length', protocol.MAX_PARAMETER_BYTES + (1 << 20)),
+        ('grpc.enable_retries', 0),  # The sender and the fetcher retry, with their backoff.
+      ],
+    )
+    # No serializers: requests and replies are the frames' bytes as they are.
+    self._calls = {m: self._channel.unary_unary(protocol.method_path(m)) for m in protocol.METHODS}
+
+  @property
+  def address(self) -> str:
+    return self._address
+
+  def close(self) -> None:
+    self._channel.close()
+
+  def _call(self, method: str, request: bytes) -> bytes:
+    grpc = self._grpc
+    try:
+      return self._calls[method](request, timeout=self._timeout, metadata=self._metadata)
+    except grpc.RpcError as e:
+      code, details = e.code(), ' '.join(str(e.details() or '').split())[:500]
+      if code == grpc.StatusCode.UNAUTHENTICATED:
+        raise TokenRefused(
+          f'the gateway at {self._address} refused this robot: {details}'
+        ) from None
+      raise ProgramUnavailable(
+        f'gateway {self._address}: {method}: {code.name if code else "?"} ({details})'
+      ) from None
+
+  def hello(self, robot: str) -> Dict[str, Any]:
+    """{'spec', 'config', 'limits'} of the program (plain data)."""
+    reply = self._call(protocol.HELLO, encode_frame({'robot': robot}))
+    try:
+      meta = protocol.read_reply(reply)
+    except FrameError as e:
+      raise ProgramUnavailable(f'gateway {self._address}: a malformed hello ({e})') from None
+    if not all(isinstance(meta.get(k), dict) for k in ('spec', 'config', 'limits')):
+      raise ProgramUnavailable(f'gateway {self._address}: a hello without spec, config, limits')
+    return meta
+
+  def parameters(self, have: Optional[int]) -> Tuple[int, Any]:
+    """(learner step, policy parameters, or None when unchanged since learner step `have`)."""
+    reply = self._call(protocol.PARAMETERS, encode_frame({'have': have}))
+    try:
+      return protocol.read_parameters_reply(reply, have)
+    except FrameError as e:
+      raise ProgramUnavailable(f'gateway {self._address}: malformed parameters ({e})') from None
+
+  def append_episode(self, robot: str, data: Mapping[str, Any]) -> Dict[str, Any]:
+    """The gateway's answer: {'status': 'stored' | 'duplicate' | 'rejected', ...}."""
+    reply = self._call(protocol.APPEND, protocol.episode_request(robot, data))
+    try:
+      return protocol.read_reply(reply)
+    except FrameError as e:
+      raise ProgramUnavailable(f'gateway {self._address}: a malformed answer ({e})') from None
+
+
+class ProgramLink:
+  """The robot's way to the program: a client of its gateway.
+
+  With `run_dir`, the address comes from `<run_dir>/addresses.json`, read again on
+  every reconnect (a relaunched program has new ports); otherwise it is the fixed
+  `gateway`. Each new connection is checked with `check(client)` before use (the
+  attach command compares specs there). Thread-safe: the parameter fetcher and the
+  sender share it.
   """
 
   def __init__(
     self,
+    token: str,
     run_dir: Optional[str] = None,
-    learner: Optional[str] = None,
-    replay: Optional[str] = None,
+    gateway: Optional[str] = None,
     rpc_timeout_s: float = 10.0,
-    check: Optional[Callable[[Any], None]] = None,
+    check: Optional[Callable[[GatewayClient], None]] = None,
   ):
-    if (run_dir is None) == (learner is None or replay is None):
-      raise UserError('give either --run_dir, or both --learner and --replay')
+    if (run_dir is None) == (gateway is None):
+      raise UserError('give either --run_dir or --gateway')
+    self._token = token
     self._run_dir = RunDir(run_dir) if run_dir else None
-    self._fixed = None if run_dir else Endpoints(learner, replay)
+    self._fixed = None if run_dir else Endpoints(gateway)
     self._timeout = rpc_timeout_s
     self._check = check
     self._lock = threading.Lock()
     self._generation = 0
-    self._current: Optional[Tuple[int, Any, Endpoints]] = None
+    self._current: Optional[Tuple[int, GatewayClient, Endpoints]] = None
 
   @property
   def where(self) -> str:
-    """A human description of where the addresses come from."""
+    """A human description of where the address comes from."""
     if self._run_dir is not None:
       return f'the address book {self._run_dir.path / "addresses.json"}'
-    return f'learner {self._fixed.learner}, replay {self._fixed.replay}'
+    return f'the gateway {self._fixed.gateway}'
 
-  def set_check(self, check: Callable[[Any], None]) -> None:
+  def set_check(self, check: Callable[[GatewayClient], None]) -> None:
     self._check = check
 
   def endpoints(self) -> Endpoints:
-    """The addresses now; ProgramUnavailable when the program has published none."""
+    """The address now; ProgramUnavailable when the program has published none."""
     if self._fixed is not None:
       return self._fixed
     try:
       book = self._run_dir.read_addresses()
     except RunDirError as e:
       raise ProgramUnavailable(str(e)) from None
-    try:
-      return Endpoints(str(book['learner']), str(book['replay']), book.get('started'))
-    except KeyError as e:
-      raise ProgramUnavailable(f'the address book has no {e} address') from None
+    gateway, started = book.get('gateway'), book.get('started')
+    if not isinstance(gateway, str):
+      raise ProgramUnavailable('the address book has no gateway address (an older program?)')
+    return Endpoints(gateway, started if isinstance(started, (int, float)) else None)
 
-  def connect(self) -> Tuple[int, Any, Endpoints]:
-    """(generation, learner Courier client, endpoints), connecting if needed."""
-    import courier  # Late: tests of the data pieces need no RPC stack.
-
+  def connect(self) -> Tuple[int, GatewayClient, Endpoints]:
+    """(generation, gateway client, endpoints), connecting if needed."""
     with self._lock:
       if self._current is None:
         endpoints = self.endpoints()
-        # wait_for_ready=False: a server that is down fails the call at once
-        # instead of holding it for the whole timeout.
-        client = courier.Client(endpoints.learner, call_timeout=self._timeout, wait_for_ready=False)
+        client = GatewayClient(endpoints.gateway, self._token, self._timeout)
         if self._check is not None:
           try:
             self._check(client)
-          except SpecMismatchError:
+          except BaseException:
+            client.close()
             raise
-          except Exception as e:  # pylint: disable=broad-except
-            raise ProgramUnavailable(f'learner at {endpoints.learner}: {e}') from None
         self._generation += 1
         self._current = (self._generation, client, endpoints)
-        log.debug('using learner %s, replay %s', endpoints.learner, endpoints.replay)
+        log.debug('using the gateway at %s', endpoints.gateway)
       return self._current
 
   def invalidate(self, generation: int) -> None:
     """Drops connection `generation` (after a failure); the next `connect` starts afresh."""
     with self._lock:
       if self._current is not None and self._current[0] == generation:
+        self._current[1].close()
         self._current = None
 
 
@@ -129,8 +209,11 @@ class LatestParameters(core.VariableSource):
     self.versions: List[int] = []  # Each distinct learner step fetched, in order (recent ones).
 
   def set(self, params: Any, version: int) -> None:
+    """The parameters of learner step `version`; None: those held, still current."""
     with self._lock:
-      self._params, self._version = params, int(version)
+      if params is not None:
+        self._params = params
+      self._version = int(version)
       self.updates += 1
       if not self.versions or self.versions[-1] != self._version:
         self.versions = (self.versions + [self._version])[-100:]
@@ -147,7 +230,8 @@ class LatestParameters(core.VariableSource):
 
 
 class ParameterFetcher(threading.Thread):
-  """Fetches the learner's policy every `refresh_every_s`, backing off while it is unreachable."""
+  """Fetches the policy every `refresh_every_s` (through the gateway), backing off while the
+  program is unreachable; a reply 'unchanged' costs no parameter bytes."""
 
   def __init__(
     self,
@@ -174,7 +258,8 @@ class ParameterFetcher(threading.Thread):
     generation = None
     try:
       generation, client, _ = self._link.connect()
-      params, version = client.get_variables([POLICY, VERSION])
+      have = self._latest.version if self._latest.updates else None
+      version, params = client.parameters(have)
     except Exception:
       if generation is not None:
         self._link.invalidate(generation)
@@ -195,7 +280,7 @@ class ParameterFetcher(threading.Thread):
         if backoff > self._refresh:
           log.info('parameters: the learner answers again (learner step %d)', version)
         backoff, delay = self._refresh, self._refresh
-      except SpecMismatchError as e:
+      except FATAL as e:
         if self._on_fatal:
           self._on_fatal(e)
         return

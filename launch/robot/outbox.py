@@ -17,7 +17,9 @@ from launch.store.episodes import Episode, EpisodeStore, WriterBusyError
 
 log = get_logger('attach')
 
-PARTS = ('store', 'replay')  # Where each episode goes.
+# Where each episode goes: the program's store (its gateway inserts the replay part itself).
+# Ledgers of earlier versions also hold 'replay' lines; they are ignored.
+PARTS = ('store',)
 REJECTED = 'rejected'  # The program refused the episode (or it is unreadable): never sent again.
 DEFAULT_MAX_BYTES = 4 << 30
 _GENERATION_BYTES = 64 << 20  # A generation is pruned whole: at most this much waits on one.
@@ -35,9 +37,9 @@ class EpisodeOutbox:
   is an EpisodeStore with writer `name`, appended and fsynced before `append`
   returns. Each process starts a new generation and moves on to the next one past
   64 MiB; a generation that is no longer written to and whose episodes are all
-  delivered (store and replay) or rejected is deleted whole, so delivered episodes
+  delivered (to the store) or rejected is deleted whole, so delivered episodes
   leave the disk. `<name>.delivered` is the ledger of '<part> <episode id>[ <reason>]'
-  lines (part: store, replay or rejected), fsynced per line and rewritten without
+  lines (part: store or rejected), fsynced per line and rewritten without
   the pruned generations' lines, so a restarted attach process sends exactly what is
   left; `<name>.rejected` keeps '<time> <episode id> <reason>' of every rejected
   episode for good. `<name>.token` names this outbox for good (see `key`).
@@ -240,7 +242,7 @@ class EpisodeOutbox:
 
   def counts(self) -> Dict[str, int]:
     """Episodes on disk now ('buffered', of them 'pending'), and the parts delivered
-    ('store', 'replay') and episodes rejected since this outbox was opened."""
+    ('store') and episodes rejected since this outbox was opened."""
     with self._lock:
       ids = self._ids()
       return dict(

@@ -1,4 +1,4 @@
-"""Program side: the learner's sink for attached actors' episodes (served over Courier)."""
+"""Program side: the sink for attached actors' episodes (the robot gateway hands them in)."""
 
 import os
 import pathlib
@@ -21,7 +21,7 @@ from launch.store.episodes import EpisodeStore
 
 EXTERNAL_WRITER_PREFIX = 'external_'
 
-log = get_logger('learner')
+log = get_logger('gateway')
 
 
 class ExternalEpisodeSink:
@@ -33,7 +33,7 @@ class ExternalEpisodeSink:
   learner relies on later is checked first (launch.robot.wire: sizes within
   `limits` before any other work, then the spec, then the metadata schema); a
   rejection names the robot, the episode, the field and the step. Thread-safe
-  (Courier serves calls on several threads).
+  (the gateway serves calls on several threads). It does not depend on the transport.
   """
 
   def __init__(
@@ -90,7 +90,7 @@ class ExternalEpisodeSink:
         raise ValueError(f'robot name {name!r}: not a string')
       store = EpisodeStore(self._dir, verify=False)
       writer = store.writer(EXTERNAL_WRITER_PREFIX + name)
-      # What this robot delivered before (maybe to an earlier learner process).
+      # What this robot delivered before (maybe to an earlier gateway process).
       self._stored[name] = {
         info.metadata[EPISODE_KEY]: info.episode_id
         for info in store.index()

@@ -1,5 +1,8 @@
-"""The environment spec as plain data (Courier carries it; JSON-able too), and the
+"""The environment spec as plain data (strict JSON: the gateway carries it), and the
 comparison that names every differing field: both sides, robot and program, use it.
+
+Bounds that are not finite (an unbounded observation's -inf and inf) are written as the
+strings '-inf', 'inf' and 'nan', since JSON has no such numbers.
 """
 
 from typing import Any, Dict, List, Mapping, Tuple
@@ -41,10 +44,36 @@ def _nest_to_data(nest: Any) -> Dict[str, Any]:
     'dtype': np.dtype(nest.dtype).name,
   }
   if isinstance(nest, specs.BoundedArray):
-    data.update(
-      minimum=np.asarray(nest.minimum).tolist(), maximum=np.asarray(nest.maximum).tolist()
-    )
+    data.update(minimum=_bound_to_data(nest.minimum), maximum=_bound_to_data(nest.maximum))
   return data
+
+
+def _bound_to_data(bound: Any) -> Any:
+  def plain(value: Any) -> Any:
+    if isinstance(value, list):
+      return [plain(v) for v in value]
+    if isinstance(value, float) and not np.isfinite(value):
+      return str(value)  # 'inf', '-inf' or 'nan'.
+    return value
+
+  return plain(np.asarray(bound).tolist())
+
+
+def _bound_from_data(data: Any, dtype: np.dtype) -> np.ndarray:
+  """The inverse of `_bound_to_data`; ValueError for anything but numbers and those strings."""
+
+  def number(value: Any) -> Any:
+    if isinstance(value, list):
+      return [number(v) for v in value]
+    if isinstance(value, str):
+      if value not in ('inf', '-inf', 'nan'):
+        raise ValueError(f'a bound {value!r:.40} is not a number')
+      return float(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+      raise ValueError(f'a bound {value!r:.40} is not a number')
+    return value
+
+  return np.asarray(number(data), dtype)
 
 
 def spec_from_data(data: Mapping[str, Any]) -> specs.EnvironmentSpec:
@@ -62,8 +91,8 @@ def _nest_from_data(data: Mapping[str, Any]) -> Any:
     return specs.BoundedArray(
       shape,
       dtype,
-      np.asarray(data['minimum'], dtype),
-      np.asarray(data['maximum'], dtype),
+      _bound_from_data(data['minimum'], dtype),
+      _bound_from_data(data['maximum'], dtype),
       name=data['name'],
     )
   return specs.Array(shape, dtype, name=data['name'])
@@ -134,7 +163,8 @@ def _compare_bounds(
   if not p_bounded:
     return
   for which in ('minimum', 'maximum'):
-    p, e = np.asarray(program[which], np.float64), np.asarray(environment[which], np.float64)
+    p = _bound_from_data(program[which], np.float64)
+    e = _bound_from_data(environment[which], np.float64)
     try:
       shape = tuple(program['shape'])
       same = np.array_equal(np.broadcast_to(p, shape), np.broadcast_to(e, shape))

@@ -18,7 +18,8 @@ from launchpad import address as lp_address
 from agents.common.errors import UserError
 from agents.common.files import atomic_write_bytes
 
-SERVERS = ('replay', 'counter', 'learner')
+# The program's servers; the gateway's address is for robots (launch.attach) only.
+SERVERS = ('replay', 'counter', 'learner', 'gateway')
 STOP_FILE = 'STOP'
 
 

@@ -7,7 +7,7 @@ from typing import Any, Dict, Iterable, Optional, Tuple
 
 from agents.common.errors import ConfigError
 
-GROUPS = ('replay', 'counter', 'learner', 'actor', 'evaluator')
+GROUPS = ('replay', 'counter', 'learner', 'gateway', 'actor', 'evaluator')
 RESOURCE_KEYS = ('cpus', 'mem_gb', 'gpus')
 # Per process of each group. The learner is the only one that profits from a GPU;
 # set learner.gpus=1 on a GPU partition.
@@ -15,6 +15,7 @@ DEFAULT_RESOURCES = {
   'replay': {'cpus': 1, 'mem_gb': 4.0, 'gpus': 0},
   'counter': {'cpus': 1, 'mem_gb': 1.0, 'gpus': 0},
   'learner': {'cpus': 2, 'mem_gb': 8.0, 'gpus': 0},
+  'gateway': {'cpus': 1, 'mem_gb': 1.0, 'gpus': 0},
   'actor': {'cpus': 1, 'mem_gb': 2.0, 'gpus': 0},
   'evaluator': {'cpus': 1, 'mem_gb': 2.0, 'gpus': 0},
 }
@@ -40,7 +41,8 @@ class SlurmConfig:
   # group -> {cpus, mem_gb, gpus}, per process of that group.
   resources: Dict[str, Dict[str, Any]] = dataclasses.field(default_factory=_default_resources)
   # How long a step waits for the replay, counter and learner to publish their
-  # address; past it the step fails saying what to check.
+  # address (the gateway publishes its own, for robots); past it the step fails
+  # saying what to check.
   address_timeout_s: float = 300.0
   # After the stop (budget, scancel, a failed node): how long the steps get to
   # checkpoint and exit before they are killed.

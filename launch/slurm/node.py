@@ -65,7 +65,9 @@ def main(argv=None) -> int:
   flags.FLAGS(['slurm_node'], known_only=True)
   flags.FLAGS.lp_termination_notice_secs = TERMINATION_NOTICE_SECS
   config = ExperimentConfig.from_dict(json.loads((run_dir / 'config.json').read_text()))
-  program, addresses = make_program(config)
+  # Only the gateway's own step listens there; the others never run that node.
+  gateway = f'{node_host()}:{config.gateway_port or free_port()}'
+  program, addresses = make_program(config, gateway)
   nodes = program.groups.get(args.group, [])
   if not 0 <= args.index < len(nodes):
     print(f'error: the program has no {args.group} node {args.index}', file=sys.stderr)
@@ -108,6 +110,8 @@ def main(argv=None) -> int:
   if args.group in addresses:
     book.publish(args.group, own)
     get_logger(args.group).info('published %s in %s', own, book.dir)
+  elif args.group == 'gateway':
+    book.publish('gateway', gateway)
   node.run()
   # Launchpad's stop countdown re-arms SIGALRM every second; the default action
   # would end this (finished, saved) process with 'Alarm clock'.

@@ -13,7 +13,7 @@ JOB_ID = '$SLURM_JOB_ID'
 
 def program_nodes(config: ExperimentConfig) -> List[Tuple[str, int]]:
   """(group, index) of every node, in start order: servers first."""
-  nodes = [('replay', 0), ('counter', 0), ('learner', 0)]
+  nodes = [('replay', 0), ('counter', 0), ('learner', 0), ('gateway', 0)]
   if config.mode != 'offline':  # As in launch.program: offline has no actors.
     nodes += [('actor', i) for i in range(config.num_actors)]
   return nodes + [('evaluator', 0)]

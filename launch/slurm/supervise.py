@@ -59,7 +59,7 @@ def supervise(run_dir: pathlib.Path, job: str) -> int:
   from launch.local.supervision import exit_reason, should_restart
   from launch.program import process_env
   from launch.run_dir import RunDir
-  from launch.slurm.addresses import STOP_FILE, AddressBook, job_dir
+  from launch.slurm.addresses import SERVERS, STOP_FILE, AddressBook, job_dir
   from launch.slurm.script import program_nodes, step_command
 
   run = RunDir(run_dir)
@@ -114,7 +114,7 @@ def supervise(run_dir: pathlib.Path, job: str) -> int:
       break
     if not book_written:
       book = AddressBook(run_dir, job).all()
-      if len(book) == 3:  # Robots attach through <run>/addresses.json, as with local_mp.
+      if len(book) == len(SERVERS):  # Robots attach through <run>/addresses.json, as local_mp.
         run.write_addresses({**book, 'host': 'slurm', 'pid': 0, 'job': job, 'started': time.time()})
         book_written = True
     for label, step in list(steps.items()):

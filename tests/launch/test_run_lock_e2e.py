@@ -25,7 +25,7 @@ from tests.fakes import TINY
 
 pytestmark = pytest.mark.slow
 
-NODES = ('replay', 'counter', 'learner', 'actor_0', 'evaluator')
+NODES = ('replay', 'counter', 'learner', 'gateway', 'actor_0', 'evaluator')
 
 
 def _alive(pid: int) -> bool:

@@ -1,11 +1,12 @@
 """Attached (external) actors, piece by piece, in one process: a real Reverb server, a real
-learner served over Courier, real robot timing and real files.
+learner, the real gateway node serving robots on 127.0.0.1, real robot timing and real files.
 
 The slow end-to-end tests, with the real program, are in test_attach_e2e.py.
 """
 
 import dataclasses
 import logging
+import os
 import subprocess
 import sys
 import threading
@@ -18,8 +19,8 @@ import pytest
 import reverb
 from acme import specs
 from acme.adders import reverb as reverb_adders
-from launchpad.nodes.courier.courier_utils import make_courier_server
 
+from agents.common.errors import UserError
 from agents.mpo.builder import MPOBuilder
 from agents.replay_pipeline import EXTERNAL_TABLE, REPLAY_TABLE
 from environments.robot import RobotEnvironment
@@ -28,9 +29,10 @@ from environments.validation import StepValidator
 from launch import experiment
 from launch.config import ExperimentConfig
 from launch.nodes.counter import PersistentCounter
+from launch.nodes.gateway import GatewayWorker
 from launch.nodes.learner import LearnerWorker
 from launch.robot import attach
-from launch.robot.link import LatestParameters, ParameterFetcher, ProgramLink
+from launch.robot.link import LatestParameters, ParameterFetcher, ProgramLink, TokenRefused
 from launch.robot.outbox import EpisodeOutbox
 from launch.robot.sender import Sender
 from launch.robot.spec import (
@@ -97,38 +99,60 @@ def make_faulty_robot_env(
 # Fixtures: the program's servers in this process.
 
 
+def _start_gateway(cfg, learner, replay_address, **kwargs):
+  """The gateway node serving on 127.0.0.1 (a free port), in a thread, until `.stop` is set."""
+  worker = GatewayWorker(cfg.to_dict(), learner, replay_address, 'localhost:0', **kwargs)
+  stop = threading.Event()
+  thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
+  thread.start()
+  assert worker.serving.wait(30), 'the gateway did not start'
+  return types.SimpleNamespace(worker=worker, stop=stop, thread=thread, address=worker.address)
+
+
+def _stop_gateway(gateway) -> None:
+  gateway.stop.set()
+  gateway.thread.join(timeout=30)
+
+
 def _start_program(run_dir):
-  """Replay (the builder's tables) and a learner served over Courier, as the program has them."""
+  """Replay (the builder's tables), a learner and the robot gateway, as the program has them."""
   cfg = ExperimentConfig.from_dict(
     dict(run_dir=str(run_dir), num_actors=1, learner_sample_timeout_s=0.5, agent=TINY_AGENT)
   )
-  run_dir.mkdir(parents=True, exist_ok=True)
+  RunDir(run_dir).create()
   builder = experiment.make_builder(cfg)
   server = reverb.Server(builder.make_replay_tables(), port=None)
   client = reverb.Client(f'localhost:{server.port}')
   learner = LearnerWorker(cfg.to_dict(), client, PersistentCounter(str(run_dir)))
-  port = portpicker.pick_unused_port()
-  courier_server = make_courier_server(learner, port=port)
-  courier_server.Start()
+  replay_address = f'localhost:{server.port}'
+  gateway = _start_gateway(cfg, learner, replay_address)
   return types.SimpleNamespace(
     cfg=cfg,
     builder=builder,
     server=server,
     client=client,
     learner=learner,
-    courier=courier_server,
-    learner_address=f'localhost:{port}',
-    replay_address=f'localhost:{server.port}',
+    gateway=gateway,
+    gateway_address=gateway.address,
+    token=RunDir(run_dir).gateway_token.read_text().strip(),
+    replay_address=replay_address,
     run_dir=run_dir,
     store=RunDir(run_dir).store,
   )
 
 
 def _stop_program(program) -> None:
-  program.courier.Stop()
-  if program.learner._external_sink is not None:  # What LearnerWorker.run does at its end.
-    program.learner._external_sink.close()
+  _stop_gateway(program.gateway)
   program.server.stop()
+
+
+def _link(program, **kwargs) -> ProgramLink:
+  return ProgramLink(program.token, gateway=program.gateway_address, **kwargs)
+
+
+def _inserted(program) -> None:
+  """Waits until the gateway has inserted what it stored into replay."""
+  assert program.gateway.worker.inserter.flush(30), 'replay inserts did not finish'
 
 
 @pytest.fixture(name='program', scope='module')
@@ -221,10 +245,10 @@ def test_spec_mismatch_stops_attach_before_it_acts(program, tmp_path):
   # The simulated pendulum has 3 observations where the program's cartpole has 5.
   args = attach.parse_args(
     [
-      '--learner',
-      program.learner_address,
-      '--replay',
-      program.replay_address,
+      '--gateway',
+      program.gateway_address,
+      '--token_file',
+      str(RunDir(program.run_dir).gateway_token),
       '--env',
       'environments.simulated_robot:make_simulated_robot_env',
       '--env_arg',
@@ -248,6 +272,27 @@ def test_spec_mismatch_stops_attach_before_it_acts(program, tmp_path):
   assert not (tmp_path / 'outbox').exists()  # Nothing was run or buffered.
 
 
+def test_attach_refuses_to_start_without_a_token_or_with_a_wrong_one(
+  program, tmp_path, monkeypatch
+):
+  monkeypatch.delenv('COLLECT_INFER_GATEWAY_TOKEN', raising=False)
+  argv = ['--gateway', program.gateway_address, '--env', 'no.such:factory', '--name', 'arm9']
+  with pytest.raises(UserError) as error:
+    attach.attach(attach.parse_args(argv))
+  assert str(error.value).startswith(
+    "no gateway token: the program's gateway takes robots with the run's token only"
+  )
+  (tmp_path / 'bad.token').write_text('x' * 43 + '\n')
+  argv += ['--token_file', str(tmp_path / 'bad.token'), '--buffer_dir', str(tmp_path / 'out')]
+  argv[3] = 'environments.simulated_robot:make_simulated_robot_env'
+  with pytest.raises(TokenRefused, match='refused this robot: the gateway token is wrong'):
+    attach.attach(attach.parse_args(argv + ['--connect_timeout_s', '20']))
+  assert not (tmp_path / 'out').exists()  # Nothing was run or buffered.
+  (tmp_path / 'bad.token').write_text('short\n')
+  with pytest.raises(UserError, match='bad.token: not a gateway token'):
+    attach.attach(attach.parse_args(argv))
+
+
 def test_cli_reports_a_bad_factory_in_one_line(tmp_path):
   proc = subprocess.run(
     [
@@ -263,6 +308,7 @@ def test_cli_reports_a_bad_factory_in_one_line(tmp_path):
     capture_output=True,
     text=True,
     timeout=120,
+    env={**os.environ, 'COLLECT_INFER_GATEWAY_TOKEN': 'x' * 43},
   )
   assert proc.returncode == 2, proc.stderr
   assert (
@@ -283,20 +329,18 @@ def test_outbox_and_sender_deliver_every_episode_exactly_once(program, tmp_path)
   ids = [outbox.append(episode) for episode in episodes]
   assert outbox.pending() == ids
   before = _table_size(program, EXTERNAL_TABLE)
-  link = ProgramLink(
-    learner=program.learner_address, replay=program.replay_address, rpc_timeout_s=5.0
-  )
-  sender = Sender(
-    outbox, link, program.builder.make_external_adder, 'arm1', rpc_timeout_s=5.0, max_backoff_s=1.0
-  )
+  link = _link(program, rpc_timeout_s=5.0)
+  sender = Sender(outbox, link, 'arm1', max_backoff_s=1.0)
   sender.start()
   assert sender.flush(60), sender.last_error
   sender.halt()
   sender.join(timeout=10)
   assert outbox.pending() == []
   # Delivered episodes leave the robot's disk.
-  assert outbox.counts() == {'buffered': 0, 'store': 3, 'replay': 3, 'rejected': 0, 'pending': 0}
-  # The n-step transitions acme's adder makes, into the external table only.
+  assert outbox.counts() == {'buffered': 0, 'store': 3, 'rejected': 0, 'pending': 0}
+  # The n-step transitions acme's adder makes, inserted by the gateway, into the external
+  # table only.
+  _inserted(program)
   assert _table_size(program, EXTERNAL_TABLE) - before == sum(
     _transitions(n, n_step) for n in lengths
   )
@@ -314,27 +358,31 @@ def test_outbox_and_sender_deliver_every_episode_exactly_once(program, tmp_path)
   # A restarted attach process sends nothing again...
   reopened = EpisodeOutbox(tmp_path / 'outbox', 'arm1')
   assert reopened.pending() == []
-  # ...and an episode resent after a lost acknowledgement is recognised, not stored twice.
+  # ...and an episode resent after a lost acknowledgement is recognised, not stored (nor
+  # inserted into replay) twice.
   _, client, _ = link.connect()
   assert reopened.key(ids[0]) == outbox.key(ids[0])
   data = episode_to_data(episodes[0])
   data['metadata'][EPISODE_KEY] = reopened.key(ids[0])
-  assert client.append_external_episode('arm1', data) == {
+  inserted = _table_size(program, EXTERNAL_TABLE)
+  assert client.append_episode('arm1', data) == {
     'status': 'duplicate',
     'id': stored[0].episode_id,
   }
   assert len(_stored(program, 'arm1')) == 3
+  _inserted(program)
+  assert _table_size(program, EXTERNAL_TABLE) == inserted
   # The program checks what it receives, too.
   data['observations'] = data['observations'][:, :3]
   data['metadata'][EPISODE_KEY] = reopened.key('arm1-99999999')
-  reply = client.append_external_episode('arm1', data)
+  reply = client.append_episode('arm1', data)
   assert reply['status'] == 'rejected' and reply['reason'].startswith(
     f'arm1: episode {reopened.token}:arm1-99999999: observations: expected'
   )
   data = episode_to_data(episodes[0])
   data['observations'][2, 1] = np.nan
   data['metadata'][EPISODE_KEY] = reopened.key('arm1-99999998')
-  reply = client.append_external_episode('arm1', data)
+  reply = client.append_episode('arm1', data)
   assert reply == {
     'status': 'rejected',
     'reason': f'arm1: episode {reopened.token}:arm1-99999998: step 2: observations[1] = nan: '
@@ -346,7 +394,7 @@ def test_outbox_and_sender_deliver_every_episode_exactly_once(program, tmp_path)
   # A robot whose outbox was wiped numbers its episodes from 0 again: still new episodes.
   wiped = EpisodeOutbox(tmp_path / 'new_outbox', 'arm1')
   assert wiped.append(_episode(spec, 4, seed=4)) == ids[0] and wiped.token != outbox.token
-  sender = Sender(wiped, link, program.builder.make_external_adder, 'arm1', rpc_timeout_s=5.0)
+  sender = Sender(wiped, link, 'arm1')
   sender.start()
   assert sender.flush(60), sender.last_error
   sender.halt()
@@ -359,19 +407,11 @@ def test_sender_retries_until_the_address_book_names_a_live_program(program, tmp
   run = RunDir(tmp_path / 'run')
   run.create()
   dead = f'localhost:{portpicker.pick_unused_port()}'
-  run.write_addresses({'learner': dead, 'replay': dead, 'started': 1.0})
+  run.write_addresses({'gateway': dead, 'started': 1.0})
   outbox = EpisodeOutbox(tmp_path / 'outbox', 'arm2')
   ids = [outbox.append(_episode(program.builder.spec, 5, seed=i)) for i in range(2)]
-  link = ProgramLink(run_dir=str(run.path), rpc_timeout_s=2.0)
-  sender = Sender(
-    outbox,
-    link,
-    program.builder.make_external_adder,
-    'arm2',
-    rpc_timeout_s=2.0,
-    max_backoff_s=0.4,
-    initial_backoff_s=0.1,
-  )
+  link = ProgramLink(program.token, run_dir=str(run.path), rpc_timeout_s=2.0)
+  sender = Sender(outbox, link, 'arm2', max_backoff_s=0.4, initial_backoff_s=0.1)
   sender.start()
   try:
     deadline = time.time() + 30
@@ -380,9 +420,7 @@ def test_sender_retries_until_the_address_book_names_a_live_program(program, tmp
     assert sender.failures >= 3 and outbox.pending() == ids
     assert not sender.flush(0.5)
     # The program comes back (a relaunch publishes new ports): the sender finds it.
-    run.write_addresses(
-      {'learner': program.learner_address, 'replay': program.replay_address, 'started': 2.0}
-    )
+    run.write_addresses({'gateway': program.gateway_address, 'started': 2.0})
     assert sender.flush(30), sender.last_error
   finally:
     sender.halt()
@@ -408,7 +446,7 @@ def _robot_loop(
 ):
   spec = specs.make_environment_spec(env)
   latest = LatestParameters()
-  link = link or ProgramLink(learner=program.learner_address, replay=program.replay_address)
+  link = link or _link(program)
   fetcher = ParameterFetcher(
     link, latest, stop or threading.Event(), refresh_every_s=0.2, max_backoff_s=0.4
   )
@@ -416,7 +454,7 @@ def _robot_loop(
   builder = MPOBuilder(program.cfg.agent.with_overrides({'replay.variable_update_period': 1}), spec)
   actor = builder.make_actor(latest, None, version_name='learner_steps')
   outbox = EpisodeOutbox(tmp_path / name, name)
-  sender = Sender(outbox, link, builder.make_external_adder, name, max_backoff_s=1.0)
+  sender = Sender(outbox, link, name, max_backoff_s=1.0)
   loop = attach.AttachedActor(
     env,
     actor,
@@ -471,17 +509,15 @@ def test_nan_observation_truncates_the_episode_when_asked(program, tmp_path):
   robot.outbox.close()
 
 
-def test_stop_mode_parks_the_robot_while_the_learner_is_away(program, tmp_path):
+def test_stop_mode_parks_the_robot_while_the_program_is_away(program, tmp_path):
   """--on_disconnect stop: the episode ends at the first step without a reachable
-  learner, the watchdog holds the robot with its safe action, and the next episode
-  starts only once parameters flow again (from a relaunched learner server)."""
+  program, the watchdog holds the robot with its safe action, and the next episode
+  starts only once parameters flow again (from a relaunched gateway, at a new port)."""
   run = RunDir(tmp_path / 'run')
   run.create()
-  port = portpicker.pick_unused_port()
-  server = make_courier_server(program.learner, port=port)
-  server.Start()
-  run.write_addresses({'learner': f'localhost:{port}', 'replay': program.replay_address})
-  link = ProgramLink(run_dir=str(run.path), rpc_timeout_s=2.0)
+  gateway = _start_gateway(program.cfg, program.learner, program.replay_address)
+  run.write_addresses({'gateway': gateway.address})
+  link = ProgramLink(program.token, run_dir=str(run.path), rpc_timeout_s=2.0)
   env = RobotEnvironment(
     SimulatedRobot('cartpole:swingup', control_hz=50.0), control_hz=50.0, max_episode_steps=10_000
   )
@@ -501,10 +537,10 @@ def test_stop_mode_parks_the_robot_while_the_learner_is_away(program, tmp_path):
   try:
     episode.start()
     time.sleep(1.5)
-    server.Stop()  # The learner goes away mid-episode.
+    _stop_gateway(gateway)  # The program goes away mid-episode.
     gone = time.monotonic()
     episode.join(timeout=10)
-    assert not episode.is_alive(), 'the episode did not end without the learner'
+    assert not episode.is_alive(), 'the episode did not end without the program'
     ended = time.monotonic()
     assert robot.loop.counts.abandoned == 1 and robot.outbox.pending() == []
     assert ended - gone < 1.0 + 2.0 + 1.0  # disconnect_after_s, one failing fetch, slack.
@@ -517,11 +553,9 @@ def test_stop_mode_parks_the_robot_while_the_learner_is_away(program, tmp_path):
     steps_before = robot.loop.counts.steps
     commands = [c for c in env.robot.sent_commands() if c.time > ended]
     assert len(commands) > 20 and all(c.action.tolist() == [0.0] for c in commands)
-    # The learner is back at a new address: a new episode starts.
-    port2 = portpicker.pick_unused_port()
-    server = make_courier_server(program.learner, port=port2)
-    server.Start()
-    run.write_addresses({'learner': f'localhost:{port2}', 'replay': program.replay_address})
+    # The program is back at a new address: a new episode starts.
+    gateway = _start_gateway(program.cfg, program.learner, program.replay_address)
+    run.write_addresses({'gateway': gateway.address})
     deadline = time.time() + 20
     while robot.loop.counts.steps <= steps_before + 10 and time.time() < deadline:
       time.sleep(0.1)
@@ -532,7 +566,7 @@ def test_stop_mode_parks_the_robot_while_the_learner_is_away(program, tmp_path):
       if thread is not None:
         thread.join(timeout=10)
     env.close()
-    server.Stop()
+    _stop_gateway(gateway)
     robot.outbox.close()
 
 
@@ -562,11 +596,11 @@ def test_learner_mixes_in_the_external_table_once_it_holds_data(tmp_path):
     outbox = EpisodeOutbox(tmp_path / 'outbox', 'arm3')
     for seed in range(2):
       outbox.append(_episode(builder.spec, 10, seed, reward=7.0))
-    link = ProgramLink(learner=program.learner_address, replay=program.replay_address)
-    sender = Sender(outbox, link, builder.make_external_adder, 'arm3')
+    sender = Sender(outbox, _link(program), 'arm3')
     sender.start()
     assert sender.flush(30), sender.last_error
     sender.halt()
+    _inserted(program)
     deadline = time.time() + 30
     batches = []
     while time.time() < deadline and (not batches or big(batches[-1]) == 0):
@@ -639,13 +673,17 @@ def test_address_book_announces_the_configured_host(tmp_path, monkeypatch):
     ExperimentConfig.from_dict(dict(announce_host='a b'))
   with pytest.raises(ConfigError, match='external_ratio'):
     ExperimentConfig.from_dict(dict(external_ratio=1.5))
+  with pytest.raises(ConfigError, match='gateway_port'):
+    ExperimentConfig.from_dict(dict(gateway_port=70_000))
 
   address = lp.Address()
   address.bind(SimpleLocalAddressBuilder())
   port = address.resolve().rsplit(':', 1)[1]
   run = RunDir(tmp_path / 'run')
   run.create()
-  book = launcher.write_address_book(run, {'learner': address}, host='10.1.2.3')
-  assert book['learner'] == f'10.1.2.3:{port}'
+  book = launcher.write_address_book(
+    run, {'learner': address, 'gateway': 'localhost:4321'}, host='10.1.2.3'
+  )
+  assert book['learner'] == f'10.1.2.3:{port}' and book['gateway'] == '10.1.2.3:4321'
   assert run.read_addresses()['learner'] == f'10.1.2.3:{port}'
   assert (run.path / 'addresses.json').stat().st_mode & 0o777 == 0o600

@@ -1,8 +1,9 @@
 """End-to-end: robots attach to the real program (local_mp) from separate processes.
 
 Each test launches the program as a user would, then `python -m launch.attach` with a
-simulated robot (real time, real watchdog), and looks at what reached the program's
-replay and store. Timing bounds allow for a loaded 2-core machine.
+simulated robot (real time, real watchdog), which talks to the program's gateway only, and
+looks at what reached the program's replay and store. Timing bounds allow for a loaded
+2-core machine.
 """
 
 import json
@@ -106,15 +107,20 @@ def stop_attach(proc: subprocess.Popen, timeout: float = 90) -> str:
 
 def test_robot_attaches_streams_tagged_episodes_and_follows_the_policy(tmp_path, monkeypatch):
   run_dir = tmp_path / 'run'
-  # The address book names the host robots reach the servers at (they listen on all).
+  # The address book names the host robots reach the program at; the gateway listens there.
   monkeypatch.setenv('COLLECT_INFER_HOST', '127.0.0.1')
   program = start_cli(run_dir, '--max_actor_steps', '10000000', '--num_actors', '1', *TINY)
   procs = [program]
   try:
     book = wait_for_addresses(run_dir, program)
     assert (run_dir / 'addresses.json').stat().st_mode & 0o777 == 0o600
-    assert book['learner'].startswith('127.0.0.1:') and book['replay'].startswith('127.0.0.1:')
-    # Every other episode of this robot has a NaN in its sensor reading at step 5.
+    assert book['gateway'].startswith('127.0.0.1:') and book['replay'].startswith('127.0.0.1:')
+    token = run_dir / 'gateway.token'
+    assert token.stat().st_mode & 0o777 == 0o600
+    # Every other episode of this robot has a NaN in its sensor reading at step 5. Its
+    # operator was handed a copy of the token.
+    (tmp_path / 'arm.token').write_bytes(token.read_bytes())
+    os.chmod(tmp_path / 'arm.token', 0o600)
     robot = start_attach(
       tmp_path,
       run_dir,
@@ -123,6 +129,8 @@ def test_robot_attaches_streams_tagged_episodes_and_follows_the_policy(tmp_path,
       'nan_at_step=5',
       '--env_arg',
       'every=2',
+      '--token_file',
+      str(tmp_path / 'arm.token'),
       env='tests.launch.robot.test_attach:make_faulty_robot_env',
     )
     # A pendulum is no cartpole: refused before it acts.
@@ -184,9 +192,18 @@ def test_robot_attaches_streams_tagged_episodes_and_follows_the_policy(tmp_path,
     used = [e.metadata['policy_version'] for e in episodes]
     assert used[-1][1] > used[0][0], (used, context)
 
-    # Its transitions are in the external table, finite, and the learner mixes them in.
+    # The gateway inserted its transitions into the external table (the robot has no Reverb
+    # client): finite, and the learner mixes them in.
+    assert 'replay' not in final['delivery'], final['delivery']
+    # (Its first insert waits for the gateway to load Reverb: seconds, on a busy machine more.)
     client = reverb.Client(book['replay'])
-    assert client.server_info(timeout=10)[EXTERNAL_TABLE].current_size >= len(episodes)
+    items = len(episodes) * EPISODE_STEPS  # n-step transitions: at least one a step.
+    wait_for(
+      lambda: client.server_info(timeout=10)[EXTERNAL_TABLE].current_size >= items,
+      240,
+      'the gateway to insert the robot episodes into the external table',
+      program,
+    )
     samples = list(client.sample(EXTERNAL_TABLE, num_samples=64, emit_timesteps=False))
     fields = [np.asarray(x) for sample in samples for x in tree.flatten(sample.data)]
     assert len(samples) == 64 and all(np.isfinite(x).all() for x in fields)
@@ -206,11 +223,20 @@ def test_learner_killed_and_relaunched_while_the_robot_runs(tmp_path):
   program = start_cli(run_dir, '--max_actor_steps', '10000000', '--num_actors', '1', *TINY)
   procs = [program]
   try:
-    wait_for_addresses(run_dir, program)
+    book = wait_for_addresses(run_dir, program)
     robot = start_attach(tmp_path, run_dir, 'arm', '--on_disconnect', 'hold')
     procs.append(robot)
     wait_for(
       lambda: len(stored(run_dir, 'arm')) >= 2, 240, 'two robot episodes in the store', robot
+    )
+    # The gateway inserts stored episodes into replay after answering the robot (its first
+    # insert loads Reverb); a stop drops what is still queued (the store has it all).
+    client = reverb.Client(book['replay'])
+    wait_for(
+      lambda: client.server_info(timeout=10)[EXTERNAL_TABLE].current_size > 0,
+      240,
+      'robot transitions in the external table',
+      program,
     )
     found = re.search(r'\[learner\] running as pid (\d+)', output(program))
     assert found, output(program)[-3000:]

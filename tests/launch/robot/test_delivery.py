@@ -1,18 +1,22 @@
-"""Delivery from a robot's outbox to the program under faults, in one process: a real learner
-over Courier, real Reverb servers, real files (and a real full disk where this may mount one).
+"""Delivery from a robot's outbox to the program under faults, in one process: a real learner,
+the real gateway node, real Reverb servers, real files (and a real full disk where this may
+mount one).
 
-Each episode reaches the program's store exactly once and its replay at most once per
-insert attempt that ran; one episode's trouble does not hold up the others; delivered
-episodes leave the robot's disk; a full disk costs the new episode, never the robot.
+Each episode reaches the program's store exactly once, and the gateway inserts it into
+replay once, after acknowledging it (retrying, from a bounded queue, while the replay is
+down); one episode's trouble does not hold up the others; delivered episodes leave the
+robot's disk; a full disk costs the new episode, never the robot.
 """
 
 import contextlib
 import errno
+import logging
 import os
 import pathlib
 import subprocess
 import threading
 import time
+import types
 
 import portpicker
 import pytest
@@ -22,6 +26,7 @@ from acme.adders import reverb as reverb_adders
 from agents.replay_pipeline import EXTERNAL_TABLE
 from environments.robot import RobotEnvironment
 from environments.simulated_robot import SimulatedRobot
+from launch.robot.gateway import ReplayInserter
 from launch.robot.link import ProgramLink
 from launch.robot.outbox import REJECTED, EpisodeOutbox, OutboxFull
 from launch.robot.sender import Sender
@@ -30,7 +35,9 @@ from launch.store.episodes import EpisodeStore
 from tests.launch.robot.test_attach import (
   _episode,
   _robot_loop,
+  _start_gateway,
   _start_program,
+  _stop_gateway,
   _stop_program,
   _stored,
   _transitions,
@@ -44,12 +51,9 @@ def _program(tmp_path_factory):
   _stop_program(program)
 
 
-def _sender(program, outbox, name, replay=None, **kwargs):
-  link = ProgramLink(
-    learner=program.learner_address, replay=replay or program.replay_address, rpc_timeout_s=5.0
-  )
-  kwargs = dict(dict(rpc_timeout_s=5.0, max_backoff_s=1.0, initial_backoff_s=0.1), **kwargs)
-  return Sender(outbox, link, program.builder.make_external_adder, name, **kwargs)
+def _sender(program, outbox, name, gateway=None):
+  link = ProgramLink(program.token, gateway=gateway or program.gateway_address, rpc_timeout_s=5.0)
+  return Sender(outbox, link, name, max_backoff_s=1.0, initial_backoff_s=0.1)
 
 
 def _wait(condition, timeout_s: float, what: str) -> None:
@@ -96,24 +100,64 @@ def test_an_unreadable_episode_is_set_aside_and_later_ones_still_go(program, tmp
   assert line.split(' ', 1)[1] == f'{ids[0]} unreadable in the outbox (record checksum mismatch)'
 
 
-def test_the_store_path_goes_on_while_the_replay_is_down(program, tmp_path):
+def _table(address: str) -> int:
+  return int(reverb.Client(address).server_info(timeout=10)[EXTERNAL_TABLE].current_size)
+
+
+def test_the_gateway_stores_while_the_replay_is_down_and_inserts_once_it_is_back(program, tmp_path):
+  replay = [f'localhost:{portpicker.pick_unused_port()}']  # Nothing listens there yet.
+  gateway = _start_gateway(
+    program.cfg,
+    program.learner,
+    types.SimpleNamespace(resolve=lambda: replay[0]),
+    replay_timeout_s=1.0,
+  )
   outbox = EpisodeOutbox(tmp_path / 'outbox', 'down1')
-  ids = [outbox.append(_episode(program.builder.spec, 5, seed=i)) for i in range(3)]
-  dead = f'localhost:{portpicker.pick_unused_port()}'
-  sender = _sender(program, outbox, 'down1', replay=dead, rpc_timeout_s=1.0)
+  lengths = [5, 6, 7]
+  for i, n in enumerate(lengths):
+    outbox.append(_episode(program.builder.spec, n, seed=i))
+  sender = _sender(program, outbox, 'down1', gateway=gateway.address)
+  before = _table(program.replay_address)
   sender.start()
   try:
-    _wait(lambda: len(_stored(program, 'down1')) == 3, 30, 'every episode in the store')
-    assert all(outbox.delivered(i) == {'store'} for i in ids)
-    assert outbox.pending() == ids  # Their replay part waits.
+    # Stored and acknowledged: the robot's outbox empties while no insert can succeed.
+    assert sender.flush(30), sender.last_error
+    assert len(_stored(program, 'down1')) == 3 and outbox.pending() == []
+    inserter = gateway.worker.inserter
+    _wait(lambda: inserter.failures >= 1, 30, 'a failed insert')
+    assert not inserter.flush(0.1) and _table(program.replay_address) == before
+    replay[0] = program.replay_address  # The replay is back.
+    assert inserter.flush(60)
+    n_step = program.cfg.agent.replay.n_step
+    assert _table(program.replay_address) - before == sum(_transitions(n, n_step) for n in lengths)
+    assert inserter.inserted == 3 and inserter.dropped == 0
   finally:
     _stop(sender)
-  outbox.close()
+    _stop_gateway(gateway)
+    outbox.close()
+
+
+def test_the_replay_queue_is_bounded_and_says_what_it_drops(program, caplog):
+  dead = f'localhost:{portpicker.pick_unused_port()}'
+  inserter = ReplayInserter(
+    lambda: dead, program.builder.make_external_adder, max_episodes=2, timeout_s=1.0
+  )
+  try:
+    episodes = [_episode(program.builder.spec, 5, seed=i) for i in range(3)]
+    with caplog.at_level(logging.WARNING, logger='collect_infer.gateway'):
+      assert [inserter.put(f'arm/k{i}', e) for i, e in enumerate(episodes)] == [True, True, False]
+    assert inserter.dropped == 1
+    assert any(
+      'episode arm/k2 is stored but not inserted (1 dropped so far)' in r.getMessage()
+      for r in caplog.records
+    )
+  finally:
+    inserter.close(timeout_s=5)
 
 
 def _blocking_replay(program):
   """A replay server whose external table takes a few items, then holds inserts until
-  something samples (a rate limiter): an insert that outlives the sender's deadline."""
+  something samples (a rate limiter): an insert that hangs."""
   signature = reverb_adders.NStepTransitionAdder.signature(program.builder.spec)
   table = reverb.Table(
     name=EXTERNAL_TABLE,
@@ -126,24 +170,25 @@ def _blocking_replay(program):
   return reverb.Server([table], port=None)
 
 
-def test_a_hung_replay_insert_is_never_doubled_and_does_not_hold_the_store(program, tmp_path):
+def test_a_hung_replay_insert_does_not_hold_the_store_and_is_never_doubled(program, tmp_path):
   server = _blocking_replay(program)
   address = f'localhost:{server.port}'
+  gateway = _start_gateway(program.cfg, program.learner, address)
   outbox = EpisodeOutbox(tmp_path / 'outbox', 'hang1')
   lengths = [10, 8]
-  ids = [outbox.append(_episode(program.builder.spec, n, seed=n)) for n in lengths]
-  sender = _sender(program, outbox, 'hang1', replay=address, rpc_timeout_s=1.0)
+  for n in lengths:
+    outbox.append(_episode(program.builder.spec, n, seed=n))
+  sender = _sender(program, outbox, 'hang1', gateway=gateway.address)
   sender.start()
   client = reverb.Client(address)
-  size = lambda: int(client.server_info()[EXTERNAL_TABLE].current_size)
   stop = threading.Event()
   try:
-    # The first insert hangs, well past its deadline (1 s).
-    time.sleep(5.0)
-    stored_while_hanging = len(_stored(program, 'hang1'))
-    replay_while_hanging = [outbox.delivered(i) for i in ids]
-    hanging = size()
-    last_error = sender.last_error
+    # The first insert hangs; the robot's episodes are stored and acknowledged anyway.
+    assert sender.flush(30), sender.last_error
+    assert len(_stored(program, 'hang1')) == 2 and outbox.pending() == []
+    n_step = program.cfg.agent.replay.n_step
+    assert _table(address) < _transitions(10, n_step)
+    assert not gateway.worker.inserter.flush(1.0)
 
     # Something samples: the held insert finishes, then the second episode's.
     def drain():
@@ -151,16 +196,13 @@ def test_a_hung_replay_insert_is_never_doubled_and_does_not_hold_the_store(progr
         list(client.sample(EXTERNAL_TABLE, num_samples=1, emit_timesteps=False))
 
     threading.Thread(target=drain, daemon=True).start()
-    assert sender.flush(60), sender.last_error
-    n_step = program.cfg.agent.replay.n_step
-    assert size() == sum(_transitions(n, n_step) for n in lengths)  # Each item once.
-    # Meanwhile: one attempt only, and both episodes went to the store.
-    assert sender.inserts_started == 2
-    assert stored_while_hanging == 2 and replay_while_hanging == [{'store'}, {'store'}]
-    assert hanging < _transitions(10, n_step) and 'hangs' in last_error
+    assert gateway.worker.inserter.flush(60)
+    assert _table(address) == sum(_transitions(n, n_step) for n in lengths)  # Each item once.
+    assert gateway.worker.inserter.inserted == 2 and gateway.worker.inserter.failures == 0
   finally:
     stop.set()
     _stop(sender)
+    _stop_gateway(gateway)
     outbox.close()
     server.stop()
 
@@ -172,7 +214,6 @@ def test_a_hung_replay_insert_is_never_doubled_and_does_not_hold_the_store(progr
 def _delivered_all(outbox, ids):
   for episode_id in ids:
     outbox.mark(episode_id, 'store')
-    outbox.mark(episode_id, 'replay')
 
 
 def test_delivered_episodes_leave_the_disk_and_ids_are_never_reused(program, tmp_path):

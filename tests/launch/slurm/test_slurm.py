@@ -71,14 +71,15 @@ def test_allocation_holds_every_step_and_steps_ask_for_their_own():
     ('replay', 0),
     ('counter', 0),
     ('learner', 0),
+    ('gateway', 0),
     ('actor', 0),
     ('actor', 1),
     ('actor', 2),
     ('evaluator', 0),
   ]
   opts = allocation(cfg)
-  # 1 + 1 + 4 + 3 * 1 + 1 CPUs, each with the largest share any step needs (replay's 4 GiB).
-  assert '--ntasks=10' in opts and '--gpus=1' in opts and '--partition=gpu' in opts
+  # 1 + 1 + 4 + 1 + 3 * 1 + 1 CPUs, each with the largest share any step needs (replay's 4 GiB).
+  assert '--ntasks=11' in opts and '--gpus=1' in opts and '--partition=gpu' in opts
   assert '--mem-per-cpu=4096M' in opts and '--qos=high' in opts
   learner = step_command(cfg, '7', 'learner', 0, 'py', {'A': '1'})
   assert learner[:8] == [
@@ -116,7 +117,13 @@ def test_allocation_holds_every_step_and_steps_ask_for_their_own():
 
 def test_offline_runs_have_no_actor_steps():
   cfg = ExperimentConfig(mode='offline', max_learner_steps=10, launch_type='slurm', bind='all')
-  assert [g for g, _ in program_nodes(cfg)] == ['replay', 'counter', 'learner', 'evaluator']
+  assert [g for g, _ in program_nodes(cfg)] == [
+    'replay',
+    'counter',
+    'learner',
+    'gateway',
+    'evaluator',
+  ]
 
 
 def test_address_book_waits_for_a_late_server_and_times_out_clearly(tmp_path):
@@ -157,9 +164,10 @@ def test_dry_run_prints_script_and_steps_and_writes_nothing(tmp_path):
     'learner.gpus=1',
   )
   assert done.returncode == 0, done.stderr[-2000:]
-  assert '#SBATCH --gpus=1' in done.stdout and '#SBATCH --ntasks=8' in done.stdout
+  assert '#SBATCH --gpus=1' in done.stdout and '#SBATCH --ntasks=9' in done.stdout
   steps = [line for line in done.stdout.splitlines() if line.startswith('srun ')]
-  assert len(steps) == 7 and sum('--group actor' in line for line in steps) == 3
+  assert len(steps) == 8 and sum('--group actor' in line for line in steps) == 3
+  assert sum('--group gateway' in line for line in steps) == 1
   assert not run.exists()
 
 

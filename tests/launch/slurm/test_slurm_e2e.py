@@ -33,8 +33,18 @@ SMALL = [
   'evaluator.mem_gb=1',
   '--slurm',
   'counter.mem_gb=0.5',
+  '--slurm',
+  'gateway.mem_gb=0.5',
 ]
-GROUP_LOGS = ['replay_0', 'counter_0', 'learner_0', 'actor_0', 'actor_1', 'evaluator_0']
+GROUP_LOGS = [
+  'replay_0',
+  'counter_0',
+  'learner_0',
+  'gateway_0',
+  'actor_0',
+  'actor_1',
+  'evaluator_0',
+]
 
 
 @pytest.fixture(scope='module')
@@ -42,7 +52,7 @@ def cluster(tmp_path_factory):
   why = ensure_installed()
   if why:
     pytest.skip(f'no Slurm cluster for this test: {why}')
-  # Two compute nodes of 4 CPUs in their own network namespaces: the 7 CPUs of a
+  # Two compute nodes of 4 CPUs in their own network namespaces: the 8 CPUs of a
   # tiny experiment's steps span both, so nodes reach each other by host address.
   try:
     c = SlurmCluster(tmp_path_factory.mktemp('slurm'), nodes=2, cpus=4).start()
@@ -105,9 +115,11 @@ def test_scancel_stops_every_step_then_a_resubmission_resumes_and_ends_by_itself
     p.stem: json.loads(p.read_text())['address']
     for p in (run / 'slurm' / job / 'addresses').glob('*.json')
   }
-  assert sorted(book) == ['counter', 'learner', 'replay']
+  assert sorted(book) == ['counter', 'gateway', 'learner', 'replay']
   assert all(a.rpartition(':')[0] in cluster.nodes for a in book.values()), book
-  assert json.loads((run / 'addresses.json').read_text())['learner'] == book['learner']
+  published = json.loads((run / 'addresses.json').read_text())
+  assert published['learner'] == book['learner'] and published['gateway'] == book['gateway']
+  assert (run / 'gateway.token').stat().st_mode & 0o777 == 0o600
   # A second submission of a run that is still running is refused.
   busy = _cli(cluster, '--run_dir', str(run))
   assert busy.returncode == 2 and f'already used by Slurm job {job}' in busy.stderr
