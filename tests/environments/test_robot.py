@@ -126,7 +126,9 @@ def test_watchdog_sends_safe_actions_for_slow_policy(make_env):
   assert len(timesteps) == steps + 1 and timesteps[-1].last()
   stats = env.timing_stats()
   assert stats.deadline_misses == steps
-  assert 2 * steps <= stats.watchdog_actions <= 4 * steps
+  # At least 2 periods each step; at most one per period that really passed (a loaded
+  # machine oversleeps the policy's sleep, and the watchdog rightly covers that too).
+  assert 2 * steps <= stats.watchdog_actions <= elapsed / PERIOD + steps
   assert sum(t.watchdog_actions for t in env.step_timings()) == stats.watchdog_actions
   assert all(t.ticks >= 2 for t in env.step_timings())
 
