@@ -76,7 +76,11 @@ def test_the_shim_is_built_outside_the_source_tree_and_kept(tmp_path, monkeypatc
   mtime = path.stat().st_mtime_ns
   assert loopback.build() == path and path.stat().st_mtime_ns == mtime  # Built once.
   monkeypatch.delenv(loopback.CACHE_ENV)
-  assert ROOT not in loopback.library_path().parents
+  # By default in the environment's (or the user's) cache, never among the sources: a
+  # .venv inside the checkout is fine, the package folder or another tracked one is not.
+  default = loopback.library_path()
+  assert loopback.SOURCE.parent not in default.parents
+  assert pathlib.Path(sys.prefix) in default.parents or ROOT not in default.parents, default
 
 
 def test_no_compiler_is_one_line_saying_what_to_install(tmp_path, monkeypatch):
