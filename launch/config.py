@@ -225,6 +225,9 @@ class ExperimentConfig:
     def pos_num(v) -> bool:
       return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
 
+    def fraction(v) -> bool:
+      return isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= v <= 1.0
+
     need(isinstance(self.run_dir, str) and self.run_dir.strip() != '', 'run_dir', 'a path')
     need(
       isinstance(self.task, str) and ':' in self.task,
@@ -264,30 +267,14 @@ class ExperimentConfig:
       'an int >= 0',
     )
     need(isinstance(self.store_episodes, bool), 'store_episodes', 'true or false')
-    need(
-      isinstance(self.store_ratio, (int, float)) and 0.0 <= self.store_ratio <= 1.0,
-      'store_ratio',
-      'a fraction in [0, 1]',
-    )
-    need(
-      isinstance(self.store_memory_gb, (int, float))
-      and not isinstance(self.store_memory_gb, bool)
-      and self.store_memory_gb > 0,
-      'store_memory_gb',
-      'a positive number of GiB',
-    )
+    need(fraction(self.store_ratio), 'store_ratio', 'a fraction in [0, 1]')
+    need(pos_num(self.store_memory_gb), 'store_memory_gb', 'a positive number of GiB')
     need(
       all(isinstance(d, str) and d for d in self.datasets),
       'datasets',
       'a list of episode store directories',
     )
-    need(
-      isinstance(self.external_ratio, (int, float))
-      and not isinstance(self.external_ratio, bool)
-      and 0.0 <= self.external_ratio <= 1.0,
-      'external_ratio',
-      'a fraction in [0, 1]',
-    )
+    need(fraction(self.external_ratio), 'external_ratio', 'a fraction in [0, 1]')
     need(
       self.announce_host is None
       or (
@@ -317,11 +304,7 @@ class ExperimentConfig:
       'an int >= 1',
     )
     need(
-      isinstance(self.external_max_episode_mb, (int, float))
-      and not isinstance(self.external_max_episode_mb, bool)
-      and self.external_max_episode_mb > 0,
-      'external_max_episode_mb',
-      'a positive number of MiB',
+      pos_num(self.external_max_episode_mb), 'external_max_episode_mb', 'a positive number of MiB'
     )
     need(
       self.init_checkpoint is None

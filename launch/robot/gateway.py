@@ -387,11 +387,17 @@ class Gateway:
   # --------------------------------------------------------------------------
   # The methods (bytes in, bytes out; the token is checked already).
 
-  def _hello_call(self, request: bytes, context) -> bytes:
+  @staticmethod
+  def _small_request(request: bytes, context, method: str) -> Dict[str, Any]:
+    """The metadata of a Hello or GetParameters request; INVALID_ARGUMENT if malformed."""
     try:
       meta, _ = decode_frame(request, _SMALL_REQUEST)
     except FrameError as e:
-      context.abort(grpc.StatusCode.INVALID_ARGUMENT, f'Hello: {e}')
+      context.abort(grpc.StatusCode.INVALID_ARGUMENT, f'{method}: {e}')
+    return meta
+
+  def _hello_call(self, request: bytes, context) -> bytes:
+    meta = self._small_request(request, context, 'Hello')
     robot = meta.get('robot')
     log.info('hello from robot %.100r at %s', robot, context.peer())
     if self._inserter is not None:
@@ -399,10 +405,7 @@ class Gateway:
     return self._hello
 
   def _parameters_call(self, request: bytes, context) -> bytes:
-    try:
-      meta, _ = decode_frame(request, _SMALL_REQUEST)
-    except FrameError as e:
-      context.abort(grpc.StatusCode.INVALID_ARGUMENT, f'GetParameters: {e}')
+    meta = self._small_request(request, context, 'GetParameters')
     have = meta.get('have')
     try:
       version, frame = self._parameters.get()
