@@ -175,6 +175,7 @@ class LearnerWorker:
       log.info(
         'initialised from %s (trained %d steps there)', cfg.init_checkpoint, int(state.steps)
       )
+    self._resumed_at = int(restored[0]) if restored is not None else 0
     self._position = position
     self._schedule: Optional[IteratedSchedule] = None
     if cfg.mode == 'iterated':
@@ -354,7 +355,26 @@ class LearnerWorker:
       # the caller checks for shutdown, then this waits on a fresh iterator.
       self._learner.set_iterator(self._new_iterator())
 
+  def _catch_up_counts(self) -> None:
+    """Raises the counter's learner steps to the restored step if a stop left them behind.
+
+    The learner sends its counts at most once a second and the counter saves its file as it
+    stops, so a stop can save a checkpoint at a later step than the counter recorded. The
+    counter's learner steps count every update done, and the checkpoint's step is one of them.
+    """
+    flush_counts(self._counter)
+    counted = int(self._counter.get_counts().get(LEARNER_STEPS, 0))
+    behind = self._resumed_at - counted
+    if behind > 0:
+      self._counter.increment(steps=behind)
+      flush_counts(self._counter)
+      log.info(
+        'counter had %d learner steps, the checkpoint %d: caught up', counted, self._resumed_at
+      )
+
   def _train(self, stop: threading.Event) -> None:
+    if self._resumed_at:
+      self._catch_up_counts()
     if self._schedule is not None:
       self._schedule.run(
         stop,

@@ -514,3 +514,28 @@ def test_save_checkpoint_adds_counts_but_never_replaces_the_learners_fields(tmp_
     }
   finally:
     server.stop()
+
+
+def _counts_after_resume(run_root, counted: str, steps) -> dict:
+  """The counter's counts once a learner resumed at `steps[-1]` started with `counted` saved."""
+  run_root.mkdir(parents=True, exist_ok=True)
+  (run_root / 'counter.json').write_text(f'{{"counts": {counted}, "cache": {{}}}}')
+  learner, _, server = _learner_with_checkpoints(run_root, steps)
+  try:
+    stop = threading.Event()
+    stop.set()
+    learner.run(stop)
+    return learner._counter.get_counts()
+  finally:
+    server.stop()
+
+
+def test_a_resumed_learner_raises_a_lagging_counter_to_its_checkpoints_step(tmp_path):
+  # A Ctrl-C can save the counter's file before the learner's last counts reach it.
+  counts = _counts_after_resume(
+    tmp_path / 'behind', '{"learner_steps": 35, "actor_steps": 900}', [20, 50]
+  )
+  assert (counts['learner_steps'], counts['actor_steps']) == (50, 900)
+  # Ahead of the checkpoint (updates after it, then a kill): those updates were done.
+  counts = _counts_after_resume(tmp_path / 'ahead', '{"learner_steps": 80}', [50])
+  assert counts['learner_steps'] == 80
