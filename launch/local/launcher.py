@@ -13,7 +13,7 @@ from launch import loopback
 from launch.budget import Budget
 from launch.checkpointing import Checkpointer, load_init_checkpoint
 from launch.config import ExperimentConfig
-from launch.local.launchpad_compat import set_node_log_dir
+from launch.local.launchpad_compat import python_process, set_node_log_dir
 from launch.local.node_logs import NodeLogFollower
 from launch.local.supervision import wait_local_mp
 from launch.nodes.process import node_env
@@ -224,6 +224,39 @@ def _launch_slurm(config: ExperimentConfig, resumed: bool, follow: bool) -> Expe
   return config
 
 
+# The groups whose nodes the fork server starts. The gateway binds the announced host itself
+# and must not get the loopback shim the server was started with; it imports little anyway.
+FORKED_GROUPS = ('replay', 'counter', 'learner', 'actor', 'evaluator')
+
+
+def _start_fork_server(config: ExperimentConfig, node_logs, node_process_env):
+  """The fork server for a local_mp launch (launch.local.forkserver), or None.
+
+  None with --no_fork_server, or (with a warning) when it does not start: the nodes then
+  start as fresh interpreters, which works the same, only slower.
+  """
+  if not config.fork_server:
+    return None
+  from launch.local.forkserver import ForkServer
+
+  node_logs.mkdir(parents=True, exist_ok=True)
+  # The learner's environment (the common one), with numpy's BLAS on one thread as the
+  # actors want it: the libraries read these when imported, which the server does once.
+  env = {**node_process_env('learner'), 'OMP_NUM_THREADS': '1'}
+  started = time.monotonic()
+  server = ForkServer(env, log_path=node_logs / 'forkserver')
+  try:
+    server.wait_ready()
+  except RuntimeError as e:
+    server.stop(timeout=1.0)
+    log.warning('%s; starting each node as a fresh interpreter instead', e)
+    return None
+  log.info(
+    'fork server ready in %.1f s: node processes start as forks of it', time.monotonic() - started
+  )
+  return server
+
+
 def launch(
   config: ExperimentConfig,
   overrides: Optional[Dict[str, Any]] = None,
@@ -299,7 +332,7 @@ def launch(
     if not flags.FLAGS.is_parsed():
       flags.FLAGS(['launch'], known_only=True)
     flags.FLAGS.lp_termination_notice_secs = TERMINATION_NOTICE_SECS
-    follower = None
+    follower = fork_server = None
 
     def node_process_env(group: str) -> Dict[str, str]:
       # Binds each node process to this one: it dies with it and holds the run's node
@@ -314,20 +347,26 @@ def launch(
       }
 
     if config.launch_type == 'local_mp':
-      from launchpad.nodes.python.local_multi_processing import PythonProcess
-
       # Each node writes its own file (unbuffered); the follower echoes them here.
       node_logs = run_dir.logs / 'nodes' / time.strftime('%Y%m%d-%H%M%S')
       set_node_log_dir(node_logs)
-      resources = {g: PythonProcess(env=node_process_env(g)) for g in GROUPS if g in program.groups}
+      follower = NodeLogFollower(node_logs)
+      follower.start()
+      fork_server = _start_fork_server(config, node_logs, node_process_env)
+      resources = {
+        g: python_process(
+          node_process_env(g),
+          fork_server.interpreter if fork_server and g in FORKED_GROUPS else None,
+        )
+        for g in GROUPS
+        if g in program.groups
+      }
       manager = lp.launch(
         program,
         launch_type=lp.LaunchType.LOCAL_MULTI_PROCESSING,
         terminal='output_to_files',
         local_resources=resources,
       )
-      follower = NodeLogFollower(node_logs)
-      follower.start()
       log.info('per-node logs in %s', node_logs)
     else:
       manager = lp.launch(program, launch_type=lp.LaunchType.LOCAL_MULTI_THREADING)
@@ -355,6 +394,8 @@ def launch(
       where = f'; per-node logs in {run_dir.logs / "nodes"}' if follower else ''
       raise ProgramError(f'a node failed ({e}){where}') from None
     finally:
+      if fork_server:
+        fork_server.stop()
       if follower:
         follower.stop()
   finally:

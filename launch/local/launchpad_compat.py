@@ -1,7 +1,8 @@
 """The one place this project reaches into Launchpad's private API.
 
-Checked against dm-launchpad 0.5.0. Two pieces: the per-node log directory (below) and
-the WorkerManager internals that actor restarts need (`WorkerManagerView`).
+Checked against dm-launchpad 0.5.0. Three pieces: the per-node log directory (below), the
+interpreter a node process starts with (`python_process`), and the WorkerManager internals
+that actor restarts need (`WorkerManagerView`).
 
 Launchpad's 'output_to_files' terminal writes each node's
 output under a directory it reads from the module global
@@ -28,6 +29,29 @@ def set_node_log_dir(directory: os.PathLike) -> None:
       '(checked against dm-launchpad 0.5.0): see launch/local/launchpad_compat.py'
     )
   launch_local_output_to_files._LOGGING_DIR = str(directory)  # pylint: disable=protected-access
+
+
+def python_process(env: Dict[str, str], interpreter: Optional[str] = None) -> Any:
+  """Launchpad's local_mp resources for a group: its environment and, if given, interpreter.
+
+  dm-launchpad 0.5.0's PythonProcess has no public way to name the interpreter; its
+  dataclass field `_absolute_interpreter_path` (when set) is what its command starts with.
+  The fork server (launch.local.forkserver) is started this way.
+  """
+  # pylint: disable-next=g-import-not-at-top
+  from launchpad.nodes.python.local_multi_processing import PythonProcess
+
+  if interpreter is None:
+    return PythonProcess(env=env)
+  if '_absolute_interpreter_path' not in getattr(PythonProcess, '__dataclass_fields__', {}):
+    raise RuntimeError(
+      'this Launchpad PythonProcess has no _absolute_interpreter_path (checked against '
+      'dm-launchpad 0.5.0): see launch/local/launchpad_compat.py, or use --no_fork_server'
+    )
+  process = PythonProcess(env=env, _absolute_interpreter_path=interpreter)
+  if process.absolute_interpreter_path != interpreter:
+    raise RuntimeError('this Launchpad ignores _absolute_interpreter_path: use --no_fork_server')
+  return process
 
 
 # WorkerManager internals that restarting a dead actor needs. dm-launchpad 0.5.0's
