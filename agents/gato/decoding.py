@@ -1,0 +1,87 @@
+"""Acting with the generalist: one action token per action dimension, decoded over the cache.
+
+Each environment step appends the timestep's observation tokens and separator to the
+key-value cache in one call, then chooses the action tokens one by one, each fed back so
+the next is conditioned on it. A body's TimestepLayout fixes how many tokens there are, so
+bodies of different observation and action sizes share the parameters; each layout gets
+its own compiled decoder (its shapes are static).
+"""
+
+from typing import Callable, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from networks.tokenizer import TimestepLayout
+from networks.transformer import KVCache, SequenceModel
+
+# Every environment acts in the canonical box [-1, 1] (see environments/suite.py).
+ACTION_BOUNDS = (-1.0, 1.0)
+
+Decoder = Callable[
+  [dict, KVCache, jnp.ndarray, jnp.ndarray], Tuple[jnp.ndarray, jnp.ndarray, KVCache]
+]
+
+
+def action_token_range(layout: TimestepLayout, bounds=ACTION_BOUNDS) -> Tuple[int, int]:
+  """The first and last bin token whose bin holds an action inside `bounds`.
+
+  With mu-law actions only bins 279..744 of 1024 do: the others stand for actions the
+  environment would clip, and an untrained model must not wander there.
+  """
+  low, high = layout.action_tokens(np.asarray(bounds, np.float32))
+  return int(low), int(high)
+
+
+def choose_tokens(
+  logits: jnp.ndarray, key: jnp.ndarray, allowed: Tuple[int, int], greedy: bool
+) -> jnp.ndarray:
+  """logits[B, V] -> tokens[B] inside the inclusive id range `allowed`: the most likely
+  one, or a sample from the softmax restricted to the range."""
+  ids = jnp.arange(logits.shape[-1])
+  inside = (ids >= allowed[0]) & (ids <= allowed[1])
+  logits = jnp.where(inside, logits, -jnp.inf)
+  if greedy:
+    return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+  return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
+
+
+def make_action_decoder(
+  model: SequenceModel, layout: TimestepLayout, greedy: bool, bounds=ACTION_BOUNDS
+) -> Decoder:
+  """decode(params, cache, obs[B, obs_dim], key) -> (action[B, A], tokens[B, A], cache).
+
+  The returned cache holds the whole timestep (observation, separator, action tokens),
+  ready for the next one; the caller keeps `cache.length + layout.num_tokens <= max_len`.
+  The action is the decoded bin centres, clipped to `bounds`. Pure and jittable; a
+  sampling decoder splits `key` once per action dimension.
+  """
+  allowed = action_token_range(layout, bounds)
+  positions = jnp.asarray(layout.positions)
+  num_obs = layout.separator_index + 1
+
+  def decode(params, cache: KVCache, obs: jnp.ndarray, key: jnp.ndarray):
+    batch = obs.shape[0]
+    obs_tokens = layout.observation_tokens(obs)
+    obs_positions = jnp.broadcast_to(positions[:num_obs], (batch, num_obs))
+    logits, cache = model.apply_cached(params, cache, obs_tokens, obs_positions)
+
+    def one_dimension(carry, position):
+      cache, last_logits, key = carry
+      key, sample_key = jax.random.split(key)
+      token = choose_tokens(last_logits, sample_key, allowed, greedy)
+      # Fed back even for the last dimension: the next timestep must see this action.
+      logits, cache = model.apply_cached(
+        params, cache, token[:, None], jnp.full((batch, 1), position, jnp.int32)
+      )
+      return (cache, logits[:, 0], key), token
+
+    (cache, _, _), tokens = jax.lax.scan(
+      one_dimension, (cache, logits[:, -1], key), positions[num_obs:]
+    )
+    tokens = tokens.T  # [A, B] -> [B, A]
+    action = jnp.clip(layout.actions(tokens), bounds[0], bounds[1])
+    return action, tokens, cache
+
+  return decode

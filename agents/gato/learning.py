@@ -1,0 +1,69 @@
+"""The generalist's update: one pure function from (state, windows) to (state, metrics).
+
+Shaped for agents.jitted_learner.JittedLearner (state a NamedTuple with `steps`, update
+jitted once), so a sequence learner node can wrap it as the MPO and BC learners do.
+"""
+
+from typing import Dict, NamedTuple, Tuple
+
+import haiku as hk
+import jax
+import jax.numpy as jnp
+import optax
+
+from agents.gato.losses import next_token_loss
+from agents.gato.windows import SequenceBatch
+from networks.transformer import SequenceModel
+
+
+class GatoTrainingState(NamedTuple):
+  """Everything the learner needs to continue exactly where it stopped."""
+
+  params: hk.Params
+  opt_state: optax.OptState
+  steps: jnp.ndarray
+
+
+def make_optimizer(
+  learning_rate: float, max_grad_norm: float = 1.0, weight_decay: float = 1e-4
+) -> optax.GradientTransformation:
+  return optax.chain(
+    optax.clip_by_global_norm(max_grad_norm),
+    optax.adamw(learning_rate, weight_decay=weight_decay),
+  )
+
+
+def initial_state(
+  model: SequenceModel, optimizer: optax.GradientTransformation, key: jnp.ndarray
+) -> GatoTrainingState:
+  """Fresh parameters (they do not depend on the window length) and optimiser state."""
+  dummy = jnp.zeros((1, 1), jnp.int32)
+  params = model.init(key, dummy, dummy)
+  return GatoTrainingState(params, optimizer.init(params), jnp.zeros((), jnp.int32))
+
+
+def make_update_fn(model: SequenceModel, optimizer: optax.GradientTransformation):
+  """update(state, batch: SequenceBatch) -> (state, metrics), pure and jittable."""
+
+  def loss_fn(params, batch: SequenceBatch):
+    logits = model.apply(params, batch.tokens, batch.positions)
+    out = next_token_loss(logits, batch.tokens, batch.loss_mask)
+    return out['loss'], out
+
+  def update(
+    state: GatoTrainingState, batch: SequenceBatch
+  ) -> Tuple[GatoTrainingState, Dict[str, jnp.ndarray]]:
+    (_, out), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    new_state = GatoTrainingState(
+      optax.apply_updates(state.params, updates), opt_state, state.steps + 1
+    )
+    metrics = {
+      'sequence_loss': out['loss'],
+      'action_accuracy': out['accuracy'],
+      'action_tokens': out['num_targets'],
+      'grad_norm': optax.global_norm(grads),
+    }
+    return new_state, metrics
+
+  return update
