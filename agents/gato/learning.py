@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import optax
 
 from agents.gato.losses import next_token_loss
-from agents.gato.windows import SequenceBatch
+from agents.gato.types import SequenceBatch
 from networks.transformer import SequenceModel
 
 

@@ -6,8 +6,8 @@ import jax
 import numpy as np
 
 from agents.gato import learning
-from agents.gato.windows import WindowConfig, WindowSampler
 from launch.store.episodes import Episode, EpisodeStore
+from launch.store.windows import WindowConfig, WindowSampler
 from networks.tokenizer import TimestepLayout, Vocabulary, max_timestep_tokens
 from networks.transformer import TransformerSizes, make_transformer
 

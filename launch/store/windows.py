@@ -23,26 +23,18 @@ those the actors keep storing (online fine-tuning) alike.
 """
 
 import dataclasses
-from typing import Dict, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from agents.common.logs import get_logger
+from agents.gato.types import SequenceBatch
 from launch.store.episodes import CorruptRecordError, Episode, EpisodeStore, episode_problem
 from networks.tokenizer import TimestepLayout
 
 log = get_logger('gato')
 
 CONDITIONINGS = ('prompt', 'task_id', 'none')
-
-
-class SequenceBatch(NamedTuple):
-  """A batch of windows, numpy, ready for the sequence model."""
-
-  tokens: np.ndarray  # [B, L] int32
-  positions: np.ndarray  # [B, L] int32: position within the timestep (0 for the rest)
-  loss_mask: np.ndarray  # [B, L] bool: the episode's action tokens
-  task: np.ndarray  # [B] int32: the task's index in the sampler's `tasks`
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Tests for the generalist's training windows (agents.gato.windows) on a real episode store.
+"""Tests for the generalist's training windows (launch.store.windows) on a real episode store.
 
 The store is written with the project's own EpisodeStore; every window is then traced back
 to the stored episodes it was cut from (random observations make every timestep's tokens
@@ -14,8 +14,8 @@ from typing import List, Tuple
 import numpy as np
 import pytest
 
-from agents.gato.windows import WindowConfig, WindowSampler
 from launch.store.episodes import Episode, EpisodeStore
+from launch.store.windows import WindowConfig, WindowSampler
 from networks.tokenizer import TimestepLayout, Vocabulary
 
 VOCAB = Vocabulary(num_tasks=2)
