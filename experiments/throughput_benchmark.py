@@ -65,7 +65,7 @@ from experiments.throughput.scaling import bench_scaling  # pylint: disable=g-im
 from experiments.throughput.timing import Row  # pylint: disable=g-import-not-at-top
 
 BENCHMARKS = ('actor', 'replay', 'learner', 'scaling', 'e2e')
-# The node group whose process environment (launch.program.process_env) each benchmark
+# The node group whose process environment (launch.nodes.process.process_env) each benchmark
 # runs under: the actor's single-threaded XLA, or the learner's defaults.
 NODE_GROUP = {'actor': 'actor', 'replay': 'learner', 'learner': 'learner'}
 
@@ -201,7 +201,7 @@ def main(argv=None) -> int:
     ]
     return max(codes)
   if args.benchmark in NODE_GROUP:
-    from launch.program import process_env
+    from launch.nodes.process import process_env
 
     os.environ.update(process_env(NODE_GROUP[args.benchmark]))
   try:

@@ -14,8 +14,6 @@ from launch.nodes.gateway import GatewayWorker
 from launch.nodes.learner import LearnerWorker
 from launch.nodes.replay import CheckpointedReverbNode
 
-GROUPS = ('replay', 'counter', 'learner', 'gateway', 'actor', 'evaluator')
-
 
 def _make_tables(config_dict: Dict[str, Any]):
   return experiment.make_builder(experiment.config_from_dict(config_dict)).make_replay_tables()
@@ -63,22 +61,3 @@ def make_program(
     'counter': counter_node.courier_address,
   }
   return program, addresses
-
-
-def process_env(group: str) -> Dict[str, str]:
-  """Per-group environment: quiet TensorFlow; actors, evaluator and gateway on one CPU thread."""
-  env = {
-    'TF_CPP_MIN_LOG_LEVEL': '3',
-    'XLA_PYTHON_CLIENT_PREALLOCATE': 'false',
-    'PYTHONUNBUFFERED': '1',
-    'PYTHONWARNINGS': 'ignore',
-    # State features need no renderer; a user's choice (e.g. egl for pixels) wins.
-    'MUJOCO_GL': os.environ.get('MUJOCO_GL', 'disable'),
-  }
-  if group in ('actor', 'evaluator', 'gateway'):
-    env.update(
-      JAX_PLATFORMS='cpu',
-      OMP_NUM_THREADS='1',
-      XLA_FLAGS='--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1',
-    )
-  return env

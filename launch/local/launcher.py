@@ -16,7 +16,7 @@ from launch.config import ExperimentConfig
 from launch.local.launchpad_compat import python_process, set_node_log_dir
 from launch.local.node_logs import NodeLogFollower
 from launch.local.supervision import wait_local_mp
-from launch.nodes.process import node_env
+from launch.nodes.process import GROUPS, node_env, process_env
 from launch.robot.protocol import ensure_token_file
 from launch.run_dir import RunDir
 from launch.slurm.addresses import free_port
@@ -230,11 +230,8 @@ FORKED_GROUPS = ('replay', 'counter', 'learner', 'actor', 'evaluator')
 
 
 def _start_fork_server(config: ExperimentConfig, node_logs, node_process_env):
-  """The fork server for a local_mp launch (launch.local.forkserver), or None.
-
-  None with --no_fork_server, or (with a warning) when it does not start: the nodes then
-  start as fresh interpreters, which works the same, only slower.
-  """
+  """The fork server for a local_mp launch (launch.local.forkserver), starting; or None
+  with --no_fork_server (nodes then start as fresh interpreters: the same, only slower)."""
   if not config.fork_server:
     return None
   from launch.local.forkserver import ForkServer
@@ -243,17 +240,21 @@ def _start_fork_server(config: ExperimentConfig, node_logs, node_process_env):
   # The learner's environment (the common one), with numpy's BLAS on one thread as the
   # actors want it: the libraries read these when imported, which the server does once.
   env = {**node_process_env('learner'), 'OMP_NUM_THREADS': '1'}
-  started = time.monotonic()
-  server = ForkServer(env, log_path=node_logs / 'forkserver')
+  return ForkServer(env, log_path=node_logs / 'forkserver')
+
+
+def _ready_or_none(server):
+  """`server` once it has imported everything; None (nodes start as fresh interpreters) if
+  it failed to."""
+  if server is None:
+    return None
   try:
     server.wait_ready()
   except RuntimeError as e:
     server.stop(timeout=1.0)
     log.warning('%s; starting each node as a fresh interpreter instead', e)
     return None
-  log.info(
-    'fork server ready in %.1f s: node processes start as forks of it', time.monotonic() - started
-  )
+  log.info('fork server ready: node processes start as forks of it')
   return server
 
 
@@ -295,6 +296,7 @@ def launch(
       ', '.join(fixed_flags),
       run_dir.path,
     )
+  fork_server = None
   try:
     spent = _spent_budget(config, run_dir)
     if spent is not None:
@@ -320,19 +322,7 @@ def launch(
         'them through a tunnel only (or with --bind all; README, Security)',
         host,
       )
-    # Late: the program imports TensorFlow (about 10 s of CPU), which a refused launch
-    # (a bad setting, a spent budget, a run in use) never needs.
-    import launchpad as lp
-    from absl import flags
-
-    from launch.program import GROUPS, make_program, process_env
-
-    gateway = f'{host}:{config.gateway_port or free_port()}'
-    program, addresses = make_program(config, gateway)
-    if not flags.FLAGS.is_parsed():
-      flags.FLAGS(['launch'], known_only=True)
-    flags.FLAGS.lp_termination_notice_secs = TERMINATION_NOTICE_SECS
-    follower = fork_server = None
+    follower = None
 
     def node_process_env(group: str) -> Dict[str, str]:
       # Binds each node process to this one: it dies with it and holds the run's node
@@ -349,10 +339,26 @@ def launch(
     if config.launch_type == 'local_mp':
       # Each node writes its own file (unbuffered); the follower echoes them here.
       node_logs = run_dir.logs / 'nodes' / time.strftime('%Y%m%d-%H%M%S')
+      # Started first: it imports the libraries while this process does the same below.
+      fork_server = _start_fork_server(config, node_logs, node_process_env)
+    # Late: the program imports TensorFlow (about 10 s of CPU), which a refused launch
+    # (a bad setting, a spent budget, a run in use) never needs.
+    import launchpad as lp
+    from absl import flags
+
+    from launch.program import make_program
+
+    gateway = f'{host}:{config.gateway_port or free_port()}'
+    program, addresses = make_program(config, gateway)
+    if not flags.FLAGS.is_parsed():
+      flags.FLAGS(['launch'], known_only=True)
+    flags.FLAGS.lp_termination_notice_secs = TERMINATION_NOTICE_SECS
+
+    if config.launch_type == 'local_mp':
       set_node_log_dir(node_logs)
       follower = NodeLogFollower(node_logs)
       follower.start()
-      fork_server = _start_fork_server(config, node_logs, node_process_env)
+      fork_server = _ready_or_none(fork_server)
       resources = {
         g: python_process(
           node_process_env(g),
@@ -394,11 +400,11 @@ def launch(
       where = f'; per-node logs in {run_dir.logs / "nodes"}' if follower else ''
       raise ProgramError(f'a node failed ({e}){where}') from None
     finally:
-      if fork_server:
-        fork_server.stop()
       if follower:
         follower.stop()
   finally:
+    if fork_server:
+      fork_server.stop()
     try:
       (run_dir.path / 'addresses.json').unlink()
     except OSError:

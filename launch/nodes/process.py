@@ -35,6 +35,8 @@ from typing import Dict, List
 from agents.common.logs import get_logger
 from launch.run_dir import RunDir
 
+# The program's node groups, in the order they start.
+GROUPS = ('replay', 'counter', 'learner', 'gateway', 'actor', 'evaluator')
 LAUNCHER_PID_ENV = 'COLLECT_INFER_LAUNCHER_PID'
 RUN_DIR_ENV = 'COLLECT_INFER_RUN_DIR'
 
@@ -49,6 +51,25 @@ _held: List[RunDir] = []
 def node_env(run_dir: os.PathLike) -> Dict[str, str]:
   """The environment entries that bind a node process started by this process to it."""
   return {LAUNCHER_PID_ENV: str(os.getpid()), RUN_DIR_ENV: os.fspath(run_dir)}
+
+
+def process_env(group: str) -> Dict[str, str]:
+  """Per-group environment: quiet TensorFlow; actors, evaluator and gateway on one CPU thread."""
+  env = {
+    'TF_CPP_MIN_LOG_LEVEL': '3',
+    'XLA_PYTHON_CLIENT_PREALLOCATE': 'false',
+    'PYTHONUNBUFFERED': '1',
+    'PYTHONWARNINGS': 'ignore',
+    # State features need no renderer; a user's choice (e.g. egl for pixels) wins.
+    'MUJOCO_GL': os.environ.get('MUJOCO_GL', 'disable'),
+  }
+  if group in ('actor', 'evaluator', 'gateway'):
+    env.update(
+      JAX_PLATFORMS='cpu',
+      OMP_NUM_THREADS='1',
+      XLA_FLAGS='--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1',
+    )
+  return env
 
 
 def set_parent_death_signal(sig: int = signal.SIGTERM) -> bool:

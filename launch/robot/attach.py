@@ -752,7 +752,7 @@ def _configure_process() -> None:
   """Before JAX and TensorFlow load: CPU only, one XLA thread, no TensorFlow chatter.
 
   The control loop shares the robot PC's cores with everything else (the
-  program's actor nodes get the same settings from launch.program.process_env).
+  program's actor nodes get the same settings from launch.nodes.process.process_env).
   """
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
   os.environ.setdefault('JAX_PLATFORMS', 'cpu')

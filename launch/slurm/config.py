@@ -6,8 +6,8 @@ import re
 from typing import Any, Dict, Iterable, Optional, Tuple
 
 from agents.common.errors import ConfigError
+from launch.nodes.process import GROUPS
 
-GROUPS = ('replay', 'counter', 'learner', 'gateway', 'actor', 'evaluator')
 RESOURCE_KEYS = ('cpus', 'mem_gb', 'gpus')
 # Per process of each group. The learner is the only one that profits from a GPU;
 # set learner.gpus=1 on a GPU partition.

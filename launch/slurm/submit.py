@@ -73,7 +73,7 @@ def refuse_if_queued(config: ExperimentConfig) -> None:
 
 def describe(config: ExperimentConfig, workdir: str) -> str:
   """The batch script and each step's command, as a dry run prints them."""
-  from launch.program import process_env
+  from launch.nodes.process import process_env
 
   out = [
     f'# batch script (sbatch {batch_log(config.run_dir, "<job>").parent}/...)',

@@ -57,7 +57,7 @@ def supervise(run_dir: pathlib.Path, job: str) -> int:
   from launch.config import ExperimentConfig
   from launch.local.node_logs import NodeLogFollower
   from launch.local.supervision import exit_reason, should_restart
-  from launch.program import process_env
+  from launch.nodes.process import process_env
   from launch.run_dir import RunDir
   from launch.slurm.addresses import SERVERS, STOP_FILE, AddressBook, job_dir
   from launch.slurm.script import program_nodes, step_command
