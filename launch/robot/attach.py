@@ -276,8 +276,7 @@ class AttachedActor:
     self._disconnect_after = disconnect_after_s
     self.counts = Counts()
     self.timing: Optional[Dict[str, Any]] = None
-    spec = validator.spec.actions
-    self._bounds = (spec.minimum, spec.maximum) if hasattr(spec, 'minimum') else None
+    self._action_spec = validator.spec.actions
 
   def _connected(self) -> bool:
     return self._fetcher.connected(self._disconnect_after)
@@ -300,6 +299,7 @@ class AttachedActor:
 
   def run_episode(self, stop: threading.Event) -> None:
     """One episode through an EpisodeGate; a clean or truncated one goes to the outbox."""
+    from environments.actions import clip_action
     from environments.validation import EpisodeGate
 
     if not self._wait_for_program(stop):
@@ -322,9 +322,8 @@ class AttachedActor:
       self._actor.update()  # Local: picks up the newest fetched parameters.
       action = self._actor.select_action(timestep.observation)
       versions.append(self._actor.policy_version)
-      if self._bounds is not None:
-        # As collect_episode does: the episode records what the robot executes.
-        action = np.clip(action, *self._bounds).astype(action.dtype)
+      # As the program's actors do: the episode records what the robot executes.
+      action = clip_action(action, self._action_spec)
       if gate.act(action) is not None:
         break
       timestep = self._env.step(action)
