@@ -263,7 +263,10 @@ class AttachedActor:
     metadata: Dict[str, Any],
     on_disconnect: str,
     disconnect_after_s: float,
+    stored_spec: Optional[Any] = None,
   ):
+    """`stored_spec` (default: the validator's) gives the dtypes episodes are stored in:
+    the program's, whose rewards and discounts may be narrower than the environment's."""
     self._env = env
     self._actor = actor
     self._validator = validator
@@ -277,6 +280,7 @@ class AttachedActor:
     self.counts = Counts()
     self.timing: Optional[Dict[str, Any]] = None
     self._action_spec = validator.spec.actions
+    self._stored_spec = stored_spec or validator.spec
 
   def _connected(self) -> bool:
     return self._fetcher.connected(self._disconnect_after)
@@ -352,7 +356,7 @@ class AttachedActor:
     from launch.robot.outbox import OutboxFull
     from launch.store.episodes import Episode
 
-    spec = self._validator.spec
+    spec = self._stored_spec
     arrays = episode.as_arrays()
     known = [v for v in versions if v is not None]
     metadata = dict(
@@ -698,6 +702,7 @@ def _attached(
     metadata,
     args.on_disconnect,
     args.disconnect_after_s,
+    stored_spec=program_env_spec,
   )
   state = ['running']
   status = StatusWriter(
