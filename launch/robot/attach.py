@@ -39,6 +39,7 @@ import importlib
 import json
 import logging
 import os
+import pathlib
 import re
 import signal
 import socket
@@ -487,6 +488,32 @@ def _token(args) -> str:
   )
 
 
+def check_run_dir(run_dir: str) -> None:
+  """UserError at once unless `run_dir` is a run (a directory with a readable config.json).
+
+  Only a real run whose program is not up yet is worth waiting for; a mistyped path must
+  not look like a stopped program.
+  """
+  from agents.common.errors import RunDirError, UserError
+  from launch.run_dir import RunDir
+
+  path = pathlib.Path(run_dir)
+  if not path.exists():
+    raise UserError(f'--run_dir {run_dir}: no such directory')
+  if not path.is_dir():
+    raise UserError(f'--run_dir {run_dir}: not a directory')
+  run = RunDir(path)
+  if not run.exists():
+    raise UserError(
+      f'--run_dir {run_dir}: not a run directory (no config.json); give the --run_dir the '
+      'program was launched with'
+    )
+  try:
+    run.read_config()
+  except RunDirError as e:
+    raise UserError(f'--run_dir {run_dir}: not a run directory ({e})') from None
+
+
 def _first_contact(link, name: str, timeout_s: float, max_backoff_s: float):
   """The program's hello (spec, config, limits) once it answers; UserError after timeout."""
   from agents.common.errors import UserError
@@ -510,7 +537,8 @@ def _first_contact(link, name: str, timeout_s: float, max_backoff_s: float):
         f'could not reach the program through {link.where} within '
         f'{timeout_s:g} s ({last}); is it running?'
       )
-    print(f'[attach] waiting for the program ({last})', flush=True)
+    left = max(0.0, deadline - time.monotonic())
+    print(f'[attach] waiting for the program ({left:.0f} s left): {last}', flush=True)
     time.sleep(backoff)
     backoff = min(2 * backoff, max_backoff_s)
 
@@ -585,6 +613,8 @@ def attach(args: argparse.Namespace) -> int:
     # A second one raises KeyboardInterrupt: delivery is abandoned, the robot still parked.
     signal.signal(signum, signal.default_int_handler)
 
+  if args.run_dir:
+    check_run_dir(args.run_dir)  # A wrong path fails now, not after --connect_timeout_s.
   token = _token(args)  # Refused before the robot's environment starts.
   env = make_env(args.env, dict(args.env_arg))
   closed = []
@@ -764,7 +794,9 @@ def _configure_process() -> None:
   os.environ.setdefault(
     'XLA_FLAGS', '--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1'
   )
-  os.environ.setdefault('MUJOCO_GL', 'disable')
+  from agents.common.quiet import quiet_third_party
+
+  quiet_third_party()  # No gym banner; MUJOCO_GL=disable unless set.
 
 
 def main(argv: Optional[List[str]] = None) -> int:

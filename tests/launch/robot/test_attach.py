@@ -301,8 +301,10 @@ def test_cli_reports_a_bad_factory_in_one_line(tmp_path):
       sys.executable,
       '-m',
       'launch.attach',
-      '--run_dir',
-      str(tmp_path),
+      '--gateway',
+      'localhost:1',  # Never reached: the factory fails first.
+      '--buffer_dir',
+      str(tmp_path / 'outbox'),
       '--env',
       'environments.simulated_robot:no_such_factory',
     ],
