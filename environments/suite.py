@@ -5,7 +5,6 @@ from typing import Any, List, Tuple
 import dm_env
 import numpy as np
 import tree
-from acme import wrappers
 
 DEFAULT_TASK = 'cartpole:swingup'
 
@@ -39,10 +38,9 @@ def make_environment(task: str = DEFAULT_TASK, seed: int = 0) -> dm_env.Environm
   from dm_control import suite
 
   domain, task_name = parse_task(task)
-  env = suite.load(domain, task_name, task_kwargs={'random': seed})
-  env = wrappers.ConcatObservationWrapper(env)
-  env = wrappers.CanonicalSpecWrapper(env, clip=True)
-  return wrappers.SinglePrecisionWrapper(env)
+  from environments.adapt import adapt_to_program
+
+  return adapt_to_program(suite.load(domain, task_name, task_kwargs={'random': seed}))
 
 
 def obs_group_sizes_from_spec(observation_spec: Any) -> Tuple[int, ...]:

@@ -43,6 +43,7 @@ import tree
 from acme import specs
 
 from agents.common.logs import get_logger
+from environments.actions import clip_action
 
 log = get_logger('validation')
 
@@ -304,16 +305,13 @@ def collect_episode(
   next reset() (a RobotEnvironment's watchdog keeps it safe meanwhile).
   """
   spec = validator.spec.actions
-  bounded = clip_actions and isinstance(spec, specs.BoundedArray)
   gate = EpisodeGate(validator)
   timestep = env.reset()
   gate.begin(timestep)
   while not gate.done:
     action = policy(timestep.observation)
-    if bounded:
-      action = np.clip(np.asarray(action), spec.minimum, spec.maximum).astype(
-        np.asarray(action).dtype
-      )
+    if clip_actions:
+      action = clip_action(action, spec)
     if gate.act(action) is not None:
       break
     timestep = env.step(action)

@@ -25,9 +25,11 @@ import os
 import sys
 import textwrap
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+from agents.common.quiet import quiet_third_party  # pylint: disable=g-import-not-at-top
 
-from agents import registry  # pylint: disable=g-import-not-at-top
+quiet_third_party()  # Before anything imports gym, dm_control or TensorFlow.
+
+from agents import registry  # pylint: disable=g-import-not-at-top # noqa: E402
 
 # Set when this process restarted itself with the loopback bind shim (local_mt).
 RESTARTED_ENV = 'COLLECT_INFER_LOOPBACK_RESTARTED'

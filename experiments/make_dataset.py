@@ -93,6 +93,7 @@ def build_dataset(
   from acme.utils import loggers
 
   from agents.common.errors import ConfigError
+  from environments.actions import ExecutedActionActor
   from launch import experiment
   from launch.checkpointing import Checkpointer
   from launch.config import ExperimentConfig
@@ -159,8 +160,10 @@ def build_dataset(
       writer,
       metadata={'source': f'{kind}_dataset', 'task': cfg.task, 'from_run': str(rd.path), **source},
     )
+    # The store holds the executed (clipped) action, as for every source.
+    actor = ExecutedActionActor(make_actor(), builder.spec.actions)
     loop = acme.EnvironmentLoop(
-      env, make_actor(), should_update=False, observers=[recorder], logger=loggers.NoOpLogger()
+      env, actor, should_update=False, observers=[recorder], logger=loggers.NoOpLogger()
     )
     result = loop.run_episode()
     entries.append(

@@ -139,9 +139,11 @@ def _become_node(request: dict, fds: Sequence[int], server_pid: int) -> None:
 def serve(socket_path: str, preload: Sequence[str] = PRELOAD, agents: bool = True) -> None:
   """Imports `preload` (and with `agents` every registered agent's builder), then forks a
   node for each client until stdin closes."""
+  from agents.common.quiet import quiet_third_party
   from launch.nodes.process import set_parent_death_signal
 
   set_parent_death_signal(signal.SIGTERM)
+  quiet_third_party()  # Its nodes inherit the silence.
   started = time.monotonic()
   for module in preload:
     importlib.import_module(module)

@@ -8,10 +8,11 @@ from typing import Any, Dict, Optional
 import acme
 import launchpad as lp
 import numpy as np
-from acme import core
+from acme import core, specs
 from acme.utils import counting
 
 from agents.common.logs import get_logger
+from environments.actions import ExecutedActionActor
 from launch import experiment
 from launch.logs import make_logger
 from launch.nodes.counter import flush_counts
@@ -121,7 +122,10 @@ class ActorWorker:
       )
     self._logger = make_logger(pathlib.Path(cfg.run_dir), label, steps_key='actor_steps')
     self._counter = counting.Counter(counter, prefix='actor')
-    self._stoppable = _StopsAtNextStep(self._actor)
+    # Replay and the store get the action the environment executed (clipped to the
+    # bounds), as attached robots' episodes have it: one meaning for `action`.
+    executed = ExecutedActionActor(self._actor, specs.make_environment_spec(env).actions)
+    self._stoppable = _StopsAtNextStep(executed)
     self._loop = acme.EnvironmentLoop(
       env,
       self._stoppable,

@@ -39,6 +39,7 @@ import importlib
 import json
 import logging
 import os
+import pathlib
 import re
 import signal
 import socket
@@ -263,7 +264,10 @@ class AttachedActor:
     metadata: Dict[str, Any],
     on_disconnect: str,
     disconnect_after_s: float,
+    stored_spec: Optional[Any] = None,
   ):
+    """`stored_spec` (default: the validator's) gives the dtypes episodes are stored in:
+    the program's, whose rewards and discounts may be narrower than the environment's."""
     self._env = env
     self._actor = actor
     self._validator = validator
@@ -276,8 +280,8 @@ class AttachedActor:
     self._disconnect_after = disconnect_after_s
     self.counts = Counts()
     self.timing: Optional[Dict[str, Any]] = None
-    spec = validator.spec.actions
-    self._bounds = (spec.minimum, spec.maximum) if hasattr(spec, 'minimum') else None
+    self._action_spec = validator.spec.actions
+    self._stored_spec = stored_spec or validator.spec
 
   def _connected(self) -> bool:
     return self._fetcher.connected(self._disconnect_after)
@@ -300,6 +304,7 @@ class AttachedActor:
 
   def run_episode(self, stop: threading.Event) -> None:
     """One episode through an EpisodeGate; a clean or truncated one goes to the outbox."""
+    from environments.actions import clip_action
     from environments.validation import EpisodeGate
 
     if not self._wait_for_program(stop):
@@ -322,9 +327,8 @@ class AttachedActor:
       self._actor.update()  # Local: picks up the newest fetched parameters.
       action = self._actor.select_action(timestep.observation)
       versions.append(self._actor.policy_version)
-      if self._bounds is not None:
-        # As collect_episode does: the episode records what the robot executes.
-        action = np.clip(action, *self._bounds).astype(action.dtype)
+      # As the program's actors do: the episode records what the robot executes.
+      action = clip_action(action, self._action_spec)
       if gate.act(action) is not None:
         break
       timestep = self._env.step(action)
@@ -353,7 +357,7 @@ class AttachedActor:
     from launch.robot.outbox import OutboxFull
     from launch.store.episodes import Episode
 
-    spec = self._validator.spec
+    spec = self._stored_spec
     arrays = episode.as_arrays()
     known = [v for v in versions if v is not None]
     metadata = dict(
@@ -484,6 +488,32 @@ def _token(args) -> str:
   )
 
 
+def check_run_dir(run_dir: str) -> None:
+  """UserError at once unless `run_dir` is a run (a directory with a readable config.json).
+
+  Only a real run whose program is not up yet is worth waiting for; a mistyped path must
+  not look like a stopped program.
+  """
+  from agents.common.errors import RunDirError, UserError
+  from launch.run_dir import RunDir
+
+  path = pathlib.Path(run_dir)
+  if not path.exists():
+    raise UserError(f'--run_dir {run_dir}: no such directory')
+  if not path.is_dir():
+    raise UserError(f'--run_dir {run_dir}: not a directory')
+  run = RunDir(path)
+  if not run.exists():
+    raise UserError(
+      f'--run_dir {run_dir}: not a run directory (no config.json); give the --run_dir the '
+      'program was launched with'
+    )
+  try:
+    run.read_config()
+  except RunDirError as e:
+    raise UserError(f'--run_dir {run_dir}: not a run directory ({e})') from None
+
+
 def _first_contact(link, name: str, timeout_s: float, max_backoff_s: float):
   """The program's hello (spec, config, limits) once it answers; UserError after timeout."""
   from agents.common.errors import UserError
@@ -507,7 +537,8 @@ def _first_contact(link, name: str, timeout_s: float, max_backoff_s: float):
         f'could not reach the program through {link.where} within '
         f'{timeout_s:g} s ({last}); is it running?'
       )
-    print(f'[attach] waiting for the program ({last})', flush=True)
+    left = max(0.0, deadline - time.monotonic())
+    print(f'[attach] waiting for the program ({left:.0f} s left): {last}', flush=True)
     time.sleep(backoff)
     backoff = min(2 * backoff, max_backoff_s)
 
@@ -582,6 +613,8 @@ def attach(args: argparse.Namespace) -> int:
     # A second one raises KeyboardInterrupt: delivery is abandoned, the robot still parked.
     signal.signal(signum, signal.default_int_handler)
 
+  if args.run_dir:
+    check_run_dir(args.run_dir)  # A wrong path fails now, not after --connect_timeout_s.
   token = _token(args)  # Refused before the robot's environment starts.
   env = make_env(args.env, dict(args.env_arg))
   closed = []
@@ -699,6 +732,7 @@ def _attached(
     metadata,
     args.on_disconnect,
     args.disconnect_after_s,
+    stored_spec=program_env_spec,
   )
   state = ['running']
   status = StatusWriter(
@@ -760,7 +794,9 @@ def _configure_process() -> None:
   os.environ.setdefault(
     'XLA_FLAGS', '--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1'
   )
-  os.environ.setdefault('MUJOCO_GL', 'disable')
+  from agents.common.quiet import quiet_third_party
+
+  quiet_third_party()  # No gym banner; MUJOCO_GL=disable unless set.
 
 
 def main(argv: Optional[List[str]] = None) -> int:

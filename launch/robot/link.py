@@ -164,6 +164,13 @@ class ProgramLink:
     """The address now; ProgramUnavailable when the program has published none."""
     if self._fixed is not None:
       return self._fixed
+    book_path = self._run_dir.path / 'addresses.json'
+    if not book_path.exists():
+      # A run whose program is not running, or is still starting.
+      raise ProgramUnavailable(
+        f'the run is not up yet: waiting for its program to write {book_path} with the '
+        "gateway's address (launch the run if it is not running)"
+      )
     try:
       book = self._run_dir.read_addresses()
     except RunDirError as e:

@@ -13,14 +13,22 @@ from acme import specs
 from agents.common.errors import UserError
 
 SPEC_FIELDS = ('observations', 'actions', 'rewards', 'discounts')
-# Observations and actions must match in every respect; rewards and discounts
-# in what the data carries (their names and bounds are conventions).
+# What matters is what the data carries and what the checks enforce: shapes, dtypes and
+# finite bounds (an action's range above all). Names are labels, and an infinite bound
+# is no bound: neither is compared. A reward or discount is a number: the attach process
+# stores it in the program's dtype (dm_env's default spec says float64), so only its
+# shape must match; its bounds are conventions (discounts are checked in [0, 1] anyway).
 _COMPARED = {
-  'observations': ('name', 'shape', 'dtype', 'bounds'),
-  'actions': ('name', 'shape', 'dtype', 'bounds'),
-  'rewards': ('shape', 'dtype'),
-  'discounts': ('shape', 'dtype'),
+  'observations': ('shape', 'dtype', 'bounds'),
+  'actions': ('shape', 'dtype', 'bounds'),
+  'rewards': ('shape',),
+  'discounts': ('shape',),
 }
+SPEC_HELP = (
+  'names are not compared, and an infinite bound counts as none; README "Attaching robots" '
+  'shows a wrapper (environments.adapt.adapt_to_program) that turns a typical robot '
+  'environment into this'
+)
 
 
 class SpecMismatchError(UserError):
@@ -152,26 +160,64 @@ def _compare(
       out.append(f'{path}.{attribute}: program {p!r}, environment {e!r}')
 
 
+def _finite_bounds(data: Mapping[str, Any]) -> Tuple[np.ndarray, np.ndarray]:
+  """(minimum, maximum) over the array's shape; unbounded (or infinite) reads as +-inf."""
+  shape = tuple(data['shape'])
+  if 'minimum' not in data:
+    return np.full(shape, -np.inf), np.full(shape, np.inf)
+  low = _bound_from_data(data['minimum'], np.float64)
+  high = _bound_from_data(data['maximum'], np.float64)
+  return np.broadcast_to(low, shape), np.broadcast_to(high, shape)
+
+
+def _show_bound(bound: np.ndarray) -> str:
+  """A bound for a message: one number when all its elements agree, 'none' if infinite."""
+  flat = np.unique(bound)
+  if flat.size == 1:
+    return 'none' if np.isinf(flat[0]) else f'{flat[0]:g}'
+  return '[' + ', '.join('none' if np.isinf(v) else f'{v:g}' for v in bound.ravel()) + ']'
+
+
 def _compare_bounds(
   program: Mapping[str, Any], environment: Mapping[str, Any], path: str, out: List[str]
 ) -> None:
-  p_bounded, e_bounded = 'minimum' in program, 'minimum' in environment
-  if p_bounded != e_bounded:
-    kind = lambda bounded: 'bounded' if bounded else 'unbounded'
-    out.append(f'{path}.bounds: program {kind(p_bounded)}, environment {kind(e_bounded)}')
+  if tuple(program['shape']) != tuple(environment['shape']):
+    return  # Reported already: the bounds cannot line up.
+  try:
+    p_low, p_high = _finite_bounds(program)
+    e_low, e_high = _finite_bounds(environment)
+  except ValueError as e:  # A bound whose shape does not fit its array's.
+    out.append(f'{path}.bounds: {e}')
     return
-  if not p_bounded:
-    return
-  for which in ('minimum', 'maximum'):
-    p = _bound_from_data(program[which], np.float64)
-    e = _bound_from_data(environment[which], np.float64)
-    try:
-      shape = tuple(program['shape'])
-      same = np.array_equal(np.broadcast_to(p, shape), np.broadcast_to(e, shape))
-    except ValueError:  # The shapes differ too (reported already): compare as given.
-      same = np.array_equal(p, e)
-    if not same:
-      out.append(f'{path}.{which}: program {program[which]}, environment {environment[which]}')
+  for which, p, e in (('minimum', p_low, e_low), ('maximum', p_high, e_high)):
+    if not np.array_equal(p, e):
+      out.append(f'{path}.{which}: program {_show_bound(p)}, environment {_show_bound(e)}')
+
+
+def describe_spec(data: Mapping[str, Any]) -> List[str]:
+  """The spec (plain data) field by field, e.g. 'actions: float32 (1,), in [-1, 1]'."""
+  lines: List[str] = []
+
+  def walk(node: Mapping[str, Any], path: str) -> None:
+    if node['kind'] == 'dict':
+      for key in sorted(node['items']):
+        walk(node['items'][key], f'{path}/{key}')
+      return
+    if node['kind'] == 'list':
+      for i, item in enumerate(node['items']):
+        walk(item, f'{path}/{i}')
+      return
+    text = f'{path}: {node["dtype"]} {tuple(node["shape"])}'
+    low, high = _finite_bounds(node)
+    if np.isfinite(low).any() or np.isfinite(high).any():
+      text += f', in [{_show_bound(low)}, {_show_bound(high)}]'
+    elif path.split('/')[0] in ('observations', 'actions'):
+      text += ', unbounded'
+    lines.append(text)
+
+  for field in SPEC_FIELDS:
+    walk(data[field], field)
+  return lines
 
 
 def check_spec_matches(
@@ -181,9 +227,14 @@ def check_spec_matches(
 ) -> None:
   """Raises SpecMismatchError naming each differing field, if there is one.
 
-  The message reads '<what> in N field(s): <field>: program <value>,
-  environment <value>; ...'.
+  The message's first line reads '<what> in N field(s): <field>: program <value>,
+  environment <value>; ...'; the program's whole spec follows, one field a line.
   """
   differences = spec_differences(program, environment)
   if differences:
-    raise SpecMismatchError(f'{what} in {len(differences)} field(s): ' + '; '.join(differences))
+    expected = '\n'.join(f'  {line}' for line in describe_spec(program))
+    raise SpecMismatchError(
+      f'{what} in {len(differences)} field(s): '
+      + '; '.join(differences)
+      + f"\nthe program's spec ({SPEC_HELP}):\n{expected}"
+    )

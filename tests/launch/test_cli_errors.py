@@ -1,5 +1,6 @@
 """Bad input at the command line: one line saying what to change, exit 2, nothing created."""
 
+import os
 import subprocess
 import sys
 
@@ -106,3 +107,26 @@ def test_resuming_with_only_damaged_checkpoints_is_refused_before_launch(tmp_pat
   rc, err = run_cli('--run_dir', str(run.path))
   assert_one_line_error(rc, err, 'No intact checkpoint', 'ckpt-000000000010.pkl')
   assert list(run.logs.iterdir()) == []  # nothing was launched
+
+
+def test_errors_come_alone_without_library_noise(tmp_path):
+  """No gym banner, no GLFW warning: stderr is the one error line (and MUJOCO_GL unset, as
+  in a user's shell)."""
+  env = {k: v for k, v in os.environ.items() if k != 'MUJOCO_GL'}
+  blocker = tmp_path / 'a_file'
+  blocker.write_text('x')
+  for args in (
+    ['--task', 'cartpole:fly', '--run_dir', str(tmp_path / 'r')],
+    ['--run_dir', str(blocker / 'run')],
+  ):
+    proc = subprocess.run(
+      [sys.executable, '-m', 'experiments.collect_infer', *args],
+      cwd=ROOT,
+      capture_output=True,
+      text=True,
+      timeout=120,
+      env=env,
+    )
+    assert proc.returncode == 2, proc.stderr
+    [line] = proc.stderr.splitlines()
+    assert line.startswith('error: '), line
