@@ -14,7 +14,8 @@ from launch.nodes.actor import ActorWorker, _steps_so_far, actor_seed
 from launch.nodes.counter import PersistentCounter
 from launch.nodes.evaluator import EvaluatorWorker, WindowRates
 from launch.nodes.learner import LearnerWorker
-from launch.program import GROUPS, make_program
+from launch.nodes.process import GROUPS
+from launch.program import make_program
 from tests.e2e_util import wait_for
 from tests.fakes import TINY_AGENT, tiny_config
 
