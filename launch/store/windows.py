@@ -23,7 +23,9 @@ those the actors keep storing (online fine-tuning) alike.
 """
 
 import dataclasses
-from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+import os
+import time
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -225,6 +227,41 @@ class WindowSampler:
     else:
       start = self._rng.integers(len(prompt) - steps + 1)
     return prompt[start : start + steps].reshape(-1), np.tile(task.layout.positions, steps)
+
+
+def window_batches(
+  store_dirs: Sequence[Union[str, os.PathLike]],
+  layouts: Mapping[str, TimestepLayout],
+  config: Mapping[str, Any],
+  batch_size: int,
+  seed: Union[None, int, np.random.Generator] = None,
+  refresh_every: int = 100,
+  wait_timeout_s: Optional[float] = None,
+  poll_s: float = 0.25,
+) -> Iterator[SequenceBatch]:
+  """Batches of windows of the episodes in `store_dirs` (`config`: WindowConfig's fields).
+
+  What a learner node hands an agent that trains on windows (its builder's
+  `make_store_iterator`). While no episode of the tasks is stored yet it waits, and after
+  `wait_timeout_s` it ends (StopIteration), so the learner can check for shutdown and ask
+  for a fresh iterator, as it does with a rate-limited replay.
+  """
+  sampler = WindowSampler(
+    [EpisodeStore(d) for d in store_dirs], layouts, WindowConfig(**config), seed
+  )
+  return _batches(sampler, batch_size, refresh_every, wait_timeout_s, poll_s)
+
+
+def _batches(sampler, batch_size, refresh_every, wait_timeout_s, poll_s):
+  start = time.monotonic()
+  while not sampler.refresh() and not sampler.num_episodes():
+    if wait_timeout_s is not None and time.monotonic() - start >= wait_timeout_s:
+      return
+    time.sleep(poll_s)
+  while True:
+    for _ in range(refresh_every):
+      yield sampler.sample(batch_size)
+    sampler.refresh()
 
 
 def _shape_problem(episode: Episode, layout: TimestepLayout) -> Optional[str]:
