@@ -89,7 +89,8 @@ class ExperimentConfig:
     'mpo',
     choices=registry.names,
     help="the agent (registered name): 'mpo' (the MPO family; --agent policy_loss= "
-    "picks mpo, pmpo or pac) or 'bc' (behaviour cloning, the offline baseline)",
+    "picks mpo, pmpo or pac), 'bc' (behaviour cloning, the offline baseline) or 'gato' "
+    '(a tokenised transformer policy trained on windows of stored episodes)',
   )
   store_episodes: bool = setting(
     True,
