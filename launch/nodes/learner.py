@@ -127,6 +127,7 @@ class LearnerWorker:
     # An agent that trains on windows of stored episodes in every mode brings its own
     # iterator (its builder's make_store_iterator); replay and store shares do not apply.
     self._windows = hasattr(self._builder, 'make_store_iterator')
+    self._window_batches = None
     self._store_batch = 0 if self._windows else int(round(batch * ratio))
     self._sampler = None
     if self._store_batch > 0:
@@ -223,12 +224,16 @@ class LearnerWorker:
   def _new_iterator(self):
     cfg = self._config
     if self._windows:
-      return self._builder.make_store_iterator(
-        store_dirs(cfg),
-        (cfg.task,),
-        functools.partial(window_batches, wait_timeout_s=cfg.learner_sample_timeout_s),
-        seed=cfg.seed,
-      )
+      # One for the learner's life: after a wait on an empty store it is asked again and
+      # keeps the episodes it has read (launch.store.windows.WindowBatches).
+      if self._window_batches is None:
+        self._window_batches = self._builder.make_store_iterator(
+          store_dirs(cfg),
+          (cfg.task,),
+          functools.partial(window_batches, wait_timeout_s=cfg.learner_sample_timeout_s),
+          seed=cfg.seed,
+        )
+      return self._window_batches
     replay_batch = cfg.agent.replay.batch_size - self._store_batch - self._external_batch
     timeout_ms = int(cfg.learner_sample_timeout_s * 1000)
     replay = None

@@ -8,7 +8,6 @@ unique), so the tests check what a window holds, not how the sampler cut it.
 from __future__ import annotations
 
 import logging
-import threading
 import zlib
 from typing import List, Tuple
 
@@ -171,21 +170,18 @@ def test_window_config_is_checked(store):
     WindowSampler(store, LAYOUTS, WindowConfig(length=20, prompt_tokens=14))
 
 
-def test_window_batches_wait_for_a_first_episode_then_end_or_serve(tmp_path):
-  """What a learner node hands an agent: it ends after its wait on an empty store (the node
-  checks for shutdown and asks again) and serves batches once an episode is stored."""
+def test_window_batches_wait_for_a_first_episode_then_serve(tmp_path):
+  """What a learner node hands an agent: on an empty store it ends after its wait (the node
+  checks for shutdown, then asks the same iterator again), and serves once one is stored."""
   store = EpisodeStore(tmp_path / 'store')
   fields = {'length': 24, 'conditioning': 'prompt', 'prompt_tokens': 12}
-  layouts = {'cart': LAYOUTS['cart']}
-  assert list(window_batches([store.directory], layouts, fields, 4, wait_timeout_s=0.2)) == []
-  batches = window_batches([store.directory], layouts, fields, 4, wait_timeout_s=30.0)
-  timer = threading.Timer(0.3, lambda: _store_one(store))
-  timer.start()
-  batch = next(batches)
-  timer.join()
-  assert batch.tokens.shape == (4, 24) and set(batch.task) == {0}
-
-
-def _store_one(store: EpisodeStore) -> None:
+  batches = window_batches(
+    [store.directory], {'cart': LAYOUTS['cart']}, fields, 4, wait_timeout_s=0.1, poll_s=0.05
+  )
+  with pytest.raises(StopIteration):
+    next(batches)
   with store.writer('actor_0') as writer:
     writer.append(_episode('cart', 0, 4))
+  batch = next(batches)
+  assert batch.tokens.shape == (4, 24) and set(batch.task) == {0}
+  assert batches.sampler.num_episodes() == 1
