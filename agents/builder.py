@@ -47,7 +47,13 @@ class AgentConfig(Protocol):
 
 @runtime_checkable
 class Builder(Protocol):
-  """Every piece of an agent for one environment spec."""
+  """Every piece of an agent for one environment spec.
+
+  Optional: `make_store_iterator(store_dirs, tasks, windows, seed)`, batches of the stored
+  episodes of `tasks` made with `windows` (launch.store.windows.window_batches, passed in
+  by the learner node, since agents/ never imports launch/). A learner node whose builder
+  has it trains on those batches in every mode, not on replay (agents.gato.builder).
+  """
 
   config: Any  # The agent's config dataclass.
   spec: specs.EnvironmentSpec

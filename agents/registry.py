@@ -18,6 +18,7 @@ from agents.common.errors import ConfigError
 AGENT_MODULES = (
   'agents.mpo',
   'agents.bc',
+  'agents.gato',
 )
 EXTRA_AGENTS_ENV = 'COLLECT_INFER_AGENTS'
 

@@ -89,7 +89,8 @@ class ExperimentConfig:
     'mpo',
     choices=registry.names,
     help="the agent (registered name): 'mpo' (the MPO family; --agent policy_loss= "
-    "picks mpo, pmpo or pac) or 'bc' (behaviour cloning, the offline baseline)",
+    "picks mpo, pmpo or pac), 'bc' (behaviour cloning, the offline baseline) or 'gato' "
+    '(a tokenised transformer policy trained on windows of stored episodes)',
   )
   store_episodes: bool = setting(
     True,
@@ -334,11 +335,12 @@ class ExperimentConfig:
         'max_actor_steps',
         'set (or max_seconds set): an experiment needs a budget to stop by itself',
       )
-    if self.mode in ('iterated', 'offline') or self.store_ratio > 0:
+    if self.mode in ('iterated', 'offline') or self.store_ratio > 0 or self.agent.trains_on_store:
       need(
         self.store_episodes or self.mode == 'offline',
         'store_episodes',
-        f'true when training draws on the store (mode={self.mode}, store_ratio={self.store_ratio})',
+        f'true when training draws on the store (mode={self.mode}, store_ratio={self.store_ratio}, '
+        f'algorithm={self.algorithm})',
       )
     labels = self.agent.learns_from_labels
     if labels and self.mode not in ('offline', 'iterated'):

@@ -199,6 +199,12 @@ class AgentConfig(Config):
     """Whether the builder needs the task's observation groups (e.g. as Perceiver tokens)."""
     return False
 
+  @property
+  def trains_on_store(self) -> bool:
+    """Whether the learner trains on stored episodes in every mode (its builder's
+    `make_store_iterator`), so the actors must store theirs."""
+    return False
+
 
 def tuple_or_none(value: Any) -> Optional[Tuple]:
   """JSON (config.json, --agent) gives lists; a tuple keeps a config hashable and comparable."""

@@ -1,6 +1,7 @@
 """The learner node: consumes the replay dataset, runs the jitted update, serves variables."""
 
 import contextlib
+import functools
 import pathlib
 import threading
 import time
@@ -27,6 +28,7 @@ from launch.run_dir import RunDir
 from launch.store.episodes import EpisodeStore
 from launch.store.mixing import ExternalShare, MixedBatches
 from launch.store.sampling import StoreSampler
+from launch.store.windows import window_batches
 
 LEARNER_STEPS = 'learner_steps'
 # The fields of every checkpoint payload the learner writes itself (see LearnerWorker._payload);
@@ -122,7 +124,11 @@ class LearnerWorker:
     replay_config = cfg.agent.replay  # Batches and transitions: the same for every agent.
     batch = replay_config.batch_size
     ratio = 1.0 if cfg.mode in ('offline', 'iterated') else cfg.store_ratio
-    self._store_batch = int(round(batch * ratio))
+    # An agent that trains on windows of stored episodes in every mode brings its own
+    # iterator (its builder's make_store_iterator); replay and store shares do not apply.
+    self._windows = hasattr(self._builder, 'make_store_iterator')
+    self._window_batches = None
+    self._store_batch = 0 if self._windows else int(round(batch * ratio))
     self._sampler = None
     if self._store_batch > 0:
       self._sampler = StoreSampler(
@@ -139,7 +145,7 @@ class LearnerWorker:
     # Attached robots' share, out of the replay share (online modes only).
     replay_share = batch - self._store_batch
     self._external_batch = 0
-    if cfg.mode in ('online', 'offline_to_online') and replay_share > 0:
+    if cfg.mode in ('online', 'offline_to_online') and replay_share > 0 and not self._windows:
       self._external_batch = min(int(round(batch * cfg.external_ratio)), replay_share)
     self._external_announced = False
     self._counter = counting.Counter(counter, prefix='learner')
@@ -188,6 +194,12 @@ class LearnerWorker:
         **position,
       )
     self._set_iteration()
+    if self._windows:
+      log.info(
+        'training on windows of the stored episodes of task %s (%d store(s))',
+        cfg.task,
+        len(store_dirs(cfg)),
+      )
     if self._sampler is not None:
       self._sampler.refresh()
       log.info(
@@ -211,6 +223,17 @@ class LearnerWorker:
 
   def _new_iterator(self):
     cfg = self._config
+    if self._windows:
+      # One for the learner's life: after a wait on an empty store it is asked again and
+      # keeps the episodes it has read (launch.store.windows.WindowBatches).
+      if self._window_batches is None:
+        self._window_batches = self._builder.make_store_iterator(
+          store_dirs(cfg),
+          (cfg.task,),
+          functools.partial(window_batches, wait_timeout_s=cfg.learner_sample_timeout_s),
+          seed=cfg.seed,
+        )
+      return self._window_batches
     replay_batch = cfg.agent.replay.batch_size - self._store_batch - self._external_batch
     timeout_ms = int(cfg.learner_sample_timeout_s * 1000)
     replay = None

@@ -23,7 +23,9 @@ those the actors keep storing (online fine-tuning) alike.
 """
 
 import dataclasses
-from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+import os
+import time
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -225,6 +227,70 @@ class WindowSampler:
     else:
       start = self._rng.integers(len(prompt) - steps + 1)
     return prompt[start : start + steps].reshape(-1), np.tile(task.layout.positions, steps)
+
+
+def window_batches(
+  store_dirs: Sequence[Union[str, os.PathLike]],
+  layouts: Mapping[str, TimestepLayout],
+  config: Mapping[str, Any],
+  batch_size: int,
+  seed: Union[None, int, np.random.Generator] = None,
+  refresh_every: int = 100,
+  wait_timeout_s: Optional[float] = None,
+  poll_s: float = 0.25,
+) -> 'WindowBatches':
+  """Batches of windows of the episodes in `store_dirs` (`config`: WindowConfig's fields):
+  what a learner node hands an agent that trains on windows (its builder's
+  `make_store_iterator`)."""
+  sampler = WindowSampler(
+    [EpisodeStore(d) for d in store_dirs], layouts, WindowConfig(**config), seed
+  )
+  return WindowBatches(sampler, batch_size, refresh_every, wait_timeout_s, poll_s)
+
+
+class WindowBatches:
+  """Endless batches of a WindowSampler, taking in new episodes every `refresh_every`.
+
+  While no episode of its tasks is stored it waits, and after `wait_timeout_s` raises
+  StopIteration, as a rate-limited replay iterator does, so a learner can check for
+  shutdown; unlike a generator it can be asked again (and keeps what it has read).
+  """
+
+  def __init__(
+    self,
+    sampler: WindowSampler,
+    batch_size: int,
+    refresh_every: int = 100,
+    wait_timeout_s: Optional[float] = None,
+    poll_s: float = 0.25,
+  ):
+    self.sampler = sampler
+    self._batch_size = batch_size
+    self._refresh_every = refresh_every
+    self._wait_timeout_s = wait_timeout_s
+    self._poll_s = poll_s
+    self._served = 0
+
+  def __iter__(self) -> 'WindowBatches':
+    return self
+
+  def __next__(self) -> SequenceBatch:
+    if not self.sampler.num_episodes():
+      self._wait()
+    elif self._served and self._served % self._refresh_every == 0:
+      self.sampler.refresh()
+    self._served += 1
+    return self.sampler.sample(self._batch_size)
+
+  def _wait(self) -> None:
+    start = time.monotonic()
+    while True:
+      self.sampler.refresh()
+      if self.sampler.num_episodes():
+        return
+      if self._wait_timeout_s is not None and time.monotonic() - start >= self._wait_timeout_s:
+        raise StopIteration
+      time.sleep(self._poll_s)
 
 
 def _shape_problem(episode: Episode, layout: TimestepLayout) -> Optional[str]:

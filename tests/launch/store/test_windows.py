@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from launch.store.episodes import Episode, EpisodeStore
-from launch.store.windows import WindowConfig, WindowSampler
+from launch.store.windows import WindowConfig, WindowSampler, window_batches
 from networks.tokenizer import TimestepLayout, Vocabulary
 
 VOCAB = Vocabulary(num_tasks=2)
@@ -168,3 +168,20 @@ def test_window_config_is_checked(store):
     WindowConfig(length=10, conditioning='goal')
   with pytest.raises(ValueError, match="no room for one timestep of task 'walker'"):
     WindowSampler(store, LAYOUTS, WindowConfig(length=20, prompt_tokens=14))
+
+
+def test_window_batches_wait_for_a_first_episode_then_serve(tmp_path):
+  """What a learner node hands an agent: on an empty store it ends after its wait (the node
+  checks for shutdown, then asks the same iterator again), and serves once one is stored."""
+  store = EpisodeStore(tmp_path / 'store')
+  fields = {'length': 24, 'conditioning': 'prompt', 'prompt_tokens': 12}
+  batches = window_batches(
+    [store.directory], {'cart': LAYOUTS['cart']}, fields, 4, wait_timeout_s=0.1, poll_s=0.05
+  )
+  with pytest.raises(StopIteration):
+    next(batches)
+  with store.writer('actor_0') as writer:
+    writer.append(_episode('cart', 0, 4))
+  batch = next(batches)
+  assert batch.tokens.shape == (4, 24) and set(batch.task) == {0}
+  assert batches.sampler.num_episodes() == 1

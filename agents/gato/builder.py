@@ -1,0 +1,157 @@
+"""The generalist as building blocks: transformer, tables, windows, learner, cached actor.
+
+It learns from stored episodes only (windows of tokens, launch.store.windows), in every
+mode: the launch layer hands `make_store_iterator` the store directories and the window
+maker, since agents/ never imports launch/. The program's Reverb node still runs for every
+agent; Gato's actors insert nothing there (`make_adder` gives None: their episodes reach
+the learner through the store, which the actors' recorders fill), and its tables never hold
+an insert back (MinSize(1), small FIFO), so attached robots' transitions, which the gateway
+inserts besides storing their episodes, are accepted and dropped in turn.
+"""
+
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
+
+import reverb
+from acme import adders, core, specs
+from acme.utils import counting, loggers
+
+from agents.common.errors import ConfigError
+from agents.gato.actor import GatoActor
+from agents.gato.config import GatoConfig
+from agents.gato.learner import GatoLearner
+from agents.gato.types import SequenceBatch
+from agents.mpo.builder import make_variable_client
+from agents.replay_pipeline import ReplayPipeline, check_spec
+from networks.tokenizer import TimestepLayout, Vocabulary
+from networks.transformer import SequenceModel, TransformerSizes, make_transformer
+
+# launch.store.windows.window_batches, as the launch layer passes it in:
+# windows(store_dirs, layouts, window_config_fields, batch_size, seed, refresh_every).
+WindowMaker = Callable[..., Iterator[SequenceBatch]]
+
+
+class GatoBuilder(ReplayPipeline):
+  """Builds every piece of the generalist for one body (agents.builder.Builder).
+
+  One task today: its body's TimestepLayout comes from the environment spec and its
+  observation groups. Several tasks will each bring a layout over the one vocabulary
+  (`make_store_iterator` already takes the tasks' names).
+  """
+
+  def __init__(
+    self,
+    config: GatoConfig,
+    spec: specs.EnvironmentSpec,
+    obs_group_sizes: Optional[Sequence[int]] = None,
+  ):
+    check_spec(spec)
+    super().__init__(config.replay, spec)
+    self.config = config
+    self.obs_dim = int(spec.observations.shape[0])
+    self.action_dim = int(spec.actions.shape[0])
+    groups = tuple(obs_group_sizes or (self.obs_dim,))
+    if sum(groups) != self.obs_dim:
+      raise ValueError(
+        f'observation groups {groups} do not add up to the observation size {self.obs_dim}'
+      )
+    m = config.model
+    self.vocab = Vocabulary(num_tasks=m.task_tokens)
+    self.layout = TimestepLayout(groups, self.action_dim, self.vocab, action_mu_law=m.action_mu_law)
+    w, n = config.window, self.layout.num_tokens
+    prefix = {'prompt': w.prompt_tokens // n * n, 'task_id': 1}.get(w.conditioning, 0)
+    if m.context - prefix < n:
+      raise ConfigError(
+        f'model.context={m.context} leaves no room for one timestep ({n} tokens) after '
+        f'the conditioning ({prefix} tokens): raise model.context'
+      )
+
+  def sizes(self) -> TransformerSizes:
+    m = self.config.model
+    return TransformerSizes(
+      vocab_size=self.vocab.size,
+      num_positions=self.layout.num_tokens,
+      max_len=m.context,
+      model_size=m.model_size,
+      num_heads=m.num_heads,
+      num_layers=m.num_layers,
+      widening_factor=m.widening_factor,
+    )
+
+  def make_networks(self) -> SequenceModel:
+    return make_transformer(self.sizes())
+
+  # --- data -------------------------------------------------------------------
+
+  def make_rate_limiter(self) -> reverb.rate_limiters.RateLimiter:
+    return reverb.rate_limiters.MinSize(1)  # Nothing samples: no insert may wait.
+
+  def make_adder(self, client: reverb.Client) -> Optional[adders.Adder]:
+    """None: the actors insert nothing; the store is the learner's data."""
+    del client
+    return None
+
+  def window_fields(self) -> Mapping[str, Any]:
+    """launch.store.windows.WindowConfig's fields for this config."""
+    w = self.config.window
+    return {
+      'length': self.config.model.context,
+      'conditioning': w.conditioning,
+      'prompt_tokens': w.prompt_tokens,
+      'prompt_from_end': w.prompt_from_end,
+    }
+
+  def make_store_iterator(
+    self, store_dirs: Sequence[Any], tasks: Sequence[str], windows: WindowMaker, seed: int = 0
+  ) -> Iterator[SequenceBatch]:
+    """Batches of windows of the stored episodes of `tasks` (metadata 'task'), in `store_dirs`.
+
+    The launch layer calls this instead of building replay or store-transition batches
+    whenever a builder has it (launch.nodes.learner.LearnerWorker).
+    """
+    layouts = {task: self.layout for task in tasks}  # One body today.
+    return windows(
+      store_dirs,
+      layouts,
+      self.window_fields(),
+      batch_size=self.config.replay.batch_size,
+      seed=seed,
+      refresh_every=self.config.window.refresh_every,
+    )
+
+  # --- learner and actor --------------------------------------------------------
+
+  def make_learner(
+    self,
+    iterator: Iterator[SequenceBatch],
+    seed: int = 0,
+    counter: Optional[counting.Counter] = None,
+    logger: Optional[loggers.Logger] = None,
+  ) -> GatoLearner:
+    return GatoLearner(
+      self.make_networks(), self.config, iterator, seed=seed, counter=counter, logger=logger
+    )
+
+  def make_actor(
+    self,
+    variable_source: core.VariableSource,
+    adder: Optional[adders.Adder],
+    seed: int = 0,
+    deterministic: bool = False,
+    version_name: Optional[str] = None,
+  ) -> GatoActor:
+    """Greedy when deterministic (evaluation: refreshed only when its owner asks), else
+    sampled, refreshed every `replay.variable_update_period` steps."""
+    w = self.config.window
+    return GatoActor(
+      self.make_networks(),
+      self.layout,
+      make_variable_client(
+        self.config.replay.variable_update_period, variable_source, deterministic, version_name
+      ),
+      adder,
+      seed=seed,
+      deterministic=deterministic,
+      conditioning=w.conditioning,
+      prompt_tokens=w.prompt_tokens,
+      task_index=0,
+    )

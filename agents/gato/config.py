@@ -1,0 +1,104 @@
+"""Configuration of the Gato-style generalist: model sizes, windows, optimiser."""
+
+import dataclasses
+
+from agents.common.config import AgentConfig, Config, Need, finite, is_int
+from agents.common.replay_config import ReplayConfig
+
+CONDITIONINGS = ('prompt', 'task_id', 'none')
+
+
+@dataclasses.dataclass
+class GatoModelConfig(Config):
+  """The decoder-only transformer (networks.transformer.TransformerSizes) and its tokens."""
+
+  model_size: int = 128
+  num_heads: int = 4
+  num_layers: int = 2
+  widening_factor: int = 4
+  # Tokens of context: the training window's length and the actor's key-value cache.
+  context: int = 256
+  # Task-id tokens in the vocabulary (conditioning 'task_id'): room for this many tasks, so
+  # adding tasks later keeps the parameters' shapes.
+  task_tokens: int = 8
+  # Mu-law actions (the issue's tokeniser) or uniform bins over [-1, 1].
+  action_mu_law: bool = True
+
+  def check(self, need: Need) -> None:
+    for f in ('model_size', 'num_heads', 'num_layers', 'widening_factor', 'context'):
+      need(is_int(getattr(self, f)) and getattr(self, f) >= 1, f, 'an int >= 1')
+    need(self.model_size % self.num_heads == 0, 'model_size', 'a multiple of num_heads')
+    need(is_int(self.task_tokens) and self.task_tokens >= 1, 'task_tokens', 'an int >= 1')
+    need(isinstance(self.action_mu_law, bool), 'action_mu_law', 'true or false')
+
+
+@dataclasses.dataclass
+class GatoWindowConfig(Config):
+  """How training windows are cut from stored episodes (launch.store.windows.WindowConfig),
+  and how the actor conditions its context the same way."""
+
+  # 'prompt': timesteps of another episode of the task first (acting: the actor's best
+  # episode so far); 'task_id': one task token; 'none': nothing.
+  conditioning: str = 'prompt'
+  prompt_tokens: int = 64  # Room for the prompt (whole timesteps that fit).
+  prompt_from_end: float = 0.5  # Share of prompts taken from their episode's end.
+  # The learner takes in newly stored episodes every this many batches.
+  refresh_every: int = 100
+
+  def check(self, need: Need) -> None:
+    need(self.conditioning in CONDITIONINGS, 'conditioning', f'one of {CONDITIONINGS}')
+    need(is_int(self.prompt_tokens) and self.prompt_tokens >= 0, 'prompt_tokens', 'an int >= 0')
+    need(
+      finite(self.prompt_from_end) and 0.0 <= self.prompt_from_end <= 1.0,
+      'prompt_from_end',
+      'in [0, 1]',
+    )
+    need(is_int(self.refresh_every) and self.refresh_every >= 1, 'refresh_every', 'an int >= 1')
+
+
+@dataclasses.dataclass
+class GatoOptimConfig(Config):
+  """AdamW with global-norm clipping (agents.gato.learning.make_optimizer)."""
+
+  learning_rate: float = 1e-4
+  max_grad_norm: float = 1.0
+  weight_decay: float = 1e-4
+
+  def check(self, need: Need) -> None:
+    for f in ('learning_rate', 'max_grad_norm'):
+      need(finite(getattr(self, f)) and getattr(self, f) > 0, f, 'a finite number > 0')
+    need(
+      finite(self.weight_decay) and self.weight_decay >= 0, 'weight_decay', 'a finite number >= 0'
+    )
+
+
+@dataclasses.dataclass
+class GatoConfig(AgentConfig):
+  """Hyper-parameters of the generalist.
+
+  It trains on windows of stored episodes, never on replay: of `replay` it reads the batch
+  size (windows a batch) and the actors' refresh period only.
+  """
+
+  model: GatoModelConfig = dataclasses.field(default_factory=GatoModelConfig)
+  window: GatoWindowConfig = dataclasses.field(default_factory=GatoWindowConfig)
+  optim: GatoOptimConfig = dataclasses.field(default_factory=GatoOptimConfig)
+  replay: ReplayConfig = dataclasses.field(
+    default_factory=lambda: ReplayConfig(batch_size=32, min_replay_size=1, max_replay_size=1000)
+  )
+
+  @property
+  def needs_observation_groups(self) -> bool:
+    return True  # One token range per observation group (networks.tokenizer.TimestepLayout).
+
+  @property
+  def trains_on_store(self) -> bool:
+    return True
+
+  def check(self, need: Need) -> None:
+    if self.window.conditioning == 'prompt':
+      need(
+        self.window.prompt_tokens < self.model.context,
+        'window',
+        f'prompt_tokens below model.context ({self.model.context}) with prompt conditioning',
+      )

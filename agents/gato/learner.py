@@ -1,0 +1,45 @@
+"""A thin acme Learner around the generalist's jitted sequence update."""
+
+from typing import Iterator, List, Optional, Sequence
+
+import jax
+from acme.utils import counting, loggers
+
+from agents.gato import learning
+from agents.gato.config import GatoConfig
+from agents.gato.types import SequenceBatch
+from agents.jitted_learner import JittedLearner
+from networks.transformer import SequenceModel
+
+
+class GatoLearner(JittedLearner):
+  """Fits the action tokens of windows of stored episodes, one batch of windows per step."""
+
+  label = 'Gato learner'
+  loss_names = ('sequence_loss',)
+  batch_fields = ('tokens', 'positions', 'loss_mask')
+
+  def __init__(
+    self,
+    model: SequenceModel,
+    config: GatoConfig,
+    iterator: Iterator[SequenceBatch],
+    seed: int = 0,
+    counter: Optional[counting.Counter] = None,
+    logger: Optional[loggers.Logger] = None,
+  ):
+    o = config.optim
+    optimizer = learning.make_optimizer(o.learning_rate, o.max_grad_norm, o.weight_decay)
+    super().__init__(
+      learning.initial_state(model, optimizer, jax.random.PRNGKey(seed)),
+      learning.make_update_fn(model, optimizer),
+      iterator,
+      counter,
+      logger,
+    )
+
+  def get_variables(self, names: Sequence[str]) -> List[dict]:
+    unknown = [n for n in names if n != 'policy']
+    if unknown:
+      raise KeyError(f'the Gato learner has no {unknown} variables; it serves only "policy"')
+    return [jax.device_get(self._state.params) for _ in names]

@@ -1,0 +1,126 @@
+"""The generalist's builder pieces together in one process: a real Reverb server from its
+tables, a real dm_control cartpole, the episode store, windows, learner, actor, checkpoint."""
+
+from __future__ import annotations
+
+import acme
+import jax
+import numpy as np
+import pytest
+import reverb
+from acme import specs, wrappers
+from acme.utils import loggers
+
+from agents import registry
+from agents.builder import Builder, Learner
+from agents.common.errors import ConfigError
+from agents.gato.builder import GatoBuilder
+from agents.gato.config import GatoConfig
+from agents.replay_pipeline import EXTERNAL_TABLE
+from environments.suite import make_environment, observation_group_sizes
+from launch.checkpointing import Checkpointer
+from launch.config import ExperimentConfig
+from launch.store.episodes import EpisodeStore
+from launch.store.recorder import EpisodeRecorder
+from launch.store.windows import window_batches
+
+TASK = 'cartpole:swingup'
+# 7 tokens a cartpole timestep: a 6-timestep context, 2 of them prompt.
+TINY_GATO = {
+  'model': {'model_size': 16, 'num_heads': 2, 'num_layers': 1, 'context': 42},
+  'window': {'prompt_tokens': 14, 'refresh_every': 2},
+  'replay': {'batch_size': 4},
+}
+STEPS = 40  # per episode
+
+
+def _builder(**overrides) -> GatoBuilder:
+  spec = specs.make_environment_spec(make_environment(TASK, seed=0))
+  config = GatoConfig.from_dict({**TINY_GATO, **overrides})
+  return GatoBuilder(config, spec, observation_group_sizes(TASK))
+
+
+def test_gato_builder_pieces_store_train_checkpoint_and_act(tmp_path):
+  builder = _builder()
+  assert isinstance(builder, Builder) and builder.layout.num_tokens == 7
+  assert registry.get('gato').builder_class() is GatoBuilder
+
+  # Replay: the program's tables never hold an insert back; actors insert nothing.
+  server = reverb.Server(builder.make_replay_tables(), port=None)
+  try:
+    client = reverb.Client(f'localhost:{server.port}')
+    assert builder.make_adder(client) is None
+    external = builder.make_external_adder(client)
+    env = wrappers.StepLimitWrapper(make_environment(TASK, seed=2), step_limit=5)
+    timestep = env.reset()
+    external.add_first(timestep)
+    while not timestep.last():
+      action = np.zeros(builder.action_dim, np.float32)
+      timestep = env.step(action)
+      external.add(action, timestep)
+    external.reset()
+    assert client.server_info()[EXTERNAL_TABLE].current_size > 0  # never held back
+  finally:
+    server.stop()
+
+  # Windows of the store, which is empty at first: the iterator ends after its wait.
+  store = EpisodeStore(tmp_path / 'store')
+  empty = builder.make_store_iterator(
+    [store.directory], [TASK], lambda *a, **k: window_batches(*a, wait_timeout_s=0.1, **k)
+  )
+  assert list(empty) == []
+  learner = builder.make_learner(
+    builder.make_store_iterator([tmp_path / 'store'], [TASK], window_batches, seed=0),
+    logger=loggers.NoOpLogger(),
+  )
+  assert isinstance(learner, Learner)
+
+  # Two episodes of the actor, with the learner's fresh parameters, into the store.
+  actor = builder.make_actor(learner, adder=None, seed=1, version_name=None)
+  recorder = EpisodeRecorder(store.writer('actor_0'), metadata={'source': 'actor_0', 'task': TASK})
+  env = wrappers.StepLimitWrapper(make_environment(TASK, seed=1), step_limit=STEPS)
+  loop = acme.EnvironmentLoop(env, actor, logger=loggers.NoOpLogger(), observers=[recorder])
+  for _ in range(2):
+    loop.run_episode()
+  store.refresh()
+  assert len(store) == 2 and actor.num_rebuilds > 2  # STEPS outgrow the 6-timestep cache
+
+  for _ in range(3):
+    learner.step()
+  assert learner.steps == 3
+
+  # The state round-trips through the project's checkpoints (no pickle).
+  checkpointer = Checkpointer(tmp_path / 'checkpoints')
+  checkpointer.save({'learner_state': learner.save()}, learner.steps)
+  step, payload = checkpointer.restore_latest()
+  again = builder.make_learner(iter(()), seed=5)
+  again.restore(payload['learner_state'])
+  assert step == again.steps == 3
+  (before,), (after,) = learner.get_variables(['policy']), again.get_variables(['policy'])
+  jax.tree_util.tree_map(np.testing.assert_array_equal, before, after)
+  with pytest.raises(KeyError, match='only "policy"'):
+    learner.get_variables(['critic'])
+
+  # A greedy actor acts with the trained parameters.
+  greedy = builder.make_actor(again, adder=None, deterministic=True)
+  greedy.observe_first(env.reset())
+  action = greedy.select_action(env.reset().observation)
+  assert action.shape == (builder.action_dim,) and np.all(np.abs(action) <= 1.0)
+
+
+def test_gato_config_is_checked_in_one_place():
+  with pytest.raises(ConfigError, match=r'model.model_size=10 .* multiple of num_heads'):
+    GatoConfig.from_dict({'model.model_size': 10, 'model.num_heads': 4})
+  with pytest.raises(ConfigError, match=r'window.conditioning=.goal.'):
+    GatoConfig.from_dict({'window.conditioning': 'goal'})
+  with pytest.raises(ConfigError, match='prompt_tokens below model.context'):
+    GatoConfig.from_dict({'window.prompt_tokens': 300})
+  with pytest.raises(ConfigError, match='no room for one timestep'):
+    _builder(model={'context': 20})
+  # Gato trains on the store in every mode: the actors must store their episodes.
+  with pytest.raises(ConfigError, match='store_episodes'):
+    ExperimentConfig.from_dict(
+      {'algorithm': 'gato', 'store_episodes': False, 'max_actor_steps': 10}
+    )
+  cpu = GatoConfig.from_dict(registry.get('gato').preset('cpu'))
+  assert (cpu.model.model_size, cpu.model.context, cpu.replay.batch_size) == (64, 128, 32)
