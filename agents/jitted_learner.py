@@ -7,7 +7,7 @@ serve any agent alike.
 """
 
 import time
-from typing import Any, Callable, Dict, Iterator, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import jax
 import numpy as np
@@ -91,3 +91,11 @@ class JittedLearner(core.Learner):
 
   def restore(self, state: Any):
     self._state = jax.tree_util.tree_map(jax.numpy.asarray, state)
+
+
+def policy_only_variables(learner: str, names: Sequence[str], params: Any) -> List[Any]:
+  """`get_variables` of a learner that serves only its policy (`params`) under 'policy'."""
+  unknown = [n for n in names if n != 'policy']
+  if unknown:
+    raise KeyError(f'the {learner} learner has no {unknown} variables; it serves only "policy"')
+  return [jax.device_get(params) for _ in names]

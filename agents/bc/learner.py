@@ -12,7 +12,7 @@ from acme.utils import counting, loggers
 
 from agents.bc import learning
 from agents.bc.config import BCConfig
-from agents.jitted_learner import JittedLearner
+from agents.jitted_learner import JittedLearner, policy_only_variables
 from networks.mpo import MPONetworks
 
 
@@ -43,7 +43,4 @@ class BCLearner(JittedLearner):
     )
 
   def get_variables(self, names: Sequence[str]) -> List[dict]:
-    unknown = [n for n in names if n != 'policy']
-    if unknown:
-      raise KeyError(f'the BC learner has no {unknown} variables; it serves only "policy"')
-    return [jax.device_get(self._state.policy_params) for _ in names]
+    return policy_only_variables('BC', names, self._state.policy_params)

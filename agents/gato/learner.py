@@ -8,7 +8,7 @@ from acme.utils import counting, loggers
 from agents.gato import learning
 from agents.gato.config import GatoConfig
 from agents.gato.types import SequenceBatch
-from agents.jitted_learner import JittedLearner
+from agents.jitted_learner import JittedLearner, policy_only_variables
 from networks.transformer import SequenceModel
 
 
@@ -39,7 +39,4 @@ class GatoLearner(JittedLearner):
     )
 
   def get_variables(self, names: Sequence[str]) -> List[dict]:
-    unknown = [n for n in names if n != 'policy']
-    if unknown:
-      raise KeyError(f'the Gato learner has no {unknown} variables; it serves only "policy"')
-    return [jax.device_get(self._state.params) for _ in names]
+    return policy_only_variables('Gato', names, self._state.params)
