@@ -187,7 +187,7 @@ def serve(socket_path: str, preload: Sequence[str] = PRELOAD, agents: bool = Tru
         conn, _ = listener.accept()
         _start_node(conn, listener, children, selector)
       else:  # A client: its connection closed (it was killed): so is its node.
-        if not conn_alive(key.fileobj):
+        if not _peer_open(key.fileobj):
           selector.unregister(key.fileobj)
           with contextlib.suppress(ProcessLookupError):
             os.kill(key.data, signal.SIGKILL)
@@ -202,10 +202,11 @@ def serve(socket_path: str, preload: Sequence[str] = PRELOAD, agents: bool = Tru
       listener.close()
 
 
-def conn_alive(conn: socket.socket) -> bool:
-  """False once the peer closed (clients never send after their request)."""
+def _peer_open(conn: socket.socket) -> bool:
+  """False once the peer closed. Clients send nothing after their request; anything else
+  is read and dropped, so a stray byte cannot keep the connection readable forever."""
   try:
-    return conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b''
+    return conn.recv(4096, socket.MSG_DONTWAIT) != b''
   except BlockingIOError:
     return True
   except OSError:
