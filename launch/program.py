@@ -1,4 +1,7 @@
-"""The topology: one experiment config -> one Launchpad program."""
+"""The topology: one experiment config -> one Launchpad program.
+
+Building it imports none of the nodes' libraries (launch.nodes.constructors).
+"""
 
 import os
 from typing import Any, Dict, Tuple
@@ -7,12 +10,8 @@ import launchpad as lp
 
 from launch import experiment
 from launch.config import ExperimentConfig
-from launch.nodes.actor import ActorWorker
-from launch.nodes.counter import PersistentCounter
-from launch.nodes.evaluator import EvaluatorWorker
-from launch.nodes.gateway import GatewayWorker
-from launch.nodes.learner import LearnerWorker
-from launch.nodes.replay import CheckpointedReverbNode
+from launch.nodes import constructors
+from launch.nodes.replay_node import CheckpointedReverbNode
 
 
 def _make_tables(config_dict: Dict[str, Any]):
@@ -36,25 +35,25 @@ def make_program(
   replay_node = CheckpointedReverbNode(
     lambda: _make_tables(cfg), replay_dir=os.path.join(run_dir, 'replay')
   )
-  counter_node = lp.CourierNode(PersistentCounter, run_dir)
+  counter_node = lp.CourierNode(constructors.counter, run_dir)
   with program.group('replay'):
     replay = program.add_node(replay_node)
   with program.group('counter'):
     counter = program.add_node(counter_node)
   with program.group('learner'):
-    learner_node = lp.CourierNode(LearnerWorker, cfg, replay, counter)
+    learner_node = lp.CourierNode(constructors.learner, cfg, replay, counter)
     learner = program.add_node(learner_node)
   with program.group('gateway'):
     # A plain node: it serves robots over its own gRPC port, and nothing over Courier.
     program.add_node(
-      lp.PyClassNode(GatewayWorker, cfg, learner, replay_node.reverb_address, gateway)
+      lp.PyClassNode(constructors.gateway, cfg, learner, replay_node.reverb_address, gateway)
     )
   if config.mode != 'offline':  # Offline training has no actors, only stored data.
     with program.group('actor'):
       for i in range(config.num_actors):
-        program.add_node(lp.CourierNode(ActorWorker, cfg, i, replay, learner, counter))
+        program.add_node(lp.CourierNode(constructors.actor, cfg, i, replay, learner, counter))
   with program.group('evaluator'):
-    program.add_node(lp.CourierNode(EvaluatorWorker, cfg, learner, counter, replay))
+    program.add_node(lp.CourierNode(constructors.evaluator, cfg, learner, counter, replay))
   addresses = {
     'replay': replay_node.reverb_address,
     'learner': learner_node.courier_address,

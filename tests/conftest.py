@@ -34,4 +34,12 @@ def budget_run(tmp_path_factory):
   from tests.fakes import TINY
 
   run_dir = tmp_path_factory.mktemp('budget_run') / 'run'
-  return run_to_end(run_dir, '--max_actor_steps', str(BUDGET_RUN_STEPS), *TINY, timeout=420)
+  # The default per-launch fork server, as `make run` uses it (other launches share one).
+  return run_to_end(
+    run_dir,
+    '--max_actor_steps',
+    str(BUDGET_RUN_STEPS),
+    *TINY,
+    timeout=420,
+    share_fork_server=False,
+  )

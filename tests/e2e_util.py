@@ -1,5 +1,6 @@
 """Helpers for tests that launch the real program as a user would (tiny configs: tests/fakes.py)."""
 
+import atexit
 import dataclasses
 import json
 import os
@@ -15,19 +16,51 @@ from tests.listening import Listener, listening
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
+_shared_server = []  # The session's fork server (launch.local.forkserver), once started.
+
+
+def shared_fork_server():
+  """One fork server for every launch of this test session: each pays its imports once.
+
+  The launches use it through $COLLECT_INFER_FORK_SERVER (launch.local.launcher); the
+  shared budget run does not, so the default per-launch server is tested end to end too.
+  """
+  if not _shared_server:
+    from launch import loopback
+    from launch.local.forkserver import ForkServer
+    from launch.local.launcher import fork_server_env
+
+    server = ForkServer(fork_server_env(loopback.preload_env()))
+    atexit.register(server.stop)
+    server.wait_ready()
+    _shared_server.append(server)
+  return _shared_server[0]
+
 
 def start_cli(
-  run_dir: pathlib.Path, *args: str, log: Optional[pathlib.Path] = None
+  run_dir: pathlib.Path,
+  *args: str,
+  log: Optional[pathlib.Path] = None,
+  share_fork_server: bool = True,
 ) -> subprocess.Popen:
-  """Starts `python -m experiments.collect_infer` in its own session (like a terminal job)."""
+  """Starts `python -m experiments.collect_infer` in its own session (like a terminal job).
+
+  With `share_fork_server` its nodes are forks of the session's fork server.
+  """
   log = log or run_dir.parent / f'{run_dir.name}-{time.time_ns()}.log'
   out = open(log, 'w')
+  env = dict(os.environ)
+  if share_fork_server:
+    from launch.local.forkserver import SHARED_ENV
+
+    env[SHARED_ENV] = shared_fork_server().socket_path
   proc = subprocess.Popen(
     [sys.executable, '-m', 'experiments.collect_infer', '--run_dir', str(run_dir), *args],
     cwd=ROOT,
     stdout=out,
     stderr=subprocess.STDOUT,
     start_new_session=True,
+    env=env,
   )
   proc.log_path = log
   return proc
@@ -37,8 +70,24 @@ def output(proc: subprocess.Popen) -> str:
   return pathlib.Path(proc.log_path).read_text(errors='replace')
 
 
+def _children(pid: int) -> List[int]:
+  found = []
+  try:
+    for task in os.listdir(f'/proc/{pid}/task'):
+      with open(f'/proc/{pid}/task/{task}/children') as f:
+        found += [int(c) for c in f.read().split()]
+  except OSError:
+    pass
+  return found
+
+
 def session_processes(sid: int) -> List[int]:
-  """PIDs still alive in the session `sid` (the launcher and every node it started)."""
+  """PIDs still alive in the session `sid` (the launcher and every node it started).
+
+  Nodes forked by the session's shared fork server live in the test's session, not the
+  launcher's: they are counted in too (with their children). Tests run one launch at a
+  time, so they are that launch's, or ones an earlier launch left behind.
+  """
   alive = []
   for entry in os.listdir('/proc'):
     if entry.isdigit():
@@ -47,6 +96,12 @@ def session_processes(sid: int) -> List[int]:
           alive.append(int(entry))
       except (ProcessLookupError, PermissionError):
         pass
+  if _shared_server:
+    todo = _children(_shared_server[0].pid)
+    while todo:
+      pid = todo.pop()
+      alive.append(pid)
+      todo += _children(pid)
   return alive
 
 
@@ -148,9 +203,11 @@ class FinishedRun:
   listening: Tuple[Listener, ...] = ()
 
 
-def run_to_end(run_dir: pathlib.Path, *args: str, timeout: float) -> FinishedRun:
+def run_to_end(
+  run_dir: pathlib.Path, *args: str, timeout: float, share_fork_server: bool = True
+) -> FinishedRun:
   """Launches the program, waits for it to exit by itself, and records how it ended."""
-  proc = start_cli(run_dir, *args)
+  proc = start_cli(run_dir, *args, share_fork_server=share_fork_server)
   try:
     returncode, listeners = wait_exit_listening(proc, timeout=timeout)
     leftover = leftover_processes(proc.pid)

@@ -44,8 +44,21 @@ log = get_logger('launch')
 HEADER = struct.Struct('!I')
 MAX_REQUEST_BYTES = 4 << 20  # Arguments and an environment: kilobytes.
 CLIENT = pathlib.Path(__file__).with_name('forkserver_client.py')
+# A fork server that outlives launches: its socket (see SharedForkServer).
+SHARED_ENV = 'COLLECT_INFER_FORK_SERVER'
 # What every node process imports (the agents' builders come from the registry).
-PRELOAD = ('launch.program', 'dm_control.suite', 'haiku', 'optax', 'cloudpickle')
+PRELOAD = (
+  'launch.program',
+  'launch.nodes.replay',
+  'launch.nodes.counter',
+  'launch.nodes.learner',
+  'launch.nodes.actor',
+  'launch.nodes.evaluator',
+  'dm_control.suite',
+  'haiku',
+  'optax',
+  'cloudpickle',
+)
 
 
 def _send(conn: socket.socket, message: dict) -> None:
@@ -273,6 +286,18 @@ def _reap(children, selector) -> None:
     conn.close()
 
 
+def _write_wrapper(directory: str, socket_path: str, client_args: Sequence[str] = ()) -> str:
+  """The interpreter Launchpad runs for a node: the client, standing in for it."""
+  path = os.path.join(directory, 'python')
+  # -I -S: no site packages, no PYTHON* variables; the client needs the standard library.
+  args = ' '.join(f'"{a}"' for a in (*client_args, socket_path))
+  pathlib.Path(path).write_text(
+    f'#!/bin/sh\nexec "{sys.executable}" -I -S "{CLIENT}" {args} "$@"\n'
+  )
+  os.chmod(path, 0o700)
+  return path
+
+
 class ForkServer:
   """The launcher's handle: starts the server, names the interpreter Launchpad should use."""
 
@@ -285,12 +310,7 @@ class ForkServer:
   ):
     self._dir = tempfile.mkdtemp(prefix='collect-infer-fork-')  # Mode 0700.
     self.socket_path = os.path.join(self._dir, 'socket')
-    self.interpreter = os.path.join(self._dir, 'python')
-    # -I -S: no site packages, no PYTHON* variables; the client needs the standard library.
-    pathlib.Path(self.interpreter).write_text(
-      f'#!/bin/sh\nexec "{sys.executable}" -I -S "{CLIENT}" "{self.socket_path}" "$@"\n'
-    )
-    os.chmod(self.interpreter, 0o700)
+    self.interpreter = _write_wrapper(self._dir, self.socket_path)
     out = open(log_path, 'a') if log_path else subprocess.DEVNULL
     self._process = subprocess.Popen(
       [sys.executable, '-m', 'launch.local.forkserver', '--socket', self.socket_path]
@@ -321,6 +341,32 @@ class ForkServer:
     except (OSError, subprocess.TimeoutExpired):
       self._process.kill()
       self._process.wait()
+    shutil.rmtree(self._dir, ignore_errors=True)
+
+
+class SharedForkServer:
+  """A launch's handle on a fork server that outlives it (SHARED_ENV names its socket).
+
+  Many launches in turn (a test session, a sweep) then pay for the imports once. Its
+  nodes are the server's children, not the launcher's, so each node's client is told to
+  die with this launcher: it then passes SIGTERM on to its node, which saves its state and
+  exits, as when a per-launch server dies with its launcher.
+  """
+
+  def __init__(self, socket_path: str):
+    self.socket_path = socket_path
+    self._dir = tempfile.mkdtemp(prefix='collect-infer-fork-')  # Mode 0700.
+    self.interpreter = _write_wrapper(
+      self._dir, socket_path, ('--die-with-launcher', str(os.getpid()))
+    )
+
+  def wait_ready(self, timeout: float = 300.0) -> None:
+    del timeout  # Shared: it is up, or it is gone.
+    if not os.path.exists(self.socket_path):
+      raise RuntimeError(f'the shared fork server {self.socket_path} ({SHARED_ENV}) is gone')
+
+  def stop(self, timeout: float = 10.0) -> None:
+    del timeout  # The server is not this launch's to stop.
     shutil.rmtree(self._dir, ignore_errors=True)
 
 

@@ -9,6 +9,10 @@ It hands the server its arguments, environment, working directory and stdin/stdo
 then mirrors the node: signals it gets are passed on, and it exits as the node did (the
 same exit code, or killed by the same signal). If it is killed itself, its connection
 closes and the server kills the node.
+
+With `--die-with-launcher PID` (a server shared by many launches, whose nodes are not the
+launcher's children) it also takes a parent-death SIGTERM, passed on like any other, so
+the node stops and saves its state when its launcher dies.
 """
 
 import json
@@ -62,9 +66,25 @@ def _read_message(sock: socket.socket) -> dict:
   return json.loads(body)
 
 
+def _die_with_parent(launcher: int, sig: int) -> None:
+  """`sig` to this process when its parent (the launcher, `launcher`) dies."""
+  import ctypes  # pylint: disable=import-outside-toplevel
+
+  libc = ctypes.CDLL(None, use_errno=True)
+  libc.prctl(1, int(sig), 0, 0, 0)  # PR_SET_PDEATHSIG
+  if os.getppid() != launcher:  # Died before the signal was armed: start nothing.
+    sys.stderr.write(f'[launch] the launcher (pid {launcher}) is gone; not starting the node\n')
+    os._exit(1)
+
+
 def main(argv) -> None:
+  launcher = None
+  if len(argv) > 2 and argv[1] == '--die-with-launcher':
+    launcher, argv = int(argv[2]), argv[:1] + argv[3:]
   if len(argv) < 3:
-    sys.stderr.write('usage: forkserver_client.py SOCKET SCRIPT [ARGS...]\n')
+    sys.stderr.write(
+      'usage: forkserver_client.py [--die-with-launcher PID] SOCKET SCRIPT [ARGS...]\n'
+    )
     os._exit(2)
   path, command = argv[1], argv[2:]
   pending = []
@@ -84,6 +104,8 @@ def main(argv) -> None:
     signal.signal(sig, forward)
   for sig in GROUP_SIGNALS:
     signal.signal(sig, signal.SIG_IGN)
+  if launcher is not None:
+    _die_with_parent(launcher, signal.SIGTERM)
   try:
     sock = _connect(path)
   except OSError as e:

@@ -229,18 +229,30 @@ def _launch_slurm(config: ExperimentConfig, resumed: bool, follow: bool) -> Expe
 FORKED_GROUPS = ('replay', 'counter', 'learner', 'actor', 'evaluator')
 
 
-def _start_fork_server(config: ExperimentConfig, node_logs, node_process_env):
+def fork_server_env(bind: Dict[str, str]) -> Dict[str, str]:
+  """The environment a fork server starts with, for nodes that listen as `bind` says
+  (bind_env). The libraries read it when imported, which the server does once: the
+  learner's (the common one), with numpy's BLAS on one thread as the actors want it."""
+  return {**process_env('learner'), **bind, 'OMP_NUM_THREADS': '1'}
+
+
+def _start_fork_server(config: ExperimentConfig, node_logs, bind: Dict[str, str]):
   """The fork server for a local_mp launch (launch.local.forkserver), starting; or None
-  with --no_fork_server (nodes then start as fresh interpreters: the same, only slower)."""
+  with --no_fork_server (nodes then start as fresh interpreters: the same, only slower).
+
+  A server named by $COLLECT_INFER_FORK_SERVER (started with fork_server_env for
+  bind=loopback, e.g. by the test suite) is used instead of starting one, for loopback
+  launches.
+  """
   if not config.fork_server:
     return None
-  from launch.local.forkserver import ForkServer
+  from launch.local.forkserver import SHARED_ENV, ForkServer, SharedForkServer
 
+  shared = os.environ.get(SHARED_ENV)
+  if shared and config.bind == 'loopback':
+    return SharedForkServer(shared)
   node_logs.mkdir(parents=True, exist_ok=True)
-  # The learner's environment (the common one), with numpy's BLAS on one thread as the
-  # actors want it: the libraries read these when imported, which the server does once.
-  env = {**node_process_env('learner'), 'OMP_NUM_THREADS': '1'}
-  return ForkServer(env, log_path=node_logs / 'forkserver')
+  return ForkServer(fork_server_env(bind), log_path=node_logs / 'forkserver')
 
 
 def _ready_or_none(server):
@@ -340,9 +352,9 @@ def launch(
       # Each node writes its own file (unbuffered); the follower echoes them here.
       node_logs = run_dir.logs / 'nodes' / time.strftime('%Y%m%d-%H%M%S')
       # Started first: it imports the libraries while this process does the same below.
-      fork_server = _start_fork_server(config, node_logs, node_process_env)
-    # Late: the program imports TensorFlow (about 10 s of CPU), which a refused launch
-    # (a bad setting, a spent budget, a run in use) never needs.
+      fork_server = _start_fork_server(config, node_logs, bind)
+    # Late, though light (the nodes' libraries load in the node processes): a refused launch
+    # (a bad setting, a spent budget, a run in use) needs none of it.
     import launchpad as lp
     from absl import flags
 

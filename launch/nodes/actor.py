@@ -184,6 +184,6 @@ class ActorWorker:
     self._stoppable.stop = stop
     # An insert parked on the rate limiter never returns once the learner has
     # stopped sampling; it must not keep this node alive past shutdown.
-    finished = run_until_stopped(self._episodes, stop, grace_seconds=3.0)
+    finished = run_until_stopped(self._episodes, stop, grace_seconds=1.0)
     self._log.info('stopped%s', '' if finished else ' (abandoned an in-flight insert)')
     exit_process_if_stuck(finished)

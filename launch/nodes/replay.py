@@ -7,9 +7,7 @@ import threading
 import time
 from typing import Any, Dict, Mapping, Optional
 
-import launchpad as lp
 import reverb
-from launchpad import address as lp_address
 from launchpad.launch import worker_manager
 
 from agents.common.logs import get_logger
@@ -134,66 +132,56 @@ def newest_checkpoint(replay_dir: str) -> Optional[str]:
   return str(done[-1]) if done else None
 
 
-class CheckpointedReverbNode(lp.ReverbNode):
-  """An `lp.ReverbNode` whose replay survives a relaunch.
+def serve(port: int, priority_tables_fn, replay_dir: str) -> None:
+  """The replay node's process: a Reverb server on `port` until the program stops.
 
-  Reverb's default checkpointer writes to a fresh temp dir, so a relaunched
-  program starts empty. This node checkpoints into the run directory (restored
-  at start-up by `DefaultCheckpointer`) and once more when the program stops.
+  Reverb's default checkpointer writes to a fresh temp dir, so a relaunched program would
+  start empty. This one checkpoints into the run directory (restored at start-up by
+  `DefaultCheckpointer`) and once more when the program stops.
   """
-
-  def __init__(self, priority_tables_fn, replay_dir: str):
-    self._replay_dir = replay_dir
-    super().__init__(
-      priority_tables_fn,
-      checkpoint_ctor=lambda: reverb.checkpointers.DefaultCheckpointer(replay_dir),
-    )
-
-  def run(self):
-    quiet_node_logs()
-    announce_process('replay')
-    port = lp_address.get_port_from_address(self._address.resolve())
-    checkpoint = newest_checkpoint(self._replay_dir)
-    server = reverb.Server(
-      tables=self._priority_tables_fn(), port=port, checkpointer=self._checkpoint_ctor()
-    )
-    if checkpoint is None:
-      log.info('serving on port %s; empty tables (no checkpoint yet in %s)', port, self._replay_dir)
-    else:
-      sizes = {
-        n: i.current_size for n, i in reverb.Client(f'localhost:{port}').server_info().items()
-      }
-      log.info('serving on port %s; restored table sizes %s from %s', port, sizes, checkpoint)
-    metrics = None
+  quiet_node_logs()
+  announce_process('replay')
+  checkpoint = newest_checkpoint(replay_dir)
+  server = reverb.Server(
+    tables=priority_tables_fn(),
+    port=port,
+    checkpointer=reverb.checkpointers.DefaultCheckpointer(replay_dir),
+  )
+  if checkpoint is None:
+    log.info('serving on port %s; empty tables (no checkpoint yet in %s)', port, replay_dir)
+  else:
+    sizes = {n: i.current_size for n, i in reverb.Client(f'localhost:{port}').server_info().items()}
+    log.info('serving on port %s; restored table sizes %s from %s', port, sizes, checkpoint)
+  metrics = None
+  try:
+    # The run directory holds replay_dir (<run>/replay) and the logs.
+    run_dir = pathlib.Path(replay_dir).parent
+    metrics = ReplayMetricsLogger(f'localhost:{port}', run_dir).start()
+  except Exception as e:  # pylint: disable=broad-except
+    log.warning('table metrics disabled: %s', e)
+  stop = worker_manager.stop_event()
+  while not wait_for_stop(stop, 3600.0):
+    pass
+  if metrics is not None:
     try:
-      # The run directory holds replay_dir (<run>/replay) and the logs.
-      run_dir = pathlib.Path(self._replay_dir).parent
-      metrics = ReplayMetricsLogger(f'localhost:{port}', run_dir).start()
+      metrics.close()
     except Exception as e:  # pylint: disable=broad-except
-      log.warning('table metrics disabled: %s', e)
-    stop = worker_manager.stop_event()
-    while not wait_for_stop(stop, 3600.0):
-      pass
-    if metrics is not None:
-      try:
-        metrics.close()
-      except Exception as e:  # pylint: disable=broad-except
-        log.warning('closing the table metrics failed: %s', e)
-    saved = None
-    try:
-      saved = reverb.Client(f'localhost:{port}').checkpoint()
-    except Exception as e:  # pylint: disable=broad-except
-      log.warning('final checkpoint failed: %s', e)
-    # Actors parked on a rate-limited insert keep their streams open, and a
-    # gRPC shutdown waits for them: give it a moment, then, with replay saved,
-    # end this node's own process so those actors see the server go away.
-    stopper = threading.Thread(target=server.stop, daemon=True)
-    stopper.start()
-    stopper.join(timeout=5)
-    if saved:
-      # A server that stops in time checkpoints once more, and Reverb keeps only the newest.
-      log.info('final checkpoint %s', newest_checkpoint(self._replay_dir) or saved)
-    if stopper.is_alive() and threading.current_thread() is threading.main_thread():
-      log.info('stopped (in-flight inserts abandoned)')
-      os._exit(0)  # pylint: disable=protected-access
-    log.info('stopped')
+      log.warning('closing the table metrics failed: %s', e)
+  saved = None
+  try:
+    saved = reverb.Client(f'localhost:{port}').checkpoint()
+  except Exception as e:  # pylint: disable=broad-except
+    log.warning('final checkpoint failed: %s', e)
+  # Actors parked on a rate-limited insert keep their streams open, and a
+  # gRPC shutdown waits for them: give it a moment, then, with replay saved,
+  # end this node's own process so those actors see the server go away.
+  stopper = threading.Thread(target=server.stop, daemon=True)
+  stopper.start()
+  stopper.join(timeout=5)
+  if saved:
+    # A server that stops in time checkpoints once more, and Reverb keeps only the newest.
+    log.info('final checkpoint %s', newest_checkpoint(replay_dir) or saved)
+  if stopper.is_alive() and threading.current_thread() is threading.main_thread():
+    log.info('stopped (in-flight inserts abandoned)')
+    os._exit(0)  # pylint: disable=protected-access
+  log.info('stopped')
