@@ -125,3 +125,39 @@ def test_the_server_ends_with_its_launcher_s_pipe_and_refuses_nothing_before(nod
     timeout=200,
   )
   assert gone.returncode == 1 and 'fork server' in gone.stderr
+
+
+LAUNCHER = textwrap.dedent(
+  """
+  import subprocess, sys, time
+  from launch.local.forkserver import SharedForkServer
+  shared = SharedForkServer(sys.argv[1])
+  subprocess.Popen([shared.interpreter, sys.argv[2], 'term'])
+  time.sleep(60)
+  """
+)
+
+
+def test_a_shared_servers_node_stops_as_on_a_signal_when_its_launcher_is_killed(
+  server, node, tmp_path
+):
+  # A shared server's nodes are not the launcher's children: the client passes the
+  # launcher's death on to its node as SIGTERM (it saves its state and exits).
+  script = tmp_path / 'launcher.py'
+  script.write_text(LAUNCHER)
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+  launcher = subprocess.Popen(
+    [sys.executable, str(script), server.socket_path, node],
+    stdout=subprocess.PIPE,
+    text=True,
+    env={**os.environ, 'PYTHONPATH': root},
+  )
+  hello = _hello(launcher)
+  assert hello['ppid'] == server.pid and _alive(hello['pid'])
+  launcher.kill()
+  launcher.wait(timeout=10)
+  assert launcher.stdout.readline().strip() == 'stopping'
+  deadline = time.time() + 10
+  while _alive(hello['pid']) and time.time() < deadline:
+    time.sleep(0.05)
+  assert not _alive(hello['pid'])
