@@ -1,0 +1,138 @@
+"""The planning actor: model-predictive control with the learner's latest dynamics model.
+
+Each step it plans with CEM (or random shooting) through the ensemble, in one jitted call,
+and acts on the plan's first decision; the plan, shifted by one decision, starts the next
+step's search (planner.warm_start). Its randomness is one key, from its seed, split once
+per step: a fixed seed, model and observation sequence give the same actions. The
+deterministic (evaluation) actor also restarts its key at each episode's start, so one
+model evaluates the same from the same start state however many episodes came before.
+"""
+
+from typing import Callable, Optional
+
+import dm_env
+import jax
+import jax.numpy as jnp
+import numpy as np
+from acme import adders, core
+
+from agents.mpo.actor import prefer_inline_cpu_dispatch
+from agents.planning.config import PlannerSettings
+from agents.planning.learner import model_from_variables
+from agents.planning.model_step import make_model_step
+from agents.planning.planner import PlannerConfig, cem, random_shooting, shift_plan
+from agents.variable_client import VariableClient
+from networks.dynamics import EnsembleModel
+
+
+def planner_config(settings: PlannerSettings, minimum, maximum) -> PlannerConfig:
+  """The planner's config for actions within [minimum, maximum] (per dimension)."""
+  return PlannerConfig(
+    action_minimum=tuple(np.broadcast_to(np.asarray(minimum, float), np.shape(maximum)).tolist()),
+    action_maximum=tuple(np.asarray(maximum, float).tolist()),
+    horizon=settings.horizon,
+    num_candidates=settings.num_candidates,
+    iterations=settings.iterations,
+    num_elites=settings.num_elites,
+    action_repeat=settings.action_repeat,
+    init_std=settings.init_std,
+    min_std=settings.min_std,
+    smoothing=settings.smoothing,
+    discount=settings.discount,
+  )
+
+
+def make_plan_step(
+  model: EnsembleModel,
+  settings: PlannerSettings,
+  config: PlannerConfig,
+  propagation: str,
+  exploration_std: float = 0.0,
+):
+  """step(variables, obs, key, initial_plan) -> (action, next_plan, value, key), pure.
+
+  `next_plan` starts the next step's search: the plan shifted by one decision
+  (settings.warm_start), else the middle of the bounds. The model's variables are an
+  argument, not closed over, so one compilation serves every parameter refresh.
+  """
+  search = cem if settings.method == 'cem' else random_shooting
+  lo, hi = jnp.asarray(config.action_minimum), jnp.asarray(config.action_maximum)
+
+  def step(variables, obs, key, initial_plan):
+    params, stats = model_from_variables(variables)
+    model_step = make_model_step(model, params, stats, propagation)
+    key, plan_key, noise_key = jax.random.split(key, 3)
+    result = search(model_step.step, model_step.initial_state(obs), plan_key, config, initial_plan)
+    action = result.action
+    if exploration_std > 0:
+      noise = exploration_std * (hi - lo) * jax.random.normal(noise_key, action.shape)
+      action = jnp.clip(action + noise, lo, hi)
+    if settings.warm_start:
+      next_plan = shift_plan(result.plan, config)
+    else:
+      next_plan = jnp.broadcast_to((lo + hi) / 2, config.plan_shape)
+    return action, next_plan, result.value, key
+
+  return step
+
+
+class PlanningActor(core.Actor):
+  """Acts on the first decision of a plan made through the learned model at every step."""
+
+  def __init__(
+    self,
+    plan_step: Callable,
+    config: PlannerConfig,
+    variable_client: VariableClient,
+    adder: Optional[adders.Adder] = None,
+    seed: int = 0,
+    deterministic: bool = False,
+  ):
+    """`plan_step`: make_plan_step's function, jitted (actors of one builder share it)."""
+    prefer_inline_cpu_dispatch()
+    self._cpu = jax.devices('cpu')[0]  # Beside the environment, as MPOActor.
+    self._step = plan_step
+    self._deterministic = deterministic
+    self._client = variable_client
+    self._adder = adder
+    self._seed = seed
+    self._key = jax.device_put(jax.random.PRNGKey(seed), self._cpu)
+    lo, hi = np.asarray(config.action_minimum), np.asarray(config.action_maximum)
+    self._centre = np.broadcast_to((lo + hi) / 2, config.plan_shape).astype(np.float32)
+    self._plan = self._centre
+    self._host_params = None
+    self._device_params = None
+    self.last_value: Optional[float] = None  # The chosen plan's return under the model.
+
+  def _params(self):
+    params = self._client.params
+    if params is not self._host_params:
+      self._device_params = jax.device_put(params, self._cpu)
+      self._host_params = params
+    return self._device_params
+
+  def select_action(self, observation: np.ndarray) -> np.ndarray:
+    observation = np.asarray(observation, dtype=np.float32)
+    action, plan, value, self._key = self._step(self._params(), observation, self._key, self._plan)
+    self._plan = plan
+    self.last_value = value
+    return np.asarray(action)
+
+  @property
+  def policy_version(self) -> Optional[int]:
+    """The learner step of the model planning now, when the source serves it."""
+    return self._client.version
+
+  def observe_first(self, timestep: dm_env.TimeStep):
+    self._plan = self._centre  # Nothing carries over from the last episode's plan.
+    if self._deterministic:
+      self._key = jax.device_put(jax.random.PRNGKey(self._seed), self._cpu)
+    if self._adder:
+      self._adder.add_first(timestep)
+
+  def observe(self, action: np.ndarray, next_timestep: dm_env.TimeStep):
+    if self._adder:
+      self._adder.add(action, next_timestep)
+
+  def update(self, wait: bool = False):
+    self._client.update(wait)
