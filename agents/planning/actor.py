@@ -1,11 +1,12 @@
 """The planning actor: model-predictive control with the learner's latest dynamics model.
 
-Each step it plans with CEM (or random shooting) through the ensemble, in one jitted call,
-and acts on the plan's first decision; the plan, shifted by one decision, starts the next
-step's search (planner.warm_start). Its randomness is one key, from its seed, split once
-per step: a fixed seed, model and observation sequence give the same actions. The
-deterministic (evaluation) actor also restarts its key at each episode's start, so one
-model evaluates the same from the same start state however many episodes came before.
+It plans with CEM (or random shooting) through the ensemble, in one jitted call, and acts
+on the plan's first decision, held for `action_repeat` steps as the plan assumed; then it
+plans again, the last plan shifted by one decision starting the search (planner.warm_start).
+Its randomness is one key, from its seed, split once per plan: a fixed seed, model and
+observation sequence give the same actions. The deterministic (evaluation) actor also
+restarts its key at each episode's start, so one model evaluates the same from the same
+start state however many episodes came before.
 """
 
 from typing import Callable, Optional
@@ -100,6 +101,9 @@ class PlanningActor(core.Actor):
     lo, hi = np.asarray(config.action_minimum), np.asarray(config.action_maximum)
     self._centre = np.broadcast_to((lo + hi) / 2, config.plan_shape).astype(np.float32)
     self._plan = self._centre
+    self._repeat = config.action_repeat
+    self._held: Optional[np.ndarray] = None  # The decision being held, and for how long.
+    self._held_for = 0
     self._host_params = None
     self._device_params = None
     self.last_value: Optional[float] = None  # The chosen plan's return under the model.
@@ -112,11 +116,15 @@ class PlanningActor(core.Actor):
     return self._device_params
 
   def select_action(self, observation: np.ndarray) -> np.ndarray:
+    if self._held is not None and self._held_for < self._repeat:
+      self._held_for += 1
+      return self._held
     observation = np.asarray(observation, dtype=np.float32)
     action, plan, value, self._key = self._step(self._params(), observation, self._key, self._plan)
     self._plan = plan
     self.last_value = value
-    return np.asarray(action)
+    self._held, self._held_for = np.asarray(action), 1
+    return self._held
 
   @property
   def policy_version(self) -> Optional[int]:
@@ -125,6 +133,7 @@ class PlanningActor(core.Actor):
 
   def observe_first(self, timestep: dm_env.TimeStep):
     self._plan = self._centre  # Nothing carries over from the last episode's plan.
+    self._held = None
     if self._deterministic:
       self._key = jax.device_put(jax.random.PRNGKey(self._seed), self._cpu)
     if self._adder:

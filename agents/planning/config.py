@@ -57,7 +57,9 @@ class PlannerSettings(Config):
   num_candidates: int = 500  # Plans per CEM iteration.
   iterations: int = 5
   num_elites: int = 50
-  action_repeat: int = 1  # Model steps each decision is held for (the env acts every step).
+  # Steps each decision is held for, in the model and by the actor (which plans every
+  # action_repeat environment steps).
+  action_repeat: int = 1
   init_std: float = 0.5  # CEM's first std, a fraction of the action range.
   min_std: float = 0.01
   smoothing: float = 0.0

@@ -191,11 +191,17 @@ def initial_learner_state(
   key: jnp.ndarray,
 ) -> ModelLearnerState:
   """Fresh parameters, no data seen yet."""
-  init_key, key = jax.random.split(key)
-  moments = empty_moments(obs_dim, action_dim)
-  stats = stats_from_moments(moments)
-  inner = initial_state(model, optimizer, stats, init_key)
-  return ModelLearnerState(inner.params, inner.opt_state, stats, moments, key, inner.steps)
+
+  # One compilation: run op by op, each of the many small ops compiles on its own (seconds).
+  @jax.jit
+  def init(key):
+    init_key, key = jax.random.split(key)
+    moments = empty_moments(obs_dim, action_dim)
+    stats = stats_from_moments(moments)
+    inner = initial_state(model, optimizer, stats, init_key)
+    return ModelLearnerState(inner.params, inner.opt_state, stats, moments, key, inner.steps)
+
+  return init(key)
 
 
 def make_learner_update_fn(

@@ -2,8 +2,6 @@
 normalisation and update on a known system, checkpointing of its state, and the planning
 actor on a real dm_control cartpole (agents.planning.builder, learner, actor)."""
 
-import functools
-
 import jax
 import numpy as np
 import pytest
@@ -21,6 +19,7 @@ from agents.planning.builder import PlanningBuilder
 from agents.planning.config import PlanningConfig
 from environments.suite import make_environment
 from launch.checkpointing import Checkpointer
+from networks.dynamics import NormalizationStats, to_raw
 
 # x' = A x + B a, reward -|x'|^2: a slow rotation, fully actuated.
 A = np.array([[1.0, 0.1], [-0.1, 1.0]], np.float32)
@@ -106,7 +105,6 @@ def test_running_moments_are_the_moments_of_all_batches_then_settle_at_the_cap()
   assert float(learning.stats_from_moments(capped).obs_std) == pytest.approx(np.sqrt(4.5))
 
 
-@functools.lru_cache(maxsize=None)
 def _trained_learner(steps: int = 200):
   builder = PlanningBuilder(PlanningConfig.from_dict(TINY), LINEAR_SPEC)
   logger = loggers.InMemoryLogger()
@@ -128,28 +126,23 @@ def test_the_model_learner_fits_a_known_system_and_its_checkpoint_restores_it(tm
   np.testing.assert_allclose(model['stats']['obs_std'], 2 / np.sqrt(3), rtol=0.05)
 
   # The served model predicts the system: one step from a held-out batch.
-  from networks.dynamics import NormalizationStats, to_raw
-
   batch = next(LinearSystemFeed(200, seed=5))
   stats = NormalizationStats(**model['stats'])
-  raw = to_raw(
-    builder.make_networks().apply(model['params'], batch.observation, batch.action, stats), stats
-  )
+  apply = jax.jit(builder.make_networks().apply)  # One compilation, not one per op.
+  raw = to_raw(apply(model['params'], batch.observation, batch.action, stats), stats)
   error = np.sqrt(np.mean((batch.observation + raw.delta_mean - batch.next_observation) ** 2))
   assert error < 0.1, error
 
-  # Through a real checkpoint file: a fresh learner restored from it serves the same model.
+  # Through a real checkpoint file: after more training, restoring it serves the model again.
   Checkpointer(tmp_path).save({'learner_state': learner.save()}, learner.steps)
+  learner.step()
+  assert learner.steps == 201
   step, payload = Checkpointer(tmp_path).restore_latest()
-  fresh = builder.make_learner(LinearSystemFeed(64), seed=2)
-  fresh.restore(payload['learner_state'])
-  assert step == fresh.steps == 200
-  again = fresh.get_variables(['policy'])[0]
-  for name in ('params', 'stats'):
-    for got, want in zip(
-      jax.tree_util.tree_leaves(again[name]), jax.tree_util.tree_leaves(model[name])
-    ):
-      np.testing.assert_array_equal(got, want)
+  learner.restore(payload['learner_state'])
+  assert step == learner.steps == 200
+  again = learner.get_variables(['policy'])[0]
+  for got, want in zip(jax.tree_util.tree_leaves(again), jax.tree_util.tree_leaves(model)):
+    np.testing.assert_array_equal(got, want)
 
 
 def _cartpole_actions(builder, source, seed, steps=6, deterministic=False):
@@ -176,3 +169,8 @@ def test_the_planning_actor_acts_within_bounds_and_a_fixed_seed_plans_the_same()
   assert np.all(first >= -1.0) and np.all(first <= 1.0)
   np.testing.assert_array_equal(_cartpole_actions(builder, learner, seed=3), first)
   assert not np.array_equal(_cartpole_actions(builder, learner, seed=4), first)
+  # With action_repeat=2 it holds each decision for two steps, as its plans assume.
+  repeat = dict(TINY, planner={**TINY['planner'], 'action_repeat': 2})
+  held = _cartpole_actions(PlanningBuilder(PlanningConfig.from_dict(repeat), spec), learner, seed=3)
+  np.testing.assert_array_equal(held[0::2], held[1::2])
+  assert not np.array_equal(held[0], held[2])
