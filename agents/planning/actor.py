@@ -20,7 +20,7 @@ from acme import adders, core
 from agents.mpo.actor import prefer_inline_cpu_dispatch
 from agents.planning.config import PlannerSettings
 from agents.planning.learner import model_from_variables
-from agents.planning.model_step import make_model_step
+from agents.planning.model_step import RewardFn, make_model_step
 from agents.planning.planner import PlannerConfig, cem, random_shooting, shift_plan
 from agents.variable_client import VariableClient
 from networks.dynamics import EnsembleModel
@@ -49,19 +49,21 @@ def make_plan_step(
   config: PlannerConfig,
   propagation: str,
   exploration_std: float = 0.0,
+  reward_fn: Optional[RewardFn] = None,
 ):
   """step(variables, obs, key, initial_plan) -> (action, next_plan, value, key), pure.
 
   `next_plan` starts the next step's search: the plan shifted by one decision
   (settings.warm_start), else the middle of the bounds. The model's variables are an
-  argument, not closed over, so one compilation serves every parameter refresh.
+  argument, not closed over, so one compilation serves every parameter refresh. Plans are
+  scored with `reward_fn` (a known reward, see model_step) or else the learned reward head.
   """
   search = cem if settings.method == 'cem' else random_shooting
   lo, hi = jnp.asarray(config.action_minimum), jnp.asarray(config.action_maximum)
 
   def step(variables, obs, key, initial_plan):
     params, stats = model_from_variables(variables)
-    model_step = make_model_step(model, params, stats, propagation)
+    model_step = make_model_step(model, params, stats, propagation, reward_fn)
     key, plan_key, noise_key = jax.random.split(key, 3)
     result = search(model_step.step, model_step.initial_state(obs), plan_key, config, initial_plan)
     action = result.action

@@ -13,10 +13,12 @@ import reverb
 from acme import adders, core, specs
 from acme.utils import counting, loggers
 
+from agents.common.errors import ConfigError
 from agents.mpo.builder import make_variable_client
 from agents.planning.actor import PlanningActor, make_plan_step, planner_config
 from agents.planning.config import PlanningConfig
 from agents.planning.learner import ModelLearner
+from agents.planning.model_step import RewardFn
 from agents.planning.planner import PlannerConfig
 from agents.replay_pipeline import ReplayPipeline, check_spec
 from networks.dynamics import EnsembleModel, EnsembleSizes, make_ensemble
@@ -39,6 +41,7 @@ class PlanningBuilder(ReplayPipeline):
     self.action_dim = int(spec.actions.shape[0])
     self._model: Optional[EnsembleModel] = None
     self._plan_steps: Dict[float, Callable] = {}
+    self.reward_fn()  # A known reward that does not fit the task fails here, in every node.
 
   def make_networks(self) -> EnsembleModel:
     m = self.config.model
@@ -47,6 +50,22 @@ class PlanningBuilder(ReplayPipeline):
   def planner_config(self) -> PlannerConfig:
     actions = self.spec.actions
     return planner_config(self.config.planner, actions.minimum, actions.maximum)
+
+  def reward_fn(self) -> Optional[RewardFn]:
+    """The known reward plans are scored with (planner.reward), None for the learned head."""
+    name = self.config.planner.reward
+    if name == 'learned':
+      return None
+    from environments.known_rewards import REWARDS
+
+    fn, (obs_dim, action_dim) = REWARDS[name]
+    if (obs_dim, action_dim) != (self.obs_dim, self.action_dim):
+      raise ConfigError(
+        f'PlanningConfig.planner.reward={name!r} is invalid for this task: it takes '
+        f'{obs_dim} observation and {action_dim} action dimensions, the task has '
+        f'{self.obs_dim} and {self.action_dim} (use learned)'
+      )
+    return fn
 
   def make_learner(
     self,
@@ -101,6 +120,7 @@ class PlanningBuilder(ReplayPipeline):
           self.planner_config(),
           self.config.model.propagation,
           exploration_std,
+          self.reward_fn(),
         )
       )
     return self._plan_steps[exploration_std]

@@ -11,6 +11,9 @@ from agents.common.replay_config import ReplayConfig
 # must not import JAX (tests/agents/test_planning_agent.py checks they agree).
 METHODS = ('cem', 'random_shooting')
 PROPAGATIONS = ('particles', 'mean')
+# 'learned': the ensemble's reward head; else a task's known reward on the predicted states
+# (environments.known_rewards.REWARDS, spelled out for the same reason).
+REWARDS = ('learned', 'cartpole')
 
 
 @dataclasses.dataclass
@@ -66,6 +69,9 @@ class PlannerSettings(Config):
   discount: float = 1.0  # Per model step.
   # Start each step's search from the last plan shifted by one decision.
   warm_start: bool = True
+  # The reward plans are scored with: 'learned' (the model's reward head, any task) or
+  # 'cartpole' (cartpole:balance/swingup's own reward of the predicted states).
+  reward: str = 'learned'
   # Collecting actors add Gaussian noise of this std (fraction of the range) to the planned
   # action; the evaluator never does.
   exploration_std: float = 0.0
@@ -80,6 +86,7 @@ class PlannerSettings(Config):
     need(finite(self.smoothing) and 0 <= self.smoothing < 1, 'smoothing', 'in [0, 1)')
     need(finite(self.discount) and 0 < self.discount <= 1, 'discount', 'in (0, 1]')
     need(isinstance(self.warm_start, bool), 'warm_start', 'true or false')
+    need(self.reward in REWARDS, 'reward', f'one of {REWARDS}')
     need(
       finite(self.exploration_std) and self.exploration_std >= 0,
       'exploration_std',

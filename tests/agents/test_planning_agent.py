@@ -17,6 +17,7 @@ from agents.planning import model_step as model_step_lib
 from agents.planning import planner as planner_lib
 from agents.planning.builder import PlanningBuilder
 from agents.planning.config import PlanningConfig
+from environments import known_rewards
 from environments.suite import make_environment
 from launch.checkpointing import Checkpointer
 from networks.dynamics import NormalizationStats, to_raw
@@ -72,6 +73,9 @@ def test_the_config_wants_one_step_transitions_and_names_bad_fields():
   # Spelled out in the config so reading one imports no JAX: they must agree.
   assert config_lib.METHODS == planner_lib.METHODS
   assert config_lib.PROPAGATIONS == model_step_lib.PROPAGATIONS
+  assert config_lib.REWARDS == ('learned', *known_rewards.REWARDS)
+  with pytest.raises(ConfigError, match="reward='cartpole' is invalid for this task: it takes 5"):
+    PlanningBuilder(PlanningConfig.from_dict({'planner.reward': 'cartpole'}), LINEAR_SPEC)
 
 
 def test_running_moments_are_the_moments_of_all_batches_then_settle_at_the_cap():
@@ -169,8 +173,9 @@ def test_the_planning_actor_acts_within_bounds_and_a_fixed_seed_plans_the_same()
   assert np.all(first >= -1.0) and np.all(first <= 1.0)
   np.testing.assert_array_equal(_cartpole_actions(builder, learner, seed=3), first)
   assert not np.array_equal(_cartpole_actions(builder, learner, seed=4), first)
-  # With action_repeat=2 it holds each decision for two steps, as its plans assume.
-  repeat = dict(TINY, planner={**TINY['planner'], 'action_repeat': 2})
+  # With action_repeat=2 it holds each decision for two steps, as its plans assume (here
+  # scored with cartpole's known reward of the predicted states).
+  repeat = dict(TINY, planner={**TINY['planner'], 'action_repeat': 2, 'reward': 'cartpole'})
   held = _cartpole_actions(PlanningBuilder(PlanningConfig.from_dict(repeat), spec), learner, seed=3)
   np.testing.assert_array_equal(held[0::2], held[1::2])
   assert not np.array_equal(held[0], held[2])
