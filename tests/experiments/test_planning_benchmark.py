@@ -1,0 +1,25 @@
+"""experiments.planning_benchmark's --planners: a bad planner fails before any work."""
+
+import pytest
+
+from experiments import planning_benchmark
+
+
+@pytest.mark.parametrize(
+  'planners, named', [('cem:learned,mppi:learned', 'planner.method'), ('cem:walker', 'reward')]
+)
+def test_a_bad_planner_is_refused_naming_it(tmp_path, capsys, planners, named):
+  with pytest.raises(SystemExit) as exit_info:
+    planning_benchmark.main(['--planners', planners, '--out', str(tmp_path / 'out')])
+  assert exit_info.value.code == 2
+  err = capsys.readouterr().err
+  assert '--planners' in err and named in err
+  assert not (tmp_path / 'out').exists()
+
+
+def test_planners_are_read_as_method_and_reward():
+  args = planning_benchmark.parse_args(['--planners', 'cem,random_shooting:cartpole'])
+  assert args.planner_list == [
+    ('cem', 'cem', 'learned'),
+    ('random_shooting:cartpole', 'random_shooting', 'cartpole'),
+  ]
