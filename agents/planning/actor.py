@@ -9,7 +9,7 @@ restarts its key at each episode's start, so one model evaluates the same from t
 start state however many episodes came before.
 """
 
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 import dm_env
 import jax
@@ -22,6 +22,7 @@ from agents.planning.config import PlannerSettings
 from agents.planning.learner import model_from_variables
 from agents.planning.model_step import RewardFn, make_model_step
 from agents.planning.planner import PlannerConfig, cem, random_shooting, shift_plan
+from agents.planning.sequence_model import SequenceDynamics, make_sequence_model_step
 from agents.variable_client import VariableClient
 from networks.dynamics import EnsembleModel
 
@@ -44,7 +45,7 @@ def planner_config(settings: PlannerSettings, minimum, maximum) -> PlannerConfig
 
 
 def make_plan_step(
-  model: EnsembleModel,
+  model: Union[EnsembleModel, SequenceDynamics],
   settings: PlannerSettings,
   config: PlannerConfig,
   propagation: str,
@@ -62,8 +63,13 @@ def make_plan_step(
   lo, hi = jnp.asarray(config.action_minimum), jnp.asarray(config.action_maximum)
 
   def step(variables, obs, key, initial_plan):
-    params, stats = model_from_variables(variables)
-    model_step = make_model_step(model, params, stats, propagation, reward_fn)
+    if isinstance(model, SequenceDynamics):
+      model_step = make_sequence_model_step(
+        model.model, variables['params'], model.layout, reward_fn
+      )
+    else:
+      params, stats = model_from_variables(variables)
+      model_step = make_model_step(model, params, stats, propagation, reward_fn)
     key, plan_key, noise_key = jax.random.split(key, 3)
     result = search(model_step.step, model_step.initial_state(obs), plan_key, config, initial_plan)
     action = result.action
@@ -101,7 +107,10 @@ class PlanningActor(core.Actor):
     self._seed = seed
     self._key = jax.device_put(jax.random.PRNGKey(seed), self._cpu)
     lo, hi = np.asarray(config.action_minimum), np.asarray(config.action_maximum)
-    self._centre = np.broadcast_to((lo + hi) / 2, config.plan_shape).astype(np.float32)
+    centre = np.broadcast_to((lo + hi) / 2, config.plan_shape).astype(np.float32)
+    # On the CPU like the plans the step returns: an uncommitted first plan would compile
+    # the step a second time at the second call.
+    self._centre = jax.device_put(centre, self._cpu)
     self._plan = self._centre
     self._repeat = config.action_repeat
     self._held: Optional[np.ndarray] = None  # The decision being held, and for how long.

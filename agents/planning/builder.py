@@ -6,7 +6,7 @@ the learner node mixes replay, the store (`--store_ratio`; all of it in offline 
 iterated modes) and attached robots' transitions for the model as it does for MPO.
 """
 
-from typing import Callable, Dict, Iterator, Optional, Sequence
+from typing import Callable, Dict, Iterator, Optional, Sequence, Union
 
 import jax
 import reverb
@@ -20,6 +20,7 @@ from agents.planning.config import PlanningConfig
 from agents.planning.learner import ModelLearner
 from agents.planning.model_step import RewardFn
 from agents.planning.planner import PlannerConfig
+from agents.planning.sequence_model import SequenceDynamics, make_sequence_dynamics
 from agents.replay_pipeline import ReplayPipeline, check_spec
 from networks.dynamics import EnsembleModel, EnsembleSizes, make_ensemble
 
@@ -39,12 +40,20 @@ class PlanningBuilder(ReplayPipeline):
     self.config = config
     self.obs_dim = int(spec.observations.shape[0])
     self.action_dim = int(spec.actions.shape[0])
-    self._model: Optional[EnsembleModel] = None
+    self._model: Optional[Union[EnsembleModel, SequenceDynamics]] = None
     self._plan_steps: Dict[float, Callable] = {}
     self.reward_fn()  # A known reward that does not fit the task fails here, in every node.
 
-  def make_networks(self) -> EnsembleModel:
+  def make_networks(self) -> Union[EnsembleModel, SequenceDynamics]:
     m = self.config.model
+    if m.kind == 'transformer':
+      return make_sequence_dynamics(
+        self.obs_dim,
+        self.action_dim,
+        m.transformer_size,
+        m.transformer_heads,
+        m.transformer_layers,
+      )
     return make_ensemble(EnsembleSizes(m.num_members, self.obs_dim, m.hidden_sizes))
 
   def planner_config(self) -> PlannerConfig:

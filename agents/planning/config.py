@@ -14,17 +14,27 @@ PROPAGATIONS = ('particles', 'mean')
 # 'learned': the ensemble's reward head; else a task's known reward on the predicted states
 # (environments.known_rewards.REWARDS, spelled out for the same reason).
 REWARDS = ('learned', 'cartpole')
+MODEL_KINDS = ('ensemble', 'transformer')
 
 
 @dataclasses.dataclass
 class PlanningModelConfig(Config):
-  """The MLP ensemble (networks.dynamics.EnsembleSizes) and how the planner rolls it out."""
+  """The dynamics model: the MLP ensemble (networks.dynamics.EnsembleSizes) and how the
+  planner rolls it out, or the shared transformer over tokens (networks.sequence_dynamics)."""
 
+  # 'ensemble': MLP members with a reward head; 'transformer': the decoder-only transformer
+  # predicting the next observation's tokens after a timestep's (obs, action) tokens. It
+  # predicts no reward: it needs a known one (planner.reward).
+  kind: str = 'ensemble'
   num_members: int = 5
   hidden_sizes: Tuple[int, ...] = (200, 200, 200)
   # 'particles': one particle per member, rewards averaged; 'mean': the members' mean step
   # (agents.planning.model_step).
   propagation: str = 'particles'
+  # The transformer's sizes (kind='transformer').
+  transformer_size: int = 64
+  transformer_heads: int = 4
+  transformer_layers: int = 2
 
   def __post_init__(self):
     self.hidden_sizes = tuple(self.hidden_sizes)  # JSON and --agent give lists.
@@ -33,6 +43,14 @@ class PlanningModelConfig(Config):
     need(is_int(self.num_members) and self.num_members >= 1, 'num_members', 'an int >= 1')
     need(positive_ints(self.hidden_sizes), 'hidden_sizes', 'a list of ints > 0')
     need(self.propagation in PROPAGATIONS, 'propagation', f'one of {PROPAGATIONS}')
+    need(self.kind in MODEL_KINDS, 'kind', f'one of {MODEL_KINDS}')
+    for f in ('transformer_size', 'transformer_heads', 'transformer_layers'):
+      need(is_int(getattr(self, f)) and getattr(self, f) >= 1, f, 'an int >= 1')
+    need(
+      self.transformer_size % self.transformer_heads == 0,
+      'transformer_size',
+      'a multiple of transformer_heads',
+    )
 
 
 @dataclasses.dataclass
@@ -114,4 +132,9 @@ class PlanningConfig(AgentConfig):
       raise ConfigError(
         f'PlanningConfig.replay.n_step={self.replay.n_step!r} is invalid: must be 1 (the '
         'dynamics model learns one-step transitions)'
+      )
+    if self.model.kind == 'transformer' and self.planner.reward == 'learned':
+      raise ConfigError(
+        "PlanningConfig.planner.reward='learned' is invalid with model.kind='transformer': "
+        f'the transformer predicts no reward; name a known one ({", ".join(REWARDS[1:])})'
       )

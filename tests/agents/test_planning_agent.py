@@ -74,6 +74,8 @@ def test_the_config_wants_one_step_transitions_and_names_bad_fields():
   assert config_lib.METHODS == planner_lib.METHODS
   assert config_lib.PROPAGATIONS == model_step_lib.PROPAGATIONS
   assert config_lib.REWARDS == ('learned', *known_rewards.REWARDS)
+  with pytest.raises(ConfigError, match="reward='learned' is invalid with model.kind='transf"):
+    PlanningConfig.from_dict({'model.kind': 'transformer'})
   with pytest.raises(ConfigError, match="reward='cartpole' is invalid for this task: it takes 5"):
     PlanningBuilder(PlanningConfig.from_dict({'planner.reward': 'cartpole'}), LINEAR_SPEC)
 
@@ -179,3 +181,45 @@ def test_the_planning_actor_acts_within_bounds_and_a_fixed_seed_plans_the_same()
   held = _cartpole_actions(PlanningBuilder(PlanningConfig.from_dict(repeat), spec), learner, seed=3)
   np.testing.assert_array_equal(held[0::2], held[1::2])
   assert not np.array_equal(held[0], held[2])
+
+
+def _cartpole_transitions(steps: int = 300) -> types.Transition:
+  env = make_environment(TASK, seed=0)
+  rng = np.random.default_rng(0)
+  timestep, rows = env.reset(), []
+  for _ in range(steps):
+    action = rng.uniform(-1, 1, (1,)).astype(np.float32)
+    following = env.step(action)
+    rows.append((timestep.observation, action, following.reward, 1.0, following.observation))
+    timestep = following
+  return types.Transition(*(np.asarray(x, np.float32) for x in zip(*rows)))
+
+
+def test_the_transformer_model_learns_cartpole_transitions_and_plans_within_bounds():
+  spec = specs.make_environment_spec(make_environment(TASK, seed=0))
+  config = PlanningConfig.from_dict(
+    {
+      'model': {'kind': 'transformer', 'transformer_size': 32, 'transformer_heads': 2,
+                'transformer_layers': 1},
+      'optim': {'learning_rate': 3e-3},
+      'planner': {'horizon': 3, 'num_candidates': 8, 'iterations': 1, 'num_elites': 2,
+                  'reward': 'cartpole'},
+      'replay': {'batch_size': 32},
+    }
+  )  # fmt: skip
+  builder = PlanningBuilder(config, spec)
+  data = _cartpole_transitions()
+  rng = np.random.default_rng(1)
+  batches = (
+    jax.tree_util.tree_map(lambda x: x[rng.integers(0, 300, 32)], data) for _ in iter(int, 1)
+  )
+  logger = loggers.InMemoryLogger()
+  learner = builder.make_learner(batches, seed=0, logger=logger)
+  for _ in range(60):
+    learner.step()
+  losses = [row['model_loss'] for row in logger.data]
+  # From about log(vocabulary size) = 7.6 nats a next-observation token.
+  assert losses[0] > 6.0 and np.mean(losses[-10:]) < losses[0] - 2.0, losses
+  assert set(learner.get_variables(['policy'])[0]) == {'params'}
+  actions = _cartpole_actions(builder, learner, seed=3, steps=3)
+  assert actions.shape == (3, 1) and np.all(np.abs(actions) <= 1.0)
