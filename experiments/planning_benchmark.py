@@ -1,25 +1,23 @@
-"""Planning benchmark: planners through one dynamics ensemble trained on one dataset.
+"""Planning benchmark: planners through learned dynamics models trained on one dataset.
 
   python -m experiments.planning_benchmark --task cartpole:swingup --random_episodes 5 \\
       --store runs/cartpole_swingup/store --train_steps 5000 --out bench_out/planning
 
 The data: --random_episodes episodes of uniformly random actions, plus every episode of
---store (an earlier run's store, e.g. an MPO run's: the states a good policy visits). One
-model learner (agents.planning, --preset and --agent as for collect_infer) trains on all
-their one-step transitions for --train_steps. Then each planner of --planners
+--store (an earlier run's store, e.g. an MPO run's: the states a good policy visits). For
+each model of --models (the MLP ensemble, the transformer: agents.planning's model.kind) a
+model learner (--preset and --agent as for collect_infer) trains on all their one-step
+transitions for --train_steps, the same batches for each. Then each planner of --planners
 ('method:reward', e.g. cem:learned, cem:cartpole, random_shooting:learned) plans through
-that same model for --eval_episodes episodes of --episode_steps steps, with the planning
-actor the program's evaluator uses (deterministic), and its return and planning cost per
-environment step (wall-clock, after compilation; and model evaluations) are recorded.
+each model for --eval_episodes episodes of --episode_steps steps, with the planning actor
+the program's evaluator uses (deterministic); its return and planning cost per
+environment step (wall-clock after compilation, and model steps rolled out) are recorded.
+The transformer predicts no reward: it runs only the planners with a known one.
 
 Writes:
-  <out>/planning.csv   planner, method, reward, episode, return, steps, ms_per_step,
-                       model_evals_per_step, train_steps, transitions, final_model_loss
-  <out>/planning.png   return and ms per step for each planner
-
-Only the MLP ensemble is benchmarked: the transformer dynamics model
-(networks/sequence_dynamics.py) is not yet a planner step, so ensemble-vs-transformer on
-the same data is still to come.
+  <out>/planning.csv   model, planner, method, reward, episode, return, steps, ms_per_step,
+                       model_steps_per_step, train_steps, transitions, final_model_loss
+  <out>/planning.png   return and ms per step for each model and planner
 """
 
 import argparse
@@ -35,8 +33,8 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 import numpy as np  # noqa: E402
 
 FIELDS = (
-  'planner', 'method', 'reward', 'episode', 'return', 'steps', 'ms_per_step',
-  'model_evals_per_step', 'train_steps', 'transitions', 'final_model_loss',
+  'model', 'planner', 'method', 'reward', 'episode', 'return', 'steps', 'ms_per_step',
+  'model_steps_per_step', 'train_steps', 'transitions', 'final_model_loss',
 )  # fmt: skip
 
 
@@ -57,6 +55,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
   p.add_argument('--random_episodes', type=int, default=5)
   p.add_argument('--store', default=None, help='an episode store whose episodes join the data')
   p.add_argument('--train_steps', type=int, default=5000)
+  p.add_argument('--models', default='ensemble,transformer')
   p.add_argument('--planners', default='cem:learned,random_shooting:learned,cem:cartpole')
   p.add_argument('--eval_episodes', type=int, default=1)
   p.add_argument('--episode_steps', type=int, default=1000)
@@ -82,6 +81,12 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     except ConfigError as e:
       p.error(f'--planners: {name!r}: {e}')
     args.planner_list.append((name.strip(), method, reward or 'learned'))
+  args.model_list = [m.strip() for m in args.models.split(',')]
+  for kind in args.model_list:
+    try:
+      PlanningConfig.from_dict({'model.kind': kind, 'planner.reward': 'cartpole'})
+    except ConfigError as e:
+      p.error(f'--models: {kind!r}: {e}')
   return args
 
 
@@ -161,16 +166,17 @@ def _plot(rows: List[Dict], path: pathlib.Path) -> None:
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
 
-  planners = list(dict.fromkeys(r['planner'] for r in rows))
-  mean = lambda key, p: np.mean([r[key] for r in rows if r['planner'] == p])
-  fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+  label = lambda r: f'{r["model"]}\n{r["planner"]}'
+  planners = list(dict.fromkeys(label(r) for r in rows))
+  mean = lambda key, p: np.mean([r[key] for r in rows if label(r) == p])
+  fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
   left.bar(planners, [mean('return', p) for p in planners])
   left.set_ylabel('episode return')
   right.bar(planners, [mean('ms_per_step', p) for p in planners])
   right.set_ylabel('planning ms per env step')
   for ax in (left, right):
     ax.tick_params(axis='x', rotation=20)
-  fig.suptitle(f'planners through one ensemble ({rows[0]["transitions"]} transitions)')
+  fig.suptitle(f'planners through models trained on {rows[0]["transitions"]} transitions')
   fig.tight_layout()
   fig.savefig(path, dpi=100)
 
@@ -199,32 +205,42 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   data = _transitions(args, env_factory)
   print(f'{len(data["reward"])} transitions; training {args.train_steps} steps')
 
-  builder = PlanningBuilder(PlanningConfig.from_dict(base), spec)
-  logger = loggers.InMemoryLogger()
-  batches = _batches(data, builder.config.replay.batch_size, args.seed)
-  learner = builder.make_learner(batches, seed=args.seed, logger=logger)
-  for _ in range(args.train_steps):
-    learner.step()
-  final_loss = float(np.mean([r['model_loss'] for r in logger.data[-100:]]))
-  print(f'model loss {logger.data[0]["model_loss"]:.3f} -> {final_loss:.3f}')
-
   rows = []
-  for name, method, reward in args.planner_list:
-    config = PlanningConfig.from_dict({**base, 'planner.method': method, 'planner.reward': reward})
-    planner_builder = PlanningBuilder(config, spec)
-    p = config.planner
-    # Both methods roll out candidates * iterations plans; a plan of horizon * action_repeat
-    # model steps serves action_repeat env steps.
-    evals = p.num_candidates * p.iterations * p.horizon * config.model.num_members
-    for row in _evaluate(planner_builder, learner, env_factory, args.eval_episodes, args.seed):
-      row.update(
-        planner=name, method=method, reward=p.reward, train_steps=args.train_steps,
-        model_evals_per_step=evals, transitions=len(data['reward']),
-        final_model_loss=final_loss,
-      )  # fmt: skip
-      rows.append(row)
-      print(f'{name}: return {row["return"]:.1f} over {row["steps"]} steps, '
-            f'{row["ms_per_step"]:.1f} ms per step')  # fmt: skip
+  for kind in args.model_list:
+    planners = [p for p in args.planner_list if kind != 'transformer' or p[2] != 'learned']
+    if not planners:
+      print(f'{kind}: no planner with a known reward to run')
+      continue
+    model_config = {**base, 'model.kind': kind, 'planner.reward': planners[0][2]}
+    builder = PlanningBuilder(PlanningConfig.from_dict(model_config), spec)
+    logger = loggers.InMemoryLogger()
+    batches = _batches(data, builder.config.replay.batch_size, args.seed)
+    learner = builder.make_learner(batches, seed=args.seed, logger=logger)
+    for _ in range(args.train_steps):
+      learner.step()
+    final_loss = float(np.mean([r['model_loss'] for r in logger.data[-100:]]))
+    print(f'{kind}: model loss {logger.data[0]["model_loss"]:.3f} -> {final_loss:.3f}')
+    for name, method, reward in planners:
+      config = PlanningConfig.from_dict(
+        {**model_config, 'planner.method': method, 'planner.reward': reward}
+      )
+      p = config.planner
+      # Both methods roll out candidates * iterations plans; a plan of horizon *
+      # action_repeat model steps serves action_repeat env steps.
+      model_steps = p.num_candidates * p.iterations * p.horizon
+      planner_builder = PlanningBuilder(config, spec)
+      for row in _evaluate(planner_builder, learner, env_factory, args.eval_episodes, args.seed):
+        row.update(
+          model=kind, planner=name, method=method, reward=p.reward,
+          train_steps=args.train_steps, model_steps_per_step=model_steps,
+          transitions=len(data['reward']), final_model_loss=final_loss,
+        )  # fmt: skip
+        rows.append(row)
+        print(f'{kind} {name}: return {row["return"]:.1f} over {row["steps"]} steps, '
+              f'{row["ms_per_step"]:.1f} ms per step')  # fmt: skip
+  if not rows:
+    print('nothing ran: the transformer needs a planner with a known reward (e.g. cem:cartpole)')
+    return 1
   with open(out / 'planning.csv', 'w', newline='') as f:
     writer = csv.DictWriter(f, fieldnames=FIELDS)
     writer.writeheader()

@@ -1,4 +1,4 @@
-"""experiments.planning_benchmark's --planners: a bad planner fails before any work."""
+"""experiments.planning_benchmark's --planners and --models: a bad one fails before any work."""
 
 import pytest
 
@@ -6,14 +6,19 @@ from experiments import planning_benchmark
 
 
 @pytest.mark.parametrize(
-  'planners, named', [('cem:learned,mppi:learned', 'planner.method'), ('cem:walker', 'reward')]
+  'flag, value, named',
+  [
+    ('--planners', 'cem:learned,mppi:learned', 'planner.method'),
+    ('--planners', 'cem:walker', 'reward'),
+    ('--models', 'ensemble,rnn', 'model.kind'),
+  ],
 )
-def test_a_bad_planner_is_refused_naming_it(tmp_path, capsys, planners, named):
+def test_a_bad_planner_or_model_is_refused_naming_it(tmp_path, capsys, flag, value, named):
   with pytest.raises(SystemExit) as exit_info:
-    planning_benchmark.main(['--planners', planners, '--out', str(tmp_path / 'out')])
+    planning_benchmark.main([flag, value, '--out', str(tmp_path / 'out')])
   assert exit_info.value.code == 2
   err = capsys.readouterr().err
-  assert '--planners' in err and named in err
+  assert flag in err and named in err
   assert not (tmp_path / 'out').exists()
 
 
