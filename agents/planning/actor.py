@@ -86,7 +86,8 @@ def make_plan_step(
 
 
 class PlanningActor(core.Actor):
-  """Acts on the first decision of a plan made through the learned model at every step."""
+  """Acts on the first decision of a plan made through the learned model, replanning every
+  `action_repeat` steps."""
 
   def __init__(
     self,
@@ -117,7 +118,6 @@ class PlanningActor(core.Actor):
     self._held_for = 0
     self._host_params = None
     self._device_params = None
-    self.last_value: Optional[float] = None  # The chosen plan's return under the model.
 
   def _params(self):
     params = self._client.params
@@ -131,9 +131,8 @@ class PlanningActor(core.Actor):
       self._held_for += 1
       return self._held
     observation = np.asarray(observation, dtype=np.float32)
-    action, plan, value, self._key = self._step(self._params(), observation, self._key, self._plan)
+    action, plan, _, self._key = self._step(self._params(), observation, self._key, self._plan)
     self._plan = plan
-    self.last_value = value
     self._held, self._held_for = np.asarray(action), 1
     return self._held
 
