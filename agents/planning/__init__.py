@@ -1,7 +1,8 @@
 """Model-based control: a dynamics-model learner and model-predictive planning actors.
 
 The model learner (agents.planning.learner) fits an MLP ensemble with a learned reward
-head to one-step transitions from replay and the store; the planning actors
+head (or, model.kind='transformer', the shared transformer: agents.planning.sequence_model)
+to one-step transitions from replay and the store; the planning actors
 (agents.planning.actor) act by CEM or random shooting through it (agents.planning.planner,
 agents.planning.model_step). Registered as `--algorithm planning`.
 """
