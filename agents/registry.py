@@ -19,6 +19,7 @@ AGENT_MODULES = (
   'agents.mpo',
   'agents.bc',
   'agents.gato',
+  'agents.planning',
 )
 EXTRA_AGENTS_ENV = 'COLLECT_INFER_AGENTS'
 

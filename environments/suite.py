@@ -7,6 +7,7 @@ import numpy as np
 import tree
 
 DEFAULT_TASK = 'cartpole:swingup'
+VARIANT_SEPARATOR = '@'  # environments.variants.SEPARATOR: 'domain:task@param=value,...'.
 
 
 def valid_tasks() -> List[str]:
@@ -17,7 +18,12 @@ def valid_tasks() -> List[str]:
 
 
 def parse_task(name: str) -> Tuple[str, str]:
-  """Splits and checks 'domain:task'; raises ValueError listing valid names."""
+  """Splits and checks 'domain:task', or a physics variant of it ('domain:task@param=value,...',
+  environments.variants); raises ValueError (one line) listing valid names or parameters."""
+  if isinstance(name, str) and VARIANT_SEPARATOR in name:
+    from environments import variants  # It imports this module.
+
+    name = variants.parse(name).task  # Checks the parameters too.
   tasks = valid_tasks()
   if not isinstance(name, str) or name not in tasks:
     domains = sorted({t.split(':')[0] for t in tasks})
@@ -34,10 +40,15 @@ def parse_task(name: str) -> Tuple[str, str]:
 
 
 def make_environment(task: str = DEFAULT_TASK, seed: int = 0) -> dm_env.Environment:
-  """A seeded suite task with one float32 observation vector and actions in [-1, 1]."""
+  """A seeded suite task (or a physics variant of one, 'cartpole:swingup@pole_length=0.8')
+  with one float32 observation vector and actions in [-1, 1]."""
   from dm_control import suite
 
   domain, task_name = parse_task(task)
+  if VARIANT_SEPARATOR in task:
+    from environments import variants
+
+    return variants.make(task, seed=seed)
   from environments.adapt import adapt_to_program
 
   return adapt_to_program(suite.load(domain, task_name, task_kwargs={'random': seed}))
@@ -54,7 +65,8 @@ def obs_group_sizes_from_spec(observation_spec: Any) -> Tuple[int, ...]:
 
 
 def observation_group_sizes(task: str) -> Tuple[int, ...]:
-  """Sizes of the task's observation groups, in the order the flat vector holds them."""
+  """Sizes of the task's observation groups, in the order the flat vector holds them (a
+  variant's are its task's: physics variants change no observation)."""
   from dm_control import suite
 
   domain, task_name = parse_task(task)

@@ -13,8 +13,9 @@ Values are absolute, in MuJoCo's units (m, kg, m/s^2). The task is loaded as usu
 (mj_setConst); the model is never reloaded on reset, so the change lasts the episode and
 every later one. Which parameters a domain has: `valid_parameters(domain)`.
 
-Not wired into the command line yet: `parse` checks a name, `make` builds the environment,
-for the suite factory to call.
+Wherever the program takes a task name (`--task cartpole:swingup@pole_length=0.8`), the
+suite factory (environments.suite.make_environment, parse_task) hands a variant's name
+here: `parse` checks it, `make` builds the environment.
 """
 
 import dataclasses
@@ -26,7 +27,7 @@ import numpy as np
 
 from environments import suite as suite_lib
 
-SEPARATOR = '@'
+SEPARATOR = suite_lib.VARIANT_SEPARATOR
 
 
 def _body_ids(physics, prefix: str) -> Tuple[int, ...]:

@@ -57,7 +57,11 @@ class ExperimentConfig:
   """One experiment: task, topology, budget, cadence of evaluation and checkpoints."""
 
   run_dir: str = setting('runs/default', help='run directory (default: runs/<domain>_<task>)')
-  task: str = setting('cartpole:swingup', help='dm_control domain:task')
+  task: str = setting(
+    'cartpole:swingup',
+    help='dm_control domain:task, or a physics variant: domain:task@param=value,... '
+    '(e.g. cartpole:swingup@pole_length=0.8; environments/variants.py)',
+  )
   seed: int = setting(0, help='seed of the learner, actors (seed + actor index) and evaluator')
   num_actors: int = setting(2, help='actor processes', resumable=True)
   launch_type: str = setting(
@@ -89,8 +93,9 @@ class ExperimentConfig:
     'mpo',
     choices=registry.names,
     help="the agent (registered name): 'mpo' (the MPO family; --agent policy_loss= "
-    "picks mpo, pmpo or pac), 'bc' (behaviour cloning, the offline baseline) or 'gato' "
-    '(a tokenised transformer policy trained on windows of stored episodes)',
+    "picks mpo, pmpo or pac), 'bc' (behaviour cloning, the offline baseline), 'gato' "
+    '(a tokenised transformer policy trained on windows of stored episodes) or '
+    "'planning' (CEM through a learned dynamics ensemble)",
   )
   store_episodes: bool = setting(
     True,

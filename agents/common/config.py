@@ -132,8 +132,14 @@ class Config:
   def _build(cls: Type[C], flat: Mapping[str, Any]) -> C:
     subs = cls.sub_configs()
     kwargs = {k: v for k, v in flat.items() if '.' not in k}
+    factories = {f.name: f.default_factory for f in dataclasses.fields(cls)}
     for name, sub in subs.items():
       inner = {k[len(name) + 1 :]: v for k, v in flat.items() if k.startswith(name + '.')}
+      factory = factories.get(name, dataclasses.MISSING)
+      if factory is not dataclasses.MISSING:
+        # Unset fields keep the parent's default sub-config (e.g. an agent's own replay
+        # defaults), not the sub-config class's: `replay.batch_size=64` changes one field.
+        inner = {**sub.flatten(factory()), **inner}
       kwargs[name] = sub._build(inner)
     return cls(**kwargs)
 

@@ -93,3 +93,142 @@ def make_update_fn(
     return new_state, metrics
 
   return update
+
+
+# --- the model learner's state: normalisation learned from the data as it arrives -----------
+
+# Past this many transitions the running moments weigh a new batch as if this many came
+# before: the statistics settle, yet still follow the data as the actors' behaviour drifts.
+MAX_MOMENT_COUNT = 1_000_000.0
+MIN_STD = 1e-3  # As networks.dynamics.stats_from_transitions floors a constant feature.
+
+
+class RunningMoments(NamedTuple):
+  """Count, means and sums of squared deviations (M2) of the model's inputs and targets."""
+
+  count: jnp.ndarray  # [] transitions seen (capped at MAX_MOMENT_COUNT).
+  obs_mean: jnp.ndarray
+  obs_m2: jnp.ndarray
+  action_mean: jnp.ndarray
+  action_m2: jnp.ndarray
+  delta_mean: jnp.ndarray
+  delta_m2: jnp.ndarray
+  reward_mean: jnp.ndarray
+  reward_m2: jnp.ndarray
+
+
+class ModelLearnerState(NamedTuple):
+  """Everything the model learner checkpoints: the model, its units, its RNG, its step."""
+
+  params: hk.Params
+  opt_state: optax.OptState
+  stats: NormalizationStats  # Made from `moments` before each update.
+  moments: RunningMoments
+  key: jnp.ndarray
+  steps: jnp.ndarray
+
+
+def empty_moments(obs_dim: int, action_dim: int) -> RunningMoments:
+  z = lambda *shape: jnp.zeros(shape, jnp.float32)
+  return RunningMoments(
+    z(), z(obs_dim), z(obs_dim), z(action_dim), z(action_dim), z(obs_dim), z(obs_dim), z(), z()
+  )
+
+
+def _combine(count, mean, m2, x, max_count):
+  """Chan et al.'s parallel update of (mean, M2) by a batch x [B, ...]; the old count is
+  capped at `max_count` first (see MAX_MOMENT_COUNT)."""
+  # M2 sums over `count` samples: scaled down with the count, the variance it means stays.
+  m2 = m2 * jnp.minimum(1.0, max_count / jnp.maximum(count, 1.0))
+  count = jnp.minimum(count, max_count)
+  n = x.shape[0]
+  batch_mean = jnp.mean(x, axis=0)
+  batch_m2 = jnp.sum((x - batch_mean) ** 2, axis=0)
+  total = count + n
+  delta = batch_mean - mean
+  new_mean = mean + delta * n / total
+  new_m2 = m2 + batch_m2 + delta**2 * count * n / total
+  return new_mean, new_m2
+
+
+def update_moments(
+  moments: RunningMoments,
+  obs: jnp.ndarray,
+  action: jnp.ndarray,
+  next_obs: jnp.ndarray,
+  reward: jnp.ndarray,
+  max_count: float = MAX_MOMENT_COUNT,
+) -> RunningMoments:
+  """The moments after a batch of transitions ([B, dim], reward [B])."""
+  m = moments
+  values = (obs, action, next_obs - obs, reward)
+  pairs = ((m.obs_mean, m.obs_m2), (m.action_mean, m.action_m2))
+  pairs += ((m.delta_mean, m.delta_m2), (m.reward_mean, m.reward_m2))
+  merged = [_combine(m.count, mean, m2, x, max_count) for (mean, m2), x in zip(pairs, values)]
+  count = jnp.minimum(m.count, max_count) + obs.shape[0]
+  return RunningMoments(count, *(v for pair in merged for v in pair))
+
+
+def stats_from_moments(moments: RunningMoments, min_std: float = MIN_STD) -> NormalizationStats:
+  """Means and stds (floored at `min_std`; 1 before any data) of the moments."""
+  m = moments
+
+  def std(m2):
+    var = m2 / jnp.maximum(m.count, 1.0)
+    return jnp.where(m.count > 0, jnp.maximum(jnp.sqrt(var), min_std), jnp.ones_like(m2))
+
+  return NormalizationStats(
+    m.obs_mean, std(m.obs_m2), m.action_mean, std(m.action_m2),
+    m.delta_mean, std(m.delta_m2), m.reward_mean, std(m.reward_m2),
+  )  # fmt: skip
+
+
+def initial_learner_state(
+  model: EnsembleModel,
+  optimizer: optax.GradientTransformation,
+  obs_dim: int,
+  action_dim: int,
+  key: jnp.ndarray,
+) -> ModelLearnerState:
+  """Fresh parameters, no data seen yet."""
+
+  # One compilation: run op by op, each of the many small ops compiles on its own (seconds).
+  @jax.jit
+  def init(key):
+    init_key, key = jax.random.split(key)
+    moments = empty_moments(obs_dim, action_dim)
+    stats = stats_from_moments(moments)
+    inner = initial_state(model, optimizer, stats, init_key)
+    return ModelLearnerState(inner.params, inner.opt_state, stats, moments, key, inner.steps)
+
+  return init(key)
+
+
+def make_learner_update_fn(
+  model: EnsembleModel,
+  optimizer: optax.GradientTransformation,
+  reward_weight: float = 1.0,
+  max_count: float = MAX_MOMENT_COUNT,
+):
+  """update(state, transitions) -> (state, metrics): acme Transitions (observation, action,
+  reward, next_observation; [B, ...]) in, each member fitted on its own bootstrap of them."""
+  fit = make_update_fn(model, optimizer, reward_weight)
+
+  def update(state: ModelLearnerState, transitions) -> Tuple[ModelLearnerState, Dict]:
+    obs = jnp.asarray(transitions.observation, jnp.float32)
+    action = jnp.asarray(transitions.action, jnp.float32)
+    next_obs = jnp.asarray(transitions.next_observation, jnp.float32)
+    reward = jnp.asarray(transitions.reward, jnp.float32).reshape(obs.shape[0])
+    moments = update_moments(state.moments, obs, action, next_obs, reward, max_count)
+    stats = stats_from_moments(moments)
+    key, sample_key = jax.random.split(state.key)
+    idx = bootstrap_indices(sample_key, model.sizes.num_members, obs.shape[0], obs.shape[0])
+    batch = TransitionBatch(
+      obs[idx], action[idx], reward[idx], next_obs[idx], jnp.ones(idx.shape, jnp.float32)
+    )
+    inner = DynamicsTrainingState(state.params, state.opt_state, stats, state.steps)
+    inner, metrics = fit(inner, batch)
+    new_state = ModelLearnerState(inner.params, inner.opt_state, stats, moments, key, inner.steps)
+    return new_state, metrics
+
+  return update

@@ -89,6 +89,18 @@ def test_from_dict_reads_nested_and_dotted_keys_alike():
   assert MPOConfig.from_dict(nested.to_dict()) == nested
 
 
+def test_a_dotted_override_keeps_the_agents_own_sub_config_defaults():
+  from agents.gato.config import GatoConfig
+  from agents.planning.config import PlanningConfig
+
+  # Gato's and planning's replay defaults differ from ReplayConfig's: one override of one
+  # field must not reset the others to ReplayConfig's (planning would get n_step=5).
+  gato = GatoConfig.from_dict({'replay.batch_size': 8})
+  assert (gato.replay.batch_size, gato.replay.min_replay_size) == (8, 1)
+  planning = PlanningConfig.from_dict({'replay': {'batch_size': 64}})
+  assert (planning.replay.batch_size, planning.replay.n_step) == (64, 1)
+
+
 def test_unknown_fields_are_refused_naming_each_one():
   with pytest.raises(ConfigError) as info:
     MPOConfig.from_dict(

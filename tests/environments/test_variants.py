@@ -80,3 +80,18 @@ def test_a_bad_variant_is_refused_in_one_line_naming_the_field(name, message):
   with pytest.raises(ValueError, match=message) as error:
     variants.parse(name)
   assert '\n' not in str(error.value)
+
+
+def test_the_suite_factory_takes_a_variant_wherever_it_takes_a_task_name():
+  from environments import suite
+
+  name = 'cartpole:swingup@pole_length=0.5'
+  assert suite.parse_task(name) == ('cartpole', 'swingup')
+  assert suite.observation_group_sizes(name) == suite.observation_group_sizes('cartpole:swingup')
+  via_suite = _trajectory(suite.make_environment(name, seed=3))
+  np.testing.assert_array_equal(via_suite, _trajectory(variants.make(name, seed=3)))
+  assert (
+    np.abs(via_suite - _trajectory(suite.make_environment('cartpole:swingup', seed=3))).max() > 0.1
+  )
+  with pytest.raises(ValueError, match="unknown physics parameter 'pole_lenght' for cartpole"):
+    suite.parse_task('cartpole:swingup@pole_lenght=0.8')

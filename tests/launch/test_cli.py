@@ -60,7 +60,7 @@ def test_help_shows_defaults_and_which_fields_a_relaunch_may_change(capsys):
     'environment-step budget (the program stops at whichever budget comes first) '
     '(default: 200000) [resumable]' in out
   )
-  assert 'dm_control domain:task (default: cartpole:swingup)' in out
+  assert 'environments/variants.py) (default: cartpole:swingup)' in out
   assert 'domain:task (default: cartpole:swingup) [resumable]' not in out
 
 

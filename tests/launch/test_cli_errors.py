@@ -41,6 +41,12 @@ def test_unknown_domain(tmp_path):
   assert_one_line_error(rc, err, 'unknown domain', 'walker')
 
 
+def test_unknown_variant_parameter_lists_the_valid_ones(tmp_path):
+  rc, err = run_cli('--task', 'cartpole:swingup@pole_lenght=0.8', '--run_dir', str(tmp_path / 'r'))
+  assert_one_line_error(rc, err, "unknown physics parameter 'pole_lenght'", 'pole_length')
+  assert not (tmp_path / 'r').exists()
+
+
 @pytest.mark.parametrize(
   'args,field',
   [

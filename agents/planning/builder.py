@@ -1,0 +1,135 @@
+"""The planning agent as building blocks: replay of one-step transitions, model learner,
+planning actor (agents.builder.Builder).
+
+The data half is the shared n-step pipeline with n_step=1 (PlanningConfig checks it), so
+the learner node mixes replay, the store (`--store_ratio`; all of it in offline and
+iterated modes) and attached robots' transitions for the model as it does for MPO.
+"""
+
+from typing import Callable, Dict, Iterator, Optional, Sequence, Union
+
+import jax
+import reverb
+from acme import adders, core, specs
+from acme.utils import counting, loggers
+
+from agents.common.errors import ConfigError
+from agents.mpo.builder import make_variable_client
+from agents.planning.actor import PlanningActor, make_plan_step, planner_config
+from agents.planning.config import PlanningConfig
+from agents.planning.learner import ModelLearner
+from agents.planning.model_step import RewardFn
+from agents.planning.planner import PlannerConfig
+from agents.planning.sequence_model import SequenceDynamics, make_sequence_dynamics
+from agents.replay_pipeline import ReplayPipeline, check_spec
+from networks.dynamics import EnsembleModel, EnsembleSizes, make_ensemble
+
+
+class PlanningBuilder(ReplayPipeline):
+  """Builds the model learner and planning actors for one environment spec."""
+
+  def __init__(
+    self,
+    config: PlanningConfig,
+    spec: specs.EnvironmentSpec,
+    obs_group_sizes: Optional[Sequence[int]] = None,
+  ):
+    del obs_group_sizes  # The ensemble reads the flat observation.
+    check_spec(spec)
+    super().__init__(config.replay, spec)
+    self.config = config
+    self.obs_dim = int(spec.observations.shape[0])
+    self.action_dim = int(spec.actions.shape[0])
+    self._model: Optional[Union[EnsembleModel, SequenceDynamics]] = None
+    self._plan_steps: Dict[float, Callable] = {}
+    self.reward_fn()  # A known reward that does not fit the task fails here, in every node.
+
+  def make_networks(self) -> Union[EnsembleModel, SequenceDynamics]:
+    m = self.config.model
+    if m.kind == 'transformer':
+      return make_sequence_dynamics(
+        self.obs_dim,
+        self.action_dim,
+        m.transformer_size,
+        m.transformer_heads,
+        m.transformer_layers,
+      )
+    return make_ensemble(EnsembleSizes(m.num_members, self.obs_dim, m.hidden_sizes))
+
+  def planner_config(self) -> PlannerConfig:
+    actions = self.spec.actions
+    return planner_config(self.config.planner, actions.minimum, actions.maximum)
+
+  def reward_fn(self) -> Optional[RewardFn]:
+    """The known reward plans are scored with (planner.reward), None for the learned head."""
+    name = self.config.planner.reward
+    if name == 'learned':
+      return None
+    from environments.known_rewards import REWARDS
+
+    fn, (obs_dim, action_dim) = REWARDS[name]
+    if (obs_dim, action_dim) != (self.obs_dim, self.action_dim):
+      raise ConfigError(
+        f'PlanningConfig.planner.reward={name!r} is invalid for this task: it takes '
+        f'{obs_dim} observation and {action_dim} action dimensions, the task has '
+        f'{self.obs_dim} and {self.action_dim} (use learned)'
+      )
+    return fn
+
+  def make_learner(
+    self,
+    iterator: Iterator[reverb.ReplaySample],
+    seed: int = 0,
+    counter: Optional[counting.Counter] = None,
+    logger: Optional[loggers.Logger] = None,
+  ) -> ModelLearner:
+    return ModelLearner(
+      self.make_networks(),
+      self.config,
+      self.obs_dim,
+      self.action_dim,
+      iterator,
+      seed=seed,
+      counter=counter,
+      logger=logger,
+    )
+
+  def make_actor(
+    self,
+    variable_source: core.VariableSource,
+    adder: Optional[adders.Adder],
+    seed: int = 0,
+    deterministic: bool = False,
+    version_name: Optional[str] = None,
+  ) -> PlanningActor:
+    """Plans with the learner's model, refreshed every `replay.variable_update_period`
+    steps (the deterministic, evaluation, actor only when its owner asks)."""
+    noise = 0.0 if deterministic else self.config.planner.exploration_std
+    return PlanningActor(
+      self.plan_step(noise),
+      self.planner_config(),
+      make_variable_client(
+        self.config.replay.variable_update_period, variable_source, deterministic, version_name
+      ),
+      adder,
+      seed=seed,
+      deterministic=deterministic,
+    )
+
+  def plan_step(self, exploration_std: float = 0.0) -> Callable:
+    """The actors' jitted planning step (agents.planning.actor.make_plan_step), made once
+    per builder and noise level: every actor of a process shares its compilation."""
+    if exploration_std not in self._plan_steps:
+      if self._model is None:
+        self._model = self.make_networks()
+      self._plan_steps[exploration_std] = jax.jit(
+        make_plan_step(
+          self._model,
+          self.config.planner,
+          self.planner_config(),
+          self.config.model.propagation,
+          exploration_std,
+          self.reward_fn(),
+        )
+      )
+    return self._plan_steps[exploration_std]

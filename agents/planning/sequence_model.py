@@ -1,0 +1,130 @@
+"""The transformer dynamics model (model.kind='transformer'): its update on one-step
+transitions and its use as the planner's step.
+
+A transition is two timesteps of the shared tokeniser (networks.tokenizer.TimestepLayout):
+the observation's tokens, the separator, the action's; then the next observation's tokens
+(the second timestep's separator and action are masked out of the loss and, the model
+being causal, change nothing). The loss is networks.sequence_dynamics' dynamics mask: the
+next observation's tokens, each predicted from the (observation, action) and the earlier
+features of its own observation. Observations are Markov states here (dm_control's), so
+one timestep of history is all the model needs, and replay's transitions are its data.
+
+As a planner step it decodes the next observation greedily through the key-value cache
+(networks.sequence_dynamics.predict_next_observation); it predicts no reward, so the step
+scores states with a known reward (environments.known_rewards).
+"""
+
+from typing import Dict, NamedTuple, Tuple
+
+import haiku as hk
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from agents.gato.losses import next_token_loss
+from agents.planning.model_step import ModelStep, RewardFn
+from networks.sequence_dynamics import dynamics_loss_mask, predict_next_observation
+from networks.tokenizer import TimestepLayout, flat_layout
+from networks.transformer import SequenceModel, TransformerSizes, make_transformer
+
+
+class SequenceDynamics(NamedTuple):
+  """The transformer and its timestep layout: what the builder's make_networks gives for
+  model.kind='transformer'."""
+
+  model: SequenceModel
+  layout: TimestepLayout
+
+
+class SequenceLearnerState(NamedTuple):
+  """Everything the transformer's learner needs to continue exactly where it stopped."""
+
+  params: hk.Params
+  opt_state: optax.OptState
+  steps: jnp.ndarray
+
+
+def make_sequence_dynamics(
+  obs_dim: int, action_dim: int, model_size: int, num_heads: int, num_layers: int
+) -> SequenceDynamics:
+  """The transformer and the layout of one timestep, sized for one transition (two
+  timesteps' tokens)."""
+  layout = flat_layout(obs_dim, action_dim)
+  sizes = TransformerSizes(
+    vocab_size=layout.vocab.size,
+    num_positions=layout.num_tokens,
+    max_len=2 * layout.num_tokens,
+    model_size=model_size,
+    num_heads=num_heads,
+    num_layers=num_layers,
+  )
+  return SequenceDynamics(make_transformer(sizes), layout)
+
+
+def transition_tokens(layout: TimestepLayout, obs, action, next_obs):
+  """[B, 2 * num_tokens] tokens and positions of transitions (the second action zero)."""
+  second = jnp.zeros_like(action)
+  tokens = jnp.concatenate(
+    [layout.timestep_tokens(obs, action), layout.timestep_tokens(next_obs, second)], axis=-1
+  )
+  positions = jnp.broadcast_to(jnp.tile(layout.positions, 2), tokens.shape)
+  return tokens, positions
+
+
+def initial_sequence_state(
+  model: SequenceModel, optimizer: optax.GradientTransformation, key: jnp.ndarray
+) -> SequenceLearnerState:
+  @jax.jit  # One compilation rather than one per op.
+  def init(key):
+    dummy = jnp.zeros((1, 1), jnp.int32)
+    params = model.init(key, dummy, dummy)
+    return SequenceLearnerState(params, optimizer.init(params), jnp.zeros((), jnp.int32))
+
+  return init(key)
+
+
+def make_sequence_update_fn(
+  model: SequenceModel, layout: TimestepLayout, optimizer: optax.GradientTransformation
+):
+  """update(state, transitions) -> (state, metrics), pure and jittable."""
+  mask = jnp.asarray(dynamics_loss_mask(layout, 2))
+
+  def loss_fn(params, tokens, positions):
+    logits = model.apply(params, tokens, positions)
+    out = next_token_loss(logits, tokens, jnp.broadcast_to(mask, tokens.shape))
+    return out['loss'], out
+
+  def update(state: SequenceLearnerState, transitions) -> Tuple[SequenceLearnerState, Dict]:
+    obs = jnp.asarray(transitions.observation, jnp.float32)
+    action = jnp.asarray(transitions.action, jnp.float32)
+    next_obs = jnp.asarray(transitions.next_observation, jnp.float32)
+    tokens, positions = transition_tokens(layout, obs, action, next_obs)
+    (_, out), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, tokens, positions)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {
+      'model_loss': out['loss'],
+      'token_accuracy': out['accuracy'],
+      'grad_norm': optax.global_norm(grads),
+    }
+    return SequenceLearnerState(params, opt_state, state.steps + 1), metrics
+
+  return update
+
+
+def make_sequence_model_step(
+  model: SequenceModel, params: hk.Params, layout: TimestepLayout, reward_fn: RewardFn
+) -> ModelStep:
+  """The transformer as a planner step: state = the observation [obs_dim]."""
+  positions = np.asarray(layout.positions)[None]
+
+  def initial_state(obs):
+    return jnp.asarray(obs, jnp.float32)
+
+  def step(state, action):
+    tokens = layout.timestep_tokens(state[None], action[None].astype(jnp.float32))
+    next_obs = predict_next_observation(model, params, layout, tokens, positions)[0]
+    return next_obs, reward_fn(state, action, next_obs)
+
+  return ModelStep(step, initial_state)

@@ -1,0 +1,254 @@
+"""Planning benchmark: planners through learned dynamics models trained on one dataset.
+
+  python -m experiments.planning_benchmark --task cartpole:swingup --random_episodes 5 \\
+      --store runs/cartpole_swingup/store --train_steps 5000 --out bench_out/planning
+
+The data: --random_episodes episodes of uniformly random actions, plus every episode of
+--store (an earlier run's store, e.g. an MPO run's: the states a good policy visits). For
+each model of --models (the MLP ensemble, the transformer: agents.planning's model.kind) a
+model learner (--preset and --agent as for collect_infer) trains on all their one-step
+transitions for --train_steps, the same batches for each. Then each planner of --planners
+('method:reward', e.g. cem:learned, cem:cartpole, random_shooting:learned) plans through
+each model for --eval_episodes episodes of --episode_steps steps, with the planning actor
+the program's evaluator uses (deterministic); its return and planning cost per
+environment step (wall-clock after compilation, and model steps rolled out) are recorded.
+The transformer predicts no reward: it runs only the planners with a known one.
+
+Writes:
+  <out>/planning.csv   model, planner, method, reward, episode, return, steps, ms_per_step,
+                       model_steps_per_step, train_steps, transitions, final_model_loss
+  <out>/planning.png   return and ms per step for each model and planner
+"""
+
+import argparse
+import csv
+import json
+import os
+import pathlib
+import time
+from typing import Dict, Iterator, List, Optional, Sequence
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+
+import numpy as np  # noqa: E402
+
+FIELDS = (
+  'model', 'planner', 'method', 'reward', 'episode', 'return', 'steps', 'ms_per_step',
+  'model_steps_per_step', 'train_steps', 'transitions', 'final_model_loss',
+)  # fmt: skip
+
+
+def _setting(text: str):
+  """FIELD=VALUE, the value read as JSON when it is (as collect_infer's --agent)."""
+  key, sep, value = text.partition('=')
+  if not sep:
+    raise argparse.ArgumentTypeError(f'expected FIELD=VALUE, got {text!r}')
+  try:
+    return key, json.loads(value)
+  except json.JSONDecodeError:
+    return key, value
+
+
+def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+  p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  p.add_argument('--task', default='cartpole:swingup')
+  p.add_argument('--random_episodes', type=int, default=5)
+  p.add_argument('--store', default=None, help='an episode store whose episodes join the data')
+  p.add_argument('--train_steps', type=int, default=5000)
+  p.add_argument('--models', default='ensemble,transformer')
+  p.add_argument('--planners', default='cem:learned,random_shooting:learned,cem:cartpole')
+  p.add_argument('--eval_episodes', type=int, default=1)
+  p.add_argument('--episode_steps', type=int, default=1000)
+  p.add_argument('--preset', default='cpu')
+  p.add_argument(
+    '--agent',
+    action='append',
+    default=[],
+    type=_setting,
+    help='FIELD=VALUE, as collect_infer',
+  )
+  p.add_argument('--seed', type=int, default=0)
+  p.add_argument('--out', default='bench_out/planning')
+  args = p.parse_args(argv)
+  from agents.common.errors import ConfigError
+  from agents.planning.config import PlanningConfig
+
+  args.planner_list = []
+  for name in args.planners.split(','):
+    method, _, reward = name.strip().partition(':')
+    try:  # Checked before any work: a typo fails now, not after the training.
+      PlanningConfig.from_dict({'planner.method': method, 'planner.reward': reward or 'learned'})
+    except ConfigError as e:
+      p.error(f'--planners: {name!r}: {e}')
+    args.planner_list.append((name.strip(), method, reward or 'learned'))
+  args.model_list = [m.strip() for m in args.models.split(',')]
+  for kind in args.model_list:
+    try:
+      PlanningConfig.from_dict({'model.kind': kind, 'planner.reward': 'cartpole'})
+    except ConfigError as e:
+      p.error(f'--models: {kind!r}: {e}')
+  return args
+
+
+def _transitions(args, env_factory) -> Dict[str, np.ndarray]:
+  """One-step transitions of the random episodes and the store's episodes, concatenated."""
+  obs, actions, rewards, next_obs = [], [], [], []
+  rng = np.random.default_rng(args.seed)
+  for i in range(args.random_episodes):
+    env = env_factory(args.seed + i)
+    spec = env.action_spec()
+    timestep = env.reset()
+    while not timestep.last():
+      action = rng.uniform(spec.minimum, spec.maximum, spec.shape).astype(np.float32)
+      following = env.step(action)
+      obs.append(timestep.observation)
+      actions.append(action)
+      rewards.append(following.reward)
+      next_obs.append(following.observation)
+      timestep = following
+  if args.store:
+    from launch.store.episodes import EpisodeStore
+
+    store = EpisodeStore(args.store)
+    for info in store.index():
+      episode = store.read(info.episode_id)
+      obs.extend(episode.observations[:-1])
+      next_obs.extend(episode.observations[1:])
+      actions.extend(episode.actions)
+      rewards.extend(episode.rewards)
+  arrays = (obs, actions, rewards, next_obs)
+  names = ('observation', 'action', 'reward', 'next_observation')
+  return {n: np.asarray(a, np.float32) for n, a in zip(names, arrays)}
+
+
+def _batches(data: Dict[str, np.ndarray], batch_size: int, seed: int) -> Iterator:
+  from acme import types
+
+  rng = np.random.default_rng(seed)
+  n = len(data['reward'])
+  while True:
+    i = rng.integers(0, n, batch_size)
+    yield types.Transition(
+      data['observation'][i],
+      data['action'][i],
+      data['reward'][i],
+      np.ones(batch_size, np.float32),
+      data['next_observation'][i],
+    )
+
+
+def _evaluate(builder, learner, env_factory, episodes: int, seed: int) -> List[Dict[str, float]]:
+  actor = builder.make_actor(learner, adder=None, seed=seed, deterministic=True)
+  rows = []
+  for episode in range(episodes):
+    env = env_factory(seed + 10_000 + episode)
+    timestep = env.reset()
+    actor.observe_first(timestep)
+    total, steps, planning_s = 0.0, 0, 0.0
+    while not timestep.last():
+      start = time.perf_counter()
+      action = actor.select_action(timestep.observation)
+      if steps > 0 or episode > 0:  # The first call compiles.
+        planning_s += time.perf_counter() - start
+      timestep = env.step(action)
+      actor.observe(action, timestep)
+      total += float(timestep.reward)
+      steps += 1
+    timed = steps - (1 if episode == 0 else 0)
+    rows.append({'episode': episode, 'return': total, 'steps': steps,
+                 'ms_per_step': 1000 * planning_s / max(timed, 1)})  # fmt: skip
+  return rows
+
+
+def _plot(rows: List[Dict], path: pathlib.Path) -> None:
+  import matplotlib
+
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+
+  label = lambda r: f'{r["model"]}\n{r["planner"]}'
+  planners = list(dict.fromkeys(label(r) for r in rows))
+  mean = lambda key, p: np.mean([r[key] for r in rows if label(r) == p])
+  fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+  left.bar(planners, [mean('return', p) for p in planners])
+  left.set_ylabel('episode return')
+  right.bar(planners, [mean('ms_per_step', p) for p in planners])
+  right.set_ylabel('planning ms per env step')
+  for ax in (left, right):
+    ax.tick_params(axis='x', rotation=20)
+  fig.suptitle(f'planners through models trained on {rows[0]["transitions"]} transitions')
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  args = parse_args(argv)
+  from acme import specs, wrappers
+  from acme.utils import loggers
+
+  from agents import registry
+  from agents.common.config import merge_overrides
+  from agents.planning.builder import PlanningBuilder
+  from agents.planning.config import PlanningConfig
+  from environments.suite import make_environment
+
+  def env_factory(seed: int):
+    env = make_environment(args.task, seed=seed)
+    return wrappers.StepLimitWrapper(env, step_limit=args.episode_steps)
+
+  out = pathlib.Path(args.out)
+  out.mkdir(parents=True, exist_ok=True)
+  entry = registry.get('planning')
+  agent = [{k: v} for k, v in args.agent]
+  base = merge_overrides(PlanningConfig, entry.preset(args.preset), *agent)
+  spec = specs.make_environment_spec(make_environment(args.task, seed=0))
+  data = _transitions(args, env_factory)
+  print(f'{len(data["reward"])} transitions; training {args.train_steps} steps')
+
+  rows = []
+  for kind in args.model_list:
+    planners = [p for p in args.planner_list if kind != 'transformer' or p[2] != 'learned']
+    if not planners:
+      print(f'{kind}: no planner with a known reward to run')
+      continue
+    model_config = {**base, 'model.kind': kind, 'planner.reward': planners[0][2]}
+    builder = PlanningBuilder(PlanningConfig.from_dict(model_config), spec)
+    logger = loggers.InMemoryLogger()
+    batches = _batches(data, builder.config.replay.batch_size, args.seed)
+    learner = builder.make_learner(batches, seed=args.seed, logger=logger)
+    for _ in range(args.train_steps):
+      learner.step()
+    final_loss = float(np.mean([r['model_loss'] for r in logger.data[-100:]]))
+    print(f'{kind}: model loss {logger.data[0]["model_loss"]:.3f} -> {final_loss:.3f}')
+    for name, method, reward in planners:
+      config = PlanningConfig.from_dict(
+        {**model_config, 'planner.method': method, 'planner.reward': reward}
+      )
+      p = config.planner
+      # Both methods roll out candidates * iterations plans; a plan of horizon *
+      # action_repeat model steps serves action_repeat env steps.
+      model_steps = p.num_candidates * p.iterations * p.horizon
+      planner_builder = PlanningBuilder(config, spec)
+      for row in _evaluate(planner_builder, learner, env_factory, args.eval_episodes, args.seed):
+        row.update(
+          model=kind, planner=name, method=method, reward=p.reward,
+          train_steps=args.train_steps, model_steps_per_step=model_steps,
+          transitions=len(data['reward']), final_model_loss=final_loss,
+        )  # fmt: skip
+        rows.append(row)
+        print(f'{kind} {name}: return {row["return"]:.1f} over {row["steps"]} steps, '
+              f'{row["ms_per_step"]:.1f} ms per step')  # fmt: skip
+  if not rows:
+    print('nothing ran: the transformer needs a planner with a known reward (e.g. cem:cartpole)')
+    return 1
+  with open(out / 'planning.csv', 'w', newline='') as f:
+    writer = csv.DictWriter(f, fieldnames=FIELDS)
+    writer.writeheader()
+    writer.writerows(rows)
+  _plot(rows, out / 'planning.png')
+  print(f'wrote {out / "planning.csv"} and {out / "planning.png"}')
+  return 0
+
+
+if __name__ == '__main__':
+  raise SystemExit(main())

@@ -1,0 +1,30 @@
+"""experiments.planning_benchmark's --planners and --models: a bad one fails before any work."""
+
+import pytest
+
+from experiments import planning_benchmark
+
+
+@pytest.mark.parametrize(
+  'flag, value, named',
+  [
+    ('--planners', 'cem:learned,mppi:learned', 'planner.method'),
+    ('--planners', 'cem:walker', 'reward'),
+    ('--models', 'ensemble,rnn', 'model.kind'),
+  ],
+)
+def test_a_bad_planner_or_model_is_refused_naming_it(tmp_path, capsys, flag, value, named):
+  with pytest.raises(SystemExit) as exit_info:
+    planning_benchmark.main([flag, value, '--out', str(tmp_path / 'out')])
+  assert exit_info.value.code == 2
+  err = capsys.readouterr().err
+  assert flag in err and named in err
+  assert not (tmp_path / 'out').exists()
+
+
+def test_planners_are_read_as_method_and_reward():
+  args = planning_benchmark.parse_args(['--planners', 'cem,random_shooting:cartpole'])
+  assert args.planner_list == [
+    ('cem', 'cem', 'learned'),
+    ('random_shooting:cartpole', 'random_shooting', 'cartpole'),
+  ]
