@@ -36,15 +36,16 @@ def prepare_run(
   """
   from environments.suite import parse_task
 
-  def check_task(task: str) -> None:
+  def check_task(config: ExperimentConfig) -> None:
     try:
-      parse_task(task)
+      for task in config.task_names:
+        parse_task(task)
     except ValueError as e:
       raise ConfigError(str(e)) from None
 
   run_dir = RunDir(os.path.abspath(config.run_dir))
   if not run_dir.exists():
-    check_task(config.task)  # Before anything is created for a run that cannot start.
+    check_task(config)  # Before anything is created for a run that cannot start.
   run_dir.create()
   run_dir.acquire_lock()
   try:
@@ -54,7 +55,11 @@ def prepare_run(
       config = effective_config(config, overrides, stored)
     else:
       config = effective_config(config, overrides)
-    check_task(config.task)
+    check_task(config)
+    if len(config.task_names) > 1:
+      from launch.experiment import bodies
+
+      bodies(config)  # One line now when a one-body agent's tasks differ.
     if resumed:
       # Fail here, in one line, rather than in the learner process after launch.
       Checkpointer(run_dir.checkpoints).restore_latest()
