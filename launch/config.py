@@ -58,16 +58,13 @@ class ExperimentConfig:
   """One experiment: task, topology, budget, cadence of evaluation and checkpoints."""
 
   run_dir: str = setting('runs/default', help='run directory (default: runs/<domain>_<task>)')
-  task: str = setting(
-    'cartpole:swingup',
-    help='dm_control domain:task (with --tasks: the first of them unless given; robots attach '
-    'to this one)',
-  )
+  task: str = setting('cartpole:swingup', help='dm_control domain:task')
   tasks: str = setting(
     '',
     help='several tasks in one program, comma-separated, each with an optional weight: '
     "'cartpole:swingup=2,point_mass:easy'. Actors are spread over them by weight (smooth "
-    'weighted round robin), the evaluator evaluates each (default: --task alone)',
+    'weighted round robin), the evaluator evaluates each; --task, the one robots attach to, '
+    'is then the first unless given (default: --task alone)',
   )
   seed: int = setting(0, help='seed of the learner, actors (seed + actor index) and evaluator')
   num_actors: int = setting(2, help='actor processes', resumable=True)
