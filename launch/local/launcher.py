@@ -42,6 +42,10 @@ def prepare_run(
         parse_task(task)
     except ValueError as e:
       raise ConfigError(str(e)) from None
+    if len(config.task_names) > 1:
+      from launch.experiment import bodies
+
+      bodies(config)  # One line now when a one-body agent's tasks differ.
 
   run_dir = RunDir(os.path.abspath(config.run_dir))
   if not run_dir.exists():
@@ -56,10 +60,6 @@ def prepare_run(
     else:
       config = effective_config(config, overrides)
     check_task(config)
-    if len(config.task_names) > 1:
-      from launch.experiment import bodies
-
-      bodies(config)  # One line now when a one-body agent's tasks differ.
     if resumed:
       # Fail here, in one line, rather than in the learner process after launch.
       Checkpointer(run_dir.checkpoints).restore_latest()
