@@ -83,3 +83,9 @@ def assign_task(actor_id: int, weights: Sequence[Tuple[str, float]]) -> str:
 def task_log_label(task: str) -> str:
   """The log label of one task's rows: 'evaluator_cartpole_swingup'."""
   return 'evaluator_' + re.sub(r'[^A-Za-z0-9.-]+', '_', task)
+
+
+def tasks_without_actors(weights: Sequence[Tuple[str, float]], num_actors: int) -> List[str]:
+  """The tasks no actor runs with `num_actors` actors (the evaluator still evaluates them)."""
+  acting = {assign_task(i, weights) for i in range(num_actors)}
+  return [name for name, _ in weights if name not in acting]

@@ -20,6 +20,7 @@ from launch.nodes.process import GROUPS, node_env, process_env
 from launch.robot.protocol import ensure_token_file
 from launch.run_dir import RunDir
 from launch.slurm.addresses import free_port
+from launch.tasks import tasks_without_actors
 
 ANNOUNCE_HOST_ENV = 'COLLECT_INFER_HOST'
 
@@ -64,6 +65,13 @@ def prepare_run(
       # Fail here, in one line, rather than in the learner process after launch.
       Checkpointer(run_dir.checkpoints).restore_latest()
     _check_training_data(config, run_dir)
+    idle = tasks_without_actors(config.task_weights, config.num_actors)
+    if idle and config.mode != 'offline':
+      log.warning(
+        'no actor collects %s with --num_actors %d (evaluated only)',
+        ', '.join(idle),
+        config.num_actors,
+      )
     run_dir.write_config(config.to_dict())
     ensure_token_file(run_dir.gateway_token)  # Made once; a relaunch keeps the robots' token.
   except BaseException:

@@ -16,7 +16,7 @@ from environments.references import (
 from launch import experiment
 from launch.cli import given_values
 from launch.config import ExperimentConfig
-from launch.tasks import assign_task, parse_tasks, task_log_label
+from launch.tasks import assign_task, parse_tasks, task_log_label, tasks_without_actors
 from tests.fakes import tiny_config
 
 CARTPOLE, POINT_MASS, PENDULUM = 'cartpole:swingup', 'point_mass:easy', 'pendulum:swingup'
@@ -59,6 +59,8 @@ def test_actors_are_spread_over_tasks_by_weight():
     counts[assign_task(n - 1, weights)] += 1
     for task, w in weights:
       assert abs(counts[task] - n * w / 10) < 1, (n, counts)
+  assert tasks_without_actors(weights, 2) == ['c', 'd']
+  assert tasks_without_actors(weights, 40) == []
 
 
 def test_config_and_cli_take_tasks(tmp_path):
