@@ -322,7 +322,7 @@ def launch(
     log.info(
       '%s %s (%s) with %s in %s (%s)',
       'resuming' if resumed else 'starting',
-      config.task,
+      ', '.join(config.task_names),
       config.mode,
       actors,
       run_dir.path,
