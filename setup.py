@@ -13,7 +13,7 @@ setuptools.setup(
     include=['agents*', 'networks*', 'environments*', 'launch*', 'experiments*']
   ),
   # The loopback bind shim, compiled on first use (launch/loopback).
-  package_data={'launch.loopback': ['shim.c']},
+  package_data={'launch.loopback': ['shim.c'], 'environments': ['expert_references.json']},
   install_requires=[
     'dm-acme==0.4.0',
     'dm-launchpad==0.5.0',

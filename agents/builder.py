@@ -49,6 +49,9 @@ class AgentConfig(Protocol):
 class Builder(Protocol):
   """Every piece of an agent for one environment spec.
 
+  An agent whose config says `several_bodies` also takes `bodies` (task -> Body, see
+  agents.common.bodies) and `task` (the one `spec` is) as keywords in a multi-task run.
+
   Optional: `make_store_iterator(store_dirs, tasks, windows, seed)`, batches of the stored
   episodes of `tasks` made with `windows` (launch.store.windows.window_batches, passed in
   by the learner node, since agents/ never imports launch/). A learner node whose builder

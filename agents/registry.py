@@ -42,9 +42,22 @@ class AgentEntry:
     module, _, name = self.builder.partition(':')
     return getattr(importlib.import_module(module), name)
 
-  def make_builder(self, config: Any, spec: Any, obs_group_sizes: Optional[Sequence[int]] = None):
-    """The agent's builder for `config` (a config_class) and an environment spec."""
-    return self.builder_class()(config, spec, obs_group_sizes)
+  def make_builder(
+    self,
+    config: Any,
+    spec: Any,
+    obs_group_sizes: Optional[Sequence[int]] = None,
+    bodies: Optional[Mapping[str, Any]] = None,
+    task: Optional[str] = None,
+  ):
+    """The agent's builder for `config` (a config_class) and an environment spec.
+
+    `bodies` (task -> agents.common.bodies.Body, only for a config with `several_bodies`)
+    are every task of the run; `spec` is then the body of `task`, the one it acts on.
+    """
+    if bodies is None:
+      return self.builder_class()(config, spec, obs_group_sizes)
+    return self.builder_class()(config, spec, obs_group_sizes, bodies=bodies, task=task)
 
   def preset(self, name: Optional[str]) -> Mapping[str, Any]:
     """The settings of preset `name` (None: the agent's defaults as they are)."""

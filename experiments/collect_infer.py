@@ -137,6 +137,14 @@ def main(argv=None) -> int:
         if key == 'datasets'
         else os.path.abspath(given[key])
       )
+  if given.get('tasks') and 'task' not in given:  # The first of several is the run's own.
+    from launch.tasks import parse_tasks
+
+    try:
+      given['task'] = parse_tasks(given['tasks'])[0][0]
+    except UserError as e:
+      print(f'error: {e}', file=sys.stderr)
+      return 2
   task = given.setdefault('task', ExperimentConfig.task)
   given.setdefault('run_dir', os.path.join('runs', str(task).replace(':', '_')))
   overrides = {k: v for k, v in given.items() if k in ExperimentConfig.resumable_fields()}

@@ -13,9 +13,17 @@ Kinds:
           run's oldest kept checkpoint with action noise --noise (--poor_policy
           noisy, the default) or uniformly random actions (--poor_policy random)
   random  uniformly random actions
-Episodes are generated with the project's own actors on the run's task. The
-output is an episode store (train on it with --datasets OUT) and OUT/manifest.json
-saying where every episode came from and its return.
+Episodes are generated with the project's own actors on the run's task (each task
+of a multi-task run). Several --run_dir make one multi-task dataset, every episode
+tagged with its task; --min_expert_fraction 0.8 (expert) keeps only the episodes
+with at least 80% of the task's expert return, as Gato's data was filtered:
+
+  python -m experiments.make_dataset --run_dir runs/cartpole_swingup \
+      --run_dir runs/walker_walk --kind expert --episodes 20 --min_expert_fraction 0.8 \
+      --out datasets/cartpole_walker_expert
+
+The output is an episode store (train on it with --datasets OUT) and OUT/manifest.json
+saying where every episode came from and its return, and per task what was kept.
 """
 
 import argparse
@@ -24,7 +32,7 @@ import os
 import pathlib
 import sys
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
@@ -78,8 +86,23 @@ class _RandomActor(_NoisyActor):
     return self._rng.uniform(self._spec.minimum, self._spec.maximum).astype(self._spec.dtype)
 
 
+class _Collected:
+  """A store writer's `append`, into memory: episodes are filtered before they are stored."""
+
+  def __init__(self):
+    self.episodes = []
+
+  def append(self, episode) -> None:
+    self.episodes.append(episode)
+
+
+def _policy_params(state: Any) -> Any:
+  """What the actors act with: MPO-family states keep `policy_params`, Gato's `params`."""
+  return state.policy_params if hasattr(state, 'policy_params') else state.params
+
+
 def build_dataset(
-  run_dir: str,
+  run_dir: Union[str, Sequence[str]],
   kind: str,
   episodes: int,
   out: str,
@@ -87,19 +110,20 @@ def build_dataset(
   noise: float = 0.3,
   seed: int = 0,
   poor_policy: str = 'noisy',
+  min_expert_fraction: Optional[float] = None,
 ) -> Dict[str, Any]:
-  """Generates the episodes into a new store at `out`; returns the manifest."""
-  import acme
-  from acme.utils import loggers
+  """Generates the episodes into a new store at `out`; returns the manifest.
 
+  `run_dir` may name several runs: each gives `episodes` episodes of each of its tasks
+  (every task of a multi-task run), so one dataset holds several tasks, each episode
+  tagged with its own. `min_expert_fraction` (kind expert) keeps only episodes whose return
+  is at least that fraction of the task's expert return (Gato kept those >= 0.8): the
+  expert mean of environments/expert_references.json, else the mean return of the
+  episodes generated here.
+  """
   from agents.common.errors import ConfigError
-  from environments.actions import ExecutedActionActor
-  from launch import experiment
-  from launch.checkpointing import Checkpointer
-  from launch.config import ExperimentConfig
-  from launch.run_dir import RunDir
+  from environments.references import references
   from launch.store.episodes import EpisodeStore
-  from launch.store.recorder import EpisodeRecorder
 
   if kind not in KINDS:
     raise ConfigError(f'kind={kind!r} is invalid: must be one of {", ".join(KINDS)}')
@@ -109,84 +133,66 @@ def build_dataset(
     raise ConfigError(f"poor_policy={poor_policy!r} is invalid: must be 'noisy' or 'random'")
   if not 0.0 <= poor_fraction <= 1.0:
     raise ConfigError(f'poor_fraction={poor_fraction} is invalid: must be in [0, 1]')
-  rd = RunDir(os.path.abspath(run_dir))
-  if not rd.exists():
-    raise ConfigError(f'{run_dir} is not a run directory (no config.json)')
+  if min_expert_fraction is not None and (kind != 'expert' or not min_expert_fraction > 0):
+    raise ConfigError(
+      f'min_expert_fraction={min_expert_fraction} is invalid: must be > 0, with kind expert'
+    )
+  run_dirs = [run_dir] if isinstance(run_dir, (str, os.PathLike)) else list(run_dir)
+  if not run_dirs:
+    raise ConfigError('run_dir: name at least one run')
   out_path = pathlib.Path(out).resolve()
   if out_path.exists() and any(out_path.iterdir()):
     raise ConfigError(f'{out} exists and is not empty; choose a new --out')
-  cfg = ExperimentConfig.from_dict(rd.read_config())
-  builder = experiment.make_builder(cfg)
-  env = experiment.make_env(cfg, seed=seed + 777)
-  # Another run's files cross the trust boundary: no pickles (convert trusted ones first).
-  ckpt = Checkpointer(rd.checkpoints, read_pickles=False)
-  steps = ckpt.all_steps()
-  if kind != 'random' and not steps:
-    raise ConfigError(f'{run_dir} has no checkpoint to generate {kind} episodes from')
-
-  def policy_actor(step: int, noise_scale: float, actor_seed: int):
-    state = ckpt.restore(step)['learner_state']
-    actor = builder.make_actor(_FixedParams(state.policy_params), adder=None, seed=actor_seed)
-    return (
-      _NoisyActor(actor, noise_scale, builder.spec.actions, actor_seed) if noise_scale else actor
+  tasks = [task for path in run_dirs for task in _run_config(path).task_names]
+  duplicates = sorted({t for t in tasks if tasks.count(t) > 1})
+  if duplicates:
+    raise ConfigError(f'run_dir: task(s) {", ".join(duplicates)} come from more than one run')
+  generated = []  # (run, task, [(episode, entry)]), all generated before any is stored
+  for i, path in enumerate(run_dirs):
+    generated.extend(
+      _generate(path, kind, episodes, poor_fraction, noise, seed + 1000 * i, poor_policy)
     )
-
-  num_poor = int(round(poor_fraction * episodes)) if kind == 'mixed' else 0
-  plan = []  # (source description, actor factory)
-  for i in range(episodes):
-    if kind == 'random' or (i < num_poor and poor_policy == 'random'):
-      plan.append(({'policy': 'random'}, lambda i=i: _RandomActor(builder.spec.actions, seed + i)))
-    elif i < num_poor:
-      plan.append(
-        (
-          {'policy': 'early_checkpoint_noisy', 'checkpoint_step': steps[0], 'noise': noise},
-          lambda i=i: policy_actor(steps[0], noise, seed + i),
-        )
-      )
-    else:
-      plan.append(
-        (
-          {'policy': 'final_checkpoint', 'checkpoint_step': steps[-1]},
-          lambda i=i: policy_actor(steps[-1], 0.0, seed + i),
-        )
-      )
 
   store = EpisodeStore(out_path)
   writer = store.writer('make_dataset')
-  entries = []
-  start = time.time()
-  for i, (source, make_actor) in enumerate(plan):
-    recorder = EpisodeRecorder(
-      writer,
-      metadata={'source': f'{kind}_dataset', 'task': cfg.task, 'from_run': str(rd.path), **source},
-    )
-    # The store holds the executed (clipped) action, as for every source.
-    actor = ExecutedActionActor(make_actor(), builder.spec.actions)
-    loop = acme.EnvironmentLoop(
-      env, actor, should_update=False, observers=[recorder], logger=loggers.NoOpLogger()
-    )
-    result = loop.run_episode()
-    entries.append(
-      {
-        **source,
-        'episode_return': float(result['episode_return']),
-        'length': int(result['episode_length']),
-      }
-    )
-    print(
-      f'[dataset] episode {i + 1}/{episodes} ({source["policy"]}): '
-      f'return {result["episode_return"]:.1f} ({time.time() - start:.0f}s)',
-      flush=True,
-    )
+  entries, per_task = [], {}
+  refs = references()
+  for run, task, pairs in generated:
+    returns = [entry['episode_return'] for _, entry in pairs]
+    summary = {'from_run': run, 'generated': len(pairs)}
+    keep = [True] * len(pairs)
+    if min_expert_fraction is not None:
+      if task in refs:
+        expert, source = refs[task].expert, 'environments/expert_references.json'
+      else:
+        expert, source = sum(returns) / len(returns), 'the mean of these generated episodes'
+      threshold = min_expert_fraction * expert
+      keep = [r >= threshold for r in returns]
+      summary.update(
+        expert_return=expert,
+        expert_return_from=source,
+        threshold=threshold,
+        dropped_returns=[r for r, k in zip(returns, keep) if not k],
+      )
+    for (episode, entry), kept in zip(pairs, keep):
+      if kept:
+        writer.append(episode)
+        entries.append(entry)
+    summary['num_episodes'] = sum(keep)
+    kept_returns = [r for r, k in zip(returns, keep) if k]
+    summary['mean_return'] = sum(kept_returns) / len(kept_returns) if kept_returns else None
+    per_task[task] = summary
   writer.close()
   returns = [e['episode_return'] for e in entries]
   manifest = {
     'kind': kind,
-    'task': cfg.task,
-    'from_run': str(rd.path),
+    'task': tasks[0] if len(tasks) == 1 else None,
+    'from_run': generated[0][0] if len(run_dirs) == 1 else None,
+    'tasks': per_task,
     'episodes': entries,
     'num_episodes': len(entries),
-    'mean_return': sum(returns) / len(returns),
+    'mean_return': sum(returns) / len(returns) if returns else None,
+    'min_expert_fraction': min_expert_fraction,
     'poor_fraction': poor_fraction if kind == 'mixed' else None,
     'noise': noise if kind == 'mixed' else None,
     'poor_policy': poor_policy if kind == 'mixed' else None,
@@ -196,11 +202,128 @@ def build_dataset(
   return manifest
 
 
+def _run_config(run_dir: str) -> Any:
+  """The stored ExperimentConfig of a run; ConfigError when it is not a run directory."""
+  from agents.common.errors import ConfigError
+  from launch.config import ExperimentConfig
+  from launch.run_dir import RunDir
+
+  rd = RunDir(os.path.abspath(run_dir))
+  if not rd.exists():
+    raise ConfigError(f'{run_dir} is not a run directory (no config.json)')
+  return ExperimentConfig.from_dict(rd.read_config())
+
+
+def _generate(
+  run_dir: str,
+  kind: str,
+  episodes: int,
+  poor_fraction: float,
+  noise: float,
+  seed: int,
+  poor_policy: str,
+) -> List[Tuple[str, str, List[Tuple[Any, Dict[str, Any]]]]]:
+  """(run, task, [(episode, manifest entry)]) for each task of the run, in memory."""
+  import acme
+  from acme.utils import loggers
+
+  from agents.common.errors import ConfigError
+  from environments.actions import ExecutedActionActor
+  from launch import experiment
+  from launch.checkpointing import Checkpointer
+  from launch.run_dir import RunDir
+  from launch.store.recorder import EpisodeRecorder
+
+  rd = RunDir(os.path.abspath(run_dir))
+  cfg = _run_config(run_dir)
+  # Another run's files cross the trust boundary: no pickles (convert trusted ones first).
+  ckpt = Checkpointer(rd.checkpoints, read_pickles=False)
+  steps = ckpt.all_steps()
+  if kind != 'random' and not steps:
+    raise ConfigError(f'{run_dir} has no checkpoint to generate {kind} episodes from')
+  params = {}
+
+  def restored(step: int) -> Any:
+    if step not in params:
+      params[step] = _policy_params(ckpt.restore(step)['learner_state'])
+    return params[step]
+
+  out = []
+  for task in cfg.task_names:
+    builder = experiment.make_builder(cfg, task)
+    env = experiment.make_env(cfg, seed=seed + 777, task=task)
+
+    def policy_actor(step: int, noise_scale: float, actor_seed: int, builder=builder):
+      actor = builder.make_actor(_FixedParams(restored(step)), adder=None, seed=actor_seed)
+      return (
+        _NoisyActor(actor, noise_scale, builder.spec.actions, actor_seed) if noise_scale else actor
+      )
+
+    num_poor = int(round(poor_fraction * episodes)) if kind == 'mixed' else 0
+    plan = []  # (source description, actor factory)
+    for i in range(episodes):
+      if kind == 'random' or (i < num_poor and poor_policy == 'random'):
+        plan.append(
+          (
+            {'policy': 'random'},
+            lambda i=i, b=builder: _RandomActor(b.spec.actions, seed + i),
+          )
+        )
+      elif i < num_poor:
+        plan.append(
+          (
+            {'policy': 'early_checkpoint_noisy', 'checkpoint_step': steps[0], 'noise': noise},
+            lambda i=i, f=policy_actor: f(steps[0], noise, seed + i),
+          )
+        )
+      else:
+        plan.append(
+          (
+            {'policy': 'final_checkpoint', 'checkpoint_step': steps[-1]},
+            lambda i=i, f=policy_actor: f(steps[-1], 0.0, seed + i),
+          )
+        )
+
+    collected = _Collected()
+    pairs = []
+    start = time.time()
+    for i, (source, make_actor) in enumerate(plan):
+      recorder = EpisodeRecorder(
+        collected,
+        metadata={'source': f'{kind}_dataset', 'task': task, 'from_run': str(rd.path), **source},
+      )
+      # The store holds the executed (clipped) action, as for every source.
+      actor = ExecutedActionActor(make_actor(), builder.spec.actions)
+      loop = acme.EnvironmentLoop(
+        env, actor, should_update=False, observers=[recorder], logger=loggers.NoOpLogger()
+      )
+      result = loop.run_episode()
+      entry = {
+        **source,
+        'task': task,
+        'episode_return': float(result['episode_return']),
+        'length': int(result['episode_length']),
+      }
+      pairs.append((collected.episodes[-1], entry))
+      print(
+        f'[dataset] {task} episode {i + 1}/{episodes} ({source["policy"]}): '
+        f'return {result["episode_return"]:.1f} ({time.time() - start:.0f}s)',
+        flush=True,
+      )
+    out.append((str(rd.path), task, pairs))
+  return out
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
   p = argparse.ArgumentParser(
     description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
   )
-  p.add_argument('--run_dir', required=True, help='the run whose task and checkpoints to use')
+  p.add_argument(
+    '--run_dir',
+    required=True,
+    action='append',
+    help='the run whose task(s) and checkpoints to use; repeat it for a multi-task dataset',
+  )
   p.add_argument('--kind', required=True, choices=KINDS)
   p.add_argument('--episodes', type=int, default=20)
   p.add_argument('--out', required=True, help='a new directory for the dataset')
@@ -211,6 +334,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     choices=['noisy', 'random'],
     default='noisy',
     help='mixed: what acts in the poor episodes',
+  )
+  p.add_argument(
+    '--min_expert_fraction',
+    type=float,
+    default=None,
+    help="expert: keep only episodes with a return >= this fraction of the task's expert "
+    "return (the reference file, else these episodes' mean), e.g. 0.8 as Gato",
   )
   p.add_argument('--seed', type=int, default=0)
   args = p.parse_args(sys.argv[1:] if argv is None else argv)
@@ -226,13 +356,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       args.noise,
       args.seed,
       args.poor_policy,
+      args.min_expert_fraction,
     )
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
+  mean = manifest['mean_return']
   print(
-    f'[dataset] {manifest["num_episodes"]} {args.kind} episodes, mean return '
-    f'{manifest["mean_return"]:.1f}, in {args.out} (manifest.json)',
+    f'[dataset] {manifest["num_episodes"]} {args.kind} episodes of '
+    f'{", ".join(manifest["tasks"])}, mean return '
+    f'{"n/a" if mean is None else format(mean, ".1f")}, in {args.out} (manifest.json)',
     flush=True,
   )
   return 0

@@ -7,6 +7,7 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 from agents import registry
 from agents.common.errors import ConfigError
 from launch.slurm.config import SlurmConfig
+from launch.tasks import TaskWeights, parse_tasks
 
 # slurm: one batch job on a Slurm cluster, a job step per node (see launch/slurm).
 LAUNCH_TYPES = ('local_mp', 'local_mt', 'slurm')
@@ -61,6 +62,13 @@ class ExperimentConfig:
     'cartpole:swingup',
     help='dm_control domain:task, or a physics variant: domain:task@param=value,... '
     '(e.g. cartpole:swingup@pole_length=0.8; environments/variants.py)',
+  )
+  tasks: str = setting(
+    '',
+    help='several tasks in one program, comma-separated, each with an optional weight: '
+    "'cartpole:swingup=2,point_mass:easy'. Actors are spread over them by weight (smooth "
+    'weighted round robin), the evaluator evaluates each; --task, the one robots attach to, '
+    'is then the first unless given (default: --task alone)',
   )
   seed: int = setting(0, help='seed of the learner, actors (seed + actor index) and evaluator')
   num_actors: int = setting(2, help='actor processes', resumable=True)
@@ -209,6 +217,15 @@ class ExperimentConfig:
     help='partition, time limit and per-group resources of launch_type=slurm (--slurm KEY=VALUE)',
   )
 
+  @property
+  def task_weights(self) -> TaskWeights:
+    """(task, weight) of every task of the program, `task` alone without `tasks`."""
+    return parse_tasks(self.tasks) if self.tasks else ((self.task, 1.0),)
+
+  @property
+  def task_names(self) -> Tuple[str, ...]:
+    return tuple(name for name, _ in self.task_weights)
+
   @classmethod
   def resumable_fields(cls) -> Tuple[str, ...]:
     """Fields a relaunch of an existing run may change; the rest come from its stored config."""
@@ -247,6 +264,11 @@ class ExperimentConfig:
       'task',
       "'domain:task', e.g. cartpole:swingup",
     )
+    need(isinstance(self.tasks, str), 'tasks', "a string like 'cartpole:swingup=2,walker:walk'")
+    if self.tasks and self.task not in self.task_names:
+      raise ConfigError(
+        f'task={self.task!r} is invalid: with tasks it must be one of {", ".join(self.task_names)}'
+      )
     need(is_int(self.seed) and self.seed >= 0, 'seed', 'an int >= 0')
     need(
       is_int(self.num_actors) and 1 <= self.num_actors <= 256, 'num_actors', 'an int in [1, 256]'

@@ -211,6 +211,13 @@ class AgentConfig(Config):
     `make_store_iterator`), so the actors must store theirs."""
     return False
 
+  @property
+  def several_bodies(self) -> bool:
+    """Whether one learner serves tasks of different observation and action sizes (its
+    builder takes `bodies` and `task`, see agents.common.bodies); else every task of a run
+    must share one spec."""
+    return False
+
 
 def tuple_or_none(value: Any) -> Optional[Tuple]:
   """JSON (config.json, --agent) gives lists; a tuple keeps a config hashable and comparable."""

@@ -15,6 +15,7 @@ import reverb
 from acme import adders, core, specs
 from acme.utils import counting, loggers
 
+from agents.common.bodies import Body
 from agents.common.errors import ConfigError
 from agents.gato.actor import GatoActor
 from agents.gato.config import GatoConfig
@@ -31,11 +32,13 @@ WindowMaker = Callable[..., Iterator[SequenceBatch]]
 
 
 class GatoBuilder(ReplayPipeline):
-  """Builds every piece of the generalist for one body (agents.builder.Builder).
+  """Builds every piece of the generalist (agents.builder.Builder) for one or several bodies.
 
-  One task today: its body's TimestepLayout comes from the environment spec and its
-  observation groups. Several tasks will each bring a layout over the one vocabulary
-  (`make_store_iterator` already takes the tasks' names).
+  Each task's body is its own TimestepLayout over the one vocabulary: the network is the
+  same for all, only the number of tokens per timestep differs (the position embedding has
+  room for the largest body). `spec` is the body this builder's actors act on (`task`);
+  `bodies` (agents.common.bodies.Body by task, in the run's order) are every task's, whose
+  index is its task-id token. Replay tables use `spec` (nothing is inserted by the actors).
   """
 
   def __init__(
@@ -43,33 +46,56 @@ class GatoBuilder(ReplayPipeline):
     config: GatoConfig,
     spec: specs.EnvironmentSpec,
     obs_group_sizes: Optional[Sequence[int]] = None,
+    bodies: Optional[Mapping[str, Body]] = None,
+    task: Optional[str] = None,
   ):
     check_spec(spec)
     super().__init__(config.replay, spec)
     self.config = config
     self.obs_dim = int(spec.observations.shape[0])
     self.action_dim = int(spec.actions.shape[0])
-    groups = tuple(obs_group_sizes or (self.obs_dim,))
-    if sum(groups) != self.obs_dim:
-      raise ValueError(
-        f'observation groups {groups} do not add up to the observation size {self.obs_dim}'
-      )
     m = config.model
     self.vocab = Vocabulary(num_tasks=m.task_tokens)
-    self.layout = TimestepLayout(groups, self.action_dim, self.vocab, action_mu_law=m.action_mu_law)
-    w, n = config.window, self.layout.num_tokens
-    prefix = {'prompt': w.prompt_tokens // n * n, 'task_id': 1}.get(w.conditioning, 0)
-    if m.context - prefix < n:
+    self.layout = self._layout(spec, obs_group_sizes)
+    bodies = dict(bodies or {})
+    if bodies and task not in bodies:
+      raise ValueError(f'task {task!r} is not one of the bodies {list(bodies)}')
+    self.task = task
+    # task -> layout; None stands for the one task of a single-body build.
+    self.layouts = {t: self._layout(b.spec, b.obs_group_sizes) for t, b in bodies.items()}
+    self.task_index = list(bodies).index(task) if bodies else 0
+    if m.task_tokens < max(len(bodies), 1):
       raise ConfigError(
-        f'model.context={m.context} leaves no room for one timestep ({n} tokens) after '
-        f'the conditioning ({prefix} tokens): raise model.context'
+        f'model.task_tokens={m.task_tokens} is below the {len(bodies)} tasks: raise it'
       )
+    w = config.window
+    for name, layout in {task: self.layout, **self.layouts}.items():
+      n = layout.num_tokens
+      prefix = {'prompt': w.prompt_tokens // n * n, 'task_id': 1}.get(w.conditioning, 0)
+      if m.context - prefix < n:
+        raise ConfigError(
+          f'model.context={m.context} leaves no room for one timestep of '
+          f'{name or "the task"} ({n} tokens) after the conditioning ({prefix} tokens): '
+          'raise model.context'
+        )
+
+  def _layout(self, spec: specs.EnvironmentSpec, groups: Optional[Sequence[int]]):
+    obs_dim, action_dim = int(spec.observations.shape[0]), int(spec.actions.shape[0])
+    groups = tuple(groups or (obs_dim,))
+    if sum(groups) != obs_dim:
+      raise ValueError(
+        f'observation groups {groups} do not add up to the observation size {obs_dim}'
+      )
+    return TimestepLayout(
+      groups, action_dim, self.vocab, action_mu_law=self.config.model.action_mu_law
+    )
 
   def sizes(self) -> TransformerSizes:
     m = self.config.model
     return TransformerSizes(
       vocab_size=self.vocab.size,
-      num_positions=self.layout.num_tokens,
+      # Positions within a timestep: the largest body's.
+      num_positions=max(x.num_tokens for x in (self.layout, *self.layouts.values())),
       max_len=m.context,
       model_size=m.model_size,
       num_heads=m.num_heads,
@@ -98,6 +124,7 @@ class GatoBuilder(ReplayPipeline):
       'conditioning': w.conditioning,
       'prompt_tokens': w.prompt_tokens,
       'prompt_from_end': w.prompt_from_end,
+      'balance_tasks': w.balance_tasks,
     }
 
   def make_store_iterator(
@@ -108,7 +135,10 @@ class GatoBuilder(ReplayPipeline):
     The launch layer calls this instead of building replay or store-transition batches
     whenever a builder has it (launch.nodes.learner.LearnerWorker).
     """
-    layouts = {task: self.layout for task in tasks}  # One body today.
+    unknown = [t for t in tasks if self.layouts and t not in self.layouts]
+    if unknown:
+      raise ConfigError(f'tasks {unknown} have no body; known: {list(self.layouts)}')
+    layouts = {task: self.layouts.get(task, self.layout) for task in tasks}
     return windows(
       store_dirs,
       layouts,
@@ -153,5 +183,5 @@ class GatoBuilder(ReplayPipeline):
       deterministic=deterministic,
       conditioning=w.conditioning,
       prompt_tokens=w.prompt_tokens,
-      task_index=0,
+      task_index=self.task_index,
     )

@@ -44,6 +44,9 @@ class GatoWindowConfig(Config):
   prompt_from_end: float = 0.5  # Share of prompts taken from their episode's end.
   # The learner takes in newly stored episodes every this many batches.
   refresh_every: int = 100
+  # Several tasks: draw each window's task uniformly (true), or in proportion to the task's
+  # stored timesteps (false).
+  balance_tasks: bool = True
 
   def check(self, need: Need) -> None:
     need(self.conditioning in CONDITIONINGS, 'conditioning', f'one of {CONDITIONINGS}')
@@ -54,6 +57,7 @@ class GatoWindowConfig(Config):
       'in [0, 1]',
     )
     need(is_int(self.refresh_every) and self.refresh_every >= 1, 'refresh_every', 'an int >= 1')
+    need(isinstance(self.balance_tasks, bool), 'balance_tasks', 'true or false')
 
 
 @dataclasses.dataclass
@@ -94,6 +98,10 @@ class GatoConfig(AgentConfig):
   @property
   def trains_on_store(self) -> bool:
     return True
+
+  @property
+  def several_bodies(self) -> bool:
+    return True  # Each body is its own token layout over one network (networks.tokenizer).
 
   def check(self, need: Need) -> None:
     if self.window.conditioning == 'prompt':

@@ -20,6 +20,7 @@ from launch.nodes.process import GROUPS, node_env, process_env
 from launch.robot.protocol import ensure_token_file
 from launch.run_dir import RunDir
 from launch.slurm.addresses import free_port
+from launch.tasks import tasks_without_actors
 
 ANNOUNCE_HOST_ENV = 'COLLECT_INFER_HOST'
 
@@ -36,15 +37,20 @@ def prepare_run(
   """
   from environments.suite import parse_task
 
-  def check_task(task: str) -> None:
+  def check_task(config: ExperimentConfig) -> None:
     try:
-      parse_task(task)
+      for task in config.task_names:
+        parse_task(task)
     except ValueError as e:
       raise ConfigError(str(e)) from None
+    if len(config.task_names) > 1:
+      from launch.experiment import bodies
+
+      bodies(config)  # One line now when a one-body agent's tasks differ.
 
   run_dir = RunDir(os.path.abspath(config.run_dir))
   if not run_dir.exists():
-    check_task(config.task)  # Before anything is created for a run that cannot start.
+    check_task(config)  # Before anything is created for a run that cannot start.
   run_dir.create()
   run_dir.acquire_lock()
   try:
@@ -54,11 +60,18 @@ def prepare_run(
       config = effective_config(config, overrides, stored)
     else:
       config = effective_config(config, overrides)
-    check_task(config.task)
+    check_task(config)
     if resumed:
       # Fail here, in one line, rather than in the learner process after launch.
       Checkpointer(run_dir.checkpoints).restore_latest()
     _check_training_data(config, run_dir)
+    idle = tasks_without_actors(config.task_weights, config.num_actors)
+    if idle and config.mode != 'offline':
+      log.warning(
+        'no actor collects %s with --num_actors %d (evaluated only)',
+        ', '.join(idle),
+        config.num_actors,
+      )
     run_dir.write_config(config.to_dict())
     ensure_token_file(run_dir.gateway_token)  # Made once; a relaunch keeps the robots' token.
   except BaseException:
@@ -321,7 +334,7 @@ def launch(
     log.info(
       '%s %s (%s) with %s in %s (%s)',
       'resuming' if resumed else 'starting',
-      config.task,
+      ', '.join(config.task_names),
       config.mode,
       actors,
       run_dir.path,

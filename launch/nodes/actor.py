@@ -21,6 +21,7 @@ from launch.nodes.stopping import exit_process_if_stuck, run_until_stopped, wait
 from launch.run_dir import RunDir
 from launch.store.episodes import EpisodeStore
 from launch.store.recorder import EpisodeRecorder
+from launch.tasks import assign_task
 
 
 class _Stopped(Exception):
@@ -92,7 +93,9 @@ class ActorWorker:
     quiet_node_logs()
     announce_process(label)
     cfg = experiment.config_from_dict(config)
-    builder = experiment.make_builder(cfg)
+    task = assign_task(actor_id, cfg.task_weights)  # Spread over the run's tasks by weight.
+    self.task = task
+    builder = experiment.make_builder(cfg, task)
     steps_before = _steps_so_far(counter, self._log)
     seed = actor_seed(cfg.seed, actor_id, steps_before)
     if steps_before:
@@ -102,7 +105,9 @@ class ActorWorker:
         steps_before,
       )
     self.seed = seed
-    env = experiment.make_env(cfg, seed=seed)
+    env = experiment.make_env(cfg, seed=seed, task=task)
+    if len(cfg.task_names) > 1:
+      self._log.info('acting on task %s', task)
     # Iterated collect-and-infer trains on the store alone: no replay inserts.
     adder = None if cfg.mode == 'iterated' else builder.make_adder(replay)
     self._actor = builder.make_actor(learner, adder, seed=seed, version_name='learner_steps')
@@ -116,7 +121,7 @@ class ActorWorker:
       observers.append(
         EpisodeRecorder(
           writer,
-          metadata={'source': label, 'task': cfg.task, 'seed': seed},
+          metadata={'source': label, 'task': task, 'seed': seed},
           policy_version=lambda: self._actor.policy_version,
         )
       )

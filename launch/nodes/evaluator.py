@@ -8,16 +8,17 @@ from typing import Any, Dict, Optional
 
 import acme
 import launchpad as lp
-import numpy as np
 from acme.utils import loggers
 
 from agents.common.logs import get_logger
 from agents.replay_pipeline import REPLAY_TABLE
+from environments.references import references, score_tasks
 from launch import experiment
 from launch.budget import Budget
 from launch.logs import make_logger
 from launch.nodes.process import announce_process, quiet_node_logs
 from launch.nodes.stopping import exit_process_if_stuck, run_until_stopped, wait_for_stop
+from launch.tasks import task_log_label
 
 log = get_logger('evaluator')
 # The progress line names itself, not its node: `[progress] ...`.
@@ -68,13 +69,26 @@ class EvaluatorWorker:
     self._learner = learner
     self._counter = counter
     self._replay = replay
-    builder = experiment.make_builder(cfg)
-    self._env = experiment.make_env(cfg, seed=cfg.seed + experiment.EVAL_SEED_OFFSET)
-    self._actor = builder.make_actor(learner, adder=None, seed=cfg.seed, deterministic=True)
-    self._loop = acme.EnvironmentLoop(
-      self._env, self._actor, should_update=False, logger=loggers.NoOpLogger(), label='evaluator'
-    )
-    self._logger = make_logger(pathlib.Path(cfg.run_dir), 'evaluator', steps_key='actor_steps')
+    # One greedy actor and environment per task of the run (one without --tasks).
+    self._actors, self._loops = {}, {}
+    for task in cfg.task_names:
+      builder = experiment.make_builder(cfg, task)
+      env = experiment.make_env(cfg, seed=cfg.seed + experiment.EVAL_SEED_OFFSET, task=task)
+      actor = self._actors[task] = builder.make_actor(
+        learner, adder=None, seed=cfg.seed, deterministic=True
+      )
+      self._loops[task] = acme.EnvironmentLoop(
+        env, actor, should_update=False, logger=loggers.NoOpLogger(), label='evaluator'
+      )
+    run_dir = pathlib.Path(cfg.run_dir)
+    self._logger = make_logger(run_dir, 'evaluator', steps_key='actor_steps')
+    # Several tasks: a row per task and evaluation in logs/evaluator_<task>/ as well.
+    self._task_loggers = {}
+    if len(self._loops) > 1:
+      self._task_loggers = {
+        task: make_logger(run_dir, task_log_label(task), steps_key='actor_steps')
+        for task in self._loops
+      }
     self._last_return: Optional[float] = None
     self._start = time.time()
     self._rates = WindowRates()
@@ -94,28 +108,46 @@ class EvaluatorWorker:
       return None
 
   def evaluate(self) -> float:
-    self._actor.update(wait=True)
-    returns = []
-    for _ in range(self._cfg.eval_episodes):
-      returns.append(float(self._loop.run_episode()['episode_return']))
+    """`eval_episodes` greedy episodes of every task; returns the mean over tasks of their
+    mean return. Rows: the average (and expert-normalised score) in logs/evaluator, and
+    with several tasks one per task in logs/evaluator_<task>."""
+    returns = {}
+    for task, loop in self._loops.items():
+      self._actors[task].update(wait=True)
+      returns[task] = []
+      for _ in range(self._cfg.eval_episodes):
+        returns[task].append(float(loop.run_episode()['episode_return']))
+        if self._stop.is_set():
+          break
       if self._stop.is_set():
         break
-    self._last_return = float(np.mean(returns))
+    summary = score_tasks(returns, references())
+    self._last_return = summary['mean_return']
     counts = self._counts()
-    self._logger.write(
-      {
-        **counts,
-        'mean_return': self._last_return,
-        'min_return': min(returns),
-        'max_return': max(returns),
-        'elapsed_s': time.time() - self._start,
-      }
-    )
+    every = [r for values in returns.values() for r in values]
+    row = {
+      **counts,
+      'mean_return': self._last_return,
+      'min_return': min(every),
+      'max_return': max(every),
+      'elapsed_s': time.time() - self._start,
+    }
+    if 'mean_score' in summary:
+      row['mean_score'] = summary['mean_score']
+    self._logger.write(row)
+    for task, task_row in summary['tasks'].items():
+      if task in self._task_loggers:
+        self._task_loggers[task].write({**counts, **task_row})
+      if len(self._loops) > 1:
+        score = f', score {task_row["score"]:.1f}' if 'score' in task_row else ''
+        log.info('  %s: mean return %.1f%s', task, task_row['mean_return'], score)
     log.info(
-      '%d greedy episodes at %d env steps: mean return %.1f',
+      '%d greedy episodes%s at %d env steps: mean return %.1f%s',
       self._cfg.eval_episodes,
+      ' a task' if len(self._loops) > 1 else '',
       int(counts['actor_steps']),
       self._last_return,
+      f', expert-normalised score {summary["mean_score"]:.1f}' if 'mean_score' in summary else '',
     )
     return self._last_return
 

@@ -195,9 +195,11 @@ class LearnerWorker:
       )
     self._set_iteration()
     if self._windows:
+      names = cfg.task_names
       log.info(
-        'training on windows of the stored episodes of task %s (%d store(s))',
-        cfg.task,
+        'training on windows of the stored episodes of task%s %s (%d store(s))',
+        's' if len(names) > 1 else '',
+        ', '.join(names),
         len(store_dirs(cfg)),
       )
     if self._sampler is not None:
@@ -229,7 +231,7 @@ class LearnerWorker:
       if self._window_batches is None:
         self._window_batches = self._builder.make_store_iterator(
           store_dirs(cfg),
-          (cfg.task,),
+          cfg.task_names,
           functools.partial(window_batches, wait_timeout_s=cfg.learner_sample_timeout_s),
           seed=cfg.seed,
         )

@@ -47,6 +47,9 @@ class WindowConfig:
   conditioning: str = 'prompt'
   prompt_tokens: int = 0  # Room for the prompt; it takes as many whole timesteps as fit.
   prompt_from_end: float = 0.5
+  # True: each window's task is drawn uniformly among the tasks with episodes (a batch
+  # holds the tasks about equally); False: in proportion to their stored timesteps.
+  balance_tasks: bool = True
 
   def __post_init__(self):
     if self.conditioning not in CONDITIONINGS:
@@ -82,9 +85,10 @@ class WindowSampler:
     config: how windows are cut.
     seed: an int seed, a np.random.Generator, or None.
 
-  A batch draws each window's task uniformly among the tasks that have episodes, then an
-  episode with probability proportional to its length and a uniform start, so every
-  timestep of a task is equally likely. Episodes of other tasks, of the wrong shapes, or
+  A batch draws each window's task uniformly among the tasks that have episodes (or, with
+  `balance_tasks` False, in proportion to their stored timesteps), then an episode with
+  probability proportional to its length and a uniform start, so every timestep of a task
+  is equally likely. Episodes of other tasks, of the wrong shapes, or
   unusable (see launch.store.episodes.episode_problem) are left out with a warning.
   """
 
@@ -180,7 +184,9 @@ class WindowSampler:
     ready = [t for t in self._tasks if t.episodes]
     if not ready:
       raise ValueError('no stored episode of any task yet (call refresh)')
-    windows = [self._window(ready[self._rng.integers(len(ready))]) for _ in range(batch_size)]
+    weights = np.array([1.0 if self.config.balance_tasks else sum(t.lengths) for t in ready])
+    picks = self._rng.choice(len(ready), size=batch_size, p=weights / weights.sum())
+    windows = [self._window(ready[i]) for i in picks]
     return SequenceBatch(*(np.stack(parts) for parts in zip(*windows)))
 
   def iterate(self, batch_size: int, refresh_every: int = 100) -> Iterator[SequenceBatch]:

@@ -1,6 +1,8 @@
-"""`--algorithm gato` in the real program: online, its actors' episodes stored and trained on
-as windows; then a relaunch offline on that store, resuming the learner's checkpoint."""
+"""`--algorithm gato` in the real program over two bodies (`--tasks`): online, its actors'
+episodes stored with their tasks and trained on as windows, every task evaluated and scored;
+then a relaunch offline on that store, resuming the learner's checkpoint."""
 
+import csv
 import re
 
 import pytest
@@ -11,44 +13,60 @@ from tests.e2e_util import read_counts, run_to_end
 
 pytestmark = pytest.mark.slow
 
-TASK = 'cartpole:swingup'
+TASK, OTHER = 'cartpole:swingup', 'point_mass:easy'  # 5 observations, 1 action; 4 and 2
 TINY_GATO = [
-  *('--algorithm', 'gato', '--task', TASK, '--num_actors', '1'),
+  *('--algorithm', 'gato', '--tasks', f'{TASK},{OTHER}', '--num_actors', '2'),
   *('--agent', 'model.model_size=32', '--agent', 'model.num_layers=1'),
   *('--agent', 'model.context=64', '--agent', 'replay.batch_size=8'),
-  *('--eval_every_seconds', '30', '--eval_episodes', '1'),
+  *('--eval_every_seconds', '600', '--eval_episodes', '1'),  # the final evaluations only
 ]
 
 
-def _evaluations(run_dir) -> int:
-  return (run_dir / 'logs' / 'evaluator' / 'logs.csv').read_text().strip().count('\n')
+def _evaluations(run_dir, label='evaluator') -> int:
+  return (run_dir / 'logs' / label / 'logs.csv').read_text().strip().count('\n')
+
+
+def _rows(run_dir, label):
+  with open(run_dir / 'logs' / label / 'logs.csv') as f:
+    return list(csv.DictReader(f))
 
 
 def test_gato_trains_on_stored_windows_online_then_resumes_offline(tmp_path):
   run_dir = tmp_path / 'gato'
-  # Online: the learner waits for the first stored episode, then trains 10 steps on windows.
-  online = run_to_end(
-    run_dir, *TINY_GATO, '--max_learner_steps', '10', '--max_actor_steps', '100000', timeout=240
-  )
+  # Online: actor 0 acts on cartpole, actor 1 on point_mass (round robin); the learner
+  # waits for the first stored episode, then trains on windows of both bodies.
+  online = run_to_end(run_dir, *TINY_GATO, '--max_actor_steps', '3000', timeout=240)
   assert online.returncode == 0, online.text[-5000:]
   assert online.leftover == [], 'node processes outlived the program'
-  assert 'training on windows of the stored episodes of task cartpole:swingup' in online.text
+  assert f'training on windows of the stored episodes of tasks {TASK}, {OTHER}' in online.text
   step, payload = Checkpointer(run_dir / 'checkpoints').restore_latest()
-  assert step == int(payload['learner_state'].steps) >= 10
-  assert _evaluations(run_dir) >= 1
+  assert step == int(payload['learner_state'].steps) >= 1
   store = EpisodeStore(run_dir / 'store')
-  assert len(store) >= 1
-  metadata = store.read(store.index()[0].episode_id).metadata
-  assert (metadata['source'], metadata['task']) == ('actor_0', TASK)
+  shapes = {}
+  for info in store.index():
+    episode = store.read(info.episode_id)
+    key = (episode.metadata['source'], episode.metadata['task'])
+    shapes[key] = (episode.observations.shape[1], episode.actions.shape[1])
+  assert shapes == {('actor_0', TASK): (5, 1), ('actor_1', OTHER): (4, 2)}
+  # Every task evaluated: its own rows; a score only where the reference file has an expert.
+  assert _evaluations(run_dir) >= 1
+  assert 'mean_score' in _rows(run_dir, 'evaluator')[-1]
+  cartpole = _rows(run_dir, 'evaluator_cartpole_swingup')
+  point_mass = _rows(run_dir, 'evaluator_point_mass_easy')
+  assert len(cartpole) == len(point_mass) == _evaluations(run_dir)
+  assert 'score' in cartpole[-1] and 'score' not in point_mass[-1]
+  assert float(point_mass[-1]['mean_return']) >= 0.0
+  assert re.search(rf'{OTHER}: mean return [\d.]+\n', online.text), online.text[-5000:]
 
   # Relaunched offline on the same store: it resumes at the checkpoint and trains on.
   offline = run_to_end(
-    run_dir, *TINY_GATO, '--mode', 'offline', '--max_learner_steps', '20', timeout=240
+    run_dir, *TINY_GATO, '--mode', 'offline', '--max_learner_steps', str(step + 10), timeout=240
   )
   assert offline.returncode == 0, offline.text[-5000:]
   resumed = re.search(r'resumed from checkpoint at learner step (\d+)', offline.text)
   assert resumed and int(resumed.group(1)) == step, offline.text[-5000:]
   final, payload = Checkpointer(run_dir / 'checkpoints').restore_latest()
-  assert final == int(payload['learner_state'].steps) >= 20
-  assert read_counts(run_dir)['learner_steps'] >= 20
+  assert final == int(payload['learner_state'].steps) >= step + 10
+  assert read_counts(run_dir)['learner_steps'] >= step + 10
   assert _evaluations(run_dir) >= 2
+  assert _evaluations(run_dir, 'evaluator_point_mass_easy') == _evaluations(run_dir)

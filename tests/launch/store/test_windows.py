@@ -185,3 +185,14 @@ def test_window_batches_wait_for_a_first_episode_then_serve(tmp_path):
   batch = next(batches)
   assert batch.tokens.shape == (4, 24) and set(batch.task) == {0}
   assert batches.sampler.num_episodes() == 1
+
+
+@pytest.mark.parametrize('balance, walker_share', [(True, 0.5), (False, 28 / 40)])
+def test_batches_balance_tasks_or_follow_their_stored_timesteps(store, balance, walker_share):
+  # walker holds 28 stored timesteps, cart 12.
+  config = WindowConfig(length=30, conditioning='none', balance_tasks=balance)
+  sampler = WindowSampler(store, LAYOUTS, config, seed=3)
+  sampler.refresh()
+  tasks = sampler.sample(1000).task
+  share = np.mean(tasks == sampler.tasks.index('walker'))
+  assert abs(share - walker_share) < 0.06  # about 4 standard errors
