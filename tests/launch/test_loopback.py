@@ -36,9 +36,9 @@ sys.stdin.read()
 """
 
 
-def _listening_servers(env):
-  """{'replay' | 'courier' | 'explicit': [Listener]} of a child started with `env`."""
-  child = subprocess.Popen(
+def _start_servers(env) -> subprocess.Popen:
+  """A child that starts the servers (SERVERS) with `env`; see _listening_servers."""
+  return subprocess.Popen(
     [sys.executable, '-c', SERVERS],
     cwd=ROOT,
     env={**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '3', **env},
@@ -46,6 +46,10 @@ def _listening_servers(env):
     stdout=subprocess.PIPE,
     text=True,
   )
+
+
+def _listening_servers(child: subprocess.Popen):
+  """{'replay' | 'courier' | 'explicit': [Listener]} of a child of _start_servers."""
   try:
     ports = dict(zip(('replay', 'courier', 'explicit'), map(int, child.stdout.readline().split())))
     assert len(ports) == 3, f'the child printed no ports (exit code {child.poll()})'
@@ -57,11 +61,14 @@ def _listening_servers(env):
 
 
 def test_servers_listen_on_every_interface_without_the_shim_and_on_loopback_with_it():
-  plain = _listening_servers({'LD_PRELOAD': ''})
+  # Both children at once: each spends most of its time importing Reverb (TensorFlow).
+  plain_child = _start_servers({'LD_PRELOAD': ''})
+  shimmed_child = _start_servers(loopback.preload_env({}))
+  plain = _listening_servers(plain_child)
   for name in ('replay', 'courier'):  # Reverb and Courier hard-code [::]:<port>.
     assert plain[name] and all(s.wildcard for s in plain[name]), (name, plain)
   # With it, the same servers listen on loopback only, and clients reach them at localhost.
-  shimmed = _listening_servers(loopback.preload_env({}))
+  shimmed = _listening_servers(shimmed_child)
   for name in ('replay', 'courier'):
     assert shimmed[name], (name, shimmed)
     assert all(s.loopback and not s.wildcard for s in shimmed[name]), (name, shimmed)
