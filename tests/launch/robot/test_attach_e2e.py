@@ -24,7 +24,15 @@ import tree
 from agents.replay_pipeline import EXTERNAL_TABLE
 from launch.robot.wire import EPISODE_KEY
 from launch.store.episodes import EpisodeStore
-from tests.e2e_util import ROOT, kill_session, output, start_cli, wait_exit, wait_for
+from tests.e2e_util import (
+  ROOT,
+  kill_session,
+  output,
+  session_processes,
+  start_cli,
+  wait_exit,
+  wait_for,
+)
 from tests.fakes import TINY
 
 pytestmark = pytest.mark.slow
@@ -241,7 +249,7 @@ def test_learner_killed_and_relaunched_while_the_robot_runs(tmp_path):
     found = re.search(r'\[learner\] running as pid (\d+)', output(program))
     assert found, output(program)[-3000:]
     learner = int(found.group(1))
-    assert os.getsid(learner) == program.pid  # A node of this program, nothing else.
+    assert learner in session_processes(program.pid)  # A node of this program, nothing else.
     os.kill(learner, signal.SIGKILL)
     killed = time.time()
     # In local_mp a dead node ends the program; the others save their state.
