@@ -34,11 +34,11 @@ def prepare_run(
 
   Returns (effective config, locked RunDir, resumed?).
   """
-  from environments.suite import parse_task
+  from environments.pixels import check_task as check_pixels_task
 
   def check_task(task: str) -> None:
     try:
-      parse_task(task)
+      check_pixels_task(task, config.pixels)
     except ValueError as e:
       raise ConfigError(str(e)) from None
 
@@ -258,6 +258,21 @@ def _ready_or_none(server):
   return server
 
 
+def use_renderer(config: ExperimentConfig) -> None:
+  """Sets MUJOCO_GL for the node processes: a headless renderer when the run renders (pixels,
+  or the evaluator's GIFs); a pixel run without one stops here, in one line."""
+  if not (config.pixels or config.eval_gifs):
+    return
+  from environments.pixels import RendererError, choose_renderer
+
+  try:
+    backend = choose_renderer(required=config.pixels)
+  except RendererError as e:
+    raise ConfigError(f'pixels: {e}') from None
+  if backend is None:
+    log.warning('no headless renderer here: the evaluator writes no GIFs')
+
+
 def launch(
   config: ExperimentConfig,
   overrides: Optional[Dict[str, Any]] = None,
@@ -289,6 +304,11 @@ def launch(
     # Where the servers listen; a missing C compiler fails before the run directory is touched.
     bind = bind_env(planned)
   config, run_dir, resumed = prepare_run(config, overrides)
+  try:
+    use_renderer(config)
+  except BaseException:
+    run_dir.release_lock()
+    raise
   if resumed and fixed_flags:
     log.info(
       'resuming keeps the stored %s of %s (only fields marked [resumable] in --help '
