@@ -153,6 +153,12 @@ class PixelWrapper(dm_env.Environment):
   def __init__(self, env: dm_env.Environment, settings: PixelSettings):
     self._env = env
     self._s = settings
+    cameras = int(env.physics.model.ncam)
+    if settings.camera >= cameras:
+      raise ValueError(
+        f'camera={settings.camera} is invalid: the task has {cameras} camera(s), ids 0 to '
+        f'{cameras - 1} (-1: the free camera)'
+      )
     self._frames: Deque[np.ndarray] = collections.deque(maxlen=settings.frame_stack)
     s = settings
     self._pixel_spec = specs.BoundedArray(
