@@ -173,6 +173,14 @@ class PixelWrapper(dm_env.Environment):
   def physics(self) -> Any:
     return self._env.physics
 
+  @property
+  def action_repeat(self) -> int:
+    return self._s.action_repeat
+
+  def control_timestep(self) -> float:
+    """Seconds per step of the task (an action lasts action_repeat of them)."""
+    return self._env.control_timestep()
+
   def _observation(self, raw: Dict[str, np.ndarray]) -> Any:
     pixels = np.concatenate(self._frames, axis=-1)
     if self._s.features:

@@ -18,6 +18,7 @@ from launch.budget import Budget
 from launch.logs import make_logger
 from launch.nodes.process import announce_process, quiet_node_logs
 from launch.nodes.stopping import exit_process_if_stuck, run_until_stopped, wait_for_stop
+from launch.nodes.videos import GifRecorder
 
 log = get_logger('evaluator')
 # The progress line names itself, not its node: `[progress] ...`.
@@ -71,8 +72,16 @@ class EvaluatorWorker:
     builder = experiment.make_builder(cfg)
     self._env = experiment.make_env(cfg, seed=cfg.seed + experiment.EVAL_SEED_OFFSET)
     self._actor = builder.make_actor(learner, adder=None, seed=cfg.seed, deterministic=True)
+    # One GIF per evaluation (launch.nodes.videos); a pixel run's frames are its own.
+    self._gifs = GifRecorder(pathlib.Path(cfg.run_dir) / 'videos', every=1 if cfg.pixels else 10)
+    self._gifs.enabled = cfg.eval_gifs
     self._loop = acme.EnvironmentLoop(
-      self._env, self._actor, should_update=False, logger=loggers.NoOpLogger(), label='evaluator'
+      self._env,
+      self._actor,
+      should_update=False,
+      logger=loggers.NoOpLogger(),
+      label='evaluator',
+      observers=[self._gifs],
     )
     self._logger = make_logger(pathlib.Path(cfg.run_dir), 'evaluator', steps_key='actor_steps')
     self._last_return: Optional[float] = None
@@ -96,10 +105,12 @@ class EvaluatorWorker:
   def evaluate(self) -> float:
     self._actor.update(wait=True)
     returns = []
+    self._gifs.arm()  # The first episode.
     for _ in range(self._cfg.eval_episodes):
       returns.append(float(self._loop.run_episode()['episode_return']))
       if self._stop.is_set():
         break
+    self._write_gif()
     self._last_return = float(np.mean(returns))
     counts = self._counts()
     self._logger.write(
@@ -118,6 +129,18 @@ class EvaluatorWorker:
       self._last_return,
     )
     return self._last_return
+
+  def _write_gif(self) -> None:
+    step = getattr(self._actor, 'policy_version', None)
+    if step is None:
+      step = int(self._counts()['learner_steps'])
+    try:
+      path = self._gifs.write(step)
+    except OSError as e:  # A full disk must not stop the evaluation.
+      log.warning('evaluation GIF not written: %s', e)
+      return
+    if path is not None:
+      log.info('evaluation video %s', path.name)
 
   def checkpoint(self) -> None:
     """The learner writes its own full state (one writer for the checkpoint directory)."""
