@@ -104,11 +104,8 @@ def choose_renderer(required: bool) -> Optional[str]:
   for backend in RENDERERS:
     ok, why = _renderer_works(backend)
     if ok:
-      if 'dm_control._render' in sys.modules and os.environ.get('MUJOCO_GL') != backend:
-        raise RendererError(
-          f'dm_control was imported with MUJOCO_GL={os.environ.get("MUJOCO_GL")}; '
-          f'choose the renderer before it loads (MUJOCO_GL={backend} works here)'
-        )
+      # Processes started from here on render with it (this one only if dm_control
+      # has not loaded yet: `render` names the backend it loaded with).
       os.environ['MUJOCO_GL'] = backend
       return backend
     tried.append(f'MUJOCO_GL={backend} ({why})')
@@ -125,7 +122,8 @@ def render(physics: Any, size: int, camera: int) -> np.ndarray:
   try:
     return physics.render(height=size, width=size, camera_id=camera)
   except Exception as e:  # dm_control raises RuntimeError, ValueError, GL errors...
-    backend = os.environ.get('MUJOCO_GL', '(unset)')
+    loaded = sys.modules.get('dm_control._render')
+    backend = getattr(loaded, 'BACKEND', None) or os.environ.get('MUJOCO_GL', '(unset)')
     raise RendererError(
       f'rendering a {size}x{size} image from camera {camera} failed with MUJOCO_GL={backend} '
       f'({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""}); '

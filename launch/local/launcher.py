@@ -289,6 +289,7 @@ def launch(
   if dry_run:
     return _dry_run(config, overrides)
   planned = planned_config(config, overrides)
+  use_renderer(planned)  # Before dm_control loads here (local_mt renders in this process).
   bind: Dict[str, str] = {}  # The node processes' environment for config.bind (local launches).
   if planned.launch_type == 'slurm':
     from launch.slurm.submit import refuse_if_running, require_slurm
@@ -304,11 +305,6 @@ def launch(
     # Where the servers listen; a missing C compiler fails before the run directory is touched.
     bind = bind_env(planned)
   config, run_dir, resumed = prepare_run(config, overrides)
-  try:
-    use_renderer(config)
-  except BaseException:
-    run_dir.release_lock()
-    raise
   if resumed and fixed_flags:
     log.info(
       'resuming keeps the stored %s of %s (only fields marked [resumable] in --help '
