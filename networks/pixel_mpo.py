@@ -40,11 +40,14 @@ def make_pixel_mpo_networks(
   shift_pad: int = 4,
   init_stddev: float = 0.7,
   action_bound: Optional[float] = ACTION_BOUND,
+  policy_trains_encoder: bool = False,
 ) -> MPONetworks:
   """Policy and critic over uint8 images [*B, H, W, C] (see networks.mpo.MPONetworks).
 
   The critic encodes each observation once and broadcasts its features over the action's
   sample dimensions; `shift_pad` is the learner's random shift (0: none).
+  `policy_trains_encoder`: for a learner without a critic (behaviour cloning), the policy's
+  loss trains its own encoder and nothing is shared.
   """
 
   def encoder() -> ConvEncoder:
@@ -52,7 +55,9 @@ def make_pixel_mpo_networks(
 
   def policy_fn(obs: jnp.ndarray) -> GaussianParams:
     # Trained through the critic only: the policy loss must not move the encoder.
-    features = jax.lax.stop_gradient(encoder()(obs))
+    features = encoder()(obs)
+    if not policy_trains_encoder:
+      features = jax.lax.stop_gradient(features)
     torso = LayerNormMLP(policy_layer_sizes, name='policy_torso')
     return GaussianHead(action_dim, init_scale=init_stddev)(torso(features))
 
@@ -79,5 +84,5 @@ def make_pixel_mpo_networks(
     critic=hk.without_apply_rng(hk.transform(critic_fn)),
     action_dim=action_dim,
     augment=augment if shift_pad > 0 else None,
-    share_encoder=share_encoder,
+    share_encoder=None if policy_trains_encoder else share_encoder,
   )
