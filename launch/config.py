@@ -206,6 +206,11 @@ class ExperimentConfig:
   action_repeat: int = setting(
     1, help='pixels: environment steps per action (rewards summed; the step budget counts actions)'
   )
+  replay_memory_gb: float = setting(
+    24.0,
+    help='pixels: most GiB of observations the replay table holds (uncompressed, one '
+    "observation a step); the agent's replay.max_replay_size is lowered to fit",
+  )
   eval_gifs: bool = setting(
     True,
     resumable=True,
@@ -314,6 +319,7 @@ class ExperimentConfig:
     need(self.bind in BINDS, 'bind', f'one of {", ".join(BINDS)}')
     need(isinstance(self.pixels, bool), 'pixels', 'true or false')
     need(isinstance(self.eval_gifs, bool), 'eval_gifs', 'true or false')
+    need(pos_num(self.replay_memory_gb), 'replay_memory_gb', 'a positive number of GiB')
     need(
       is_int(self.pixel_size) and 8 <= self.pixel_size <= 512, 'pixel_size', 'an int in [8, 512]'
     )

@@ -1,5 +1,6 @@
 """From an experiment config to the algorithm's builder and environments."""
 
+import dataclasses
 import functools
 from typing import TYPE_CHECKING, Any, Dict, Optional
 
@@ -60,8 +61,25 @@ def _groups_for(task: str):
   return observation_group_sizes(task)
 
 
+def pixel_replay_size(config: ExperimentConfig) -> Optional[int]:
+  """A pixel run's replay size: the agent's max_replay_size, lowered so that its
+  observations (uint8, one a step) fit in `replay_memory_gb`; None for a state run."""
+  pixels = pixel_settings(config)
+  replay = getattr(config.agent, 'replay', None)
+  if pixels is None or replay is None:
+    return None
+  step_bytes = pixels.size * pixels.size * 3 * pixels.frame_stack
+  fits = int(config.replay_memory_gb * 2**30 // step_bytes)
+  return max(min(replay.max_replay_size, fits), replay.min_replay_size)
+
+
 def make_builder(config: ExperimentConfig) -> 'Builder':
   """The builder of the registered agent `config.algorithm`, for the task's spec."""
+  size = pixel_replay_size(config)
+  if size is not None and size != config.agent.replay.max_replay_size:
+    config = dataclasses.replace(
+      config, agent=config.agent.with_overrides({'replay.max_replay_size': size})
+    )
   needs_groups = getattr(config.agent, 'needs_observation_groups', False)
   if needs_groups and (config.pixels or is_manipulation(config.task)):
     raise ConfigError(
