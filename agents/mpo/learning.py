@@ -215,8 +215,10 @@ def make_update_fn(networks: MPONetworks, config: MPOConfig):
   ) -> Tuple[TrainingState, Dict]:
     if bc_alpha is None:
       bc_alpha = jnp.float32(default_bc_alpha)
-    rng, k_critic, k_policy, k_obs, k_next = jax.random.split(state.rng, 5)
+    rng, k_critic, k_policy = jax.random.split(state.rng, 3)
     if networks.augment is not None:  # e.g. DrQ's random shift of image observations
+      # Keys of their own (state runs draw exactly what they drew before).
+      k_obs, k_next = jax.random.split(jax.random.fold_in(k_critic, 1))
       t = t._replace(
         observation=networks.augment(k_obs, t.observation),
         next_observation=networks.augment(k_next, t.next_observation),
