@@ -134,11 +134,7 @@ class EvaluatorWorker:
     step = getattr(self._actor, 'policy_version', None)
     if step is None:
       step = int(self._counts()['learner_steps'])
-    try:
-      path = self._gifs.write(step)
-    except OSError as e:  # A full disk must not stop the evaluation.
-      log.warning('evaluation GIF not written: %s', e)
-      return
+    path = self._gifs.write(step)  # rendered and saved in the background
     if path is not None:
       log.info('evaluation video %s', path.name)
 
@@ -197,6 +193,7 @@ class EvaluatorWorker:
       self._stop_program = lp_context.get_context().program_stopper
     # A call to a learner or replay that is already gone may never return.
     finished = run_until_stopped(self._supervise, stop, grace_seconds=5.0)
+    self._gifs.wait(timeout=10.0)  # The last evaluation's GIF.
     log.info('stopped')
     exit_process_if_stuck(finished)
 

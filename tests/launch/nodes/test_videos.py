@@ -28,6 +28,7 @@ def test_state_run_renders_every_fourth_step(tmp_path):
   _record(recorder, env, 11)  # steps 0..11: frames at 0, 4, 8
   path = recorder.write(1200)
   assert path == tmp_path / 'videos' / 'step_1200.gif'
+  recorder.wait()
   gif = Image.open(path)
   assert (gif.n_frames, gif.size) == (3, (32, 32))
   assert gif.info['duration'] == 40  # real time: 4 control steps of 10 ms
@@ -44,7 +45,9 @@ def test_pixel_run_keeps_its_own_frames(tmp_path):
   )
   recorder.arm()
   _record(recorder, env, 3)
-  gif = Image.open(recorder.write(7))
+  path = recorder.write(7)
+  recorder.wait()
+  gif = Image.open(path)
   assert (gif.n_frames, gif.size) == (4, (16, 16))
   assert gif.info['duration'] == 80  # each frame 8 control steps of 10 ms
 
