@@ -1,9 +1,14 @@
 """Camera images in the episode store: uint8 in, uint8 out, compressed per episode."""
 
+import json
+
 import numpy as np
+import pytest
 
 from environments.pixels import PixelSettings, make_pixel_environment
 from launch.store.episodes import Episode, EpisodeStore, EpisodeWriter
+from launch.store.rlds_export import export_rlds
+from launch.store.rlds_import import import_rlds
 
 
 def _pixel_episode(steps: int) -> Episode:
@@ -25,8 +30,12 @@ def _pixel_episode(steps: int) -> Episode:
   )
 
 
-def test_images_round_trip_bit_exact_and_compressed(tmp_path):
-  episode = _pixel_episode(15)
+@pytest.fixture(scope='module')
+def episode() -> Episode:
+  return _pixel_episode(15)
+
+
+def test_images_round_trip_bit_exact_and_compressed(tmp_path, episode):
   (tmp_path / 'store').mkdir()
   with EpisodeWriter(tmp_path / 'store', 'actor_0') as writer:
     episode_id = writer.append(episode)
@@ -39,3 +48,15 @@ def test_images_round_trip_bit_exact_and_compressed(tmp_path):
   (info,) = store.index()
   # Rendered frames are mostly flat colour: far smaller than their raw bytes.
   assert info.size < episode.observations.nbytes / 2
+
+
+def test_rlds_export_compresses_images_and_reads_back(tmp_path, episode):
+  summary = export_rlds([episode], tmp_path / 'rlds')
+  features = json.loads((tmp_path / 'rlds' / 'features.json').read_text())
+  steps = features['featuresDict']['features']['steps']['sequence']['feature']
+  observation = steps['featuresDict']['features']['observation']['tensor']
+  assert (observation['dtype'], observation['encoding']) == ('uint8', 'zlib')
+  assert summary.num_bytes < episode.observations.nbytes  # int64 values would take 8x
+  (back,), _ = import_rlds(tmp_path / 'rlds', on_error='refuse')
+  assert back.observations.dtype == np.uint8
+  np.testing.assert_array_equal(back.observations, episode.observations)
