@@ -1,11 +1,15 @@
 """Camera images in the episode store: uint8 in, uint8 out, compressed per episode."""
 
+import dataclasses
 import json
 
 import numpy as np
 import pytest
+from acme import specs
 
 from environments.pixels import PixelSettings, make_pixel_environment
+from launch.robot.spec import spec_differences, spec_to_data
+from launch.robot.wire import check_episode
 from launch.store.episodes import Episode, EpisodeStore, EpisodeWriter
 from launch.store.rlds_export import export_rlds
 from launch.store.rlds_import import import_rlds
@@ -60,3 +64,19 @@ def test_rlds_export_compresses_images_and_reads_back(tmp_path, episode):
   (back,), _ = import_rlds(tmp_path / 'rlds', on_error='refuse')
   assert back.observations.dtype == np.uint8
   np.testing.assert_array_equal(back.observations, episode.observations)
+
+
+def test_a_robot_camera_episode_is_checked_for_shape_and_dtype(episode):
+  """What the gateway checks on arrival, and attach before it starts, for a pixel program."""
+  program = make_pixel_environment('cartpole:swingup', 1, PixelSettings(size=16, frame_stack=2))
+  spec = specs.make_environment_spec(program)
+  assert check_episode(episode, spec) is None
+  as_float = dataclasses.replace(episode, observations=episode.observations.astype(np.float32))
+  assert check_episode(as_float, spec) == (
+    'observations: expected shape (16, 16, 16, 6) and dtype uint8, got (16, 16, 16, 6) float32'
+  )
+  smaller = make_pixel_environment('cartpole:swingup', 1, PixelSettings(size=8, frame_stack=2))
+  differences = spec_differences(
+    spec_to_data(spec), spec_to_data(specs.make_environment_spec(smaller))
+  )
+  assert differences and 'observations' in differences[0] and '(16, 16, 6)' in differences[0]
