@@ -68,10 +68,7 @@ def pixel_setup():
     num_samples=4,
     policy_loss='pac',
   )
-  # Jitted: one compiled program, cheaper than haiku's op-by-op initialisation.
-  state = jax.jit(lambda key: learning.initial_state(networks, config, OBS_SPEC, key))(
-    jax.random.PRNGKey(0)
-  )
+  state = learning.initial_state(networks, config, OBS_SPEC, jax.random.PRNGKey(0))
   rng = np.random.default_rng(0)
   obs = rng.integers(0, 256, (8, SIZE, SIZE, 6), dtype=np.uint8)
   batch = types.Transition(
