@@ -13,6 +13,7 @@ from launch.robot.wire import check_episode
 from launch.store.episodes import Episode, EpisodeStore, EpisodeWriter
 from launch.store.rlds_export import export_rlds
 from launch.store.rlds_import import import_rlds
+from launch.store.sampling import StoreSampler
 
 
 def _pixel_episode(steps: int) -> Episode:
@@ -80,3 +81,21 @@ def test_a_robot_camera_episode_is_checked_for_shape_and_dtype(episode):
     spec_to_data(spec), spec_to_data(specs.make_environment_spec(smaller))
   )
   assert differences and 'observations' in differences[0] and '(16, 16, 6)' in differences[0]
+
+
+def test_the_learner_samples_stored_images_as_uint8(tmp_path, episode):
+  (tmp_path / 'store').mkdir()
+  with EpisodeWriter(tmp_path / 'store', 'actor_0') as writer:
+    writer.append(episode)
+  program = make_pixel_environment('cartpole:swingup', 1, PixelSettings(size=16, frame_stack=2))
+  sampler = StoreSampler(
+    EpisodeStore(tmp_path / 'store'), n_step=1, discount=0.99, seed=0,
+    spec=specs.make_environment_spec(program),
+  )  # fmt: skip
+  assert sampler.refresh() == 1
+  batch = sampler.sample(8)
+  assert batch.observation.dtype == np.uint8 and batch.observation.shape == (8, 16, 16, 6)
+  # Each sampled pair is a stored step and the one after it.
+  for obs, next_obs in zip(batch.observation, batch.next_observation):
+    (t,) = [i for i in range(15) if np.array_equal(episode.observations[i], obs)][:1]
+    np.testing.assert_array_equal(next_obs, episode.observations[t + 1])
