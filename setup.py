@@ -32,6 +32,7 @@ setuptools.setup(
     'dm-tree',
     'absl-py',
     'psutil',
+    'pillow',  # The evaluator's GIFs (launch/nodes/videos.py).
   ],
   extras_require={
     'bench': ['matplotlib'],

@@ -12,6 +12,7 @@ import reverb
 from acme import adders, specs
 from acme.adders import reverb as reverb_adders
 
+from agents.common.observations import is_image
 from agents.common.replay_config import ReplayConfig
 
 REPLAY_TABLE = 'priority_table'
@@ -29,9 +30,10 @@ ADDER_MAX_IN_FLIGHT_ITEMS = 32
 
 
 def check_spec(spec: specs.EnvironmentSpec) -> None:
-  """The MLP agents need one flat float observation and a bounded action vector."""
+  """The agents need one flat float observation (or one uint8 image [H, W, C], a pixel
+  task's) and a bounded action vector."""
   obs, act = spec.observations, spec.actions
-  if not hasattr(obs, 'shape') or len(obs.shape) != 1:
+  if not is_image(obs) and (not hasattr(obs, 'shape') or len(obs.shape) != 1):
     raise ValueError(
       f'expected one flat observation vector, got {obs}; '
       'wrap the environment with acme.wrappers.ConcatObservationWrapper'

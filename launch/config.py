@@ -208,6 +208,29 @@ class ExperimentConfig:
   learner_sample_timeout_s: float = setting(
     2.0, help='seconds a learner waits on the rate limiter before re-checking for shutdown'
   )
+  pixels: bool = setting(
+    False,
+    help='observe camera images (uint8 [pixel_size, pixel_size, 3 * frame_stack], rendered '
+    'headless) instead of state features (new runs only)',
+  )
+  pixel_size: int = setting(64, help='pixels: image height and width')
+  camera: int = setting(0, help="pixels: the task's camera id (-1: the free camera)")
+  frame_stack: int = setting(3, help='pixels: camera frames stacked into one observation')
+  action_repeat: int = setting(
+    1, help='pixels: environment steps per action (rewards summed; the step budget counts actions)'
+  )
+  replay_memory_gb: float = setting(
+    24.0,
+    help='pixels: most GiB of observations the replay table holds (uncompressed, one '
+    "observation a step); the agent's replay.max_replay_size is lowered to fit",
+  )
+  eval_gifs: bool = setting(
+    True,
+    resumable=True,
+    negative_flag='--no_eval_gifs',
+    help='the evaluator writes its first episode of each evaluation to '
+    '<run>/videos/step_<learner step>.gif (needs a renderer; skipped with a warning without one)',
+  )
   # The algorithm's config (its registry entry's config_class); None: its defaults. A dict
   # (config.json, nested or dotted keys) is read by that class.
   agent: Any = setting(None, cli=False, help="the agent's config (--preset, --agent FIELD=VALUE)")
@@ -321,6 +344,21 @@ class ExperimentConfig:
       'a host name or address without spaces, or None',
     )
     need(self.bind in BINDS, 'bind', f'one of {", ".join(BINDS)}')
+    need(isinstance(self.pixels, bool), 'pixels', 'true or false')
+    need(isinstance(self.eval_gifs, bool), 'eval_gifs', 'true or false')
+    need(pos_num(self.replay_memory_gb), 'replay_memory_gb', 'a positive number of GiB')
+    need(
+      is_int(self.pixel_size) and 8 <= self.pixel_size <= 512, 'pixel_size', 'an int in [8, 512]'
+    )
+    need(is_int(self.camera) and self.camera >= -1, 'camera', 'a camera id >= 0, or -1')
+    need(
+      is_int(self.frame_stack) and 1 <= self.frame_stack <= 16, 'frame_stack', 'an int in [1, 16]'
+    )
+    need(
+      is_int(self.action_repeat) and 1 <= self.action_repeat <= 100,
+      'action_repeat',
+      'an int in [1, 100]',
+    )
     if self.launch_type == 'slurm' and self.bind != 'all':
       raise ConfigError(
         "launch_type=slurm needs bind='all' (--bind all): its nodes call each other's "

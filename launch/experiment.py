@@ -1,5 +1,6 @@
 """From an experiment config to the algorithm's builder and environments."""
 
+import dataclasses
 import functools
 from typing import TYPE_CHECKING, Any, Dict, Optional
 
@@ -8,6 +9,8 @@ from acme import specs
 
 from agents import registry
 from agents.common.bodies import Body, check_one_body
+from agents.common.errors import ConfigError
+from environments.pixels import PixelSettings, is_manipulation, make_pixel_environment
 from environments.suite import make_environment, observation_group_sizes
 from launch.config import ExperimentConfig
 
@@ -21,19 +24,38 @@ def config_from_dict(values: Dict[str, Any]) -> ExperimentConfig:
   return ExperimentConfig.from_dict(values)
 
 
+def pixel_settings(config: ExperimentConfig) -> Optional[PixelSettings]:
+  """How a pixel run sees its tasks; None for a run on state features."""
+  if not config.pixels:
+    return None
+  return PixelSettings(
+    size=config.pixel_size,
+    camera=config.camera,
+    frame_stack=config.frame_stack,
+    action_repeat=config.action_repeat,
+  )
+
+
+def _make(task: str, seed: int, pixels: Optional[PixelSettings]) -> dm_env.Environment:
+  if pixels is not None:
+    return make_pixel_environment(task, seed=seed, settings=pixels)
+  return make_environment(task, seed=seed)
+
+
 def make_env(config: ExperimentConfig, seed: int, task: Optional[str] = None) -> dm_env.Environment:
-  """An environment of `task` (default: the run's `task`)."""
-  return make_environment(task or config.task, seed=seed)
+  """An environment of `task` (default: the run's `task`), through its camera in a pixel run."""
+  return _make(task or config.task, seed, pixel_settings(config))
 
 
 @functools.lru_cache(maxsize=16)
-def _spec_for(task: str) -> specs.EnvironmentSpec:
-  return specs.make_environment_spec(make_environment(task, seed=0))
+def _spec_for(task: str, pixels: Optional[PixelSettings]) -> specs.EnvironmentSpec:
+  # Reading the spec renders nothing: a launcher without a renderer can make it.
+  return specs.make_environment_spec(_make(task, 0, pixels))
 
 
 def environment_spec(config: ExperimentConfig, task: Optional[str] = None) -> specs.EnvironmentSpec:
   """The spec of `task` (default: the run's `task`, the one replay tables and robots use)."""
-  return _spec_for(task or config.task)
+  return _spec_for(task or config.task, pixel_settings(config))
 
 
 @functools.lru_cache(maxsize=16)
@@ -45,19 +67,44 @@ def bodies(config: ExperimentConfig) -> Dict[str, Body]:
   """Every task's Body, in the run's task order; ConfigError when the agent acts on one
   body and the tasks' specs differ."""
   groups = config.agent.needs_observation_groups
+  pixels = pixel_settings(config)
   found = {
-    task: Body(_spec_for(task), _groups_for(task) if groups else None) for task in config.task_names
+    task: Body(_spec_for(task, pixels), _groups_for(task) if groups else None)
+    for task in config.task_names
   }
   if not config.agent.several_bodies:
     check_one_body(config.algorithm, found)
   return found
 
 
+def pixel_replay_size(config: ExperimentConfig) -> Optional[int]:
+  """A pixel run's replay size: the agent's max_replay_size, lowered so that its
+  observations (uint8, one a step) fit in `replay_memory_gb`; None for a state run."""
+  pixels = pixel_settings(config)
+  replay = getattr(config.agent, 'replay', None)
+  if pixels is None or replay is None:
+    return None
+  step_bytes = pixels.size * pixels.size * 3 * pixels.frame_stack
+  fits = int(config.replay_memory_gb * 2**30 // step_bytes)
+  return max(min(replay.max_replay_size, fits), replay.min_replay_size)
+
+
 def make_builder(config: ExperimentConfig, task: Optional[str] = None) -> 'Builder':
   """The builder of the registered agent `config.algorithm`, for the spec of `task`
   (default: the run's `task`); an agent for several bodies gets every task's too."""
+  size = pixel_replay_size(config)
+  if size is not None and size != config.agent.replay.max_replay_size:
+    config = dataclasses.replace(
+      config, agent=config.agent.with_overrides({'replay.max_replay_size': size})
+    )
+  needs_groups = getattr(config.agent, 'needs_observation_groups', False)
+  if needs_groups and (config.pixels or any(is_manipulation(t) for t in config.task_names)):
+    raise ConfigError(
+      f'agent: a network over observation groups (perceiver) takes state features of suite '
+      f'tasks only, not pixels={config.pixels} tasks={config.task_names!r}'
+    )
   task = task or config.task
-  groups = _groups_for(task) if config.agent.needs_observation_groups else None
+  groups = _groups_for(task) if needs_groups else None
   entry = registry.get(config.algorithm)
   spec = environment_spec(config, task)
   if len(config.task_names) == 1:

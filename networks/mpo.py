@@ -1,7 +1,7 @@
 """The policy and critic networks used by the MPO-family learners."""
 
 import dataclasses
-from typing import Optional, Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 import haiku as hk
 import jax.numpy as jnp
@@ -25,6 +25,11 @@ class MPONetworks:
   policy: hk.Transformed
   critic: hk.Transformed
   action_dim: int
+  # Pixel networks (networks.pixel_mpo): the learner's augmentation of a batch of
+  # observations, augment(key, obs) -> obs, and share_encoder(policy_params, critic_params)
+  # -> policy_params with the critic's encoder, which the learner applies after each step.
+  augment: Optional[Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray]] = None
+  share_encoder: Optional[Callable[[hk.Params, hk.Params], hk.Params]] = None
 
 
 def critic_batch_shape(obs_shape: Sequence[int], action_shape: Sequence[int]) -> Tuple[int, ...]:

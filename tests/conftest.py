@@ -8,6 +8,13 @@ import pytest
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
+if 'MUJOCO_GL' not in os.environ:
+  # Before anything imports dm_control, which fixes its renderer then: the pixel tests
+  # render headless (egl or osmesa, whichever works here); without one nothing renders.
+  from environments.pixels import choose_renderer
+
+  if choose_renderer(required=False) is None:
+    os.environ['MUJOCO_GL'] = 'disable'
 
 
 def _compilation_cache() -> None:

@@ -12,10 +12,12 @@ from acme.utils import counting, loggers
 
 from agents.bc.config import BCConfig
 from agents.bc.learner import BCLearner
+from agents.common.observations import is_image
 from agents.mpo.actor import MPOActor
 from agents.mpo.builder import make_variable_client
 from agents.replay_pipeline import ReplayPipeline, check_spec
 from networks.mpo import MPONetworks, make_mpo_networks
+from networks.pixel_mpo import make_pixel_mpo_networks
 
 # BC never builds the critic, but the networks come as a pair: the smallest one.
 _UNUSED_CRITIC = (1,)
@@ -34,10 +36,25 @@ class BCBuilder(ReplayPipeline):
     check_spec(spec)
     super().__init__(config.replay, spec)
     self.config = config
-    self.obs_dim = int(spec.observations.shape[0])
+    self.pixels = is_image(spec.observations)
+    # A pixel task's learner takes the image spec; a state task's the vector size.
+    self.obs_dim = spec.observations if self.pixels else int(spec.observations.shape[0])
     self.action_dim = int(spec.actions.shape[0])
 
   def make_networks(self) -> MPONetworks:
+    if self.pixels:
+      e = self.config.encoder
+      return make_pixel_mpo_networks(
+        self.action_dim,
+        self.config.policy_layer_sizes,
+        _UNUSED_CRITIC,
+        num_atoms=1,
+        channels=e.channels,
+        blocks=e.blocks,
+        feature_dim=e.feature_dim,
+        shift_pad=e.shift_pad,
+        policy_trains_encoder=True,
+      )
     return make_mpo_networks(
       self.action_dim, self.config.policy_layer_sizes, _UNUSED_CRITIC, num_atoms=1
     )

@@ -9,6 +9,7 @@ import optax
 from acme import types
 
 from agents.bc.config import BCConfig
+from agents.common.observations import ObservationShape, example_observations
 from agents.mpo import losses
 from networks.mpo import MPONetworks
 
@@ -28,10 +29,10 @@ def make_optimizer(config: BCConfig) -> optax.GradientTransformation:
 
 
 def initial_state(
-  networks: MPONetworks, config: BCConfig, obs_dim: int, key: jnp.ndarray
+  networks: MPONetworks, config: BCConfig, obs_dim: ObservationShape, key: jnp.ndarray
 ) -> BCTrainingState:
   """Fresh policy parameters; the critic of `networks` is never built."""
-  params = networks.policy.init(key, jnp.zeros((1, obs_dim), jnp.float32))
+  params = networks.policy.init(key, example_observations(obs_dim))
   return BCTrainingState(
     policy_params=params,
     policy_opt_state=make_optimizer(config).init(params),
@@ -61,6 +62,9 @@ def make_update_fn(networks: MPONetworks, config: BCConfig):
   def update(
     state: BCTrainingState, t: types.Transition
   ) -> Tuple[BCTrainingState, Dict[str, jnp.ndarray]]:
+    if networks.augment is not None:  # e.g. DrQ's random shift; the state holds no key
+      key = jax.random.fold_in(jax.random.PRNGKey(0), state.steps)
+      t = t._replace(observation=networks.augment(key, t.observation))
     (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.policy_params, t)
     updates, opt_state = opt.update(grads, state.policy_opt_state)
     new_state = BCTrainingState(

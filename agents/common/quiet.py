@@ -18,6 +18,8 @@ import sys
 
 def quiet_third_party() -> None:
   """Hides gym's banner, dm_control's renderer probe and TensorFlow's start-up lines."""
+  # Remembered for environments.pixels.choose_renderer: a renderer the user chose is kept.
+  os.environ.setdefault('COLLECT_INFER_USER_MUJOCO_GL', os.environ.get('MUJOCO_GL', ''))
   os.environ.setdefault('MUJOCO_GL', 'disable')
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
   if 'gym' not in sys.modules:

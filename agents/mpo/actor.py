@@ -84,7 +84,9 @@ class MPOActor(core.Actor):
   def select_action(self, observation: np.ndarray) -> np.ndarray:
     # jit takes numpy as it is: no jnp.asarray (a separate device_put) per step. The
     # cast (a no-op for the float32 environments) keeps the policy's input type fixed.
-    observation = np.asarray(observation, dtype=np.float32)
+    observation = np.asarray(observation)
+    if observation.dtype != np.uint8:  # Images stay uint8: the network scales them.
+      observation = observation.astype(np.float32, copy=False)
     action, self._key = self._policy(self._params(), self._key, observation)
     return np.asarray(action)  # The one device -> host transfer of the step.
 

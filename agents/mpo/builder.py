@@ -6,16 +6,20 @@ Launchpad program, and tests use them in one process.
 
 from typing import Iterator, Optional, Sequence
 
+import numpy as np
 import reverb
 from acme import adders, core, specs
 from acme.utils import counting, loggers
 
+from agents.common.errors import ConfigError
+from agents.common.observations import is_image
 from agents.mpo.actor import MPOActor
 from agents.mpo.config import MPOConfig
 from agents.mpo.learner import MPOLearner
 from agents.replay_pipeline import ReplayPipeline, check_spec
 from agents.variable_client import VariableClient
 from networks.mpo import MPONetworks, make_mpo_networks
+from networks.pixel_mpo import make_pixel_mpo_networks
 
 
 class MPOBuilder(ReplayPipeline):
@@ -32,17 +36,38 @@ class MPOBuilder(ReplayPipeline):
     check_spec(spec)
     super().__init__(config.replay, spec)
     self.config = config
-    self.obs_dim = int(spec.observations.shape[0])
+    self.pixels = is_image(spec.observations)
+    # A pixel task's learner takes the image spec; a state task's the vector size.
+    self.obs_dim = spec.observations if self.pixels else int(spec.observations.shape[0])
     self.action_dim = int(spec.actions.shape[0])
-    self.obs_group_sizes = tuple(obs_group_sizes or (self.obs_dim,))
-    if sum(self.obs_group_sizes) != self.obs_dim:
+    if self.pixels and config.network != 'mlp':
+      raise ConfigError(
+        f"network={config.network!r}: pixel observations go through the encoder with 'mlp' heads"
+      )
+    self.obs_group_sizes = tuple(obs_group_sizes or (self._flat_size(),))
+    if sum(self.obs_group_sizes) != self._flat_size():
       raise ValueError(
         f'observation groups {self.obs_group_sizes} do not add up to the '
-        f'observation size {self.obs_dim}'
+        f'observation size {self._flat_size()}'
       )
+
+  def _flat_size(self) -> int:
+    return int(np.prod(self.spec.observations.shape))
 
   def make_networks(self) -> MPONetworks:
     c = self.config
+    if self.pixels:
+      e = c.encoder
+      return make_pixel_mpo_networks(
+        self.action_dim,
+        c.policy_layer_sizes,
+        c.critic_layer_sizes,
+        c.num_atoms,
+        channels=e.channels,
+        blocks=e.blocks,
+        feature_dim=e.feature_dim,
+        shift_pad=e.shift_pad,
+      )
     if c.network == 'perceiver':
       from networks.perceiver import make_perceiver_networks
 

@@ -13,6 +13,7 @@ from agents.common.config import (
   positive_ints,
   tuple_or_none,
 )
+from agents.common.encoder_config import EncoderConfig
 from agents.common.replay_config import LEGACY_REPLAY_KEYS, ReplayConfig
 
 
@@ -114,6 +115,8 @@ class MPOConfig(AgentConfig):
   # 'mlp' (LayerNorm MLPs, sizes above) or 'perceiver' (see PerceiverConfig).
   network: str = 'mlp'
   perceiver: PerceiverConfig = dataclasses.field(default_factory=PerceiverConfig)
+  # Pixel observations (--pixels) go through this encoder, shared by critic and policy.
+  encoder: EncoderConfig = dataclasses.field(default_factory=EncoderConfig)
   # Rewards bound the critic's support: v_max = max_reward / (1 - replay.discount).
   min_reward: float = 0.0
   max_reward: float = 1.0

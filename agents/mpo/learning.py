@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import optax
 from acme import types
 
+from agents.common.observations import ObservationShape, example_observations
 from agents.mpo import losses
 from agents.mpo.config import MPOConfig, bc_alpha_for_iteration
 from agents.mpo.distributions import gaussian_sample
@@ -54,15 +55,17 @@ def make_optimizers(config: MPOConfig) -> Optimizers:
 
 
 def initial_state(
-  networks: MPONetworks, config: MPOConfig, obs_dim: int, key: jnp.ndarray
+  networks: MPONetworks, config: MPOConfig, obs_dim: ObservationShape, key: jnp.ndarray
 ) -> TrainingState:
   """Fresh parameters, targets equal to the online networks."""
   opts = make_optimizers(config)
   k_policy, k_critic, k_rng = jax.random.split(key, 3)
-  obs = jnp.zeros((1, obs_dim), jnp.float32)
+  obs = example_observations(obs_dim)
   act = jnp.zeros((1, networks.action_dim), jnp.float32)
   policy_params = networks.policy.init(k_policy, obs)
   critic_params = networks.critic.init(k_critic, obs, act)
+  if networks.share_encoder is not None:
+    policy_params = networks.share_encoder(policy_params, critic_params)
   a = networks.action_dim
   duals = DualParams(
     temperature=losses.param_from_temperature(jnp.float32(config.init_temperature)),
@@ -213,6 +216,13 @@ def make_update_fn(networks: MPONetworks, config: MPOConfig):
     if bc_alpha is None:
       bc_alpha = jnp.float32(default_bc_alpha)
     rng, k_critic, k_policy = jax.random.split(state.rng, 3)
+    if networks.augment is not None:  # e.g. DrQ's random shift of image observations
+      # Keys of their own (state runs draw exactly what they drew before).
+      k_obs, k_next = jax.random.split(jax.random.fold_in(k_critic, 1))
+      t = t._replace(
+        observation=networks.augment(k_obs, t.observation),
+        next_observation=networks.augment(k_next, t.next_observation),
+      )
     (c_loss, c_metrics), c_grads = jax.value_and_grad(critic_loss, has_aux=True)(
       state.critic_params, state, t, k_critic
     )
@@ -224,6 +234,8 @@ def make_update_fn(networks: MPONetworks, config: MPOConfig):
     critic_params = optax.apply_updates(state.critic_params, c_updates)
     p_updates, policy_opt_state = opts.policy.update(pol_grads, state.policy_opt_state)
     policy_params = optax.apply_updates(state.policy_params, p_updates)
+    if networks.share_encoder is not None:  # The critic trains it; the policy reads it.
+      policy_params = networks.share_encoder(policy_params, critic_params)
     d_updates, dual_opt_state = opts.dual.update(dual_grads, state.dual_opt_state)
     dual_params = optax.apply_updates(state.dual_params, d_updates)
 

@@ -35,12 +35,12 @@ def prepare_run(
 
   Returns (effective config, locked RunDir, resumed?).
   """
-  from environments.suite import parse_task
+  from environments.pixels import check_task as check_pixels_task
 
   def check_task(config: ExperimentConfig) -> None:
     try:
       for task in config.task_names:
-        parse_task(task)
+        check_pixels_task(task, config.pixels)
     except ValueError as e:
       raise ConfigError(str(e)) from None
     if len(config.task_names) > 1:
@@ -283,6 +283,21 @@ def _ready_or_none(server):
   return server
 
 
+def use_renderer(config: ExperimentConfig) -> None:
+  """Sets MUJOCO_GL for the node processes: a headless renderer when the run renders (pixels,
+  or the evaluator's GIFs); a pixel run without one stops here, in one line."""
+  if not (config.pixels or config.eval_gifs):
+    return
+  from environments.pixels import RendererError, choose_renderer
+
+  try:
+    backend = choose_renderer(required=config.pixels)
+  except RendererError as e:
+    raise ConfigError(f'pixels: {e}') from None
+  if backend is None:
+    log.warning('no headless renderer here: the evaluator writes no GIFs')
+
+
 def launch(
   config: ExperimentConfig,
   overrides: Optional[Dict[str, Any]] = None,
@@ -299,6 +314,7 @@ def launch(
   if dry_run:
     return _dry_run(config, overrides)
   planned = planned_config(config, overrides)
+  use_renderer(planned)  # Before dm_control loads here (local_mt renders in this process).
   bind: Dict[str, str] = {}  # The node processes' environment for config.bind (local launches).
   if planned.launch_type == 'slurm':
     from launch.slurm.submit import refuse_if_running, require_slurm

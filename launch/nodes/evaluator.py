@@ -18,6 +18,7 @@ from launch.budget import Budget
 from launch.logs import make_logger
 from launch.nodes.process import announce_process, quiet_node_logs
 from launch.nodes.stopping import exit_process_if_stuck, run_until_stopped, wait_for_stop
+from launch.nodes.videos import GifRecorder
 from launch.tasks import task_log_label
 
 log = get_logger('evaluator')
@@ -69,6 +70,10 @@ class EvaluatorWorker:
     self._learner = learner
     self._counter = counter
     self._replay = replay
+    # One GIF per evaluation (launch.nodes.videos), of its first episode; a pixel run's frames
+    # are its own.
+    self._gifs = GifRecorder(pathlib.Path(cfg.run_dir) / 'videos', every=1 if cfg.pixels else 10)
+    self._gifs.enabled = cfg.eval_gifs
     # One greedy actor and environment per task of the run (one without --tasks).
     self._actors, self._loops = {}, {}
     for task in cfg.task_names:
@@ -78,7 +83,12 @@ class EvaluatorWorker:
         learner, adder=None, seed=cfg.seed, deterministic=True
       )
       self._loops[task] = acme.EnvironmentLoop(
-        env, actor, should_update=False, logger=loggers.NoOpLogger(), label='evaluator'
+        env,
+        actor,
+        should_update=False,
+        logger=loggers.NoOpLogger(),
+        label='evaluator',
+        observers=[self._gifs],
       )
     run_dir = pathlib.Path(cfg.run_dir)
     self._logger = make_logger(run_dir, 'evaluator', steps_key='actor_steps')
@@ -112,6 +122,7 @@ class EvaluatorWorker:
     mean return. Rows: the average (and expert-normalised score) in logs/evaluator, and
     with several tasks one per task in logs/evaluator_<task>."""
     returns = {}
+    self._gifs.arm()  # The first episode (of the first task).
     for task, loop in self._loops.items():
       self._actors[task].update(wait=True)
       returns[task] = []
@@ -121,6 +132,7 @@ class EvaluatorWorker:
           break
       if self._stop.is_set():
         break
+    self._write_gif()
     summary = score_tasks(returns, references())
     self._last_return = summary['mean_return']
     counts = self._counts()
@@ -150,6 +162,14 @@ class EvaluatorWorker:
       f', expert-normalised score {summary["mean_score"]:.1f}' if 'mean_score' in summary else '',
     )
     return self._last_return
+
+  def _write_gif(self) -> None:
+    step = getattr(next(iter(self._actors.values())), 'policy_version', None)
+    if step is None:
+      step = int(self._counts()['learner_steps'])
+    path = self._gifs.write(step)  # rendered and saved in the background
+    if path is not None:
+      log.info('evaluation video %s', path.name)
 
   def checkpoint(self) -> None:
     """The learner writes its own full state (one writer for the checkpoint directory)."""
@@ -206,6 +226,7 @@ class EvaluatorWorker:
       self._stop_program = lp_context.get_context().program_stopper
     # A call to a learner or replay that is already gone may never return.
     finished = run_until_stopped(self._supervise, stop, grace_seconds=5.0)
+    self._gifs.wait(timeout=10.0)  # The last evaluation's GIF.
     log.info('stopped')
     exit_process_if_stuck(finished)
 

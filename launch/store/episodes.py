@@ -18,7 +18,8 @@ A record is one whole episode::
              payload starts 16-byte aligned within the record
     payload  P bytes: observations, actions, rewards, discounts, raw C-order
              bytes each, 16-byte aligned (bit-exact, no pickle; a reader
-             gets writable arrays without copying)
+             gets writable arrays without copying); camera images (uint8
+             [T, H, W, C]) zlib-compressed, their layout saying codec and size
 
 Durability: `EpisodeWriter.append` writes the record and fsyncs the segment,
 then writes the index line and fsyncs the index, and only then returns. A
@@ -84,6 +85,8 @@ DEFAULT_MAX_SEGMENT_BYTES = 1 << 30
 QUARANTINE_FILE = '_quarantine.log'
 _QUARANTINE_KINDS = ('episode', 'deleted', 'bytes')
 _RESYNC_CHUNK = 1 << 20
+# zlib level for camera images: level 1 keeps an actor's append cheap (see _compressible).
+_IMAGE_COMPRESSION_LEVEL = 1
 
 
 @dataclasses.dataclass
@@ -259,12 +262,21 @@ def _padding(size: int) -> int:
   return -size % _ALIGN
 
 
+def _compressible(value: np.ndarray) -> bool:
+  """Camera images (uint8 [T, H, W, C]): compressed per episode; everything else raw."""
+  return value.dtype == np.uint8 and value.ndim >= 4
+
+
 def _encode_record(header: Dict[str, Any], arrays: Dict[str, np.ndarray]) -> bytes:
   blobs, layout, offset = [], [], 0
   for field in _ARRAY_FIELDS:
     value = arrays[field]
     blob = np.ascontiguousarray(value).tobytes()
-    layout.append({'dtype': value.dtype.str, 'shape': list(value.shape), 'offset': offset})
+    entry = {'dtype': value.dtype.str, 'shape': list(value.shape), 'offset': offset}
+    if _compressible(value):
+      blob = zlib.compress(blob, _IMAGE_COMPRESSION_LEVEL)
+      entry.update(codec='zlib', size=len(blob))
+    layout.append(entry)
     blobs += [blob, bytes(_padding(len(blob)))]
     offset += len(blob) + _padding(len(blob))
   header_bytes = json.dumps(
@@ -315,6 +327,16 @@ def _decode_arrays(header: Dict[str, Any], payload: memoryview) -> Dict[str, np.
     dtype = np.dtype(layout['dtype'])
     shape = tuple(layout['shape'])
     count = int(np.prod(shape, dtype=np.int64))
+    if layout.get('codec') == 'zlib':
+      start = layout['offset']
+      try:
+        raw = zlib.decompress(payload[start : start + layout['size']])
+      except zlib.error as e:
+        raise CorruptRecordError(f'{field}: bad compressed data ({e})') from None
+      if len(raw) != count * dtype.itemsize:
+        raise CorruptRecordError(f'{field}: {len(raw)} bytes decompressed, expected {shape}')
+      arrays[field] = np.frombuffer(bytearray(raw), dtype, count).reshape(shape)
+      continue
     arrays[field] = np.frombuffer(payload, dtype, count, layout['offset']).reshape(shape)
   return arrays
 

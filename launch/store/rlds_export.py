@@ -10,6 +10,7 @@ import json
 import os
 import pathlib
 import re
+import zlib
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
@@ -71,6 +72,10 @@ class ExportSummary:
 
 def _step_feature(values: np.ndarray, field: Field) -> tf.train.Feature:
   """One step field, stacked over steps, as TFDS encodes a Sequence of Tensor."""
+  if field.encoding == 'zlib':  # camera images; one byte a value, no byte order
+    return tf.train.Feature(
+      bytes_list=tf.train.BytesList(value=[zlib.compress(s.tobytes(), 1) for s in values])
+    )
   if field.encoding == 'bytes':
     little = values.astype(field.dtype.newbyteorder('<'), copy=False)
     return tf.train.Feature(

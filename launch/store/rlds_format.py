@@ -36,7 +36,8 @@ Feature encodings follow ``tfds.features.Tensor``: float32 values go in a
 ``float_list`` and bool/integer values in an ``int64_list`` (encoding
 "none"); float16 and float64 values are stored as one little-endian raw-bytes
 entry per step in a ``bytes_list`` (encoding "bytes"), because a float_list
-holds float32 and would round them. Every supported dtype therefore round
+holds float32 and would round them; camera images (uint8 [H, W, C]) as one
+zlib-compressed raw-bytes entry per step (encoding "zlib"). Every supported dtype therefore round
 trips bit-exactly. uint64 and non-numeric arrays are refused.
 
 ``features.json`` is the JSON form of TFDS's ``FeaturesDict`` (steps is a
@@ -183,7 +184,7 @@ class Field(NamedTuple):
 
   shape: Tuple[int, ...]
   dtype: np.dtype
-  encoding: str  # 'none' | 'bytes' | 'zlib' (zlib only read, never written)
+  encoding: str  # 'none' | 'bytes' | 'zlib' (written for camera images only)
 
   @property
   def size(self) -> int:
@@ -207,7 +208,12 @@ def check_dtype(dtype: np.dtype) -> Optional[str]:
   return f'dtype {dtype} is not supported (use bool, integers or floats)'
 
 
-def _export_encoding(dtype: np.dtype) -> str:
+def _export_encoding(dtype: np.dtype, shape: Tuple[int, ...] = ()) -> str:
+  # Camera images (uint8 [H, W, C]) as zlib-compressed bytes, one entry a step: as an
+  # int64_list each pixel would take 8 bytes and more. (A frame stack has more channels
+  # than TFDS's Image feature takes.)
+  if dtype == np.uint8 and len(shape) == 3:
+    return 'zlib'
   # float_list holds float32: wider or narrower floats go as raw bytes so
   # they come back bit-exact.
   return 'bytes' if dtype.kind == 'f' and dtype != np.float32 else 'none'
@@ -222,7 +228,8 @@ def fields_for(spec: EpisodeSpec) -> Dict[str, Field]:
     'discount': ((), spec.discount_dtype),
   }
   fields = {
-    name: Field(shape, dtype, _export_encoding(dtype)) for name, (shape, dtype) in pairs.items()
+    name: Field(shape, dtype, _export_encoding(dtype, tuple(shape)))
+    for name, (shape, dtype) in pairs.items()
   }
   fields.update({name: flag for name in FLAGS})
   return fields

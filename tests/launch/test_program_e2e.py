@@ -8,6 +8,7 @@ import signal
 import time
 
 import pytest
+from PIL import Image
 
 from launch.checkpointing import Checkpointer
 from tests.e2e_util import (
@@ -43,6 +44,13 @@ def test_a_budget_run_stops_by_itself_with_everything_saved(budget_run):
   assert not (run_dir / 'addresses.json').exists()
   assert (run_dir / 'logs' / 'evaluator' / 'logs.csv').read_text().count('\n') >= 2
   assert list((run_dir / 'logs' / 'tb').rglob('events.out.tfevents*'))
+  # One GIF per evaluation, named by the learner step it evaluated (a renderer permitting).
+  gifs = sorted((run_dir / 'videos').glob('step_*.gif')) if (run_dir / 'videos').exists() else []
+  if os.environ.get('MUJOCO_GL') == 'disable':  # tests/conftest.py found no renderer
+    assert not gifs and 'evaluation GIFs off' in text
+  else:
+    assert gifs and all(0 <= int(p.stem[len('step_') :]) <= step1 for p in gifs), text[-3000:]
+    assert Image.open(gifs[-1]).size == (64, 64)
 
 
 def test_every_server_of_a_default_run_listened_on_loopback_only(budget_run):

@@ -1,0 +1,50 @@
+"""Pixel settings: command-line flags, one-line errors, the replay size that fits in memory."""
+
+import argparse
+
+import pytest
+
+from agents.common.errors import ConfigError
+from launch.cli import add_config_flags, given_values
+from launch.config import ExperimentConfig
+from launch.experiment import pixel_replay_size
+
+
+def test_flags_come_from_the_config():
+  parser = argparse.ArgumentParser()
+  add_config_flags(parser, ExperimentConfig)
+  args = parser.parse_args(
+    [
+      '--pixels',
+      '--pixel_size',
+      '32',
+      '--frame_stack',
+      '2',
+      '--action_repeat',
+      '8',
+      '--no_eval_gifs',
+    ]
+  )
+  given = given_values(args, ExperimentConfig)
+  assert given == dict(pixels=True, pixel_size=32, frame_stack=2, action_repeat=8, eval_gifs=False)
+
+
+@pytest.mark.parametrize(
+  'field, value', [('pixel_size', 4), ('frame_stack', 0), ('action_repeat', 1.5), ('camera', -2)]
+)
+def test_bad_pixel_settings_name_the_field(field, value):
+  with pytest.raises(ConfigError, match=f'^{field}={value!r} is invalid'):
+    ExperimentConfig(pixels=True, **{field: value})
+
+
+def test_replay_size_fits_the_memory_setting():
+  # 24 GiB / (64 * 64 * 3 * 3 bytes) = 699050.67 stacked observations.
+  assert pixel_replay_size(ExperimentConfig(pixels=True)) == 699_050
+  # One frame a step: 2.1M would fit, the agent's 1M stands.
+  assert pixel_replay_size(ExperimentConfig(pixels=True, frame_stack=1)) == 1_000_000
+  # 1 GiB of 84x84x9: 16,908; never below the agent's min_replay_size.
+  small = ExperimentConfig(pixels=True, pixel_size=84, replay_memory_gb=1.0)
+  assert pixel_replay_size(small) == 2**30 // (84 * 84 * 9)
+  tiny = ExperimentConfig(pixels=True, replay_memory_gb=0.001)
+  assert pixel_replay_size(tiny) == tiny.agent.replay.min_replay_size
+  assert pixel_replay_size(ExperimentConfig()) is None  # state runs keep theirs

@@ -1,0 +1,155 @@
+"""The image encoder, DrQ's random shift, and MPO's pixel networks with a shared encoder."""
+
+import haiku as hk
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from acme import types
+from acme.specs import EnvironmentSpec
+from dm_env import specs
+
+from agents.bc import learning as bc_learning
+from agents.bc.builder import BCBuilder
+from agents.bc.config import BCConfig
+from agents.mpo import learning
+from agents.mpo.config import MPOConfig
+from networks.augment import random_shift, shift_images
+from networks.encoder import ConvEncoder, scale_pixels
+from networks.pixel_mpo import make_pixel_mpo_networks
+
+SIZE = 16
+OBS_SPEC = specs.BoundedArray((SIZE, SIZE, 6), np.uint8, 0, 255)
+IMAGE = np.arange(1, 10, dtype=np.uint8).reshape(1, 3, 3, 1)  # rows 1 2 3 / 4 5 6 / 7 8 9
+
+
+def test_scale_pixels():
+  np.testing.assert_allclose(scale_pixels(jnp.array([0, 51, 255], jnp.uint8)), [-0.5, -0.3, 0.5])
+
+
+@pytest.mark.parametrize(
+  'offset, expected',
+  [
+    ((1, 1), [[1, 2, 3], [4, 5, 6], [7, 8, 9]]),  # the centre: unchanged
+    ((0, 0), [[1, 1, 2], [1, 1, 2], [4, 4, 5]]),  # content moves down-right, edges repeat
+    ((2, 1), [[4, 5, 6], [7, 8, 9], [7, 8, 9]]),  # content moves up one row
+  ],
+)
+def test_shift_images_hand_computed(offset, expected):
+  shifted = shift_images(jnp.asarray(IMAGE), jnp.array([offset]), pad=1)
+  assert shifted.dtype == jnp.uint8
+  np.testing.assert_array_equal(shifted[0, :, :, 0], expected)
+
+
+def test_random_shift_shifts_each_image_within_pad():
+  images = jnp.asarray(np.tile(IMAGE, (64, 1, 1, 1)))
+  shifted = np.asarray(random_shift(jax.random.PRNGKey(0), images, pad=1))
+  # Every result is one of the 9 crops, and the batch holds more than one of them.
+  crops = {
+    shift_images(jnp.asarray(IMAGE), jnp.array([(r, c)]), 1).tobytes()
+    for r in range(3)
+    for c in range(3)
+  }
+  assert all(s[None].tobytes() in crops for s in shifted)
+  assert len({s.tobytes() for s in shifted}) > 1
+  assert random_shift(jax.random.PRNGKey(0), images, pad=0) is images
+
+
+@pytest.fixture(scope='module')
+def pixel_setup():
+  networks = make_pixel_mpo_networks(
+    2, (16,), (16,), num_atoms=11, channels=(4,), blocks=1, feature_dim=8, shift_pad=2
+  )
+  # PAC: the MPO update plus behaviour cloning of the batch's actions.
+  config = MPOConfig(
+    policy_layer_sizes=(16,),
+    critic_layer_sizes=(16,),
+    num_atoms=11,
+    num_samples=4,
+    policy_loss='pac',
+  )
+  state = learning.initial_state(networks, config, OBS_SPEC, jax.random.PRNGKey(0))
+  rng = np.random.default_rng(0)
+  obs = rng.integers(0, 256, (8, SIZE, SIZE, 6), dtype=np.uint8)
+  batch = types.Transition(
+    observation=obs,
+    action=rng.uniform(-1, 1, (8, 2)).astype(np.float32),
+    reward=rng.uniform(0, 1, 8).astype(np.float32),
+    discount=np.full(8, 0.99, np.float32),
+    next_observation=np.roll(obs, 1, axis=0),
+  )
+  return networks, config, state, batch
+
+
+def _encoder_leaves(params):
+  return {k: v for k, v in params.items() if k.startswith('encoder')}
+
+
+def test_encoder_shapes_and_sizes_settable():
+  def apply(images):
+    return ConvEncoder(channels=(4, 8), blocks=1, feature_dim=5)(images)
+
+  model = hk.without_apply_rng(hk.transform(apply))
+  images = jnp.zeros((3, 2, SIZE, SIZE, 3), jnp.uint8)  # two batch dimensions
+  params = jax.eval_shape(model.init, jax.random.PRNGKey(0), images)  # shapes, nothing run
+  assert jax.eval_shape(model.apply, params, images).shape == (3, 2, 5)
+  assert params['encoder/linear']['w'].shape == (4 * 4 * 8, 5)  # 16 -> 8 -> 4 pixels
+  convs = sorted(k for k in params if 'conv' in k)
+  assert len(convs) == 2 + 2 * 2  # per stage a strided conv and one block of two
+
+
+def test_policy_loss_leaves_encoder_alone(pixel_setup):
+  networks, _, state, batch = pixel_setup
+  obs = jnp.asarray(batch.observation)
+  assert _encoder_leaves(state.policy_params)  # the policy reads an encoder...
+  # ...the critic's own, from the start.
+  for k, v in _encoder_leaves(state.policy_params).items():
+    jax.tree_util.tree_map(np.testing.assert_array_equal, v, state.critic_params[k])
+
+  def policy_objective(params):
+    mean, std = networks.policy.apply(params, obs)
+    return jnp.sum(mean**2) + jnp.sum(std)
+
+  grads = jax.jit(jax.grad(policy_objective))(state.policy_params)
+  enc = jax.tree_util.tree_leaves(_encoder_leaves(grads))
+  assert enc and all(np.all(np.asarray(g) == 0) for g in enc)
+  rest = jax.tree_util.tree_leaves({k: v for k, v in grads.items() if not k.startswith('encoder')})
+  assert any(np.any(np.asarray(g) != 0) for g in rest)
+
+
+def test_update_trains_encoder_and_shares_it_with_the_policy(pixel_setup):
+  networks, config, state, batch = pixel_setup
+  update = jax.jit(learning.make_update_fn(networks, config))
+  new, metrics = update(state, batch)
+  assert np.isfinite(float(metrics['critic_loss']))
+  before = _encoder_leaves(state.critic_params)
+  after = _encoder_leaves(new.critic_params)
+  moved = [
+    not np.array_equal(a, b)
+    for a, b in zip(jax.tree_util.tree_leaves(before), jax.tree_util.tree_leaves(after))
+  ]
+  assert any(moved)  # the critic's loss trains the encoder
+  for k, v in _encoder_leaves(new.policy_params).items():
+    jax.tree_util.tree_map(np.testing.assert_array_equal, v, new.critic_params[k])
+  # The critic sees N sampled actions per image without N copies of the image.
+  q = networks.critic.apply(new.critic_params, batch.observation, jnp.zeros((4, 8, 2)))
+  assert q.shape == (4, 8, 11)
+
+
+def test_bc_trains_its_own_encoder(pixel_setup):
+  _, _, _, batch = pixel_setup
+  spec = EnvironmentSpec(
+    observations=OBS_SPEC,
+    actions=specs.BoundedArray((2,), np.float32, -1, 1),
+    rewards=specs.Array((), np.float32),
+    discounts=specs.BoundedArray((), np.float32, 0, 1),
+  )
+  config = BCConfig(policy_layer_sizes=(16,), encoder=dict(channels=(4,), feature_dim=8))
+  builder = BCBuilder(config, spec)
+  networks = builder.make_networks()
+  state = bc_learning.initial_state(networks, config, builder.obs_dim, jax.random.PRNGKey(1))
+  new, metrics = jax.jit(bc_learning.make_update_fn(networks, config))(state, batch)
+  assert np.isfinite(float(metrics['bc_loss']))
+  before = jax.tree_util.tree_leaves(_encoder_leaves(state.policy_params))
+  after = jax.tree_util.tree_leaves(_encoder_leaves(new.policy_params))
+  assert before and any(not np.array_equal(a, b) for a, b in zip(before, after))
