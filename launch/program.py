@@ -8,6 +8,7 @@ import launchpad as lp
 from launch import experiment
 from launch.config import ExperimentConfig
 from launch.nodes.actor import ActorWorker
+from launch.nodes.batched_actor import BatchedActorWorker
 from launch.nodes.counter import PersistentCounter
 from launch.nodes.evaluator import EvaluatorWorker
 from launch.nodes.gateway import GatewayWorker
@@ -51,8 +52,9 @@ def make_program(
     )
   if config.mode != 'offline':  # Offline training has no actors, only stored data.
     with program.group('actor'):
+      worker = BatchedActorWorker if config.envs_per_actor > 1 else ActorWorker
       for i in range(config.num_actors):
-        program.add_node(lp.CourierNode(ActorWorker, cfg, i, replay, learner, counter))
+        program.add_node(lp.CourierNode(worker, cfg, i, replay, learner, counter))
   with program.group('evaluator'):
     program.add_node(lp.CourierNode(EvaluatorWorker, cfg, learner, counter, replay))
   addresses = {
