@@ -17,8 +17,9 @@ SPEC = specs.EnvironmentSpec(
   rewards=specs.Array((), np.float32),
   discounts=specs.BoundedArray((), np.float32, 0.0, 1.0),
 )
-# (length, ends by termination): shorter and longer than n, a one-step episode.
-EPISODES = ((1, True), (2, False), (4, True), (7, False), (12, True))
+# (length, ends by termination): shorter and longer than n, a one-step episode, one longer
+# than the writer's chunks (items then arrive mid-episode).
+EPISODES = ((1, True), (2, False), (4, True), (7, False), (12, True), (40, False))
 
 
 def _feed(adder, seed: int) -> None:
