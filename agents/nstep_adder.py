@@ -50,7 +50,7 @@ class NStepAdder(base.Adder):
     self._n = int(n_step)
     self._gamma = np.float32(discount)  # As acme: float32, upcast only by float64 rewards.
     self._table = table
-    self._max_in_flight = int(max_in_flight_items)
+    self._max_in_flight_items = int(max_in_flight_items)
     self._keep_alive = int(keep_alive_steps)
     self._writer = None
     self._obs: List[np.ndarray] = []
@@ -125,7 +125,7 @@ class NStepAdder(base.Adder):
       extras=(),
     )
     writer.create_item(table=self._table, priority=1.0, trajectory=item)
-    writer.flush(self._max_in_flight)
+    writer.flush(self._max_in_flight_items)
 
   def __del__(self):
     if self._writer is None:
