@@ -14,6 +14,7 @@ from acme.adders import reverb as reverb_adders
 
 from agents.common.observations import is_image
 from agents.common.replay_config import ReplayConfig
+from agents.nstep_adder import NStepAdder
 
 REPLAY_TABLE = 'priority_table'
 # Experience from actors outside the program (robots attached with launch.attach).
@@ -86,11 +87,13 @@ class ReplayPipeline:
     ]
 
   def make_adder(self, client: reverb.Client) -> adders.Adder:
-    """The actors' adder: acme's n-step transitions into REPLAY_TABLE."""
-    return reverb_adders.NStepTransitionAdder(
-      client=client,
-      n_step=self.replay_config.n_step,
-      discount=self.replay_config.discount,
+    """The actors' adder: acme's n-step transitions into REPLAY_TABLE, written by our
+    cheaper NStepAdder (the same items, tests/agents/test_nstep_adder.py)."""
+    return NStepAdder(
+      client,
+      self.replay_config.n_step,
+      self.replay_config.discount,
+      REPLAY_TABLE,
       max_in_flight_items=ADDER_MAX_IN_FLIGHT_ITEMS,
     )
 

@@ -16,9 +16,12 @@ and after each repeat (their mean is that repeat's ceiling); the median ratio is
            MPO policy, VariableClient over an in-process variable source holding the
            learner's initial parameters, NStepTransitionAdder into an in-process Reverb
            server with the builder's tables, the episode store recorder) / bare
-           env.step with a constant action on the same wrapped task. Target >= 0.7.
+           env.step with a constant action on the same wrapped task. Target >= 0.5.
            Partial loops say where the time goes: loop_constant (EnvironmentLoop, constant
            action), actor_no_adder (+ policy and variable client), actor_no_store (+ adder).
+           actor_full_k{K} (--envs_per_actor, default 2,4,8): a batched actor (K
+           environments, one policy call a step, an adder and a recorder each), steps of
+           all K per second / bare stepping of one. Target >= 0.7.
   replay   adder_inserts: items/s the adder writes (pre-recorded timesteps, so no
            environment or policy in the loop) / raw reverb TrajectoryWriter writes of the
            same items into the same table (one append and create_item per item, the
@@ -112,6 +115,13 @@ def parse_args(argv):
     default=None,
     help='cap episode length for actor/replay/learner (quick checks only)',
   )
+  p.add_argument(
+    '--envs_per_actor',
+    type=_csv_list(int),
+    default=[2, 4, 8],
+    help='actor: the K of the batched-actor figures actor_full_k{K} (K environments, one '
+    'policy call a step); empty for none',
+  )
   p.add_argument('--scaling_actors', type=_csv_list(int), default=[1, 2, 4])
   p.add_argument(
     '--scaling_seconds', type=float, default=90.0, help='--max_seconds of each scaling run'
@@ -144,7 +154,14 @@ def run_one(args) -> List[Row]:
   agent = dict(args.agent)
   if args.benchmark == 'actor':
     return bench_actor(
-      out, args.task, args.preset, agent, args.seconds, args.repeats, args.max_episode_steps
+      out,
+      args.task,
+      args.preset,
+      agent,
+      args.seconds,
+      args.repeats,
+      args.max_episode_steps,
+      envs_per_actor=args.envs_per_actor,
     )
   if args.benchmark == 'replay':
     return bench_replay(

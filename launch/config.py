@@ -72,6 +72,12 @@ class ExperimentConfig:
   )
   seed: int = setting(0, help='seed of the learner, actors (seed + actor index) and evaluator')
   num_actors: int = setting(2, help='actor processes', resumable=True)
+  envs_per_actor: int = setting(
+    1,
+    resumable=True,
+    help='environments each actor process steps, with one batched policy call per step; '
+    'each is its own stream (seed, n-step adder, store source), as one actor would be',
+  )
   launch_type: str = setting(
     'local_mp',
     choices=LAUNCH_TYPES,
@@ -295,6 +301,16 @@ class ExperimentConfig:
     need(is_int(self.seed) and self.seed >= 0, 'seed', 'an int >= 0')
     need(
       is_int(self.num_actors) and 1 <= self.num_actors <= 256, 'num_actors', 'an int in [1, 256]'
+    )
+    need(
+      is_int(self.envs_per_actor) and 1 <= self.envs_per_actor <= 64,
+      'envs_per_actor',
+      'an int in [1, 64]',
+    )
+    need(
+      self.envs_per_actor == 1 or self.mode != 'iterated',
+      'envs_per_actor',
+      '1 in iterated mode (its actors reserve one episode at a time)',
     )
     need(self.launch_type in LAUNCH_TYPES, 'launch_type', f'one of {", ".join(LAUNCH_TYPES)}')
     need(

@@ -50,8 +50,9 @@ def make_program(
     )
   if config.mode != 'offline':  # Offline training has no actors, only stored data.
     with program.group('actor'):
+      worker = constructors.batched_actor if config.envs_per_actor > 1 else constructors.actor
       for i in range(config.num_actors):
-        program.add_node(lp.CourierNode(constructors.actor, cfg, i, replay, learner, counter))
+        program.add_node(lp.CourierNode(worker, cfg, i, replay, learner, counter))
   with program.group('evaluator'):
     program.add_node(lp.CourierNode(constructors.evaluator, cfg, learner, counter, replay))
   addresses = {

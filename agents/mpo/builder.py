@@ -14,6 +14,7 @@ from acme.utils import counting, loggers
 from agents.common.errors import ConfigError
 from agents.common.observations import is_image
 from agents.mpo.actor import MPOActor
+from agents.mpo.batched_actor import MPOBatchedActor
 from agents.mpo.config import MPOConfig
 from agents.mpo.learner import MPOLearner
 from agents.replay_pipeline import ReplayPipeline, check_spec
@@ -124,6 +125,23 @@ class MPOBuilder(ReplayPipeline):
       adder,
       seed=seed,
       deterministic=deterministic,
+    )
+
+  def make_batched_actor(
+    self,
+    variable_source: core.VariableSource,
+    stream_adders: Sequence[Optional[adders.Adder]],
+    seeds: Sequence[int],
+    version_name: Optional[str] = None,
+  ) -> MPOBatchedActor:
+    """A stochastic actor for len(seeds) environments (agents.batched_actor)."""
+    return MPOBatchedActor(
+      self.make_networks(),
+      make_variable_client(
+        self.config.replay.variable_update_period, variable_source, False, version_name
+      ),
+      stream_adders,
+      seeds,
     )
 
 

@@ -3,7 +3,7 @@
 import pathlib
 import shutil
 import tempfile
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 from experiments.throughput.in_process import (
   ConstantActor,
@@ -34,8 +34,14 @@ def bench_actor(
   repeats: int,
   max_episode_steps: Optional[int] = None,
   seed: int = 1,
+  envs_per_actor: Sequence[int] = (),
 ) -> List[Row]:
-  """Actor env steps/s (and partial loops) against bare stepping of the same task."""
+  """Actor env steps/s (and partial loops) against bare stepping of the same task.
+
+  For each K in `envs_per_actor`, figure actor_full_k{K}: a batched actor (K
+  environments, one policy call a step, an adder and a store writer per environment),
+  its steps of all K environments per second against bare stepping of one.
+  """
   from agents.mpo.actor import prefer_inline_cpu_dispatch
 
   # As in an actor node, whose actor is the first to use JAX (here, before the learner
@@ -46,7 +52,7 @@ def bench_actor(
   store_dir = tempfile.mkdtemp(prefix='throughput_store_')
   try:
     series = _actor_series(
-      builder, replay, store_dir, task, seconds, repeats, max_episode_steps, seed
+      builder, replay, store_dir, task, seconds, repeats, max_episode_steps, seed, envs_per_actor
     )
   finally:
     replay.stop()
@@ -64,6 +70,7 @@ def _actor_series(
   repeats: int,
   max_episode_steps: Optional[int],
   seed: int,
+  envs_per_actor: Sequence[int] = (),
 ) -> List[Series]:
   """The actor benchmark's timings; its adders are gone when it returns (a server with
   live writers takes seconds to stop)."""
@@ -111,6 +118,35 @@ def _actor_series(
     episode()  # Compiles the policy and fetches the parameters.
     return lambda: timed_rate(episode, seconds)
 
+  def batched(k: int) -> Rate:
+    """As BatchedActorWorker runs K environments: an adder and a recorder per stream."""
+    from acme import specs
+
+    from agents.batched_actor import make_batched_actor
+    from launch.nodes.batched_loop import BatchedEnvironmentLoop
+
+    envs = [make_env(task, seed + j, max_episode_steps) for j in range(k)]
+    stream_adders = [builder.make_adder(replay.client) for _ in envs]
+    seeds = [seed + j for j in range(k)]
+    actor = make_batched_actor(builder, source, stream_adders, seeds, LEARNER_STEPS)
+    observers = []
+    for j in range(k):
+      writer = EpisodeStore(store_dir).writer(f'actor_{len(writers)}')
+      writers.append(writer)
+      meta = {'source': 'benchmark', 'task': task, 'seed': seeds[j]}
+      observers.append([EpisodeRecorder(writer, meta, lambda: actor.policy_version)])
+    env_loop = BatchedEnvironmentLoop(
+      envs, actor, specs.make_environment_spec(envs[0]).actions, observers=observers
+    )
+
+    def steps(n: int = 100) -> int:
+      for _ in range(n):
+        env_loop.step()
+      return n * k
+
+    steps()  # Compiles the policy and fetches the parameters.
+    return lambda: timed_rate(steps, seconds)
+
   try:
     figures = {
       'loop_constant': loop(False, False, constant=True),
@@ -118,6 +154,8 @@ def _actor_series(
       'actor_no_store': loop(True, False),
       'actor_full': loop(True, True),
     }
+    for k in envs_per_actor:
+      figures[f'actor_full_k{k}'] = batched(k)
     run_bare = bare_episode(bare_env, action)
     run_bare()
     return measure(

@@ -79,7 +79,7 @@ def _insert_series(builder, replay: ReplayServer, episode, seconds: float, repea
   sample = next(builder.make_dataset_iterator(replay.address, batch_size=per_episode))
   data = getattr(sample, 'data', sample)
   items = [tree.map_structure(lambda x, i=i: x[i], data) for i in range(per_episode)]
-  # The adder's own flush policy (acme's default, which the builder keeps).
+  # The adder's own flush policy (the name acme's adder and agents.nstep_adder share).
   in_flight = adder._max_in_flight_items  # pylint: disable=protected-access
   writer = replay.client.trajectory_writer(num_keep_alive_refs=1)
 

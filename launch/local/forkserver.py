@@ -53,6 +53,7 @@ PRELOAD = (
   'launch.nodes.counter',
   'launch.nodes.learner',
   'launch.nodes.actor',
+  'launch.nodes.batched_actor',
   'launch.nodes.evaluator',
   'dm_control.suite',
   'haiku',

@@ -22,6 +22,12 @@ def actor(*args: Any, **kwargs: Any):
   return ActorWorker(*args, **kwargs)
 
 
+def batched_actor(*args: Any, **kwargs: Any):
+  from launch.nodes.batched_actor import BatchedActorWorker
+
+  return BatchedActorWorker(*args, **kwargs)
+
+
 def evaluator(*args: Any, **kwargs: Any):
   from launch.nodes.evaluator import EvaluatorWorker
 

@@ -50,8 +50,9 @@ def _check(out: pathlib.Path, name: str, figures, ratio_key: str = 'ratio'):
 
 
 def test_actor(tmp_path):
-  bench_actor(tmp_path, TASK, 'cpu', TINY, **FAST)
-  _check(tmp_path, 'actor', ('loop_constant', 'actor_no_adder', 'actor_no_store', 'actor_full'))
+  bench_actor(tmp_path, TASK, 'cpu', TINY, envs_per_actor=(2,), **FAST)
+  figures = ('loop_constant', 'actor_no_adder', 'actor_no_store', 'actor_full', 'actor_full_k2')
+  _check(tmp_path, 'actor', figures)
 
 
 def test_replay(tmp_path):

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from launch.checkpointing import Checkpointer
+from launch.store.episodes import EpisodeStore
 from tests.e2e_util import (
   kill_session,
   leftover_processes,
@@ -143,7 +144,20 @@ def test_signal_stops_every_process_with_final_checkpoints(tmp_path, how):
 
 def test_multithreaded_launch_type_runs_and_stops_at_budget(tmp_path):
   run_dir = tmp_path / 'run'
-  proc = start_cli(run_dir, '--launch_type', 'local_mt', '--max_actor_steps', '1000', *TINY)
+  # One batched actor of two environments (streams actor_0 and actor_1), the work of the
+  # default two single-environment actors: the batched node in a real program.
+  proc = start_cli(
+    run_dir,
+    '--launch_type',
+    'local_mt',
+    '--max_actor_steps',
+    '1000',
+    '--num_actors',
+    '1',
+    '--envs_per_actor',
+    '2',
+    *TINY,
+  )
   try:
     rc, listeners = wait_exit_listening(proc, timeout=240)
     text = output(proc)
@@ -153,6 +167,8 @@ def test_multithreaded_launch_type_runs_and_stops_at_budget(tmp_path):
     assert all(s.loopback for s in listeners), [str(s) for s in listeners]
     counts = read_counts(run_dir)
     assert counts['actor_steps'] >= 1000 and counts['learner_steps'] > 0, counts
+    sources = {info.metadata['source'] for info in EpisodeStore(run_dir / 'store').index()}
+    assert sources == {'actor_0', 'actor_1'}, sources
     assert Checkpointer(run_dir / 'checkpoints').restore_latest()[0] > 0
     assert _replay_checkpoints(run_dir)
     assert leftover_processes(proc.pid) == []

@@ -1,0 +1,138 @@
+"""An n-step transition adder with the items of acme's NStepTransitionAdder, at less cost.
+
+acme's adder appends three partial rows to its TrajectoryWriter per step and walks nests
+with dm-tree at every call; on cartpole it cost more than the environment and the policy
+together. This one keeps the episode's last n_step + 1 steps in Python lists, computes
+each item's n-step return and discount itself (in acme's float32 order, so the numbers are
+bitwise the same), and writes each item as one row of its five fields: one append and one
+create_item per item. The table holds the same items: every window acme writes (the
+episode's first state with 1 .. n_step - 1 step returns as well, and the shortening
+windows at its end), each (observation, action, n-step return, total discount, next
+observation), priority 1. The price: an item's observations are stored with it, not
+shared with its neighbours' (flat state vectors only, as agents.replay_pipeline needs).
+"""
+
+from typing import List
+
+import dm_env
+import numpy as np
+import reverb
+from acme import types
+from acme.adders import base
+
+from agents.common.logs import get_logger
+
+log = get_logger('adder')
+
+
+class NStepAdder(base.Adder):
+  """acme's NStepTransitionAdder's items (no extras) into `table`, one row an item.
+
+  `keep_alive_steps` bounds the writer's chunks (auto-tuned up to it): rows sent and
+  compressed together cost less. An item reaches the table when its chunk is complete, at
+  most that many items later, or at its episode's end. Measured on cartpole (CPU per step,
+  in-process server included): acme's adder 555-626 us, this one 290-300 us with 1, 220-230
+  us with 16.
+  """
+
+  def __init__(
+    self,
+    client: reverb.Client,
+    n_step: int,
+    discount: float,
+    table: str,
+    max_in_flight_items: int,
+    keep_alive_steps: int = 16,
+  ):
+    if n_step < 1:
+      raise ValueError(f'n_step={n_step} must be >= 1')
+    self._client = client
+    self._n = int(n_step)
+    self._gamma = np.float32(discount)  # As acme: float32, upcast only by float64 rewards.
+    self._table = table
+    self._max_in_flight_items = int(max_in_flight_items)
+    self._keep_alive = int(keep_alive_steps)
+    self._writer = None
+    self._obs: List[np.ndarray] = []
+    self._actions: List[np.ndarray] = []
+    self._rewards: List[np.ndarray] = []
+    self._discounts: List[np.ndarray] = []
+
+  def _get_writer(self) -> reverb.TrajectoryWriter:
+    if self._writer is None:
+      self._writer = self._client.trajectory_writer(num_keep_alive_refs=self._keep_alive)
+    return self._writer
+
+  def reset(self, timeout_ms: int = None) -> None:
+    del self._obs[:], self._actions[:], self._rewards[:], self._discounts[:]
+    if self._writer is not None:
+      self._writer.end_episode(clear_buffers=True, timeout_ms=timeout_ms)
+
+  def add_first(self, timestep: dm_env.TimeStep) -> None:
+    if not timestep.first():
+      raise ValueError('add_first needs a first timestep')
+    del self._obs[:], self._actions[:], self._rewards[:], self._discounts[:]
+    self._obs.append(np.asarray(timestep.observation))
+
+  def add(self, action, next_timestep: dm_env.TimeStep, extras=()) -> None:
+    if extras not in ((), None):
+      raise ValueError('NStepAdder writes no extras')
+    if not self._obs:
+      raise ValueError('add_first must be called before add')
+    self._actions.append(np.asarray(action))
+    self._rewards.append(np.asarray(next_timestep.reward))
+    self._discounts.append(np.asarray(next_timestep.discount))
+    self._obs.append(np.asarray(next_timestep.observation))
+    # The window of acme's adder after this step: the last n steps (fewer at the start).
+    last = len(self._actions)
+    self._write(max(0, last - self._n), last)
+    if next_timestep.last():
+      for first in range(max(0, last - self._n) + 1, last):
+        self._write(first, last)
+      self.reset()
+    elif len(self._actions) > self._n:  # Keep only what later windows read.
+      del self._obs[0], self._actions[0], self._rewards[0], self._discounts[0]
+
+  def _write(self, first: int, last: int) -> None:
+    """Writes the transition from step `first` over steps [first, last)."""
+    rewards, discounts = self._rewards, self._discounts
+    # acme's _compute_cumulative_quantities, operation for operation.
+    total_discount = np.copy(discounts[first])
+    n_step_return = np.copy(
+      np.broadcast_to(rewards[first], np.broadcast(rewards[first], total_discount).shape)
+    )
+    for i in range(first + 1, last):
+      total_discount *= self._gamma
+      n_step_return += rewards[i] * total_discount
+      total_discount *= discounts[i]
+    writer = self._get_writer()
+    writer.append(
+      dict(
+        observation=self._obs[first],
+        action=self._actions[first],
+        reward=n_step_return,
+        discount=total_discount,
+        next_observation=self._obs[last],
+      )
+    )
+    h = writer.history
+    item = types.Transition(
+      observation=h['observation'][-1],
+      action=h['action'][-1],
+      reward=h['reward'][-1],
+      discount=h['discount'][-1],
+      next_observation=h['next_observation'][-1],
+      extras=(),
+    )
+    writer.create_item(table=self._table, priority=1.0, trajectory=item)
+    writer.flush(self._max_in_flight_items)
+
+  def __del__(self):
+    if self._writer is None:
+      return
+    # As acme's adder: send what is written, waiting at most 10 s for a server that is gone.
+    try:
+      self._writer.flush(0, timeout_ms=10_000)
+    except reverb.DeadlineExceededError as e:
+      log.error('the n-step writer could not flush its items in 10 s: %s', e)
+    self._writer.close()
