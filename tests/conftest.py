@@ -60,7 +60,7 @@ def budget_run(tmp_path_factory):
   directory, store) share it; a test that changes the run works on a copy.
   """
   from tests.e2e_util import run_to_end
-  from tests.fakes import TINY
+  from tests.fakes import TINY_WITH_GIFS
 
   run_dir = tmp_path_factory.mktemp('budget_run') / 'run'
   # The default per-launch fork server, as `make run` uses it (other launches share one).
@@ -68,7 +68,7 @@ def budget_run(tmp_path_factory):
     run_dir,
     '--max_actor_steps',
     str(BUDGET_RUN_STEPS),
-    *TINY,
+    *TINY_WITH_GIFS,
     timeout=420,
     share_fork_server=False,
   )

@@ -40,7 +40,11 @@ TINY = [
   '8',
   '--eval_episodes',
   '1',
+  # Rendering a GIF costs seconds of CPU per evaluation; the shared budget run makes them.
+  '--no_eval_gifs',
 ]
+# TINY with an evaluation GIF each evaluation, as a user's run has.
+TINY_WITH_GIFS = [flag for flag in TINY if flag != '--no_eval_gifs']
 
 
 def tiny_config(run_dir: Union[str, pathlib.Path], **overrides) -> ExperimentConfig:
