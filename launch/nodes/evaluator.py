@@ -122,6 +122,7 @@ class EvaluatorWorker:
     mean return. Rows: the average (and expert-normalised score) in logs/evaluator, and
     with several tasks one per task in logs/evaluator_<task>."""
     returns = {}
+    started_at = time.time()  # When the evaluated policy was fetched (peer_benchmark's clock).
     self._gifs.arm()  # The first episode (of the first task).
     for task, loop in self._loops.items():
       self._actors[task].update(wait=True)
@@ -143,6 +144,7 @@ class EvaluatorWorker:
       'min_return': min(every),
       'max_return': max(every),
       'elapsed_s': time.time() - self._start,
+      'started_at': started_at,
     }
     if 'mean_score' in summary:
       row['mean_score'] = summary['mean_score']
