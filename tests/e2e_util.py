@@ -70,6 +70,15 @@ def output(proc: subprocess.Popen) -> str:
   return pathlib.Path(proc.log_path).read_text(errors='replace')
 
 
+def pid_alive(pid: int) -> bool:
+  """Whether `pid` runs (a zombie waiting for its reaper counts as gone)."""
+  try:
+    with open(f'/proc/{pid}/stat') as f:
+      return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
+  except (OSError, IndexError):  # gone before, or while, reading (ENOENT, ESRCH)
+    return False
+
+
 def _children(pid: int) -> List[int]:
   found = []
   try:

@@ -161,6 +161,7 @@ class LearnerWorker:
     # Iterated collect-and-infer's position, carried through checkpoints in every mode.
     position = {'iteration': 0, 'collect_target': None}
     self._save_lock = threading.Lock()  # Payload and write in one piece (latest counts last).
+    self._stop = threading.Event()  # run()'s, once it runs: a periodic save gives up on it.
     self._extra: Dict[str, Any] = {}
     restored = self._checkpointer.restore_latest()
     if restored is not None:
@@ -330,8 +331,7 @@ class LearnerWorker:
     state is replaced whole after each update, so it is consistent anyway.
     """
     if wait_for_update:
-      with self._lock:
-        state = self._learner.save()
+      state = self._state_between_updates()
     else:
       state = self._learner.save()
     return {
@@ -343,6 +343,21 @@ class LearnerWorker:
       'time': time.time(),
       **self._schedule_state(),
     }
+
+  def _state_between_updates(self) -> Any:
+    """The state once the update in progress ends, unless the learner stops first.
+
+    Training may be parked in a sample from a vanished server while the program stops; a
+    periodic save waiting on it would hold the save lock past the node's stop grace and cost
+    the final checkpoint, so it gives up instead (its caller gets the error).
+    """
+    while not self._lock.acquire(timeout=0.25):
+      if self._stop.is_set():
+        raise RuntimeError('the learner is stopping: its final checkpoint replaces this save')
+    try:
+      return self._learner.save()
+    finally:
+      self._lock.release()
 
   def get_state(self) -> Dict[str, Any]:
     """Full learner state (parameters, optimisers, duals, step) as numpy: a checkpoint's payload."""
@@ -446,11 +461,12 @@ class LearnerWorker:
       self._learner.restore(state._replace(steps=np.full_like(state.steps, steps)))
 
   def run(self, stop_event: Optional[threading.Event] = None):
-    stop = stop_event or lp.stop_event()
+    stop = self._stop = stop_event or lp.stop_event()
     finished = run_until_stopped(self._train, stop, grace_seconds=5.0)
-    # After a periodic save in flight (it may wait on an update): one that is stuck on a
-    # vanished server must not cost the final checkpoint.
-    ordered = self._save_lock.acquire(timeout=30.0)
+    # After a periodic save in flight: one waiting on an update gives up on the stop, and one
+    # stuck writing must not cost the final checkpoint (Launchpad kills a node 10 s after its
+    # stop, this grace included).
+    ordered = self._save_lock.acquire(timeout=3.0)
     try:
       payload = self._payload(wait_for_update=False)
       path = self._checkpointer.save(payload, payload[LEARNER_STEPS])

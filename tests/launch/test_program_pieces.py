@@ -154,6 +154,46 @@ def test_learner_waiting_on_an_empty_replay_still_stops(tmp_path):
   server.stop()
 
 
+def test_a_periodic_save_stuck_behind_a_parked_update_does_not_cost_the_final_checkpoint(
+  tmp_path,
+):
+  """A save waiting on an update that never ends (a sample from a vanished server) gives up
+  when the learner stops, so the final checkpoint is written within Launchpad's 10 s."""
+  cfg = tiny_config(tmp_path / 'run')
+  server = reverb.Server(experiment.make_builder(cfg).make_replay_tables(), port=None)
+  client = reverb.Client(f'localhost:{server.port}')
+  learner = LearnerWorker(cfg.to_dict(), client, PersistentCounter(str(tmp_path)))
+  learner._lock.acquire()  # The update in progress, parked for good.
+  stop = threading.Event()
+  run = threading.Thread(target=learner.run, args=(stop,), daemon=True)
+  run.start()
+  saved = []
+
+  def periodic_save():  # What the evaluator asks for over Courier.
+    try:
+      saved.append(learner.save_checkpoint({'actor_steps': 5}))
+    except RuntimeError as e:
+      saved.append(e)
+
+  save = threading.Thread(target=periodic_save, daemon=True)
+  save.start()
+  time.sleep(1.0)
+  assert save.is_alive(), 'the periodic save did not wait for the update'
+  start = time.time()
+  stop.set()
+  run.join(timeout=15)
+  took = time.time() - start
+  try:
+    assert not run.is_alive() and took < 8, f'stopping took {took:.1f} s'
+    save.join(timeout=5)
+    assert saved and isinstance(saved[0], RuntimeError) and 'stopping' in str(saved[0])
+    step, payload = Checkpointer(tmp_path / 'run' / 'checkpoints').restore_latest()
+    assert step == 0 and payload['actor_steps'] == 5  # the final save, with the caller's counts
+  finally:
+    learner._lock.release()
+    server.stop()
+
+
 def test_node_log_follower_echoes_new_lines_and_drops_noise(tmp_path):
   import io
 

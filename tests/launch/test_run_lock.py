@@ -20,7 +20,7 @@ from launch.config import ExperimentConfig
 from launch.nodes import process as node_process
 from launch.run_dir import RunDir
 from launch.slurm.submit import SlurmError, refuse_if_queued
-from tests.e2e_util import ROOT
+from tests.e2e_util import ROOT, pid_alive
 
 _PR_GET_PDEATHSIG = 2
 
@@ -35,22 +35,13 @@ def _env() -> dict:
   return env
 
 
-def _alive(pid: int) -> bool:
-  """Whether `pid` runs (a zombie waiting for a reaper counts as gone)."""
-  try:
-    with open(f'/proc/{pid}/stat') as f:
-      return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
-  except (OSError, IndexError):
-    return False
-
-
 def _wait_gone(pid: int, timeout: float) -> bool:
   deadline = time.monotonic() + timeout
   while time.monotonic() < deadline:
-    if not _alive(pid):
+    if not pid_alive(pid):
       return True
     time.sleep(0.05)
-  return not _alive(pid)
+  return not pid_alive(pid)
 
 
 # ----------------------------------------------------------------------------- the node lock
@@ -143,7 +134,7 @@ def test_a_node_gets_sigterm_when_its_launcher_is_killed_and_holds_the_run_until
   try:
     deadline = time.monotonic() + 60
     while not saved.with_suffix('.bound').exists():
-      assert time.monotonic() < deadline and _alive(node_pid), 'the node never bound itself'
+      assert time.monotonic() < deadline and pid_alive(node_pid), 'the node never bound itself'
       time.sleep(0.05)
     os.kill(node_pid, signal.SIGSTOP)  # Holds it (alive, lock held) past the launcher's death.
     launcher.kill()

@@ -17,6 +17,7 @@ from tests.e2e_util import (
   leftover_processes,
   node_pid,
   output,
+  pid_alive,
   read_counts,
   start_cli,
   wait_for,
@@ -28,18 +29,9 @@ pytestmark = pytest.mark.slow
 NODES = ('replay', 'counter', 'learner', 'gateway', 'actor_0', 'evaluator')
 
 
-def _alive(pid: int) -> bool:
-  """Whether `pid` runs (a zombie waiting for its reaper counts as gone)."""
-  try:
-    with open(f'/proc/{pid}/stat') as f:
-      return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
-  except (OSError, IndexError):
-    return False
-
-
 def _seconds_to_exit(pid: int, timeout: float) -> float:
   start = time.monotonic()
-  while _alive(pid):
+  while pid_alive(pid):
     if time.monotonic() - start > timeout:
       raise AssertionError(f'pid {pid} still runs {timeout}s after its launcher was killed')
     time.sleep(0.1)

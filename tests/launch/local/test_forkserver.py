@@ -12,6 +12,7 @@ import pytest
 
 from launch.local.forkserver import ForkServer
 from launch.nodes.process import LAUNCHER_PID_ENV
+from tests.e2e_util import pid_alive
 
 NODE = textwrap.dedent(
   """
@@ -59,14 +60,6 @@ def _hello(proc) -> dict:
   return json.loads(proc.stdout.readline())
 
 
-def _alive(pid: int) -> bool:
-  try:
-    with open(f'/proc/{pid}/stat') as f:
-      return f.read().split()[2] != 'Z'
-  except FileNotFoundError:
-    return False
-
-
 def test_the_node_runs_with_the_clients_arguments_environment_and_directory(server, node, tmp_path):
   env = {**os.environ, 'FOO': 'bar', LAUNCHER_PID_ENV: str(os.getpid())}
   proc = _start(server, node, 'exit', '3', env=env, cwd=tmp_path)
@@ -104,9 +97,9 @@ def test_killing_the_client_kills_the_node(server, node):
   proc.kill()  # Launchpad's kill once the termination notice has passed.
   proc.wait(timeout=30)
   deadline = time.time() + 10
-  while _alive(pid) and time.time() < deadline:
+  while pid_alive(pid) and time.time() < deadline:
     time.sleep(0.1)
-  assert not _alive(pid)
+  assert not pid_alive(pid)
 
 
 def test_the_server_ends_with_its_launcher_s_pipe_and_refuses_nothing_before(node):
@@ -115,7 +108,7 @@ def test_the_server_ends_with_its_launcher_s_pipe_and_refuses_nothing_before(nod
   proc = _start(server, node, 'exit', '0')
   assert proc.wait(timeout=30) == 0
   server.stop(timeout=10)
-  assert not _alive(server.pid) and not os.path.exists(server.socket_path)
+  assert not pid_alive(server.pid) and not os.path.exists(server.socket_path)
   # A client started after its server is gone says so and fails.
   gone = subprocess.run(
     [sys.executable, '-I', '-S', 'launch/local/forkserver_client.py', server.socket_path, node],
@@ -153,11 +146,11 @@ def test_a_shared_servers_node_stops_as_on_a_signal_when_its_launcher_is_killed(
     env={**os.environ, 'PYTHONPATH': root},
   )
   hello = _hello(launcher)
-  assert hello['ppid'] == server.pid and _alive(hello['pid'])
+  assert hello['ppid'] == server.pid and pid_alive(hello['pid'])
   launcher.kill()
   launcher.wait(timeout=10)
   assert launcher.stdout.readline().strip() == 'stopping'
   deadline = time.time() + 10
-  while _alive(hello['pid']) and time.time() < deadline:
+  while pid_alive(hello['pid']) and time.time() < deadline:
     time.sleep(0.05)
-  assert not _alive(hello['pid'])
+  assert not pid_alive(hello['pid'])
