@@ -17,6 +17,7 @@ the node stops and saves its state when its launcher dies.
 
 import json
 import os
+import select
 import signal
 import socket
 import struct
@@ -48,18 +49,34 @@ def _connect(path: str) -> socket.socket:
       time.sleep(0.1)
 
 
-def _read_message(sock: socket.socket) -> dict:
+def _recv(sock: socket.socket, size: int, wake: int) -> bytes:
+  """Up to `size` bytes, running signal handlers while it waits.
+
+  A blocking recv would not: a signal that lands after the interpreter's last check and
+  before the call only sets a flag, and its handler would wait for the node to exit, which
+  waits for the signal (seen under load: SIGTERM never passed on). The wakeup fd gets a
+  byte for every signal, so the select returns and the handler runs.
+  """
+  while True:
+    ready, _, _ = select.select([sock, wake], [], [])
+    if wake in ready:
+      os.read(wake, 4096)  # The handlers run at the next bytecode.
+    if sock in ready:
+      return sock.recv(size)
+
+
+def _read_message(sock: socket.socket, wake: int) -> dict:
   """One length-prefixed JSON message; {} when the server closed the connection."""
   data = b''
   while len(data) < HEADER.size:
-    chunk = sock.recv(HEADER.size - len(data))
+    chunk = _recv(sock, HEADER.size - len(data), wake)
     if not chunk:
       return {}
     data += chunk
   (size,) = HEADER.unpack(data)
   body = b''
   while len(body) < size:
-    chunk = sock.recv(size - len(body))
+    chunk = _recv(sock, size - len(body), wake)
     if not chunk:
       return {}
     body += chunk
@@ -100,6 +117,10 @@ def main(argv) -> None:
     else:
       pending.append(sig)
 
+  wake, wake_w = os.pipe()
+  os.set_blocking(wake, False)
+  os.set_blocking(wake_w, False)
+  signal.set_wakeup_fd(wake_w)
   for sig in FORWARDED:
     signal.signal(sig, forward)
   for sig in GROUP_SIGNALS:
@@ -115,14 +136,14 @@ def main(argv) -> None:
   data = HEADER.pack(len(request)) + request
   sent = socket.send_fds(sock, [data], [0, 1, 2])
   sock.sendall(data[sent:])
-  reply = _read_message(sock)
+  reply = _read_message(sock, wake)
   if 'pid' not in reply:
     sys.stderr.write(f'[launch] the fork server refused to start {command[:1]}: {reply}\n')
     os._exit(1)
   child.append(int(reply['pid']))
   for sig in pending:
     forward(sig, None)
-  status = _read_message(sock)  # Signals in between are forwarded; the read resumes.
+  status = _read_message(sock, wake)  # Signals in between are forwarded.
   if 'signal' in status:
     sig = int(status['signal'])
     for forwarded in FORWARDED + GROUP_SIGNALS:
