@@ -32,6 +32,7 @@ setuptools.setup(
     'dm-tree',
     'absl-py',
     'psutil',
+    'portpicker',  # Ports for the gateway and Slurm steps, shared with Launchpad's picks.
     'pillow',  # The evaluator's GIFs (launch/nodes/videos.py).
   ],
   extras_require={

@@ -37,9 +37,14 @@ def node_host() -> str:
 
 
 def free_port() -> int:
-  with socket.socket() as s:
-    s.bind(('', 0))
-    return s.getsockname()[1]
+  """A free TCP port, never one this process has handed out already.
+
+  Through portpicker, which Launchpad's addresses use too: a port closed after a bind to 0
+  was seen handed to the learner as well as the gateway (the learner then failed to bind).
+  """
+  import portpicker  # pylint: disable=import-outside-toplevel
+
+  return portpicker.pick_unused_port()
 
 
 class AddressBook:

@@ -10,10 +10,22 @@ import pytest
 
 from agents.common.errors import ConfigError
 from launch.config import ExperimentConfig
-from launch.slurm.addresses import AddressBook, AddressTimeout
+from launch.slurm.addresses import AddressBook, AddressTimeout, free_port
 from launch.slurm.config import SlurmConfig
 from launch.slurm.script import allocation, batch_script, program_nodes, step_command
 from tests.e2e_util import ROOT
+
+
+def test_no_port_is_handed_out_twice_in_a_launch_ours_or_launchpads():
+  # The gateway's port is ours; the learner's, replay's and the others' are Launchpad's
+  # (lp.Address, through portpicker), picked in the same process. With a bind to port 0,
+  # about 1 in 100 of ours was also one of Launchpad's (seen: a relaunched learner failed
+  # to bind the gateway's port).
+  from launchpad.address import SimpleLocalAddressBuilder  # What lp.launch binds locally.
+
+  ours = [free_port() for _ in range(500)]
+  launchpads = [int(SimpleLocalAddressBuilder().build().rpartition(':')[2]) for _ in range(500)]
+  assert len(set(ours) | set(launchpads)) == 1000
 
 
 def test_settings_override_groups_and_fields():
