@@ -91,7 +91,10 @@ def test_relaunch_after_a_torn_checkpoint_resumes_from_the_one_before(budget_run
   newest = ckpt.path_for(step1)
   os.truncate(newest, newest.stat().st_size // 2)
 
-  second = start_cli(run_dir, '--max_actor_steps', '4000')
+  # Actors count whole episodes and act on through the final evaluation, so a run can end
+  # well past its budget (CI saw 4000 of 2000): the relaunch's budget is above what was done.
+  target = int(counts['actor_steps']) + 2000
+  second = start_cli(run_dir, '--max_actor_steps', str(target))
   try:
     rc = wait_exit(second, timeout=420)
     text2 = output(second)
@@ -102,7 +105,7 @@ def test_relaunch_after_a_torn_checkpoint_resumes_from_the_one_before(budget_run
     restored = re.search(r"restored table sizes \{[^}]*'priority_table': (\d+)", text2)
     assert restored and int(restored.group(1)) > 0, 'replay was not restored'
     counts2 = read_counts(run_dir)
-    assert counts2['actor_steps'] >= 4000, counts2
+    assert counts2['actor_steps'] >= target, counts2
     assert counts2['learner_steps'] > counts['learner_steps']
     assert Checkpointer(run_dir / 'checkpoints').restore_latest()[0] > step1
     assert leftover_processes(second.pid) == []
