@@ -23,7 +23,7 @@ class PlanningModelConfig(Config):
   planner rolls it out, or the shared transformer over tokens (networks.sequence_dynamics)."""
 
   # 'ensemble': MLP members with a reward head; 'transformer': the decoder-only transformer
-  # predicting the next observation's tokens after a timestep's (obs, action) tokens. It
+  # predicting the tokens of next_obs - obs after a timestep's (obs, action) tokens. It
   # predicts no reward: it needs a known one (planner.reward).
   kind: str = 'ensemble'
   num_members: int = 5

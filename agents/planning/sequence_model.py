@@ -2,16 +2,25 @@
 transitions and its use as the planner's step.
 
 A transition is two timesteps of the shared tokeniser (networks.tokenizer.TimestepLayout):
-the observation's tokens, the separator, the action's; then the next observation's tokens
-(the second timestep's separator and action are masked out of the loss and, the model
-being causal, change nothing). The loss is networks.sequence_dynamics' dynamics mask: the
-next observation's tokens, each predicted from the (observation, action) and the earlier
-features of its own observation. Observations are Markov states here (dm_control's), so
-one timestep of history is all the model needs, and replay's transitions are its data.
+the observation's tokens, the separator, the action's; then the change of the observation
+over the step, next_obs - obs, in the observation's places (the second timestep's
+separator and action are masked out of the loss and, the model being causal, change
+nothing). The loss is networks.sequence_dynamics' dynamics mask: the change's tokens, each
+predicted from the (observation, action) and the change's earlier features.
+Observations are Markov states here (dm_control's), so one timestep of history is all
+the model needs, and replay's transitions are its data.
 
-As a planner step it decodes the next observation greedily through the key-value cache
-(networks.sequence_dynamics.predict_next_observation); it predicts no reward, so the step
-scores states with a known reward (environments.known_rewards).
+Why the change, not the next observation: the tokeniser's bins are about 0.02 wide near 1
+and 0.1 near 5, while one 10 ms step moves cartpole's cart by 0.005 and cos(angle) by
+0.001 on average. Tokenised, the next observation falls in the same bin as the observation
+for 59% and 95% of steps on those two features (a random-action episode), so a perfect
+model of the tokens still predicts a cart that barely moves: planning through it scored
+0.7 on cartpole:swingup. The change is small, where mu-law's bins are finest: its
+tokenised round trip is within 0.6-5% of each feature's mean change.
+
+As a planner step it decodes the change greedily through the key-value cache
+(networks.sequence_dynamics.predict_next_observation) and adds it to the state; it predicts
+no reward, so the step scores states with a known reward (environments.known_rewards).
 """
 
 from typing import Dict, NamedTuple, Tuple
@@ -63,10 +72,12 @@ def make_sequence_dynamics(
 
 
 def transition_tokens(layout: TimestepLayout, obs, action, next_obs):
-  """[B, 2 * num_tokens] tokens and positions of transitions (the second action zero)."""
+  """[B, 2 * num_tokens] tokens and positions of transitions: (obs, action), then the
+  change next_obs - obs with a zero action."""
   second = jnp.zeros_like(action)
+  change = next_obs - obs
   tokens = jnp.concatenate(
-    [layout.timestep_tokens(obs, action), layout.timestep_tokens(next_obs, second)], axis=-1
+    [layout.timestep_tokens(obs, action), layout.timestep_tokens(change, second)], axis=-1
   )
   positions = jnp.broadcast_to(jnp.tile(layout.positions, 2), tokens.shape)
   return tokens, positions
@@ -124,7 +135,8 @@ def make_sequence_model_step(
 
   def step(state, action):
     tokens = layout.timestep_tokens(state[None], action[None].astype(jnp.float32))
-    next_obs = predict_next_observation(model, params, layout, tokens, positions)[0]
+    change = predict_next_observation(model, params, layout, tokens, positions)[0]
+    next_obs = state + change
     return next_obs, reward_fn(state, action, next_obs)
 
   return ModelStep(step, initial_state)
