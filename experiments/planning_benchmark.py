@@ -15,8 +15,9 @@ environment step (wall-clock after compilation, and model steps rolled out) are 
 The transformer predicts no reward: it runs only the planners with a known one.
 
 Writes:
-  <out>/planning.csv   model, planner, method, reward, episode, return, steps, ms_per_step,
-                       model_steps_per_step, train_steps, transitions, final_model_loss
+  <out>/planning.csv   model, planner, method, reward, horizon, action_repeat, episode,
+                       return, steps, ms_per_step, model_steps_per_step, train_steps,
+                       transitions, final_model_loss (a row as each episode ends)
   <out>/planning.png   return and ms per step for each model and planner
 """
 
@@ -33,9 +34,11 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 import numpy as np  # noqa: E402
 
 FIELDS = (
-  'model', 'planner', 'method', 'reward', 'episode', 'return', 'steps', 'ms_per_step',
-  'model_steps_per_step', 'train_steps', 'transitions', 'final_model_loss',
+  'model', 'planner', 'method', 'reward', 'horizon', 'action_repeat', 'episode', 'return',
+  'steps', 'ms_per_step', 'model_steps_per_step', 'train_steps', 'transitions',
+  'final_model_loss',
 )  # fmt: skip
+PROGRESS_SECONDS = 30.0  # A progress line at most this often while training and planning.
 
 
 def _setting(text: str):
@@ -137,15 +140,21 @@ def _batches(data: Dict[str, np.ndarray], batch_size: int, seed: int) -> Iterato
     )
 
 
-def _evaluate(builder, learner, env_factory, episodes: int, seed: int) -> List[Dict[str, float]]:
+def _evaluate(
+  builder, learner, env_factory, episodes: int, seed: int, label: str = ''
+) -> Iterator[Dict[str, float]]:
+  """Each deterministic episode's row as it ends, with a progress line while it runs."""
   actor = builder.make_actor(learner, adder=None, seed=seed, deterministic=True)
-  rows = []
   for episode in range(episodes):
     env = env_factory(seed + 10_000 + episode)
     timestep = env.reset()
     actor.observe_first(timestep)
     total, steps, planning_s = 0.0, 0, 0.0
+    next_progress = time.time() + PROGRESS_SECONDS
     while not timestep.last():
+      if time.time() >= next_progress:
+        next_progress = time.time() + PROGRESS_SECONDS
+        print(f'  {label} episode {episode}: step {steps}, return so far {total:.1f}', flush=True)
       start = time.perf_counter()
       action = actor.select_action(timestep.observation)
       if steps > 0 or episode > 0:  # The first call compiles.
@@ -155,9 +164,8 @@ def _evaluate(builder, learner, env_factory, episodes: int, seed: int) -> List[D
       total += float(timestep.reward)
       steps += 1
     timed = steps - (1 if episode == 0 else 0)
-    rows.append({'episode': episode, 'return': total, 'steps': steps,
-                 'ms_per_step': 1000 * planning_s / max(timed, 1)})  # fmt: skip
-  return rows
+    yield {'episode': episode, 'return': total, 'steps': steps,
+           'ms_per_step': 1000 * planning_s / max(timed, 1)}  # fmt: skip
 
 
 def _plot(rows: List[Dict], path: pathlib.Path) -> None:
@@ -166,7 +174,8 @@ def _plot(rows: List[Dict], path: pathlib.Path) -> None:
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
 
-  label = lambda r: f'{r["model"]}\n{r["planner"]}'
+  repeat = lambda r: f' x{r["action_repeat"]}' if int(r['action_repeat']) > 1 else ''
+  label = lambda r: f'{r["model"]}\n{r["planner"]}{repeat(r)}'
   planners = list(dict.fromkeys(label(r) for r in rows))
   mean = lambda key, p: np.mean([r[key] for r in rows if label(r) == p])
   fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
@@ -203,9 +212,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   base = merge_overrides(PlanningConfig, entry.preset(args.preset), *agent)
   spec = specs.make_environment_spec(make_environment(args.task, seed=0))
   data = _transitions(args, env_factory)
-  print(f'{len(data["reward"])} transitions; training {args.train_steps} steps')
+  print(f'{len(data["reward"])} transitions; training {args.train_steps} steps', flush=True)
 
   rows = []
+  csv_file = open(out / 'planning.csv', 'w', newline='')  # Each row as it comes.
+  writer = csv.DictWriter(csv_file, fieldnames=FIELDS)
+  writer.writeheader()
   for kind in args.model_list:
     planners = [p for p in args.planner_list if kind != 'transformer' or p[2] != 'learned']
     if not planners:
@@ -216,8 +228,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logger = loggers.InMemoryLogger()
     batches = _batches(data, builder.config.replay.batch_size, args.seed)
     learner = builder.make_learner(batches, seed=args.seed, logger=logger)
-    for _ in range(args.train_steps):
+    start = next_progress = time.time()
+    for step in range(1, args.train_steps + 1):
       learner.step()
+      if time.time() >= next_progress + PROGRESS_SECONDS or step == args.train_steps:
+        next_progress = time.time()
+        loss = float(np.mean([r['model_loss'] for r in logger.data[-100:]]))
+        print(f'{kind}: step {step}/{args.train_steps}, model loss {loss:.3f}, '
+              f'{time.time() - start:.0f} s', flush=True)  # fmt: skip
     final_loss = float(np.mean([r['model_loss'] for r in logger.data[-100:]]))
     print(f'{kind}: model loss {logger.data[0]["model_loss"]:.3f} -> {final_loss:.3f}')
     for name, method, reward in planners:
@@ -229,22 +247,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       # action_repeat model steps serves action_repeat env steps.
       model_steps = p.num_candidates * p.iterations * p.horizon
       planner_builder = PlanningBuilder(config, spec)
-      for row in _evaluate(planner_builder, learner, env_factory, args.eval_episodes, args.seed):
+      episodes = _evaluate(
+        planner_builder, learner, env_factory, args.eval_episodes, args.seed, f'{kind} {name}'
+      )
+      for row in episodes:
         row.update(
-          model=kind, planner=name, method=method, reward=p.reward,
+          model=kind, planner=name, method=method, reward=p.reward, horizon=p.horizon,
+          action_repeat=p.action_repeat,
           train_steps=args.train_steps, model_steps_per_step=model_steps,
           transitions=len(data['reward']), final_model_loss=final_loss,
         )  # fmt: skip
         rows.append(row)
+        writer.writerow(row)
+        csv_file.flush()
         print(f'{kind} {name}: return {row["return"]:.1f} over {row["steps"]} steps, '
-              f'{row["ms_per_step"]:.1f} ms per step')  # fmt: skip
+              f'{row["ms_per_step"]:.1f} ms per step', flush=True)  # fmt: skip
+  csv_file.close()
   if not rows:
     print('nothing ran: the transformer needs a planner with a known reward (e.g. cem:cartpole)')
     return 1
-  with open(out / 'planning.csv', 'w', newline='') as f:
-    writer = csv.DictWriter(f, fieldnames=FIELDS)
-    writer.writeheader()
-    writer.writerows(rows)
   _plot(rows, out / 'planning.png')
   print(f'wrote {out / "planning.csv"} and {out / "planning.png"}')
   return 0
