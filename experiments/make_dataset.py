@@ -22,6 +22,13 @@ with at least 80% of the task's expert return, as Gato's data was filtered:
       --run_dir runs/walker_walk --kind expert --episodes 20 --min_expert_fraction 0.8 \
       --out datasets/cartpole_walker_expert
 
+--act_on TASK runs the run's policy on another task with the same specs, such as a
+physics variant of the run's task (environments/variants.py), and tags the episodes with
+it: data of a body or physics the policy was not trained on.
+
+  python -m experiments.make_dataset --run_dir runs/cartpole_swingup --kind mixed \
+      --episodes 10 --act_on 'cartpole:swingup@pole_length=0.6' --out datasets/cartpole_short
+
 The output is an episode store (train on it with --datasets OUT) and OUT/manifest.json
 saying where every episode came from and its return, and per task what was kept.
 """
@@ -111,8 +118,13 @@ def build_dataset(
   seed: int = 0,
   poor_policy: str = 'noisy',
   min_expert_fraction: Optional[float] = None,
+  act_on: Optional[str] = None,
 ) -> Dict[str, Any]:
   """Generates the episodes into a new store at `out`; returns the manifest.
+
+  `act_on` (one single-task run only): the task the policy acts on instead of the run's,
+  with the same observation and action specs (a physics variant of it, say); episodes
+  are tagged with it.
 
   `run_dir` may name several runs: each gives `episodes` episodes of each of its tasks
   (every task of a multi-task run), so one dataset holds several tasks, each episode
@@ -143,14 +155,18 @@ def build_dataset(
   out_path = pathlib.Path(out).resolve()
   if out_path.exists() and any(out_path.iterdir()):
     raise ConfigError(f'{out} exists and is not empty; choose a new --out')
+  if act_on is not None and (len(run_dirs) != 1 or len(_run_config(run_dirs[0]).task_names) != 1):
+    raise ConfigError('act_on: takes one run of one task')
   tasks = [task for path in run_dirs for task in _run_config(path).task_names]
+  if act_on is not None:
+    tasks = [act_on]
   duplicates = sorted({t for t in tasks if tasks.count(t) > 1})
   if duplicates:
     raise ConfigError(f'run_dir: task(s) {", ".join(duplicates)} come from more than one run')
   generated = []  # (run, task, [(episode, entry)]), all generated before any is stored
   for i, path in enumerate(run_dirs):
     generated.extend(
-      _generate(path, kind, episodes, poor_fraction, noise, seed + 1000 * i, poor_policy)
+      _generate(path, kind, episodes, poor_fraction, noise, seed + 1000 * i, poor_policy, act_on)
     )
 
   store = EpisodeStore(out_path)
@@ -214,6 +230,22 @@ def _run_config(run_dir: str) -> Any:
   return ExperimentConfig.from_dict(rd.read_config())
 
 
+def _check_same_specs(spec: Any, env: Any, task: str, run_task: str) -> None:
+  """ConfigError naming the first field where `env`'s specs differ from the run's."""
+  from acme import specs
+
+  from agents.common.errors import ConfigError
+
+  theirs = specs.make_environment_spec(env)
+  for field in ('observations', 'actions'):
+    ours, other = getattr(spec, field), getattr(theirs, field)
+    if (ours.shape, ours.dtype) != (other.shape, other.dtype):
+      raise ConfigError(
+        f'act_on: {task} has {field} of shape {other.shape} and dtype {other.dtype}, the '
+        f"run's {run_task} {ours.shape} and {ours.dtype}: its policy cannot act there"
+      )
+
+
 def _generate(
   run_dir: str,
   kind: str,
@@ -222,8 +254,10 @@ def _generate(
   noise: float,
   seed: int,
   poor_policy: str,
+  act_on: Optional[str] = None,
 ) -> List[Tuple[str, str, List[Tuple[Any, Dict[str, Any]]]]]:
-  """(run, task, [(episode, manifest entry)]) for each task of the run, in memory."""
+  """(run, task, [(episode, manifest entry)]) for each task of the run (or for `act_on`,
+  with the run's one task's policy), in memory."""
   import acme
   from acme.utils import loggers
 
@@ -249,9 +283,11 @@ def _generate(
     return params[step]
 
   out = []
-  for task in cfg.task_names:
-    builder = experiment.make_builder(cfg, task)
+  for task in [act_on] if act_on is not None else cfg.task_names:
+    builder = experiment.make_builder(cfg, cfg.task_names[0] if act_on else task)
     env = experiment.make_env(cfg, seed=seed + 777, task=task)
+    if act_on is not None:
+      _check_same_specs(builder.spec, env, act_on, cfg.task_names[0])
 
     def policy_actor(step: int, noise_scale: float, actor_seed: int, builder=builder):
       actor = builder.make_actor(_FixedParams(restored(step)), adder=None, seed=actor_seed)
@@ -342,6 +378,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     help="expert: keep only episodes with a return >= this fraction of the task's expert "
     "return (the reference file, else these episodes' mean), e.g. 0.8 as Gato",
   )
+  p.add_argument(
+    '--act_on',
+    default=None,
+    help="a task with the run's specs to act on instead of the run's own, e.g. a physics "
+    "variant 'cartpole:swingup@pole_length=0.6'",
+  )
   p.add_argument('--seed', type=int, default=0)
   args = p.parse_args(sys.argv[1:] if argv is None else argv)
   from agents.common.errors import UserError
@@ -357,6 +399,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       args.seed,
       args.poor_policy,
       args.min_expert_fraction,
+      args.act_on,
     )
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)

@@ -101,3 +101,21 @@ def test_a_multi_task_dataset_from_two_runs_keeps_episodes_near_the_expert(
     build_dataset(runs, 'mixed', 1, str(tmp_path / 'z'), min_expert_fraction=0.8)
   with pytest.raises(ConfigError, match='more than one run'):
     build_dataset(runs + runs[:1], 'random', 1, str(tmp_path / 'w'))
+
+
+def test_a_policy_acts_on_a_physics_variant_and_a_task_of_other_specs_is_refused(
+  run_with_two_checkpoints, tmp_path
+):
+  run = str(run_with_two_checkpoints)
+  variant = 'cartpole:swingup@pole_length=0.6'
+  on_variant = build_dataset(run, 'expert', 1, str(tmp_path / 'short'), act_on=variant)
+  on_run = build_dataset(run, 'expert', 1, str(tmp_path / 'own'))
+  assert list(on_variant['tasks']) == [variant] and on_variant['task'] == variant
+  short, own = EpisodeStore(tmp_path / 'short'), EpisodeStore(tmp_path / 'own')
+  assert short.index()[0].metadata['task'] == variant
+  # The same policy and seed: the shorter pole alone makes the two episodes part.
+  a, b = (s.read(s.index()[0].episode_id) for s in (short, own))
+  np.testing.assert_array_equal(a.observations[0], b.observations[0])
+  assert not np.allclose(a.observations[1:50], b.observations[1:50])
+  with pytest.raises(ConfigError, match=r'act_on: walker:walk has observations of shape'):
+    build_dataset(run, 'expert', 1, str(tmp_path / 'walker'), act_on='walker:walk')
