@@ -109,7 +109,7 @@ def test_a_policy_acts_on_a_physics_variant_and_a_task_of_other_specs_is_refused
   run = str(run_with_two_checkpoints)
   variant = 'cartpole:swingup@pole_length=0.6'
   on_variant = build_dataset(run, 'expert', 1, str(tmp_path / 'short'), act_on=variant)
-  on_run = build_dataset(run, 'expert', 1, str(tmp_path / 'own'))
+  build_dataset(run, 'expert', 1, str(tmp_path / 'own'))
   assert list(on_variant['tasks']) == [variant] and on_variant['task'] == variant
   short, own = EpisodeStore(tmp_path / 'short'), EpisodeStore(tmp_path / 'own')
   assert short.index()[0].metadata['task'] == variant
