@@ -33,6 +33,8 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
 import numpy as np  # noqa: E402
 
+from experiments import transitions  # noqa: E402
+
 FIELDS = (
   'model', 'planner', 'method', 'reward', 'horizon', 'action_repeat', 'episode', 'return',
   'steps', 'ms_per_step', 'model_steps_per_step', 'train_steps', 'transitions',
@@ -109,38 +111,18 @@ def _transitions(args, env_factory) -> Dict[str, np.ndarray]:
       rewards.append(following.reward)
       next_obs.append(following.observation)
       timestep = following
-  if args.store:
-    from launch.store.episodes import EpisodeStore
-
-    store = EpisodeStore(args.store)
-    for info in store.index():
-      episode = store.read(info.episode_id)
-      obs.extend(episode.observations[:-1])
-      next_obs.extend(episode.observations[1:])
-      actions.extend(episode.actions)
-      rewards.extend(episode.rewards)
   arrays = (obs, actions, rewards, next_obs)
-  names = ('observation', 'action', 'reward', 'next_observation')
-  return {n: np.asarray(a, np.float32) for n, a in zip(names, arrays)}
+  parts = (
+    [{n: np.asarray(a, np.float32) for n, a in zip(transitions.FIELDS, arrays)}] if obs else []
+  )
+  if args.store:
+    parts.append(transitions.store_transitions(args.store))
+  if not parts:
+    raise SystemExit('no data: pass --random_episodes above 0 or a --store')
+  return transitions.concatenate(parts)
 
 
-def _batches(data: Dict[str, np.ndarray], batch_size: int, seed: int) -> Iterator:
-  from acme import types
-
-  rng = np.random.default_rng(seed)
-  n = len(data['reward'])
-  while True:
-    i = rng.integers(0, n, batch_size)
-    yield types.Transition(
-      data['observation'][i],
-      data['action'][i],
-      data['reward'][i],
-      np.ones(batch_size, np.float32),
-      data['next_observation'][i],
-    )
-
-
-def _evaluate(
+def play(
   builder, learner, env_factory, episodes: int, seed: int, label: str = ''
 ) -> Iterator[Dict[str, float]]:
   """Each deterministic episode's row as it ends, with a progress line while it runs."""
@@ -226,7 +208,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     model_config = {**base, 'model.kind': kind, 'planner.reward': planners[0][2]}
     builder = PlanningBuilder(PlanningConfig.from_dict(model_config), spec)
     logger = loggers.InMemoryLogger()
-    batches = _batches(data, builder.config.replay.batch_size, args.seed)
+    batches = transitions.batches(data, builder.config.replay.batch_size, args.seed)
     learner = builder.make_learner(batches, seed=args.seed, logger=logger)
     start = next_progress = time.time()
     for step in range(1, args.train_steps + 1):
@@ -247,7 +229,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       # action_repeat model steps serves action_repeat env steps.
       model_steps = p.num_candidates * p.iterations * p.horizon
       planner_builder = PlanningBuilder(config, spec)
-      episodes = _evaluate(
+      episodes = play(
         planner_builder, learner, env_factory, args.eval_episodes, args.seed, f'{kind} {name}'
       )
       for row in episodes:

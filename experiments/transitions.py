@@ -1,0 +1,49 @@
+"""One-step transitions of stored episodes, and endless batches of them, for the benchmarks
+that train learners in one process (experiments.planning_benchmark, transfer_benchmark)."""
+
+from typing import Dict, Iterator, Optional, Sequence
+
+import numpy as np
+
+FIELDS = ('observation', 'action', 'reward', 'next_observation')
+
+
+def store_transitions(path: str, limit: Optional[int] = None) -> Dict[str, np.ndarray]:
+  """Every transition of the first `limit` episodes (all by default) of an episode store,
+  in the order the store lists them."""
+  from launch.store.episodes import EpisodeStore
+
+  store = EpisodeStore(path)
+  infos = store.index()[:limit]
+  if not infos:
+    raise ValueError(f'{path}: the store holds no episodes')
+  parts = {name: [] for name in FIELDS}
+  for info in infos:
+    episode = store.read(info.episode_id)
+    parts['observation'].append(episode.observations[:-1])
+    parts['next_observation'].append(episode.observations[1:])
+    parts['action'].append(episode.actions)
+    parts['reward'].append(episode.rewards)
+  return {name: np.concatenate(parts[name]).astype(np.float32) for name in FIELDS}
+
+
+def concatenate(datasets: Sequence[Dict[str, np.ndarray]]) -> Dict[str, np.ndarray]:
+  """The transitions of several datasets as one."""
+  return {name: np.concatenate([d[name] for d in datasets]) for name in FIELDS}
+
+
+def batches(data: Dict[str, np.ndarray], batch_size: int, seed: int) -> Iterator:
+  """Endless acme Transitions of `batch_size` drawn uniformly with replacement."""
+  from acme import types
+
+  rng = np.random.default_rng(seed)
+  n = len(data['reward'])
+  while True:
+    i = rng.integers(0, n, batch_size)
+    yield types.Transition(
+      data['observation'][i],
+      data['action'][i],
+      data['reward'][i],
+      np.ones(batch_size, np.float32),
+      data['next_observation'][i],
+    )
