@@ -6,7 +6,8 @@
 The data, all made by the project's own actors: the MPO policy of --run_dir acts on each
 --pretrain variant of --task (experiments.make_dataset --act_on; --pretrain_episodes each,
 half of them its oldest kept checkpoint with action noise, half its final policy) and on
-the --heldout variant (--heldout_episodes of its final, stochastic policy). For each seed:
+the --heldout variant (--heldout_episodes of its final, stochastic policy; --heldout_kind
+random for uniformly random actions instead, data that shows little of the task). For each seed:
 
   pretrained   a dynamics model (--model) trained on every pretraining variant at once
                for --pretrain_steps: the generalist;
@@ -78,6 +79,13 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
   p.add_argument('--heldout', default='pole_length=0.6', help='the held-out variant')
   p.add_argument('--pretrain_episodes', type=int, default=10, help='per pretraining variant')
   p.add_argument('--heldout_episodes', type=int, default=5)
+  p.add_argument(
+    '--heldout_kind',
+    default='expert',
+    choices=('expert', 'mixed', 'random'),
+    help="what acts in the held-out episodes (make_dataset's --kind): the run's final policy, "
+    'half of them its oldest checkpoint with noise, or uniformly random actions',
+  )
   p.add_argument('--shots', default='1,2,5', help='held-out episodes to fine-tune on')
   p.add_argument('--seeds', type=int, default=3)
   p.add_argument('--model', default='ensemble', choices=('ensemble', 'transformer'))
@@ -178,7 +186,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       _dataset(args, task, 'mixed', args.pretrain_episodes, i)
       for i, task in enumerate(args.pretrain_tasks)
     ]
-    heldout_store = _dataset(args, args.heldout_task, 'expert', args.heldout_episodes, 100)
+    heldout_store = _dataset(args, args.heldout_task, args.heldout_kind, args.heldout_episodes, 100)
   except UserError as e:  # No run there, a run of other specs: one line, not a traceback.
     print(f'error: {e}', file=sys.stderr)
     return 2
