@@ -89,8 +89,11 @@ def known_reward(obs, action, next_obs):
 
 # The learned reward head is off by a few percent of the reward's spread (see the fit
 # test), which moves its optimum about 0.15 from the goal here; the known reward, applied
-# to the predicted states, is limited only by the dynamics' error. Hence the per-task
-# choice of reward source.
+# to the predicted states, is limited only by the dynamics' error and CEM's search. Hence
+# the per-task choice of reward source. CEM's search differs with its key, and with a
+# host's rounding, so the test takes the median over 8 keys: from a start 1.0 from the
+# goal, 0.015-0.072 (median 0.04) with the known reward and 0.11-0.21 (median 0.17) with
+# the head over 12 keys on one host; one key alone failed 0.06 on another.
 @pytest.mark.parametrize(
   'propagation,reward_fn,tolerance',
   [('particles', known_reward, 0.06), ('mean', known_reward, 0.06), ('particles', None, 0.25)],
@@ -100,15 +103,18 @@ def test_planning_with_the_trained_ensemble_reaches_the_goal_of_the_true_system(
 ):
   model, state, _ = _trained()
   model_step = make_model_step(model, state.params, state.stats, propagation, reward_fn)
-  plan = make_planner(model_step.step, PLANNER, 'cem')
-  obs, previous, key = np.zeros(2, np.float32), None, jax.random.PRNGKey(0)
-  for _ in range(5):  # Replanning every step, warm-started, on the TRUE system.
-    key, sub = jax.random.split(key)
-    result = plan(model_step.initial_state(obs), sub, previous)
-    assert np.all(np.abs(result.action) <= 1.0)
-    obs = np.asarray(linear_system(obs, np.asarray(result.action))[0])
-    previous = shift_plan(result.plan, PLANNER)
-  assert np.linalg.norm(obs - GOAL) < tolerance, obs
+  plan = jax.jit(make_planner(model_step.step, PLANNER, 'cem'))
+  distances = []
+  for seed in range(8):
+    obs, previous, key = np.zeros(2, np.float32), None, jax.random.PRNGKey(seed)
+    for _ in range(5):  # Replanning every step, warm-started, on the TRUE system.
+      key, sub = jax.random.split(key)
+      result = plan(model_step.initial_state(obs), sub, previous)
+      assert np.all(np.abs(result.action) <= 1.0)
+      obs = np.asarray(linear_system(obs, np.asarray(result.action))[0])
+      previous = shift_plan(result.plan, PLANNER)
+    distances.append(float(np.linalg.norm(obs - GOAL)))
+  assert np.median(distances) < tolerance, distances
 
 
 def test_particles_keep_one_state_per_member_and_a_known_reward_replaces_the_head():

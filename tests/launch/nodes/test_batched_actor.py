@@ -100,14 +100,27 @@ def _recorders(store_dir):
 
 
 def _items(server: reverb.Server):
-  """Every item in the table, each as one canonical tuple of arrays; sorted."""
+  """Every item in the table, each as one tuple of arrays; sorted by their bytes."""
   client = reverb.Client(f'localhost:{server.port}')
   size = client.server_info()[REPLAY_TABLE].current_size
   samples = client.sample(REPLAY_TABLE, num_samples=size, emit_timesteps=False)
-  items = [
-    tuple(np.asarray(x).tobytes() for x in jax.tree_util.tree_leaves(s.data)) for s in samples
-  ]
-  return sorted(items)
+  items = [tuple(np.asarray(x) for x in jax.tree_util.tree_leaves(s.data)) for s in samples]
+  return sorted(items, key=_bytes)
+
+
+def _bytes(item) -> tuple:
+  return tuple(a.tobytes() for a in item)
+
+
+def _assert_same_items_to_rounding(got, want, atol: float = 1e-5) -> None:
+  """Each item of `got` matches its own item of `want` to `atol`: a bijection."""
+  flat = lambda items: np.stack([np.concatenate([a.ravel() for a in i]) for i in items])
+  g, w = flat(got).astype(np.float64), flat(want).astype(np.float64)
+  assert g.shape == w.shape, (g.shape, w.shape)
+  distance = np.abs(g[:, None, :] - w[None, :, :]).max(-1)
+  nearest = distance.argmin(1)
+  assert sorted(nearest) == list(range(len(w))), 'items do not pair off one to one'
+  assert distance.min(1).max() < atol, distance.min(1).max()
 
 
 def _server(builder):
@@ -197,7 +210,13 @@ def test_k_streams_write_what_k_single_actors_write(setup, reference, tmp_path, 
   # reward sums, discounts and next observations (episode ends) are all in the bytes.
   episodes = sum(STEPS // n for n, _ in EPISODES)
   assert len(want_items) == 3 * STEPS + episodes * (N_STEP - 1)
-  assert got_items == want_items
+  if separate:
+    assert list(map(_bytes, got_items)) == list(map(_bytes, want_items))
+  else:
+    # One policy call for all K streams is a batch-K matrix product, which XLA may round
+    # differently from K batch-1 products: equal to float32 rounding, not bit for bit (an
+    # AMD EPYC host differed by 1 ulp in one action; earlier hosts matched exactly).
+    _assert_same_items_to_rounding(got_items, want_items)
   got = _stored(tmp_path)
   assert sorted(got) == ['actor_0', 'actor_1', 'actor_2']
   for writer in want:
@@ -205,7 +224,10 @@ def test_k_streams_write_what_k_single_actors_write(setup, reference, tmp_path, 
     for (g, g_seed), (w, w_seed) in zip(got[writer], want[writer]):
       assert g_seed == w_seed
       for g_array, w_array in zip(g, w):
-        np.testing.assert_array_equal(g_array, w_array)
+        if separate:
+          np.testing.assert_array_equal(g_array, w_array)
+        else:
+          np.testing.assert_allclose(g_array, w_array, rtol=0, atol=1e-5)
   # The streams differ (own seeds, own exploration): not one stream written three times.
   firsts = [got[f'actor_{j}'][0][0][1][0] for j in range(3)]
   assert not np.array_equal(firsts[0], firsts[1]) and not np.array_equal(firsts[1], firsts[2])
