@@ -20,7 +20,6 @@ On a Slurm cluster (from a login node; --run_dir on a shared file system):
 """
 
 import argparse
-import json
 import os
 import sys
 import textwrap
@@ -30,19 +29,10 @@ from agents.common.quiet import quiet_third_party  # pylint: disable=g-import-no
 quiet_third_party()  # Before anything imports gym, dm_control or TensorFlow.
 
 from agents import registry  # pylint: disable=g-import-not-at-top # noqa: E402
+from launch.cli import agent_setting  # noqa: E402
 
 # Set when this process restarted itself with the loopback bind shim (local_mt).
 RESTARTED_ENV = 'COLLECT_INFER_LOOPBACK_RESTARTED'
-
-
-def _agent_override(text: str):
-  key, sep, value = text.partition('=')
-  if not sep:
-    raise argparse.ArgumentTypeError(f'expected FIELD=VALUE, got {text!r}')
-  try:
-    return key, json.loads(value)
-  except json.JSONDecodeError:
-    return key, value
 
 
 def parse_args(argv):
@@ -57,7 +47,7 @@ def parse_args(argv):
     '--slurm',
     action='append',
     default=[],
-    type=_agent_override,
+    type=agent_setting,
     metavar='KEY=VALUE',
     help='Slurm setting: partition, time_limit, account, sbatch_args, stop_grace_s, '
     'address_timeout_s, or GROUP.cpus / GROUP.mem_gb / GROUP.gpus',
@@ -83,7 +73,7 @@ def parse_args(argv):
     '--agent',
     action='append',
     default=[],
-    type=_agent_override,
+    type=agent_setting,
     metavar='FIELD=VALUE',
     help='agent config override, dotted for sub-configs, '
     'e.g. --agent replay.batch_size=128 --agent pmpo.alpha=0.5 (fields and defaults below)',

@@ -48,8 +48,8 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 from agents.common.config import merge_overrides  # pylint: disable=g-import-not-at-top
 from agents.mpo.config import MPOConfig  # pylint: disable=g-import-not-at-top
 from agents.mpo.presets import PRESETS  # pylint: disable=g-import-not-at-top
-from experiments.collect_infer import _agent_override  # pylint: disable=g-import-not-at-top
 from experiments.plot_run import Columns, new_figure, read_csv, save, wall_clock  # pylint: disable=g-import-not-at-top
+from launch.cli import agent_setting  # pylint: disable=g-import-not-at-top
 
 # Evaluation returns a task counts as solved at (DMPO-level performance), to be reached
 # within the default environment-step budget.
@@ -131,7 +131,7 @@ def parse_args(argv):
     '--agent',
     action='append',
     default=[],
-    type=_agent_override,
+    type=agent_setting,
     metavar='FIELD=VALUE',
     help='MPO config override for every experiment',
   )

@@ -23,7 +23,6 @@ Writes:
 
 import argparse
 import csv
-import json
 import os
 import pathlib
 import time
@@ -34,6 +33,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 import numpy as np  # noqa: E402
 
 from experiments import transitions  # noqa: E402
+from launch.cli import agent_setting  # noqa: E402
 
 FIELDS = (
   'model', 'planner', 'method', 'reward', 'horizon', 'action_repeat', 'episode', 'return',
@@ -41,17 +41,6 @@ FIELDS = (
   'final_model_loss',
 )  # fmt: skip
 PROGRESS_SECONDS = 30.0  # A progress line at most this often while training and planning.
-
-
-def _setting(text: str):
-  """FIELD=VALUE, the value read as JSON when it is (as collect_infer's --agent)."""
-  key, sep, value = text.partition('=')
-  if not sep:
-    raise argparse.ArgumentTypeError(f'expected FIELD=VALUE, got {text!r}')
-  try:
-    return key, json.loads(value)
-  except json.JSONDecodeError:
-    return key, value
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
@@ -69,7 +58,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     '--agent',
     action='append',
     default=[],
-    type=_setting,
+    type=agent_setting,
     help='FIELD=VALUE, as collect_infer',
   )
   p.add_argument('--seed', type=int, default=0)

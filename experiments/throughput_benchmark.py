@@ -58,7 +58,6 @@ from typing import List
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
 from agents.mpo.presets import PRESETS  # pylint: disable=g-import-not-at-top
-from experiments.collect_infer import _agent_override  # pylint: disable=g-import-not-at-top
 from experiments.learning_benchmark import _csv_list  # pylint: disable=g-import-not-at-top
 from experiments.throughput.actor import bench_actor  # pylint: disable=g-import-not-at-top
 from experiments.throughput.e2e import bench_e2e  # pylint: disable=g-import-not-at-top
@@ -66,6 +65,7 @@ from experiments.throughput.learner import bench_learner  # pylint: disable=g-im
 from experiments.throughput.replay import bench_replay  # pylint: disable=g-import-not-at-top
 from experiments.throughput.scaling import bench_scaling  # pylint: disable=g-import-not-at-top
 from experiments.throughput.timing import Row  # pylint: disable=g-import-not-at-top
+from launch.cli import agent_setting  # pylint: disable=g-import-not-at-top
 
 BENCHMARKS = ('actor', 'replay', 'learner', 'scaling', 'e2e')
 # The node group whose process environment (launch.nodes.process.process_env) each benchmark
@@ -96,7 +96,7 @@ def parse_args(argv):
     '--agent',
     action='append',
     default=[],
-    type=_agent_override,
+    type=agent_setting,
     metavar='FIELD=VALUE',
     help='MPO config override, e.g. --agent replay.batch_size=64',
   )

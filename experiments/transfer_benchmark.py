@@ -48,21 +48,12 @@ import numpy as np  # noqa: E402
 
 from experiments import transitions  # noqa: E402
 from experiments.planning_benchmark import play  # noqa: E402
+from launch.cli import agent_setting  # noqa: E402
 
 FIELDS = ('seed', 'method', 'shots', 'episode', 'return', 'train_steps', 'transitions')
 MODEL_METHODS = ('zero_shot', 'finetuned', 'scratch')
 POLICY_METHODS = ('bc_zero_shot', 'bc_finetuned')
 PROGRESS_SECONDS = 30.0
-
-
-def _setting(text: str):
-  key, sep, value = text.partition('=')
-  if not sep:
-    raise argparse.ArgumentTypeError(f'expected FIELD=VALUE, got {text!r}')
-  try:
-    return key, json.loads(value)
-  except json.JSONDecodeError:
-    return key, value
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
@@ -98,7 +89,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     '--agent',
     action='append',
     default=[],
-    type=_setting,
+    type=agent_setting,
     help='FIELD=VALUE for the planning agent, as collect_infer (default planner.action_repeat=8)',
   )
   p.add_argument('--out', default='bench_out/transfer')

@@ -7,8 +7,20 @@ takes the dataclass default, a relaunch keeps the run's stored value.
 
 import argparse
 import dataclasses
+import json
 import typing
 from typing import Any, Dict, Optional, Sequence, Type
+
+
+def agent_setting(text: str):
+  """An --agent FIELD=VALUE flag as (field, value), the value read as JSON where it is."""
+  key, sep, value = text.partition('=')
+  if not sep:
+    raise argparse.ArgumentTypeError(f'expected FIELD=VALUE, got {text!r}')
+  try:
+    return key, json.loads(value)
+  except json.JSONDecodeError:
+    return key, value
 
 
 def _scalar_type(hint: Any) -> Any:
