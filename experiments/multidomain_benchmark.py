@@ -71,21 +71,7 @@ def random_transitions(task: str, episodes: int, seed: int) -> Dict[str, np.ndar
   """One-step transitions of `episodes` episodes of uniformly random actions on `task`."""
   from environments.suite import make_environment
 
-  rng = np.random.default_rng(seed)
-  parts = {name: [] for name in transitions.FIELDS}
-  for i in range(episodes):
-    env = make_environment(task, seed=seed + i)
-    spec = env.action_spec()
-    timestep = env.reset()
-    while not timestep.last():
-      action = rng.uniform(spec.minimum, spec.maximum, spec.shape).astype(np.float32)
-      following = env.step(action)
-      for name, value in zip(
-        transitions.FIELDS, (timestep.observation, action, following.reward, following.observation)
-      ):
-        parts[name].append(value)
-      timestep = following
-  return {name: np.asarray(v, np.float32) for name, v in parts.items()}
+  return transitions.random_transitions(lambda s: make_environment(task, seed=s), episodes, seed)
 
 
 class _Domain:

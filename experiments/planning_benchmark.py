@@ -86,24 +86,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 
 def _transitions(args, env_factory) -> Dict[str, np.ndarray]:
   """One-step transitions of the random episodes and the store's episodes, concatenated."""
-  obs, actions, rewards, next_obs = [], [], [], []
-  rng = np.random.default_rng(args.seed)
-  for i in range(args.random_episodes):
-    env = env_factory(args.seed + i)
-    spec = env.action_spec()
-    timestep = env.reset()
-    while not timestep.last():
-      action = rng.uniform(spec.minimum, spec.maximum, spec.shape).astype(np.float32)
-      following = env.step(action)
-      obs.append(timestep.observation)
-      actions.append(action)
-      rewards.append(following.reward)
-      next_obs.append(following.observation)
-      timestep = following
-  arrays = (obs, actions, rewards, next_obs)
-  parts = (
-    [{n: np.asarray(a, np.float32) for n, a in zip(transitions.FIELDS, arrays)}] if obs else []
-  )
+  parts = []
+  if args.random_episodes:
+    parts.append(transitions.random_transitions(env_factory, args.random_episodes, args.seed))
   if args.store:
     parts.append(transitions.store_transitions(args.store))
   if not parts:

@@ -1,7 +1,8 @@
-"""One-step transitions of stored episodes, and endless batches of them, for the benchmarks
-that train learners in one process (experiments.planning_benchmark, transfer_benchmark)."""
+"""One-step transitions of stored or random-action episodes, and endless batches of them,
+for the benchmarks that train learners in one process (experiments.planning_benchmark,
+transfer_benchmark, multidomain_benchmark)."""
 
-from typing import Dict, Iterator, Optional, Sequence
+from typing import Callable, Dict, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -25,6 +26,27 @@ def store_transitions(path: str, limit: Optional[int] = None) -> Dict[str, np.nd
     parts['action'].append(episode.actions)
     parts['reward'].append(episode.rewards)
   return {name: np.concatenate(parts[name]).astype(np.float32) for name in FIELDS}
+
+
+def random_transitions(
+  env_factory: Callable[[int], object], episodes: int, seed: int
+) -> Dict[str, np.ndarray]:
+  """Every transition of `episodes` episodes of uniformly random actions, episode i in
+  `env_factory(seed + i)` (empty arrays for none)."""
+  rng = np.random.default_rng(seed)
+  parts = {name: [] for name in FIELDS}
+  for i in range(episodes):
+    env = env_factory(seed + i)
+    spec = env.action_spec()
+    timestep = env.reset()
+    while not timestep.last():
+      action = rng.uniform(spec.minimum, spec.maximum, spec.shape).astype(np.float32)
+      following = env.step(action)
+      values = (timestep.observation, action, following.reward, following.observation)
+      for name, value in zip(FIELDS, values):
+        parts[name].append(value)
+      timestep = following
+  return {name: np.asarray(v, np.float32) for name, v in parts.items()}
 
 
 def concatenate(datasets: Sequence[Dict[str, np.ndarray]]) -> Dict[str, np.ndarray]:
