@@ -85,9 +85,9 @@ class _Domain:
 
     self.task, self.layout, self.test = task, layout, test
     self.batches = transitions.batches(train, batch_size, seed)
-    update = sequence_model.make_sequence_update_fn(model, layout, optimizer)
-    self.update = jax.jit(update)
-    self.loss = jax.jit(lambda state, batch: update(state, batch)[1]['model_loss'])
+    self.update = jax.jit(sequence_model.make_sequence_update_fn(model, layout, optimizer))
+    loss = sequence_model.make_sequence_loss_fn(model, layout)
+    self.loss = jax.jit(lambda state, batch: loss(state.params, batch)[0])
     positions = np.asarray(layout.positions)
 
     def predict(params, obs, action):

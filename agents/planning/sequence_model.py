@@ -95,23 +95,30 @@ def initial_sequence_state(
   return init(key)
 
 
-def make_sequence_update_fn(
-  model: SequenceModel, layout: TimestepLayout, optimizer: optax.GradientTransformation
-):
-  """update(state, transitions) -> (state, metrics), pure and jittable."""
+def make_sequence_loss_fn(model: SequenceModel, layout: TimestepLayout):
+  """loss(params, transitions) -> (nats a token of the change, next_token_loss's dict)."""
   mask = jnp.asarray(dynamics_loss_mask(layout, 2))
 
-  def loss_fn(params, tokens, positions):
-    logits = model.apply(params, tokens, positions)
-    out = next_token_loss(logits, tokens, jnp.broadcast_to(mask, tokens.shape))
-    return out['loss'], out
-
-  def update(state: SequenceLearnerState, transitions) -> Tuple[SequenceLearnerState, Dict]:
+  def loss(params, transitions):
     obs = jnp.asarray(transitions.observation, jnp.float32)
     action = jnp.asarray(transitions.action, jnp.float32)
     next_obs = jnp.asarray(transitions.next_observation, jnp.float32)
     tokens, positions = transition_tokens(layout, obs, action, next_obs)
-    (_, out), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, tokens, positions)
+    logits = model.apply(params, tokens, positions)
+    out = next_token_loss(logits, tokens, jnp.broadcast_to(mask, tokens.shape))
+    return out['loss'], out
+
+  return loss
+
+
+def make_sequence_update_fn(
+  model: SequenceModel, layout: TimestepLayout, optimizer: optax.GradientTransformation
+):
+  """update(state, transitions) -> (state, metrics), pure and jittable."""
+  loss_fn = make_sequence_loss_fn(model, layout)
+
+  def update(state: SequenceLearnerState, transitions) -> Tuple[SequenceLearnerState, Dict]:
+    (_, out), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, transitions)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = {
