@@ -8,9 +8,12 @@ task, and --test_episodes more (other seeds) to measure on. The models are the p
 agent's transformer (agents.planning.sequence_model: the shared tokeniser, the change of
 the observation as the target), all of one size: positions and context for the largest
 timestep of the tasks, so the single-task models have exactly the multi-task model's
-parameters. The multi-task model trains --train_steps batches of each task, in turn; each
-single-task model --train_steps batches of its own task (the same updates per task, half
-the multi-task model's in all for two tasks).
+parameters. The multi-task model trains --train_steps batches of each task, in turn. Each
+single-task model trains on its own task and is measured twice: after --train_steps
+batches (`single_task`: the same updates per task, so for two tasks half the multi-task
+model's in all) and after --train_steps times the number of tasks (`single_task_equal_total`:
+as many updates as the multi-task model). Every --seeds seed draws its own data, batches
+and initial weights.
 
 Measured per task on its test transitions: the token loss (nats per token of the change)
 and the greedy prediction's error, mean |predicted change - true change| over the mean
@@ -18,8 +21,8 @@ and the greedy prediction's error, mean |predicted change - true change| over th
 as predicting no change).
 
 Writes:
-  <out>/multidomain.csv  model, task, test_loss, relative_error, train_steps, seconds
-  <out>/multidomain.png  both measures per task, multi-task against single-task
+  <out>/multidomain.csv  seed, model, task, test_loss, relative_error, train_steps, seconds
+  <out>/multidomain.png  both measures per task and model (mean over seeds, each seed a dot)
 """
 
 import argparse
@@ -35,7 +38,7 @@ import numpy as np  # noqa: E402
 
 from experiments import transitions  # noqa: E402
 
-FIELDS = ('model', 'task', 'test_loss', 'relative_error', 'train_steps', 'seconds')
+FIELDS = ('seed', 'model', 'task', 'test_loss', 'relative_error', 'train_steps', 'seconds')
 PROGRESS_SECONDS = 30.0
 
 
@@ -48,7 +51,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
   p.add_argument('--test_episodes', type=int, default=2, help='per task')
   p.add_argument('--train_steps', type=int, default=2000, help='batches of each task')
   p.add_argument('--batch_size', type=int, default=128)
-  p.add_argument('--seed', type=int, default=0)
+  p.add_argument('--seeds', default='0', help='comma-separated, e.g. 0,1,2')
   p.add_argument('--out', default='bench_out/multidomain')
   args = p.parse_args(argv)
   from environments.suite import parse_task
@@ -64,6 +67,12 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
   for name in ('train_episodes', 'test_episodes', 'train_steps', 'batch_size'):
     if getattr(args, name) < 1:
       p.error(f'--{name} must be >= 1')
+  try:
+    args.seed_list = [int(s) for s in args.seeds.split(',') if s.strip()]
+  except ValueError:
+    p.error(f'--seeds: comma-separated integers, got {args.seeds!r}')
+  if not args.seed_list or len(set(args.seed_list)) != len(args.seed_list):
+    p.error(f'--seeds: name at least one seed, each once; got {args.seeds!r}')
   return args
 
 
@@ -115,6 +124,27 @@ class _Domain:
     return {'test_loss': sum(losses) / n, 'relative_error': float(error.mean())}
 
 
+MODELS = ('multi_task', 'single_task', 'single_task_equal_total')
+
+
+def _data(task_list: Sequence[str], args, seed: int) -> Dict[str, tuple]:
+  data = {}
+  for i, task in enumerate(task_list):
+    task_seed = seed + 1000 * i
+    data[task] = (
+      random_transitions(task, args.train_episodes, task_seed),
+      random_transitions(task, args.test_episodes, task_seed + 500),
+    )
+    train, test = data[task]
+    print(
+      f'[data] seed {seed}, {task}: {len(train["reward"])} train and {len(test["reward"])} test '
+      f'transitions, observation {train["observation"].shape[1]}, action '
+      f'{train["action"].shape[1]}',
+      flush=True,
+    )
+  return data
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
   args = parse_args(argv)
   import jax
@@ -128,80 +158,100 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   out.mkdir(parents=True, exist_ok=True)
   config = PlanningConfig()
   m, o = config.model, config.optim
-  data = {}
-  for i, task in enumerate(args.task_list):
-    seed = args.seed + 1000 * i
-    data[task] = (
-      random_transitions(task, args.train_episodes, seed),
-      random_transitions(task, args.test_episodes, seed + 500),
-    )
-    train, test = data[task]
-    print(
-      f'[data] {task}: {len(train["reward"])} train and {len(test["reward"])} test transitions, '
-      f'observation {train["observation"].shape[1]}, action {train["action"].shape[1]}',
-      flush=True,
-    )
-  layouts = {
-    t: flat_layout(train['observation'].shape[1], train['action'].shape[1])
-    for t, (train, _) in data.items()
-  }
-  longest = max(layout.num_tokens for layout in layouts.values())
-  sizes = TransformerSizes(
-    vocab_size=next(iter(layouts.values())).vocab.size,
-    num_positions=longest,
-    max_len=2 * longest,
-    model_size=m.transformer_size,
-    num_heads=m.transformer_heads,
-    num_layers=m.transformer_layers,
-  )
-  model = make_transformer(sizes)
-  optimizer = learning.make_optimizer(o.learning_rate, o.max_grad_norm, o.weight_decay)
-
-  def domains(tasks: Sequence[str]) -> List[_Domain]:
-    return [
-      _Domain(t, model, layouts[t], optimizer, *data[t], args.batch_size, args.seed) for t in tasks
-    ]
-
-  arms = [('multi_task', args.task_list)] + [('single_task', [t]) for t in args.task_list]
   rows = []
   with open(out / 'multidomain.csv', 'w', newline='') as f:
     writer = csv.DictWriter(f, fieldnames=FIELDS)
     writer.writeheader()
-    for name, tasks in arms:
-      state = sequence_model.initial_sequence_state(model, optimizer, jax.random.PRNGKey(args.seed))
-      doms = domains(tasks)
-      start = last = time.time()
-      for step in range(1, args.train_steps + 1):
-        for d in doms:  # One batch of each task in turn.
-          state, metrics = d.update(state, next(d.batches))
-        if time.time() - last >= PROGRESS_SECONDS or step == args.train_steps:
-          last = time.time()
-          loss = float(metrics['model_loss'])
-          print(f'  {name} {",".join(tasks)}: step {step}/{args.train_steps}, loss {loss:.3f}, '
-                f'{last - start:.0f} s', flush=True)  # fmt: skip
-      seconds = time.time() - start
-      for d in doms:
-        row = {'model': name, 'task': d.task, **d.measure(state),
-               'train_steps': args.train_steps * len(doms), 'seconds': round(seconds)}  # fmt: skip
-        rows.append(row)
-        writer.writerow(row)
-        f.flush()
-        print(f'{name} on {d.task}: test loss {row["test_loss"]:.3f} nats a token, relative '
-              f'error {row["relative_error"]:.3f}', flush=True)  # fmt: skip
-  for task in args.task_list:
-    multi, single = (
-      next(r for r in rows if r['model'] == n and r['task'] == task)
-      for n in ('multi_task', 'single_task')
-    )
-    print(
-      f'{task}: multi-task / single-task relative error '
-      f'{multi["relative_error"] / single["relative_error"]:.2f}, test loss '
-      f'{multi["test_loss"]:.3f} vs {single["test_loss"]:.3f}',
-      flush=True,
-    )
+    for seed in args.seed_list:
+      data = _data(args.task_list, args, seed)
+      layouts = {
+        t: flat_layout(train['observation'].shape[1], train['action'].shape[1])
+        for t, (train, _) in data.items()
+      }
+      longest = max(layout.num_tokens for layout in layouts.values())
+      sizes = TransformerSizes(
+        vocab_size=next(iter(layouts.values())).vocab.size,
+        num_positions=longest,
+        max_len=2 * longest,
+        model_size=m.transformer_size,
+        num_heads=m.transformer_heads,
+        num_layers=m.transformer_layers,
+      )
+      model = make_transformer(sizes)
+      optimizer = learning.make_optimizer(o.learning_rate, o.max_grad_norm, o.weight_decay)
+      n = len(args.task_list)
+      # (model name, its tasks, {step: name of the rows measured then}).
+      single = {args.train_steps: 'single_task', args.train_steps * n: 'single_task_equal_total'}
+      arms = [('multi_task', args.task_list, {args.train_steps: 'multi_task'})]
+      arms += [('single_task', [t], single) for t in args.task_list]
+      for name, tasks, measure_at in arms:
+        key = jax.random.PRNGKey(seed)
+        state = sequence_model.initial_sequence_state(model, optimizer, key)
+        doms = [
+          _Domain(t, model, layouts[t], optimizer, *data[t], args.batch_size, seed) for t in tasks
+        ]
+        steps = max(measure_at)
+        start = last = time.time()
+        for step in range(1, steps + 1):
+          for d in doms:  # One batch of each task in turn.
+            state, metrics = d.update(state, next(d.batches))
+          if time.time() - last >= PROGRESS_SECONDS or step == steps:
+            last = time.time()
+            print(
+              f'  seed {seed} {name} {",".join(tasks)}: step {step}/{steps}, loss '
+              f'{float(metrics["model_loss"]):.3f}, {last - start:.0f} s',
+              flush=True,
+            )
+          if step not in measure_at:
+            continue
+          for d in doms:
+            row = {
+              'seed': seed,
+              'model': measure_at[step],
+              'task': d.task,
+              **d.measure(state),
+              'train_steps': step * len(doms),
+              'seconds': round(time.time() - start),
+            }
+            rows.append(row)
+            writer.writerow(row)
+            f.flush()
+            print(
+              f'seed {seed} {row["model"]} on {d.task}: test loss {row["test_loss"]:.3f} '
+              f'nats a token, relative error {row["relative_error"]:.3f}',
+              flush=True,
+            )
+  for line in summary(rows, args.task_list):
+    print(line, flush=True)
   _plot(rows, args.task_list, out / 'multidomain.png')
   print(f'wrote {out / "multidomain.csv"} and {out / "multidomain.png"}')
   return 0
+
+
+def summary(rows: List[Dict], tasks: Sequence[str]) -> List[str]:
+  """Per task: the multi-task model's relative error over each single-task model's, per seed
+  and as the ratio of the means over seeds."""
+  lines = []
+  for task in tasks:
+    for single in MODELS[1:]:
+      pairs = [
+        (r, s)
+        for r in rows
+        if r['model'] == 'multi_task' and r['task'] == task
+        for s in rows
+        if s['model'] == single and s['task'] == task and s['seed'] == r['seed']
+      ]
+      if not pairs:
+        continue
+      ratios = ', '.join(f'{r["relative_error"] / s["relative_error"]:.2f}' for r, s in pairs)
+      mean = np.mean([r['relative_error'] for r, _ in pairs]) / np.mean(
+        [s['relative_error'] for _, s in pairs]
+      )
+      lines.append(
+        f'{task}: multi-task / {single} relative error {mean:.2f} (mean over '
+        f'{len(pairs)} seeds; per seed {ratios})'
+      )
+  return lines
 
 
 def _plot(rows: List[Dict], tasks: Sequence[str], path: pathlib.Path) -> None:
@@ -210,19 +260,23 @@ def _plot(rows: List[Dict], tasks: Sequence[str], path: pathlib.Path) -> None:
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
 
-  fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+  fig, axes = plt.subplots(1, 2, figsize=(12, 4.4))
   x = np.arange(len(tasks))
+  width = 0.8 / len(MODELS)
   for ax, key, label in zip(
     axes, ('test_loss', 'relative_error'), ('test loss (nats a token)', 'relative error')
   ):
-    for i, name in enumerate(('multi_task', 'single_task')):
-      values = [next(r[key] for r in rows if r['model'] == name and r['task'] == t) for t in tasks]
-      ax.bar(x + (i - 0.5) * 0.38, values, 0.38, label=name)
+    for i, name in enumerate(MODELS):
+      offset = (i - (len(MODELS) - 1) / 2) * width
+      per_task = [[r[key] for r in rows if r['model'] == name and r['task'] == t] for t in tasks]
+      ax.bar(x + offset, [np.mean(v) if v else np.nan for v in per_task], width, label=name)
+      for j, values in enumerate(per_task):
+        ax.plot([x[j] + offset] * len(values), values, 'k.', markersize=4)
     ax.set_xticks(x)
     ax.set_xticklabels(tasks)
     ax.set_ylabel(label)
-  axes[0].legend()
-  fig.suptitle('one transformer dynamics model for all tasks against one per task')
+  axes[0].legend(fontsize=8)
+  fig.suptitle('one transformer dynamics model for all tasks against one per task (dots: seeds)')
   fig.tight_layout()
   fig.savefig(path, dpi=100)
 
