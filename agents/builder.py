@@ -56,6 +56,11 @@ class Builder(Protocol):
   episodes of `tasks` made with `windows` (launch.store.windows.window_batches, passed in
   by the learner node, since agents/ never imports launch/). A learner node whose builder
   has it trains on those batches in every mode, not on replay (agents.gato.builder).
+
+  Optional: `policy_run()`, (the setting that names it, a run directory) of a policy the
+  agent's actors use, or None, with `lend_policy(load)`: launch.experiment.make_builder
+  hands over `load()`, which reads that run's newest checkpoint without pickles
+  (launch.borrowed_policy), as agents.planning.builder uses for its proposals.
   """
 
   config: Any  # The agent's config dataclass.

@@ -547,7 +547,7 @@ class Checkpointer:
     )
 
 
-def load_init_checkpoint(path: str) -> Dict[str, Any]:
+def load_init_checkpoint(path: str, setting: str = 'init_checkpoint') -> Dict[str, Any]:
   """A checkpoint payload from a checkpoint file or a run directory (its newest).
 
   The checkpoint comes from outside this run, so an older version's pickle is refused
@@ -559,16 +559,16 @@ def load_init_checkpoint(path: str) -> Dict[str, Any]:
       directory = where / 'checkpoints' if (where / 'checkpoints').is_dir() else where
       restored = Checkpointer(directory, read_pickles=False).restore_latest()
       if restored is None:
-        raise ConfigError(f'init_checkpoint={path!r}: no checkpoint in {directory}')
+        raise ConfigError(f'{setting}={path!r}: no checkpoint in {directory}')
       return restored[1]
     if where.is_file() and re.fullmatch(r'ckpt-\d+\.pkl', where.name):
-      raise ConfigError(f'init_checkpoint={path!r}: {pickle_refusal(where)}')
+      raise ConfigError(f'{setting}={path!r}: {pickle_refusal(where)}')
     match = re.fullmatch(r'ckpt-(\d+)\.ckpt', where.name)
     if not where.is_file() or not match:
-      raise ConfigError(f'init_checkpoint={path!r}: not a run directory or a ckpt-<step>.ckpt file')
+      raise ConfigError(f'{setting}={path!r}: not a run directory or a ckpt-<step>.ckpt file')
     return Checkpointer(where.parent, read_pickles=False).restore(int(match.group(1)))
   except RunDirError as err:
-    raise ConfigError(f'init_checkpoint={path!r}: {err}') from err
+    raise ConfigError(f'{setting}={path!r}: {err}') from err
 
 
 def convert(path: Union[str, os.PathLike]) -> List[pathlib.Path]:

@@ -12,6 +12,7 @@ from agents.common.bodies import Body, check_one_body
 from agents.common.errors import ConfigError
 from environments.pixels import PixelSettings, is_manipulation, make_pixel_environment
 from environments.suite import make_environment, observation_group_sizes
+from launch.borrowed_policy import lend_policy
 from launch.config import ExperimentConfig
 
 if TYPE_CHECKING:  # Importing it loads Reverb and TensorFlow: the gateway node needs neither.
@@ -107,9 +108,11 @@ def make_builder(config: ExperimentConfig, task: Optional[str] = None) -> 'Build
   groups = _groups_for(task) if needs_groups else None
   entry = registry.get(config.algorithm)
   spec = environment_spec(config, task)
-  if len(config.task_names) == 1:
-    return entry.make_builder(config.agent, spec, groups)
-  every = bodies(config)  # Checks that a one-body agent's tasks share their spec.
-  if not config.agent.several_bodies:
-    return entry.make_builder(config.agent, spec, groups)
-  return entry.make_builder(config.agent, spec, groups, bodies=every, task=task)
+  if len(config.task_names) == 1 or not config.agent.several_bodies:
+    if len(config.task_names) > 1:
+      bodies(config)  # Checks that a one-body agent's tasks share their spec.
+    builder = entry.make_builder(config.agent, spec, groups)
+  else:
+    builder = entry.make_builder(config.agent, spec, groups, bodies=bodies(config), task=task)
+  lend_policy(builder)
+  return builder

@@ -6,7 +6,8 @@ plans again, the last plan shifted by one decision starting the search (planner.
 Its randomness is one key, from its seed, split once per plan: a fixed seed, model and
 observation sequence give the same actions. The deterministic (evaluation) actor also
 restarts its key at each episode's start, so one model evaluates the same from the same
-start state however many episodes came before.
+start state however many episodes came before. With a proposal policy (planner.proposals_from),
+each search also starts from the policy's plans through the model (agents.planning.proposals).
 """
 
 from typing import Callable, Optional, Union
@@ -22,6 +23,7 @@ from agents.planning.config import PlannerSettings
 from agents.planning.learner import model_from_variables
 from agents.planning.model_step import RewardFn, make_model_step
 from agents.planning.planner import PlannerConfig, cem, random_shooting, shift_plan
+from agents.planning.proposals import PolicyApply, policy_proposals
 from agents.planning.sequence_model import SequenceDynamics, make_sequence_model_step
 from agents.variable_client import VariableClient
 from networks.dynamics import EnsembleModel
@@ -51,18 +53,22 @@ def make_plan_step(
   propagation: str,
   exploration_std: float = 0.0,
   reward_fn: Optional[RewardFn] = None,
+  policy_apply: Optional[PolicyApply] = None,
 ):
-  """step(variables, obs, key, initial_plan) -> (action, next_plan, value, key), pure.
+  """step(variables, obs, key, initial_plan, policy_params=None) -> (action, next_plan,
+  value, key), pure.
 
   `next_plan` starts the next step's search: the plan shifted by one decision
   (settings.warm_start), else the middle of the bounds. The model's variables are an
   argument, not closed over, so one compilation serves every parameter refresh. Plans are
   scored with `reward_fn` (a known reward, see model_step) or else the learned reward head.
+  With `policy_apply`, `settings.num_proposals` of the policy's plans through the model
+  (parameters `policy_params`) join the search's first candidates.
   """
   search = cem if settings.method == 'cem' else random_shooting
   lo, hi = jnp.asarray(config.action_minimum), jnp.asarray(config.action_maximum)
 
-  def step(variables, obs, key, initial_plan):
+  def step(variables, obs, key, initial_plan, policy_params=None):
     if isinstance(model, SequenceDynamics):
       model_step = make_sequence_model_step(
         model.model, variables['params'], model.layout, reward_fn
@@ -70,8 +76,15 @@ def make_plan_step(
     else:
       params, stats = model_from_variables(variables)
       model_step = make_model_step(model, params, stats, propagation, reward_fn)
-    key, plan_key, noise_key = jax.random.split(key, 3)
-    result = search(model_step.step, model_step.initial_state(obs), plan_key, config, initial_plan)
+    key, plan_key, noise_key, proposal_key = jax.random.split(key, 4)
+    proposals = None
+    if policy_apply is not None:
+      proposals = policy_proposals(
+        policy_apply, policy_params, model_step, obs, proposal_key, config, settings.num_proposals
+      )
+    result = search(
+      model_step.step, model_step.initial_state(obs), plan_key, config, initial_plan, proposals
+    )
     action = result.action
     if exploration_std > 0:
       noise = exploration_std * (hi - lo) * jax.random.normal(noise_key, action.shape)
@@ -97,10 +110,13 @@ class PlanningActor(core.Actor):
     adder: Optional[adders.Adder] = None,
     seed: int = 0,
     deterministic: bool = False,
+    policy_params=None,
   ):
-    """`plan_step`: make_plan_step's function, jitted (actors of one builder share it)."""
+    """`plan_step`: make_plan_step's function, jitted (actors of one builder share it);
+    `policy_params`: its proposal policy's parameters, when it has one."""
     prefer_inline_cpu_dispatch()
     self._cpu = jax.devices('cpu')[0]  # Beside the environment, as MPOActor.
+    self._policy_params = jax.device_put(policy_params, self._cpu)
     self._step = plan_step
     self._deterministic = deterministic
     self._client = variable_client
@@ -131,7 +147,9 @@ class PlanningActor(core.Actor):
       self._held_for += 1
       return self._held
     observation = np.asarray(observation, dtype=np.float32)
-    action, plan, _, self._key = self._step(self._params(), observation, self._key, self._plan)
+    action, plan, _, self._key = self._step(
+      self._params(), observation, self._key, self._plan, self._policy_params
+    )
     self._plan = plan
     self._held, self._held_for = np.asarray(action), 1
     return self._held

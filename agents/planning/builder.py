@@ -4,9 +4,13 @@ planning actor (agents.builder.Builder).
 The data half is the shared n-step pipeline with n_step=1 (PlanningConfig checks it), so
 the learner node mixes replay, the store (`--store_ratio`; all of it in offline and
 iterated modes) and attached robots' transitions for the model as it does for MPO.
+
+A proposal policy (planner.proposals_from) is another run's: the builder names the run
+(`policy_run`) and launch/ hands it a loader (`lend_policy`), since agents/ never reads
+another run's files; only actors call the loader.
 """
 
-from typing import Callable, Dict, Iterator, Optional, Sequence, Union
+from typing import Callable, Dict, Iterator, Optional, Sequence, Tuple, Union
 
 import jax
 import reverb
@@ -20,6 +24,7 @@ from agents.planning.config import PlanningConfig
 from agents.planning.learner import ModelLearner
 from agents.planning.model_step import RewardFn
 from agents.planning.planner import PlannerConfig
+from agents.planning.proposals import ProposalPolicy
 from agents.planning.sequence_model import SequenceDynamics, make_sequence_dynamics
 from agents.replay_pipeline import ReplayPipeline, check_spec
 from networks.dynamics import EnsembleModel, EnsembleSizes, make_ensemble
@@ -42,6 +47,8 @@ class PlanningBuilder(ReplayPipeline):
     self.action_dim = int(spec.actions.shape[0])
     self._model: Optional[Union[EnsembleModel, SequenceDynamics]] = None
     self._plan_steps: Dict[float, Callable] = {}
+    self._policy_loader: Optional[Callable[[], ProposalPolicy]] = None
+    self._policy: Optional[ProposalPolicy] = None
     self.reward_fn()  # A known reward that does not fit the task fails here, in every node.
 
   def make_networks(self) -> Union[EnsembleModel, SequenceDynamics]:
@@ -76,6 +83,29 @@ class PlanningBuilder(ReplayPipeline):
       )
     return fn
 
+  def policy_run(self) -> Optional[Tuple[str, str]]:
+    """(setting, run directory) of the policy that proposes plans, or None."""
+    run = self.config.planner.proposals_from
+    return ('agent.planner.proposals_from', run) if run else None
+
+  def lend_policy(self, load: Callable[[], ProposalPolicy]) -> None:
+    """Gives the loader of policy_run()'s policy, called once, by the first actor made."""
+    self._policy_loader = load
+
+  def proposal_policy(self) -> Optional[ProposalPolicy]:
+    """The policy that proposes plans, loaded on first use; None without proposals_from."""
+    if self.policy_run() is None:
+      return None
+    if self._policy is None:
+      if self._policy_loader is None:
+        raise ConfigError(
+          f'PlanningConfig.planner.proposals_from={self.config.planner.proposals_from!r}: '
+          'no policy loader was lent (launch.experiment.make_builder lends one; a builder '
+          'made by hand needs lend_policy)'
+        )
+      self._policy = self._policy_loader()
+    return self._policy
+
   def make_learner(
     self,
     iterator: Iterator[reverb.ReplaySample],
@@ -105,6 +135,7 @@ class PlanningBuilder(ReplayPipeline):
     """Plans with the learner's model, refreshed every `replay.variable_update_period`
     steps (the deterministic, evaluation, actor only when its owner asks)."""
     noise = 0.0 if deterministic else self.config.planner.exploration_std
+    policy = self.proposal_policy()
     return PlanningActor(
       self.plan_step(noise),
       self.planner_config(),
@@ -114,6 +145,7 @@ class PlanningBuilder(ReplayPipeline):
       adder,
       seed=seed,
       deterministic=deterministic,
+      policy_params=None if policy is None else policy.params,
     )
 
   def plan_step(self, exploration_std: float = 0.0) -> Callable:
@@ -130,6 +162,7 @@ class PlanningBuilder(ReplayPipeline):
           self.config.model.propagation,
           exploration_std,
           self.reward_fn(),
+          None if self.policy_run() is None else self.proposal_policy().apply,
         )
       )
     return self._plan_steps[exploration_std]

@@ -93,6 +93,11 @@ class PlannerSettings(Config):
   # Collecting actors add Gaussian noise of this std (fraction of the range) to the planned
   # action; the evaluator never does.
   exploration_std: float = 0.0
+  # Warm start from a policy: a run directory of an MPO-family agent (mpo, bc) on this
+  # task's spec; its newest checkpoint's policy proposes `num_proposals` plans through the
+  # model (its mean and samples) among each search's first candidates. '' for none.
+  proposals_from: str = ''
+  num_proposals: int = 16
 
   def check(self, need: Need) -> None:
     need(self.method in METHODS, 'method', f'one of {METHODS}')
@@ -110,6 +115,10 @@ class PlannerSettings(Config):
       'exploration_std',
       'a finite number >= 0',
     )
+    need(isinstance(self.proposals_from, str), 'proposals_from', "a run directory or ''")
+    need(is_int(self.num_proposals) and self.num_proposals >= 1, 'num_proposals', 'an int >= 1')
+    if self.proposals_from:  # They take candidate slots of the first iteration.
+      need(self.num_proposals <= self.num_candidates, 'num_proposals', '<= num_candidates')
 
 
 @dataclasses.dataclass

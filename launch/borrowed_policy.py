@@ -1,0 +1,110 @@
+"""Another run's policy, for an agent that acts with it (the planner's proposals).
+
+The run is outside this one, so nothing of it is trusted: its config.json is read as JSON
+and checked as any ExperimentConfig, its newest checkpoint is read without pickles
+(launch.checkpointing), and the policy's spec and every parameter array are checked
+against what they will act on. Each refusal is a ConfigError naming the setting and field.
+"""
+
+import os
+from typing import Any
+
+import numpy as np
+from acme import specs
+
+from agents.common.errors import ConfigError, UserError
+from launch.checkpointing import load_init_checkpoint
+from launch.config import ExperimentConfig
+from launch.run_dir import RunDir
+
+
+def _policy_config(run_dir: str, setting: str, spec: specs.EnvironmentSpec) -> ExperimentConfig:
+  rd = RunDir(os.path.abspath(run_dir))
+  if not rd.exists():
+    raise ConfigError(f'{setting}={run_dir!r}: not a run directory (no config.json)')
+  try:
+    config = ExperimentConfig.from_dict(rd.read_config())
+  except UserError as err:
+    raise ConfigError(f'{setting}={run_dir!r}: its config.json: {err}') from None
+  if config.pixels:
+    raise ConfigError(f'{setting}={run_dir!r}: a pixel run; its policy does not read state')
+  return config
+
+
+def _check_spec(theirs: specs.EnvironmentSpec, ours: specs.EnvironmentSpec, where: str) -> None:
+  pairs = (
+    ('observations.shape', theirs.observations.shape, ours.observations.shape),
+    ('actions.shape', theirs.actions.shape, ours.actions.shape),
+    ('actions.minimum', np.asarray(theirs.actions.minimum), np.asarray(ours.actions.minimum)),
+    ('actions.maximum', np.asarray(theirs.actions.maximum), np.asarray(ours.actions.maximum)),
+  )
+  for field, a, b in pairs:
+    if np.shape(a) != np.shape(b) or not np.array_equal(a, b):
+      raise ConfigError(f'{where}: its policy acts on another spec: {field} {a} there, {b} here')
+
+
+def _check_params(params: Any, expected: Any, where: str) -> None:
+  """`params` (from the file) has `expected`'s structure, shapes and dtypes, all finite."""
+  import jax
+
+  got = dict(jax.tree_util.tree_flatten_with_path(params)[0])
+  want = dict(jax.tree_util.tree_flatten_with_path(expected)[0])
+  name = jax.tree_util.keystr
+  for path in sorted(set(want) - set(got), key=name)[:1]:
+    raise ConfigError(f'{where}: policy parameter {name(path)} is missing')
+  for path in sorted(set(got) - set(want), key=name)[:1]:
+    raise ConfigError(f"{where}: policy parameter {name(path)} is not the network's")
+  for path, value in want.items():
+    array = got[path]
+    if not isinstance(array, np.ndarray) or array.shape != value.shape:
+      raise ConfigError(
+        f'{where}: policy parameter {name(path)} has shape {np.shape(array)}, the network '
+        f'{value.shape}'
+      )
+    if array.dtype != value.dtype:
+      raise ConfigError(
+        f'{where}: policy parameter {name(path)} is {array.dtype}, the network {value.dtype}'
+      )
+    if not np.all(np.isfinite(array)):
+      raise ConfigError(f'{where}: policy parameter {name(path)} holds NaN or infinity')
+
+
+def load_policy(run_dir: str, spec: specs.EnvironmentSpec, setting: str):
+  """The Gaussian policy of `run_dir`'s newest checkpoint, as an
+  agents.planning.proposals.ProposalPolicy for actions of `spec`.
+
+  `setting` names where the path came from (e.g. 'agent.planner.proposals_from'), for the
+  errors. The run's agent must have a Gaussian policy head (the MPO family: mpo, bc).
+  """
+  import jax
+
+  from agents.planning.proposals import ProposalPolicy
+  from launch import experiment
+
+  where = f'{setting}={run_dir!r}'
+  config = _policy_config(run_dir, setting, spec)
+  builder = experiment.make_builder(config)
+  _check_spec(builder.spec, spec, where)
+  networks = builder.make_networks()
+  if not hasattr(networks, 'policy'):
+    raise ConfigError(
+      f'{where}: a {config.algorithm!r} run; proposals need a Gaussian policy (mpo or bc)'
+    )
+  payload = load_init_checkpoint(run_dir, setting)
+  state = payload.get('learner_state') if isinstance(payload, dict) else None
+  params = getattr(state, 'policy_params', None)
+  if params is None:
+    raise ConfigError(f'{where}: its checkpoint holds no learner_state.policy_params')
+  obs = np.zeros((1,) + tuple(spec.observations.shape), np.float32)
+  expected = networks.policy.init(jax.random.PRNGKey(0), obs)
+  _check_params(params, expected, where)
+  return ProposalPolicy(networks.policy.apply, params)
+
+
+def lend_policy(builder: Any) -> None:
+  """Lends `builder` the loader of its policy_run()'s policy, when it names one
+  (agents.builder: the optional `policy_run` and `lend_policy`)."""
+  named = builder.policy_run() if hasattr(builder, 'policy_run') else None
+  if named is not None:
+    setting, run = named
+    builder.lend_policy(lambda: load_policy(run, builder.spec, setting))
