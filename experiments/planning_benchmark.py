@@ -14,6 +14,11 @@ the program's evaluator uses (deterministic); its return and planning cost per
 environment step (wall-clock after compilation, and model steps rolled out) are recorded.
 The transformer predicts no reward: it runs only the planners with a known one.
 
+Warm start from a policy: with `--agent planner.proposals_from=RUN_DIR` (an MPO run), a
+planner named 'method:reward:proposals' also searches the policy's proposals
+(planner.num_proposals), and the planner 'policy' is that policy alone (its mean action),
+the baseline the proposals should beat; the other planners ignore the setting.
+
 Writes:
   <out>/planning.csv   model, planner, method, reward, horizon, action_repeat, episode,
                        return, steps, ms_per_step, model_steps_per_step, train_steps,
@@ -36,7 +41,8 @@ from experiments import transitions  # noqa: E402
 from launch.cli import agent_setting  # noqa: E402
 
 FIELDS = (
-  'model', 'planner', 'method', 'reward', 'horizon', 'action_repeat', 'episode', 'return',
+  'model', 'planner', 'method', 'reward', 'proposals', 'horizon', 'action_repeat', 'episode',
+  'return',
   'steps', 'ms_per_step', 'model_steps_per_step', 'train_steps', 'transitions',
   'final_model_loss',
 )  # fmt: skip
@@ -67,14 +73,22 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
   from agents.common.errors import ConfigError
   from agents.planning.config import PlanningConfig
 
-  args.planner_list = []
+  proposals_from = dict(args.agent).get('planner.proposals_from', '')
+  args.planner_list, args.policy_baseline = [], False
   for name in args.planners.split(','):
-    method, _, reward = name.strip().partition(':')
+    name = name.strip()
+    if name == 'policy' or name.endswith(':proposals'):
+      if not proposals_from:
+        p.error(f'--planners: {name!r} needs --agent planner.proposals_from=RUN_DIR')
+    if name == 'policy':
+      args.policy_baseline = True
+      continue
+    method, _, reward = name.removesuffix(':proposals').partition(':')
     try:  # Checked before any work: a typo fails now, not after the training.
       PlanningConfig.from_dict({'planner.method': method, 'planner.reward': reward or 'learned'})
     except ConfigError as e:
       p.error(f'--planners: {name!r}: {e}')
-    args.planner_list.append((name.strip(), method, reward or 'learned'))
+    args.planner_list.append((name, method, reward or 'learned'))
   args.model_list = [m.strip() for m in args.models.split(',')]
   for kind in args.model_list:
     try:
@@ -101,6 +115,32 @@ def play(
 ) -> Iterator[Dict[str, float]]:
   """Each deterministic episode's row as it ends, with a progress line while it runs."""
   actor = builder.make_actor(learner, adder=None, seed=seed, deterministic=True)
+  yield from play_actor(actor, env_factory, episodes, seed, label)
+
+
+class PolicyActor:
+  """A ProposalPolicy acting alone: its mean action, within the bounds."""
+
+  def __init__(self, policy, spec):
+    import jax
+
+    self._act = jax.jit(lambda params, obs: policy.apply(params, obs[None])[0][0])
+    self._params = policy.params
+    self._bounds = (spec.actions.minimum, spec.actions.maximum)
+
+  def select_action(self, observation):
+    action = np.asarray(self._act(self._params, np.asarray(observation, np.float32)))
+    return np.clip(action, *self._bounds).astype(np.float32)
+
+  def observe_first(self, timestep):
+    pass
+
+  def observe(self, action, next_timestep):
+    pass
+
+
+def play_actor(actor, env_factory, episodes: int, seed: int, label: str = ''):
+  """play's episodes for any actor."""
   for episode in range(episodes):
     env = env_factory(seed + 10_000 + episode)
     timestep = env.reset()
@@ -156,6 +196,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   from agents.planning.builder import PlanningBuilder
   from agents.planning.config import PlanningConfig
   from environments.suite import make_environment
+  from launch.borrowed_policy import lend_policy, load_policy
 
   def env_factory(seed: int):
     env = make_environment(args.task, seed=seed)
@@ -166,6 +207,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   entry = registry.get('planning')
   agent = [{k: v} for k, v in args.agent]
   base = merge_overrides(PlanningConfig, entry.preset(args.preset), *agent)
+  proposals_from = base.get('planner.proposals_from', '')
   spec = specs.make_environment_spec(make_environment(args.task, seed=0))
   data = _transitions(args, env_factory)
   print(f'{len(data["reward"])} transitions; training {args.train_steps} steps', flush=True)
@@ -180,6 +222,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       print(f'{kind}: no planner with a known reward to run')
       continue
     model_config = {**base, 'model.kind': kind, 'planner.reward': planners[0][2]}
+    model_config['planner.proposals_from'] = ''  # Each planner below says whether it has it.
     builder = PlanningBuilder(PlanningConfig.from_dict(model_config), spec)
     logger = loggers.InMemoryLogger()
     batches = transitions.batches(data, builder.config.replay.batch_size, args.seed)
@@ -196,19 +239,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f'{kind}: model loss {logger.data[0]["model_loss"]:.3f} -> {final_loss:.3f}')
     for name, method, reward in planners:
       config = PlanningConfig.from_dict(
-        {**model_config, 'planner.method': method, 'planner.reward': reward}
-      )
+        {**model_config, 'planner.method': method, 'planner.reward': reward,
+         'planner.proposals_from': proposals_from if name.endswith(':proposals') else ''}
+      )  # fmt: skip
       p = config.planner
       # Both methods roll out candidates * iterations plans; a plan of horizon *
       # action_repeat model steps serves action_repeat env steps.
       model_steps = p.num_candidates * p.iterations * p.horizon
       planner_builder = PlanningBuilder(config, spec)
+      lend_policy(planner_builder)
       episodes = play(
         planner_builder, learner, env_factory, args.eval_episodes, args.seed, f'{kind} {name}'
       )
       for row in episodes:
         row.update(
           model=kind, planner=name, method=method, reward=p.reward, horizon=p.horizon,
+          proposals=p.num_proposals if p.proposals_from else 0,
           action_repeat=p.action_repeat,
           train_steps=args.train_steps, model_steps_per_step=model_steps,
           transitions=len(data['reward']), final_model_loss=final_loss,
@@ -218,6 +264,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         csv_file.flush()
         print(f'{kind} {name}: return {row["return"]:.1f} over {row["steps"]} steps, '
               f'{row["ms_per_step"]:.1f} ms per step', flush=True)  # fmt: skip
+  if args.policy_baseline:
+    policy = load_policy(proposals_from, spec, 'agent.planner.proposals_from')
+    label = f'the policy of {proposals_from}'
+    for row in play_actor(PolicyActor(policy, spec), env_factory, args.eval_episodes, args.seed,
+                          label):  # fmt: skip
+      row.update(model='none', planner='policy', method='policy', reward='', proposals=0,
+                 horizon=0, action_repeat=1, model_steps_per_step=0, train_steps=0,
+                 transitions=len(data['reward']), final_model_loss='')  # fmt: skip
+      rows.append(row)
+      writer.writerow(row)
+      csv_file.flush()
+      print(f'{label}: return {row["return"]:.1f} over {row["steps"]} steps', flush=True)
   csv_file.close()
   if not rows:
     print('nothing ran: the transformer needs a planner with a known reward (e.g. cem:cartpole)')

@@ -28,3 +28,19 @@ def test_planners_are_read_as_method_and_reward():
     ('cem', 'cem', 'learned'),
     ('random_shooting:cartpole', 'random_shooting', 'cartpole'),
   ]
+
+
+def test_proposal_planners_and_the_policy_baseline_need_a_policy_run(tmp_path, capsys):
+  for planners in ('cem:learned:proposals', 'policy'):
+    with pytest.raises(SystemExit) as exit_info:
+      planning_benchmark.parse_args(['--planners', planners])
+    assert exit_info.value.code == 2
+    assert 'planner.proposals_from' in capsys.readouterr().err
+  args = planning_benchmark.parse_args(
+    ['--planners', 'cem,cem:cartpole:proposals,policy', '--agent', 'planner.proposals_from=/r']
+  )
+  assert args.planner_list == [
+    ('cem', 'cem', 'learned'),
+    ('cem:cartpole:proposals', 'cem', 'cartpole'),
+  ]
+  assert args.policy_baseline
