@@ -90,19 +90,15 @@ class _Domain:
     import jax
 
     from agents.planning import sequence_model
-    from networks.sequence_dynamics import predict_next_observation
 
     self.task, self.layout, self.test = task, layout, test
     self.batches = transitions.batches(train, batch_size, seed)
     self.update = jax.jit(sequence_model.make_sequence_update_fn(model, layout, optimizer))
     loss = sequence_model.make_sequence_loss_fn(model, layout)
     self.loss = jax.jit(lambda state, batch: loss(state.params, batch)[0])
-    positions = np.asarray(layout.positions)
 
     def predict(params, obs, action):
-      tokens = layout.timestep_tokens(obs, action)
-      where = np.broadcast_to(positions, tokens.shape)
-      return predict_next_observation(model, params, layout, tokens, where)
+      return sequence_model.predict_change_and_reward(model, params, layout, obs, action)[0]
 
     self.predict = jax.jit(predict)
 
@@ -151,7 +147,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
   from agents.planning import learning, sequence_model
   from agents.planning.config import PlanningConfig
-  from networks.tokenizer import flat_layout
   from networks.transformer import TransformerSizes, make_transformer
 
   out = pathlib.Path(args.out)
@@ -165,7 +160,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for seed in args.seed_list:
       data = _data(args.task_list, args, seed)
       layouts = {
-        t: flat_layout(train['observation'].shape[1], train['action'].shape[1])
+        t: sequence_model.dynamics_layout(train['observation'].shape[1], train['action'].shape[1])
         for t, (train, _) in data.items()
       }
       longest = max(layout.num_tokens for layout in layouts.values())

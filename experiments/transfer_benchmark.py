@@ -118,8 +118,6 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     PlanningConfig.from_dict(args.planner_settings)
   except ConfigError as e:
     p.error(f'--planner {args.planner!r}: {e}')
-  if args.model == 'transformer' and args.planner_settings['planner.reward'] == 'learned':
-    p.error('--model transformer predicts no reward: pass a known one, e.g. --planner cem:cartpole')
   if not any(key == 'planner.action_repeat' for key, _ in args.agent):
     args.agent.insert(0, ('planner.action_repeat', 8))
   return args

@@ -6,9 +6,9 @@ and the same next-token logits are read at different places. Where the policy's 
 counts the action tokens, the dynamics loss counts the observation tokens of every
 timestep after the first: each is predicted from the whole history, the previous action
 included, and from the earlier features of its own observation (autoregressive within the
-observation). Continuous observation features only: discrete groups and a reward token
-are not modelled yet (a learned reward head, or the task's known reward on the decoded
-observation, is the planner's choice, see agents.planning.model_step).
+observation). Continuous observation features only: discrete groups are not modelled yet.
+The planning agent puts the reward in one more observation place (a reward slot), so it is
+predicted as the observation's last feature (agents.planning.sequence_model).
 """
 
 import jax.numpy as jnp

@@ -11,8 +11,9 @@ from agents.common.replay_config import ReplayConfig
 # must not import JAX (tests/agents/test_planning_agent.py checks they agree).
 METHODS = ('cem', 'random_shooting')
 PROPAGATIONS = ('particles', 'mean')
-# 'learned': the ensemble's reward head; else a task's known reward on the predicted states
-# (environments.known_rewards.REWARDS, spelled out for the same reason).
+# 'learned': the model's predicted reward (the ensemble's head, the transformer's token);
+# else a task's known reward on the predicted states (environments.known_rewards.REWARDS,
+# spelled out for the same reason).
 REWARDS = ('learned', 'cartpole')
 MODEL_KINDS = ('ensemble', 'transformer')
 
@@ -23,8 +24,8 @@ class PlanningModelConfig(Config):
   planner rolls it out, or the shared transformer over tokens (networks.sequence_dynamics)."""
 
   # 'ensemble': MLP members with a reward head; 'transformer': the decoder-only transformer
-  # predicting the tokens of next_obs - obs after a timestep's (obs, action) tokens. It
-  # predicts no reward: it needs a known one (planner.reward).
+  # predicting the tokens of next_obs - obs and of the reward after a timestep's (obs,
+  # action) tokens.
   kind: str = 'ensemble'
   num_members: int = 5
   hidden_sizes: Tuple[int, ...] = (200, 200, 200)
@@ -87,7 +88,7 @@ class PlannerSettings(Config):
   discount: float = 1.0  # Per model step.
   # Start each step's search from the last plan shifted by one decision.
   warm_start: bool = True
-  # The reward plans are scored with: 'learned' (the model's reward head, any task) or
+  # The reward plans are scored with: 'learned' (the model's predicted reward, any task) or
   # 'cartpole' (cartpole:balance/swingup's own reward of the predicted states).
   reward: str = 'learned'
   # Collecting actors add Gaussian noise of this std (fraction of the range) to the planned
@@ -141,9 +142,4 @@ class PlanningConfig(AgentConfig):
       raise ConfigError(
         f'PlanningConfig.replay.n_step={self.replay.n_step!r} is invalid: must be 1 (the '
         'dynamics model learns one-step transitions)'
-      )
-    if self.model.kind == 'transformer' and self.planner.reward == 'learned':
-      raise ConfigError(
-        "PlanningConfig.planner.reward='learned' is invalid with model.kind='transformer': "
-        f'the transformer predicts no reward; name a known one ({", ".join(REWARDS[1:])})'
       )

@@ -1,12 +1,14 @@
 """The transformer dynamics model (model.kind='transformer'): its update on one-step
 transitions and its use as the planner's step.
 
-A transition is two timesteps of the shared tokeniser (networks.tokenizer.TimestepLayout):
-the observation's tokens, the separator, the action's; then the change of the observation
-over the step, next_obs - obs, in the observation's places (the second timestep's
-separator and action are masked out of the loss and, the model being causal, change
-nothing). The loss is networks.sequence_dynamics' dynamics mask: the change's tokens, each
-predicted from the (observation, action) and the change's earlier features.
+A transition is two timesteps of the shared tokeniser (networks.tokenizer.TimestepLayout),
+whose observation part has one feature more than the task's, the reward slot: first the
+observation (reward slot 0), the separator, the action; then the change of the
+observation over the step, next_obs - obs, in the observation's places, and the step's
+reward in the reward slot (the second timestep's separator and action are masked out of
+the loss and, the model being causal, change nothing). The loss is
+networks.sequence_dynamics' dynamics mask: the change's tokens and then the reward's, each
+predicted from the (observation, action) and the tokens before it.
 Observations are Markov states here (dm_control's), so one timestep of history is all
 the model needs, and replay's transitions are its data.
 
@@ -18,17 +20,17 @@ model of the tokens still predicts a cart that barely moves: planning through it
 0.7 on cartpole:swingup. The change is small, where mu-law's bins are finest: its
 tokenised round trip is within 0.6-5% of each feature's mean change.
 
-As a planner step it decodes the change greedily through the key-value cache
-(networks.sequence_dynamics.predict_next_observation) and adds it to the state; it predicts
-no reward, so the step scores states with a known reward (environments.known_rewards).
+As a planner step it decodes the change and the reward greedily through the key-value
+cache (networks.sequence_dynamics.predict_next_observation) and adds the change to the
+state; plans are scored with the predicted reward, or with a known reward of the predicted
+states (environments.known_rewards) where the planner is given one.
 """
 
-from typing import Dict, NamedTuple, Tuple
+from typing import Dict, NamedTuple, Optional, Tuple
 
 import haiku as hk
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from agents.gato.losses import next_token_loss
@@ -54,12 +56,17 @@ class SequenceLearnerState(NamedTuple):
   steps: jnp.ndarray
 
 
+def dynamics_layout(obs_dim: int, action_dim: int) -> TimestepLayout:
+  """One timestep's layout: the observation's features and the reward slot, the action's."""
+  return flat_layout(obs_dim + 1, action_dim)
+
+
 def make_sequence_dynamics(
   obs_dim: int, action_dim: int, model_size: int, num_heads: int, num_layers: int
 ) -> SequenceDynamics:
   """The transformer and the layout of one timestep, sized for one transition (two
   timesteps' tokens)."""
-  layout = flat_layout(obs_dim, action_dim)
+  layout = dynamics_layout(obs_dim, action_dim)
   sizes = TransformerSizes(
     vocab_size=layout.vocab.size,
     num_positions=layout.num_tokens,
@@ -71,14 +78,18 @@ def make_sequence_dynamics(
   return SequenceDynamics(make_transformer(sizes), layout)
 
 
-def transition_tokens(layout: TimestepLayout, obs, action, next_obs):
-  """[B, 2 * num_tokens] tokens and positions of transitions: (obs, action), then the
-  change next_obs - obs with a zero action."""
-  second = jnp.zeros_like(action)
-  change = next_obs - obs
-  tokens = jnp.concatenate(
-    [layout.timestep_tokens(obs, action), layout.timestep_tokens(change, second)], axis=-1
-  )
+def _with_reward_slot(values, reward):
+  return jnp.concatenate([values, jnp.asarray(reward, values.dtype)[..., None]], axis=-1)
+
+
+def transition_tokens(layout: TimestepLayout, obs, action, next_obs, reward):
+  """[B, 2 * num_tokens] tokens and positions of transitions: (obs and a 0 reward slot,
+  action), then (the change next_obs - obs and the reward, a zero action)."""
+  obs = jnp.asarray(obs, jnp.float32)
+  first = layout.timestep_tokens(_with_reward_slot(obs, jnp.zeros(obs.shape[:-1])), action)
+  change = _with_reward_slot(jnp.asarray(next_obs, jnp.float32) - obs, reward)
+  second = layout.timestep_tokens(change, jnp.zeros_like(action))
+  tokens = jnp.concatenate([first, second], axis=-1)
   positions = jnp.broadcast_to(jnp.tile(layout.positions, 2), tokens.shape)
   return tokens, positions
 
@@ -103,7 +114,8 @@ def make_sequence_loss_fn(model: SequenceModel, layout: TimestepLayout):
     obs = jnp.asarray(transitions.observation, jnp.float32)
     action = jnp.asarray(transitions.action, jnp.float32)
     next_obs = jnp.asarray(transitions.next_observation, jnp.float32)
-    tokens, positions = transition_tokens(layout, obs, action, next_obs)
+    reward = jnp.asarray(transitions.reward, jnp.float32)
+    tokens, positions = transition_tokens(layout, obs, action, next_obs, reward)
     logits = model.apply(params, tokens, positions)
     out = next_token_loss(logits, tokens, jnp.broadcast_to(mask, tokens.shape))
     return out['loss'], out
@@ -131,19 +143,37 @@ def make_sequence_update_fn(
   return update
 
 
+def predict_change_and_reward(
+  model: SequenceModel, params: hk.Params, layout: TimestepLayout, obs, action
+) -> Tuple[jnp.ndarray, jnp.ndarray]:
+  """The most likely change [B, obs_dim] and reward [B] of one step from obs [B, obs_dim]
+  with action [B, action_dim], decoded greedily one token at a time."""
+  obs = jnp.asarray(obs, jnp.float32)
+  tokens = layout.timestep_tokens(
+    _with_reward_slot(obs, jnp.zeros(obs.shape[:-1])), jnp.asarray(action, jnp.float32)
+  )
+  positions = jnp.broadcast_to(jnp.asarray(layout.positions), tokens.shape)
+  decoded = predict_next_observation(model, params, layout, tokens, positions)
+  return decoded[:, :-1], decoded[:, -1]
+
+
 def make_sequence_model_step(
-  model: SequenceModel, params: hk.Params, layout: TimestepLayout, reward_fn: RewardFn
+  model: SequenceModel,
+  params: hk.Params,
+  layout: TimestepLayout,
+  reward_fn: Optional[RewardFn] = None,
 ) -> ModelStep:
-  """The transformer as a planner step: state = the observation [obs_dim]."""
-  positions = np.asarray(layout.positions)[None]
+  """The transformer as a planner step: state = the observation [obs_dim]; the reward is
+  the predicted one, or `reward_fn`'s of the predicted states when given."""
 
   def initial_state(obs):
     return jnp.asarray(obs, jnp.float32)
 
   def step(state, action):
-    tokens = layout.timestep_tokens(state[None], action[None].astype(jnp.float32))
-    change = predict_next_observation(model, params, layout, tokens, positions)[0]
-    next_obs = state + change
+    change, reward = predict_change_and_reward(model, params, layout, state[None], action[None])
+    next_obs = state + change[0]
+    if reward_fn is None:
+      return next_obs, reward[0]
     return next_obs, reward_fn(state, action, next_obs)
 
   return ModelStep(step, initial_state)

@@ -74,8 +74,8 @@ def test_the_config_wants_one_step_transitions_and_names_bad_fields():
   assert config_lib.METHODS == planner_lib.METHODS
   assert config_lib.PROPAGATIONS == model_step_lib.PROPAGATIONS
   assert config_lib.REWARDS == ('learned', *known_rewards.REWARDS)
-  with pytest.raises(ConfigError, match="reward='learned' is invalid with model.kind='transf"):
-    PlanningConfig.from_dict({'model.kind': 'transformer'})
+  # The transformer predicts the reward too (its reward token): 'learned' is valid with it.
+  assert PlanningConfig.from_dict({'model.kind': 'transformer'}).planner.reward == 'learned'
   with pytest.raises(ConfigError, match="reward='cartpole' is invalid for this task: it takes 5"):
     PlanningBuilder(PlanningConfig.from_dict({'planner.reward': 'cartpole'}), LINEAR_SPEC)
 
@@ -225,19 +225,68 @@ def test_the_transformer_model_learns_cartpole_transitions_and_plans_within_boun
   assert actions.shape == (3, 1) and np.all(np.abs(actions) <= 1.0)
 
 
-def test_the_transformer_is_taught_each_steps_change_which_its_tokens_resolve():
-  """Its targets are next_obs - obs: tokenised, the next observation itself falls in the
-  observation's own bin for most steps on cart position and cos(angle), and a model of
-  those tokens could not see the cart move (planning through one scored 0.7)."""
+def test_the_transformer_is_taught_each_steps_change_and_reward_which_its_tokens_resolve():
+  """Its targets are next_obs - obs and the reward: tokenised, the next observation itself
+  falls in the observation's own bin for most steps on cart position and cos(angle), and a
+  model of those tokens could not see the cart move (planning through one scored 0.7)."""
   from agents.planning.sequence_model import make_sequence_dynamics, transition_tokens
+  from networks.sequence_dynamics import dynamics_loss_mask
 
   data = _cartpole_transitions()
   obs_dim, change = data.observation.shape[1], data.next_observation - data.observation
   layout = make_sequence_dynamics(obs_dim, 1, 8, 1, 1).layout
-  tokens, _ = transition_tokens(layout, data.observation, data.action, data.next_observation)
-  target = np.asarray(tokens)[:, layout.num_tokens : layout.num_tokens + obs_dim]
+  assert layout.obs_dim == obs_dim + 1  # The reward slot.
+  tokens, _ = transition_tokens(
+    layout, data.observation, data.action, data.next_observation, data.reward
+  )
+  tokens = np.asarray(tokens)
+  # The first timestep's reward slot is 0 (the bin centre nearest it); the second's holds
+  # the reward.
+  first_slot = layout.vocab.continuous_values(tokens[:, obs_dim])
+  np.testing.assert_allclose(first_slot, 0.0, atol=1e-3)
+  target = tokens[:, layout.num_tokens : layout.num_tokens + obs_dim + 1]
   decoded = np.asarray(layout.vocab.continuous_values(target))
-  error = np.abs(data.observation + decoded - data.next_observation).mean(0)
+  error = np.abs(data.observation + decoded[:, :-1] - data.next_observation).mean(0)
   # Within 10% of every feature's mean change (the next observation's own tokens: 98-400%
   # on position and cos(angle)).
   assert np.all(error < 0.1 * np.abs(change).mean(0)), (error, np.abs(change).mean(0))
+  spread = np.ptp(data.reward)
+  assert spread > 0.01 and np.abs(decoded[:, -1] - data.reward).max() < 0.05 * spread
+  # The loss counts the second timestep's change and reward, never the first's slot.
+  mask = dynamics_loss_mask(layout, 2).reshape(2, layout.num_tokens)
+  assert not mask[0].any() and mask[1, : obs_dim + 1].all() and not mask[1, obs_dim + 1 :].any()
+
+
+def test_the_transformer_plans_with_its_own_reward_token():
+  from agents.planning.sequence_model import make_sequence_model_step, predict_change_and_reward
+
+  spec = specs.make_environment_spec(make_environment(TASK, seed=0))
+  config = PlanningConfig.from_dict(
+    {
+      'model': {'kind': 'transformer', 'transformer_size': 16, 'transformer_heads': 2,
+                'transformer_layers': 1},
+      'planner': {'horizon': 2, 'num_candidates': 4, 'iterations': 1, 'num_elites': 2},
+    }
+  )  # fmt: skip
+  builder = PlanningBuilder(config, spec)
+  assert builder.reward_fn() is None  # 'learned', the default: its own token.
+  learner = builder.make_learner(iter(()), seed=0)
+  params = learner.get_variables(['policy'])[0]['params']
+  sequence = builder.make_networks()
+  obs = _cartpole_transitions(2).observation
+  step = make_sequence_model_step(sequence.model, params, sequence.layout)
+  next_obs, reward = step.step(obs[0], np.array([0.3], np.float32))
+  change, predicted = predict_change_and_reward(
+    sequence.model, params, sequence.layout, obs[:1], np.array([[0.3]], np.float32)
+  )
+  np.testing.assert_allclose(next_obs, obs[0] + change[0], rtol=1e-6)
+  np.testing.assert_allclose(reward, predicted[0], rtol=1e-6)
+  known = make_sequence_model_step(
+    sequence.model, params, sequence.layout, known_rewards.REWARDS['cartpole'][0]
+  )
+  _, by_physics = known.step(obs[0], np.array([0.3], np.float32))
+  np.testing.assert_allclose(
+    by_physics, known_rewards.REWARDS['cartpole'][0](obs[0], np.array([0.3]), next_obs), rtol=1e-5
+  )
+  actions = _cartpole_actions(builder, learner, seed=3, steps=2)
+  assert actions.shape == (2, 1) and np.all(np.abs(actions) <= 1.0)

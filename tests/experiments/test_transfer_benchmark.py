@@ -16,7 +16,7 @@ from tests.fakes import random_episode
     (['--shots', '1,6'], '--shots'),
     (['--heldout', 'pole_width=2'], 'pole_width'),
     (['--planner', 'mppi:learned'], 'planner.method'),
-    (['--model', 'transformer'], 'predicts no reward'),
+    (['--model', 'lstm'], '--model'),
   ],
 )
 def test_bad_arguments_are_refused_naming_them_before_any_work(tmp_path, capsys, extra, named):
