@@ -10,7 +10,9 @@ writes to DIR (default <run>/plots):
   throughput.png      per-actor env steps/s, and program-wide env / learner steps/s
   replay.png          per replay table: size, inserts and samples per second, and the
                       rate limiter's cumulative waits vs wall-clock seconds
-Each plot is skipped when its logs are missing.
+  contact_sheet.png   evenly spaced frames of the latest evaluation video
+                      (<run>/videos/step_<learner step>.gif), in time order
+Each plot is skipped when its logs (or videos) are missing.
 """
 
 import argparse
@@ -94,16 +96,17 @@ def read_run(run_dir) -> Dict[str, Columns]:
 # --- plotting -----------------------------------------------------------------
 
 
-def new_figure(ncols: int = 1, width: float = 6.0, height: float = 4.0):
-  """A (figure, axes list) drawn by matplotlib's Agg backend, without pyplot's global state."""
+def new_figure(ncols: int = 1, width: float = 6.0, height: float = 4.0, nrows: int = 1):
+  """A (figure, axes list, row by row) drawn by matplotlib's Agg backend, without pyplot's
+  global state; `width` and `height` are each panel's."""
   try:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
   except ImportError:
     raise SystemExit("error: plotting needs matplotlib: pip install -e '.[bench]'") from None
-  fig = Figure(figsize=(width * ncols, height), layout='constrained')
+  fig = Figure(figsize=(width * ncols, height * nrows), layout='constrained')
   FigureCanvasAgg(fig)
-  axes = fig.subplots(1, ncols, squeeze=False)[0]
+  axes = fig.subplots(nrows, ncols, squeeze=False).reshape(-1)
   for ax in axes:
     ax.grid(True, alpha=0.3)
   return fig, list(axes)
@@ -232,6 +235,50 @@ def _plot_replay(rp: Columns, path: pathlib.Path, title: str) -> Optional[pathli
   return save(fig, path)
 
 
+def latest_video(run_dir) -> Optional[pathlib.Path]:
+  """The evaluator's video of the highest learner step, or None."""
+  videos = [
+    (int(p.stem.split('_', 1)[1]), p)
+    for p in pathlib.Path(run_dir, 'videos').glob('step_*.gif')
+    if p.stem.split('_', 1)[1].isdigit()
+  ]
+  return max(videos)[1] if videos else None
+
+
+def sheet_frames(count: int, frames: int) -> List[int]:
+  """Indices of up to `frames` evenly spaced frames of `count`, the first and last included."""
+  return sorted(set(np.linspace(0, count - 1, min(frames, count)).round().astype(int).tolist()))
+
+
+def contact_sheet(video: pathlib.Path, path: pathlib.Path, frames: int = 12, columns: int = 6):
+  """`frames` evenly spaced frames of a GIF (first and last included), tiled `columns` to a
+  row in time order, each titled with its frame index; returns `path`, or None when the GIF
+  does not read (a damaged or half-written file)."""
+  from PIL import Image, UnidentifiedImageError
+
+  try:
+    with Image.open(video) as gif:
+      count = getattr(gif, 'n_frames', 1)
+      chosen = sheet_frames(count, frames)
+      images = []
+      for index in chosen:
+        gif.seek(index)
+        images.append(np.asarray(gif.convert('RGB')))
+  except (OSError, UnidentifiedImageError, EOFError) as e:
+    print(f'warning: skipping the contact sheet: {video} does not read ({e})', file=sys.stderr)
+    return None
+  columns = min(columns, len(images))
+  rows = math.ceil(len(images) / columns)
+  fig, axes = new_figure(ncols=columns, width=1.6, height=1.8, nrows=rows)
+  for ax in axes:
+    ax.axis('off')
+  for ax, index, image in zip(axes, chosen, images):
+    ax.imshow(image)
+    ax.set_title(f'frame {index}', fontsize=7)
+  fig.suptitle(f'{video.name}: {len(images)} of {count} frames')
+  return save(fig, path)
+
+
 def plot_run(run_dir, out_dir=None) -> List[pathlib.Path]:
   """Writes the run's PNGs into out_dir (default <run_dir>/plots); returns their paths.
 
@@ -259,6 +306,9 @@ def plot_run(run_dir, out_dir=None) -> List[pathlib.Path]:
   written.append(_plot_learner(run.get('learner', {}), out / 'learner.png', title))
   written.append(_plot_throughput(run, out / 'throughput.png', title))
   written.append(_plot_replay(run.get('replay', {}), out / 'replay.png', title))
+  video = latest_video(run_dir)
+  if video is not None:
+    written.append(contact_sheet(video, out / 'contact_sheet.png'))
   return [p for p in written if p is not None]
 
 

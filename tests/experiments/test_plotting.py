@@ -339,3 +339,43 @@ def test_across_seeds_median_steps_to_target_over_the_seeds_that_reached_it():
   assert row['variant'] == 'mpo_seeds' and row['reached_target'] == '2/4'
   assert row['final_return'] == pytest.approx(780.0)
   assert row['steps_to_target'] == 160.0  # median of 100, 160, 230
+
+
+def _gif(path: pathlib.Path, count: int) -> None:
+  """A GIF of `count` 16x16 frames, frame i a solid grey of level 8 * i."""
+  from PIL import Image
+
+  path.parent.mkdir(parents=True, exist_ok=True)
+  frames = [Image.fromarray(np.full((16, 16, 3), 8 * i, np.uint8)) for i in range(count)]
+  frames[0].save(path, save_all=True, append_images=frames[1:], duration=40, loop=0)
+
+
+def test_sheet_frames_are_evenly_spaced_with_both_ends():
+  assert plot_run.sheet_frames(101, 12) == [0, 9, 18, 27, 36, 45, 55, 64, 73, 82, 91, 100]
+  assert plot_run.sheet_frames(3, 12) == [0, 1, 2]
+  assert plot_run.sheet_frames(1, 12) == [0]
+
+
+def test_plot_run_adds_a_contact_sheet_of_the_latest_video(run_dir, tmp_path):
+  _gif(run_dir / 'videos' / 'step_40.gif', 5)
+  _gif(run_dir / 'videos' / 'step_100.gif', 30)  # Latest by step, not by name.
+  (run_dir / 'videos' / 'step_x.gif').write_bytes(b'not a step')
+  assert plot_run.latest_video(run_dir).name == 'step_100.gif'
+  paths = plot_run.plot_run(run_dir, tmp_path / 'plots')
+  sheet = tmp_path / 'plots' / 'contact_sheet.png'
+  assert sheet in paths and sheet.read_bytes().startswith(PNG_MAGIC)
+  from PIL import Image
+
+  with Image.open(sheet) as image:
+    pixels = np.asarray(image.convert('RGB'))
+  # The frames' greys are in the sheet: first (0), last (8 * 29) and one between.
+  for level in (0, 8 * 29, 8 * round(29 * 5 / 11)):
+    assert np.any(np.all(pixels == level, axis=-1)), level
+
+
+def test_a_damaged_video_is_skipped_with_a_warning(run_dir, tmp_path, capsys):
+  (run_dir / 'videos').mkdir(parents=True, exist_ok=True)
+  (run_dir / 'videos' / 'step_7.gif').write_bytes(b'GIF89a cut short')
+  paths = plot_run.plot_run(run_dir, tmp_path / 'plots')
+  assert 'contact_sheet.png' not in [p.name for p in paths]
+  assert 'step_7.gif does not read' in capsys.readouterr().err
