@@ -15,8 +15,9 @@ environment step (wall-clock after compilation, and model steps rolled out) are 
 
 Warm start from a policy: with `--agent planner.proposals_from=RUN_DIR` (an MPO run), a
 planner named 'method:reward:proposals' also searches the policy's proposals
-(planner.num_proposals), and the planner 'policy' is that policy alone (its mean action),
-the baseline the proposals should beat; the other planners ignore the setting.
+(planner.num_proposals), 'method:reward:proposals:value' adds the run's state value at each
+plan's end too (planner.terminal_value), and the planner 'policy' is that policy alone (its
+mean action), the baseline they should beat; the other planners ignore the setting.
 
 Writes:
   <out>/planning.csv   model, planner, method, reward, horizon, action_repeat, episode,
@@ -40,8 +41,8 @@ from experiments import transitions  # noqa: E402
 from launch.cli import agent_setting  # noqa: E402
 
 FIELDS = (
-  'model', 'planner', 'method', 'reward', 'proposals', 'horizon', 'action_repeat', 'episode',
-  'return',
+  'model', 'planner', 'method', 'reward', 'proposals', 'terminal_value', 'horizon',
+  'action_repeat', 'episode', 'return',
   'steps', 'ms_per_step', 'model_steps_per_step', 'train_steps', 'transitions',
   'final_model_loss',
 )  # fmt: skip
@@ -76,13 +77,15 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
   args.planner_list, args.policy_baseline = [], False
   for name in args.planners.split(','):
     name = name.strip()
-    if name == 'policy' or name.endswith(':proposals'):
+    method, reward, *extras = name.split(':') + ([''] if ':' not in name else [])
+    if name == 'policy' or extras:
       if not proposals_from:
         p.error(f'--planners: {name!r} needs --agent planner.proposals_from=RUN_DIR')
     if name == 'policy':
       args.policy_baseline = True
       continue
-    method, _, reward = name.removesuffix(':proposals').partition(':')
+    if extras not in ([], ['proposals'], ['proposals', 'value']):
+      p.error(f"--planners: {name!r}: after method:reward only ':proposals[:value]'")
     try:  # Checked before any work: a typo fails now, not after the training.
       PlanningConfig.from_dict({'planner.method': method, 'planner.reward': reward or 'learned'})
     except ConfigError as e:
@@ -236,7 +239,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for name, method, reward in planners:
       config = PlanningConfig.from_dict(
         {**model_config, 'planner.method': method, 'planner.reward': reward,
-         'planner.proposals_from': proposals_from if name.endswith(':proposals') else ''}
+         'planner.proposals_from': proposals_from if ':proposals' in name else '',
+         'planner.terminal_value': name.endswith(':value')}
       )  # fmt: skip
       p = config.planner
       # Both methods roll out candidates * iterations plans; a plan of horizon *
@@ -250,7 +254,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       for row in episodes:
         row.update(
           model=kind, planner=name, method=method, reward=p.reward, horizon=p.horizon,
-          proposals=p.num_proposals if p.proposals_from else 0,
+          proposals=p.num_proposals if p.proposals_from else 0, terminal_value=p.terminal_value,
           action_repeat=p.action_repeat,
           train_steps=args.train_steps, model_steps_per_step=model_steps,
           transitions=len(data['reward']), final_model_loss=final_loss,
@@ -266,6 +270,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for row in play_actor(PolicyActor(policy, spec), env_factory, args.eval_episodes, args.seed,
                           label):  # fmt: skip
       row.update(model='none', planner='policy', method='policy', reward='', proposals=0,
+                 terminal_value=False,
                  horizon=0, action_repeat=1, model_steps_per_step=0, train_steps=0,
                  transitions=len(data['reward']), final_model_loss='')  # fmt: skip
       rows.append(row)

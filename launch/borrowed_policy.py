@@ -43,7 +43,7 @@ def _check_spec(theirs: specs.EnvironmentSpec, ours: specs.EnvironmentSpec, wher
       raise ConfigError(f'{where}: its policy acts on another spec: {field} {a} there, {b} here')
 
 
-def _check_params(params: Any, expected: Any, where: str) -> None:
+def _check_params(params: Any, expected: Any, where: str, kind: str) -> None:
   """`params` (from the file) has `expected`'s structure, shapes and dtypes, all finite."""
   import jax
 
@@ -51,27 +51,28 @@ def _check_params(params: Any, expected: Any, where: str) -> None:
   want = dict(jax.tree_util.tree_flatten_with_path(expected)[0])
   name = jax.tree_util.keystr
   for path in sorted(set(want) - set(got), key=name)[:1]:
-    raise ConfigError(f'{where}: policy parameter {name(path)} is missing')
+    raise ConfigError(f'{where}: {kind} parameter {name(path)} is missing')
   for path in sorted(set(got) - set(want), key=name)[:1]:
-    raise ConfigError(f"{where}: policy parameter {name(path)} is not the network's")
+    raise ConfigError(f"{where}: {kind} parameter {name(path)} is not the network's")
   for path, value in want.items():
     array = got[path]
     if not isinstance(array, np.ndarray) or array.shape != value.shape:
       raise ConfigError(
-        f'{where}: policy parameter {name(path)} has shape {np.shape(array)}, the network '
+        f'{where}: {kind} parameter {name(path)} has shape {np.shape(array)}, the network '
         f'{value.shape}'
       )
     if array.dtype != value.dtype:
       raise ConfigError(
-        f'{where}: policy parameter {name(path)} is {array.dtype}, the network {value.dtype}'
+        f'{where}: {kind} parameter {name(path)} is {array.dtype}, the network {value.dtype}'
       )
     if not np.all(np.isfinite(array)):
-      raise ConfigError(f'{where}: policy parameter {name(path)} holds NaN or infinity')
+      raise ConfigError(f'{where}: {kind} parameter {name(path)} holds NaN or infinity')
 
 
 def load_policy(run_dir: str, spec: specs.EnvironmentSpec, setting: str):
   """The Gaussian policy of `run_dir`'s newest checkpoint, as an
-  agents.planning.proposals.ProposalPolicy for actions of `spec`.
+  agents.planning.proposals.ProposalPolicy for actions of `spec`, with its critic's state
+  value when the run's agent has one (mpo; bc has none).
 
   `setting` names where the path came from (e.g. 'agent.planner.proposals_from'), for the
   errors. The run's agent must have a Gaussian policy head (the MPO family: mpo, bc).
@@ -92,13 +93,28 @@ def load_policy(run_dir: str, spec: specs.EnvironmentSpec, setting: str):
     )
   payload = load_init_checkpoint(run_dir, setting)
   state = payload.get('learner_state') if isinstance(payload, dict) else None
-  params = getattr(state, 'policy_params', None)
-  if params is None:
+  policy_params = getattr(state, 'policy_params', None)
+  if policy_params is None:
     raise ConfigError(f'{where}: its checkpoint holds no learner_state.policy_params')
+  key = jax.random.PRNGKey(0)
   obs = np.zeros((1,) + tuple(spec.observations.shape), np.float32)
-  expected = networks.policy.init(jax.random.PRNGKey(0), obs)
-  _check_params(params, expected, where)
-  return ProposalPolicy(networks.policy.apply, params)
+  _check_params(policy_params, networks.policy.init(key, obs), where, 'policy')
+  params = {'policy': policy_params}
+  value = None
+  critic_params = getattr(state, 'critic_params', None)
+  if critic_params is not None and hasattr(builder, 'state_value'):
+    action = np.zeros((1,) + tuple(spec.actions.shape), np.float32)
+    _check_params(critic_params, networks.critic.init(key, obs, action), where, 'critic')
+    params['critic'] = critic_params
+    state_value = builder.state_value(networks)
+
+    def value(p, obs):
+      return state_value(p['policy'], p['critic'], obs)
+
+  def apply(p, obs):
+    return networks.policy.apply(p['policy'], obs)
+
+  return ProposalPolicy(apply, params, value)
 
 
 def lend_policy(builder: Any) -> None:

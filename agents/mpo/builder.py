@@ -55,6 +55,24 @@ class MPOBuilder(ReplayPipeline):
   def _flat_size(self) -> int:
     return int(np.prod(self.spec.observations.shape))
 
+  def state_value(self, networks: MPONetworks):
+    """value(policy_params, critic_params, obs[B, O]) -> [B]: the critic's expected Q of
+    the policy's mean action, an estimate of the state's value under the policy (a planner
+    scores the end of its plans with it, agents.planning.proposals)."""
+    import jax.numpy as jnp
+
+    from agents.mpo.losses import categorical_mean
+
+    c = self.config
+    support = jnp.linspace(c.v_min, c.v_max, c.num_atoms)
+
+    def value(policy_params, critic_params, obs):
+      mean, _ = networks.policy.apply(policy_params, obs)
+      out = networks.critic.apply(critic_params, obs, mean)
+      return categorical_mean(out, support) if c.num_atoms > 1 else out
+
+    return value
+
   def make_networks(self) -> MPONetworks:
     c = self.config
     if self.pixels:

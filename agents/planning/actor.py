@@ -23,7 +23,7 @@ from agents.planning.config import PlannerSettings
 from agents.planning.learner import model_from_variables
 from agents.planning.model_step import RewardFn, make_model_step
 from agents.planning.planner import PlannerConfig, cem, random_shooting, shift_plan
-from agents.planning.proposals import PolicyApply, policy_proposals
+from agents.planning.proposals import PolicyApply, ValueFn, policy_proposals, terminal_value
 from agents.planning.sequence_model import SequenceDynamics, make_sequence_model_step
 from agents.variable_client import VariableClient
 from networks.dynamics import EnsembleModel
@@ -54,6 +54,7 @@ def make_plan_step(
   exploration_std: float = 0.0,
   reward_fn: Optional[RewardFn] = None,
   policy_apply: Optional[PolicyApply] = None,
+  policy_value: Optional[ValueFn] = None,
 ):
   """step(variables, obs, key, initial_plan, policy_params=None) -> (action, next_plan,
   value, key), pure.
@@ -63,7 +64,8 @@ def make_plan_step(
   argument, not closed over, so one compilation serves every parameter refresh. Plans are
   scored with `reward_fn` (a known reward, see model_step) or else the learned reward head.
   With `policy_apply`, `settings.num_proposals` of the policy's plans through the model
-  (parameters `policy_params`) join the search's first candidates.
+  (parameters `policy_params`) join the search's first candidates; with `policy_value`,
+  each plan's end state is scored with it too (settings.terminal_value).
   """
   search = cem if settings.method == 'cem' else random_shooting
   lo, hi = jnp.asarray(config.action_minimum), jnp.asarray(config.action_maximum)
@@ -82,8 +84,17 @@ def make_plan_step(
       proposals = policy_proposals(
         policy_apply, policy_params, model_step, obs, proposal_key, config, settings.num_proposals
       )
+    value = None
+    if policy_value is not None:
+      value = terminal_value(policy_value, policy_params, obs.shape[-1])
     result = search(
-      model_step.step, model_step.initial_state(obs), plan_key, config, initial_plan, proposals
+      model_step.step,
+      model_step.initial_state(obs),
+      plan_key,
+      config,
+      initial_plan,
+      proposals,
+      value,
     )
     action = result.action
     if exploration_std > 0:

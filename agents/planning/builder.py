@@ -154,6 +154,16 @@ class PlanningBuilder(ReplayPipeline):
     if exploration_std not in self._plan_steps:
       if self._model is None:
         self._model = self.make_networks()
+      policy = self.proposal_policy()
+      value = None
+      if self.config.planner.terminal_value:
+        if policy.value is None:
+          raise ConfigError(
+            'PlanningConfig.planner.terminal_value=True is invalid for '
+            f'proposals_from={self.config.planner.proposals_from!r}: its agent has no critic '
+            '(an mpo run has one)'
+          )
+        value = policy.value
       self._plan_steps[exploration_std] = jax.jit(
         make_plan_step(
           self._model,
@@ -162,7 +172,8 @@ class PlanningBuilder(ReplayPipeline):
           self.config.model.propagation,
           exploration_std,
           self.reward_fn(),
-          None if self.policy_run() is None else self.proposal_policy().apply,
+          None if policy is None else policy.apply,
+          value,
         )
       )
     return self._plan_steps[exploration_std]

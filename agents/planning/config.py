@@ -99,6 +99,11 @@ class PlannerSettings(Config):
   # model (its mean and samples) among each search's first candidates. '' for none.
   proposals_from: str = ''
   num_proposals: int = 16
+  # Add the proposals_from run's state value (its critic's Q of its policy's mean action) at
+  # each plan's end, discounted as the step after it: plans are judged beyond the horizon.
+  # The critic's returns are discounted (the run's replay.discount): set `discount` to it
+  # for one consistent sum.
+  terminal_value: bool = False
 
   def check(self, need: Need) -> None:
     need(self.method in METHODS, 'method', f'one of {METHODS}')
@@ -120,6 +125,12 @@ class PlannerSettings(Config):
     need(is_int(self.num_proposals) and self.num_proposals >= 1, 'num_proposals', 'an int >= 1')
     if self.proposals_from:  # They take candidate slots of the first iteration.
       need(self.num_proposals <= self.num_candidates, 'num_proposals', '<= num_candidates')
+    need(isinstance(self.terminal_value, bool), 'terminal_value', 'true or false')
+    need(
+      not self.terminal_value or bool(self.proposals_from),
+      'terminal_value',
+      'false unless proposals_from names the run whose critic gives the value',
+    )
 
 
 @dataclasses.dataclass

@@ -15,6 +15,9 @@ Warm start: `initial_plan` centres CEM's first sampling distribution (and is its
 random shooting's candidates); `proposals` [P, horizon, action_dim] (a policy's action
 sequences, say) replace the last P samples of the first iteration, so a good proposal
 survives as an elite and a bad one costs one candidate slot.
+
+Terminal value: `terminal_value(final_state)` (a critic's estimate of what follows the
+horizon), discounted like the step after the plan's last, is added to each plan's return.
 """
 
 import dataclasses
@@ -105,17 +108,31 @@ def rollout(
   return jax.lax.scan(step, state, actions)
 
 
+ValueFn = Optional[Callable[[State], jnp.ndarray]]
+
+
 def rollout_return(
-  step: StepFn, state: State, plan: jnp.ndarray, config: PlannerConfig
+  step: StepFn,
+  state: State,
+  plan: jnp.ndarray,
+  config: PlannerConfig,
+  terminal_value: ValueFn = None,
 ) -> jnp.ndarray:
-  """The discounted return of one plan from `state`."""
-  _, rewards = rollout(step, state, plan, config)
-  discounts = config.discount ** jnp.arange(rewards.shape[0], dtype=jnp.float32)
-  return jnp.sum(discounts * rewards.astype(jnp.float32))
+  """The discounted return of one plan from `state` (plus the final state's discounted
+  terminal value, when given)."""
+  final, rewards = rollout(step, state, plan, config)
+  steps = rewards.shape[0]
+  discounts = config.discount ** jnp.arange(steps, dtype=jnp.float32)
+  total = jnp.sum(discounts * rewards.astype(jnp.float32))
+  if terminal_value is not None:
+    total = total + config.discount**steps * terminal_value(final).astype(jnp.float32)
+  return total
 
 
-def _returns(step: StepFn, state: State, plans: jnp.ndarray, config: PlannerConfig):
-  return jax.vmap(lambda p: rollout_return(step, state, p, config))(plans)
+def _returns(
+  step: StepFn, state: State, plans: jnp.ndarray, config: PlannerConfig, terminal_value: ValueFn
+):
+  return jax.vmap(lambda p: rollout_return(step, state, p, config, terminal_value))(plans)
 
 
 def _with_proposals(samples: jnp.ndarray, proposals: Optional[jnp.ndarray], config):
@@ -137,6 +154,7 @@ def random_shooting(
   config: PlannerConfig,
   initial_plan: Optional[jnp.ndarray] = None,
   proposals: Optional[jnp.ndarray] = None,
+  terminal_value: ValueFn = None,
 ) -> PlanResult:
   """The best of `num_candidates * iterations` uniform plans (plus any warm start)."""
   lo, hi = _bounds(config)
@@ -145,7 +163,7 @@ def random_shooting(
   if initial_plan is not None:
     plans = plans.at[0].set(jnp.clip(initial_plan, lo, hi))
   plans = _with_proposals(plans, proposals, config)
-  returns = _returns(step, state, plans, config)
+  returns = _returns(step, state, plans, config, terminal_value)
   best = jnp.argmax(returns)
   return PlanResult(plans[best, 0], plans[best], returns[best], plans[best])
 
@@ -157,6 +175,7 @@ def cem(
   config: PlannerConfig,
   initial_plan: Optional[jnp.ndarray] = None,
   proposals: Optional[jnp.ndarray] = None,
+  terminal_value: ValueFn = None,
 ) -> PlanResult:
   """The cross-entropy method: sample around a mean, refit mean and std to the elites.
 
@@ -184,7 +203,7 @@ def cem(
       plans = jax.lax.cond(
         i == 0, lambda p: _with_proposals(p, proposals, config), lambda p: p, plans
       )
-    returns = _returns(step, state, plans, config)
+    returns = _returns(step, state, plans, config, terminal_value)
     values, elite_idx = jax.lax.top_k(returns, config.num_elites)
     elites = plans[elite_idx]
     a = config.smoothing
@@ -201,13 +220,15 @@ def cem(
   return PlanResult(mean[0], mean, best_value, best_plan)
 
 
-def make_planner(step: StepFn, config: PlannerConfig, method: str = 'cem'):
+def make_planner(
+  step: StepFn, config: PlannerConfig, method: str = 'cem', terminal_value: ValueFn = None
+):
   """plan(state, key, initial_plan=None, proposals=None) -> PlanResult, jitted."""
   if method not in METHODS:
     raise ValueError(f'unknown planning method {method!r}; valid: {", ".join(METHODS)}')
   fn = cem if method == 'cem' else random_shooting
 
   def plan(state, key, initial_plan=None, proposals=None) -> PlanResult:
-    return fn(step, state, key, config, initial_plan, proposals)
+    return fn(step, state, key, config, initial_plan, proposals, terminal_value)
 
   return jax.jit(plan)

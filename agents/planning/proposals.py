@@ -10,9 +10,12 @@ a few candidate slots.
 
 The policy is a pure `apply(params, obs[B, O]) -> (mean[B, A], std[B, A])`, the policy
 head of networks.mpo, with its parameters passed in, so a policy refresh recompiles nothing.
+With a critic it also has `value(params, obs[B, O]) -> [B]`, the state's value under the
+policy: the planner can add it at the end of each plan (planner.terminal_value), so a plan
+is judged beyond its horizon too.
 """
 
-from typing import Any, Callable, NamedTuple, Tuple
+from typing import Any, Callable, NamedTuple, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -21,13 +24,25 @@ from agents.planning.model_step import ModelStep
 from agents.planning.planner import PlannerConfig
 
 PolicyApply = Callable[[Any, jnp.ndarray], Tuple[jnp.ndarray, jnp.ndarray]]
+ValueFn = Callable[[Any, jnp.ndarray], jnp.ndarray]
 
 
 class ProposalPolicy(NamedTuple):
-  """A Gaussian policy and its parameters (launch.borrowed_policy loads one from a run)."""
+  """A Gaussian policy, its parameters, and (a policy with a critic) the state value, which
+  takes the same parameters (launch.borrowed_policy loads one from a run)."""
 
   apply: PolicyApply
   params: Any
+  value: Optional[ValueFn] = None
+
+
+def terminal_value(value: ValueFn, params: Any, obs_dim: int) -> Callable[[Any], jnp.ndarray]:
+  """A model state's value: the mean of its particles' values (one particle: its own)."""
+
+  def at(state):
+    return jnp.mean(value(params, jnp.reshape(state, (-1, obs_dim))))
+
+  return at
 
 
 def predicted_observation(state: jnp.ndarray, obs_dim: int) -> jnp.ndarray:

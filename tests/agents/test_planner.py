@@ -131,3 +131,24 @@ def test_bad_settings_are_refused_with_the_field_named():
     PlannerConfig((1.0,), (-1.0,))
   with pytest.raises(ValueError, match='valid: cem, random_shooting'):
     planner_lib.make_planner(point_mass, CONFIG, 'mppi')
+
+
+def test_a_terminal_value_is_added_discounted_and_can_decide_the_plan():
+  # Return by hand: rewards 1 each of 3 steps at discount 0.5, then value 10 * x_3, at 0.5^3.
+  step = lambda x, a: (x + a, jnp.ones(()))  # noqa: E731
+  config = PlannerConfig((-1.0,), (1.0,), horizon=3, discount=0.5)
+  plan = jnp.array([[0.5], [0.25], [0.25]])
+  value = lambda x: 10.0 * jnp.sum(x)  # noqa: E731
+  expected = 1 + 0.5 + 0.25 + 0.125 * 10.0 * 1.0
+  np.testing.assert_allclose(
+    planner_lib.rollout_return(step, jnp.zeros(1), plan, config, value), expected, rtol=1e-6
+  )
+  # No reward inside the horizon: only the value at its end says where to go.
+  flat = lambda x, a: (x + a, jnp.zeros(()))  # noqa: E731
+  to_goal = lambda x: -jnp.sum((x - GOAL) ** 2)  # noqa: E731
+  for method in planner_lib.METHODS:
+    blind = planner_lib.make_planner(flat, CONFIG, method)(X0, jax.random.PRNGKey(0))
+    seeing = planner_lib.make_planner(flat, CONFIG, method, to_goal)(X0, jax.random.PRNGKey(0))
+    assert float(blind.value) == 0.0
+    reached = X0 + jnp.sum(seeing.best_plan, axis=0)
+    assert float(jnp.abs(reached - GOAL).max()) < 0.1, (method, reached)

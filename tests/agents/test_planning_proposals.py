@@ -216,3 +216,32 @@ def test_num_proposals_is_checked_against_the_candidates():
   PlanningConfig.from_dict({'planner': {'num_candidates': 8, 'num_elites': 4}})  # Unused: fine.
   with pytest.raises(ConfigError, match='proposals_from'):
     PlanningConfig.from_dict({'planner': {'proposals_from': 3}})
+
+
+def test_a_runs_critic_gives_the_state_value_of_its_policys_mean_action(tmp_path):
+  from agents.mpo.losses import categorical_mean
+
+  run, state = _mpo_run(tmp_path)
+  policy = load_policy(str(run), _spec(), 'agent.planner.proposals_from')
+  obs = np.stack([make_environment(TASK, seed=s).reset().observation for s in (3, 4)])
+  config = tiny_config(tmp_path / 'x')
+  networks = experiment.make_builder(config).make_networks()
+  mean, _ = networks.policy.apply(state.policy_params, obs)
+  logits = networks.critic.apply(state.critic_params, obs, mean)
+  support = jnp.linspace(config.agent.v_min, config.agent.v_max, config.agent.num_atoms)
+  np.testing.assert_allclose(
+    policy.value(policy.params, obs), categorical_mean(logits, support), rtol=1e-5
+  )
+
+
+def test_terminal_value_needs_a_policy_run_with_a_critic():
+  from agents.planning.builder import PlanningBuilder
+
+  with pytest.raises(ConfigError, match='terminal_value'):
+    PlanningConfig.from_dict({'planner': {'terminal_value': True}})
+  agent = dict(ONE_CANDIDATE)
+  agent['planner'] = {**agent['planner'], 'proposals_from': '/r', 'terminal_value': True}
+  builder = PlanningBuilder(PlanningConfig.from_dict(agent), _spec())
+  builder.lend_policy(lambda: ProposalPolicy(lambda p, o: (o[:, :1], o[:, :1]), 0.0))
+  with pytest.raises(ConfigError, match='has no critic'):
+    builder.make_actor(builder.make_learner(iter(())), adder=None)

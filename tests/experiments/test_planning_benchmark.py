@@ -31,16 +31,21 @@ def test_planners_are_read_as_method_and_reward():
 
 
 def test_proposal_planners_and_the_policy_baseline_need_a_policy_run(tmp_path, capsys):
-  for planners in ('cem:learned:proposals', 'policy'):
+  for planners in ('cem:learned:proposals', 'cem:learned:proposals:value', 'policy'):
     with pytest.raises(SystemExit) as exit_info:
       planning_benchmark.parse_args(['--planners', planners])
     assert exit_info.value.code == 2
     assert 'planner.proposals_from' in capsys.readouterr().err
+  policy_run = ['--agent', 'planner.proposals_from=/r']
   args = planning_benchmark.parse_args(
-    ['--planners', 'cem,cem:cartpole:proposals,policy', '--agent', 'planner.proposals_from=/r']
+    ['--planners', 'cem,cem:cartpole:proposals,cem:learned:proposals:value,policy', *policy_run]
   )
   assert args.planner_list == [
     ('cem', 'cem', 'learned'),
     ('cem:cartpole:proposals', 'cem', 'cartpole'),
+    ('cem:learned:proposals:value', 'cem', 'learned'),
   ]
   assert args.policy_baseline
+  with pytest.raises(SystemExit):
+    planning_benchmark.parse_args(['--planners', 'cem:learned:value', *policy_run])
+  assert ':proposals[:value]' in capsys.readouterr().err
