@@ -67,7 +67,7 @@ def _groups_for(task: str):
 def bodies(config: ExperimentConfig) -> Dict[str, Body]:
   """Every task's Body, in the run's task order; ConfigError when the agent acts on one
   body and the tasks' specs differ."""
-  groups = config.agent.needs_observation_groups
+  groups = config.agent.needs_observation_groups and not config.pixels
   pixels = pixel_settings(config)
   found = {
     task: Body(_spec_for(task, pixels), _groups_for(task) if groups else None)
@@ -98,11 +98,12 @@ def make_builder(config: ExperimentConfig, task: Optional[str] = None) -> 'Build
     config = dataclasses.replace(
       config, agent=config.agent.with_overrides({'replay.max_replay_size': size})
     )
-  needs_groups = getattr(config.agent, 'needs_observation_groups', False)
-  if needs_groups and (config.pixels or any(is_manipulation(t) for t in config.task_names)):
+  # A pixel run's groups are its image's patches, which the builder cuts.
+  needs_groups = getattr(config.agent, 'needs_observation_groups', False) and not config.pixels
+  if needs_groups and any(is_manipulation(t) for t in config.task_names):
     raise ConfigError(
       f'agent: a network over observation groups (perceiver) takes state features of suite '
-      f'tasks only, not pixels={config.pixels} tasks={config.task_names!r}'
+      f'tasks or pixels, not the state of manipulation tasks {config.task_names!r}'
     )
   task = task or config.task
   groups = _groups_for(task) if needs_groups else None

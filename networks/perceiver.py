@@ -19,7 +19,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from networks.augment import random_shift
 from networks.critic import CategoricalCriticHead
+from networks.encoder import scale_pixels
 from networks.mpo import ACTION_BOUND, MPONetworks, clip_to_action_box, critic_batch_shape
 from networks.policy import GaussianHead, GaussianParams
 
@@ -282,4 +284,42 @@ def make_perceiver_networks(
     policy=hk.without_apply_rng(hk.transform(policy_fn)),
     critic=hk.without_apply_rng(hk.transform(critic_fn)),
     action_dim=action_dim,
+  )
+
+
+def make_perceiver_pixel_networks(
+  action_dim: int,
+  image_shape: Tuple[int, int, int],
+  patch_size: int,
+  shift_pad: int = 4,
+  **kwargs: Any,
+) -> MPONetworks:
+  """The Perceiver actor-critic over uint8 camera images [*B, H, W, C]: each patch_size
+  square of the image is a token (make_perceiver_networks' image group; `kwargs` are its
+  sizes). Images are normalised as the convolutional encoder does, and the learner shifts
+  them at random by up to `shift_pad` pixels (DrQ; 0: none). Policy and critic keep their
+  own encoders, as on state features.
+  """
+  shape = _check_group(tuple(image_shape), patch_size)
+  flat = make_perceiver_networks(action_dim, [shape], patch_size=patch_size, **kwargs)
+
+  def vector(obs: jnp.ndarray) -> jnp.ndarray:
+    if tuple(obs.shape[-3:]) != shape:
+      raise ValueError(f'expected images [*B, {", ".join(map(str, shape))}], got {obs.shape}')
+    obs = scale_pixels(obs)
+    return obs.reshape(obs.shape[:-3] + (-1,))
+
+  policy = hk.Transformed(
+    init=lambda key, obs: flat.policy.init(key, vector(obs)),
+    apply=lambda params, obs: flat.policy.apply(params, vector(obs)),
+  )
+  critic = hk.Transformed(
+    init=lambda key, obs, action: flat.critic.init(key, vector(obs), action),
+    apply=lambda params, obs, action: flat.critic.apply(params, vector(obs), action),
+  )
+  return MPONetworks(
+    policy=policy,
+    critic=critic,
+    action_dim=action_dim,
+    augment=(lambda key, obs: random_shift(key, obs, shift_pad)) if shift_pad > 0 else None,
   )

@@ -41,10 +41,13 @@ class MPOBuilder(ReplayPipeline):
     # A pixel task's learner takes the image spec; a state task's the vector size.
     self.obs_dim = spec.observations if self.pixels else int(spec.observations.shape[0])
     self.action_dim = int(spec.actions.shape[0])
-    if self.pixels and config.network != 'mlp':
-      raise ConfigError(
-        f"network={config.network!r}: pixel observations go through the encoder with 'mlp' heads"
-      )
+    if self.pixels and config.network == 'perceiver':
+      height, width = spec.observations.shape[:2]
+      if height % config.perceiver.patch_size or width % config.perceiver.patch_size:
+        raise ConfigError(
+          f'perceiver.patch_size={config.perceiver.patch_size} is invalid for {height}x{width} '
+          'images: it must divide both sides'
+        )
     self.obs_group_sizes = tuple(obs_group_sizes or (self._flat_size(),))
     if sum(self.obs_group_sizes) != self._flat_size():
       raise ValueError(
@@ -75,6 +78,21 @@ class MPOBuilder(ReplayPipeline):
 
   def make_networks(self) -> MPONetworks:
     c = self.config
+    if self.pixels and c.network == 'perceiver':
+      from networks.perceiver import make_perceiver_pixel_networks
+
+      p = c.perceiver
+      return make_perceiver_pixel_networks(
+        self.action_dim,
+        tuple(self.spec.observations.shape),
+        p.patch_size,
+        shift_pad=c.encoder.shift_pad,
+        num_atoms=c.num_atoms,
+        latent_dim=p.latent_dim,
+        num_latents=p.num_latents,
+        num_heads=p.num_heads,
+        num_self_attend_blocks=p.blocks,
+      )
     if self.pixels:
       e = c.encoder
       return make_pixel_mpo_networks(

@@ -26,9 +26,11 @@ class PerceiverConfig(Config):
   num_latents: int = 8
   num_heads: int = 4
   blocks: int = 1
+  # Pixel runs: each patch_size x patch_size square of the image is a token (64x64: 64).
+  patch_size: int = 8
 
   def check(self, need: Need) -> None:
-    for f in ('latent_dim', 'num_latents', 'num_heads', 'blocks'):
+    for f in ('latent_dim', 'num_latents', 'num_heads', 'blocks', 'patch_size'):
       need(is_int(getattr(self, f)) and getattr(self, f) >= 1, f, 'an int >= 1')
     need(self.latent_dim % self.num_heads == 0, 'latent_dim', 'a multiple of num_heads')
 

@@ -48,3 +48,19 @@ def test_replay_size_fits_the_memory_setting():
   tiny = ExperimentConfig(pixels=True, replay_memory_gb=0.001)
   assert pixel_replay_size(tiny) == tiny.agent.replay.min_replay_size
   assert pixel_replay_size(ExperimentConfig()) is None  # state runs keep theirs
+
+
+def test_a_pixel_run_may_use_the_perceiver_on_image_patches():
+  from launch.experiment import make_builder
+
+  config = ExperimentConfig(
+    pixels=True, agent={'network': 'perceiver', 'perceiver.patch_size': 16}, frame_stack=2
+  )
+  builder = make_builder(config)
+  assert builder.pixels and builder.spec.observations.shape == (64, 64, 6)
+  networks = builder.make_networks()
+  assert networks.augment is not None  # DrQ's shift, as for the convolutional encoder.
+  with pytest.raises(ConfigError, match='perceiver.patch_size=24'):
+    make_builder(
+      ExperimentConfig(pixels=True, agent={'network': 'perceiver', 'perceiver.patch_size': 24})
+    )

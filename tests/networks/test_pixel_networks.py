@@ -1,5 +1,7 @@
 """The image encoder, DrQ's random shift, and MPO's pixel networks with a shared encoder."""
 
+import functools
+
 import haiku as hk
 import jax
 import jax.numpy as jnp
@@ -153,3 +155,63 @@ def test_bc_trains_its_own_encoder(pixel_setup):
   before = jax.tree_util.tree_leaves(_encoder_leaves(state.policy_params))
   after = jax.tree_util.tree_leaves(_encoder_leaves(new.policy_params))
   assert before and any(not np.array_equal(a, b) for a, b in zip(before, after))
+
+
+def test_the_perceiver_reads_images_as_patch_tokens_and_trains_from_pixels():
+  from acme import specs as acme_specs
+
+  from agents.common.errors import ConfigError
+  from agents.mpo.builder import MPOBuilder
+  from networks.perceiver import make_perceiver_networks
+
+  spec = acme_specs.EnvironmentSpec(
+    observations=OBS_SPEC,
+    actions=specs.BoundedArray((2,), np.float32, -1.0, 1.0),
+    rewards=specs.Array((), np.float32),
+    discounts=specs.BoundedArray((), np.float32, 0.0, 1.0),
+  )
+  sizes = {'latent_dim': 8, 'num_latents': 4, 'num_heads': 2, 'blocks': 1, 'patch_size': 4}
+  config = MPOConfig.from_dict(
+    {'network': 'perceiver', 'perceiver': sizes, 'num_atoms': 11, 'num_samples': 4,
+     'policy_loss': 'pac'}
+  )  # fmt: skip
+  networks = MPOBuilder(config, spec).make_networks()
+  # One unoptimised compilation each: far cheaper than the Perceiver op by op, or optimised.
+  compiled = functools.partial(jax.jit, compiler_options={'xla_backend_optimization_level': 0})
+  init = compiled(lambda key: learning.initial_state(networks, config, OBS_SPEC, key))
+  state = init(jax.random.PRNGKey(0))
+  # 16x16 images in 4x4 patches: 16 tokens, each with its own position.
+  assert state.policy_params['policy_encoder']['group_0_patch_positions'].shape == (16, 8)
+  # The same as the flat Perceiver on the scaled, flattened image (one image group).
+  flat = make_perceiver_networks(
+    2, [(SIZE, SIZE, 6)], num_atoms=11, latent_dim=8, num_latents=4, num_heads=2,
+    num_self_attend_blocks=1, patch_size=4,
+  )  # fmt: skip
+  rng = np.random.default_rng(0)
+  obs = rng.integers(0, 256, (8, SIZE, SIZE, 6), dtype=np.uint8)
+  vector = np.asarray(scale_pixels(obs)).reshape(8, -1)
+  got = compiled(networks.policy.apply)(state.policy_params, obs)
+  want = compiled(flat.policy.apply)(state.policy_params, vector)
+  for a, b in zip(got, want):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  # The critic broadcasts each image over the sampled actions.
+  q = jax.eval_shape(networks.critic.apply, state.critic_params, obs, jnp.zeros((4, 8, 2)))
+  assert q.shape == (4, 8, 11)
+  assert networks.augment is not None and networks.share_encoder is None
+  batch = types.Transition(
+    observation=obs,
+    action=rng.uniform(-1, 1, (8, 2)).astype(np.float32),
+    reward=rng.uniform(0, 1, 8).astype(np.float32),
+    discount=np.full(8, 0.99, np.float32),
+    next_observation=np.roll(obs, 1, axis=0),
+  )
+  new, metrics = compiled(learning.make_update_fn(networks, config))(state, batch)
+  assert np.isfinite(float(metrics['critic_loss'])) and np.isfinite(float(metrics['policy_loss']))
+  moved = jax.tree_util.tree_map(
+    lambda a, b: not np.array_equal(a, b), state.critic_params, new.critic_params
+  )
+  assert all(jax.tree_util.tree_leaves(moved['critic_encoder']))
+  # A patch size that does not tile the image is refused, naming it.
+  bad = MPOConfig.from_dict({'network': 'perceiver', 'perceiver': {**sizes, 'patch_size': 5}})
+  with pytest.raises(ConfigError, match='perceiver.patch_size=5'):
+    MPOBuilder(bad, spec)
