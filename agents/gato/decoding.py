@@ -85,3 +85,50 @@ def make_action_decoder(
     return action, tokens, cache
 
   return decode
+
+
+def make_full_pass_decoder(
+  model: SequenceModel, layout: TimestepLayout, greedy: bool, bounds=ACTION_BOUNDS
+):
+  """The cached decoder's reference and the cost it saves: one forward pass over the whole
+  context per action dimension, no cache.
+
+  decode(params, tokens[B, max_len], positions[B, max_len], length, obs[B, obs_dim], key)
+  -> (action[B, A], tokens[B, A], tokens', positions', length'): the context holds `length`
+  tokens (the rest is padding the causal mask keeps out of the logits read); the returned
+  one has the timestep appended. The caller keeps `length + layout.num_tokens <= max_len`.
+  Keys are split as make_action_decoder splits them, so the two choose the same tokens.
+  """
+  allowed = action_token_range(layout, bounds)
+  layout_positions = jnp.asarray(layout.positions, jnp.int32)
+  num_obs = layout.separator_index + 1
+
+  def write(array, values, at):
+    return jax.lax.dynamic_update_slice(array, values.astype(array.dtype), (0, at))
+
+  def decode(params, tokens, positions, length, obs, key):
+    batch = obs.shape[0]
+    tokens = write(tokens, layout.observation_tokens(obs), length)
+    positions = write(
+      positions, jnp.broadcast_to(layout_positions[:num_obs], (batch, num_obs)), length
+    )
+    length = length + num_obs
+
+    def one_dimension(carry, position):
+      tokens, positions, length, key = carry
+      logits = model.apply(params, tokens, positions)
+      last = jax.lax.dynamic_index_in_dim(logits, length - 1, axis=1, keepdims=False)
+      key, sample_key = jax.random.split(key)
+      token = choose_tokens(last, sample_key, allowed, greedy)
+      tokens = write(tokens, token[:, None], length)
+      positions = write(positions, jnp.full((batch, 1), position, jnp.int32), length)
+      return (tokens, positions, length + 1, key), token
+
+    (tokens, positions, length, _), chosen = jax.lax.scan(
+      one_dimension, (tokens, positions, length, key), layout_positions[num_obs:]
+    )
+    chosen = chosen.T  # [A, B] -> [B, A]
+    action = jnp.clip(layout.actions(chosen), bounds[0], bounds[1])
+    return action, chosen, tokens, positions, length
+
+  return decode

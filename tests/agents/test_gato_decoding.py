@@ -137,3 +137,32 @@ def test_action_token_range_covers_the_action_box():
   assert action_token_range(TimestepLayout((1,), 1, action_mu_law=False)) == (0, 1023)
   logits = jnp.asarray(np.arange(10, dtype=np.float32)[None])
   assert int(_choose(logits, jax.random.PRNGKey(0), (2, 5), True)[0]) == 5
+
+
+@pytest.mark.parametrize('greedy', [True, False])
+def test_the_full_pass_decoder_chooses_what_the_cached_one_does(greedy):
+  from agents.gato.decoding import make_full_pass_decoder
+
+  model, params, _, apply_cached = _model()
+  layout = BODIES[0]
+  history, positions, obs = _episode(layout, seed=3)
+  key = jax.random.PRNGKey(11)
+  cache = model.init_cache(BATCH)
+  _, cache = apply_cached(params, cache, history, positions)
+  _, cached_tokens, _ = _decoder(0, greedy)(params, cache, obs, key)
+  padding = np.zeros((BATCH, SIZES.max_len - history.shape[1]), np.int32)
+  decode = _compiled(make_full_pass_decoder(model, layout, greedy))
+  action, tokens, context, _, length = decode(
+    params,
+    np.concatenate([history, padding], 1),
+    np.concatenate([positions, padding], 1),
+    history.shape[1],
+    obs,
+    key,
+  )
+  np.testing.assert_array_equal(tokens, cached_tokens)
+  assert int(length) == (HISTORY + 1) * layout.num_tokens
+  # The context now ends with the whole timestep: observation, separator, actions.
+  timestep = np.concatenate([layout.observation_tokens(obs), np.asarray(tokens)], 1)
+  np.testing.assert_array_equal(np.asarray(context)[:, history.shape[1] : int(length)], timestep)
+  assert np.all(np.abs(np.asarray(action)) <= 1.0)
