@@ -122,6 +122,15 @@ def parse_args(argv):
     help='actor: the K of the batched-actor figures actor_full_k{K} (K environments, one '
     'policy call a step); empty for none',
   )
+  p.add_argument(
+    '--pixels',
+    action='store_true',
+    help='actor: the task through its camera (--pixel_size, --frame_stack, --action_repeat); '
+    'bare stepping then renders too: a pixel actor against bare rendering (actor_pixels.csv)',
+  )
+  p.add_argument('--pixel_size', type=int, default=64)
+  p.add_argument('--frame_stack', type=int, default=3)
+  p.add_argument('--action_repeat', type=int, default=1)
   p.add_argument('--scaling_actors', type=_csv_list(int), default=[1, 2, 4])
   p.add_argument(
     '--scaling_seconds', type=float, default=90.0, help='--max_seconds of each scaling run'
@@ -149,6 +158,16 @@ def parse_args(argv):
   return args
 
 
+def _pixel_settings(args):
+  if not args.pixels:
+    return None
+  from environments.pixels import PixelSettings
+
+  return PixelSettings(
+    size=args.pixel_size, frame_stack=args.frame_stack, action_repeat=args.action_repeat
+  )
+
+
 def run_one(args) -> List[Row]:
   out = pathlib.Path(args.out)
   agent = dict(args.agent)
@@ -162,6 +181,7 @@ def run_one(args) -> List[Row]:
       args.repeats,
       args.max_episode_steps,
       envs_per_actor=args.envs_per_actor,
+      pixels=_pixel_settings(args),
     )
   if args.benchmark == 'replay':
     return bench_replay(
@@ -228,7 +248,8 @@ def main(argv=None) -> int:
       raise
     print(f'error: {e}', file=sys.stderr)  # A --from_run without a usable evaluator log.
     return 2
-  print(f'[throughput] wrote {args.out}/{args.benchmark}.csv and .png', flush=True)
+  name = 'actor_pixels' if args.benchmark == 'actor' and args.pixels else args.benchmark
+  print(f'[throughput] wrote {args.out}/{name}.csv and .png', flush=True)
   return 0
 
 

@@ -35,8 +35,13 @@ def bench_actor(
   max_episode_steps: Optional[int] = None,
   seed: int = 1,
   envs_per_actor: Sequence[int] = (),
+  pixels=None,
 ) -> List[Row]:
   """Actor env steps/s (and partial loops) against bare stepping of the same task.
+
+  With `pixels` (environments.pixels.PixelSettings) the task is seen through its camera:
+  bare stepping renders every frame, so the ratios are a pixel actor's frames per second
+  against bare rendering; written as actor_pixels.csv/png.
 
   For each K in `envs_per_actor`, figure actor_full_k{K}: a batched actor (K
   environments, one policy call a step, an adder and a store writer per environment),
@@ -47,18 +52,20 @@ def bench_actor(
   # As in an actor node, whose actor is the first to use JAX (here, before the learner
   # that only provides the initial parameters starts JAX with its default dispatch).
   prefer_inline_cpu_dispatch()
-  builder = make_builder(task, preset, agent)
+  builder = make_builder(task, preset, agent, pixels)
   replay = ReplayServer(builder)
   store_dir = tempfile.mkdtemp(prefix='throughput_store_')
   try:
     series = _actor_series(
-      builder, replay, store_dir, task, seconds, repeats, max_episode_steps, seed, envs_per_actor
-    )
+      builder, replay, store_dir, task, seconds, repeats, max_episode_steps, seed, envs_per_actor,
+      pixels,
+    )  # fmt: skip
   finally:
     replay.stop()
     shutil.rmtree(store_dir, ignore_errors=True)
-  rows, samples = figure_rows('actor', preset, series, seconds)
-  return report(out, 'actor', rows, samples)
+  name = 'actor' if pixels is None else 'actor_pixels'
+  rows, samples = figure_rows(name, preset, series, seconds)
+  return report(out, name, rows, samples)
 
 
 def _actor_series(
@@ -71,6 +78,7 @@ def _actor_series(
   max_episode_steps: Optional[int],
   seed: int,
   envs_per_actor: Sequence[int] = (),
+  pixels=None,
 ) -> List[Series]:
   """The actor benchmark's timings; its adders are gone when it returns (a server with
   live writers takes seconds to stop)."""
@@ -83,12 +91,12 @@ def _actor_series(
 
   learner = builder.make_learner(iter(()), seed=0, logger=loggers.NoOpLogger())
   source = LocalVariableSource(learner)
-  bare_env = make_env(task, seed, max_episode_steps)
+  bare_env = make_env(task, seed, max_episode_steps, pixels)
   action = constant_action(bare_env)
   writers = []
 
   def loop(actor_adder: bool, store: bool, constant: bool = False) -> Rate:
-    env = make_env(task, seed, max_episode_steps)
+    env = make_env(task, seed, max_episode_steps, pixels)
     observers = []
     if constant:
       actor = ConstantActor(action)
@@ -125,7 +133,7 @@ def _actor_series(
     from agents.batched_actor import make_batched_actor
     from launch.nodes.batched_loop import BatchedEnvironmentLoop
 
-    envs = [make_env(task, seed + j, max_episode_steps) for j in range(k)]
+    envs = [make_env(task, seed + j, max_episode_steps, pixels) for j in range(k)]
     stream_adders = [builder.make_adder(replay.client) for _ in envs]
     seeds = [seed + j for j in range(k)]
     actor = make_batched_actor(builder, source, stream_adders, seeds, LEARNER_STEPS)

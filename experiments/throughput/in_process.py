@@ -8,16 +8,16 @@ import numpy as np
 from agents.mpo.presets import PRESETS
 
 
-def make_builder(task: str, preset: str, agent: Dict[str, Any]):
+def make_builder(task: str, preset: str, agent: Dict[str, Any], pixels=None):
   """The project's MPOBuilder for `task` with a preset and overrides (no rate limiting:
-  nothing here waits for a learner to sample)."""
+  nothing here waits for a learner to sample); for its camera images with `pixels`
+  (environments.pixels.PixelSettings)."""
   from acme import specs
 
   from agents.mpo.builder import MPOBuilder
-  from environments.suite import make_environment
 
   config = mpo_config(preset, agent, {'replay.samples_per_insert': None})
-  spec = specs.make_environment_spec(make_environment(task, seed=0))
+  spec = specs.make_environment_spec(make_env(task, 0, None, pixels))
   return MPOBuilder(config, spec)
 
 
@@ -34,11 +34,16 @@ def configured_spi(preset: str, agent: Dict[str, Any]) -> Optional[float]:
   return mpo_config(preset, agent).replay.samples_per_insert
 
 
-def make_env(task: str, seed: int, max_episode_steps: Optional[int]):
-  """The task as actor nodes make it; optionally with shorter episodes (tests)."""
+def make_env(task: str, seed: int, max_episode_steps: Optional[int], pixels=None):
+  """The task as actor nodes make it (through its camera with `pixels`); optionally with
+  shorter episodes (tests)."""
+  from environments.pixels import make_pixel_environment
   from environments.suite import make_environment
 
-  env = make_environment(task, seed=seed)
+  if pixels is not None:
+    env = make_pixel_environment(task, seed=seed, settings=pixels)
+  else:
+    env = make_environment(task, seed=seed)
   if max_episode_steps:
     from acme import wrappers
 

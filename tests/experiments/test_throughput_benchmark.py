@@ -55,6 +55,18 @@ def test_actor(tmp_path):
   _check(tmp_path, 'actor', figures)
 
 
+def test_actor_on_pixels_against_bare_rendering(tmp_path):
+  from environments.pixels import PixelSettings
+
+  pixels = PixelSettings(size=16, frame_stack=1)
+  agent = {**TINY, 'encoder': {'channels': [4], 'feature_dim': 8}}
+  bench_actor(tmp_path, TASK, 'cpu', agent, envs_per_actor=(), pixels=pixels, **FAST)
+  _check(
+    tmp_path, 'actor_pixels', ('loop_constant', 'actor_no_adder', 'actor_no_store', 'actor_full')
+  )
+  assert not (tmp_path / 'actor.csv').exists()
+
+
 def test_replay(tmp_path):
   bench_replay(tmp_path, TASK, 'cpu', TINY, fill=32, settle=0.0, **FAST)
   _check(tmp_path, 'replay', ('adder_inserts', 'dataset_samples', 'adder_vs_insert_need'))
