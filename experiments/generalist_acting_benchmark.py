@@ -41,7 +41,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
 import numpy as np  # noqa: E402
 
-from launch.cli import agent_setting  # noqa: E402
+from launch.cli import agent_setting, require_positive, task_list  # noqa: E402
 
 SUMMARY_FIELDS = (
   'task', 'cached_steps_per_s', 'full_pass_steps_per_s', 'ratio', 'same_actions',
@@ -62,19 +62,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
   p.add_argument('--agent', action='append', default=[], type=agent_setting)
   p.add_argument('--out', default='bench_out/generalist_acting')
   args = p.parse_args(argv)
-  from environments.suite import parse_task
-
-  args.task_list = [t.strip() for t in args.tasks.split(',') if t.strip()]
-  if not args.task_list:
-    p.error('--tasks: name at least one task')
-  for task in args.task_list:
-    try:
-      parse_task(task)
-    except ValueError as e:
-      p.error(f'--tasks: {e}')
-  for name in ('window_steps', 'repeats', 'check_steps', 'learner_steps'):
-    if getattr(args, name) < 1:
-      p.error(f'--{name} must be >= 1')
+  args.task_list = task_list(p, '--tasks', args.tasks)
+  require_positive(p, args, ('window_steps', 'repeats', 'check_steps', 'learner_steps'))
   return args
 
 

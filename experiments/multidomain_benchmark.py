@@ -37,6 +37,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 import numpy as np  # noqa: E402
 
 from experiments import transitions  # noqa: E402
+from launch.cli import require_positive, task_list  # noqa: E402
 
 FIELDS = ('seed', 'model', 'task', 'test_loss', 'relative_error', 'train_steps', 'seconds')
 PROGRESS_SECONDS = 30.0
@@ -54,19 +55,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
   p.add_argument('--seeds', default='0', help='comma-separated, e.g. 0,1,2')
   p.add_argument('--out', default='bench_out/multidomain')
   args = p.parse_args(argv)
-  from environments.suite import parse_task
-
-  args.task_list = [t.strip() for t in args.tasks.split(',') if t.strip()]
-  if len(args.task_list) < 2 or len(set(args.task_list)) != len(args.task_list):
-    p.error('--tasks: name at least two different tasks')
-  for task in args.task_list:
-    try:
-      parse_task(task)
-    except ValueError as e:
-      p.error(f'--tasks: {e}')
-  for name in ('train_episodes', 'test_episodes', 'train_steps', 'batch_size'):
-    if getattr(args, name) < 1:
-      p.error(f'--{name} must be >= 1')
+  args.task_list = task_list(p, '--tasks', args.tasks, at_least=2)
+  require_positive(p, args, ('train_episodes', 'test_episodes', 'train_steps', 'batch_size'))
   try:
     args.seed_list = [int(s) for s in args.seeds.split(',') if s.strip()]
   except ValueError:

@@ -12,6 +12,29 @@ import typing
 from typing import Any, Dict, Optional, Sequence, Type
 
 
+def task_list(parser: argparse.ArgumentParser, flag: str, text: str, at_least: int = 1):
+  """The comma-separated tasks of `flag` (`text`), at least `at_least` different ones, each
+  a task name environments.suite knows; parser.error naming the flag otherwise."""
+  from environments.suite import parse_task
+
+  tasks = [t.strip() for t in text.split(',') if t.strip()]
+  if len(tasks) < at_least or len(set(tasks)) != len(tasks):
+    parser.error(f'{flag}: name at least {at_least} different tasks, each once')
+  for task in tasks:
+    try:
+      parse_task(task)
+    except ValueError as e:
+      parser.error(f'{flag}: {e}')
+  return tasks
+
+
+def require_positive(parser: argparse.ArgumentParser, args: argparse.Namespace, names) -> None:
+  """parser.error naming the first of the int flags `names` below 1."""
+  for name in names:
+    if getattr(args, name) < 1:
+      parser.error(f'--{name} must be >= 1')
+
+
 def agent_setting(text: str):
   """An --agent FIELD=VALUE flag as (field, value), the value read as JSON where it is."""
   key, sep, value = text.partition('=')

@@ -10,8 +10,8 @@ from experiments import multidomain_benchmark
 @pytest.mark.parametrize(
   'tasks, named',
   [
-    ('cartpole:swingup', 'at least two different tasks'),
-    ('cartpole:swingup,cartpole:swingup', 'at least two different tasks'),
+    ('cartpole:swingup', 'at least 2 different tasks'),
+    ('cartpole:swingup,cartpole:swingup', 'at least 2 different tasks'),
     ('cartpole:swingup,point_mass:hard_as_nails', 'point_mass:hard_as_nails'),
   ],
 )
