@@ -57,6 +57,20 @@ def test_random_shift_shifts_each_image_within_pad():
   assert random_shift(jax.random.PRNGKey(0), images, pad=0) is images
 
 
+def _random_batch(seed: int = 0) -> types.Transition:
+  """8 random images with random actions and rewards; the next images are the batch's own,
+  rolled by one."""
+  rng = np.random.default_rng(seed)
+  obs = rng.integers(0, 256, (8, SIZE, SIZE, 6), dtype=np.uint8)
+  return types.Transition(
+    observation=obs,
+    action=rng.uniform(-1, 1, (8, 2)).astype(np.float32),
+    reward=rng.uniform(0, 1, 8).astype(np.float32),
+    discount=np.full(8, 0.99, np.float32),
+    next_observation=np.roll(obs, 1, axis=0),
+  )
+
+
 @pytest.fixture(scope='module')
 def pixel_setup():
   networks = make_pixel_mpo_networks(
@@ -71,16 +85,7 @@ def pixel_setup():
     policy_loss='pac',
   )
   state = learning.initial_state(networks, config, OBS_SPEC, jax.random.PRNGKey(0))
-  rng = np.random.default_rng(0)
-  obs = rng.integers(0, 256, (8, SIZE, SIZE, 6), dtype=np.uint8)
-  batch = types.Transition(
-    observation=obs,
-    action=rng.uniform(-1, 1, (8, 2)).astype(np.float32),
-    reward=rng.uniform(0, 1, 8).astype(np.float32),
-    discount=np.full(8, 0.99, np.float32),
-    next_observation=np.roll(obs, 1, axis=0),
-  )
-  return networks, config, state, batch
+  return networks, config, state, _random_batch()
 
 
 def _encoder_leaves(params):
@@ -187,8 +192,8 @@ def test_the_perceiver_reads_images_as_patch_tokens_and_trains_from_pixels():
     2, [(SIZE, SIZE, 6)], num_atoms=11, latent_dim=8, num_latents=4, num_heads=2,
     num_self_attend_blocks=1, patch_size=4,
   )  # fmt: skip
-  rng = np.random.default_rng(0)
-  obs = rng.integers(0, 256, (8, SIZE, SIZE, 6), dtype=np.uint8)
+  batch = _random_batch()
+  obs = batch.observation
   vector = np.asarray(scale_pixels(obs)).reshape(8, -1)
   got = compiled(networks.policy.apply)(state.policy_params, obs)
   want = compiled(flat.policy.apply)(state.policy_params, vector)
@@ -198,13 +203,6 @@ def test_the_perceiver_reads_images_as_patch_tokens_and_trains_from_pixels():
   q = jax.eval_shape(networks.critic.apply, state.critic_params, obs, jnp.zeros((4, 8, 2)))
   assert q.shape == (4, 8, 11)
   assert networks.augment is not None and networks.share_encoder is None
-  batch = types.Transition(
-    observation=obs,
-    action=rng.uniform(-1, 1, (8, 2)).astype(np.float32),
-    reward=rng.uniform(0, 1, 8).astype(np.float32),
-    discount=np.full(8, 0.99, np.float32),
-    next_observation=np.roll(obs, 1, axis=0),
-  )
   new, metrics = compiled(learning.make_update_fn(networks, config))(state, batch)
   assert np.isfinite(float(metrics['critic_loss'])) and np.isfinite(float(metrics['policy_loss']))
   moved = jax.tree_util.tree_map(
