@@ -127,6 +127,20 @@ class NStepAdder(base.Adder):
     writer.create_item(table=self._table, priority=1.0, trajectory=item)
     writer.flush(self._max_in_flight_items)
 
+  def close(self, timeout_ms: int = 1000) -> None:
+    """Sends what is written, waiting at most `timeout_ms`, and closes the writer (a later
+    add opens a new one). Nodes call it when they stop, while the server is up: left to
+    garbage collection, __del__ would wait up to 10 s for a server that may be gone, inside
+    whatever code the collection interrupts."""
+    if self._writer is None:
+      return
+    writer, self._writer = self._writer, None
+    try:
+      writer.flush(0, timeout_ms=timeout_ms)
+    except (reverb.DeadlineExceededError, RuntimeError) as e:
+      log.warning('the n-step writer could not flush its items in %d ms: %s', timeout_ms, e)
+    writer.close()
+
   def __del__(self):
     if self._writer is None:
       return

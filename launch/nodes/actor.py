@@ -17,7 +17,12 @@ from launch import experiment
 from launch.logs import make_logger
 from launch.nodes.counter import flush_counts
 from launch.nodes.process import announce_process, quiet_node_logs
-from launch.nodes.stopping import exit_process_if_stuck, run_until_stopped, wait_for_stop
+from launch.nodes.stopping import (
+  close_adders,
+  exit_process_if_stuck,
+  run_until_stopped,
+  wait_for_stop,
+)
 from launch.run_dir import RunDir
 from launch.store.episodes import EpisodeStore
 from launch.store.recorder import EpisodeRecorder
@@ -110,6 +115,7 @@ class ActorWorker:
       self._log.info('acting on task %s', task)
     # Iterated collect-and-infer trains on the store alone: no replay inserts.
     adder = None if cfg.mode == 'iterated' else builder.make_adder(replay)
+    self._adders = [adder]
     self._actor = builder.make_actor(learner, adder, seed=seed, version_name='learner_steps')
     self._learner = learner
     self._iterated = cfg.mode == 'iterated'
@@ -191,4 +197,6 @@ class ActorWorker:
     # stopped sampling; it must not keep this node alive past shutdown.
     finished = run_until_stopped(self._episodes, stop, grace_seconds=1.0)
     self._log.info('stopped%s', '' if finished else ' (abandoned an in-flight insert)')
+    if finished:
+      close_adders(self._adders)
     exit_process_if_stuck(finished)

@@ -22,7 +22,7 @@ from launch.nodes.actor import _steps_so_far, actor_seed
 from launch.nodes.batched_loop import BatchedEnvironmentLoop
 from launch.nodes.counter import flush_counts
 from launch.nodes.process import announce_process, quiet_node_logs
-from launch.nodes.stopping import exit_process_if_stuck, run_until_stopped
+from launch.nodes.stopping import close_adders, exit_process_if_stuck, run_until_stopped
 from launch.run_dir import RunDir
 from launch.store.episodes import EpisodeStore
 from launch.store.recorder import EpisodeRecorder
@@ -54,6 +54,7 @@ class BatchedActorWorker:
     envs = [experiment.make_env(cfg, seed=seed) for seed in self.seeds]
     # One writer (n-step stream) per environment, as separate actors would have.
     stream_adders = [builder.make_adder(replay) for _ in envs]
+    self._adders = stream_adders
     self._actor = make_batched_actor(
       builder, learner, stream_adders, self.seeds, version_name='learner_steps'
     )
@@ -116,4 +117,6 @@ class BatchedActorWorker:
     # stopped sampling; it must not keep this node alive past shutdown.
     finished = run_until_stopped(self._episodes, stop, grace_seconds=3.0)
     self._log.info('stopped%s', '' if finished else ' (abandoned an in-flight insert)')
+    if finished:
+      close_adders(self._adders)
     exit_process_if_stuck(finished)

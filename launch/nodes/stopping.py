@@ -61,3 +61,12 @@ def exit_process_if_stuck(finished: bool) -> None:
   """In a node's own process (main thread), ends it when its work is still parked."""
   if not finished and threading.current_thread() is threading.main_thread():
     os._exit(0)  # pylint: disable=protected-access
+
+
+def close_adders(adders) -> None:
+  """Closes each adder that can be closed (agents.nstep_adder.NStepAdder.close), so that
+  none is left for garbage collection to flush against a server that may be gone by then."""
+  for adder in adders:
+    close = getattr(adder, 'close', None)
+    if close is not None:
+      close()

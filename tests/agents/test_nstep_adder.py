@@ -64,3 +64,28 @@ def test_items_equal_acmes_in_order_bit_for_bit(n_step):
   for a, b in zip(acme_items, ours):
     assert [x.dtype for x in a] == [x.dtype for x in b]
     assert [x.tobytes() for x in a] == [x.tobytes() for x in b]
+
+
+def test_close_delivers_every_item_and_a_later_episode_opens_a_new_writer():
+  signature = reverb_adders.NStepTransitionAdder.signature(SPEC)
+  server = reverb.Server([reverb.Table.queue(TABLE, 1000, signature=signature)], port=None)
+  try:
+    client = reverb.Client(f'localhost:{server.port}')
+    adder = NStepAdder(client, 1, 0.99, TABLE, max_in_flight_items=32, keep_alive_steps=16)
+    _feed(adder, seed=0)  # Every episode ends: its items are in the table.
+    steps = sum(length for length, _ in EPISODES)
+    assert client.server_info()[TABLE].current_size == steps
+    # Three steps of an episode that goes on: their chunk is not complete, nothing is sent.
+    f32 = lambda: np.ones(3, np.float32)  # noqa: E731
+    adder.add_first(dm_env.restart(f32()))
+    for _ in range(3):
+      adder.add(np.zeros(2, np.float32), dm_env.transition(np.float32(1.0), f32(), np.float32(1.0)))
+    assert client.server_info()[TABLE].current_size == steps
+    adder.close()  # Sends them; nothing of the adder is left for __del__ to flush.
+    assert client.server_info()[TABLE].current_size == steps + 3 and adder._writer is None
+    adder.close()  # Twice is fine.
+    _feed(adder, seed=1)  # A new writer.
+    adder.close()
+    assert client.server_info()[TABLE].current_size == 2 * steps + 3
+  finally:
+    server.stop()

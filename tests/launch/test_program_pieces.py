@@ -126,6 +126,9 @@ def test_nodes_run_together_until_the_budget(tmp_path):
   evaluations = (run_dir / 'logs' / 'evaluator' / 'logs.csv').read_text().strip().splitlines()
   assert len(evaluations) >= 3, evaluations  # header, >= 1 periodic, the final one
   assert len(Checkpointer(run_dir / 'checkpoints').all_steps()) >= 2
+  # The actor closed its adder as it stopped (else collecting it later flushes it against a
+  # server that is gone, up to 10 s inside whatever code the collection interrupts).
+  assert [adder._writer for adder in actor._adders] == [None]
   server.stop()
   # Work threads abandoned on a parked insert or sample wake when the server goes; they
   # must end at once, not act on (a thread inside JAX at interpreter exit aborts it).
