@@ -18,7 +18,7 @@ from launch.config import ExperimentConfig
 from launch.run_dir import RunDir
 
 
-def _policy_config(run_dir: str, setting: str, spec: specs.EnvironmentSpec) -> ExperimentConfig:
+def _policy_config(run_dir: str, setting: str) -> ExperimentConfig:
   rd = RunDir(os.path.abspath(run_dir))
   if not rd.exists():
     raise ConfigError(f'{setting}={run_dir!r}: not a run directory (no config.json)')
@@ -69,6 +69,17 @@ def _check_params(params: Any, expected: Any, where: str, kind: str) -> None:
       raise ConfigError(f'{where}: {kind} parameter {name(path)} holds NaN or infinity')
 
 
+def check_policy_run(run_dir: str, setting: str) -> None:
+  """What the launcher checks of a policy run before launch, without JAX: its config, and
+  a checkpoint holding policy parameters (read without pickles). The spec and every array
+  are checked where the policy is loaded (load_policy)."""
+  _policy_config(run_dir, setting)
+  payload = load_init_checkpoint(run_dir, setting)
+  state = payload.get('learner_state') if isinstance(payload, dict) else None
+  if getattr(state, 'policy_params', None) is None:
+    raise ConfigError(f'{setting}={run_dir!r}: its checkpoint holds no learner_state.policy_params')
+
+
 def load_policy(run_dir: str, spec: specs.EnvironmentSpec, setting: str):
   """The Gaussian policy of `run_dir`'s newest checkpoint, as an
   agents.planning.proposals.ProposalPolicy for actions of `spec`, with its critic's state
@@ -83,7 +94,7 @@ def load_policy(run_dir: str, spec: specs.EnvironmentSpec, setting: str):
   from launch import experiment
 
   where = f'{setting}={run_dir!r}'
-  config = _policy_config(run_dir, setting, spec)
+  config = _policy_config(run_dir, setting)
   builder = experiment.make_builder(config)
   _check_spec(builder.spec, spec, where)
   networks = builder.make_networks()

@@ -218,6 +218,12 @@ class AgentConfig(Config):
     must share one spec."""
     return False
 
+  @property
+  def policy_run(self) -> Optional[Tuple[str, str]]:
+    """(the setting that names it, a run directory) of another run's policy this agent's
+    actors use (launch.borrowed_policy), or None."""
+    return None
+
 
 def tuple_or_none(value: Any) -> Optional[Tuple]:
   """JSON (config.json, --agent) gives lists; a tuple keeps a config hashable and comparable."""

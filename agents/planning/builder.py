@@ -85,8 +85,7 @@ class PlanningBuilder(ReplayPipeline):
 
   def policy_run(self) -> Optional[Tuple[str, str]]:
     """(setting, run directory) of the policy that proposes plans, or None."""
-    run = self.config.planner.proposals_from
-    return ('agent.planner.proposals_from', run) if run else None
+    return self.config.policy_run
 
   def lend_policy(self, load: Callable[[], ProposalPolicy]) -> None:
     """Gives the loader of policy_run()'s policy, called once, by the first actor made."""

@@ -148,6 +148,11 @@ class PlanningConfig(AgentConfig):
     default_factory=lambda: ReplayConfig(n_step=1, batch_size=256, min_replay_size=1000)
   )
 
+  @property
+  def policy_run(self):
+    run = self.planner.proposals_from
+    return ('agent.planner.proposals_from', run) if run else None
+
   def check(self, need: Need) -> None:
     if self.replay.n_step != 1:
       raise ConfigError(

@@ -100,7 +100,8 @@ def effective_config(
 
 
 def _check_training_data(config: ExperimentConfig, run_dir: RunDir) -> None:
-  """Datasets exist and hold episodes; offline training has something to learn from."""
+  """Datasets exist and hold episodes; offline training has something to learn from; the
+  checkpoint a new run starts from and the policy its actors borrow read."""
   from launch.store.episodes import EpisodeStore
 
   for d in config.datasets:
@@ -118,6 +119,11 @@ def _check_training_data(config: ExperimentConfig, run_dir: RunDir) -> None:
     )
   if config.init_checkpoint and Checkpointer(run_dir.checkpoints).all_steps() == []:
     load_init_checkpoint(config.init_checkpoint)  # Refuse a bad one before launch.
+  if config.agent.policy_run is not None:  # Another run's policy the actors will use.
+    from launch.borrowed_policy import check_policy_run
+
+    setting, run = config.agent.policy_run
+    check_policy_run(run, setting)
 
 
 def _spent_budget(config: ExperimentConfig, run_dir: RunDir) -> Optional[str]:

@@ -245,3 +245,18 @@ def test_terminal_value_needs_a_policy_run_with_a_critic():
   builder.lend_policy(lambda: ProposalPolicy(lambda p, o: (o[:, :1], o[:, :1]), 0.0))
   with pytest.raises(ConfigError, match='has no critic'):
     builder.make_actor(builder.make_learner(iter(())), adder=None)
+
+
+def test_the_launcher_refuses_a_bad_policy_run_before_launch(tmp_path):
+  from launch.local.launcher import prepare_run
+
+  agent = {
+    **ONE_CANDIDATE,
+    'planner': {**ONE_CANDIDATE['planner'], 'proposals_from': str(tmp_path)},
+  }
+  config = ExperimentConfig.from_dict(
+    {'run_dir': str(tmp_path / 'plan'), 'algorithm': 'planning', 'task': TASK, 'agent': agent}
+  )
+  with pytest.raises(ConfigError, match='agent.planner.proposals_from=.*not a run directory'):
+    prepare_run(config)
+  assert not (tmp_path / 'plan' / 'config.json').exists()  # Refused before it was stored.
