@@ -156,7 +156,11 @@ class MPOConfig(AgentConfig):
 
   legacy_keys = {
     **LEGACY_REPLAY_KEYS,
-    **{f'perceiver_{f.name}': f'perceiver.{f.name}' for f in dataclasses.fields(PerceiverConfig)},
+    # The flat names runs stored before the sub-configs (patch_size came later).
+    **{
+      f'perceiver_{f}': f'perceiver.{f}'
+      for f in ('latent_dim', 'num_latents', 'num_heads', 'blocks')
+    },
     **{f'pmpo_{f.name}': f'pmpo.{f.name}' for f in dataclasses.fields(PMPOConfig)},
     'bc_alpha': 'pac.alpha',
     'bc_alpha_schedule': 'pac.alpha_schedule',
