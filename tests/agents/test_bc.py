@@ -88,7 +88,9 @@ def test_config_rejects_bad_values_naming_the_field(field, value):
 def _legacy_flat(config: MPOConfig) -> dict:
   """The config.json agent entry of a BC run from before BCConfig stood alone: a flat MPOConfig."""
   old_name = {new: old for old, new in MPOConfig.legacy_keys.items()}
-  return {old_name.get(k, k): v for k, v in MPOConfig.flatten(config.to_dict()).items()}
+  flat = {old_name.get(k, k): v for k, v in MPOConfig.flatten(config.to_dict()).items()}
+  # Fields added to the sub-configs since (e.g. perceiver.patch_size) were never stored flat.
+  return {k: v for k, v in flat.items() if '.' not in k}
 
 
 def test_config_from_a_stored_mpo_config_takes_the_policy_settings():
