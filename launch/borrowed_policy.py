@@ -50,10 +50,11 @@ def _check_params(params: Any, expected: Any, where: str, kind: str) -> None:
   got = dict(jax.tree_util.tree_flatten_with_path(params)[0])
   want = dict(jax.tree_util.tree_flatten_with_path(expected)[0])
   name = jax.tree_util.keystr
-  for path in sorted(set(want) - set(got), key=name)[:1]:
-    raise ConfigError(f'{where}: {kind} parameter {name(path)} is missing')
-  for path in sorted(set(got) - set(want), key=name)[:1]:
-    raise ConfigError(f"{where}: {kind} parameter {name(path)} is not the network's")
+  missing, extra = sorted(set(want) - set(got), key=name), sorted(set(got) - set(want), key=name)
+  if missing:
+    raise ConfigError(f'{where}: {kind} parameter {name(missing[0])} is missing')
+  if extra:
+    raise ConfigError(f"{where}: {kind} parameter {name(extra[0])} is not the network's")
   for path, value in want.items():
     array = got[path]
     if not isinstance(array, np.ndarray) or array.shape != value.shape:
@@ -74,10 +75,16 @@ def check_policy_run(run_dir: str, setting: str) -> None:
   a checkpoint holding policy parameters (read without pickles). The spec and every array
   are checked where the policy is loaded (load_policy)."""
   _policy_config(run_dir, setting)
+  _checkpoint_state(run_dir, setting)
+
+
+def _checkpoint_state(run_dir: str, setting: str) -> Any:
+  """The learner state of the run's newest checkpoint (no pickles), with policy parameters."""
   payload = load_init_checkpoint(run_dir, setting)
   state = payload.get('learner_state') if isinstance(payload, dict) else None
   if getattr(state, 'policy_params', None) is None:
     raise ConfigError(f'{setting}={run_dir!r}: its checkpoint holds no learner_state.policy_params')
+  return state
 
 
 def load_policy(run_dir: str, spec: specs.EnvironmentSpec, setting: str):
@@ -102,11 +109,8 @@ def load_policy(run_dir: str, spec: specs.EnvironmentSpec, setting: str):
     raise ConfigError(
       f'{where}: a {config.algorithm!r} run; proposals need a Gaussian policy (mpo or bc)'
     )
-  payload = load_init_checkpoint(run_dir, setting)
-  state = payload.get('learner_state') if isinstance(payload, dict) else None
-  policy_params = getattr(state, 'policy_params', None)
-  if policy_params is None:
-    raise ConfigError(f'{where}: its checkpoint holds no learner_state.policy_params')
+  state = _checkpoint_state(run_dir, setting)
+  policy_params = state.policy_params
   key = jax.random.PRNGKey(0)
   obs = np.zeros((1,) + tuple(spec.observations.shape), np.float32)
   _check_params(policy_params, networks.policy.init(key, obs), where, 'policy')
