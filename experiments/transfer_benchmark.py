@@ -14,8 +14,9 @@ random for uniformly random actions instead, data that shows little of the task)
   zero_shot    it, planning on the held-out variant untouched (issue 23's benchmark 3);
   finetuned    it, trained on k held-out episodes for --finetune_steps more, for each k
                of --shots (benchmark 2);
-  scratch      the same model trained on those k episodes alone, for --pretrain_steps +
-               --finetune_steps (as many updates as the finetuned model had);
+  scratch      the same model trained on those k episodes alone, for --scratch_steps
+               (by default --pretrain_steps + --finetune_steps: as many updates as the
+               finetuned model had);
   bc_zero_shot a behaviour-cloning policy trained on the pretraining data, and
   bc_finetuned that policy trained on the k episodes for --finetune_steps more: a policy
                pre-trained and fine-tuned on the same data as the model.
@@ -46,9 +47,11 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
 import numpy as np  # noqa: E402
 
+from acme.utils import loggers  # noqa: E402
+
 from experiments import transitions  # noqa: E402
 from experiments.planning_benchmark import play  # noqa: E402
-from launch.cli import agent_setting  # noqa: E402
+from launch.cli import agent_setting, require_positive  # noqa: E402
 
 FIELDS = ('seed', 'method', 'shots', 'episode', 'return', 'train_steps', 'transitions')
 MODEL_METHODS = ('zero_shot', 'finetuned', 'scratch')
@@ -83,6 +86,12 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
   p.add_argument('--planner', default='cem:learned')
   p.add_argument('--pretrain_steps', type=int, default=5000)
   p.add_argument('--finetune_steps', type=int, default=1000)
+  p.add_argument(
+    '--scratch_steps',
+    type=int,
+    default=None,
+    help='updates of the model trained from scratch (default: pretrain + finetune steps)',
+  )
   p.add_argument('--eval_episodes', type=int, default=1)
   p.add_argument('--preset', default='cpu')
   p.add_argument(
@@ -106,6 +115,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
       p.error(f'{task}: {e}')
   if args.heldout_task in args.pretrain_tasks:
     p.error(f'--heldout {args.heldout} is also a --pretrain variant')
+  if args.scratch_steps is None:
+    args.scratch_steps = args.pretrain_steps + args.finetune_steps
+  require_positive(p, args, ('pretrain_steps', 'finetune_steps', 'scratch_steps', 'seeds', 'eval_episodes'))
   args.shot_list = sorted({int(k) for k in args.shots.split(',')})
   if not args.shot_list or args.shot_list[0] < 1 or args.shot_list[-1] > args.heldout_episodes:
     p.error(f'--shots must be between 1 and --heldout_episodes ({args.heldout_episodes})')
@@ -149,13 +161,27 @@ def _dataset(args, task: str, kind: str, episodes: int, seed: int) -> str:
   return str(path)
 
 
-def _train(learner, steps: int, label: str) -> None:
+class _Latest(loggers.Logger):
+  """Keeps a learner's latest metrics, for the progress line."""
+
+  def __init__(self):
+    self.data: Dict[str, Any] = {}
+
+  def write(self, data) -> None:
+    self.data = data
+
+  def close(self) -> None:
+    pass
+
+
+def _train(learner, latest: _Latest, steps: int, label: str) -> None:
   start = last = time.time()
   for step in range(1, steps + 1):
     learner.step()
     if time.time() - last >= PROGRESS_SECONDS or step == steps:
       last = time.time()
-      print(f'  {label}: step {step}/{steps}, {last - start:.0f} s', flush=True)
+      losses = ', '.join(f'{k} {latest.data[k]:.3f}' for k in learner.loss_names)
+      print(f'  {label}: step {step}/{steps}, {losses}, {last - start:.0f} s', flush=True)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -221,30 +247,30 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       print(f'seed {seed} {method} k={shots}: return {row["return"]:.1f}', flush=True)
 
   def learner_on(builder, data, seed: int, state=None):
-    learner = builder.make_learner(
-      transitions.batches(data, builder.config.replay.batch_size, seed), seed=seed
-    )
+    latest = _Latest()
+    batches = transitions.batches(data, builder.config.replay.batch_size, seed)
+    learner = builder.make_learner(batches, seed=seed, logger=latest)
     if state is not None:
       learner.restore(state)
-    return learner
+    return learner, latest
 
   n_pre = len(pretrain['reward'])
   for seed in range(args.seeds):
     arms = ((planning, 'zero_shot', 'finetuned'), (bc, 'bc_zero_shot', 'bc_finetuned'))
     for builder, zero, tuned in arms:
-      base = learner_on(builder, pretrain, seed)
-      _train(base, args.pretrain_steps, f'seed {seed} {zero} pre-training')
+      base, latest = learner_on(builder, pretrain, seed)
+      _train(base, latest, args.pretrain_steps, f'seed {seed} {zero} pre-training')
       evaluate(builder, base, seed, zero, 0, args.pretrain_steps, n_pre)
       state = jax.device_get(base.save())
       for k, data in shots.items():
-        learner = learner_on(builder, data, seed, state)
-        _train(learner, args.finetune_steps, f'seed {seed} {tuned} k={k}')
+        learner, latest = learner_on(builder, data, seed, state)
+        _train(learner, latest, args.finetune_steps, f'seed {seed} {tuned} k={k}')
         steps = args.pretrain_steps + args.finetune_steps
         evaluate(builder, learner, seed, tuned, k, steps, n_pre + len(data['reward']))
     for k, data in shots.items():
-      learner = learner_on(planning, data, seed)
-      steps = args.pretrain_steps + args.finetune_steps
-      _train(learner, steps, f'seed {seed} scratch k={k}')
+      learner, latest = learner_on(planning, data, seed)
+      steps = args.scratch_steps
+      _train(learner, latest, steps, f'seed {seed} scratch k={k}')
       evaluate(planning, learner, seed, 'scratch', k, steps, len(data['reward']))
   csv_file.close()
   summary = _summary(rows, args.shot_list)

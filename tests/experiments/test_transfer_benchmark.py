@@ -17,6 +17,7 @@ from tests.fakes import random_episode
     (['--heldout', 'pole_width=2'], 'pole_width'),
     (['--planner', 'mppi:learned'], 'planner.method'),
     (['--model', 'lstm'], '--model'),
+    (['--scratch_steps', '0'], '--scratch_steps'),
   ],
 )
 def test_bad_arguments_are_refused_naming_them_before_any_work(tmp_path, capsys, extra, named):
@@ -39,6 +40,7 @@ def test_variants_and_default_action_repeat():
   assert args.heldout_task == 'cartpole:swingup@pole_length=0.6'
   assert args.shot_list == [1, 2]
   assert args.agent[0] == ('planner.action_repeat', 8)
+  assert args.scratch_steps == 5000 + 1000  # As many updates as the fine-tuned model's.
   mine = transfer_benchmark.parse_args(['--run_dir', 'r', '--agent', 'planner.action_repeat=2'])
   assert mine.agent == [('planner.action_repeat', 2)]
 
