@@ -46,7 +46,6 @@ from typing import Any, Dict, List, Optional, Sequence
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
 import numpy as np  # noqa: E402
-
 from acme.utils import loggers  # noqa: E402
 
 from experiments import transitions  # noqa: E402
@@ -117,7 +116,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.error(f'--heldout {args.heldout} is also a --pretrain variant')
   if args.scratch_steps is None:
     args.scratch_steps = args.pretrain_steps + args.finetune_steps
-  require_positive(p, args, ('pretrain_steps', 'finetune_steps', 'scratch_steps', 'seeds', 'eval_episodes'))
+  require_positive(
+    p, args, ('pretrain_steps', 'finetune_steps', 'scratch_steps', 'seeds', 'eval_episodes')
+  )
   args.shot_list = sorted({int(k) for k in args.shots.split(',')})
   if not args.shot_list or args.shot_list[0] < 1 or args.shot_list[-1] > args.heldout_episodes:
     p.error(f'--shots must be between 1 and --heldout_episodes ({args.heldout_episodes})')
