@@ -13,13 +13,15 @@ random for uniformly random actions instead, data that shows little of the task)
                for --pretrain_steps: the generalist;
   zero_shot    it, planning on the held-out variant untouched (issue 23's benchmark 3);
   finetuned    it, trained on k held-out episodes for --finetune_steps more, for each k
-               of --shots (benchmark 2);
+               of --shots (benchmark 2); with --finetune_mix F, a fraction F of every
+               fine-tuning batch is pre-training data (rehearsal; 0 by default);
   scratch      the same model trained on those k episodes alone, for --scratch_steps
                (by default --pretrain_steps + --finetune_steps: as many updates as the
                finetuned model had);
   bc_zero_shot a behaviour-cloning policy trained on the pretraining data, and
-  bc_finetuned that policy trained on the k episodes for --finetune_steps more: a policy
-               pre-trained and fine-tuned on the same data as the model.
+  bc_finetuned that policy trained on the k episodes for --finetune_steps more (and the
+               same --finetune_mix): a policy pre-trained and fine-tuned on the same data
+               as the model.
 
 Models plan with --planner ('method:reward', as planning_benchmark) and --agent settings
 (planner.action_repeat=8 by default: cartpole needs about 1 s of lookahead); policies act
@@ -86,6 +88,12 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
   p.add_argument('--pretrain_steps', type=int, default=5000)
   p.add_argument('--finetune_steps', type=int, default=1000)
   p.add_argument(
+    '--finetune_mix',
+    type=float,
+    default=0.0,
+    help='fraction of each fine-tuning batch drawn from the pre-training data, in [0, 1)',
+  )
+  p.add_argument(
     '--scratch_steps',
     type=int,
     default=None,
@@ -119,6 +127,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
   require_positive(
     p, args, ('pretrain_steps', 'finetune_steps', 'scratch_steps', 'seeds', 'eval_episodes')
   )
+  if not 0.0 <= args.finetune_mix < 1.0:
+    p.error(f'--finetune_mix must be in [0, 1), got {args.finetune_mix}')
   args.shot_list = sorted({int(k) for k in args.shots.split(',')})
   if not args.shot_list or args.shot_list[0] < 1 or args.shot_list[-1] > args.heldout_episodes:
     p.error(f'--shots must be between 1 and --heldout_episodes ({args.heldout_episodes})')
@@ -247,9 +257,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       csv_file.flush()
       print(f'seed {seed} {method} k={shots}: return {row["return"]:.1f}', flush=True)
 
-  def learner_on(builder, data, seed: int, state=None):
+  def learner_on(builder, data, seed: int, state=None, mix=None):
     latest = _Latest()
-    batches = transitions.batches(data, builder.config.replay.batch_size, seed)
+    size = builder.config.replay.batch_size
+    batches = transitions.batches(data, size, seed, mix=mix, mix_fraction=args.finetune_mix)
     learner = builder.make_learner(batches, seed=seed, logger=latest)
     if state is not None:
       learner.restore(state)
@@ -264,7 +275,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       evaluate(builder, base, seed, zero, 0, args.pretrain_steps, n_pre)
       state = jax.device_get(base.save())
       for k, data in shots.items():
-        learner, latest = learner_on(builder, data, seed, state)
+        learner, latest = learner_on(builder, data, seed, state, mix=pretrain)
         _train(learner, latest, args.finetune_steps, f'seed {seed} {tuned} k={k}')
         steps = args.pretrain_steps + args.finetune_steps
         evaluate(builder, learner, seed, tuned, k, steps, n_pre + len(data['reward']))

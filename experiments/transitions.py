@@ -54,18 +54,32 @@ def concatenate(datasets: Sequence[Dict[str, np.ndarray]]) -> Dict[str, np.ndarr
   return {name: np.concatenate([d[name] for d in datasets]) for name in FIELDS}
 
 
-def batches(data: Dict[str, np.ndarray], batch_size: int, seed: int) -> Iterator:
-  """Endless acme Transitions of `batch_size` drawn uniformly with replacement."""
+def batches(
+  data: Dict[str, np.ndarray],
+  batch_size: int,
+  seed: int,
+  mix: Optional[Dict[str, np.ndarray]] = None,
+  mix_fraction: float = 0.0,
+) -> Iterator:
+  """Endless acme Transitions of `batch_size` drawn uniformly with replacement.
+
+  With `mix`, the last round(mix_fraction * batch_size) rows of every batch come from it
+  instead: earlier data rehearsed while fine-tuning on a little new data.
+  """
   from acme import types
 
+  if not 0.0 <= mix_fraction < 1.0:
+    raise ValueError(f'mix_fraction must be in [0, 1), got {mix_fraction}')
   rng = np.random.default_rng(seed)
-  n = len(data['reward'])
+  n_mix = round(mix_fraction * batch_size) if mix is not None else 0
+  sources = [(data, batch_size - n_mix)] + ([(mix, n_mix)] if n_mix else [])
   while True:
-    i = rng.integers(0, n, batch_size)
+    picks = [(d, rng.integers(0, len(d['reward']), m)) for d, m in sources]
+    part = {k: np.concatenate([d[k][i] for d, i in picks]) for k in FIELDS}
     yield types.Transition(
-      data['observation'][i],
-      data['action'][i],
-      data['reward'][i],
+      part['observation'],
+      part['action'],
+      part['reward'],
       np.ones(batch_size, np.float32),
-      data['next_observation'][i],
+      part['next_observation'],
     )

@@ -18,6 +18,7 @@ from tests.fakes import random_episode
     (['--planner', 'mppi:learned'], 'planner.method'),
     (['--model', 'lstm'], '--model'),
     (['--scratch_steps', '0'], '--scratch_steps'),
+    (['--finetune_mix', '1'], '--finetune_mix'),
   ],
 )
 def test_bad_arguments_are_refused_naming_them_before_any_work(tmp_path, capsys, extra, named):
@@ -76,6 +77,30 @@ def test_store_transitions_are_the_first_episodes_steps_in_order(tmp_path):
   assert len(transitions.store_transitions(str(tmp_path / 'store'))['reward']) == 4 + 5 + 6
   batch = next(transitions.batches(two, 16, seed=0))
   assert batch.observation.shape == (16, 3) and batch.discount.shape == (16,)
+
+
+def test_mixed_batches_take_the_fraction_from_the_mix_row_for_row():
+  def data(offset: float, n: int):
+    obs = offset + np.arange(n, dtype=np.float32)[:, None]
+    return {
+      'observation': obs, 'next_observation': obs + 0.5, 'action': obs * 2,
+      'reward': obs[:, 0] * 3,
+    }  # fmt: skip
+
+  new, old = data(0.0, 5), data(1000.0, 50)
+  for batch in [
+    next(transitions.batches(new, 8, seed=s, mix=old, mix_fraction=0.25)) for s in range(5)
+  ]:
+    obs = batch.observation[:, 0]
+    assert np.all(obs[:6] < 5) and np.all(obs[6:] >= 1000)  # 2 of 8 rows from the mix.
+    # Each row is one transition: every field indexed by the same draw.
+    np.testing.assert_array_equal(batch.next_observation[:, 0], obs + 0.5)
+    np.testing.assert_array_equal(batch.action[:, 0], obs * 2)
+    np.testing.assert_array_equal(batch.reward, obs * 3)
+  plain = next(transitions.batches(new, 8, seed=0, mix=old, mix_fraction=0.0))
+  assert np.all(plain.observation < 5)
+  with pytest.raises(ValueError, match='mix_fraction'):
+    next(transitions.batches(new, 8, seed=0, mix=old, mix_fraction=1.0))
 
 
 def test_a_run_dir_that_is_no_run_fails_in_one_line(tmp_path, capsys):
