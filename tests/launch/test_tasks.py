@@ -148,7 +148,8 @@ def test_the_reference_file_says_how_each_mean_was_measured(tmp_path):
         assert entry[kind]['episodes'] >= 1 and entry[kind]['how'], (task, kind)
   refs = read_references()
   assert refs[CARTPOLE].expert == pytest.approx(859.24)  # the cpu preset's final evaluation
-  assert POINT_MASS not in refs and 'random' in data['tasks'][POINT_MASS]  # no expert yet
+  assert refs[POINT_MASS].expert == pytest.approx(908.53)  # its final evaluation at 200k steps
+  assert PENDULUM not in refs and 'random' in data['tasks'][PENDULUM]  # no expert yet
   bad = tmp_path / 'refs.json'
   bad.write_text(
     json.dumps({'tasks': {'x:y': {'random': {'mean_return': 5}, 'expert': {'mean_return': 1}}}})
