@@ -7,6 +7,7 @@ import re
 
 import pytest
 
+from environments.references import references
 from launch.checkpointing import Checkpointer
 from launch.store.episodes import EpisodeStore
 from tests.e2e_util import read_counts, run_to_end
@@ -48,15 +49,19 @@ def test_gato_trains_on_stored_windows_online_then_resumes_offline(tmp_path):
     key = (episode.metadata['source'], episode.metadata['task'])
     shapes[key] = (episode.observations.shape[1], episode.actions.shape[1])
   assert shapes == {('actor_0', TASK): (5, 1), ('actor_1', OTHER): (4, 2)}
-  # Every task evaluated: its own rows; a score only where the reference file has an expert.
+  # Every task evaluated: its own rows, each scored against the reference file's expert
+  # (a task without one gets no score: tests/launch/test_tasks.py).
   assert _evaluations(run_dir) >= 1
-  assert 'mean_score' in _rows(run_dir, 'evaluator')[-1]
   cartpole = _rows(run_dir, 'evaluator_cartpole_swingup')
   point_mass = _rows(run_dir, 'evaluator_point_mass_easy')
   assert len(cartpole) == len(point_mass) == _evaluations(run_dir)
-  assert 'score' in cartpole[-1] and 'score' not in point_mass[-1]
-  assert float(point_mass[-1]['mean_return']) >= 0.0
-  assert re.search(rf'{OTHER}: mean return [\d.]+\n', online.text), online.text[-5000:]
+  ref = references()[OTHER]
+  by_hand = 100 * (float(point_mass[-1]['mean_return']) - ref.random) / (ref.expert - ref.random)
+  assert float(point_mass[-1]['score']) == pytest.approx(by_hand, abs=1e-3)
+  mean_score = (float(cartpole[-1]['score']) + by_hand) / 2
+  assert float(_rows(run_dir, 'evaluator')[-1]['mean_score']) == pytest.approx(mean_score, abs=1e-3)
+  line = rf'{OTHER}: mean return [\d.]+, score -?[\d.]+\n'
+  assert re.search(line, online.text), online.text[-5000:]
 
   # Relaunched offline on the same store: it resumes at the checkpoint and trains on.
   offline = run_to_end(
