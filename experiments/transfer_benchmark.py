@@ -172,26 +172,13 @@ def _dataset(args, task: str, kind: str, episodes: int, seed: int) -> str:
   return str(path)
 
 
-class _Latest(loggers.Logger):
-  """Keeps a learner's latest metrics, for the progress line."""
-
-  def __init__(self):
-    self.data: Dict[str, Any] = {}
-
-  def write(self, data) -> None:
-    self.data = data
-
-  def close(self) -> None:
-    pass
-
-
-def _train(learner, latest: _Latest, steps: int, label: str) -> None:
+def _train(learner, logged: loggers.InMemoryLogger, steps: int, label: str) -> None:
   start = last = time.time()
   for step in range(1, steps + 1):
     learner.step()
     if time.time() - last >= PROGRESS_SECONDS or step == steps:
       last = time.time()
-      losses = ', '.join(f'{k} {latest.data[k]:.3f}' for k in learner.loss_names)
+      losses = ', '.join(f'{k} {logged.data[-1][k]:.3f}' for k in learner.loss_names)
       print(f'  {label}: step {step}/{steps}, {losses}, {last - start:.0f} s', flush=True)
 
 
@@ -258,31 +245,31 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       print(f'seed {seed} {method} k={shots}: return {row["return"]:.1f}', flush=True)
 
   def learner_on(builder, data, seed: int, state=None, mix=None):
-    latest = _Latest()
+    logged = loggers.InMemoryLogger()  # For the progress line's losses.
     size = builder.config.replay.batch_size
     batches = transitions.batches(data, size, seed, mix=mix, mix_fraction=args.finetune_mix)
-    learner = builder.make_learner(batches, seed=seed, logger=latest)
+    learner = builder.make_learner(batches, seed=seed, logger=logged)
     if state is not None:
       learner.restore(state)
-    return learner, latest
+    return learner, logged
 
   n_pre = len(pretrain['reward'])
   for seed in range(args.seeds):
     arms = ((planning, 'zero_shot', 'finetuned'), (bc, 'bc_zero_shot', 'bc_finetuned'))
     for builder, zero, tuned in arms:
-      base, latest = learner_on(builder, pretrain, seed)
-      _train(base, latest, args.pretrain_steps, f'seed {seed} {zero} pre-training')
+      base, logged = learner_on(builder, pretrain, seed)
+      _train(base, logged, args.pretrain_steps, f'seed {seed} {zero} pre-training')
       evaluate(builder, base, seed, zero, 0, args.pretrain_steps, n_pre)
       state = jax.device_get(base.save())
       for k, data in shots.items():
-        learner, latest = learner_on(builder, data, seed, state, mix=pretrain)
-        _train(learner, latest, args.finetune_steps, f'seed {seed} {tuned} k={k}')
+        learner, logged = learner_on(builder, data, seed, state, mix=pretrain)
+        _train(learner, logged, args.finetune_steps, f'seed {seed} {tuned} k={k}')
         steps = args.pretrain_steps + args.finetune_steps
         evaluate(builder, learner, seed, tuned, k, steps, n_pre + len(data['reward']))
     for k, data in shots.items():
-      learner, latest = learner_on(planning, data, seed)
+      learner, logged = learner_on(planning, data, seed)
       steps = args.scratch_steps
-      _train(learner, latest, steps, f'seed {seed} scratch k={k}')
+      _train(learner, logged, steps, f'seed {seed} scratch k={k}')
       evaluate(planning, learner, seed, 'scratch', k, steps, len(data['reward']))
   csv_file.close()
   summary = _summary(rows, args.shot_list)
