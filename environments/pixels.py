@@ -9,7 +9,8 @@ order.
 
 Task names: any suite 'domain:task', or 'manipulation:<name>' for dm_control.manipulation
 (e.g. 'manipulation:reach_site_vision', 'manipulation:stack_2_bricks_features'); the image
-is rendered from the task's physics with the chosen camera either way.
+is rendered from the task's physics with the chosen camera either way. A state run (no
+pixels) takes the '*_features' manipulation tasks (environments.suite.make_environment).
 
 Rendering is headless: `choose_renderer` picks MUJOCO_GL (egl, then osmesa) before
 dm_control loads, and says in one line which values it tried when none works.
@@ -29,6 +30,7 @@ from dm_env import specs
 from agents.common.errors import ConfigError
 
 MANIPULATION_PREFIX = 'manipulation:'
+FEATURES_SUFFIX = '_features'  # Manipulation tasks a state run can take.
 RENDERERS = ('egl', 'osmesa')
 # What a user's own MUJOCO_GL was before agents.common.quiet set its default ('disable').
 _USER_GL_ENV = 'COLLECT_INFER_USER_MUJOCO_GL'
@@ -259,9 +261,12 @@ def check_task(task: str, pixels: bool) -> None:
     raise ValueError(
       f'unknown manipulation task {name!r}; valid: {", ".join(sorted(manipulation.ALL))}'
     )
-  if not pixels:
-    # Their features are nested arrays of several shapes; the program runs them from pixels.
-    raise ValueError(f'{task}: run manipulation tasks with pixels (--pixels)')
+  if not pixels and not name.endswith(FEATURES_SUFFIX):
+    # A *_vision task's observation holds the task's own camera images; its *_features twin
+    # is the same task seen through joint and prop readings only.
+    twin = name.rsplit('_', 1)[0] + FEATURES_SUFFIX
+    hint = f' or {MANIPULATION_PREFIX}{twin} from state' if twin in manipulation.ALL else ''
+    raise ValueError(f'{task}: its observation holds camera images; run it with --pixels{hint}')
 
 
 def make_pixel_environment(

@@ -40,8 +40,13 @@ def parse_task(name: str) -> Tuple[str, str]:
 
 
 def make_environment(task: str = DEFAULT_TASK, seed: int = 0) -> dm_env.Environment:
-  """A seeded suite task (or a physics variant of one, 'cartpole:swingup@pole_length=0.8')
-  with one float32 observation vector and actions in [-1, 1]."""
+  """A seeded suite task (or a physics variant of one, 'cartpole:swingup@pole_length=0.8',
+  or a 'manipulation:*_features' task) with one float32 observation vector (the readings
+  flattened in sorted key order) and actions in [-1, 1]."""
+  from environments.adapt import adapt_to_program
+
+  if is_manipulation(task):
+    return adapt_to_program(_manipulation_task(task, seed))
   from dm_control import suite
 
   domain, task_name = parse_task(task)
@@ -49,9 +54,23 @@ def make_environment(task: str = DEFAULT_TASK, seed: int = 0) -> dm_env.Environm
     from environments import variants
 
     return variants.make(task, seed=seed)
-  from environments.adapt import adapt_to_program
-
   return adapt_to_program(suite.load(domain, task_name, task_kwargs={'random': seed}))
+
+
+def is_manipulation(task: str) -> bool:
+  """A dm_control.manipulation task ('manipulation:<name>', environments.pixels)."""
+  from environments.pixels import is_manipulation as named_so  # It imports this module.
+
+  return named_so(task)
+
+
+def _manipulation_task(task: str, seed: int) -> dm_env.Environment:
+  """The Jaco arm task from its joint and prop readings; ValueError (one line) for a
+  '*_vision' task or an unknown name."""
+  from environments import pixels
+
+  pixels.check_task(task, pixels=False)
+  return pixels.load_raw(task, seed)
 
 
 def obs_group_sizes_from_spec(observation_spec: Any) -> Tuple[int, ...]:
@@ -67,6 +86,8 @@ def obs_group_sizes_from_spec(observation_spec: Any) -> Tuple[int, ...]:
 def observation_group_sizes(task: str) -> Tuple[int, ...]:
   """Sizes of the task's observation groups, in the order the flat vector holds them (a
   variant's are its task's: physics variants change no observation)."""
+  if is_manipulation(task):
+    return obs_group_sizes_from_spec(_manipulation_task(task, 0).observation_spec())
   from dm_control import suite
 
   domain, task_name = parse_task(task)

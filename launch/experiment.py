@@ -9,8 +9,7 @@ from acme import specs
 
 from agents import registry
 from agents.common.bodies import Body, check_one_body
-from agents.common.errors import ConfigError
-from environments.pixels import PixelSettings, is_manipulation, make_pixel_environment
+from environments.pixels import PixelSettings, make_pixel_environment
 from environments.suite import make_environment, observation_group_sizes
 from launch.borrowed_policy import lend_policy
 from launch.config import ExperimentConfig
@@ -100,11 +99,6 @@ def make_builder(config: ExperimentConfig, task: Optional[str] = None) -> 'Build
     )
   # A pixel run's groups are its image's patches, which the builder cuts.
   needs_groups = getattr(config.agent, 'needs_observation_groups', False) and not config.pixels
-  if needs_groups and any(is_manipulation(t) for t in config.task_names):
-    raise ConfigError(
-      f'agent: a network over observation groups (perceiver) takes state features of suite '
-      f'tasks or pixels, not the state of manipulation tasks {config.task_names!r}'
-    )
   task = task or config.task
   groups = _groups_for(task) if needs_groups else None
   entry = registry.get(config.algorithm)

@@ -13,6 +13,7 @@ from acme.utils import loggers
 from agents.common.logs import get_logger
 from agents.replay_pipeline import REPLAY_TABLE
 from environments.references import references, score_tasks
+from environments.success import SuccessObserver, has_success
 from launch import experiment
 from launch.budget import Budget
 from launch.logs import make_logger
@@ -82,13 +83,16 @@ class EvaluatorWorker:
       actor = self._actors[task] = builder.make_actor(
         learner, adder=None, seed=cfg.seed, deterministic=True
       )
+      observers = [self._gifs]
+      if has_success(task):  # A goal condition: its rows carry a success rate too.
+        observers.append(SuccessObserver(cfg.action_repeat if cfg.pixels else 1))
       self._loops[task] = acme.EnvironmentLoop(
         env,
         actor,
         should_update=False,
         logger=loggers.NoOpLogger(),
         label='evaluator',
-        observers=[self._gifs],
+        observers=observers,
       )
     run_dir = pathlib.Path(cfg.run_dir)
     self._logger = make_logger(run_dir, 'evaluator', steps_key='actor_steps')
@@ -121,20 +125,28 @@ class EvaluatorWorker:
     """`eval_episodes` greedy episodes of every task; returns the mean over tasks of their
     mean return. Rows: the average (and expert-normalised score) in logs/evaluator, and
     with several tasks one per task in logs/evaluator_<task>."""
-    returns = {}
+    returns, successes = {}, {}
     started_at = time.time()  # When the evaluated policy was fetched (peer_benchmark's clock).
     self._gifs.arm()  # The first episode (of the first task).
     for task, loop in self._loops.items():
       self._actors[task].update(wait=True)
       returns[task] = []
       for _ in range(self._cfg.eval_episodes):
-        returns[task].append(float(loop.run_episode()['episode_return']))
+        result = loop.run_episode()
+        returns[task].append(float(result['episode_return']))
+        if 'success' in result:
+          successes.setdefault(task, []).append(float(result['success']))
         if self._stop.is_set():
           break
       if self._stop.is_set():
         break
     self._write_gif()
     summary = score_tasks(returns, references())
+    for task, values in successes.items():
+      summary['tasks'][task]['success_rate'] = sum(values) / len(values)
+    if successes:
+      rates = [summary['tasks'][task]['success_rate'] for task in successes]
+      summary['success_rate'] = sum(rates) / len(rates)
     self._last_return = summary['mean_return']
     counts = self._counts()
     every = [r for values in returns.values() for r in values]
@@ -146,22 +158,26 @@ class EvaluatorWorker:
       'elapsed_s': time.time() - self._start,
       'started_at': started_at,
     }
-    if 'mean_score' in summary:
-      row['mean_score'] = summary['mean_score']
+    for key in ('mean_score', 'success_rate'):
+      if key in summary:
+        row[key] = summary[key]
     self._logger.write(row)
     for task, task_row in summary['tasks'].items():
       if task in self._task_loggers:
         self._task_loggers[task].write({**counts, **task_row})
       if len(self._loops) > 1:
         score = f', score {task_row["score"]:.1f}' if 'score' in task_row else ''
+        if 'success_rate' in task_row:
+          score += f', success {task_row["success_rate"]:.0%}'
         log.info('  %s: mean return %.1f%s', task, task_row['mean_return'], score)
     log.info(
-      '%d greedy episodes%s at %d env steps: mean return %.1f%s',
+      '%d greedy episodes%s at %d env steps: mean return %.1f%s%s',
       self._cfg.eval_episodes,
       ' a task' if len(self._loops) > 1 else '',
       int(counts['actor_steps']),
       self._last_return,
       f', expert-normalised score {summary["mean_score"]:.1f}' if 'mean_score' in summary else '',
+      f', success rate {summary["success_rate"]:.0%}' if 'success_rate' in summary else '',
     )
     return self._last_return
 

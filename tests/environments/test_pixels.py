@@ -52,8 +52,9 @@ def test_bad_settings_and_tasks_are_one_line_errors():
     PixelSettings(frame_stack=0)
   with pytest.raises(ValueError, match='unknown manipulation task'):
     pixels.check_task('manipulation:juggle', pixels=True)
-  with pytest.raises(ValueError, match='with pixels'):
-    pixels.check_task('manipulation:reach_site_features', pixels=False)
+  with pytest.raises(ValueError, match='reach_site_vision: its observation holds camera images'):
+    pixels.check_task('manipulation:reach_site_vision', pixels=False)
+  pixels.check_task('manipulation:reach_site_features', pixels=False)  # a state run takes it
   with pytest.raises(ValueError, match=r'camera=2 is invalid: the task has 2 camera\(s\)'):
     make_pixel_environment('cartpole:balance', settings=PixelSettings(camera=2))
 
