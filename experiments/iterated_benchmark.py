@@ -3,12 +3,18 @@
   python -m experiments.iterated_benchmark --task cartpole:swingup --env_steps 30000 \\
       --collect_episodes 5 --infer_steps 1500 --out bench_out/iterated
 
+  python -m experiments.iterated_benchmark --task manipulation:reach_site_features \
+      --env_steps 100000 --out bench_out/reach_features
+
 Runs (one after another, each its own program, cpu preset, 2 actors):
   online    --max_actor_steps ENV_STEPS
-  iterated  --mode iterated with ENV_STEPS / (1000 * collect_episodes) iterations
-            (dm_control episodes are 1000 steps), --infer_steps per iteration
-Writes <out>/iterated.csv (variant, actor_steps, learner_steps, elapsed_s, mean_return for
-every evaluation), <out>/summary.csv and <out>/iterated.png (return against environment steps
+  iterated  --mode iterated with ENV_STEPS / (episode steps * collect_episodes) iterations
+            (the task's episode length, counted by stepping one episode: 1000 for the
+            suite's tasks, 250 for manipulation's), --infer_steps per iteration
+`--extra '--pixels --action_repeat 4'` adds collect_infer flags to both runs.
+Writes <out>/iterated.csv (variant, actor_steps, learner_steps, elapsed_s, mean_return, and
+success_rate for a task with a goal condition, for every evaluation), <out>/summary.csv and
+<out>/iterated.png (return, and success rate where there is one, against environment steps
 and against wall-clock). Rerunning with the same --out reuses finished runs.
 """
 
@@ -16,21 +22,34 @@ import argparse
 import csv
 import os
 import pathlib
+import shlex
 import subprocess
 import sys
-from typing import Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
-EPISODE_STEPS = 1000
+COLUMNS = ('actor_steps', 'learner_steps', 'elapsed_s', 'mean_return', 'success_rate')
 
 
-def _evaluations(run_dir: pathlib.Path):
+def episode_steps(task: str) -> int:
+  """Steps in one episode of `task` (of its state environment), counted by running one."""
+  import numpy as np
+
+  from environments.suite import make_environment
+
+  env = make_environment(task, seed=0)
+  action = np.zeros(env.action_spec().shape, env.action_spec().dtype)
+  env.reset()
+  steps = 1
+  while not env.step(action).last():
+    steps += 1
+  return steps
+
+
+def _evaluations(run_dir: pathlib.Path) -> List[Dict[str, float]]:
   with open(run_dir / 'logs' / 'evaluator' / 'logs.csv') as f:
-    return [
-      {k: float(r[k]) for k in ('actor_steps', 'learner_steps', 'elapsed_s', 'mean_return')}
-      for r in csv.DictReader(f)
-    ]
+    return [{k: float(r[k]) for k in COLUMNS if r.get(k)} for r in csv.DictReader(f)]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -44,9 +63,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   p.add_argument('--eval_episodes', type=int, default=3)
   p.add_argument('--seed', type=int, default=0)
   p.add_argument('--out', default='bench_out/iterated')
+  p.add_argument('--extra', default='', help='more collect_infer flags, for both runs')
   args = p.parse_args(sys.argv[1:] if argv is None else argv)
   out = pathlib.Path(args.out).resolve()
-  iterations = max(1, args.env_steps // (EPISODE_STEPS * args.collect_episodes))
+  per_episode = episode_steps(args.task)
+  iterations = max(1, args.env_steps // (per_episode * args.collect_episodes))
+  print(
+    f'[iterated-bench] {args.task}: {per_episode} steps an episode, {iterations} iterations of '
+    f'{args.collect_episodes} episodes',
+    flush=True,
+  )
   common = [
     '--task',
     args.task,
@@ -96,6 +122,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         'best_return': round(max(e['mean_return'] for e in evals), 1),
       }
     )
+    if 'success_rate' in evals[-1]:
+      summary[-1]['final_success_rate'] = evals[-1]['success_rate']
+      summary[-1]['best_success_rate'] = max(e.get('success_rate', 0.0) for e in evals)
   for fname, table in (('iterated.csv', rows), ('summary.csv', summary)):
     with open(out / fname, 'w', newline='') as f:
       writer = csv.DictWriter(f, fieldnames=list(table[0]))
@@ -108,20 +137,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
 
-  fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-  for name in variants:
-    pts = [r for r in rows if r['variant'] == name]
-    axes[0].plot(
-      [r['actor_steps'] for r in pts], [r['mean_return'] for r in pts], marker='o', label=name
-    )
-    axes[1].plot(
-      [r['elapsed_s'] for r in pts], [r['mean_return'] for r in pts], marker='o', label=name
-    )
-  for ax, xlabel in zip(axes, ('environment steps', 'wall-clock s')):
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel('evaluation return')
-    ax.set_title(f'{args.task}: {args.env_steps} environment steps')
-    ax.legend()
+  ys = ['mean_return'] + (['success_rate'] if all('success_rate' in r for r in rows) else [])
+  fig, grid = plt.subplots(len(ys), 2, figsize=(10, 3.5 * len(ys)), squeeze=False)
+  for y, axes in zip(ys, grid):
+    for name in variants:
+      pts = [r for r in rows if r['variant'] == name]
+      for ax, x in zip(axes, ('actor_steps', 'elapsed_s')):
+        ax.plot([r[x] for r in pts], [r[y] for r in pts], marker='o', label=name)
+    for ax, xlabel in zip(axes, ('environment steps', 'wall-clock s')):
+      ax.set_xlabel(xlabel)
+      ax.set_ylabel('evaluation return' if y == 'mean_return' else 'evaluation success rate')
+      ax.set_title(f'{args.task}: {args.env_steps} environment steps')
+      ax.legend()
   fig.tight_layout()
   fig.savefig(out / 'iterated.png', dpi=100)
   print(f'[iterated-bench] wrote {out}/iterated.csv, summary.csv, iterated.png', flush=True)
