@@ -80,6 +80,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     str(args.seed),
     '--eval_episodes',
     str(args.eval_episodes),
+    *shlex.split(args.extra),
   ]
   variants = {
     'online': ['--max_actor_steps', str(args.env_steps), '--eval_every_seconds', '60'],
