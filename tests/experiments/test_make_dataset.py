@@ -67,9 +67,9 @@ def test_random_dataset_needs_no_checkpoint_and_bad_input_is_refused(
 def test_a_multi_task_dataset_from_two_runs_keeps_episodes_near_the_expert(
   run_with_two_checkpoints, tmp_path
 ):
-  # A second run on another body (3 observations), one checkpoint.
-  other = tmp_path / 'pendulum'
-  cfg = ExperimentConfig(run_dir=str(other), task='pendulum:swingup', agent=TINY_AGENT)
+  # A second run on another body (6 observations), one checkpoint.
+  other = tmp_path / 'acrobot'
+  cfg = ExperimentConfig(run_dir=str(other), task='acrobot:swingup', agent=TINY_AGENT)
   rd = RunDir(str(other))
   rd.create()
   rd.write_config(cfg.to_dict())
@@ -79,24 +79,24 @@ def test_a_multi_task_dataset_from_two_runs_keeps_episodes_near_the_expert(
   out = tmp_path / 'multi'
   runs = [str(run_with_two_checkpoints), str(other)]
   manifest = build_dataset(runs, 'expert', 2, str(out), min_expert_fraction=0.8)
-  cartpole, pendulum = manifest['tasks']['cartpole:swingup'], manifest['tasks']['pendulum:swingup']
+  cartpole, acrobot = manifest['tasks']['cartpole:swingup'], manifest['tasks']['acrobot:swingup']
   # cartpole:swingup has a reference expert (859.24); an untrained policy is far below 80%.
   assert cartpole['expert_return_from'] == 'environments/expert_references.json'
   assert cartpole['threshold'] == pytest.approx(0.8 * 859.24)
   assert cartpole['num_episodes'] == 0 and len(cartpole['dropped_returns']) == 2
-  # pendulum:swingup has none: 80% of the mean of its own generated episodes.
+  # acrobot:swingup has none: 80% of the mean of its own generated episodes.
   kept = [e['episode_return'] for e in manifest['episodes']]
-  generated = kept + pendulum['dropped_returns']
-  assert len(generated) == pendulum['generated'] == 2
-  assert pendulum['threshold'] == pytest.approx(0.8 * np.mean(generated))
-  assert all(r >= pendulum['threshold'] for r in kept) and kept
-  assert all(r < pendulum['threshold'] for r in pendulum['dropped_returns'])
+  generated = kept + acrobot['dropped_returns']
+  assert len(generated) == acrobot['generated'] == 2
+  assert acrobot['threshold'] == pytest.approx(0.8 * np.mean(generated))
+  assert all(r >= acrobot['threshold'] for r in kept) and kept
+  assert all(r < acrobot['threshold'] for r in acrobot['dropped_returns'])
   store = EpisodeStore(out)
   assert len(store) == manifest['num_episodes'] == len(kept)
   for info in store.index():
     episode = store.read(info.episode_id)
-    assert episode.metadata['task'] == 'pendulum:swingup'
-    assert episode.actions.shape == (1000, 1) and episode.observations.shape == (1001, 3)
+    assert episode.metadata['task'] == 'acrobot:swingup'
+    assert episode.actions.shape == (1000, 1) and episode.observations.shape == (1001, 6)
   with pytest.raises(ConfigError, match='min_expert_fraction'):
     build_dataset(runs, 'mixed', 1, str(tmp_path / 'z'), min_expert_fraction=0.8)
   with pytest.raises(ConfigError, match='more than one run'):
