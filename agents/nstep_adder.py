@@ -9,10 +9,11 @@ create_item per item. The table holds the same items: every window acme writes (
 episode's first state with 1 .. n_step - 1 step returns as well, and the shortening
 windows at its end), each (observation, action, n-step return, total discount, next
 observation), priority 1. The price: an item's observations are stored with it, not
-shared with its neighbours' (flat state vectors only, as agents.replay_pipeline needs).
+shared with its neighbours' (flat state vectors, images, or a dict of an image and state
+features, as agents.replay_pipeline takes).
 """
 
-from typing import List
+from typing import Any, List
 
 import dm_env
 import numpy as np
@@ -23,6 +24,19 @@ from acme.adders import base
 from agents.common.logs import get_logger
 
 log = get_logger('adder')
+
+
+def _as_arrays(observation: Any) -> Any:
+  if isinstance(observation, dict):
+    return {key: np.asarray(value) for key, value in observation.items()}
+  return np.asarray(observation)
+
+
+def _last(column: Any) -> Any:
+  """The newest row of a column's history, or of each of a dict observation's columns."""
+  if isinstance(column, dict):
+    return {key: value[-1] for key, value in column.items()}
+  return column[-1]
 
 
 class NStepAdder(base.Adder):
@@ -72,7 +86,7 @@ class NStepAdder(base.Adder):
     if not timestep.first():
       raise ValueError('add_first needs a first timestep')
     del self._obs[:], self._actions[:], self._rewards[:], self._discounts[:]
-    self._obs.append(np.asarray(timestep.observation))
+    self._obs.append(_as_arrays(timestep.observation))
 
   def add(self, action, next_timestep: dm_env.TimeStep, extras=()) -> None:
     if extras not in ((), None):
@@ -82,7 +96,7 @@ class NStepAdder(base.Adder):
     self._actions.append(np.asarray(action))
     self._rewards.append(np.asarray(next_timestep.reward))
     self._discounts.append(np.asarray(next_timestep.discount))
-    self._obs.append(np.asarray(next_timestep.observation))
+    self._obs.append(_as_arrays(next_timestep.observation))
     # The window of acme's adder after this step: the last n steps (fewer at the start).
     last = len(self._actions)
     self._write(max(0, last - self._n), last)
@@ -117,11 +131,11 @@ class NStepAdder(base.Adder):
     )
     h = writer.history
     item = types.Transition(
-      observation=h['observation'][-1],
+      observation=_last(h['observation']),
       action=h['action'][-1],
       reward=h['reward'][-1],
       discount=h['discount'][-1],
-      next_observation=h['next_observation'][-1],
+      next_observation=_last(h['next_observation']),
       extras=(),
     )
     writer.create_item(table=self._table, priority=1.0, trajectory=item)

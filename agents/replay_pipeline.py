@@ -12,7 +12,7 @@ import reverb
 from acme import adders, specs
 from acme.adders import reverb as reverb_adders
 
-from agents.common.observations import is_image
+from agents.common.observations import is_pixels
 from agents.common.replay_config import ReplayConfig
 from agents.nstep_adder import NStepAdder
 
@@ -32,12 +32,12 @@ ADDER_MAX_IN_FLIGHT_ITEMS = 32
 
 def check_spec(spec: specs.EnvironmentSpec) -> None:
   """The agents need one flat float observation (or one uint8 image [H, W, C], a pixel
-  task's) and a bounded action vector."""
+  task's, alone or as {'features': [F], 'pixels': image}) and a bounded action vector."""
   obs, act = spec.observations, spec.actions
-  if not is_image(obs) and (not hasattr(obs, 'shape') or len(obs.shape) != 1):
+  if not is_pixels(obs) and (not hasattr(obs, 'shape') or len(obs.shape) != 1):
     raise ValueError(
-      f'expected one flat observation vector, got {obs}; '
-      'wrap the environment with acme.wrappers.ConcatObservationWrapper'
+      f'expected one flat observation vector, a uint8 image or {{"features", "pixels"}}, got '
+      f'{obs}; wrap the environment with acme.wrappers.ConcatObservationWrapper'
     )
   if not isinstance(act, specs.BoundedArray) or len(act.shape) != 1:
     raise ValueError(f'expected a bounded action vector, got {act}')

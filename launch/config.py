@@ -219,6 +219,11 @@ class ExperimentConfig:
     help='observe camera images (uint8 [pixel_size, pixel_size, 3 * frame_stack], rendered '
     'headless) instead of state features (new runs only)',
   )
+  pixel_features: bool = setting(
+    False,
+    help="pixels: the task's own state features ride along with the image: observations "
+    "become {'features': float32 [F], 'pixels': uint8 [...]} (new runs only)",
+  )
   pixel_size: int = setting(64, help='pixels: image height and width')
   camera: int = setting(0, help="pixels: the task's camera id (-1: the free camera)")
   frame_stack: int = setting(3, help='pixels: camera frames stacked into one observation')
@@ -361,6 +366,9 @@ class ExperimentConfig:
     )
     need(self.bind in BINDS, 'bind', f'one of {", ".join(BINDS)}')
     need(isinstance(self.pixels, bool), 'pixels', 'true or false')
+    need(isinstance(self.pixel_features, bool), 'pixel_features', 'true or false')
+    if self.pixel_features and not self.pixels:
+      raise ConfigError('pixel_features=True needs pixels=True (--pixels --pixel_features)')
     need(isinstance(self.eval_gifs, bool), 'eval_gifs', 'true or false')
     need(pos_num(self.replay_memory_gb), 'replay_memory_gb', 'a positive number of GiB')
     need(

@@ -33,6 +33,7 @@ def pixel_settings(config: ExperimentConfig) -> Optional[PixelSettings]:
     camera=config.camera,
     frame_stack=config.frame_stack,
     action_repeat=config.action_repeat,
+    features=config.pixel_features,
   )
 
 
@@ -85,6 +86,8 @@ def pixel_replay_size(config: ExperimentConfig) -> Optional[int]:
   if pixels is None or replay is None:
     return None
   step_bytes = pixels.size * pixels.size * 3 * pixels.frame_stack
+  if pixels.features:
+    step_bytes += 4 * int(_spec_for(config.task, pixels).observations['features'].shape[0])
   fits = int(config.replay_memory_gb * 2**30 // step_bytes)
   return max(min(replay.max_replay_size, fits), replay.min_replay_size)
 

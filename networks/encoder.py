@@ -7,6 +7,8 @@ import jax
 import jax.numpy as jnp
 
 ENCODER_NAME = 'encoder'
+# The keys of an observation with state features beside the image (environments.pixels).
+PIXELS, FEATURES = 'pixels', 'features'
 
 
 def scale_pixels(images: jnp.ndarray) -> jnp.ndarray:

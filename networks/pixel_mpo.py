@@ -5,9 +5,13 @@ encoder's features with the gradient stopped, so the policy loss never moves it.
 haiku transforms each hold an 'encoder' with the same parameter names; the learner copies
 the critic's into the policy's after every step (`share_encoder`), so actors, which get
 the policy's parameters only, see the trained encoder.
+
+An observation may also be {'features': float32 [*B, F], 'pixels': uint8 [*B, H, W, C]}
+(a pixel run with the task's state features): the features join the encoder's output, as
+they are, before the heads; the learner shifts the image only.
 """
 
-from typing import Optional, Sequence
+from typing import Dict, Optional, Sequence, Union
 
 import haiku as hk
 import jax
@@ -15,10 +19,13 @@ import jax.numpy as jnp
 
 from networks.augment import random_shift
 from networks.critic import CategoricalCriticHead
-from networks.encoder import ENCODER_NAME, ConvEncoder
+from networks.encoder import ENCODER_NAME, FEATURES, PIXELS, ConvEncoder
 from networks.mlp import LayerNormMLP
 from networks.mpo import ACTION_BOUND, MPONetworks, clip_to_action_box
 from networks.policy import GaussianHead, GaussianParams
+
+# An image [*B, H, W, C], or {'features': [*B, F], 'pixels': [*B, H, W, C]}.
+Observation = Union[jnp.ndarray, Dict[str, jnp.ndarray]]
 
 
 def share_encoder(policy_params: hk.Params, critic_params: hk.Params) -> hk.Params:
@@ -50,24 +57,30 @@ def make_pixel_mpo_networks(
   loss trains its own encoder and nothing is shared.
   """
 
-  def encoder() -> ConvEncoder:
-    return ConvEncoder(channels, blocks, feature_dim, name=ENCODER_NAME)
-
-  def policy_fn(obs: jnp.ndarray) -> GaussianParams:
-    # Trained through the critic only: the policy loss must not move the encoder.
-    features = encoder()(obs)
-    if not policy_trains_encoder:
+  def encode(obs: Observation, stop_gradient: bool = False) -> jnp.ndarray:
+    """[*B, feature_dim (+ F)]: the image's features, then the state features if any."""
+    image = obs[PIXELS] if isinstance(obs, dict) else obs
+    features = ConvEncoder(channels, blocks, feature_dim, name=ENCODER_NAME)(image)
+    if stop_gradient:
       features = jax.lax.stop_gradient(features)
+    if isinstance(obs, dict):
+      state = obs[FEATURES].astype(jnp.float32)
+      features = jnp.concatenate([features, state], axis=-1)
+    return features
+
+  def policy_fn(obs: Observation) -> GaussianParams:
+    # Trained through the critic only: the policy loss must not move the encoder.
+    features = encode(obs, stop_gradient=not policy_trains_encoder)
     torso = LayerNormMLP(policy_layer_sizes, name='policy_torso')
     return GaussianHead(action_dim, init_scale=init_stddev)(torso(features))
 
-  def critic_fn(obs: jnp.ndarray, action: jnp.ndarray) -> jnp.ndarray:
-    features = encoder()(obs)  # [*B, F], once per observation
+  def critic_fn(obs: Observation, action: jnp.ndarray) -> jnp.ndarray:
+    features = encode(obs)  # [*B, F], once per observation
     try:
       batch = jnp.broadcast_shapes(features.shape[:-1], action.shape[:-1])
     except ValueError:
       raise ValueError(
-        f'critic: observation batch {tuple(obs.shape[:-3])} does not broadcast against '
+        f'critic: observation batch {tuple(features.shape[:-1])} does not broadcast against '
         f'action batch {tuple(action.shape[:-1])} (expected obs[*B, H, W, C] with '
         'action[*S, *B, A])'
       ) from None
@@ -76,7 +89,9 @@ def make_pixel_mpo_networks(
     torso = LayerNormMLP(critic_layer_sizes, name='critic_torso')
     return CategoricalCriticHead(num_atoms)(torso(jnp.concatenate([features, action], axis=-1)))
 
-  def augment(key: jnp.ndarray, obs: jnp.ndarray) -> jnp.ndarray:
+  def augment(key: jnp.ndarray, obs: Observation) -> Observation:
+    if isinstance(obs, dict):
+      return {**obs, PIXELS: random_shift(key, obs[PIXELS], shift_pad)}
     return random_shift(key, obs, shift_pad)
 
   return MPONetworks(

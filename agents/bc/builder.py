@@ -12,7 +12,7 @@ from acme.utils import counting, loggers
 
 from agents.bc.config import BCConfig
 from agents.bc.learner import BCLearner
-from agents.common.observations import is_image
+from agents.common.observations import is_pixels
 from agents.mpo.actor import MPOActor
 from agents.mpo.builder import make_variable_client
 from agents.replay_pipeline import ReplayPipeline, check_spec
@@ -36,8 +36,9 @@ class BCBuilder(ReplayPipeline):
     check_spec(spec)
     super().__init__(config.replay, spec)
     self.config = config
-    self.pixels = is_image(spec.observations)
-    # A pixel task's learner takes the image spec; a state task's the vector size.
+    self.pixels = is_pixels(spec.observations)
+    # A pixel task's learner takes the image spec (or the dict of image and features); a
+    # state task's the vector size.
     self.obs_dim = spec.observations if self.pixels else int(spec.observations.shape[0])
     self.action_dim = int(spec.actions.shape[0])
 

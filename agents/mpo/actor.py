@@ -8,6 +8,7 @@ import numpy as np
 from acme import adders, core
 
 from agents.common.jax_compat import backends_are_initialized
+from agents.common.observations import as_policy_input
 from agents.variable_client import VariableClient
 from networks.mpo import MPONetworks
 
@@ -21,7 +22,8 @@ def make_policy(networks: MPONetworks, deterministic: bool) -> Callable:
 
   def policy(params, key, obs):
     key, sample_key = jax.random.split(key)
-    mean, std = networks.policy.apply(params, obs[None])
+    batch = jax.tree_util.tree_map(lambda x: x[None], obs)  # A dict observation's arrays too.
+    mean, std = networks.policy.apply(params, batch)
     if deterministic:
       return mean[0], key
     return (mean + std * jax.random.normal(sample_key, mean.shape))[0], key
@@ -83,10 +85,8 @@ class MPOActor(core.Actor):
 
   def select_action(self, observation: np.ndarray) -> np.ndarray:
     # jit takes numpy as it is: no jnp.asarray (a separate device_put) per step. The
-    # cast (a no-op for the float32 environments) keeps the policy's input type fixed.
-    observation = np.asarray(observation)
-    if observation.dtype != np.uint8:  # Images stay uint8: the network scales them.
-      observation = observation.astype(np.float32, copy=False)
+    # cast keeps the policy's input type fixed.
+    observation = as_policy_input(observation)
     action, self._key = self._policy(self._params(), self._key, observation)
     return np.asarray(action)  # The one device -> host transfer of the step.
 

@@ -7,6 +7,7 @@ import jax
 import numpy as np
 from acme import adders
 
+from agents.common.observations import as_policy_input
 from agents.mpo.actor import make_policy, prefer_inline_cpu_dispatch
 from agents.variable_client import VariableClient
 from networks.mpo import MPONetworks
@@ -48,7 +49,7 @@ class MPOBatchedActor:
     return self._device_params
 
   def select_actions(self, observations: np.ndarray) -> np.ndarray:
-    observations = np.asarray(observations, dtype=np.float32)
+    observations = as_policy_input(observations)  # Images stay uint8, a dict stays a dict.
     actions, self._keys = self._policy(self._params(), self._keys, observations)
     return np.asarray(actions)
 

@@ -12,7 +12,7 @@ from acme import adders, core, specs
 from acme.utils import counting, loggers
 
 from agents.common.errors import ConfigError
-from agents.common.observations import is_image
+from agents.common.observations import image_spec, is_image_with_features, is_pixels
 from agents.mpo.actor import MPOActor
 from agents.mpo.batched_actor import MPOBatchedActor
 from agents.mpo.config import MPOConfig
@@ -37,10 +37,16 @@ class MPOBuilder(ReplayPipeline):
     check_spec(spec)
     super().__init__(config.replay, spec)
     self.config = config
-    self.pixels = is_image(spec.observations)
-    # A pixel task's learner takes the image spec; a state task's the vector size.
+    self.pixels = is_pixels(spec.observations)
+    # A pixel task's learner takes the image spec (or the dict of image and features); a
+    # state task's the vector size.
     self.obs_dim = spec.observations if self.pixels else int(spec.observations.shape[0])
     self.action_dim = int(spec.actions.shape[0])
+    if config.network == 'perceiver' and is_image_with_features(spec.observations):
+      raise ConfigError(
+        'network=perceiver reads images without state features beside them: drop '
+        '--pixel_features, or use the convolutional encoder (network=mlp)'
+      )
     if self.pixels and config.network == 'perceiver':
       height, width = spec.observations.shape[:2]
       if height % config.perceiver.patch_size or width % config.perceiver.patch_size:
@@ -56,7 +62,7 @@ class MPOBuilder(ReplayPipeline):
       )
 
   def _flat_size(self) -> int:
-    return int(np.prod(self.spec.observations.shape))
+    return int(np.prod(image_spec(self.spec.observations).shape))
 
   def state_value(self, networks: MPONetworks):
     """value(policy_params, critic_params, obs[B, O]) -> [B]: the critic's expected Q of

@@ -59,6 +59,8 @@ class GifRecorder:
 
   def _keep(self, env: Any, observation: Any) -> None:
     if self._armed and self._steps % self._every == 0:
+      if isinstance(observation, dict):  # A pixel run's image with the state features.
+        observation = observation.get('pixels')
       if isinstance(observation, np.ndarray) and observation.dtype == np.uint8:
         self._kept.append(observation[..., -3:].copy())  # A pixel run's newest frame.
       else:

@@ -668,6 +668,12 @@ def _attached(
   except (KeyError, TypeError, ValueError) as e:
     raise UserError(f"the program's spec does not read as a spec here ({e!r})") from None
   check_spec_matches(program_spec, spec_to_data(env_spec))
+  if isinstance(program_env_spec.observations, dict):
+    # The episode wire (launch.robot.wire) carries one observation array a step.
+    raise UserError(
+      'the program observes images with state features beside them (--pixel_features): '
+      'robots cannot attach to such a run yet; attach to a run of images alone (--pixels)'
+    )
   # A program found later (a relaunch) must have the same spec.
   link.set_check(
     lambda client: check_spec_matches(

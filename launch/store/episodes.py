@@ -16,10 +16,12 @@ A record is one whole episode::
              and each array's dtype (numpy's dtype.str, byte order included),
              shape and byte offset in the payload; space-padded so the
              payload starts 16-byte aligned within the record
-    payload  P bytes: observations, actions, rewards, discounts, raw C-order
-             bytes each, 16-byte aligned (bit-exact, no pickle; a reader
-             gets writable arrays without copying); camera images (uint8
-             [T, H, W, C]) zlib-compressed, their layout saying codec and size
+    payload  P bytes: observations, actions, rewards, discounts (and, for
+             a camera run with state features beside the image,
+             observation_features), raw C-order bytes each, 16-byte aligned
+             (bit-exact, no pickle; a reader gets writable arrays without
+             copying); camera images (uint8 [T, H, W, C]) zlib-compressed,
+             their layout saying codec and size
 
 Durability: `EpisodeWriter.append` writes the record and fsyncs the segment,
 then writes the index line and fsyncs the index, and only then returns. A
@@ -69,6 +71,8 @@ log = get_logger('store')
 PathLike = Union[str, os.PathLike]
 
 _ARRAY_FIELDS = ('observations', 'actions', 'rewards', 'discounts')
+# After them in a record's layout when the episode has it (older records end before).
+_OPTIONAL_FIELDS = ('observation_features',)
 _MAGIC = b'CIE1'
 _PREFIX = struct.Struct('<4sIQ')
 _CRCS = struct.Struct('<II')
@@ -105,6 +109,15 @@ class Episode:
   rewards: np.ndarray  # [T]
   discounts: np.ndarray  # [T]
   metadata: Dict[str, Any] = dataclasses.field(default_factory=dict)
+  # A camera run's state features beside its images (observations): [T + 1, F], or None.
+  observation_features: Optional[np.ndarray] = None
+
+  def observation_at(self, t: Any) -> Any:
+    """What the agent saw at step(s) t: observations[t], or with state features beside
+    the images {'features': observation_features[t], 'pixels': observations[t]}."""
+    if self.observation_features is None:
+      return self.observations[t]
+    return {'features': self.observation_features[t], 'pixels': self.observations[t]}
 
   @property
   def length(self) -> int:
@@ -163,7 +176,8 @@ def _first_bad_step(values: np.ndarray) -> Optional[int]:
 def _checked_arrays(episode: Episode) -> Dict[str, np.ndarray]:
   """The episode's arrays as numpy arrays; ValueError if it can't be stored."""
   arrays = {}
-  for field in _ARRAY_FIELDS:
+  present = [f for f in _OPTIONAL_FIELDS if getattr(episode, f) is not None]
+  for field in _ARRAY_FIELDS + tuple(present):
     value = getattr(episode, field)
     try:
       value = np.asarray(value)
@@ -185,13 +199,20 @@ def _checked_arrays(episode: Episode) -> Dict[str, np.ndarray]:
       f'observations: expected {steps + 1} (T + 1) along axis 0 for '
       f'T={steps} actions, got shape {arrays["observations"].shape}'
     )
+  if 'observation_features' in arrays:
+    value = arrays['observation_features']
+    if value.ndim != 2 or value.shape[0] != steps + 1 or value.dtype.kind != 'f':
+      raise ValueError(
+        f'observation_features: expected a float array [{steps + 1}, F] (T + 1 rows), got '
+        f'{value.dtype} {value.shape}'
+      )
   for field in ('rewards', 'discounts'):
     value = arrays[field]
     if value.shape != (steps,):
       raise ValueError(f'{field}: expected shape ({steps},) (one per action), got {value.shape}')
     if value.dtype.kind != 'f':
       raise ValueError(f'{field}: expected a floating dtype, got {value.dtype}')
-  for field in _ARRAY_FIELDS:
+  for field in arrays:
     step = _first_bad_step(arrays[field])
     if step is not None:
       raise ValueError(f'{field}: non-finite value at step {step}')
@@ -269,7 +290,7 @@ def _compressible(value: np.ndarray) -> bool:
 
 def _encode_record(header: Dict[str, Any], arrays: Dict[str, np.ndarray]) -> bytes:
   blobs, layout, offset = [], [], 0
-  for field in _ARRAY_FIELDS:
+  for field in _ARRAY_FIELDS + tuple(f for f in _OPTIONAL_FIELDS if f in arrays):
     value = arrays[field]
     blob = np.ascontiguousarray(value).tobytes()
     entry = {'dtype': value.dtype.str, 'shape': list(value.shape), 'offset': offset}
@@ -323,7 +344,7 @@ def _check_record(data: bytearray) -> Tuple[Dict[str, Any], memoryview]:
 def _decode_arrays(header: Dict[str, Any], payload: memoryview) -> Dict[str, np.ndarray]:
   """The arrays of a checked record, as views of its (writable) buffer."""
   arrays = {}
-  for field, layout in zip(_ARRAY_FIELDS, header['arrays']):
+  for field, layout in zip(_ARRAY_FIELDS + _OPTIONAL_FIELDS, header['arrays']):
     dtype = np.dtype(layout['dtype'])
     shape = tuple(layout['shape'])
     count = int(np.prod(shape, dtype=np.int64))
@@ -1242,16 +1263,24 @@ class EpisodeStore:
       if problem is not None:
         problems.append(Problem('bad', info.episode_id, info.segment, problem))
         continue
+      features = episode.observation_features
       key = (
         episode.observations.shape[1:],
         episode.observations.dtype.str,
         episode.actions.shape[1:],
         episode.actions.dtype.str,
+        None if features is None else features.shape[1:],
       )
       shapes.setdefault(key, []).append(info.episode_id)
     if len(shapes) > 1:
       usual = max(shapes, key=lambda k: len(shapes[k]))
-      names = ('observation shape', 'observation dtype', 'action shape', 'action dtype')
+      names = (
+        'observation shape',
+        'observation dtype',
+        'action shape',
+        'action dtype',
+        'observation_features shape',
+      )
       for key, ids in shapes.items():
         if key == usual:
           continue

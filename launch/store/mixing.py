@@ -8,6 +8,7 @@ import time
 from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
+import tree
 from acme import types
 
 from agents.common.logs import get_logger
@@ -146,4 +147,8 @@ class MixedBatches:
         'stored transitions carry extras (success labels) that the replay '
         'share lacks: labelled data needs every batch from the store'
       )
-    return types.Transition(*[np.concatenate([np.asarray(p[i]) for p in parts]) for i in range(5)])
+    # Field by field; a camera run's observations are {'features', 'pixels'} in every part.
+    fields = [
+      tree.map_structure(lambda *xs: np.concatenate(xs), *(p[i] for p in parts)) for i in range(5)
+    ]
+    return types.Transition(*fields)

@@ -12,6 +12,12 @@ from launch.store.episodes import Episode
 log = get_logger('store')
 
 
+def _copy(observation: Any) -> Any:
+  if isinstance(observation, dict):
+    return {key: np.array(value, copy=True) for key, value in observation.items()}
+  return np.array(observation, copy=True)
+
+
 class EpisodeRecorder(observers.EnvLoopObserver):
   """An acme EnvLoopObserver that appends each completed episode to a store writer.
 
@@ -42,12 +48,12 @@ class EpisodeRecorder(observers.EnvLoopObserver):
   def observe_first(self, env: dm_env.Environment, timestep: dm_env.TimeStep) -> None:
     del env
     self._reset()
-    self._obs.append(np.array(timestep.observation, copy=True))
+    self._obs.append(_copy(timestep.observation))
 
   def observe(self, env: dm_env.Environment, timestep: dm_env.TimeStep, action: np.ndarray) -> None:
     del env
     self._actions.append(np.array(action, copy=True))
-    self._obs.append(np.array(timestep.observation, copy=True))
+    self._obs.append(_copy(timestep.observation))
     self._rewards.append(timestep.reward)
     self._discounts.append(timestep.discount)
     version = self._policy_version()
@@ -60,7 +66,12 @@ class EpisodeRecorder(observers.EnvLoopObserver):
     metadata = dict(self._metadata)
     if self._versions:
       metadata['policy_version'] = [min(self._versions), max(self._versions)]
+    features = None
+    if isinstance(self._obs[0], dict):  # Camera images with the state features beside them.
+      features = np.stack([o['features'] for o in self._obs])
+      self._obs = [o['pixels'] for o in self._obs]
     episode = Episode(
+      observation_features=features,
       observations=np.stack(self._obs),
       actions=np.stack(self._actions),
       rewards=np.asarray(self._rewards, np.float32),

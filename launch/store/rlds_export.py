@@ -22,6 +22,7 @@ from launch.store.episodes import Episode
 from launch.store.rlds_format import (
   DATASET_INFO_FILE,
   DEFAULT_DATASET_NAME,
+  FEATURES_FIELD,
   FEATURES_FILE,
   FILEPATH_TEMPLATE,
   FLAGS,
@@ -47,6 +48,7 @@ _NAME_RE = re.compile(r'^[a-z][a-z0-9_]*$')
 
 _DESCRIPTIONS = {
   'observation': 'Observation before the action; the final one on the last step.',
+  'observation_features': 'State features beside the camera image of the observation.',
   'action': 'Action taken after the observation; zeros on the last step.',
   'reward': 'Reward following the action; 0 on the last step.',
   'discount': 'Discount following the action (0: terminal); 0 on the last step.',
@@ -107,7 +109,13 @@ def _prepare(episode: Episode, index: int) -> Tuple[EpisodeSpec, str]:
     raise fail(f'discounts have shape {disc.shape}, expected [T={steps}]')
   if obs.ndim < 1 or obs.shape[0] != steps + 1:
     raise fail(f'observations have shape {obs.shape}, expected [T+1={steps + 1}, ...]')
-  for name, arr in (('observations', obs), ('actions', act), ('rewards', rew), ('discounts', disc)):
+  named = [('observations', obs), ('actions', act), ('rewards', rew), ('discounts', disc)]
+  if episode.observation_features is not None:
+    features = np.asarray(episode.observation_features)
+    if features.ndim != 2 or features.shape[0] != steps + 1:
+      raise fail(f'observation_features have shape {features.shape}, expected [T+1={steps + 1}, F]')
+    named.append(('observation_features', features))
+  for name, arr in named:
     problem = check_dtype(arr.dtype)
     if problem:
       raise fail(f'{name}: {problem}')
@@ -137,6 +145,8 @@ def _episode_example(episode: Episode, fields: Dict[str, Field], metadata: str) 
     'is_last': np.arange(n) == n - 1,
     'is_terminal': (np.arange(n) == n - 1) & (steps > 0 and disc[-1] == 0),
   }
+  if episode.observation_features is not None:
+    values[FEATURES_FIELD] = np.asarray(episode.observation_features)
   feature = {f'steps/{name}': _step_feature(values[name], field) for name, field in fields.items()}
   feature[METADATA_KEY] = tf.train.Feature(
     bytes_list=tf.train.BytesList(value=[metadata.encode('utf-8')])

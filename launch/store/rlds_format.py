@@ -29,6 +29,11 @@ each step field is flattened across steps into one feature, as TFDS encodes a
     steps/is_terminal  [T+1] bool            True on step T iff discounts[T-1] == 0
     episode_metadata/metadata_json  text     the episode's metadata as JSON
 
+A camera run with state features beside its images (the store's
+observation_features) has one more step field, declared only then:
+
+    steps/observation_features  [T+1, F]     observation_features[t]
+
 The last step carries the final observation; RLDS treats its action, reward
 and discount as invalid, so they are zero padding and are dropped on import.
 
@@ -74,6 +79,8 @@ FEATURES_FILE = 'features.json'
 DATASET_INFO_FILE = 'dataset_info.json'
 FILEPATH_TEMPLATE = '{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}'
 METADATA_KEY = 'episode_metadata/metadata_json'
+# The optional step field of state features beside camera images.
+FEATURES_FIELD = 'observation_features'
 STEP_FIELDS = ('observation', 'action', 'reward', 'discount', 'is_first', 'is_last', 'is_terminal')
 FLAGS = ('is_first', 'is_last', 'is_terminal')
 
@@ -112,20 +119,32 @@ class EpisodeSpec:
   action_dtype: np.dtype
   reward_dtype: np.dtype = np.dtype(np.float32)
   discount_dtype: np.dtype = np.dtype(np.float32)
+  # State features beside camera images (Episode.observation_features); None: none.
+  observation_features_shape: Optional[Tuple[int, ...]] = None
+  observation_features_dtype: Optional[np.dtype] = None
 
   def __post_init__(self):
     # Normalise so specs built from shapes as lists or dtypes as strings
     # compare equal to ones read from a dataset.
-    for name in ('observation_shape', 'action_shape'):
-      object.__setattr__(self, name, tuple(int(d) for d in getattr(self, name)))
-    for name in ('observation_dtype', 'action_dtype', 'reward_dtype', 'discount_dtype'):
-      object.__setattr__(self, name, np.dtype(getattr(self, name)))
+    for name in ('observation_shape', 'action_shape', 'observation_features_shape'):
+      if getattr(self, name) is not None:
+        object.__setattr__(self, name, tuple(int(d) for d in getattr(self, name)))
+    for name in (
+      'observation_dtype',
+      'action_dtype',
+      'reward_dtype',
+      'discount_dtype',
+      'observation_features_dtype',
+    ):
+      if getattr(self, name) is not None:
+        object.__setattr__(self, name, np.dtype(getattr(self, name)))
 
   @classmethod
   def from_episode(cls, episode: Episode) -> 'EpisodeSpec':
     """The spec an episode's arrays have (its step shapes, not its length)."""
     obs = np.asarray(episode.observations)
     act = np.asarray(episode.actions)
+    features = episode.observation_features
     return cls(
       obs.shape[1:],
       obs.dtype,
@@ -133,6 +152,8 @@ class EpisodeSpec:
       act.dtype,
       np.asarray(episode.rewards).dtype,
       np.asarray(episode.discounts).dtype,
+      None if features is None else np.asarray(features).shape[1:],
+      None if features is None else np.asarray(features).dtype,
     )
 
   def describe(self) -> str:
@@ -145,6 +166,12 @@ class EpisodeSpec:
       f'observation {one(self.observation_dtype, self.observation_shape)}, '
       f'action {one(self.action_dtype, self.action_shape)}, '
       f'reward {self.reward_dtype.name}, discount {self.discount_dtype.name}'
+      + (
+        ''
+        if self.observation_features_shape is None
+        else ', observation_features '
+        + one(self.observation_features_dtype, self.observation_features_shape)
+      )
     )
 
 
@@ -227,6 +254,8 @@ def fields_for(spec: EpisodeSpec) -> Dict[str, Field]:
     'reward': ((), spec.reward_dtype),
     'discount': ((), spec.discount_dtype),
   }
+  if spec.observation_features_shape is not None:
+    pairs[FEATURES_FIELD] = (spec.observation_features_shape, spec.observation_features_dtype)
   fields = {
     name: Field(shape, dtype, _export_encoding(dtype, tuple(shape)))
     for name, (shape, dtype) in pairs.items()

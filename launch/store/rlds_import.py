@@ -54,6 +54,7 @@ from launch.store.episodes import (
 )
 from launch.store.rlds_format import (
   DATASET_INFO_FILE,
+  FEATURES_FIELD,
   FEATURES_FILE,
   FILEPATH_TEMPLATE,
   FLAGS,
@@ -275,6 +276,15 @@ def _read_features(
     if name not in steps:
       raise RldsError(f'{path}: steps/{name} is not declared')
     fields[name] = _tensor_field(path, f'steps/{name}', steps[name])
+  if FEATURES_FIELD in steps:  # A camera run's state features beside its images.
+    field = fields[FEATURES_FIELD] = _tensor_field(
+      path, f'steps/{FEATURES_FIELD}', steps[FEATURES_FIELD]
+    )
+    if len(field.shape) != 1 or field.dtype.kind != 'f':
+      raise RldsError(
+        f'{path}: steps/{FEATURES_FIELD} must be a float vector [F], got '
+        f'{field.dtype.name}{list(field.shape)}'
+      )
   for name in ('reward', 'discount'):
     if fields[name].shape:
       raise RldsError(
@@ -296,6 +306,8 @@ def _read_features(
     fields['action'].dtype,
     fields['reward'].dtype,
     fields['discount'].dtype,
+    fields[FEATURES_FIELD].shape if FEATURES_FIELD in fields else None,
+    fields[FEATURES_FIELD].dtype if FEATURES_FIELD in fields else None,
   )
   if expected is not None and expected != spec:
     raise RldsError(f'{root} holds {spec.describe()}; expected {expected.describe()}')
@@ -479,6 +491,7 @@ def _decode_episode(data: bytes, fields: Dict[str, Field], max_bytes: int) -> Ep
     rewards=arrays['reward'][:steps].copy(),
     discounts=arrays['discount'][:steps].copy(),
     metadata=metadata,
+    observation_features=arrays.get(FEATURES_FIELD),
   )
   # Whatever the store would refuse is a bad record here, found before anything is
   # stored; an empty episode (one RLDS step: a reset, then nothing) is valid RLDS but has
@@ -628,7 +641,10 @@ def episode_sha256(episode: Episode) -> str:
   """Hex sha256 of an episode's content: each array's dtype, shape and little-endian
   bytes, and its metadata as canonical JSON without the keys import adds."""
   digest = hashlib.sha256(b'collect-infer episode v1\n')
-  for name in ('observations', 'actions', 'rewards', 'discounts'):
+  names = ['observations', 'actions', 'rewards', 'discounts']
+  if episode.observation_features is not None:  # Only then: other episodes hash as before.
+    names.append('observation_features')
+  for name in names:
     array = np.asarray(getattr(episode, name))
     array = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder('<'))
     digest.update(f'{name} {array.dtype.str} {list(array.shape)}\n'.encode())

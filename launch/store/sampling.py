@@ -178,11 +178,20 @@ class StoreSampler:
     self._cap_announced = False
     self._shapes: Optional[Tuple] = None
     self._dtypes: Optional[List[np.dtype]] = None
+    # A camera run's state features beside its images: their shape [F], () for none, None
+    # until the spec or the first episode says.
+    self._feature_shape: Optional[Tuple[int, ...]] = None
+    observations = None if spec is None else spec.observations
+    if isinstance(observations, dict):
+      self._feature_shape = tuple(observations['features'].shape)
+      observations = observations['pixels']
+    elif spec is not None:
+      self._feature_shape = ()
     if spec is not None:
-      self._shapes = (tuple(spec.observations.shape), tuple(spec.actions.shape))
+      self._shapes = (tuple(observations.shape), tuple(spec.actions.shape))
     self._spec_given = spec is not None
     self._spec_dtypes = (
-      None if spec is None else (np.dtype(spec.observations.dtype), np.dtype(spec.actions.dtype))
+      None if spec is None else (np.dtype(observations.dtype), np.dtype(spec.actions.dtype))
     )
     self._labeller = labeller
     self._num_successes = 0
@@ -190,6 +199,7 @@ class StoreSampler:
 
   def _reset_arrays(self) -> None:
     self._observations = _Growable()
+    self._features = _Growable(np.float32)  # Row for row with the observations, if any.
     self._actions = _Growable()
     self._rewards = _Growable()
     self._discounts = _Growable()
@@ -294,6 +304,12 @@ class StoreSampler:
       ]
       if diffs:
         return f'{against}: {", ".join(diffs)}'
+    features = episode.observation_features
+    feature_shape = () if features is None else tuple(features.shape[1:])
+    if self._feature_shape is not None and feature_shape != self._feature_shape:
+      have = f'shape {feature_shape}' if feature_shape else 'none'
+      want = f'shape {self._feature_shape}' if self._feature_shape else 'none'
+      return f'{against}: observation_features {have} (expected {want})'
     dtypes = self._dtypes
     if dtypes is None:
       dtypes = list(self._spec_dtypes or (arrays[0].dtype, arrays[1].dtype))
@@ -303,7 +319,10 @@ class StoreSampler:
         return f'{against}: {n} dtype {value.dtype} (expected {want})'
     if self._shapes is None:
       self._shapes = shapes
+      self._feature_shape = feature_shape
     self._dtypes = dtypes
+    if features is not None:
+      episode.observation_features = features.astype(np.float32, copy=False)
     episode.observations, episode.actions, episode.rewards, episode.discounts = (
       value.astype(want, copy=False) for want, value in zip(dtypes, arrays)
     )
@@ -324,7 +343,8 @@ class StoreSampler:
   def _episode_bytes(self, episode: Episode, num_trans: int) -> int:
     per_transition = 3 * 8 + (4 if self._labeller is not None else 0)
     arrays = (episode.observations, episode.actions, episode.rewards, episode.discounts)
-    return sum(a.nbytes for a in arrays) + num_trans * per_transition
+    features = 0 if episode.observation_features is None else episode.observation_features.nbytes
+    return sum(a.nbytes for a in arrays) + features + num_trans * per_transition
 
   def _hold(
     self, store: int, episode_id: str, key: float, episode: Episode, success: Optional[bool]
@@ -360,6 +380,8 @@ class StoreSampler:
     self._start_obs.extend(held.obs_start + starts)
     self._num_steps.extend(steps)
     self._observations.extend(episode.observations)
+    if episode.observation_features is not None:
+      self._features.extend(episode.observation_features)
     self._actions.extend(episode.actions)
     self._rewards.extend(episode.rewards)
     self._discounts.extend(episode.discounts)
@@ -415,8 +437,9 @@ class StoreSampler:
       self._start_obs.array,
       self._num_steps.array,
       self._labels.array,
+      self._features.array,
     )
-    observations, actions, rewards, discounts, start_step, start_obs, num_steps, labels = old
+    observations, actions, rewards, discounts, start_step, start_obs, num_steps, labels, _ = old
     self._reset_arrays()
     self._held = []
     self._held_bytes = 0
@@ -438,6 +461,8 @@ class StoreSampler:
       if held.success is not None:
         parts[7].append(labels[trans])
         self._num_successes += int(held.success)
+      if self._feature_shape:
+        parts[8].append(old[8][held.obs_start : held.obs_start + held.length + 1])
       held.obs_start, held.step_start, held.trans_start = obs_at, step_at, trans_at
       obs_at += held.length + 1
       step_at += held.length
@@ -453,6 +478,7 @@ class StoreSampler:
       self._start_obs,
       self._num_steps,
       self._labels,
+      self._features,
     )
     for growable, pieces in zip(growables, parts):
       if pieces:
@@ -483,12 +509,17 @@ class StoreSampler:
     extras: Any = ()
     if self._labeller is not None:
       extras = {'success': self._labels.array[which]}
+    observation, next_observation = observations[obs], observations[obs + k]
+    if self._feature_shape:  # As the environment gave them: the features beside the images.
+      features = self._features.array
+      observation = {'features': features[obs], 'pixels': observation}
+      next_observation = {'features': features[obs + k], 'pixels': next_observation}
     return types.Transition(
-      observation=observations[obs],
+      observation=observation,
       action=self._actions.array[step],
       reward=n_step_return.astype(reward_dtype, copy=False),
       discount=total_discount,
-      next_observation=observations[obs + k],
+      next_observation=next_observation,
       extras=extras,
     )
 

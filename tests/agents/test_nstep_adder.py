@@ -17,31 +17,44 @@ SPEC = specs.EnvironmentSpec(
   rewards=specs.Array((), np.float32),
   discounts=specs.BoundedArray((), np.float32, 0.0, 1.0),
 )
+# A pixel run with the task's state features beside the image.
+IMAGE_SPEC = SPEC._replace(
+  observations={
+    'features': specs.Array((3,), np.float32),
+    'pixels': specs.BoundedArray((4, 4, 6), np.uint8, 0, 255),
+  }
+)
 # (length, ends by termination): shorter and longer than n, a one-step episode, one longer
 # than the writer's chunks (items then arrive mid-episode).
 EPISODES = ((1, True), (2, False), (4, True), (7, False), (12, True), (40, False))
 
 
-def _feed(adder, seed: int) -> None:
+def _feed(adder, seed: int, spec=SPEC) -> None:
   rng = np.random.default_rng(seed)
   f32 = lambda *shape: rng.normal(size=shape).astype(np.float32)
+
+  def obs():
+    if spec is SPEC:
+      return f32(3)
+    return {'features': f32(3), 'pixels': rng.integers(0, 256, (4, 4, 6), dtype=np.uint8)}
+
   for length, terminates in EPISODES:
-    adder.add_first(dm_env.restart(f32(3)))
+    adder.add_first(dm_env.restart(obs()))
     for t in range(1, length + 1):
       last = t == length
       # Discounts other than 0 and 1 too: the products must match acme's, bit for bit.
       discount = np.float32(0.0 if last and terminates else rng.choice([1.0, 0.9]))
       step = dm_env.StepType.LAST if last else dm_env.StepType.MID
-      adder.add(f32(2), dm_env.TimeStep(step, np.float32(rng.normal()), discount, f32(3)))
+      adder.add(f32(2), dm_env.TimeStep(step, np.float32(rng.normal()), discount, obs()))
 
 
-def _items(make_adder, seed: int):
-  signature = reverb_adders.NStepTransitionAdder.signature(SPEC)
+def _items(make_adder, seed: int, spec=SPEC):
+  signature = reverb_adders.NStepTransitionAdder.signature(spec)
   server = reverb.Server([reverb.Table.queue(TABLE, 1000, signature=signature)], port=None)
   try:
     client = reverb.Client(f'localhost:{server.port}')
     adder = make_adder(client)
-    _feed(adder, seed)
+    _feed(adder, seed, spec)
     del adder
     size = client.server_info()[TABLE].current_size
     samples = client.sample(TABLE, num_samples=size, emit_timesteps=False)
@@ -50,17 +63,19 @@ def _items(make_adder, seed: int):
     server.stop()
 
 
-@pytest.mark.parametrize('n_step', [1, 3, 5])
-def test_items_equal_acmes_in_order_bit_for_bit(n_step):
+@pytest.mark.parametrize('n_step, spec', [(1, SPEC), (3, SPEC), (5, SPEC), (3, IMAGE_SPEC)])
+def test_items_equal_acmes_in_order_bit_for_bit(n_step, spec):
   acme_items = _items(
-    lambda c: reverb_adders.NStepTransitionAdder(c, n_step=n_step, discount=0.99), seed=n_step
+    lambda c: reverb_adders.NStepTransitionAdder(c, n_step=n_step, discount=0.99), n_step, spec
   )
-  ours = _items(lambda c: NStepAdder(c, n_step, 0.99, TABLE, max_in_flight_items=32), n_step)
+  ours = _items(lambda c: NStepAdder(c, n_step, 0.99, TABLE, max_in_flight_items=32), n_step, spec)
   # An item a step, and n - 1 more at each episode's start (acme's shorter first windows).
   steps = sum(length for length, _ in EPISODES)
   starts = sum(min(n_step, length) - 1 for length, _ in EPISODES)
   assert len(acme_items) == steps + starts
   assert len(ours) == len(acme_items)
+  # Observation, action, reward, discount, next observation; a dict observation's two.
+  assert len(ours[0]) == (7 if spec is IMAGE_SPEC else 5)
   for a, b in zip(acme_items, ours):
     assert [x.dtype for x in a] == [x.dtype for x in b]
     assert [x.tobytes() for x in a] == [x.tobytes() for x in b]

@@ -69,3 +69,24 @@ def test_a_pixel_run_trains_stores_uint8_and_writes_videos(tmp_path):
     gif.seek(i)
     total_ms += gif.info['duration']
   assert total_ms == 51 * 200
+
+
+def test_a_pixel_run_with_state_features_trains_on_both_and_stores_both(tmp_path):
+  run = run_to_end(
+    tmp_path / 'run', *PIXELS, '--pixel_features', '--agent', 'replay.n_step=2', timeout=600
+  )
+  assert run.returncode == 0, run.text[-5000:]
+  counts = read_counts(run.run_dir)
+  assert counts['actor_steps'] >= 60 and counts['learner_steps'] > 0, counts
+  # Cartpole's 5 state features beside each 16x16 image, row for row with the images.
+  store = EpisodeStore(run.run_dir / 'store')
+  episode = store.read(store.index()[0].episode_id)
+  assert episode.observations.shape == (51, 16, 16, 6)
+  assert episode.observation_features.shape == (51, 5)
+  assert episode.observation_features.dtype == np.float32
+  assert np.ptp(episode.observation_features[:, 0]) > 0  # the cart moved
+  # The networks read them: the first layer after the encoder takes its 8 features and 5 more.
+  _, payload = Checkpointer(run.run_dir / 'checkpoints').restore_latest()
+  state = payload['learner_state']
+  assert state.policy_params['policy_torso/linear']['w'].shape[0] == 8 + 5
+  assert state.critic_params['critic_torso/linear']['w'].shape[0] == 8 + 5 + 1  # + the action
