@@ -9,6 +9,7 @@ from acme import specs
 
 from agents import registry
 from agents.common.bodies import Body, check_one_body
+from agents.common.errors import ConfigError
 from environments.pixels import PixelSettings, make_pixel_environment
 from environments.suite import make_environment, observation_group_sizes
 from launch.borrowed_policy import lend_policy
@@ -92,9 +93,20 @@ def pixel_replay_size(config: ExperimentConfig) -> Optional[int]:
   return max(min(replay.max_replay_size, fits), replay.min_replay_size)
 
 
+def check_pixel_agent(config: ExperimentConfig) -> None:
+  """ConfigError (one line) for a pixel run of an agent that takes state features only."""
+  if config.pixels and not config.agent.takes_pixels:
+    takers = [n for n in registry.names() if registry.get(n).config_class().takes_pixels]
+    raise ConfigError(
+      f'algorithm={config.algorithm} takes state features only, not camera images '
+      f'(--pixels); agents that do: {", ".join(takers)}'
+    )
+
+
 def make_builder(config: ExperimentConfig, task: Optional[str] = None) -> 'Builder':
   """The builder of the registered agent `config.algorithm`, for the spec of `task`
   (default: the run's `task`); an agent for several bodies gets every task's too."""
+  check_pixel_agent(config)
   size = pixel_replay_size(config)
   if size is not None and size != config.agent.replay.max_replay_size:
     config = dataclasses.replace(

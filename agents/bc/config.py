@@ -26,6 +26,10 @@ class BCConfig(AgentConfig):
     self.policy_layer_sizes = tuple_or_none(self.policy_layer_sizes)
     super().__post_init__()
 
+  @property
+  def takes_pixels(self) -> bool:
+    return True  # Through its own convolutional encoder.
+
   @classmethod
   def migrate_legacy(cls, values: Dict[str, Any]) -> Dict[str, Any]:
     """Before BC had its own config, a BC run stored a whole (flat) MPOConfig, recognised by

@@ -206,6 +206,11 @@ class AgentConfig(Config):
     return False
 
   @property
+  def takes_pixels(self) -> bool:
+    """Whether the agent acts and learns from camera images (--pixels)."""
+    return False
+
+  @property
   def trains_on_store(self) -> bool:
     """Whether the learner trains on stored episodes in every mode (its builder's
     `make_store_iterator`), so the actors must store theirs."""

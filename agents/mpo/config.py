@@ -191,6 +191,10 @@ class MPOConfig(AgentConfig):
     return self.pmpo.success_return
 
   @property
+  def takes_pixels(self) -> bool:
+    return True  # Through the convolutional encoder or the Perceiver's patches.
+
+  @property
   def needs_observation_groups(self) -> bool:
     return self.network == 'perceiver'
 

@@ -43,6 +43,9 @@ def prepare_run(
         check_pixels_task(task, config.pixels)
     except ValueError as e:
       raise ConfigError(str(e)) from None
+    from launch.experiment import check_pixel_agent
+
+    check_pixel_agent(config)
     if len(config.task_names) > 1:
       from launch.experiment import bodies
 

@@ -64,3 +64,29 @@ def test_a_pixel_run_may_use_the_perceiver_on_image_patches():
     make_builder(
       ExperimentConfig(pixels=True, agent={'network': 'perceiver', 'perceiver.patch_size': 24})
     )
+
+
+def test_state_features_beside_the_image_need_pixels_and_size_the_replay():
+  with pytest.raises(ConfigError, match=r'pixel_features=True needs pixels=True'):
+    ExperimentConfig(pixel_features=True)
+  # 24 GiB / (64 * 64 * 9 + 4 * 5 bytes): cartpole's 5 float32 features ride along.
+  with_features = ExperimentConfig(pixels=True, pixel_features=True)
+  assert pixel_replay_size(with_features) == 24 * 2**30 // (64 * 64 * 9 + 20)
+  from launch.experiment import make_builder
+
+  spec = make_builder(with_features).spec.observations
+  assert set(spec) == {'features', 'pixels'} and spec['features'].shape == (5,)
+  with pytest.raises(ConfigError, match='network=perceiver reads images without state features'):
+    make_builder(ExperimentConfig(pixels=True, pixel_features=True, agent={'network': 'perceiver'}))
+
+
+@pytest.mark.parametrize('algorithm', ['gato', 'planning'])
+def test_an_agent_of_state_features_refuses_a_pixel_run_before_launch(tmp_path, algorithm):
+  from launch.local.launcher import prepare_run
+
+  config = ExperimentConfig(run_dir=str(tmp_path / 'run'), algorithm=algorithm, pixels=True)
+  with pytest.raises(
+    ConfigError, match=f'algorithm={algorithm} takes state features only.*bc, mpo'
+  ):
+    prepare_run(config)
+  assert not (tmp_path / 'run').exists()  # nothing created for a run that cannot start
