@@ -1,4 +1,7 @@
-"""End-to-end from pixels: the real program on cartpole:swingup seen through a 16x16 camera."""
+"""End-to-end from pixels: the real program on cartpole:swingup seen through a 16x16 camera,
+with the task's state features beside the images (--pixel_features: a superset of a run of
+images alone, whose pieces in-process tests cover: tests/experiments/test_throughput_benchmark
+runs a pixel actor with its adder and store, tests/networks/test_pixel_networks its learner)."""
 
 import numpy as np
 import pytest
@@ -36,8 +39,10 @@ PIXELS = [
 ]
 
 
-def test_a_pixel_run_trains_stores_uint8_and_writes_videos(tmp_path):
-  run = run_to_end(tmp_path / 'run', *PIXELS, timeout=600)
+def test_a_pixel_run_trains_on_images_and_features_stores_both_and_writes_videos(tmp_path):
+  run = run_to_end(
+    tmp_path / 'run', *PIXELS, '--pixel_features', '--agent', 'replay.n_step=2', timeout=600
+  )
   assert run.returncode == 0, run.text[-5000:]
   counts = read_counts(run.run_dir)
   assert counts['actor_steps'] >= 60 and counts['learner_steps'] > 0, counts
@@ -49,6 +54,10 @@ def test_a_pixel_run_trains_stores_uint8_and_writes_videos(tmp_path):
   assert episode.observations.dtype == np.uint8
   assert episode.observations.shape == (51, 16, 16, 6)
   assert infos[0].size < episode.observations.nbytes / 2
+  # Cartpole's 5 state features beside each image, row for row.
+  assert episode.observation_features.shape == (51, 5)
+  assert episode.observation_features.dtype == np.float32
+  assert np.ptp(episode.observation_features[:, 0]) > 0  # the cart moved
   # The learner trained the encoder that the policy reads: the critic's, shared.
   step, payload = Checkpointer(run.run_dir / 'checkpoints').restore_latest()
   state = payload['learner_state']
@@ -57,6 +66,9 @@ def test_a_pixel_run_trains_stores_uint8_and_writes_videos(tmp_path):
   for k in encoder:
     for name, value in state.policy_params[k].items():
       np.testing.assert_array_equal(value, state.critic_params[k][name])
+  # The heads read the features: the layer after the encoder takes its 8 and 5 more.
+  assert state.policy_params['policy_torso/linear']['w'].shape[0] == 8 + 5
+  assert state.critic_params['critic_torso/linear']['w'].shape[0] == 8 + 5 + 1  # + the action
   # One GIF per evaluation, named by learner step, of the run's own 16x16 frames.
   gifs = sorted((run.run_dir / 'videos').glob('step_*.gif'))
   assert gifs, run.text[-3000:]
@@ -69,24 +81,3 @@ def test_a_pixel_run_trains_stores_uint8_and_writes_videos(tmp_path):
     gif.seek(i)
     total_ms += gif.info['duration']
   assert total_ms == 51 * 200
-
-
-def test_a_pixel_run_with_state_features_trains_on_both_and_stores_both(tmp_path):
-  run = run_to_end(
-    tmp_path / 'run', *PIXELS, '--pixel_features', '--agent', 'replay.n_step=2', timeout=600
-  )
-  assert run.returncode == 0, run.text[-5000:]
-  counts = read_counts(run.run_dir)
-  assert counts['actor_steps'] >= 60 and counts['learner_steps'] > 0, counts
-  # Cartpole's 5 state features beside each 16x16 image, row for row with the images.
-  store = EpisodeStore(run.run_dir / 'store')
-  episode = store.read(store.index()[0].episode_id)
-  assert episode.observations.shape == (51, 16, 16, 6)
-  assert episode.observation_features.shape == (51, 5)
-  assert episode.observation_features.dtype == np.float32
-  assert np.ptp(episode.observation_features[:, 0]) > 0  # the cart moved
-  # The networks read them: the first layer after the encoder takes its 8 features and 5 more.
-  _, payload = Checkpointer(run.run_dir / 'checkpoints').restore_latest()
-  state = payload['learner_state']
-  assert state.policy_params['policy_torso/linear']['w'].shape[0] == 8 + 5
-  assert state.critic_params['critic_torso/linear']['w'].shape[0] == 8 + 5 + 1  # + the action
