@@ -11,7 +11,8 @@ Runs (one after another, each its own program, cpu preset, 2 actors):
   iterated  --mode iterated with ENV_STEPS / (episode steps * collect_episodes) iterations
             (the task's episode length, counted by stepping one episode: 1000 for the
             suite's tasks, 250 for manipulation's), --infer_steps per iteration
-`--extra '--pixels --action_repeat 4'` adds collect_infer flags to both runs.
+`--extra '--pixels --action_repeat 4'` adds collect_infer flags to both runs (e.g. a
+wall-clock budget, `--extra '--max_seconds 3300'`); `--variants iterated` runs one of them.
 Writes <out>/iterated.csv (variant, actor_steps, learner_steps, elapsed_s, mean_return, and
 success_rate for a task with a goal condition, for every evaluation), <out>/summary.csv and
 <out>/iterated.png (return, and success rate where there is one, against environment steps
@@ -64,6 +65,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   p.add_argument('--seed', type=int, default=0)
   p.add_argument('--out', default='bench_out/iterated')
   p.add_argument('--extra', default='', help='more collect_infer flags, for both runs')
+  p.add_argument(
+    '--variants', default='online,iterated', help='which runs, comma-separated: online, iterated'
+  )
   args = p.parse_args(sys.argv[1:] if argv is None else argv)
   out = pathlib.Path(args.out).resolve()
   per_episode = episode_steps(args.task)
@@ -97,6 +101,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       '100000',
     ],
   }
+  chosen = [v.strip() for v in args.variants.split(',') if v.strip()]
+  unknown = sorted(set(chosen) - set(variants))
+  if unknown or not chosen:
+    p.error(f'--variants: {", ".join(unknown) or "none"}; choose from online, iterated')
+  variants = {name: variants[name] for name in chosen}
   rows, summary = [], []
   for name, extra in variants.items():
     run_dir = out / name
