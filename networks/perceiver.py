@@ -21,7 +21,7 @@ import numpy as np
 
 from networks.augment import random_shift
 from networks.critic import CategoricalCriticHead
-from networks.encoder import scale_pixels
+from networks.encoder import FEATURES, PIXELS, scale_pixels
 from networks.mpo import ACTION_BOUND, MPONetworks, clip_to_action_box, critic_batch_shape
 from networks.policy import GaussianHead, GaussianParams
 
@@ -292,6 +292,7 @@ def make_perceiver_pixel_networks(
   image_shape: Tuple[int, int, int],
   patch_size: int,
   shift_pad: int = 4,
+  feature_size: int = 0,
   **kwargs: Any,
 ) -> MPONetworks:
   """The Perceiver actor-critic over uint8 camera images [*B, H, W, C]: each patch_size
@@ -299,15 +300,32 @@ def make_perceiver_pixel_networks(
   sizes). Images are normalised as the convolutional encoder does, and the learner shifts
   them at random by up to `shift_pad` pixels (DrQ; 0: none). Policy and critic keep their
   own encoders, as on state features.
+
+  `feature_size` F > 0: observations are {'features': [*B, F], 'pixels': images}, the
+  features one more group (one token) after the image's patches.
   """
   shape = _check_group(tuple(image_shape), patch_size)
-  flat = make_perceiver_networks(action_dim, [shape], patch_size=patch_size, **kwargs)
+  groups = [shape] + ([int(feature_size)] if feature_size else [])
+  flat = make_perceiver_networks(action_dim, groups, patch_size=patch_size, **kwargs)
 
-  def vector(obs: jnp.ndarray) -> jnp.ndarray:
-    if tuple(obs.shape[-3:]) != shape:
-      raise ValueError(f'expected images [*B, {", ".join(map(str, shape))}], got {obs.shape}')
-    obs = scale_pixels(obs)
-    return obs.reshape(obs.shape[:-3] + (-1,))
+  def vector(obs: Any) -> jnp.ndarray:
+    if isinstance(obs, dict) != bool(feature_size):
+      raise ValueError(
+        f'expected {"{features, pixels}" if feature_size else "images"}, got {type(obs).__name__}'
+      )
+    images = obs[PIXELS] if feature_size else obs
+    if tuple(images.shape[-3:]) != shape:
+      raise ValueError(f'expected images [*B, {", ".join(map(str, shape))}], got {images.shape}')
+    images = scale_pixels(images)
+    flat_images = images.reshape(images.shape[:-3] + (-1,))
+    if not feature_size:
+      return flat_images
+    return jnp.concatenate([flat_images, obs[FEATURES].astype(jnp.float32)], axis=-1)
+
+  def augment(key: jnp.ndarray, obs: Any) -> Any:
+    if feature_size:
+      return {**obs, PIXELS: random_shift(key, obs[PIXELS], shift_pad)}
+    return random_shift(key, obs, shift_pad)
 
   policy = hk.Transformed(
     init=lambda key, obs: flat.policy.init(key, vector(obs)),
@@ -321,5 +339,5 @@ def make_perceiver_pixel_networks(
     policy=policy,
     critic=critic,
     action_dim=action_dim,
-    augment=(lambda key, obs: random_shift(key, obs, shift_pad)) if shift_pad > 0 else None,
+    augment=augment if shift_pad > 0 else None,
   )

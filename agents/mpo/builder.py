@@ -42,13 +42,8 @@ class MPOBuilder(ReplayPipeline):
     # state task's the vector size.
     self.obs_dim = spec.observations if self.pixels else int(spec.observations.shape[0])
     self.action_dim = int(spec.actions.shape[0])
-    if config.network == 'perceiver' and is_image_with_features(spec.observations):
-      raise ConfigError(
-        'network=perceiver reads images without state features beside them: drop '
-        '--pixel_features, or use the convolutional encoder (network=mlp)'
-      )
     if self.pixels and config.network == 'perceiver':
-      height, width = spec.observations.shape[:2]
+      height, width = image_spec(spec.observations).shape[:2]
       if height % config.perceiver.patch_size or width % config.perceiver.patch_size:
         raise ConfigError(
           f'perceiver.patch_size={config.perceiver.patch_size} is invalid for {height}x{width} '
@@ -88,11 +83,15 @@ class MPOBuilder(ReplayPipeline):
       from networks.perceiver import make_perceiver_pixel_networks
 
       p = c.perceiver
+      observations = self.spec.observations
       return make_perceiver_pixel_networks(
         self.action_dim,
-        tuple(self.spec.observations.shape),
+        tuple(image_spec(observations).shape),
         p.patch_size,
         shift_pad=c.encoder.shift_pad,
+        feature_size=(
+          int(observations['features'].shape[0]) if is_image_with_features(observations) else 0
+        ),
         num_atoms=c.num_atoms,
         latent_dim=p.latent_dim,
         num_latents=p.num_latents,

@@ -2,9 +2,12 @@
 
 import argparse
 
+import jax
+import jax.numpy as jnp
 import pytest
 
 from agents.common.errors import ConfigError
+from agents.common.observations import example_observations
 from launch.cli import add_config_flags, given_values
 from launch.config import ExperimentConfig
 from launch.experiment import pixel_replay_size
@@ -76,8 +79,21 @@ def test_state_features_beside_the_image_need_pixels_and_size_the_replay():
 
   spec = make_builder(with_features).spec.observations
   assert set(spec) == {'features', 'pixels'} and spec['features'].shape == (5,)
-  with pytest.raises(ConfigError, match='network=perceiver reads images without state features'):
-    make_builder(ExperimentConfig(pixels=True, pixel_features=True, agent={'network': 'perceiver'}))
+  # The Perceiver reads the features as one more token after the image's patches.
+  perceiver = make_builder(
+    ExperimentConfig(
+      pixels=True, pixel_features=True, frame_stack=1, agent={'network': 'perceiver'}
+    )
+  )
+  networks = perceiver.make_networks()
+  obs = example_observations(perceiver.spec.observations)
+  params = networks.policy.init(jax.random.PRNGKey(0), obs)
+  mean, _ = networks.policy.apply(params, obs)
+  assert mean.shape == (1, 1)
+  moved = {**obs, 'features': obs['features'] + 1.0}
+  assert not jnp.allclose(networks.policy.apply(params, moved)[0], mean)  # it reads them
+  shifted = networks.augment(jax.random.PRNGKey(1), obs)
+  assert shifted['features'] is obs['features'] and shifted['pixels'].shape == (1, 64, 64, 3)
 
 
 @pytest.mark.parametrize('algorithm', ['gato', 'planning'])
