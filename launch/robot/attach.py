@@ -367,8 +367,13 @@ class AttachedActor:
       metadata['policy_version'] = [int(min(known)), int(max(known))]
     if episode.error is not None:
       metadata['invalid_step'] = str(episode.error)
+    observations, observation_spec, features = arrays['observations'], spec.observations, None
+    if isinstance(observation_spec, dict):  # Camera images with state features beside them.
+      features = np.asarray(observations['features'], observation_spec['features'].dtype)
+      observations, observation_spec = observations['pixels'], observation_spec['pixels']
     stored = Episode(
-      observations=np.asarray(arrays['observations'], spec.observations.dtype),
+      observation_features=features,
+      observations=np.asarray(observations, observation_spec.dtype),
       actions=np.asarray(arrays['actions'], spec.actions.dtype),
       rewards=np.asarray(arrays['rewards'], spec.rewards.dtype),
       discounts=np.asarray(arrays['discounts'], spec.discounts.dtype),
@@ -668,12 +673,6 @@ def _attached(
   except (KeyError, TypeError, ValueError) as e:
     raise UserError(f"the program's spec does not read as a spec here ({e!r})") from None
   check_spec_matches(program_spec, spec_to_data(env_spec))
-  if isinstance(program_env_spec.observations, dict):
-    # The episode wire (launch.robot.wire) carries one observation array a step.
-    raise UserError(
-      'the program observes images with state features beside them (--pixel_features): '
-      'robots cannot attach to such a run yet; attach to a run of images alone (--pixels)'
-    )
   # A program found later (a relaunch) must have the same spec.
   link.set_check(
     lambda client: check_spec_matches(
@@ -706,7 +705,9 @@ def _attached(
   version = _first_parameters(fetcher, args.connect_timeout_s)
   actor = builder.make_actor(latest, adder=None, seed=args.seed, version_name='learner_steps')
   # Compile the policy now rather than in the first control period.
-  actor.select_action(env_spec.observations.generate_value())
+  import tree  # pylint: disable=g-import-not-at-top
+
+  actor.select_action(tree.map_structure(lambda s: s.generate_value(), env_spec.observations))
   try:
     outbox = EpisodeOutbox(
       args.buffer_dir, args.name, max_bytes=int(args.max_outbox_mb * (1 << 20))

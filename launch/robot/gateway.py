@@ -25,7 +25,14 @@ from agents.common.logs import get_logger
 from launch.robot import protocol
 from launch.robot.frame import FrameError, FrameLimits, decode_frame, encode_frame
 from launch.robot.sink import ExternalEpisodeSink
-from launch.robot.wire import EPISODE_KEY, EpisodeLimits, episode_from_data, episode_timesteps
+from launch.robot.wire import (
+  ALL_ARRAY_FIELDS,
+  EPISODE_KEY,
+  EpisodeLimits,
+  episode_from_data,
+  episode_nbytes,
+  episode_timesteps,
+)
 from launch.run_dir import GATEWAY_TOKEN_FILE
 from launch.store.episodes import Episode
 
@@ -103,9 +110,7 @@ class ReplayInserter:
 
   def put(self, key: str, episode: Episode) -> bool:
     """Queues `episode` for insertion; False (logged) when the queue is full."""
-    size = sum(
-      a.nbytes for a in (episode.observations, episode.actions, episode.rewards, episode.discounts)
-    )
+    size = episode_nbytes(episode)
     with self._cond:
       if len(self._queue) >= self._max_episodes or self._bytes + size > self._max_bytes:
         self.dropped += 1
@@ -303,9 +308,7 @@ class Gateway:
     self._sink = sink
     self._parameters = parameters
     self._inserter = inserter
-    self._limits = FrameLimits(
-      max_array_bytes=limits.max_bytes, max_arrays=len(protocol.ARRAY_FIELDS)
-    )
+    self._limits = FrameLimits(max_array_bytes=limits.max_bytes, max_arrays=len(ALL_ARRAY_FIELDS))
     self._max_message = limits.max_bytes + self._limits.max_header_bytes + 4096
     self._max_workers = max_workers
     self._server: Optional[grpc.Server] = None

@@ -13,6 +13,7 @@ from typing import Dict, List, Optional, Set, Tuple
 
 from agents.common.files import atomic_write_bytes, fsync_dir
 from agents.common.logs import get_logger
+from launch.robot.wire import episode_nbytes
 from launch.store.episodes import Episode, EpisodeStore, WriterBusyError
 
 log = get_logger('attach')
@@ -202,10 +203,7 @@ class EpisodeOutbox:
     OutboxFull at the size cap, OSError for a disk error (e.g. ENOSPC; nothing
     written before is lost), ValueError if it can't be stored.
     """
-    estimate = sum(
-      getattr(a, 'nbytes', 0)
-      for a in (episode.observations, episode.actions, episode.rewards, episode.discounts)
-    )
+    estimate = episode_nbytes(episode)
     with self._lock:
       used = sum(self._size(g) for g in self._generations())
       if used + estimate > self._max_bytes:

@@ -25,7 +25,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 import numpy as np
 
 from launch.robot.frame import FrameError, FrameLimits, decode_frame, encode_frame
-from launch.robot.wire import ARRAY_FIELDS
+from launch.robot.wire import ALL_ARRAY_FIELDS
 
 SERVICE = 'collect_infer.RobotGateway'
 HELLO = 'Hello'
@@ -192,7 +192,8 @@ def read_parameters_reply(buffer: bytes, have: Optional[int]) -> Tuple[int, Any]
 def episode_request(robot: str, data: Mapping[str, Any]) -> bytes:
   """A robot's episode (launch.robot.wire.episode_to_data) as an AppendEpisode request."""
   return encode_frame(
-    {'robot': robot, 'metadata': data['metadata']}, {k: data[k] for k in ARRAY_FIELDS}
+    {'robot': robot, 'metadata': data['metadata']},
+    {k: data[k] for k in ALL_ARRAY_FIELDS if k in data},
   )
 
 

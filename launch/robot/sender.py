@@ -12,7 +12,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 from agents.common.logs import get_logger
 from launch.robot.link import FATAL, ProgramLink, ProgramUnavailable, one_line
 from launch.robot.outbox import REJECTED, EpisodeOutbox
-from launch.robot.wire import ARRAY_FIELDS, EPISODE_KEY, episode_to_data
+from launch.robot.wire import EPISODE_KEY, episode_nbytes, episode_to_data
 from launch.store.episodes import CorruptRecordError, Episode
 
 log = get_logger('external')
@@ -179,7 +179,7 @@ class Sender(threading.Thread):
 
   def _too_large(self, episode: Episode) -> Optional[str]:
     """Why the program would refuse `episode` for its size (its hello's limits), or None."""
-    size = sum(getattr(episode, field).nbytes for field in ARRAY_FIELDS)
+    size = episode_nbytes(episode)
     limit = self._limits.get('max_episode_bytes')
     if isinstance(limit, int) and size > limit:
       return f'{size} bytes of arrays, more than the program takes ({limit})'

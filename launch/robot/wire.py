@@ -24,6 +24,18 @@ from launch.store.episodes import Episode
 EPISODE_KEY = 'robot_episode_id'
 
 ARRAY_FIELDS = ('observations', 'actions', 'rewards', 'discounts')
+# Sent when the episode has it: a camera run's state features beside its images
+# (--pixel_features; the program's observations are then {'features', 'pixels'}).
+FEATURES_FIELD = 'observation_features'
+ALL_ARRAY_FIELDS = ARRAY_FIELDS + (FEATURES_FIELD,)
+
+
+def episode_nbytes(episode: Episode) -> int:
+  """Bytes of the episode's arrays, the features beside its images included."""
+  arrays = [getattr(episode, field) for field in ARRAY_FIELDS]
+  if episode.observation_features is not None:
+    arrays.append(episode.observation_features)
+  return sum(getattr(a, 'nbytes', 0) for a in arrays)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,22 +48,27 @@ class EpisodeLimits:
 
 
 def episode_to_data(episode: Episode) -> Dict[str, Any]:
-  return {
+  data = {
     'observations': np.asarray(episode.observations),
     'actions': np.asarray(episode.actions),
     'rewards': np.asarray(episode.rewards),
     'discounts': np.asarray(episode.discounts),
     'metadata': dict(episode.metadata),
   }
+  if episode.observation_features is not None:
+    data[FEATURES_FIELD] = np.asarray(episode.observation_features)
+  return data
 
 
 def episode_from_data(data: Mapping[str, Any]) -> Episode:
+  features = data.get(FEATURES_FIELD)
   return Episode(
     observations=np.asarray(data['observations']),
     actions=np.asarray(data['actions']),
     rewards=np.asarray(data['rewards']),
     discounts=np.asarray(data['discounts']),
     metadata=dict(data['metadata']),
+    observation_features=None if features is None else np.asarray(features),
   )
 
 
@@ -60,7 +77,7 @@ def episode_timesteps(
 ) -> Tuple[dm_env.TimeStep, List[Tuple[np.ndarray, dm_env.TimeStep]]]:
   """The FIRST timestep and the (action, next timestep) pairs an adder is fed."""
   steps = episode.length
-  first = dm_env.restart(episode.observations[0])
+  first = dm_env.restart(episode.observation_at(0))
   rest = []
   for t in range(steps):
     kind = dm_env.StepType.LAST if t == steps - 1 else dm_env.StepType.MID
@@ -68,7 +85,7 @@ def episode_timesteps(
       (
         episode.actions[t],
         dm_env.TimeStep(
-          kind, episode.rewards[t], episode.discounts[t], episode.observations[t + 1]
+          kind, episode.rewards[t], episode.discounts[t], episode.observation_at(t + 1)
         ),
       )
     )
@@ -86,11 +103,11 @@ def check_data(data: Any, limits: EpisodeLimits) -> Optional[str]:
   missing = [k for k in ARRAY_FIELDS + ('metadata',) if k not in data]
   if missing:
     return f'not an episode: missing {", ".join(missing)}'
-  extra = sorted(str(k) for k in data if k not in ARRAY_FIELDS + ('metadata',))
+  extra = sorted(str(k) for k in data if k not in ALL_ARRAY_FIELDS + ('metadata',))
   if extra:
     return f'not an episode: unexpected field(s) {", ".join(extra)}'
   total = 0
-  for field in ARRAY_FIELDS:
+  for field in (f for f in ALL_ARRAY_FIELDS if f in data):
     value = data[field]
     if not isinstance(value, np.ndarray):
       return f'{field}: expected an array, got {type(value).__name__}'
@@ -130,19 +147,32 @@ def _first(mask: np.ndarray) -> Optional[Tuple[int, Tuple[int, ...]]]:
 
 
 def check_episode(episode: Episode, spec: specs.EnvironmentSpec) -> Optional[str]:
-  """Why `episode` does not fit a program with `spec` (one flat observation and action), or None.
+  """Why `episode` does not fit a program with `spec` (one observation array, or an image
+  with state features beside it, and an action vector), or None.
 
   Shapes and dtypes exactly as the spec says, every value finite, discounts in
   [0, 1], and observations, actions and rewards within the spec's bounds where it
   has them. A reason names the field, and the step for a bad value.
   """
   steps = episode.actions.shape[0] if episode.actions.ndim else 0
+  observations, features = spec.observations, None
+  if isinstance(observations, Mapping):  # {'features', 'pixels'}: a camera with features.
+    observations, features = observations['pixels'], observations['features']
+  if (episode.observation_features is None) != (features is None):
+    return (
+      f'{FEATURES_FIELD}: the program observes images with state features beside them; '
+      'the episode has none'
+      if features is not None
+      else f'{FEATURES_FIELD}: the program takes no state features beside its observations'
+    )
   expected = {
-    'observations': ((steps + 1,) + tuple(spec.observations.shape), spec.observations.dtype),
+    'observations': ((steps + 1,) + tuple(observations.shape), observations.dtype),
     'actions': ((steps,) + tuple(spec.actions.shape), spec.actions.dtype),
     'rewards': ((steps,) + tuple(spec.rewards.shape), spec.rewards.dtype),
     'discounts': ((steps,) + tuple(spec.discounts.shape), spec.discounts.dtype),
   }
+  if features is not None:
+    expected[FEATURES_FIELD] = ((steps + 1,) + tuple(features.shape), features.dtype)
   for field, (shape, dtype) in expected.items():
     value = getattr(episode, field)
     if value.shape != shape or value.dtype != np.dtype(dtype):
@@ -153,11 +183,13 @@ def check_episode(episode: Episode, spec: specs.EnvironmentSpec) -> Optional[str
   if steps < 1:
     return 'actions: an episode needs at least one step'
   bounds = {
-    'observations': spec.observations,
+    'observations': observations,
     'actions': spec.actions,
     'rewards': spec.rewards,
     'discounts': specs.BoundedArray(spec.discounts.shape, spec.discounts.dtype, 0.0, 1.0),
   }
+  if features is not None:
+    bounds[FEATURES_FIELD] = features
   for field, field_spec in bounds.items():
     value = getattr(episode, field)
     if value.dtype.kind in 'fc':

@@ -320,16 +320,18 @@ CASES = [
     ('rejected', BAD_FRAME + "array 'actions': the arrays declare more than the limit"),
   ),
   (
-    'an extra array',
+    'extra arrays',
     A,
     lambda gw: _raw_episode(
       gw,
-      lambda h: h['arrays'].append(
-        {'name': 'code', 'dtype': 'uint8', 'shape': [3], 'offset': 0, 'nbytes': 3}
+      lambda h: h['arrays'].extend(
+        {'name': name, 'dtype': 'uint8', 'shape': [3], 'offset': 0, 'nbytes': 3}
+        for name in ('code', 'more')
       ),
     ),
     '',
-    ('rejected', BAD_FRAME + 'arrays: 5 arrays, more than the limit of 4'),
+    # Four arrays, and the features beside camera images when a run has them.
+    ('rejected', BAD_FRAME + 'arrays: 6 arrays, more than the limit of 5'),
   ),
   # Dtypes and shapes.
   (
