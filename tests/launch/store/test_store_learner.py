@@ -63,3 +63,55 @@ def test_the_memory_cap_setting_is_checked():
   with pytest.raises(ConfigError, match='store_memory_gb'):
     ExperimentConfig.from_dict(dict(store_memory_gb=0))
   assert ExperimentConfig().store_memory_gb == 4.0
+
+
+def test_an_offline_learner_trains_on_stored_images_with_their_features(tmp_path):
+  """A --pixel_features run's store: the learner's sampler gives {'features', 'pixels'}."""
+  cfg = tiny_config(
+    tmp_path / 'run',
+    mode='offline',
+    max_learner_steps=3,
+    pixels=True,
+    pixel_features=True,
+    pixel_size=16,
+    frame_stack=1,
+    agent={
+      'policy_layer_sizes': [8],
+      'critic_layer_sizes': [8],
+      'encoder.channels': [4],
+      'encoder.feature_dim': 4,
+      'num_samples': 2,
+      'replay.batch_size': 4,
+      'replay.samples_per_insert': None,
+    },
+  )
+  spec = experiment.make_builder(cfg).spec
+  assert set(spec.observations) == {'features', 'pixels'}
+  rng = np.random.default_rng(1)
+  store = EpisodeStore(RunDir(cfg.run_dir).store)
+  with store.writer('actor_0') as writer:
+    for _ in range(2):
+      writer.append(
+        Episode(
+          observations=rng.integers(0, 256, (7, 16, 16, 3), dtype=np.uint8),
+          observation_features=rng.normal(size=(7, 5)).astype(np.float32),
+          actions=rng.uniform(-1, 1, (6, 1)).astype(np.float32),
+          rewards=rng.normal(size=6).astype(np.float32),
+          discounts=np.ones(6, np.float32),
+          metadata={'source': 'actor_0'},
+        )
+      )
+  server = reverb.Server(experiment.make_builder(cfg).make_replay_tables(), port=None)
+  try:
+    client = reverb.Client(f'localhost:{server.port}')
+    learner = LearnerWorker(cfg.to_dict(), client, PersistentCounter(str(tmp_path)))
+    before = learner.get_variables(['policy'])[0]
+    for _ in range(3):
+      learner._step()  # pylint: disable=protected-access
+    assert learner.steps() == 3
+    after = learner.get_variables(['policy'])[0]
+    # The heads took the features: 4 encoder features and 5 state features in.
+    assert after['policy_torso/linear']['w'].shape[0] == 4 + 5
+    assert not np.allclose(before['policy_torso/linear']['w'], after['policy_torso/linear']['w'])
+  finally:
+    server.stop()
