@@ -26,7 +26,7 @@ import pathlib
 import shlex
 import subprocess
 import sys
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
@@ -51,6 +51,32 @@ def episode_steps(task: str) -> int:
 def _evaluations(run_dir: pathlib.Path) -> List[Dict[str, float]]:
   with open(run_dir / 'logs' / 'evaluator' / 'logs.csv') as f:
     return [{k: float(r[k]) for k in COLUMNS if r.get(k)} for r in csv.DictReader(f)]
+
+
+def plot(rows: List[Dict[str, Any]], title: str, path: pathlib.Path) -> None:
+  """Return (and success rate, where every row has one) against environment steps and
+  wall-clock, a line per variant."""
+  import matplotlib
+
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+
+  variants = list(dict.fromkeys(r['variant'] for r in rows))
+  ys = ['mean_return'] + (['success_rate'] if all('success_rate' in r for r in rows) else [])
+  fig, grid = plt.subplots(len(ys), 2, figsize=(10, 3.5 * len(ys)), squeeze=False)
+  for y, axes in zip(ys, grid):
+    for name in variants:
+      pts = [r for r in rows if r['variant'] == name]
+      for ax, x in zip(axes, ('actor_steps', 'elapsed_s')):
+        ax.plot([r[x] for r in pts], [r[y] for r in pts], marker='o', label=name)
+    for ax, xlabel in zip(axes, ('environment steps', 'wall-clock s')):
+      ax.set_xlabel(xlabel)
+      ax.set_ylabel('evaluation return' if y == 'mean_return' else 'evaluation success rate')
+      ax.legend()
+  fig.suptitle(title)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -142,25 +168,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       writer.writerows(table)
   for s in summary:
     print(' '.join(f'{k}={v}' for k, v in s.items()))
-  import matplotlib
-
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt
-
-  ys = ['mean_return'] + (['success_rate'] if all('success_rate' in r for r in rows) else [])
-  fig, grid = plt.subplots(len(ys), 2, figsize=(10, 3.5 * len(ys)), squeeze=False)
-  for y, axes in zip(ys, grid):
-    for name in variants:
-      pts = [r for r in rows if r['variant'] == name]
-      for ax, x in zip(axes, ('actor_steps', 'elapsed_s')):
-        ax.plot([r[x] for r in pts], [r[y] for r in pts], marker='o', label=name)
-    for ax, xlabel in zip(axes, ('environment steps', 'wall-clock s')):
-      ax.set_xlabel(xlabel)
-      ax.set_ylabel('evaluation return' if y == 'mean_return' else 'evaluation success rate')
-      ax.set_title(f'{args.task}: {args.env_steps} environment steps')
-      ax.legend()
-  fig.tight_layout()
-  fig.savefig(out / 'iterated.png', dpi=100)
+  plot(rows, f'{args.task}: {args.env_steps} environment steps', out / 'iterated.png')
   print(f'[iterated-bench] wrote {out}/iterated.csv, summary.csv, iterated.png', flush=True)
   return 0
 
