@@ -127,6 +127,14 @@ class ExperimentConfig:
     resumable=True,
     help="other episode stores (earlier runs' <run>/store, imported RLDS data) to train on too",
   )
+  balance_tasks: bool = setting(
+    True,
+    resumable=True,
+    negative_flag='--no_balance_tasks',
+    help="a run of several tasks: the store's share of each batch draws every task equally "
+    "(by the episodes' task), whatever each task holds; --no_balance_tasks: in proportion "
+    'to their stored transitions',
+  )
   store_memory_gb: float = setting(
     4.0,
     resumable=True,
@@ -347,6 +355,7 @@ class ExperimentConfig:
     )
     need(isinstance(self.store_episodes, bool), 'store_episodes', 'true or false')
     need(fraction(self.store_ratio), 'store_ratio', 'a fraction in [0, 1]')
+    need(isinstance(self.balance_tasks, bool), 'balance_tasks', 'true or false')
     need(pos_num(self.store_memory_gb), 'store_memory_gb', 'a positive number of GiB')
     need(
       all(isinstance(d, str) and d for d in self.datasets),

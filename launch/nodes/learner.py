@@ -140,6 +140,7 @@ class LearnerWorker:
         spec=self._builder.spec,
         own_stores=1,  # store_dirs: the run's own store first.
         memory_cap_bytes=int(cfg.store_memory_gb * 2**30),
+        balance_tasks=cfg.balance_tasks and len(cfg.task_names) > 1,
       )
     self._own_store = EpisodeStore(RunDir(cfg.run_dir).store, verify=False)  # Counted, not read.
     # Attached robots' share, out of the replay share (online modes only).

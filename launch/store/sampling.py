@@ -90,6 +90,7 @@ class _Held:
     'num_trans',
     'nbytes',
     'success',
+    'task',
   )
 
   def __init__(self, **fields):
@@ -115,6 +116,10 @@ class StoreSampler:
     own_stores: how many of `stores`, from the first, are this program's own.
     memory_cap_bytes: the most episode data (arrays and per-transition index)
       to hold; None for no cap.
+    balance_tasks: draw each transition's task uniformly among the held
+      episodes' tasks (metadata 'task'; episodes without one are a task of
+      their own), then a transition of that task uniformly; False: every held
+      transition equally likely, so tasks in proportion to their data.
 
   Episodes are taken in by `refresh()` (call it now and then; `iterate` does).
   A stored episode the learner can't use is never fatal:
@@ -154,6 +159,7 @@ class StoreSampler:
     spec: Any = None,
     own_stores: int = 0,
     memory_cap_bytes: Optional[int] = DEFAULT_MEMORY_CAP_BYTES,
+    balance_tasks: bool = False,
   ):
     if n_step < 1:
       raise ValueError(f'n_step must be at least 1, got {n_step}')
@@ -195,6 +201,9 @@ class StoreSampler:
     )
     self._labeller = labeller
     self._num_successes = 0
+    self._balance = bool(balance_tasks)
+    self._task_ids: Dict[str, int] = {}  # Task name -> its index in _task_of.
+    self._by_task: Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]] = None
     self._reset_arrays()
 
   def _reset_arrays(self) -> None:
@@ -207,6 +216,8 @@ class StoreSampler:
     self._start_obs = _Growable(np.int64)  # Into the observation array.
     self._num_steps = _Growable(np.int64)  # k of each transition.
     self._labels = _Growable(np.float32)  # Per transition: its episode's success label.
+    self._task_of = _Growable(np.int32)  # Per transition: its episode's task (_task_ids).
+    self._by_task = None  # Transitions grouped by task, made again when next sampled.
 
   @property
   def num_episodes(self) -> int:
@@ -341,7 +352,8 @@ class StoreSampler:
       )
 
   def _episode_bytes(self, episode: Episode, num_trans: int) -> int:
-    per_transition = 3 * 8 + (4 if self._labeller is not None else 0)
+    # Start step, start observation and k (int64), the task (int32), a label (float32).
+    per_transition = 3 * 8 + 4 + (4 if self._labeller is not None else 0)
     arrays = (episode.observations, episode.actions, episode.rewards, episode.discounts)
     features = 0 if episode.observation_features is None else episode.observation_features.nbytes
     return sum(a.nbytes for a in arrays) + features + num_trans * per_transition
@@ -372,6 +384,7 @@ class StoreSampler:
       num_trans=starts.shape[0],
       nbytes=nbytes,
       success=success,
+      task=self._task_ids.setdefault(str(episode.metadata.get('task', '')), len(self._task_ids)),
     )
     if success is not None:
       self._labels.extend(np.full(starts.shape, float(success), np.float32))
@@ -379,6 +392,8 @@ class StoreSampler:
     self._start_step.extend(held.step_start + starts)
     self._start_obs.extend(held.obs_start + starts)
     self._num_steps.extend(steps)
+    self._task_of.extend(np.full(starts.shape, held.task, np.int32))
+    self._by_task = None
     self._observations.extend(episode.observations)
     if episode.observation_features is not None:
       self._features.extend(episode.observation_features)
@@ -438,8 +453,9 @@ class StoreSampler:
       self._num_steps.array,
       self._labels.array,
       self._features.array,
+      self._task_of.array,
     )
-    observations, actions, rewards, discounts, start_step, start_obs, num_steps, labels, _ = old
+    observations, actions, rewards, discounts, start_step, start_obs, num_steps, labels = old[:8]
     self._reset_arrays()
     self._held = []
     self._held_bytes = 0
@@ -463,6 +479,7 @@ class StoreSampler:
         self._num_successes += int(held.success)
       if self._feature_shape:
         parts[8].append(old[8][held.obs_start : held.obs_start + held.length + 1])
+      parts[9].append(old[9][trans])
       held.obs_start, held.step_start, held.trans_start = obs_at, step_at, trans_at
       obs_at += held.length + 1
       step_at += held.length
@@ -479,6 +496,7 @@ class StoreSampler:
       self._num_steps,
       self._labels,
       self._features,
+      self._task_of,
     )
     for growable, pieces in zip(growables, parts):
       if pieces:
@@ -524,10 +542,33 @@ class StoreSampler:
     )
 
   def sample(self, batch_size: int) -> types.Transition:
-    """A batch of `batch_size` transitions drawn uniformly with replacement."""
+    """A batch of `batch_size` transitions drawn with replacement: uniformly, or with
+    `balance_tasks` a uniform task and then a uniform transition of it."""
     if self.num_transitions == 0:
       raise ValueError('no stored transitions to sample yet (call refresh())')
-    return self._gather(self._rng.integers(0, self.num_transitions, size=batch_size))
+    if not self._balance:
+      return self._gather(self._rng.integers(0, self.num_transitions, size=batch_size))
+    order, starts, counts = self._grouped_by_task()
+    task = self._rng.integers(0, counts.shape[0], size=batch_size)
+    within = (self._rng.random(batch_size) * counts[task]).astype(np.int64)
+    return self._gather(order[starts[task] + within])
+
+  def task_transitions(self) -> Dict[str, int]:
+    """Held transitions per task (the metadata 'task'; '' for episodes without one)."""
+    counts = np.bincount(self._task_of.array, minlength=len(self._task_ids))
+    return {name: int(counts[i]) for name, i in self._task_ids.items() if counts[i]}
+
+  def _grouped_by_task(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(transition indices grouped by task, each held task's first position in them, its
+    count), for the tasks with transitions; made again after the held episodes change."""
+    if self._by_task is None:
+      task_of = self._task_of.array
+      order = np.argsort(task_of, kind='stable')
+      counts = np.bincount(task_of, minlength=len(self._task_ids))
+      starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+      held = counts > 0
+      self._by_task = (order, starts[held], counts[held])
+    return self._by_task
 
   def all_transitions(self) -> types.Transition:
     """Every transition the sampler can draw, once each, as one batch."""

@@ -96,10 +96,17 @@ def test_sampled_transitions_pair_each_image_with_its_own_features(tmp_path):
   mixed = next(MixedBatches(replay, sampler, store_batch=5))
   assert mixed.observation['pixels'].shape == (8,) + IMAGE
   assert mixed.observation['features'].shape == (8, FEATURES)
-  # Without a spec, the first episode decides: one without features is unlike it.
+  # An episode dropped later (quarantined): the arrays are rebuilt, the pairs stay.
+  store.quarantine(store.index()[0].episode_id, 'test')
+  sampler.refresh()
+  batch = sampler.all_transitions()
+  assert batch.observation['pixels'].shape[0] == 7 + 1  # the 7-step episode's (n=2: one more)
+  for image, row in zip(batch.observation['pixels'], batch.observation['features']):
+    assert by_image[image.tobytes()] == row.tobytes()
+  # Without a spec, the first episode left decides: the others are unlike it.
   sampler = StoreSampler(store, n_step=1, discount=0.9, seed=0)
   sampler.refresh()
-  assert sampler.num_episodes == 2
+  assert sampler.num_episodes == 1
 
 
 def test_rlds_export_tfds_reads_the_features_and_import_gives_them_back(tmp_path):

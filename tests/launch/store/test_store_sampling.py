@@ -438,3 +438,38 @@ def test_memory_cap_holds_a_uniform_random_subset(tmp_path):
   counts = np.bincount(drawn, minlength=len(held))
   expected = 20_000 / len(held)
   assert counts.min() > 0.75 * expected and counts.max() < 1.25 * expected
+
+
+def test_balanced_tasks_draw_each_task_equally_whatever_it_holds(tmp_path):
+  """Task a holds 9x task b's transitions: balanced, each is half of the batch; not
+  balanced, 9:1. Episodes name themselves in their first observation value."""
+  rng = np.random.default_rng(5)
+  store = EpisodeStore(tmp_path / 'store')
+  tasks = {}
+  with store.writer('w') as writer:
+    for index, (task, length) in enumerate([('a', 90), ('a', 90), ('a', 90), ('b', 30)]):
+      episode = _episode(rng, index, length, 'truncated')
+      episode.metadata['task'] = task
+      tasks[index] = task
+      writer.append(episode)
+  for balance, share_of_b in ((True, 0.5), (False, 30 / 300)):
+    sampler = StoreSampler(store, n_step=1, discount=0.99, seed=0, balance_tasks=balance)
+    sampler.refresh()
+    assert sampler.task_transitions() == {'a': 270, 'b': 30}
+    drawn = sampler.sample(20_000).observation[:, 0].astype(int)
+    from_b = np.mean([tasks[i] == 'b' for i in drawn])
+    assert abs(from_b - share_of_b) < 0.02, (balance, from_b)
+    # Within a task, every transition is as likely: all 30 of b's are drawn.
+    b_steps = sampler.sample(20_000).observation
+    assert len({t for i, t in b_steps[:, :2].astype(int) if tasks[i] == 'b'}) == 30
+  # Episodes dropped later (quarantined) leave the grouping: only a's are drawn then.
+  b_id = [info.episode_id for info in store.index()][3]
+  store.quarantine(b_id, 'test')
+  sampler.refresh()
+  assert sampler.task_transitions() == {'a': 270}
+  balanced = StoreSampler(store, n_step=1, discount=0.99, seed=0, balance_tasks=True)
+  balanced.refresh()
+  balanced.sample(8)  # groups by task
+  store.quarantine([info.episode_id for info in store.index()][0], 'test')
+  balanced.refresh()
+  assert set(balanced.sample(2000).observation[:, 0].astype(int)) == {1, 2}
