@@ -98,12 +98,14 @@ class ReplayPipeline:
     )
 
   def make_external_adder(self, client: reverb.Client) -> adders.Adder:
-    """The n-step adder of attached (external) actors: same items, into EXTERNAL_TABLE."""
-    return reverb_adders.NStepTransitionAdder(
-      client=client,
-      n_step=self.replay_config.n_step,
-      discount=self.replay_config.discount,
-      priority_fns={EXTERNAL_TABLE: None},
+    """The n-step adder of attached (external) actors: the same items (our NStepAdder, as
+    the actors'), into EXTERNAL_TABLE. The gateway adds whole episodes at a time."""
+    return NStepAdder(
+      client,
+      self.replay_config.n_step,
+      self.replay_config.discount,
+      EXTERNAL_TABLE,
+      max_in_flight_items=ADDER_MAX_IN_FLIGHT_ITEMS,
     )
 
   def make_dataset_iterator(

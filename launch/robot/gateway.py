@@ -147,9 +147,20 @@ class ReplayInserter:
       self._cond.notify_all()
     self._thread.join(timeout_s)
     if not self._thread.is_alive():
-      self._adder = None  # Closes its writer's stream: a replay server stops without waiting.
+      self._drop_adder()  # Closes its writer's stream: a replay server stops without waiting.
     if left:
       log.warning('replay: %d stored episode(s) left uninserted at the stop', left)
+
+  def _drop_adder(self) -> None:
+    """Forgets the adder, closing its writer within a second (left to garbage collection,
+    a writer flushes for up to 10 s against a server that may be gone)."""
+    adder, self._adder = self._adder, None
+    close = getattr(adder, 'close', None)
+    if close is not None:
+      try:
+        close(timeout_ms=1000)
+      except Exception as e:  # pylint: disable=broad-except
+        log.info('replay: closing the writer: %s', ' '.join(str(e).split())[:200])
 
   def _connect(self) -> None:
     if self._adder is None:
@@ -187,7 +198,7 @@ class ReplayInserter:
       try:
         self._insert(episode)
       except Exception as e:  # pylint: disable=broad-except
-        self._adder = None  # A fresh client and writer for the retry.
+        self._drop_adder()  # A fresh client and writer for the retry.
         self.failures += 1
         if self.failures == 1 or self.failures % 10 == 0:
           log.warning(
