@@ -3,9 +3,9 @@
 A pixel environment's observation is one uint8 array [size, size, 3 * frame_stack], the
 last `frame_stack` camera frames stacked along the channels (oldest first), so the program's
 one-observation-array path (replay, store, export) carries it as it is. With
-`features=True` (for direct use; the program does not take it yet) the observation is
-`{'pixels': ..., 'features': float32 [F]}`, the task's own features flattened in sorted key
-order.
+`features=True` (a run's `--pixel_features`) the observation is
+`{'features': float32 [F], 'pixels': ...}`, the task's own non-image readings flattened in
+sorted key order.
 
 Task names: any suite 'domain:task', or 'manipulation:<name>' for dm_control.manipulation
 (e.g. 'manipulation:reach_site_vision', 'manipulation:stack_2_bricks_features'); the image

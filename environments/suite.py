@@ -6,6 +6,8 @@ import dm_env
 import numpy as np
 import tree
 
+from environments.pixels import is_manipulation  # It imports this module only lazily.
+
 DEFAULT_TASK = 'cartpole:swingup'
 VARIANT_SEPARATOR = '@'  # environments.variants.SEPARATOR: 'domain:task@param=value,...'.
 
@@ -55,13 +57,6 @@ def make_environment(task: str = DEFAULT_TASK, seed: int = 0) -> dm_env.Environm
 
     return variants.make(task, seed=seed)
   return adapt_to_program(suite.load(domain, task_name, task_kwargs={'random': seed}))
-
-
-def is_manipulation(task: str) -> bool:
-  """A dm_control.manipulation task ('manipulation:<name>', environments.pixels)."""
-  from environments.pixels import is_manipulation as named_so  # It imports this module.
-
-  return named_so(task)
 
 
 def _manipulation_task(task: str, seed: int) -> dm_env.Environment:
