@@ -259,6 +259,7 @@ def _generate(
   """(run, task, [(episode, manifest entry)]) for each task of the run (or for `act_on`,
   with the run's one task's policy), in memory."""
   import acme
+  from acme import specs
   from acme.utils import loggers
 
   from agents.common.errors import ConfigError
@@ -288,12 +289,14 @@ def _generate(
     env = experiment.make_env(cfg, seed=seed + 777, task=task)
     if act_on is not None:
       _check_same_specs(builder.spec, env, act_on, cfg.task_names[0])
+    # The task's own actions (a run of several tasks acts through a placed layout).
+    env_actions = specs.make_environment_spec(env).actions
 
-    def policy_actor(step: int, noise_scale: float, actor_seed: int, builder=builder):
+    def policy_actor(
+      step: int, noise_scale: float, actor_seed: int, builder=builder, env_actions=env_actions
+    ):
       actor = builder.make_actor(_FixedParams(restored(step)), adder=None, seed=actor_seed)
-      return (
-        _NoisyActor(actor, noise_scale, builder.spec.actions, actor_seed) if noise_scale else actor
-      )
+      return _NoisyActor(actor, noise_scale, env_actions, actor_seed) if noise_scale else actor
 
     num_poor = int(round(poor_fraction * episodes)) if kind == 'mixed' else 0
     plan = []  # (source description, actor factory)

@@ -22,7 +22,14 @@ import numpy as np
 from networks.augment import random_shift
 from networks.critic import CategoricalCriticHead
 from networks.encoder import FEATURES, PIXELS, scale_pixels
-from networks.mpo import ACTION_BOUND, MPONetworks, clip_to_action_box, critic_batch_shape
+from networks.mpo import (
+  ACTION_BOUND,
+  MPONetworks,
+  TaskMasks,
+  clip_to_action_box,
+  critic_batch_shape,
+  mask_policy,
+)
 from networks.policy import GaussianHead, GaussianParams
 
 # An observation group: a vector of this many features, or an (H, W, C) image
@@ -49,7 +56,8 @@ class AttentionBlock(hk.Module):
   With `context` it is a cross-attention from `x` to the (already normalised)
   context; without, a self-attention of `x`. Leading dimensions of `x` may
   extend those of `context`: the context's keys and values are then projected
-  once and shared by every query that broadcasts against them.
+  once and shared by every query that broadcasts against them. `mask` [*B, T_context]
+  (True: attend) hides context tokens from every query.
   """
 
   def __init__(self, num_heads: int, widening_factor: int = 4, name: Optional[str] = None):
@@ -57,14 +65,21 @@ class AttentionBlock(hk.Module):
     self._num_heads = num_heads
     self._widening_factor = widening_factor
 
-  def __call__(self, x: jnp.ndarray, context: Optional[jnp.ndarray] = None) -> jnp.ndarray:
+  def __call__(
+    self,
+    x: jnp.ndarray,
+    context: Optional[jnp.ndarray] = None,
+    mask: Optional[jnp.ndarray] = None,
+  ) -> jnp.ndarray:
     width = x.shape[-1]
     query = _layer_norm('query_norm')(x)
     context = query if context is None else context
     attention = hk.MultiHeadAttention(
       self._num_heads, key_size=width // self._num_heads, model_size=width, w_init=_W_INIT
     )
-    x = x + attention(query, context, context)
+    if mask is not None:  # [*B, T] -> [*B, heads, queries, T], as the attention wants it.
+      mask = mask[..., None, None, :]
+    x = x + attention(query, context, context, mask=mask)
     mlp = hk.nets.MLP(
       [self._widening_factor * width, width], w_init=_W_INIT, activation=jax.nn.gelu
     )
@@ -83,8 +98,11 @@ class PerceiverEncoder(hk.Module):
     num_self_attend_blocks: int = 2,
     patch_size: Optional[int] = None,
     widening_factor: int = 4,
+    task_masks: Optional[TaskMasks] = None,
     name: str = 'perceiver_encoder',
   ):
+    """`task_masks`: observations of several tasks in one layout (one token per group);
+    the latents attend to the groups of the observation's own task only."""
     super().__init__(name=name)
     _check_sizes(latent_dim, num_latents, num_heads, num_self_attend_blocks)
     self._groups = _check_groups(obs_groups, patch_size)
@@ -94,6 +112,14 @@ class PerceiverEncoder(hk.Module):
     self._num_blocks = num_self_attend_blocks
     self._patch_size = patch_size
     self._widening_factor = widening_factor
+    self._task_masks = task_masks
+    if task_masks is not None and task_masks.group_masks.shape[1] != len(self._groups):
+      raise ValueError(
+        f'task masks name {task_masks.group_masks.shape[1]} groups, the observation has '
+        f'{len(self._groups)}'
+      )
+    if task_masks is not None and any(isinstance(g, tuple) for g in self._groups):
+      raise ValueError('task masks take vector groups only, not images')
 
   @property
   def obs_size(self) -> int:
@@ -101,7 +127,8 @@ class PerceiverEncoder(hk.Module):
     return sum(_group_size(g) for g in self._groups)
 
   def __call__(self, obs: jnp.ndarray) -> jnp.ndarray:
-    return self.attend(self.tokenise(obs))
+    mask = None if self._task_masks is None else self._task_masks.group_mask(obs)
+    return self.attend(self.tokenise(obs), mask)
 
   @hk.transparent  # parameter names without a '~tokenise' level
   def tokenise(self, obs: jnp.ndarray) -> jnp.ndarray:
@@ -140,14 +167,15 @@ class PerceiverEncoder(hk.Module):
     return x.reshape(x.shape[:-5] + ((h // p) * (w // p), p * p * c))
 
   @hk.transparent
-  def attend(self, tokens: jnp.ndarray) -> jnp.ndarray:
-    """tokens[*B, T, D] -> latents[*B, num_latents, D], invariant to the order of the tokens."""
+  def attend(self, tokens: jnp.ndarray, mask: Optional[jnp.ndarray] = None) -> jnp.ndarray:
+    """tokens[*B, T, D] -> latents[*B, num_latents, D], invariant to the order of the tokens
+    (and blind to those where `mask` [*B, T] is False)."""
     latents = hk.get_parameter(
       'latents', [self._num_latents, self._latent_dim], init=hk.initializers.TruncatedNormal(0.02)
     )
     x = jnp.broadcast_to(latents, tokens.shape[:-2] + latents.shape)
     inputs = _layer_norm('input_norm')(tokens)
-    x = AttentionBlock(self._num_heads, self._widening_factor, name='cross_attend')(x, inputs)
+    x = AttentionBlock(self._num_heads, self._widening_factor, name='cross_attend')(x, inputs, mask)
     for i in range(self._num_blocks):
       x = AttentionBlock(self._num_heads, self._widening_factor, name=f'self_attend_{i}')(x)
     return _layer_norm('output_norm')(x)
@@ -246,6 +274,7 @@ def make_perceiver_networks(
   patch_size: Optional[int] = None,
   widening_factor: int = 4,
   action_bound: Optional[float] = ACTION_BOUND,
+  task_masks: Optional[TaskMasks] = None,
 ) -> MPONetworks:
   """Builds the Perceiver actor-critic with the MLP networks' call signatures.
 
@@ -253,6 +282,10 @@ def make_perceiver_networks(
   `environments.suite.obs_group_sizes_from_spec`); an (H, W, C) entry is an image cut into
   `patch_size` patches. Policy and critic have separate encoders. The critic sees
   actions clipped to [-action_bound, action_bound], as the MLP critic does.
+
+  `task_masks`: several tasks in one layout (agents.common.task_layout): each task's tokens
+  are its own groups and its task group (the one-hot, a task embedding), and its policy
+  and critic use its own action dimensions (MPONetworks.action_mask).
   """
   encoder_kwargs: Mapping[str, Any] = dict(
     obs_groups=obs_group_sizes,
@@ -262,6 +295,7 @@ def make_perceiver_networks(
     num_self_attend_blocks=num_self_attend_blocks,
     patch_size=patch_size,
     widening_factor=widening_factor,
+    task_masks=task_masks,
   )
   # Fail at construction, not at the first trace inside the learner.
   _check_sizes(latent_dim, num_latents, num_heads, num_self_attend_blocks)
@@ -270,20 +304,23 @@ def make_perceiver_networks(
   def policy_fn(obs: jnp.ndarray) -> GaussianParams:
     latents = PerceiverEncoder(**encoder_kwargs, name='policy_encoder')(obs)
     features = PolicyDecoder(num_heads, widening_factor)(latents)
-    return GaussianHead(action_dim, init_scale=init_stddev)(features)
+    params = GaussianHead(action_dim, init_scale=init_stddev)(features)
+    return params if task_masks is None else mask_policy(params, task_masks.action_mask(obs))
 
   def critic_fn(obs: jnp.ndarray, action: jnp.ndarray) -> jnp.ndarray:
     critic_batch_shape(obs.shape, action.shape)  # a clear error for mismatched batches
     latents = PerceiverEncoder(**encoder_kwargs, name='critic_encoder')(obs)
-    features = CriticDecoder(num_heads, widening_factor)(
-      latents, clip_to_action_box(action, action_bound)
-    )
+    action = clip_to_action_box(action, action_bound)
+    if task_masks is not None:
+      action = action * task_masks.action_mask(obs)
+    features = CriticDecoder(num_heads, widening_factor)(latents, action)
     return CategoricalCriticHead(num_atoms)(features)
 
   return MPONetworks(
     policy=hk.without_apply_rng(hk.transform(policy_fn)),
     critic=hk.without_apply_rng(hk.transform(critic_fn)),
     action_dim=action_dim,
+    action_mask=None if task_masks is None else task_masks.action_mask,
   )
 
 

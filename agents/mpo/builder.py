@@ -4,15 +4,17 @@ The builder knows nothing about processes; launch/ wires these pieces into a
 Launchpad program, and tests use them in one process.
 """
 
-from typing import Iterator, Optional, Sequence
+from typing import Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 import reverb
 from acme import adders, core, specs
 from acme.utils import counting, loggers
 
+from agents.common.bodies import Body, check_one_body
 from agents.common.errors import ConfigError
 from agents.common.observations import image_spec, is_image_with_features, is_pixels
+from agents.common.task_layout import TaskActor, TaskAdder, TaskLayout
 from agents.mpo.actor import MPOActor
 from agents.mpo.batched_actor import MPOBatchedActor
 from agents.mpo.config import MPOConfig
@@ -24,17 +26,35 @@ from networks.pixel_mpo import make_pixel_mpo_networks
 
 
 class MPOBuilder(ReplayPipeline):
-  """Builds every piece of an MPO agent for one environment spec (agents.builder.Builder)."""
+  """Builds every piece of an MPO agent for one environment spec (agents.builder.Builder).
+
+  A run of several state tasks (`bodies`, task -> Body in the run's order, of one body or
+  several) learns in one placed layout (agents.common.task_layout): `spec` is then the
+  layout's, replay and the learner hold placed transitions, and the actors act on `task`'s
+  environment through it. Camera runs of several tasks need one spec for all.
+  """
 
   def __init__(
     self,
     config: MPOConfig,
     spec: specs.EnvironmentSpec,
     obs_group_sizes: Optional[Sequence[int]] = None,
+    bodies: Optional[Mapping[str, Body]] = None,
+    task: Optional[str] = None,
   ):
     """`obs_group_sizes`: how the flat observation splits into the environment's
     observation groups (the Perceiver's tokens); one group when not given."""
     check_spec(spec)
+    self.layout: Optional[TaskLayout] = None
+    self.task = task
+    if bodies and len(bodies) > 1:
+      if is_pixels(spec.observations):
+        check_one_body('mpo', bodies)
+      else:
+        if task not in bodies:
+          raise ValueError(f'task {task!r} is not one of the bodies {list(bodies)}')
+        self.layout = TaskLayout(bodies)
+        spec, obs_group_sizes = self.layout.spec, self.layout.obs_group_sizes
     super().__init__(config.replay, spec)
     self.config = config
     self.pixels = is_pixels(spec.observations)
@@ -122,10 +142,18 @@ class MPOBuilder(ReplayPipeline):
         num_latents=p.num_latents,
         num_heads=p.num_heads,
         num_self_attend_blocks=p.blocks,
+        task_masks=self._task_masks(),
       )
     return make_mpo_networks(
-      self.action_dim, c.policy_layer_sizes, c.critic_layer_sizes, c.num_atoms
+      self.action_dim,
+      c.policy_layer_sizes,
+      c.critic_layer_sizes,
+      c.num_atoms,
+      task_masks=self._task_masks(),
     )
+
+  def _task_masks(self):
+    return None if self.layout is None else self.layout.masks
 
   def make_learner(
     self,
@@ -158,7 +186,7 @@ class MPOBuilder(ReplayPipeline):
     calls `update(wait=True)` once before each evaluation, so one evaluation
     uses one policy and costs one fetch, not one per step.
     """
-    return MPOActor(
+    actor = MPOActor(
       self.make_networks(),
       make_variable_client(
         self.config.replay.variable_update_period, variable_source, deterministic, version_name
@@ -167,6 +195,17 @@ class MPOBuilder(ReplayPipeline):
       seed=seed,
       deterministic=deterministic,
     )
+    return actor if self.layout is None else TaskActor(actor, self.layout, self.task)
+
+  def make_external_adder(self, client: reverb.Client) -> adders.Adder:
+    """Attached robots send the run's task's arrays; several tasks' replay holds them placed."""
+    adder = super().make_external_adder(client)
+    return adder if self.layout is None else TaskAdder(adder, self.layout, self.task)
+
+  def place_episode(self):
+    """episode -> None, or why not: puts a stored episode into the learner's layout in
+    place (several tasks); None when episodes are used as stored."""
+    return None if self.layout is None else self.layout.place_episode
 
   def make_batched_actor(
     self,
@@ -176,6 +215,11 @@ class MPOBuilder(ReplayPipeline):
     version_name: Optional[str] = None,
   ) -> MPOBatchedActor:
     """A stochastic actor for len(seeds) environments (agents.batched_actor)."""
+    if self.layout is not None:
+      raise ConfigError(
+        'envs_per_actor: a run of several tasks takes one environment per actor (1); '
+        'use more actors instead'
+      )
     return MPOBatchedActor(
       self.make_networks(),
       make_variable_client(

@@ -198,6 +198,10 @@ class MPOConfig(AgentConfig):
   def needs_observation_groups(self) -> bool:
     return self.network == 'perceiver'
 
+  @property
+  def several_bodies(self) -> bool:
+    return True  # State tasks in one placed layout (agents.common.task_layout).
+
   def check(self, need: Need) -> None:
     for f in ('policy_layer_sizes', 'critic_layer_sizes'):
       need(positive_ints(getattr(self, f)), f, 'a non-empty sequence of positive ints')

@@ -157,6 +157,11 @@ def make_update_fn(networks: MPONetworks, config: MPOConfig):
       )
       return loss, {**m, 'pmpo_success_fraction': jnp.mean(success), 'policy_stddev': jnp.mean(std)}
     actions = gaussian_sample(key, t_mean, t_std, n)  # [N, B, A]
+    action_mask = None
+    if networks.action_mask is not None:
+      # Several tasks in one layout: other tasks' dimensions are exactly 0, as in the data.
+      action_mask = networks.action_mask(obs)
+      actions = actions * action_mask
     q = jax.lax.stop_gradient(q_value(state.target_critic_params, obs, actions))
     metrics: Dict[str, Any] = {'sampled_q_mean': jnp.mean(q)}
     if config.policy_loss == 'pmpo':
@@ -192,6 +197,7 @@ def make_update_fn(networks: MPONetworks, config: MPOConfig):
         config.epsilon_mean,
         config.epsilon_stddev,
         bc_alpha,
+        action_mask,
       )
     else:
       m_loss, m = losses.decoupled_mstep_loss(
@@ -205,9 +211,13 @@ def make_update_fn(networks: MPONetworks, config: MPOConfig):
         duals.alpha_stddev,
         config.epsilon_mean,
         config.epsilon_stddev,
+        action_mask,
       )
     metrics.update(m)
-    metrics['policy_stddev'] = jnp.mean(std)
+    if action_mask is None:
+      metrics['policy_stddev'] = jnp.mean(std)
+    else:  # Over the dimensions the states' tasks have, not the fixed 1s of the others.
+      metrics['policy_stddev'] = jnp.sum(std * action_mask) / jnp.sum(action_mask)
     return loss + m_loss, metrics
 
   def update(

@@ -6,7 +6,7 @@ Every function is side-effect free and jit-able.
 
 from __future__ import annotations
 
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -125,9 +125,13 @@ def temperature_dual(
   return loss, weights, eta
 
 
-def _mean_over_batch(x: Array) -> Array:
-  """Average over every axis except the last (action) axis."""
-  return jnp.mean(x, axis=tuple(range(x.ndim - 1)))
+def _mean_over_batch(x: Array, mask: Optional[Array] = None) -> Array:
+  """Average over every axis except the last (action) axis; with `mask` (x's shape, 1
+  where a dimension exists for that state), each dimension over the states that have it."""
+  axes = tuple(range(x.ndim - 1))
+  if mask is None:
+    return jnp.mean(x, axis=axes)
+  return jnp.sum(x * mask, axis=axes) / jnp.maximum(jnp.sum(mask, axis=axes), 1.0)
 
 
 def weighted_nll(mean: Array, std: Array, actions: Array, weights: Array) -> Array:
@@ -153,6 +157,7 @@ def decoupled_mstep_loss(
   alpha_std_param: Array,
   epsilon_mean: float,
   epsilon_std: float,
+  action_mask: Optional[Array] = None,
 ) -> Tuple[Array, Metrics]:
   """MPO M-step with decoupled, per-dimension mean and stddev KL constraints.
 
@@ -162,6 +167,9 @@ def decoupled_mstep_loss(
     actions: [N, B, A] sampled actions; weights: [N, B] E-step weights (constants).
     alpha_mean_param, alpha_std_param: [A] unconstrained Lagrange multiplier parameters.
     epsilon_mean, epsilon_std: KL bounds (scalars or [A]).
+    action_mask: [B, A], 1 where the state's task has the dimension (several tasks in one
+      layout); each dimension's KL is then its mean over the states that have it, so that
+      a task's share of the batch does not loosen its trust region. None: all have all.
 
   Returns:
     (policy loss + multiplier loss, metrics).
@@ -170,8 +178,8 @@ def decoupled_mstep_loss(
   # Each half only updates one of mean / stddev, so each is regularised independently.
   nll_mean = weighted_nll(online_mean, t_std, actions, weights)
   nll_std = weighted_nll(t_mean, online_std, actions, weights)
-  kl_mean = _mean_over_batch(gaussian_kl(t_mean, t_std, online_mean, t_std))
-  kl_std = _mean_over_batch(gaussian_kl(t_mean, t_std, t_mean, online_std))
+  kl_mean = _mean_over_batch(gaussian_kl(t_mean, t_std, online_mean, t_std), action_mask)
+  kl_std = _mean_over_batch(gaussian_kl(t_mean, t_std, t_mean, online_std), action_mask)
 
   alpha_mean = multiplier_from_param(alpha_mean_param)
   alpha_std = multiplier_from_param(alpha_std_param)
@@ -235,6 +243,7 @@ def pac_policy_loss(
   epsilon_mean: float,
   epsilon_std: float,
   bc_alpha: Array,
+  action_mask: Optional[Array] = None,
 ) -> Tuple[Array, Metrics]:
   """PAC policy loss (Springenberg et al., 2024).
 
@@ -249,6 +258,7 @@ def pac_policy_loss(
       `decoupled_mstep_loss`.
     dataset_actions: [B, A] actions stored with the batch's states (constants).
     bc_alpha: scalar weight in [0, 1]; may be traced, so a schedule needs no recompile.
+    action_mask: as in `decoupled_mstep_loss`.
 
   Returns:
     (loss, metrics); metrics["policy_nll"] is the M-step NLL already scaled by
@@ -268,6 +278,7 @@ def pac_policy_loss(
     alpha_std_param,
     epsilon_mean,
     epsilon_std,
+    action_mask,
   )
   bc = behaviour_cloning_loss(online_mean, online_std, dataset_actions)
   metrics = {**metrics, 'bc_loss': bc, 'bc_alpha': bc_alpha}

@@ -141,6 +141,8 @@ class LearnerWorker:
         own_stores=1,  # store_dirs: the run's own store first.
         memory_cap_bytes=int(cfg.store_memory_gb * 2**30),
         balance_tasks=cfg.balance_tasks and len(cfg.task_names) > 1,
+        # Several tasks in one layout: each episode placed by its task on the way in.
+        place=getattr(self._builder, 'place_episode', lambda: None)(),
       )
     self._own_store = EpisodeStore(RunDir(cfg.run_dir).store, verify=False)  # Counted, not read.
     # Attached robots' share, out of the replay share (online modes only).

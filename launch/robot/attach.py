@@ -690,9 +690,15 @@ def _attached(
       'this code on the robot PC as the program'
     ) from None
   # The program's own actor, reading parameters from local memory every step.
-  builder = registry.get(cfg.algorithm).make_builder(
-    cfg.agent.with_overrides({'replay.variable_update_period': 1}), program_env_spec
-  )
+  agent = cfg.agent.with_overrides({'replay.variable_update_period': 1})
+  if len(cfg.task_names) > 1:
+    # A program of several tasks may learn in one layout of all their bodies; the robot
+    # acts as the program's task (its spec was checked above against that task's).
+    from launch import experiment  # pylint: disable=g-import-not-at-top
+
+    builder = experiment.make_builder(dataclasses.replace(cfg, agent=agent), cfg.task)
+  else:
+    builder = registry.get(cfg.algorithm).make_builder(agent, program_env_spec)
   latest = LatestParameters()
   fetcher = ParameterFetcher(
     link,

@@ -120,6 +120,10 @@ class StoreSampler:
       episodes' tasks (metadata 'task'; episodes without one are a task of
       their own), then a transition of that task uniformly; False: every held
       transition equally likely, so tasks in proportion to their data.
+    place: episode -> None, or why not: puts each usable stored episode into the
+      program's layout in place before it is checked against `spec` (several tasks'
+      bodies in one layout, agents.common.task_layout); an episode it can't place is
+      left out with its reason. None: episodes are used as stored.
 
   Episodes are taken in by `refresh()` (call it now and then; `iterate` does).
   A stored episode the learner can't use is never fatal:
@@ -160,6 +164,7 @@ class StoreSampler:
     own_stores: int = 0,
     memory_cap_bytes: Optional[int] = DEFAULT_MEMORY_CAP_BYTES,
     balance_tasks: bool = False,
+    place: Optional[Callable[[Episode], Optional[str]]] = None,
   ):
     if n_step < 1:
       raise ValueError(f'n_step must be at least 1, got {n_step}')
@@ -200,6 +205,7 @@ class StoreSampler:
       None if spec is None else (np.dtype(observations.dtype), np.dtype(spec.actions.dtype))
     )
     self._labeller = labeller
+    self._place = place
     self._num_successes = 0
     self._balance = bool(balance_tasks)
     self._task_ids: Dict[str, int] = {}  # Task name -> its index in _task_of.
@@ -286,6 +292,10 @@ class StoreSampler:
     problem = episode_problem(episode)
     if problem is not None:
       return None, problem, True
+    if self._place is not None:
+      problem = self._place(episode)
+      if problem is not None:  # Another run's task or body: fine, but not for this program.
+        return None, f'does not fit the task layout: {problem}', False
     problem = self._fit(episode)
     if problem is not None:
       # Unlike the program's spec in the program's own store: poison (a robot's

@@ -138,10 +138,10 @@ def test_errors_come_alone_without_library_noise(tmp_path):
     assert line.startswith('error: '), line
 
 
-def test_mpo_over_tasks_of_different_bodies_says_which(tmp_path):
+def test_one_body_agent_over_tasks_of_different_bodies_says_which(tmp_path):
   tasks = 'cartpole:swingup,point_mass:easy'
-  rc, err = run_cli('--tasks', tasks, '--run_dir', str(tmp_path / 'r'))
+  rc, err = run_cli('--algorithm', 'bc', '--tasks', tasks, '--run_dir', str(tmp_path / 'r'))
   assert_one_line_error(
-    rc, err, "algorithm 'mpo' acts on one body", 'point_mass:easy: observations (4,)'
+    rc, err, "algorithm 'bc' acts on one body", 'point_mass:easy: observations (4,)'
   )
   assert not (tmp_path / 'r').exists()

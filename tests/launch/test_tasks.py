@@ -82,16 +82,31 @@ def test_config_and_cli_take_tasks(tmp_path):
 
 
 def test_one_body_agents_refuse_tasks_of_different_specs(tmp_path):
-  mpo = tiny_config(tmp_path / 'r', tasks=f'{CARTPOLE},{POINT_MASS}')
+  bc = tiny_config(tmp_path / 'r', algorithm='bc', agent={}, tasks=f'{CARTPOLE},{POINT_MASS}')
   with pytest.raises(ConfigError) as error:
-    experiment.bodies(mpo)
+    experiment.bodies(bc)
   message = str(error.value)
-  assert "algorithm 'mpo' acts on one body" in message and '\n' not in message
+  assert "algorithm 'bc' acts on one body" in message and '\n' not in message
   assert f'{CARTPOLE}: observations (5,) float32, actions (1,)' in message
   assert f'{POINT_MASS}: observations (4,) float32, actions (2,)' in message
   # Tasks of one spec are fine for it: both cartpoles have 5 observations and 1 action.
-  same = tiny_config(tmp_path / 'r', tasks=f'{CARTPOLE},cartpole:balance')
+  same = tiny_config(tmp_path / 'r', algorithm='bc', agent={}, tasks=f'{CARTPOLE},cartpole:balance')
   assert experiment.make_builder(same, 'cartpole:balance').obs_dim == 5
+
+
+def test_mpo_places_tasks_of_one_body_or_several_in_one_layout(tmp_path):
+  # Two cartpoles share a slot and differ by their one-hot; point_mass has its own slot.
+  config = tiny_config(tmp_path / 'r', tasks=f'{CARTPOLE},{POINT_MASS},cartpole:balance')
+  builders = {task: experiment.make_builder(config, task) for task in config.task_names}
+  assert {b.obs_dim for b in builders.values()} == {5 + 4 + 3}
+  assert {b.action_dim for b in builders.values()} == {1 + 2}
+  assert [b.task for b in builders.values()] == list(config.task_names)
+  same = tiny_config(tmp_path / 'r', tasks=f'{CARTPOLE},cartpole:balance')
+  assert experiment.make_builder(same, 'cartpole:balance').obs_dim == 5 + 2
+  # A camera run of several tasks still needs one spec for all.
+  pixels = tiny_config(tmp_path / 'r', tasks=f'{CARTPOLE},{POINT_MASS}', pixels=True)
+  with pytest.raises(ConfigError, match="algorithm 'mpo' acts on one body"):
+    experiment.make_builder(pixels)
 
 
 def test_gato_builds_one_network_for_bodies_of_different_sizes(tmp_path):

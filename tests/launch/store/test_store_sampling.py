@@ -473,3 +473,50 @@ def test_balanced_tasks_draw_each_task_equally_whatever_it_holds(tmp_path):
   store.quarantine([info.episode_id for info in store.index()][0], 'test')
   balanced.refresh()
   assert set(balanced.sample(2000).observation[:, 0].astype(int)) == {1, 2}
+
+
+def test_episodes_of_several_bodies_are_placed_in_the_task_layout(tmp_path, caplog):
+  """Two bodies' stored episodes (as their actors recorded them) come out as one layout's
+  transitions; another run's task is left out, not quarantined."""
+  from agents.common.bodies import Body
+  from agents.common.task_layout import TaskLayout
+
+  def body(obs: int, act: int) -> Body:
+    return Body(_SPEC._replace(
+      observations=specs.Array((obs,), np.float32),
+      actions=specs.BoundedArray((act,), np.float32, -1.0, 1.0),
+    ))  # fmt: skip
+
+  layout = TaskLayout({'a:x': body(3, 2), 'b:y': body(1, 1)})
+  rng = np.random.default_rng(0)
+  store = EpisodeStore(tmp_path / 'store')
+  with store.writer('w') as writer:
+    a = _episode(rng, 1, 20, 'terminal')
+    a.metadata['task'] = 'a:x'
+    b = Episode(
+      observations=np.full((11, 1), 7.0, np.float32),
+      actions=np.full((10, 1), 0.5, np.float32),
+      rewards=np.ones(10, np.float32),
+      discounts=np.ones(10, np.float32),
+      metadata={'task': 'b:y'},
+    )
+    other = dataclasses.replace(b, metadata={'task': 'c:z'})
+    for episode in (a, b, other):
+      writer.append(episode)
+  sampler = StoreSampler(
+    store, n_step=1, discount=0.99, seed=0, spec=layout.spec, own_stores=1,
+    place=layout.place_episode,
+  )  # fmt: skip
+  with caplog.at_level(logging.WARNING):
+    sampler.refresh()
+  assert sampler.task_transitions() == {'a:x': 20, 'b:y': 10}
+  assert "task 'c:z' is not one of the run's (a:x, b:y)" in caplog.text
+  assert store.quarantined() == {}
+  batch = sampler.sample(500)
+  assert batch.observation.shape == (500, 3 + 1 + 2) and batch.action.shape == (500, 3)
+  from_b = batch.observation[:, -1] == 1.0
+  assert 0 < from_b.sum() < 500
+  np.testing.assert_array_equal(batch.observation[from_b, :4], [[0, 0, 0, 7.0]] * from_b.sum())
+  np.testing.assert_array_equal(batch.action[from_b], [[0, 0, 0.5]] * from_b.sum())
+  np.testing.assert_array_equal(batch.observation[~from_b, 3:], [[0, 1, 0]] * (~from_b).sum())
+  np.testing.assert_array_equal(batch.action[~from_b, 2], 0.0)
