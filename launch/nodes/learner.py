@@ -265,12 +265,19 @@ class LearnerWorker:
       )
     if self._store_batch == 0 and external is None:
       return replay
+    store_fallback = None
+    if replay is not None:
+      # A fresh online run's store is empty: replay fills its share until it is not.
+      store_fallback = lambda: self._builder.make_dataset_iterator(  # noqa: E731
+        self._replay_address, batch_size=self._store_batch, rate_limiter_timeout_ms=timeout_ms
+      )
     return MixedBatches(
       replay,
       self._sampler,
       self._store_batch,
       wait_timeout_s=cfg.learner_sample_timeout_s,
       external=external,
+      store_fallback=store_fallback,
     )
 
   def _external_table_size(self) -> int:

@@ -90,6 +90,11 @@ class MixedBatches:
   Ends (StopIteration) like a rate-limited Reverb dataset when the store has
   nothing to sample for `wait_timeout_s`, so the learner can check for
   shutdown and make a fresh iterator.
+
+  `store_fallback` (online modes): while the store holds nothing, as in a fresh run's own
+  store, the store share comes from this replay iterator instead (made on first use, of
+  `store_batch` items). Waiting would stall the run: the actors' inserts wait on the
+  learner's samples, so no episode would ever be stored.
   """
 
   def __init__(
@@ -100,6 +105,7 @@ class MixedBatches:
     wait_timeout_s: float = 2.0,
     refresh_every_s: float = 5.0,
     external: Optional[ExternalShare] = None,
+    store_fallback: Optional[Callable[[], Iterator[Any]]] = None,
   ):
     if replay is None and external is None and (sampler is None or store_batch <= 0):
       raise ValueError('a learner needs a replay iterator or a store sampler')
@@ -112,6 +118,8 @@ class MixedBatches:
     self._refresh_every = refresh_every_s
     self._next_refresh = 0.0
     self._external = external
+    self._make_store_fallback = store_fallback
+    self._store_fallback: Optional[Iterator[Any]] = None
 
   def __iter__(self) -> 'MixedBatches':
     return self
@@ -124,8 +132,19 @@ class MixedBatches:
         self._sampler.refresh()
         self._next_refresh = now + self._refresh_every
       if self._sampler.num_transitions > 0:
+        if self._store_fallback is not None:
+          log.info('the store holds episodes: its share of each batch comes from it now')
+          # Dropped, not kept idle: a dataset prefetches, and its samples count against
+          # replay's rate limiter.
+          self._store_fallback = None
+          self._make_store_fallback = None
         # Kept whole: a labelling sampler's extras (PMPO's success labels) ride along.
         return self._sampler.sample(self._store_batch)
+      if self._make_store_fallback is not None:
+        if self._store_fallback is None:
+          log.info('the store holds no episode yet: its share comes from replay until it does')
+          self._store_fallback = self._make_store_fallback()
+        return _transition(next(self._store_fallback))
       if now >= deadline:
         raise StopIteration
       self._next_refresh = 0.0  # Nothing stored yet: look again soon.

@@ -9,7 +9,7 @@ import dm_env
 import numpy as np
 import pytest
 import reverb
-from acme import specs
+from acme import specs, types
 from acme.adders.reverb import DEFAULT_PRIORITY_TABLE, NStepTransitionAdder
 
 from agents.mpo.labels import make_labeller
@@ -520,3 +520,50 @@ def test_episodes_of_several_bodies_are_placed_in_the_task_layout(tmp_path, capl
   np.testing.assert_array_equal(batch.action[from_b], [[0, 0, 0.5]] * from_b.sum())
   np.testing.assert_array_equal(batch.observation[~from_b, 3:], [[0, 1, 0]] * (~from_b).sum())
   np.testing.assert_array_equal(batch.action[~from_b, 2], 0.0)
+
+
+def test_an_empty_store_lends_its_share_to_replay_until_it_holds_episodes(tmp_path):
+  """A fresh online run's store is empty; its share comes from the fallback (replay) at
+  once, not after a wait, and from the store as soon as an episode is in it."""
+  from launch.store.mixing import MixedBatches
+
+  rng = np.random.default_rng(0)
+  store = EpisodeStore(tmp_path / 'store')
+  sampler = StoreSampler(store, n_step=1, discount=0.99, seed=0)
+
+  def replay_batches(size, value):
+    def batch():
+      obs = np.full((size, _OBS_DIM), value, np.float32)
+      act = np.zeros((size, _ACT_DIM), np.float32)
+      return reverb.ReplaySample(
+        info=None, data=types.Transition(obs, act, np.zeros(size), np.ones(size), obs)
+      )
+
+    while True:
+      yield batch()
+
+  made = []
+
+  def fallback():
+    made.append(1)
+    return replay_batches(4, -2.0)
+
+  mixed = MixedBatches(
+    replay_batches(6, -1.0), sampler, store_batch=4, wait_timeout_s=30.0, store_fallback=fallback
+  )
+  started = time.monotonic()
+  batch = next(mixed)
+  assert time.monotonic() - started < 5.0, 'it waited for the store'
+  np.testing.assert_array_equal(batch.observation[:, 0], [-2.0] * 4 + [-1.0] * 6)
+  next(mixed)
+  assert made == [1]  # made once, on first use
+  with store.writer('w') as writer:
+    writer.append(_episode(rng, 7, 10, 'terminal'))
+  mixed._next_refresh = 0.0  # the next batch looks at the store at once
+  batch = next(mixed)
+  np.testing.assert_array_equal(batch.observation[:4, 0], [7.0] * 4)
+  assert mixed._store_fallback is None
+  # Without a fallback (offline modes: no replay), an empty store ends the iterator.
+  empty = StoreSampler(EpisodeStore(tmp_path / 'empty'), n_step=1, discount=0.99, seed=0)
+  with pytest.raises(StopIteration):
+    next(MixedBatches(None, empty, store_batch=4, wait_timeout_s=0.3))
