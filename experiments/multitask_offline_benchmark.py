@@ -1,0 +1,266 @@
+"""Multi-task offline benchmark: PAC against behaviour cloning of the same network, on one
+mixed-quality dataset of several tasks and bodies (issue 22's benchmark 3).
+
+  python -m experiments.multitask_offline_benchmark \\
+      --source_runs runs/cartpole_swingup,runs/point_mass_easy,runs/pendulum_swingup \\
+      --episodes 10 --learner_steps 6000 --seeds 0,1,2 --out bench_out/multitask_offline
+
+The dataset (experiments.make_dataset, kind --kind): --episodes episodes of each source
+run's task, --poor_fraction of them poor (the run's oldest kept checkpoint with action
+noise --noise), the rest its newest checkpoint's; every episode tagged with its task. Both
+agents are the MPO family's Perceiver actor-critic over the runs' tasks in one placed
+layout (agents.common.task_layout: each task's observation groups as tokens, a task token,
+its own action dimensions), trained offline on that one dataset for --learner_steps:
+
+  pac  PAC, behaviour-cloning weight --bc_alpha
+  bc   the same network and data with weight 1: the policy is pure behaviour cloning
+       (the MPO term drops out; the critic still trains, and nothing reads it)
+
+as the PAC paper compares them (BC of the same size on the same data). The evaluator
+runs every task (--eval_episodes greedy episodes each, every --eval_every learner steps)
+and scores it against environments/expert_references.json (0 random, 100 expert).
+
+Writes:
+  <out>/dataset/                   the episode store (+ manifest.json)
+  <out>/runs/<agent>_seed<k>/      each offline run directory
+  <out>/multitask_offline.csv      agent, seed, learner_steps, task, mean_return, score
+                                   (task 'mean': the mean over tasks)
+  <out>/summary.csv                agent, task, final score per seed, their mean and spread
+  <out>/multitask_offline.png      mean score against learner steps; final score per task
+Rerunning with the same --out reuses the dataset and finished runs.
+"""
+
+import argparse
+import csv
+import json
+import os
+import pathlib
+import subprocess
+import sys
+from typing import Dict, List, Optional, Sequence
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+
+AGENTS = ('pac', 'bc')
+FIELDS = ('agent', 'seed', 'learner_steps', 'task', 'mean_return', 'score')
+
+
+def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+  p = argparse.ArgumentParser(
+    description=__doc__.split('\n\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter
+  )
+  p.add_argument('--source_runs', required=True, help='comma-separated trained runs')
+  p.add_argument('--kind', choices=['mixed', 'expert'], default='mixed')
+  p.add_argument('--episodes', type=int, default=10, help='per task')
+  p.add_argument('--poor_fraction', type=float, default=0.5)
+  p.add_argument('--noise', type=float, default=0.5, help='action noise of the poor episodes')
+  p.add_argument('--learner_steps', type=int, default=6000)
+  p.add_argument('--eval_every', type=int, default=1500)
+  p.add_argument('--eval_episodes', type=int, default=2)
+  p.add_argument('--bc_alpha', type=float, default=0.3, help="PAC's behaviour-cloning weight")
+  p.add_argument('--agents', default=','.join(AGENTS), help=f'comma-separated, of {AGENTS}')
+  p.add_argument('--seeds', default='0,1,2')
+  p.add_argument(
+    '--agent_setting',
+    action='append',
+    default=[],
+    help='one more --agent setting for both agents (repeatable), e.g. perceiver.blocks=1',
+  )
+  p.add_argument('--out', default='bench_out/multitask_offline')
+  args = p.parse_args(argv)
+  args.runs = [r for r in args.source_runs.split(',') if r]
+  if len(args.runs) < 2:
+    p.error('--source_runs: at least two runs (one per task), comma-separated')
+  args.agent_list = [a for a in args.agents.split(',') if a]
+  if not args.agent_list or set(args.agent_list) - set(AGENTS):
+    p.error(f'--agents: a comma-separated list of {", ".join(AGENTS)}, got {args.agents!r}')
+  try:
+    args.seed_list = [int(s) for s in args.seeds.split(',') if s]
+  except ValueError:
+    p.error(f'--seeds: comma-separated ints, got {args.seeds!r}')
+  for name in ('episodes', 'learner_steps', 'eval_every', 'eval_episodes'):
+    if getattr(args, name) < 1:
+      p.error(f'--{name} must be at least 1, got {getattr(args, name)}')
+  if not 0.0 <= args.bc_alpha < 1.0:
+    p.error(f'--bc_alpha must be in [0, 1) (1 is the bc agent), got {args.bc_alpha}')
+  return args
+
+
+def agent_flags(agent: str, bc_alpha: float, extra: Sequence[str]) -> List[str]:
+  """collect_infer flags of `agent`: the Perceiver, PAC, the agent's BC weight."""
+  alpha = 1.0 if agent == 'bc' else bc_alpha
+  settings = ['network=perceiver', 'policy_loss=pac', f'pac.alpha={alpha}', *extra]
+  return [flag for s in settings for flag in ('--agent', s)]
+
+
+def evaluations(run_dir: pathlib.Path, tasks: Sequence[str]) -> List[Dict[str, float]]:
+  """Per evaluation and task (and 'mean'): learner steps, mean return and score."""
+  from launch.tasks import task_log_label
+
+  rows = []
+  for task in tasks:
+    with open(run_dir / 'logs' / task_log_label(task) / 'logs.csv') as f:
+      for r in csv.DictReader(f):
+        rows.append(
+          {
+            'learner_steps': int(float(r['learner_steps'])),
+            'task': task,
+            'mean_return': float(r['mean_return']),
+            'score': float(r['score']),
+          }
+        )
+  by_step: Dict[int, List[Dict[str, float]]] = {}
+  for r in rows:
+    by_step.setdefault(r['learner_steps'], []).append(r)
+  for step, group in sorted(by_step.items()):
+    if len(group) == len(tasks):
+      rows.append(
+        {
+          'learner_steps': step,
+          'task': 'mean',
+          'mean_return': sum(g['mean_return'] for g in group) / len(group),
+          'score': sum(g['score'] for g in group) / len(group),
+        }
+      )
+  return rows
+
+
+def summarise(rows: Sequence[Dict], agents: Sequence[str], tasks: Sequence[str]) -> List[Dict]:
+  """Final score per agent, task (and 'mean') and seed; mean over seeds and spread."""
+  out = []
+  for agent in agents:
+    for task in [*tasks, 'mean']:
+      finals = {}
+      for r in rows:
+        if r['agent'] == agent and r['task'] == task:
+          last = finals.get(r['seed'])
+          if last is None or r['learner_steps'] >= last['learner_steps']:
+            finals[r['seed']] = r
+      if not finals:
+        continue
+      scores = [finals[s]['score'] for s in sorted(finals)]
+      out.append(
+        {
+          'agent': agent,
+          'task': task,
+          'seeds': len(scores),
+          'final_scores': ' '.join(f'{s:.1f}' for s in scores),
+          'mean_score': round(sum(scores) / len(scores), 1),
+          'spread': round(max(scores) - min(scores), 1),
+        }
+      )
+  return out
+
+
+def plot(rows: Sequence[Dict], summary: Sequence[Dict], tasks: Sequence[str], path) -> None:
+  import matplotlib
+
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+  import numpy as np
+
+  agents = sorted({r['agent'] for r in rows})
+  fig, (curve, bars) = plt.subplots(1, 2, figsize=(11, 4))
+  for agent in agents:
+    seeds = sorted({r['seed'] for r in rows if r['agent'] == agent})
+    for seed in seeds:
+      pts = [r for r in rows if r['agent'] == agent and r['seed'] == seed and r['task'] == 'mean']
+      curve.plot(
+        [r['learner_steps'] for r in pts],
+        [r['score'] for r in pts],
+        marker='o',
+        alpha=0.6,
+        color='C0' if agent == 'pac' else 'C1',
+        label=f'{agent.upper()}' if seed == seeds[0] else None,
+      )
+  curve.set_xlabel('learner steps')
+  curve.set_ylabel('mean expert-normalised score')
+  curve.set_title('mean over tasks (one line a seed)')
+  curve.legend()
+  x = np.arange(len(tasks) + 1)
+  width = 0.8 / max(len(agents), 1)
+  for i, agent in enumerate(agents):
+    by_task = {s['task']: s for s in summary if s['agent'] == agent}
+    means = [by_task[t]['mean_score'] if t in by_task else np.nan for t in [*tasks, 'mean']]
+    spreads = [by_task[t]['spread'] / 2 if t in by_task else 0 for t in [*tasks, 'mean']]
+    bars.bar(x + i * width, means, width, yerr=spreads, label=agent.upper(), capsize=3)
+  bars.set_xticks(x + width * (len(agents) - 1) / 2)
+  bars.set_xticklabels([t.replace(':', '\n') for t in [*tasks, 'mean']], fontsize=8)
+  bars.set_ylabel('final score (mean over seeds, bar: range)')
+  bars.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+def _write(path: pathlib.Path, table: Sequence[Dict]) -> None:
+  with open(path, 'w', newline='') as f:
+    writer = csv.DictWriter(f, fieldnames=list(table[0]))
+    writer.writeheader()
+    writer.writerows(table)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  args = parse_args(sys.argv[1:] if argv is None else argv)
+  from experiments.make_dataset import build_dataset
+
+  out = pathlib.Path(args.out).resolve()
+  dataset = out / 'dataset'
+  if not (dataset / 'manifest.json').exists():
+    print(f'[multitask-offline] building the {args.kind} dataset from {args.runs}', flush=True)
+    build_dataset(
+      args.runs,
+      args.kind,
+      args.episodes,
+      str(dataset),
+      poor_fraction=args.poor_fraction,
+      noise=args.noise,
+      seed=0,
+      poor_policy='noisy',
+    )
+  manifest = json.loads((dataset / 'manifest.json').read_text())
+  tasks = list(manifest['tasks'])  # In the source runs' order.
+  print(f'[multitask-offline] dataset: {manifest["num_episodes"]} episodes of {tasks}', flush=True)
+  rows: List[Dict] = []
+  for agent in args.agent_list:
+    for seed in args.seed_list:
+      run_dir = out / 'runs' / f'{agent}_seed{seed}'
+      if not (run_dir / 'checkpoints').exists() or not _finished(run_dir, args.learner_steps):
+        cmd = [
+          sys.executable,
+          '-m',
+          'experiments.collect_infer',
+          *('--run_dir', str(run_dir), '--tasks', ','.join(tasks), '--task', tasks[0]),
+          *('--mode', 'offline', '--datasets', str(dataset)),
+          *('--max_learner_steps', str(args.learner_steps)),
+          *('--eval_every_learner_steps', str(args.eval_every), '--eval_every_seconds', '100000'),
+          *('--eval_episodes', str(args.eval_episodes), '--seed', str(seed), '--no_eval_gifs'),
+          *agent_flags(agent, args.bc_alpha, args.agent_setting),
+        ]
+        print(f'[multitask-offline] {agent} seed {seed}: {" ".join(cmd[2:])}', flush=True)
+        subprocess.run(cmd, check=True)
+      rows += [{'agent': agent, 'seed': seed, **r} for r in evaluations(run_dir, tasks)]
+  rows = [{k: r[k] for k in FIELDS} for r in rows]
+  summary = summarise(rows, args.agent_list, tasks)
+  _write(out / 'multitask_offline.csv', rows)
+  _write(out / 'summary.csv', summary)
+  plot(rows, summary, tasks, out / 'multitask_offline.png')
+  print(f'{"agent":5s} {"task":20s} {"mean":>6s} {"spread":>6s}  per seed')
+  for s in summary:
+    print(
+      f'{s["agent"]:5s} {s["task"]:20s} {s["mean_score"]:6.1f} {s["spread"]:6.1f}  '
+      f'{s["final_scores"]}'
+    )
+  print(f'[multitask-offline] wrote {out}/multitask_offline.csv, summary.csv, .png', flush=True)
+  return 0
+
+
+def _finished(run_dir: pathlib.Path, learner_steps: int) -> bool:
+  from launch.checkpointing import Checkpointer
+
+  latest = Checkpointer(run_dir / 'checkpoints', read_pickles=False).all_steps()
+  return bool(latest) and max(latest) >= learner_steps
+
+
+if __name__ == '__main__':
+  sys.exit(main())

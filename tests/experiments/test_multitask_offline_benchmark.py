@@ -1,0 +1,72 @@
+"""The multi-task offline benchmark's arguments, agents, evaluation rows, summary and plot."""
+
+import pathlib
+
+import pytest
+
+from experiments import multitask_offline_benchmark as bench
+
+TASKS = ('cartpole:swingup', 'point_mass:easy')
+
+
+def test_arguments_are_checked():
+  args = bench.parse_args(['--source_runs', 'a,b', '--seeds', '0,2'])
+  assert args.runs == ['a', 'b'] and args.seed_list == [0, 2]
+  assert args.agent_list == ['pac', 'bc']
+  for bad, message in (
+    (['--source_runs', 'a'], 'at least two runs'),
+    (['--source_runs', 'a,b', '--agents', 'pac,sac'], '--agents'),
+    (['--source_runs', 'a,b', '--seeds', 'x'], '--seeds'),
+    (['--source_runs', 'a,b', '--bc_alpha', '1.0'], '--bc_alpha'),
+    (['--source_runs', 'a,b', '--learner_steps', '0'], '--learner_steps'),
+  ):
+    with pytest.raises(SystemExit):
+      bench.parse_args(bad)
+
+
+def test_bc_is_pac_of_the_same_network_with_weight_one():
+  pac = bench.agent_flags('pac', 0.3, ['perceiver.blocks=1'])
+  bc = bench.agent_flags('bc', 0.3, ['perceiver.blocks=1'])
+  assert pac[1::2] == [
+    'network=perceiver',
+    'policy_loss=pac',
+    'pac.alpha=0.3',
+    'perceiver.blocks=1',
+  ]
+  assert bc[1::2] == ['network=perceiver', 'policy_loss=pac', 'pac.alpha=1.0', 'perceiver.blocks=1']
+  assert set(pac[0::2]) == {'--agent'}
+
+
+def _write_logs(run_dir: pathlib.Path, scores):
+  """scores: task -> [(learner_steps, return, score)], as the evaluator writes them."""
+  for task, rows in scores.items():
+    where = run_dir / 'logs' / ('evaluator_' + task.replace(':', '_'))
+    where.mkdir(parents=True)
+    lines = ['actor_steps,learner_steps,mean_return,score']
+    lines += [f'100,{s},{r},{c}' for s, r, c in rows]
+    (where / 'logs.csv').write_text('\n'.join(lines) + '\n')
+
+
+def test_rows_summary_and_plot_by_hand(tmp_path):
+  rows = []
+  finals = {('pac', 0): (80.0, 60.0), ('pac', 1): (70.0, 50.0), ('bc', 0): (40.0, 20.0)}
+  for (agent, seed), (a, b) in finals.items():
+    run_dir = tmp_path / f'{agent}_{seed}'
+    _write_logs(
+      run_dir,
+      {TASKS[0]: [(100, 1.0, 0.0), (200, 2.0, a)], TASKS[1]: [(100, 1.0, 10.0), (200, 3.0, b)]},
+    )
+    rows += [{'agent': agent, 'seed': seed, **r} for r in bench.evaluations(run_dir, TASKS)]
+  means = [r for r in rows if r['task'] == 'mean' and r['agent'] == 'pac' and r['seed'] == 0]
+  assert [(r['learner_steps'], r['score'], r['mean_return']) for r in means] == [
+    (100, 5.0, 1.0),
+    (200, 70.0, 2.5),
+  ]
+  summary = {(s['agent'], s['task']): s for s in bench.summarise(rows, ['pac', 'bc'], TASKS)}
+  assert summary[('pac', TASKS[0])]['mean_score'] == 75.0
+  assert summary[('pac', TASKS[0])]['spread'] == 10.0
+  assert summary[('pac', 'mean')]['final_scores'] == '70.0 60.0'
+  assert summary[('pac', 'mean')]['mean_score'] == 65.0
+  assert summary[('bc', 'mean')]['seeds'] == 1 and summary[('bc', 'mean')]['spread'] == 0.0
+  bench.plot(rows, list(summary.values()), TASKS, tmp_path / 'out.png')
+  assert (tmp_path / 'out.png').stat().st_size > 10_000
