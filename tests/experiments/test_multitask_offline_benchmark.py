@@ -9,7 +9,7 @@ from experiments import multitask_offline_benchmark as bench
 TASKS = ('cartpole:swingup', 'point_mass:easy')
 
 
-def test_arguments_are_checked():
+def test_arguments_are_checked(capsys):
   args = bench.parse_args(['--source_runs', 'a,b', '--seeds', '0,2'])
   assert args.runs == ['a', 'b'] and args.seed_list == [0, 2]
   assert args.agent_list == ['pac', 'bc']
@@ -22,6 +22,7 @@ def test_arguments_are_checked():
   ):
     with pytest.raises(SystemExit):
       bench.parse_args(bad)
+    assert message in capsys.readouterr().err
 
 
 def test_bc_is_pac_of_the_same_network_with_weight_one():
