@@ -547,6 +547,33 @@ class Checkpointer:
     )
 
 
+def state_mismatch(expected: Any, got: Any) -> Optional[str]:
+  """None when `got` (a restored learner state) has `expected`'s fields and array shapes;
+  else the first difference, named by its path (e.g. a checkpoint of other tasks' layout,
+  or of another network size, which would otherwise fail deep inside the jitted update)."""
+  import tree  # pylint: disable=g-import-not-at-top
+
+  def shapes(state: Any) -> Dict[str, tuple]:
+    return {
+      '/'.join(str(k) for k in path): tuple(np.shape(leaf))
+      for path, leaf in tree.flatten_with_path(state)
+    }
+
+  try:
+    want, have = shapes(expected), shapes(got)
+  except (TypeError, ValueError) as e:
+    return f'its state does not read as a learner state ({e})'
+  for path, shape in want.items():
+    if path not in have:
+      return f'{path} is missing'
+    if have[path] != shape:
+      return f"{path} has shape {have[path]}, this run's learner {shape}"
+  extra = sorted(set(have) - set(want))
+  if extra:
+    return f"{extra[0]} is not in this run's learner"
+  return None
+
+
 def load_init_checkpoint(path: str, setting: str = 'init_checkpoint') -> Dict[str, Any]:
   """A checkpoint payload from a checkpoint file or a run directory (its newest).
 

@@ -13,12 +13,13 @@ import numpy as np
 import reverb
 from acme.utils import counting
 
+from agents.common.errors import ConfigError
 from agents.common.logs import get_logger
 from agents.mpo.labels import make_labeller
 from agents.replay_pipeline import EXTERNAL_TABLE
 from launch import experiment
 from launch.budget import Budget
-from launch.checkpointing import Checkpointer, load_init_checkpoint
+from launch.checkpointing import Checkpointer, load_init_checkpoint, state_mismatch
 from launch.logs import make_logger
 from launch.nodes.counter import flush_counts
 from launch.nodes.iterated import IteratedSchedule
@@ -169,6 +170,7 @@ class LearnerWorker:
     restored = self._checkpointer.restore_latest()
     if restored is not None:
       step, payload = restored
+      self._check_fits(payload['learner_state'], f'the checkpoint at step {step}')
       self._learner.restore(payload['learner_state'])
       position = {
         'iteration': int(payload.get('iteration', 0)),
@@ -181,6 +183,7 @@ class LearnerWorker:
       payload = load_init_checkpoint(cfg.init_checkpoint)
       # Parameters, optimisers and duals carry over; the step count starts afresh.
       state = payload['learner_state']
+      self._check_fits(state, f'init_checkpoint={cfg.init_checkpoint!r}')
       self._learner.restore(state._replace(steps=np.zeros_like(state.steps)))
       log.info(
         'initialised from %s (trained %d steps there)', cfg.init_checkpoint, int(state.steps)
@@ -226,6 +229,15 @@ class LearnerWorker:
           self._sampler.num_successes,
           self._sampler.num_episodes,
         )
+
+  def _check_fits(self, state: Any, what: str) -> None:
+    """ConfigError naming the first field of `state` unlike this run's learner state."""
+    problem = state_mismatch(self._learner.save(), state)
+    if problem is not None:
+      raise ConfigError(
+        f"{what} does not fit this run's learner: {problem} (a checkpoint of other tasks, "
+        'another network or other sizes)'
+      )
 
   def _new_iterator(self):
     cfg = self._config

@@ -539,3 +539,30 @@ def test_a_resumed_learner_raises_a_lagging_counter_to_its_checkpoints_step(tmp_
   # Ahead of the checkpoint (updates after it, then a kill): those updates were done.
   counts = _counts_after_resume(tmp_path / 'ahead', '{"learner_steps": 80}', [50])
   assert counts['learner_steps'] == 80
+
+
+def test_a_checkpoint_of_another_layout_is_named_before_it_is_restored(tmp_path):
+  """A one-task MPO learner's checkpoint (cartpole) against a two-task learner (cartpole and
+  point_mass placed in one layout): the first differing field, by path, not a failure deep
+  in the jitted update; the same learner's own checkpoint fits."""
+  from acme.utils import loggers
+
+  from launch import experiment
+  from launch.checkpointing import state_mismatch
+  from tests.fakes import tiny_config
+
+  def learner(**overrides):
+    builder = experiment.make_builder(tiny_config(tmp_path / 'r', **overrides))
+    return builder.make_learner(iter(()), logger=loggers.NoOpLogger())
+
+  one = learner()
+  two = learner(tasks='cartpole:swingup,point_mass:easy')
+  ckpt = Checkpointer(tmp_path / 'ckpt')
+  ckpt.save({'learner_state': one.save()}, 1)
+  _, payload = ckpt.restore_latest()
+  assert state_mismatch(one.save(), payload['learner_state']) is None
+  problem = state_mismatch(two.save(), payload['learner_state'])
+  assert problem is not None and 'has shape' in problem and "this run's learner" in problem
+  assert 'policy_params' in problem
+  assert 'is missing' in state_mismatch({'a': np.zeros(2), 'b': np.zeros(1)}, {'a': np.zeros(2)})
+  assert 'is not in this run' in state_mismatch({'a': np.zeros(2)}, {'a': np.zeros(2), 'c': 1})
