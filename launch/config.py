@@ -325,6 +325,11 @@ class ExperimentConfig:
       'envs_per_actor',
       '1 in iterated mode (its actors reserve one episode at a time)',
     )
+    need(
+      self.envs_per_actor == 1 or not self.tasks or len(self.task_names) == 1,
+      'envs_per_actor',
+      '1 in a run of several tasks (--tasks: each actor acts on its own task; add actors)',
+    )
     need(self.launch_type in LAUNCH_TYPES, 'launch_type', f'one of {", ".join(LAUNCH_TYPES)}')
     need(
       self.max_actor_steps is None or (is_int(self.max_actor_steps) and self.max_actor_steps > 0),

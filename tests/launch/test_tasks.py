@@ -69,6 +69,8 @@ def test_config_and_cli_take_tasks(tmp_path):
   assert config.task_weights == ((CARTPOLE, 2.0), (POINT_MASS, 1.0))
   assert tiny_config(tmp_path / 'r').task_names == (CARTPOLE,)
   assert ExperimentConfig.from_dict(config.to_dict()).tasks == config.tasks  # config.json
+  with pytest.raises(ConfigError, match='envs_per_actor.*1 in a run of several tasks'):
+    tiny_config(tmp_path / 'r', tasks=f'{CARTPOLE},{POINT_MASS}', envs_per_actor=2)
   with pytest.raises(ConfigError, match="task='walker:walk' is invalid: with tasks"):
     tiny_config(tmp_path / 'r', task='walker:walk', tasks=f'{CARTPOLE},{POINT_MASS}')
   with pytest.raises(ConfigError, match='weight'):
