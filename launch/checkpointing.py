@@ -41,7 +41,7 @@ import secrets
 import sys
 import time
 import zipfile
-from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 
@@ -545,6 +545,14 @@ class Checkpointer:
       f'{len(candidates)} damaged file(s), e.g. {sorted(candidates)[-1]}); '
       f'move the directory aside to start over, or choose another --run_dir.'
     )
+
+
+class PolicyOnly(NamedTuple):
+  """A learner state cut to what acting needs (experiments.keep_policies): the policy's
+  parameters and the learner step."""
+
+  policy_params: Any
+  steps: Any
 
 
 def state_mismatch(expected: Any, got: Any) -> Optional[str]:

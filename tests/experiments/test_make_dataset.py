@@ -119,3 +119,31 @@ def test_a_policy_acts_on_a_physics_variant_and_a_task_of_other_specs_is_refused
   assert not np.allclose(a.observations[1:50], b.observations[1:50])
   with pytest.raises(ConfigError, match=r'act_on: walker:walk has observations of shape'):
     build_dataset(run, 'expert', 1, str(tmp_path / 'walker'), act_on='walker:walk')
+
+
+def test_kept_policies_make_the_same_episodes_as_the_run(run_with_two_checkpoints, tmp_path):
+  """experiments.keep_policies: the oldest and newest checkpoints cut to the policy; a
+  dataset made from them holds the episodes the whole run's checkpoints give."""
+  from experiments.keep_policies import keep_policies
+  from launch.checkpointing import PolicyOnly, state_mismatch
+
+  kept = keep_policies(str(run_with_two_checkpoints), str(tmp_path / 'kept'))
+  ckpt = Checkpointer(kept / 'checkpoints', read_pickles=False)
+  assert ckpt.all_steps() == [10, 20]
+  state = ckpt.restore(20)['learner_state']
+  assert isinstance(state, PolicyOnly) and int(state.steps) == 0
+  whole = Checkpointer(run_with_two_checkpoints / 'checkpoints').restore(20)['learner_state']
+  assert state_mismatch(whole.policy_params, state.policy_params) is None
+  # Far smaller than the learner's state: no critic, targets or optimiser moments.
+  sizes = [f.stat().st_size for f in (kept / 'checkpoints').glob('*.ckpt')]
+  whole_size = (run_with_two_checkpoints / 'checkpoints' / 'ckpt-000000000020.ckpt').stat()
+  assert max(sizes) < whole_size.st_size / 3
+  ours = build_dataset(str(kept), 'mixed', 2, str(tmp_path / 'a'), poor_fraction=0.5, noise=0.5)
+  theirs = build_dataset(
+    str(run_with_two_checkpoints), 'mixed', 2, str(tmp_path / 'b'), poor_fraction=0.5, noise=0.5
+  )
+  assert [e['episode_return'] for e in ours['episodes']] == [
+    e['episode_return'] for e in theirs['episodes']
+  ]
+  with pytest.raises(ConfigError, match='not a run directory'):
+    keep_policies(str(tmp_path / 'nothing'), str(tmp_path / 'kept2'))

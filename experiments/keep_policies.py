@@ -1,0 +1,66 @@
+"""Keeps a trained run's policies small enough to commit, so its datasets can be made again
+in minutes by a later session (run directories do not survive one).
+
+  python -m experiments.keep_policies --run_dir /tmp/experts/cartpole_swingup \\
+      --out experiments/results/experts/cartpole_swingup
+
+Writes OUT/config.json (the run's) and, in OUT/checkpoints/, the run's oldest and newest
+kept checkpoints with the policy's parameters alone (PolicyOnly: no critic, targets or
+optimiser state; a few hundred KB for the cpu preset's MLP). OUT is a run directory as
+experiments.make_dataset reads one: `--run_dir OUT --kind expert` acts with the newest
+policy, `--kind mixed` with the oldest (plus action noise) for the poor share. It is not a
+run to resume or initialise a learner from (those need the whole learner state; the
+learner names the missing fields).
+"""
+
+import argparse
+import os
+import pathlib
+import sys
+from typing import Optional, Sequence
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+
+
+def keep_policies(run_dir: str, out: str) -> pathlib.Path:
+  """Writes `out` (see the module's text); returns it. The checkpoints are read without
+  pickles (another run's files)."""
+  from agents.common.errors import ConfigError
+  from launch.checkpointing import Checkpointer, PolicyOnly
+  from launch.run_dir import RunDir
+
+  source = RunDir(os.path.abspath(run_dir))
+  if not source.exists():
+    raise ConfigError(f'{run_dir} is not a run directory (no config.json)')
+  reader = Checkpointer(source.checkpoints, read_pickles=False)
+  steps = reader.all_steps()
+  if not steps:
+    raise ConfigError(f'{run_dir} has no checkpoint')
+  target = RunDir(os.path.abspath(out))
+  target.path.mkdir(parents=True, exist_ok=True)
+  config = source.read_config()
+  target.write_config({**config, 'run_dir': out})  # As given: a relative path stays one.
+  writer = Checkpointer(target.checkpoints, keep=2)
+  for step in sorted({min(steps), max(steps)}):
+    state = reader.restore(step)['learner_state']
+    if not hasattr(state, 'policy_params'):
+      raise ConfigError(f'{run_dir}: its learner state has no policy_params (not an MPO run)')
+    writer.save({'learner_state': PolicyOnly(state.policy_params, state.steps)}, step)
+  return target.path
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  p = argparse.ArgumentParser(
+    description=__doc__.split('\n\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter
+  )
+  p.add_argument('--run_dir', required=True, help='a trained MPO-family run')
+  p.add_argument('--out', required=True)
+  args = p.parse_args(sys.argv[1:] if argv is None else argv)
+  out = keep_policies(args.run_dir, args.out)
+  sizes = sum(f.stat().st_size for f in (out / 'checkpoints').iterdir())
+  print(f'[keep-policies] {out}: config.json and 2 policy checkpoints, {sizes / 1024:.0f} KB')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
