@@ -1,6 +1,7 @@
 """Helpers for tests that launch the real program as a user would (tiny configs: tests/fakes.py)."""
 
 import atexit
+import csv
 import dataclasses
 import json
 import os
@@ -223,3 +224,9 @@ def run_to_end(
     return FinishedRun(run_dir, returncode, output(proc), leftover, listeners)
   finally:
     kill_session(proc)
+
+
+def log_rows(run_dir: pathlib.Path, label: str) -> List[Dict[str, str]]:
+  """The rows of a node's CSV log, logs/<label>/logs.csv (e.g. 'evaluator_cartpole_swingup')."""
+  with open(pathlib.Path(run_dir) / 'logs' / label / 'logs.csv') as f:
+    return list(csv.DictReader(f))

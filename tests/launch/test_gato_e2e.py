@@ -2,7 +2,6 @@
 episodes stored with their tasks and trained on as windows, every task evaluated and scored;
 then a relaunch offline on that store, resuming the learner's checkpoint."""
 
-import csv
 import re
 
 import pytest
@@ -10,7 +9,7 @@ import pytest
 from environments.references import references
 from launch.checkpointing import Checkpointer
 from launch.store.episodes import EpisodeStore
-from tests.e2e_util import read_counts, run_to_end
+from tests.e2e_util import log_rows, read_counts, run_to_end
 
 pytestmark = pytest.mark.slow
 
@@ -25,11 +24,6 @@ TINY_GATO = [
 
 def _evaluations(run_dir, label='evaluator') -> int:
   return (run_dir / 'logs' / label / 'logs.csv').read_text().strip().count('\n')
-
-
-def _rows(run_dir, label):
-  with open(run_dir / 'logs' / label / 'logs.csv') as f:
-    return list(csv.DictReader(f))
 
 
 def test_gato_trains_on_stored_windows_online_then_resumes_offline(tmp_path):
@@ -52,14 +46,16 @@ def test_gato_trains_on_stored_windows_online_then_resumes_offline(tmp_path):
   # Every task evaluated: its own rows, each scored against the reference file's expert
   # (a task without one gets no score: tests/launch/test_tasks.py).
   assert _evaluations(run_dir) >= 1
-  cartpole = _rows(run_dir, 'evaluator_cartpole_swingup')
-  point_mass = _rows(run_dir, 'evaluator_point_mass_easy')
+  cartpole = log_rows(run_dir, 'evaluator_cartpole_swingup')
+  point_mass = log_rows(run_dir, 'evaluator_point_mass_easy')
   assert len(cartpole) == len(point_mass) == _evaluations(run_dir)
   ref = references()[OTHER]
   by_hand = 100 * (float(point_mass[-1]['mean_return']) - ref.random) / (ref.expert - ref.random)
   assert float(point_mass[-1]['score']) == pytest.approx(by_hand, abs=1e-3)
   mean_score = (float(cartpole[-1]['score']) + by_hand) / 2
-  assert float(_rows(run_dir, 'evaluator')[-1]['mean_score']) == pytest.approx(mean_score, abs=1e-3)
+  assert float(log_rows(run_dir, 'evaluator')[-1]['mean_score']) == pytest.approx(
+    mean_score, abs=1e-3
+  )
   line = rf'{OTHER}: mean return [\d.]+, score -?[\d.]+\n'
   assert re.search(line, online.text), online.text[-5000:]
 

@@ -3,13 +3,11 @@ online with half of each batch from the store; each actor acts on its own task t
 placed layout, replay and the store sampler feed the learner placed transitions, the store
 keeps each task's own arrays, and every task is evaluated and scored."""
 
-import csv
-
 import pytest
 
 from launch.checkpointing import Checkpointer
 from launch.store.episodes import EpisodeStore
-from tests.e2e_util import run_to_end
+from tests.e2e_util import log_rows, run_to_end
 
 pytestmark = pytest.mark.slow
 
@@ -23,11 +21,6 @@ TINY_PAC = [
   *('--agent', 'replay.samples_per_insert=2'),
   *('--eval_every_seconds', '600', '--eval_episodes', '1', '--no_eval_gifs'),
 ]
-
-
-def _rows(run_dir, label):
-  with open(run_dir / 'logs' / label / 'logs.csv') as f:
-    return list(csv.DictReader(f))
 
 
 def test_pac_over_two_bodies_online_with_the_store(tmp_path):
@@ -52,8 +45,8 @@ def test_pac_over_two_bodies_online_with_the_store(tmp_path):
     shapes[key] = (episode.observations.shape[1], episode.actions.shape[1])
   assert shapes == {('actor_0', TASK): (5, 1), ('actor_1', OTHER): (4, 2)}
   # Every task evaluated (its environment driven by the greedy policy through the layout).
-  cartpole = _rows(run_dir, 'evaluator_cartpole_swingup')
-  point_mass = _rows(run_dir, 'evaluator_point_mass_easy')
+  cartpole = log_rows(run_dir, 'evaluator_cartpole_swingup')
+  point_mass = log_rows(run_dir, 'evaluator_point_mass_easy')
   assert len(cartpole) == len(point_mass) >= 1
   assert float(point_mass[-1]['mean_return']) >= 0.0
   # The store is empty until an actor ends an episode: replay fills its share till then (the
