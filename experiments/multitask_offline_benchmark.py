@@ -1,33 +1,44 @@
-"""Multi-task offline benchmark: PAC against behaviour cloning of the same network, on one
-mixed-quality dataset of several tasks and bodies (issue 22's benchmark 3).
+"""Offline agents on one multi-task dataset of several bodies, scored per task: PAC against
+behaviour cloning of the same network (issue 22's benchmark 3), and the generalist against
+one model per task (its benchmark 1).
 
-  python -m experiments.multitask_offline_benchmark \\
-      --source_runs runs/cartpole_swingup,runs/point_mass_easy,runs/pendulum_swingup \\
-      --episodes 10 --learner_steps 6000 --seeds 0,1,2 --out bench_out/multitask_offline
+  # Benchmark 3: mixed data, PAC against BC, 3 seeds.
+  python -m experiments.multitask_offline_benchmark --source_runs \\
+      experiments/results/experts/cartpole_swingup,experiments/results/experts/point_mass_easy \\
+      --kind mixed --episodes 20 --agents pac,bc --seeds 0,1,2 --out bench_out/pac_bc
+  # Benchmark 1: expert data, the generalist beside a transformer and an MLP BC per task.
+  python -m experiments.multitask_offline_benchmark --source_runs ... --kind expert \\
+      --min_expert_fraction 0.8 --agents gato,gato_single,bc_single --out bench_out/generalist
 
-The dataset (experiments.make_dataset, kind --kind): --episodes episodes of each source
-run's task, --poor_fraction of them poor (the run's oldest kept checkpoint with action
-noise --noise), the rest its newest checkpoint's; every episode tagged with its task. Both
-agents are the MPO family's Perceiver actor-critic over the runs' tasks in one placed
-layout (agents.common.task_layout: each task's observation groups as tokens, a task token,
-its own action dimensions), trained offline on that one dataset for --learner_steps:
+The data (experiments.make_dataset, kind --kind): --episodes episodes of each source run's
+task (a run directory, or one kept by experiments.keep_policies); for mixed, --poor_fraction
+of them poor (the run's oldest kept checkpoint with action noise --noise), the rest its
+newest checkpoint's. Every episode is tagged with its task. The agents, each trained
+offline for --learner_steps:
 
-  pac  PAC, behaviour-cloning weight --bc_alpha
-  bc   the same network and data with weight 1: the policy is pure behaviour cloning
-       (the MPO term drops out; the critic still trains, and nothing reads it)
+  pac          the MPO family's Perceiver actor-critic over all tasks in one placed layout
+               (agents.common.task_layout: each task's observation groups as tokens, a task
+               token, its own action dimensions), PAC with behaviour-cloning weight --bc_alpha
+  bc           the same network and data with weight 1: the policy is pure behaviour
+               cloning (the MPO term drops out; the critic still trains, and nothing reads
+               it), BC of the same size on the same data as the PAC paper compares
+  gato         the generalist (agents.gato, cpu preset) over all tasks
+  gato_single  the same transformer trained on one task's episodes alone, one run a task
+  bc_single    an MLP behaviour-cloning policy (agents.bc) of one task, one run a task
 
-as the PAC paper compares them (BC of the same size on the same data). The evaluator
-runs every task (--eval_episodes greedy episodes each, every --eval_every learner steps)
-and scores it against environments/expert_references.json (0 random, 100 expert).
+The single-task agents train on a dataset of their task alone, made from the same run with
+the same seed (the multi-task dataset's episodes of that task). The evaluator runs every
+task of a run (--eval_episodes greedy episodes each, every --eval_every learner steps) and
+scores it against environments/expert_references.json (0 random, 100 expert).
 
 Writes:
-  <out>/dataset/                   the episode store (+ manifest.json)
-  <out>/runs/<agent>_seed<k>/      each offline run directory
-  <out>/multitask_offline.csv      agent, seed, learner_steps, task, mean_return, score
-                                   (task 'mean': the mean over tasks)
+  <out>/dataset/, <out>/single_task_data/<run>/   episode stores (+ manifest.json)
+  <out>/runs/<agent>_seed<k>[_<task>]/    each offline run directory
+  <out>/multitask_offline.csv      agent, seed, evaluation, learner_steps, task, mean_return,
+                                   score (task 'mean': the mean over tasks)
   <out>/summary.csv                agent, task, final score per seed, their mean and spread
   <out>/multitask_offline.png      mean score against learner steps; final score per task
-Rerunning with the same --out reuses the dataset and finished runs.
+Rerunning with the same --out reuses the datasets and finished runs.
 """
 
 import argparse
@@ -41,8 +52,10 @@ from typing import Dict, List, Optional, Sequence
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
-AGENTS = ('pac', 'bc')
-FIELDS = ('agent', 'seed', 'learner_steps', 'task', 'mean_return', 'score')
+MULTI_TASK = ('pac', 'bc', 'gato')
+SINGLE_TASK = ('gato_single', 'bc_single')
+AGENTS = MULTI_TASK + SINGLE_TASK
+FIELDS = ('agent', 'seed', 'evaluation', 'learner_steps', 'task', 'mean_return', 'score')
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
@@ -51,20 +64,32 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
   )
   p.add_argument('--source_runs', required=True, help='comma-separated trained runs')
   p.add_argument('--kind', choices=['mixed', 'expert'], default='mixed')
-  p.add_argument('--episodes', type=int, default=10, help='per task')
+  p.add_argument('--episodes', type=int, default=20, help='per task')
+  p.add_argument(
+    '--min_expert_fraction',
+    type=float,
+    default=None,
+    help='expert data: keep episodes at or above this fraction of the expert return (0.8)',
+  )
   p.add_argument('--poor_fraction', type=float, default=0.5)
   p.add_argument('--noise', type=float, default=0.5, help='action noise of the poor episodes')
   p.add_argument('--learner_steps', type=int, default=6000)
   p.add_argument('--eval_every', type=int, default=1500)
   p.add_argument('--eval_episodes', type=int, default=2)
   p.add_argument('--bc_alpha', type=float, default=0.3, help="PAC's behaviour-cloning weight")
-  p.add_argument('--agents', default=','.join(AGENTS), help=f'comma-separated, of {AGENTS}')
+  p.add_argument('--agents', default='pac,bc', help=f'comma-separated, of {", ".join(AGENTS)}')
   p.add_argument('--seeds', default='0,1,2')
   p.add_argument(
-    '--agent_setting',
+    '--pac_setting',
     action='append',
     default=[],
-    help='one more --agent setting for both agents (repeatable), e.g. perceiver.blocks=1',
+    help='one more --agent setting for pac and bc (repeatable), e.g. perceiver.blocks=2',
+  )
+  p.add_argument(
+    '--gato_setting',
+    action='append',
+    default=[],
+    help='one more --agent setting for gato and gato_single (repeatable)',
   )
   p.add_argument('--out', default='bench_out/multitask_offline')
   args = p.parse_args(argv)
@@ -86,37 +111,57 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
   return args
 
 
-def agent_flags(agent: str, bc_alpha: float, extra: Sequence[str]) -> List[str]:
-  """collect_infer flags of `agent`: the Perceiver, PAC, the agent's BC weight."""
-  alpha = 1.0 if agent == 'bc' else bc_alpha
-  settings = ['network=perceiver', 'policy_loss=pac', f'pac.alpha={alpha}', *extra]
-  return [flag for s in settings for flag in ('--agent', s)]
+def agent_flags(
+  agent: str, bc_alpha: float, pac_settings: Sequence[str] = (), gato_settings: Sequence[str] = ()
+) -> List[str]:
+  """collect_infer flags of `agent` (see the module's text)."""
+  if agent in ('pac', 'bc'):
+    alpha = 1.0 if agent == 'bc' else bc_alpha
+    settings = ['network=perceiver', 'policy_loss=pac', f'pac.alpha={alpha}', *pac_settings]
+    return [flag for s in settings for flag in ('--agent', s)]
+  if agent in ('gato', 'gato_single'):
+    return ['--algorithm', 'gato', *[flag for s in gato_settings for flag in ('--agent', s)]]
+  if agent == 'bc_single':
+    return ['--algorithm', 'bc']
+  raise ValueError(f'unknown agent {agent!r}; known: {AGENTS}')
 
 
-def evaluations(run_dir: pathlib.Path, tasks: Sequence[str]) -> List[Dict[str, float]]:
-  """Per evaluation and task (and 'mean'): learner steps, mean return and score."""
+def _read(path: pathlib.Path) -> List[Dict[str, str]]:
+  with open(path) as f:
+    return list(csv.DictReader(f))
+
+
+def evaluations(run_dirs: Dict[str, pathlib.Path], multi_task: bool) -> List[Dict[str, float]]:
+  """Per evaluation and task (and 'mean' over tasks): learner steps, mean return and score.
+
+  `run_dirs`: task -> its run directory; one run of all tasks (`multi_task`: its rows in
+  logs/evaluator_<task>/) or one run a task (logs/evaluator/, whose score is mean_score).
+  Evaluations are matched across tasks by their order.
+  """
   from launch.tasks import task_log_label
 
   rows = []
-  for task in tasks:
-    with open(run_dir / 'logs' / task_log_label(task) / 'logs.csv') as f:
-      for r in csv.DictReader(f):
-        rows.append(
-          {
-            'learner_steps': int(float(r['learner_steps'])),
-            'task': task,
-            'mean_return': float(r['mean_return']),
-            'score': float(r['score']),
-          }
-        )
-  by_step: Dict[int, List[Dict[str, float]]] = {}
-  for r in rows:
-    by_step.setdefault(r['learner_steps'], []).append(r)
-  for step, group in sorted(by_step.items()):
-    if len(group) == len(tasks):
+  for task, run_dir in run_dirs.items():
+    label = task_log_label(task) if multi_task else 'evaluator'
+    for i, r in enumerate(_read(run_dir / 'logs' / label / 'logs.csv')):
       rows.append(
         {
-          'learner_steps': step,
+          'evaluation': i,
+          'learner_steps': int(float(r['learner_steps'])),
+          'task': task,
+          'mean_return': float(r['mean_return']),
+          'score': float(r['score' if multi_task else 'mean_score']),
+        }
+      )
+  by_evaluation: Dict[int, List[Dict[str, float]]] = {}
+  for r in rows:
+    by_evaluation.setdefault(r['evaluation'], []).append(r)
+  for i, group in sorted(by_evaluation.items()):
+    if len(group) == len(run_dirs):
+      rows.append(
+        {
+          'evaluation': i,
+          'learner_steps': min(g['learner_steps'] for g in group),
           'task': 'mean',
           'mean_return': sum(g['mean_return'] for g in group) / len(group),
           'score': sum(g['score'] for g in group) / len(group),
@@ -134,7 +179,7 @@ def summarise(rows: Sequence[Dict], agents: Sequence[str], tasks: Sequence[str])
       for r in rows:
         if r['agent'] == agent and r['task'] == task:
           last = finals.get(r['seed'])
-          if last is None or r['learner_steps'] >= last['learner_steps']:
+          if last is None or r['evaluation'] >= last['evaluation']:
             finals[r['seed']] = r
       if not finals:
         continue
@@ -159,7 +204,7 @@ def plot(rows: Sequence[Dict], summary: Sequence[Dict], tasks: Sequence[str], pa
   import matplotlib.pyplot as plt
   import numpy as np
 
-  agents = sorted({r['agent'] for r in rows})
+  agents = [a for a in AGENTS if any(r['agent'] == a for r in rows)]
   fig, (curve, bars) = plt.subplots(1, 2, figsize=(11, 4))
   for agent in agents:
     seeds = sorted({r['seed'] for r in rows if r['agent'] == agent})
@@ -170,8 +215,8 @@ def plot(rows: Sequence[Dict], summary: Sequence[Dict], tasks: Sequence[str], pa
         [r['score'] for r in pts],
         marker='o',
         alpha=0.6,
-        color='C0' if agent == 'pac' else 'C1',
-        label=f'{agent.upper()}' if seed == seeds[0] else None,
+        color=f'C{AGENTS.index(agent)}',
+        label=agent if seed == seeds[0] else None,
       )
   curve.set_xlabel('learner steps')
   curve.set_ylabel('mean expert-normalised score')
@@ -183,7 +228,15 @@ def plot(rows: Sequence[Dict], summary: Sequence[Dict], tasks: Sequence[str], pa
     by_task = {s['task']: s for s in summary if s['agent'] == agent}
     means = [by_task[t]['mean_score'] if t in by_task else np.nan for t in [*tasks, 'mean']]
     spreads = [by_task[t]['spread'] / 2 if t in by_task else 0 for t in [*tasks, 'mean']]
-    bars.bar(x + i * width, means, width, yerr=spreads, label=agent.upper(), capsize=3)
+    bars.bar(
+      x + i * width,
+      means,
+      width,
+      yerr=spreads,
+      label=agent,
+      capsize=3,
+      color=f'C{AGENTS.index(agent)}',
+    )
   bars.set_xticks(x + width * (len(agents) - 1) / 2)
   bars.set_xticklabels([t.replace(':', '\n') for t in [*tasks, 'mean']], fontsize=8)
   bars.set_ylabel('final score (mean over seeds, bar: range)')
@@ -200,55 +253,85 @@ def _write(path: pathlib.Path, table: Sequence[Dict]) -> None:
     writer.writerows(table)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-  args = parse_args(sys.argv[1:] if argv is None else argv)
+def _dataset(args, runs: Sequence[str], where: pathlib.Path) -> Dict:
   from experiments.make_dataset import build_dataset
 
-  out = pathlib.Path(args.out).resolve()
-  dataset = out / 'dataset'
-  if not (dataset / 'manifest.json').exists():
-    print(f'[multitask-offline] building the {args.kind} dataset from {args.runs}', flush=True)
+  if not (where / 'manifest.json').exists():
+    print(f'[multitask-offline] building the {args.kind} dataset {where} from {runs}', flush=True)
     build_dataset(
-      args.runs,
+      list(runs),
       args.kind,
       args.episodes,
-      str(dataset),
+      str(where),
       poor_fraction=args.poor_fraction,
       noise=args.noise,
       seed=0,
       poor_policy='noisy',
+      min_expert_fraction=args.min_expert_fraction,
     )
-  manifest = json.loads((dataset / 'manifest.json').read_text())
+  return json.loads((where / 'manifest.json').read_text())
+
+
+def _train(args, agent: str, seed: int, run_dir: pathlib.Path, tasks, dataset) -> None:
+  if (run_dir / 'checkpoints').exists() and _finished(run_dir, args.learner_steps):
+    return
+  cmd = [
+    sys.executable,
+    '-m',
+    'experiments.collect_infer',
+    *('--run_dir', str(run_dir), '--task', tasks[0]),
+    *(('--tasks', ','.join(tasks)) if len(tasks) > 1 else ()),
+    *('--mode', 'offline', '--datasets', str(dataset)),
+    *('--max_learner_steps', str(args.learner_steps)),
+    *('--eval_every_learner_steps', str(args.eval_every), '--eval_every_seconds', '100000'),
+    *('--eval_episodes', str(args.eval_episodes), '--seed', str(seed), '--no_eval_gifs'),
+    *agent_flags(agent, args.bc_alpha, args.pac_setting, args.gato_setting),
+  ]
+  print(f'[multitask-offline] {agent} seed {seed}: {" ".join(cmd[2:])}', flush=True)
+  subprocess.run(cmd, check=True)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  args = parse_args(sys.argv[1:] if argv is None else argv)
+  from launch.tasks import task_log_label
+
+  out = pathlib.Path(args.out).resolve()
+  manifest = _dataset(args, args.runs, out / 'dataset')
   tasks = list(manifest['tasks'])  # In the source runs' order.
   print(f'[multitask-offline] dataset: {manifest["num_episodes"]} episodes of {tasks}', flush=True)
+  task_runs = {}
+  if any(a in SINGLE_TASK for a in args.agent_list):
+    for run in args.runs:
+      task = next(
+        iter(_dataset(args, [run], out / 'single_task_data' / pathlib.Path(run).name)['tasks'])
+      )
+      task_runs[task] = out / 'single_task_data' / pathlib.Path(run).name
   rows: List[Dict] = []
   for agent in args.agent_list:
     for seed in args.seed_list:
-      run_dir = out / 'runs' / f'{agent}_seed{seed}'
-      if not (run_dir / 'checkpoints').exists() or not _finished(run_dir, args.learner_steps):
-        cmd = [
-          sys.executable,
-          '-m',
-          'experiments.collect_infer',
-          *('--run_dir', str(run_dir), '--tasks', ','.join(tasks), '--task', tasks[0]),
-          *('--mode', 'offline', '--datasets', str(dataset)),
-          *('--max_learner_steps', str(args.learner_steps)),
-          *('--eval_every_learner_steps', str(args.eval_every), '--eval_every_seconds', '100000'),
-          *('--eval_episodes', str(args.eval_episodes), '--seed', str(seed), '--no_eval_gifs'),
-          *agent_flags(agent, args.bc_alpha, args.agent_setting),
-        ]
-        print(f'[multitask-offline] {agent} seed {seed}: {" ".join(cmd[2:])}', flush=True)
-        subprocess.run(cmd, check=True)
-      rows += [{'agent': agent, 'seed': seed, **r} for r in evaluations(run_dir, tasks)]
+      name = f'{agent}_seed{seed}'
+      if agent in MULTI_TASK:
+        _train(args, agent, seed, out / 'runs' / name, tasks, out / 'dataset')
+        run_dirs = {task: out / 'runs' / name for task in tasks}
+      else:
+        run_dirs = {
+          t: out / 'runs' / f'{name}_{task_log_label(t)[len("evaluator_") :]}' for t in tasks
+        }
+        for task, run_dir in run_dirs.items():
+          _train(args, agent, seed, run_dir, [task], task_runs[task])
+      rows += [
+        {'agent': agent, 'seed': seed, **r}
+        for r in evaluations(run_dirs, multi_task=agent in MULTI_TASK)
+      ]
   rows = [{k: r[k] for k in FIELDS} for r in rows]
   summary = summarise(rows, args.agent_list, tasks)
   _write(out / 'multitask_offline.csv', rows)
   _write(out / 'summary.csv', summary)
   plot(rows, summary, tasks, out / 'multitask_offline.png')
-  print(f'{"agent":5s} {"task":20s} {"mean":>6s} {"spread":>6s}  per seed')
+  print(f'{"agent":11s} {"task":20s} {"mean":>6s} {"spread":>6s}  per seed')
   for s in summary:
     print(
-      f'{s["agent"]:5s} {s["task"]:20s} {s["mean_score"]:6.1f} {s["spread"]:6.1f}  '
+      f'{s["agent"]:11s} {s["task"]:20s} {s["mean_score"]:6.1f} {s["spread"]:6.1f}  '
       f'{s["final_scores"]}'
     )
   print(f'[multitask-offline] wrote {out}/multitask_offline.csv, summary.csv, .png', flush=True)

@@ -12,7 +12,7 @@ TASKS = ('cartpole:swingup', 'point_mass:easy')
 def test_arguments_are_checked(capsys):
   args = bench.parse_args(['--source_runs', 'a,b', '--seeds', '0,2'])
   assert args.runs == ['a', 'b'] and args.seed_list == [0, 2]
-  assert args.agent_list == ['pac', 'bc']
+  assert args.agent_list == ['pac', 'bc']  # benchmark 3's pair by default
   for bad, message in (
     (['--source_runs', 'a'], 'at least two runs'),
     (['--source_runs', 'a,b', '--agents', 'pac,sac'], '--agents'),
@@ -38,12 +38,14 @@ def test_bc_is_pac_of_the_same_network_with_weight_one():
   assert set(pac[0::2]) == {'--agent'}
 
 
-def _write_logs(run_dir: pathlib.Path, scores):
-  """scores: task -> [(learner_steps, return, score)], as the evaluator writes them."""
+def _write_logs(run_dir: pathlib.Path, scores, single: bool = False):
+  """scores: task -> [(learner_steps, return, score)], as the evaluator writes them: a
+  run of several tasks a file per task, a one-task run its own evaluator rows."""
   for task, rows in scores.items():
-    where = run_dir / 'logs' / ('evaluator_' + task.replace(':', '_'))
+    label = 'evaluator' if single else 'evaluator_' + task.replace(':', '_')
+    where = run_dir / 'logs' / label
     where.mkdir(parents=True)
-    lines = ['actor_steps,learner_steps,mean_return,score']
+    lines = [f'actor_steps,learner_steps,mean_return,{"mean_score" if single else "score"}']
     lines += [f'100,{s},{r},{c}' for s, r, c in rows]
     (where / 'logs.csv').write_text('\n'.join(lines) + '\n')
 
@@ -57,17 +59,32 @@ def test_rows_summary_and_plot_by_hand(tmp_path):
       run_dir,
       {TASKS[0]: [(100, 1.0, 0.0), (200, 2.0, a)], TASKS[1]: [(100, 1.0, 10.0), (200, 3.0, b)]},
     )
-    rows += [{'agent': agent, 'seed': seed, **r} for r in bench.evaluations(run_dir, TASKS)]
+    run_dirs = {task: run_dir for task in TASKS}
+    rows += [{'agent': agent, 'seed': seed, **r} for r in bench.evaluations(run_dirs, True)]
   means = [r for r in rows if r['task'] == 'mean' and r['agent'] == 'pac' and r['seed'] == 0]
   assert [(r['learner_steps'], r['score'], r['mean_return']) for r in means] == [
     (100, 5.0, 1.0),
     (200, 70.0, 2.5),
   ]
-  summary = {(s['agent'], s['task']): s for s in bench.summarise(rows, ['pac', 'bc'], TASKS)}
+  # One run a task: matched by evaluation, though their learner steps differ a little.
+  single = {task: tmp_path / f'single_{i}' for i, task in enumerate(TASKS)}
+  _write_logs(single[TASKS[0]], {TASKS[0]: [(100, 1.0, 10.0), (205, 2.0, 30.0)]}, single=True)
+  _write_logs(single[TASKS[1]], {TASKS[1]: [(101, 1.0, 20.0), (200, 3.0, 50.0)]}, single=True)
+  one = [{'agent': 'bc_single', 'seed': 0, **r} for r in bench.evaluations(single, False)]
+  assert [
+    (r['evaluation'], r['learner_steps'], r['score']) for r in one if r['task'] == 'mean'
+  ] == [
+    (0, 100, 15.0),
+    (1, 200, 40.0),
+  ]
+  rows += one
+  agents = ['pac', 'bc', 'bc_single']
+  summary = {(s['agent'], s['task']): s for s in bench.summarise(rows, agents, TASKS)}
   assert summary[('pac', TASKS[0])]['mean_score'] == 75.0
   assert summary[('pac', TASKS[0])]['spread'] == 10.0
   assert summary[('pac', 'mean')]['final_scores'] == '70.0 60.0'
   assert summary[('pac', 'mean')]['mean_score'] == 65.0
   assert summary[('bc', 'mean')]['seeds'] == 1 and summary[('bc', 'mean')]['spread'] == 0.0
+  assert summary[('bc_single', TASKS[1])]['mean_score'] == 50.0
   bench.plot(rows, list(summary.values()), TASKS, tmp_path / 'out.png')
   assert (tmp_path / 'out.png').stat().st_size > 10_000
