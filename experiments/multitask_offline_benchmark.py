@@ -12,8 +12,8 @@ one model per task (its benchmark 1).
 
 The data (experiments.make_dataset, kind --kind): --episodes episodes of each source run's
 task (a run directory, or one kept by experiments.keep_policies); for mixed, --poor_fraction
-of them poor (the run's oldest kept checkpoint with action noise --noise), the rest its
-newest checkpoint's. Every episode is tagged with its task. The agents, each trained
+of them poor (--poor_policy: uniformly random actions, or the run's oldest kept checkpoint
+with action noise --noise), the rest its newest checkpoint's. Every episode is tagged with its task. The agents, each trained
 offline for --learner_steps:
 
   pac          the MPO family's Perceiver actor-critic over all tasks in one placed layout
@@ -72,7 +72,14 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     help='expert data: keep episodes at or above this fraction of the expert return (0.8)',
   )
   p.add_argument('--poor_fraction', type=float, default=0.5)
-  p.add_argument('--noise', type=float, default=0.5, help='action noise of the poor episodes')
+  p.add_argument(
+    '--poor_policy',
+    choices=['random', 'noisy'],
+    default='random',
+    help='what acts in the poor episodes: uniformly random actions, or the oldest kept '
+    'checkpoint with --noise (the kept experts stay near-expert at noise 1.0)',
+  )
+  p.add_argument('--noise', type=float, default=0.5, help='action noise of noisy poor episodes')
   p.add_argument('--learner_steps', type=int, default=6000)
   p.add_argument('--eval_every', type=int, default=1500)
   p.add_argument('--eval_episodes', type=int, default=2)
@@ -266,7 +273,7 @@ def _dataset(args, runs: Sequence[str], where: pathlib.Path) -> Dict:
       poor_fraction=args.poor_fraction,
       noise=args.noise,
       seed=0,
-      poor_policy='noisy',
+      poor_policy=args.poor_policy,
       min_expert_fraction=args.min_expert_fraction,
     )
   return json.loads((where / 'manifest.json').read_text())
