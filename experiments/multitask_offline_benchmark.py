@@ -13,8 +13,8 @@ one model per task (its benchmark 1).
 The data (experiments.make_dataset, kind --kind): --episodes episodes of each source run's
 task (a run directory, or one kept by experiments.keep_policies); for mixed, --poor_fraction
 of them poor (--poor_policy: uniformly random actions, or the run's oldest kept checkpoint
-with action noise --noise), the rest its newest checkpoint's. Every episode is tagged with its task. The agents, each trained
-offline for --learner_steps:
+with action noise --noise), the rest its newest checkpoint's. Every episode is tagged with
+its task. The agents, each trained offline for --learner_steps:
 
   pac          the MPO family's Perceiver actor-critic over all tasks in one placed layout
                (agents.common.task_layout: each task's observation groups as tokens, a task
