@@ -230,3 +230,16 @@ def log_rows(run_dir: pathlib.Path, label: str) -> List[Dict[str, str]]:
   """The rows of a node's CSV log, logs/<label>/logs.csv (e.g. 'evaluator_cartpole_swingup')."""
   with open(pathlib.Path(run_dir) / 'logs' / label / 'logs.csv') as f:
     return list(csv.DictReader(f))
+
+
+def stored_shapes(store_dir: pathlib.Path) -> Dict[Tuple[str, str], Tuple[int, int]]:
+  """(source, task) -> (observation size, action size) of each stored episode."""
+  from launch.store.episodes import EpisodeStore  # pylint: disable=g-import-not-at-top
+
+  store = EpisodeStore(store_dir)
+  shapes = {}
+  for info in store.index():
+    episode = store.read(info.episode_id)
+    key = (episode.metadata['source'], episode.metadata['task'])
+    shapes[key] = (episode.observations.shape[1], episode.actions.shape[1])
+  return shapes

@@ -8,8 +8,7 @@ import pytest
 
 from environments.references import references
 from launch.checkpointing import Checkpointer
-from launch.store.episodes import EpisodeStore
-from tests.e2e_util import log_rows, read_counts, run_to_end
+from tests.e2e_util import log_rows, read_counts, run_to_end, stored_shapes
 
 pytestmark = pytest.mark.slow
 
@@ -36,13 +35,7 @@ def test_gato_trains_on_stored_windows_online_then_resumes_offline(tmp_path):
   assert f'training on windows of the stored episodes of tasks {TASK}, {OTHER}' in online.text
   step, payload = Checkpointer(run_dir / 'checkpoints').restore_latest()
   assert step == int(payload['learner_state'].steps) >= 1
-  store = EpisodeStore(run_dir / 'store')
-  shapes = {}
-  for info in store.index():
-    episode = store.read(info.episode_id)
-    key = (episode.metadata['source'], episode.metadata['task'])
-    shapes[key] = (episode.observations.shape[1], episode.actions.shape[1])
-  assert shapes == {('actor_0', TASK): (5, 1), ('actor_1', OTHER): (4, 2)}
+  assert stored_shapes(run_dir / 'store') == {('actor_0', TASK): (5, 1), ('actor_1', OTHER): (4, 2)}
   # Every task evaluated: its own rows, each scored against the reference file's expert
   # (a task without one gets no score: tests/launch/test_tasks.py).
   assert _evaluations(run_dir) >= 1

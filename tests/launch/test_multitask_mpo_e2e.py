@@ -6,8 +6,7 @@ keeps each task's own arrays, and every task is evaluated and scored."""
 import pytest
 
 from launch.checkpointing import Checkpointer
-from launch.store.episodes import EpisodeStore
-from tests.e2e_util import log_rows, run_to_end
+from tests.e2e_util import log_rows, run_to_end, stored_shapes
 
 pytestmark = pytest.mark.slow
 
@@ -32,18 +31,14 @@ def test_pac_over_two_bodies_online_with_the_store(tmp_path):
   assert 'does not fit' not in run.text and 'quarantined' not in run.text
   step, payload = Checkpointer(run_dir / 'checkpoints').restore_latest()
   assert step == int(payload['learner_state'].steps) >= 100
-  # One policy for both: the one-hot and both slots are in its first layer's inputs.
+  # One policy for both bodies: a token a group (cartpole's 3 and 2 values, point_mass's 2
+  # and 2), then the task token (the one-hot of 2 tasks); three action dimensions.
   params = payload['learner_state'].policy_params
-  group_weights = [k for k in params if k.endswith('policy_encoder') or 'group_' in k]
-  assert group_weights, sorted(params)
+  groups = [params[f'policy_encoder/group_{i}']['w'].shape[0] for i in range(5)]
+  assert groups == [3, 2, 2, 2, 2] and 'policy_encoder/group_5' not in params
+  assert params['gaussian_head/mean']['w'].shape == (16, 3)
   # The store keeps each task's own arrays, recorded by the actor of that task.
-  store = EpisodeStore(run_dir / 'store')
-  shapes = {}
-  for info in store.index():
-    episode = store.read(info.episode_id)
-    key = (episode.metadata['source'], episode.metadata['task'])
-    shapes[key] = (episode.observations.shape[1], episode.actions.shape[1])
-  assert shapes == {('actor_0', TASK): (5, 1), ('actor_1', OTHER): (4, 2)}
+  assert stored_shapes(run_dir / 'store') == {('actor_0', TASK): (5, 1), ('actor_1', OTHER): (4, 2)}
   # Every task evaluated (its environment driven by the greedy policy through the layout).
   cartpole = log_rows(run_dir, 'evaluator_cartpole_swingup')
   point_mass = log_rows(run_dir, 'evaluator_point_mass_easy')
