@@ -86,7 +86,6 @@ class TaskLayout:
       rewards=first.rewards,
       discounts=first.discounts,
     )
-    self._native_obs = {t: tuple(b.spec.observations.shape) for t, b in bodies.items()}
 
   @property
   def num_slots(self) -> int:
@@ -100,25 +99,14 @@ class TaskLayout:
   def observation(self, task: str, obs: np.ndarray) -> np.ndarray:
     """The task's observation(s) [..., O_task] placed: [..., obs_size] float32."""
     i = self._index(task)
-    start, size = self._obs_slot[task]
-    obs = np.asarray(obs)
-    if obs.shape[-1:] != (size,):
-      raise ValueError(f'{task}: observation shape {obs.shape} (expected [..., {size}])')
-    out = np.zeros(obs.shape[:-1] + (self.obs_size,), np.float32)
-    out[..., start : start + size] = obs
+    out = _into_slot(task, 'observation', obs, self._obs_slot[task], self.obs_size)
     out[..., self._one_hot_at + i] = 1.0
     return out
 
   def action(self, task: str, action: np.ndarray) -> np.ndarray:
     """The task's action(s) [..., A_task] placed: [..., action_size] float32, zeros elsewhere."""
     self._index(task)
-    start, size = self._act_slot[task]
-    action = np.asarray(action)
-    if action.shape[-1:] != (size,):
-      raise ValueError(f'{task}: action shape {action.shape} (expected [..., {size}])')
-    out = np.zeros(action.shape[:-1] + (self.action_size,), np.float32)
-    out[..., start : start + size] = action
-    return out
+    return _into_slot(task, 'action', action, self._act_slot[task], self.action_size)
 
   def task_action(self, task: str, action: np.ndarray) -> np.ndarray:
     """The task's own dimensions [..., A_task] of a placed action [..., action_size]."""
@@ -134,7 +122,7 @@ class TaskLayout:
       return f"task {task!r} is not one of the run's ({', '.join(self.tasks)})"
     if episode.observation_features is not None:
       return 'it has state features beside images; a run of several tasks takes state only'
-    want = self._native_obs[task]
+    want = (self._obs_slot[task][1],)
     if tuple(episode.observations.shape[1:]) != want:
       return f'observations shape {episode.observations.shape[1:]} ({task} has {want})'
     size = self._act_slot[task][1]
@@ -143,6 +131,19 @@ class TaskLayout:
     episode.observations = self.observation(task, episode.observations)
     episode.actions = self.action(task, episode.actions)
     return None
+
+
+def _into_slot(
+  task: str, what: str, values: np.ndarray, slot: Tuple[int, int], width: int
+) -> np.ndarray:
+  """values [..., size] in slot (start, size) of zeros [..., width] float32."""
+  start, size = slot
+  values = np.asarray(values)
+  if values.shape[-1:] != (size,):
+    raise ValueError(f'{task}: {what} shape {values.shape} (expected [..., {size}])')
+  out = np.zeros(values.shape[:-1] + (width,), np.float32)
+  out[..., start : start + size] = values
+  return out
 
 
 def _placed(layout: TaskLayout, task: str, timestep: dm_env.TimeStep) -> dm_env.TimeStep:

@@ -215,11 +215,6 @@ class MPOBuilder(ReplayPipeline):
     version_name: Optional[str] = None,
   ) -> MPOBatchedActor:
     """A stochastic actor for len(seeds) environments (agents.batched_actor)."""
-    if self.layout is not None:
-      raise ConfigError(
-        'envs_per_actor: a run of several tasks takes one environment per actor (1); '
-        'use more actors instead'
-      )
     return MPOBatchedActor(
       self.make_networks(),
       make_variable_client(
