@@ -20,7 +20,10 @@ Both keep the context as the actor does: when the next timestep does not fit, th
 half of the timesteps stays. Before timing, both act on the same observations and the
 share of identical actions is recorded (1.0: the cache changes nothing but the cost).
 The learner's tokens per second: the agent's learner on batches of random windows of the
-task's layout (window tokens x batch x updates / seconds, compilation excluded).
+task's layout (window tokens x batch x updates / seconds, compilation excluded). Beside it,
+the jitted update as the learner runs it (logits at the action targets alone) against the
+same update with logits at every position, in alternating windows of --learner_steps
+(--repeats of each; `targets_update_ratio`, the ratio of median update rates).
 Parameters are the fresh initial ones: acting cost does not depend on what they learnt.
 
 Writes:
@@ -45,7 +48,7 @@ from launch.cli import agent_setting, require_positive, task_list  # noqa: E402
 
 SUMMARY_FIELDS = (
   'task', 'cached_steps_per_s', 'full_pass_steps_per_s', 'ratio', 'same_actions',
-  'learner_tokens_per_s', 'tokens_per_timestep', 'context',
+  'learner_tokens_per_s', 'targets_update_ratio', 'tokens_per_timestep', 'context',
 )  # fmt: skip
 
 
@@ -156,6 +159,33 @@ def _random_batches(layout, batch_size: int, length: int, seed: int):
     yield SequenceBatch(tokens, positions.astype(np.int32), mask, np.zeros(batch_size, np.int32))
 
 
+def update_ratio(builder, batches, steps: int, repeats: int) -> float:
+  """Median updates/s of the learner's jitted update (logits at the targets) over that of
+  the update with logits everywhere, alternating timed windows of `steps` updates."""
+  import jax
+
+  from agents.gato import learning
+
+  model, o = builder.make_networks(), builder.config.optim
+  optimizer = learning.make_optimizer(o.learning_rate, o.max_grad_norm, o.weight_decay)
+  state = learning.initial_state(model, optimizer, jax.random.PRNGKey(0))
+  updates = {
+    'targets': jax.jit(learning.make_update_fn(model, optimizer, builder.max_targets())),
+    'everywhere': jax.jit(learning.make_update_fn(model, optimizer)),
+  }
+  batch = next(batches)
+  states = {name: jax.block_until_ready(u(state, batch)[0]) for name, u in updates.items()}
+  seconds: Dict[str, List[float]] = {name: [] for name in updates}
+  for _ in range(repeats):
+    for name, update in updates.items():
+      start = time.perf_counter()
+      for _ in range(steps):
+        states[name] = update(states[name], batch)[0]
+      jax.block_until_ready(states[name])
+      seconds[name].append(time.perf_counter() - start)
+  return float(np.median(seconds['everywhere']) / np.median(seconds['targets']))
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
   args = parse_args(argv)
   from acme import specs
@@ -215,6 +245,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         learner.step()
       tokens_per_s = config.replay.batch_size * context * args.learner_steps
       tokens_per_s /= time.perf_counter() - start
+      targets_ratio = update_ratio(builder, batches, args.learner_steps, args.repeats)
       rate = {m: args.window_steps / float(np.median(s)) for m, s in seconds.items()}
       summary.append({
         'task': task,
@@ -223,12 +254,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         'ratio': round(rate['cached'] / rate['full_pass'], 3),
         'same_actions': round(same, 3),
         'learner_tokens_per_s': round(tokens_per_s),
+        'targets_update_ratio': round(targets_ratio, 3),
         'tokens_per_timestep': layout.num_tokens,
         'context': context,
       })  # fmt: skip
       print(
         f'[{task}] cached {rate["cached"]:.1f} steps/s, full pass {rate["full_pass"]:.1f}: '
-        f'{summary[-1]["ratio"]}x; learner {tokens_per_s:.0f} tokens/s',
+        f'{summary[-1]["ratio"]}x; learner {tokens_per_s:.0f} tokens/s; logits at the '
+        f'targets {targets_ratio:.2f}x the updates/s of logits everywhere',
         flush=True,
       )
   with open(out / 'summary.csv', 'w', newline='') as f:

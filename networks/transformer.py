@@ -120,14 +120,23 @@ class CausalSelfAttention(hk.Module):
 
 
 class DecoderTransformer(hk.Module):
-  """tokens[B, L] and within-timestep positions[B, L] -> logits[B, L, vocab_size]."""
+  """tokens[B, L] and within-timestep positions[B, L] -> logits[B, L, vocab_size].
+
+  With `at[B, K]` (indices into L) only those positions' logits are computed: the output
+  layer over the vocabulary is most of a small model's cost, and a loss on some tokens
+  needs the logits of those alone.
+  """
 
   def __init__(self, sizes: TransformerSizes, name: str = 'decoder'):
     super().__init__(name=name)
     self._sizes = sizes
 
   def __call__(
-    self, tokens: jnp.ndarray, positions: jnp.ndarray, cache: Optional[KVCache] = None
+    self,
+    tokens: jnp.ndarray,
+    positions: jnp.ndarray,
+    cache: Optional[KVCache] = None,
+    at: Optional[jnp.ndarray] = None,
   ) -> Tuple[jnp.ndarray, Optional[KVCache]]:
     s = self._sizes
     x = hk.Embed(s.vocab_size, s.model_size, name='token_embedding')(tokens)
@@ -149,6 +158,8 @@ class DecoderTransformer(hk.Module):
       if cache is not None:
         new_keys.append(layer_cache[0])
         new_values.append(layer_cache[1])
+    if at is not None:
+      x = jnp.take_along_axis(x, at[..., None].astype(jnp.int32), axis=1)
     logits = hk.Linear(s.vocab_size, w_init=_W_INIT, name='logits')(_layer_norm('final_norm')(x))
     if cache is None:
       return logits, None
@@ -166,9 +177,16 @@ class SequenceModel:
   def init(self, key: jnp.ndarray, tokens: jnp.ndarray, positions: jnp.ndarray) -> hk.Params:
     return self.transformed.init(key, tokens, positions)
 
-  def apply(self, params: hk.Params, tokens: jnp.ndarray, positions: jnp.ndarray) -> jnp.ndarray:
-    """The whole sequence under the causal mask: logits[B, L, V]."""
-    return self.transformed.apply(params, tokens, positions)[0]
+  def apply(
+    self,
+    params: hk.Params,
+    tokens: jnp.ndarray,
+    positions: jnp.ndarray,
+    at: Optional[jnp.ndarray] = None,
+  ) -> jnp.ndarray:
+    """The whole sequence under the causal mask: logits[B, L, V] (logits[B, K, V] at the
+    positions `at[B, K]` only, when given)."""
+    return self.transformed.apply(params, tokens, positions, None, at)[0]
 
   def apply_cached(
     self, params: hk.Params, cache: KVCache, tokens: jnp.ndarray, positions: jnp.ndarray
@@ -183,7 +201,7 @@ class SequenceModel:
 def make_transformer(sizes: TransformerSizes) -> SequenceModel:
   """A decoder-only transformer of these sizes, as pure functions."""
 
-  def forward(tokens, positions, cache=None):
-    return DecoderTransformer(sizes)(tokens, positions, cache)
+  def forward(tokens, positions, cache=None, at=None):
+    return DecoderTransformer(sizes)(tokens, positions, cache, at)
 
   return SequenceModel(sizes, hk.without_apply_rng(hk.transform(forward)))

@@ -103,6 +103,12 @@ class GatoBuilder(ReplayPipeline):
       widening_factor=m.widening_factor,
     )
 
+  def max_targets(self) -> int:
+    """The most action tokens a training window can hold: those of the whole timesteps of
+    the body that fit most of them in the context (the conditioning never holds targets)."""
+    layouts = (self.layout, *self.layouts.values())
+    return max(self.config.model.context // x.num_tokens * x.action_dim for x in layouts)
+
   def make_networks(self) -> SequenceModel:
     return make_transformer(self.sizes())
 
@@ -158,7 +164,13 @@ class GatoBuilder(ReplayPipeline):
     logger: Optional[loggers.Logger] = None,
   ) -> GatoLearner:
     return GatoLearner(
-      self.make_networks(), self.config, iterator, seed=seed, counter=counter, logger=logger
+      self.make_networks(),
+      self.config,
+      iterator,
+      seed=seed,
+      counter=counter,
+      logger=logger,
+      max_targets=self.max_targets(),
     )
 
   def make_actor(

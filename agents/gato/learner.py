@@ -27,12 +27,15 @@ class GatoLearner(JittedLearner):
     seed: int = 0,
     counter: Optional[counting.Counter] = None,
     logger: Optional[loggers.Logger] = None,
+    max_targets: Optional[int] = None,
   ):
+    """`max_targets`: at least the action tokens any window holds (GatoBuilder.max_targets);
+    the logits are computed there alone. None: at every position."""
     o = config.optim
     optimizer = learning.make_optimizer(o.learning_rate, o.max_grad_norm, o.weight_decay)
     super().__init__(
       learning.initial_state(model, optimizer, jax.random.PRNGKey(seed)),
-      learning.make_update_fn(model, optimizer),
+      learning.make_update_fn(model, optimizer, max_targets),
       iterator,
       counter,
       logger,

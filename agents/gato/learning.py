@@ -4,14 +4,14 @@ Shaped for agents.jitted_learner.JittedLearner (state a NamedTuple with `steps`,
 jitted once), so a sequence learner node can wrap it as the MPO and BC learners do.
 """
 
-from typing import Dict, NamedTuple, Tuple
+from typing import Dict, NamedTuple, Optional, Tuple
 
 import haiku as hk
 import jax
 import jax.numpy as jnp
 import optax
 
-from agents.gato.losses import next_token_loss
+from agents.gato.losses import next_token_loss, next_token_loss_at, target_positions
 from agents.gato.types import SequenceBatch
 from networks.transformer import SequenceModel
 
@@ -42,12 +42,24 @@ def initial_state(
   return GatoTrainingState(params, optimizer.init(params), jnp.zeros((), jnp.int32))
 
 
-def make_update_fn(model: SequenceModel, optimizer: optax.GradientTransformation):
-  """update(state, batch: SequenceBatch) -> (state, metrics), pure and jittable."""
+def make_update_fn(
+  model: SequenceModel, optimizer: optax.GradientTransformation, max_targets: Optional[int] = None
+):
+  """update(state, batch: SequenceBatch) -> (state, metrics), pure and jittable.
+
+  With `max_targets` (at least the action tokens any window holds) the logits are computed
+  at the targets' positions only: the same loss, with the output layer over the vocabulary
+  (most of a small model's cost) on a fraction of the tokens.
+  """
 
   def loss_fn(params, batch: SequenceBatch):
-    logits = model.apply(params, batch.tokens, batch.positions)
-    out = next_token_loss(logits, batch.tokens, batch.loss_mask)
+    if max_targets is None:
+      logits = model.apply(params, batch.tokens, batch.positions)
+      out = next_token_loss(logits, batch.tokens, batch.loss_mask)
+    else:
+      at, valid = target_positions(batch.loss_mask, max_targets)
+      logits = model.apply(params, batch.tokens, batch.positions, at=at)
+      out = next_token_loss_at(logits, batch.tokens, at, valid)
     return out['loss'], out
 
   def update(

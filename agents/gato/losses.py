@@ -1,6 +1,6 @@
 """The generalist's loss: next-token cross-entropy on the action tokens only."""
 
-from typing import Dict
+from typing import Dict, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -38,4 +38,31 @@ def next_token_loss(
     'loss': masked_cross_entropy(logits, targets, mask),
     'accuracy': masked_accuracy(logits, targets, mask),
     'num_targets': jnp.sum(mask.astype(jnp.float32)),
+  }
+
+
+def target_positions(loss_mask: jnp.ndarray, max_targets: int) -> Tuple[jnp.ndarray, jnp.ndarray]:
+  """The positions t whose next token is a target (loss_mask[:, t + 1]), for logits there.
+
+  Returns at[B, max_targets] (ints into the first L - 1 positions: the targets' positions in
+  order, then filler) and valid[B, max_targets] (False at the filler). A window with more
+  targets than `max_targets` loses its last ones: size it from the layouts (at most the
+  action tokens of the whole timesteps that fit a window).
+  """
+  targets = loss_mask[:, 1:].astype(bool)
+  at = jnp.argsort(jnp.logical_not(targets).astype(jnp.int32), axis=1, stable=True)
+  at = at[:, :max_targets]
+  return at, jnp.take_along_axis(targets, at, axis=1)
+
+
+def next_token_loss_at(
+  logits: jnp.ndarray, tokens: jnp.ndarray, at: jnp.ndarray, valid: jnp.ndarray
+) -> Dict[str, jnp.ndarray]:
+  """next_token_loss with the logits at the positions `at` alone (target_positions): the
+  same values where no window has more targets than `at` has room for."""
+  targets = jnp.take_along_axis(tokens[:, 1:], at, axis=1)
+  return {
+    'loss': masked_cross_entropy(logits, targets, valid),
+    'accuracy': masked_accuracy(logits, targets, valid),
+    'num_targets': jnp.sum(valid.astype(jnp.float32)),
   }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax
 import numpy as np
+import optax
 
 from agents.gato import learning
 from launch.store.episodes import Episode, EpisodeStore
@@ -65,3 +66,38 @@ def test_updates_fit_the_action_tokens_of_stored_windows(tmp_path):
   assert logged[-1]['sequence_loss'] < logged[0]['sequence_loss'] - 3.0
   assert logged[-1]['action_accuracy'] > 0.4 > logged[0]['action_accuracy']
   assert logged[0]['action_tokens'] == float(batch.loss_mask[:, 1:].sum())
+
+
+def test_logits_at_the_targets_alone_make_the_same_update(tmp_path):
+  """The learner's update computes logits where the loss needs them (GatoBuilder.max_targets
+  of the layouts); it is the update of logits at every position."""
+  store = EpisodeStore(tmp_path / 'store')
+  with store.writer('actor_0') as writer:
+    for seed, task in enumerate(['walker', 'walker', 'cart', 'cart']):
+      writer.append(_episode(task, seed, length=12))
+  sampler = WindowSampler(store, LAYOUTS, WindowConfig(WINDOW, conditioning='none'), seed=1)
+  sampler.refresh()
+  batch = sampler.sample(8)
+  bound = max(WINDOW // x.num_tokens * x.action_dim for x in LAYOUTS.values())
+  # Some window is full: the bound is reached, not only respected.
+  assert int(batch.loss_mask[:, 1:].sum(1).max()) == bound < WINDOW - 1
+  sizes = TransformerSizes(
+    vocab_size=VOCAB.size,
+    num_positions=max_timestep_tokens(LAYOUTS.values()),
+    max_len=WINDOW,
+    model_size=32,
+    num_heads=2,
+    num_layers=1,
+  )
+  model = make_transformer(sizes)
+  # Plain gradient steps: the parameters after one are the gradients' images (Adam's first
+  # step would turn float noise in near-zero gradients into whole steps).
+  optimizer = optax.sgd(1.0)
+  state = learning.initial_state(model, optimizer, jax.random.PRNGKey(0))
+  full_state, full = jax.jit(learning.make_update_fn(model, optimizer))(state, batch)
+  at_state, at = jax.jit(learning.make_update_fn(model, optimizer, bound))(state, batch)
+  for name in full:
+    np.testing.assert_allclose(at[name], full[name], rtol=1e-5, err_msg=name)
+  jax.tree_util.tree_map(
+    lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7), at_state, full_state
+  )

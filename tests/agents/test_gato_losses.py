@@ -59,3 +59,25 @@ def test_next_token_loss_scores_the_action_tokens_of_a_timestep():
   # ...while spoiling the one that predicts an action token does.
   spoiled[0, 2] = np.array([9.0, -9.0, 0.0, 0.0, 0.0])
   assert float(losses.next_token_loss(spoiled, tokens, mask)['loss']) > float(out['loss']) + 1
+
+
+def test_target_positions_pick_the_positions_that_predict_action_tokens():
+  layout = TimestepLayout((2,), action_dim=2)  # obs, obs, separator, action, action
+  mask = np.tile(layout.action_mask, 2)[None]  # Targets at tokens 3, 4, 8, 9.
+  at, valid = losses.target_positions(jnp.asarray(mask), 5)
+  # Positions 2, 3, 7, 8 predict them; one filler slot, not valid.
+  np.testing.assert_array_equal(np.asarray(at)[0, :4], [2, 3, 7, 8])
+  np.testing.assert_array_equal(np.asarray(valid), [[True, True, True, True, False]])
+  # The loss at those positions alone is the full loss, whatever the other positions hold.
+  rng = np.random.default_rng(0)
+  logits = rng.normal(0.0, 2.0, (1, 10, V)).astype(np.float32)
+  tokens = rng.integers(0, V, (1, 10))
+  full = losses.next_token_loss(logits, tokens, mask)
+  gathered = np.take_along_axis(logits, np.asarray(at)[..., None], axis=1)
+  sparse = losses.next_token_loss_at(gathered, tokens, at, valid)
+  for name in ('loss', 'accuracy', 'num_targets'):
+    np.testing.assert_allclose(sparse[name], full[name], rtol=1e-6)
+  # Room for fewer than there are: the last targets are left out (sized from the layouts).
+  at, valid = losses.target_positions(jnp.asarray(mask), 3)
+  np.testing.assert_array_equal(np.asarray(at), [[2, 3, 7]])
+  assert bool(np.asarray(valid).all())

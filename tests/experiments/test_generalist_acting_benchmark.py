@@ -29,6 +29,7 @@ def test_both_actors_act_alike_and_the_figures_are_written(tmp_path):
   assert float(summary['same_actions']) == 1.0
   assert (summary['tokens_per_timestep'], summary['context']) == ('7', '28')
   assert float(summary['cached_steps_per_s']) > 0 and float(summary['learner_tokens_per_s']) > 0
+  assert float(summary['targets_update_ratio']) > 0
   rows = list(csv.DictReader(open(out / 'acting.csv')))
   assert [r['mode'] for r in rows] == ['cached', 'full_pass']
   assert (out / 'acting.png').stat().st_size > 1000
