@@ -27,15 +27,18 @@ its task. The agents, each trained offline for --learner_steps:
   bc_single    an MLP behaviour-cloning policy (agents.bc) of one task, one run a task
 
 The single-task agents train on a dataset of their task alone, made from the same run with
-the same seed (the multi-task dataset's episodes of that task). The evaluator runs every
+the same seed (the multi-task dataset's episodes of that task), for --single_task_steps
+each (default: --learner_steps over the number of tasks, the multi-task model's updates per
+task, so that an agent's models together make as many updates as the multi-task one). The evaluator runs every
 task of a run (--eval_episodes greedy episodes each, every --eval_every learner steps) and
 scores it against environments/expert_references.json (0 random, 100 expert).
 
 Writes:
   <out>/dataset/, <out>/single_task_data/<run>/   episode stores (+ manifest.json)
   <out>/runs/<agent>_seed<k>[_<task>]/    each offline run directory
-  <out>/multitask_offline.csv      agent, seed, evaluation, learner_steps, task, mean_return,
-                                   score (task 'mean': the mean over tasks)
+  <out>/multitask_offline.csv      agent, seed, evaluation, learner_steps, updates (of all
+                                   the agent's models), task, mean_return, score (task
+                                   'mean': the mean over tasks)
   <out>/summary.csv                agent, task, final score per seed, their mean and spread
   <out>/multitask_offline.png      mean score against learner steps; final score per task
 Rerunning with the same --out reuses the datasets and finished runs.
@@ -55,7 +58,9 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 MULTI_TASK = ('pac', 'bc', 'gato')
 SINGLE_TASK = ('gato_single', 'bc_single')
 AGENTS = MULTI_TASK + SINGLE_TASK
-FIELDS = ('agent', 'seed', 'evaluation', 'learner_steps', 'task', 'mean_return', 'score')
+FIELDS = (
+  'agent', 'seed', 'evaluation', 'learner_steps', 'updates', 'task', 'mean_return', 'score'
+)  # fmt: skip
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
@@ -81,6 +86,12 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
   )
   p.add_argument('--noise', type=float, default=0.5, help='action noise of noisy poor episodes')
   p.add_argument('--learner_steps', type=int, default=6000)
+  p.add_argument(
+    '--single_task_steps',
+    type=int,
+    default=None,
+    help='updates of each single-task model (default: --learner_steps / tasks)',
+  )
   p.add_argument('--eval_every', type=int, default=1500)
   p.add_argument('--eval_episodes', type=int, default=2)
   p.add_argument('--bc_alpha', type=float, default=0.3, help="PAC's behaviour-cloning weight")
@@ -110,8 +121,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     args.seed_list = [int(s) for s in args.seeds.split(',') if s]
   except ValueError:
     p.error(f'--seeds: comma-separated ints, got {args.seeds!r}')
-  for name in ('episodes', 'learner_steps', 'eval_every', 'eval_episodes'):
-    if getattr(args, name) < 1:
+  for name in ('episodes', 'learner_steps', 'eval_every', 'eval_episodes', 'single_task_steps'):
+    if getattr(args, name) is not None and getattr(args, name) < 1:
       p.error(f'--{name} must be at least 1, got {getattr(args, name)}')
   if not 0.0 <= args.bc_alpha < 1.0:
     p.error(f'--bc_alpha must be in [0, 1) (1 is the bc agent), got {args.bc_alpha}')
@@ -143,7 +154,8 @@ def evaluations(run_dirs: Dict[str, pathlib.Path], multi_task: bool) -> List[Dic
 
   `run_dirs`: task -> its run directory; one run of all tasks (`multi_task`: its rows in
   logs/evaluator_<task>/) or one run a task (logs/evaluator/, whose score is mean_score).
-  Evaluations are matched across tasks by their order.
+  Evaluations are matched across tasks by their order. 'updates' counts those of all the
+  agent's models together (one a task when not `multi_task`): its compute.
   """
   from launch.tasks import task_log_label
 
@@ -163,6 +175,7 @@ def evaluations(run_dirs: Dict[str, pathlib.Path], multi_task: bool) -> List[Dic
   by_evaluation: Dict[int, List[Dict[str, float]]] = {}
   for r in rows:
     by_evaluation.setdefault(r['evaluation'], []).append(r)
+  models = 1 if multi_task else len(run_dirs)
   for i, group in sorted(by_evaluation.items()):
     if len(group) == len(run_dirs):
       rows.append(
@@ -174,6 +187,8 @@ def evaluations(run_dirs: Dict[str, pathlib.Path], multi_task: bool) -> List[Dic
           'score': sum(g['score'] for g in group) / len(group),
         }
       )
+  for r in rows:
+    r['updates'] = r['learner_steps'] * models
   return rows
 
 
@@ -218,14 +233,14 @@ def plot(rows: Sequence[Dict], summary: Sequence[Dict], tasks: Sequence[str], pa
     for seed in seeds:
       pts = [r for r in rows if r['agent'] == agent and r['seed'] == seed and r['task'] == 'mean']
       curve.plot(
-        [r['learner_steps'] for r in pts],
+        [r['updates'] for r in pts],
         [r['score'] for r in pts],
         marker='o',
         alpha=0.6,
         color=f'C{AGENTS.index(agent)}',
         label=agent if seed == seeds[0] else None,
       )
-  curve.set_xlabel('learner steps')
+  curve.set_xlabel('updates (single-task agents: all their models together)')
   curve.set_ylabel('mean expert-normalised score')
   curve.set_title('mean over tasks (one line a seed)')
   curve.legend()
@@ -279,8 +294,10 @@ def _dataset(args, runs: Sequence[str], where: pathlib.Path) -> Dict:
   return json.loads((where / 'manifest.json').read_text())
 
 
-def _train(args, agent: str, seed: int, run_dir: pathlib.Path, tasks, dataset) -> None:
-  if (run_dir / 'checkpoints').exists() and _finished(run_dir, args.learner_steps):
+def _train(
+  args, agent: str, seed: int, run_dir: pathlib.Path, tasks, dataset, steps: int, eval_every: int
+) -> None:
+  if (run_dir / 'checkpoints').exists() and _finished(run_dir, steps):
     return
   cmd = [
     sys.executable,
@@ -289,8 +306,8 @@ def _train(args, agent: str, seed: int, run_dir: pathlib.Path, tasks, dataset) -
     *('--run_dir', str(run_dir), '--task', tasks[0]),
     *(('--tasks', ','.join(tasks)) if len(tasks) > 1 else ()),
     *('--mode', 'offline', '--datasets', str(dataset)),
-    *('--max_learner_steps', str(args.learner_steps)),
-    *('--eval_every_learner_steps', str(args.eval_every), '--eval_every_seconds', '100000'),
+    *('--max_learner_steps', str(steps)),
+    *('--eval_every_learner_steps', str(eval_every), '--eval_every_seconds', '100000'),
     *('--eval_episodes', str(args.eval_episodes), '--seed', str(seed), '--no_eval_gifs'),
     *agent_flags(agent, args.bc_alpha, args.pac_setting, args.gato_setting),
   ]
@@ -313,19 +330,33 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         iter(_dataset(args, [run], out / 'single_task_data' / pathlib.Path(run).name)['tasks'])
       )
       task_runs[task] = out / 'single_task_data' / pathlib.Path(run).name
+  single_steps = args.single_task_steps or max(1, args.learner_steps // len(tasks))
+  # As many evaluations as the multi-task runs make.
+  single_eval_every = max(1, args.eval_every * single_steps // args.learner_steps)
   rows: List[Dict] = []
   for agent in args.agent_list:
     for seed in args.seed_list:
       name = f'{agent}_seed{seed}'
       if agent in MULTI_TASK:
-        _train(args, agent, seed, out / 'runs' / name, tasks, out / 'dataset')
+        _train(
+          args,
+          agent,
+          seed,
+          out / 'runs' / name,
+          tasks,
+          out / 'dataset',
+          args.learner_steps,
+          args.eval_every,
+        )
         run_dirs = {task: out / 'runs' / name for task in tasks}
       else:
         run_dirs = {
           t: out / 'runs' / f'{name}_{task_log_label(t)[len("evaluator_") :]}' for t in tasks
         }
         for task, run_dir in run_dirs.items():
-          _train(args, agent, seed, run_dir, [task], task_runs[task])
+          _train(
+            args, agent, seed, run_dir, [task], task_runs[task], single_steps, single_eval_every
+          )
       rows += [
         {'agent': agent, 'seed': seed, **r}
         for r in evaluations(run_dirs, multi_task=agent in MULTI_TASK)

@@ -19,6 +19,7 @@ def test_arguments_are_checked(capsys):
     (['--source_runs', 'a,b', '--seeds', 'x'], '--seeds'),
     (['--source_runs', 'a,b', '--bc_alpha', '1.0'], '--bc_alpha'),
     (['--source_runs', 'a,b', '--learner_steps', '0'], '--learner_steps'),
+    (['--source_runs', 'a,b', '--single_task_steps', '0'], '--single_task_steps'),
   ):
     with pytest.raises(SystemExit):
       bench.parse_args(bad)
@@ -77,6 +78,9 @@ def test_rows_summary_and_plot_by_hand(tmp_path):
     (0, 100, 15.0),
     (1, 200, 40.0),
   ]
+  # Its compute: the updates of both single-task models; the multi-task run's are its own.
+  assert [r['updates'] for r in one if r['task'] == TASKS[0]] == [200, 410]
+  assert [r['updates'] for r in means] == [100, 200]
   rows += one
   agents = ['pac', 'bc', 'bc_single']
   summary = {(s['agent'], s['task']): s for s in bench.summarise(rows, agents, TASKS)}
