@@ -296,3 +296,56 @@ def test_learner_killed_and_relaunched_while_the_robot_runs(tmp_path):
   finally:
     for proc in procs:
       kill_session(proc)
+
+
+def test_a_robot_acts_for_a_program_of_several_bodies(tmp_path, monkeypatch):
+  """A program over cartpole and point_mass learns in one placed layout of both bodies; a
+  cartpole robot acts through it, stores its own arrays, and its replay items are placed."""
+  run_dir = tmp_path / 'run'
+  monkeypatch.setenv('COLLECT_INFER_HOST', '127.0.0.1')
+  program = start_cli(
+    run_dir,
+    *('--tasks', 'cartpole:swingup,point_mass:easy', '--num_actors', '2'),
+    *('--max_actor_steps', '10000000', *TINY),
+  )
+  procs = [program]
+  try:
+    book = wait_for_addresses(run_dir, program)
+    robot = start_attach(tmp_path, run_dir, 'arm')  # A simulated cartpole:swingup.
+    procs.append(robot)
+    wait_for(lambda: len(stored(run_dir, 'arm')) >= 2, 240, 'two robot episodes stored', robot)
+    text = stop_attach(robot)
+    assert '[attach] arm: attached to cartpole:swingup' in text, text[-3000:]
+    # The store keeps the robot's own arrays (cartpole's 5 observations, 1 action).
+    store = EpisodeStore(run_dir / 'store')
+    for info in stored(run_dir, 'arm'):
+      episode = store.read(info.episode_id)
+      assert episode.metadata['task'] == 'cartpole:swingup'
+      assert episode.observations.shape == (EPISODE_STEPS + 1, 5), episode.observations.shape
+      assert episode.actions.shape == (EPISODE_STEPS, 1)
+    # Replay holds them placed: cartpole's slot (0:5), point_mass's zeros (5:9), the task's
+    # one-hot (9:11); actions in dimension 0 of 3, point_mass's two zero.
+    client = reverb.Client(book['replay'])
+    wait_for(
+      lambda: client.server_info(timeout=10)[EXTERNAL_TABLE].current_size >= EPISODE_STEPS,
+      240,
+      'the gateway to insert the robot episodes into the external table',
+      program,
+    )
+    samples = list(client.sample(EXTERNAL_TABLE, num_samples=16, emit_timesteps=False))
+    for sample in samples:
+      # The flattened n-step transition: observation, action, reward, discount, next one.
+      observation, action = (np.asarray(x) for x in sample.data[:2])
+      assert observation.shape == (11,) and action.shape == (3,), (observation, action)
+      np.testing.assert_array_equal(observation[5:], [0, 0, 0, 0, 1, 0])
+      np.testing.assert_array_equal(action[1:], [0, 0])
+      assert np.isfinite(observation).all() and np.abs(action[0]) <= 1
+    wait_for(
+      lambda: 'of each batch come from attached robots now' in output(program),
+      120,
+      'the learner to sample the external table',
+      program,
+    )
+  finally:
+    for proc in procs:
+      kill_session(proc)
