@@ -29,9 +29,9 @@ its task. The agents, each trained offline for --learner_steps:
 The single-task agents train on a dataset of their task alone, made from the same run with
 the same seed (the multi-task dataset's episodes of that task), for --single_task_steps
 each (default: --learner_steps over the number of tasks, the multi-task model's updates per
-task, so that an agent's models together make as many updates as the multi-task one). The evaluator runs every
-task of a run (--eval_episodes greedy episodes each, every --eval_every learner steps) and
-scores it against environments/expert_references.json (0 random, 100 expert).
+task, so that an agent's models together make as many updates as the multi-task one).
+The evaluator runs every task of a run (--eval_episodes greedy episodes each, every
+--eval_every learner steps) and scores it against environments/expert_references.json (0 random, 100 expert).
 
 Writes:
   <out>/dataset/, <out>/single_task_data/<run>/   episode stores (+ manifest.json)
