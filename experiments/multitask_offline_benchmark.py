@@ -31,7 +31,8 @@ the same seed (the multi-task dataset's episodes of that task), for --single_tas
 each (default: --learner_steps over the number of tasks, the multi-task model's updates per
 task, so that an agent's models together make as many updates as the multi-task one).
 The evaluator runs every task of a run (--eval_episodes greedy episodes each, every
---eval_every learner steps) and scores it against environments/expert_references.json (0 random, 100 expert).
+--eval_every learner steps) and scores it against environments/expert_references.json
+(0 random, 100 expert).
 
 Writes:
   <out>/dataset/, <out>/single_task_data/<run>/   episode stores (+ manifest.json)
