@@ -3,8 +3,9 @@
 The context mirrors a training window (launch.store.windows): the conditioning, then the
 episode's timesteps. At an episode's start the cache is emptied and the conditioning
 pre-filled: nothing, the task's id token, or (prompt conditioning) the last timesteps of
-the best-returning episode this actor has completed, its own demonstration of the task
-(its first episode has none). A timestep that would not fit in the cache any more
+the best-returning episode this actor knows: a demonstration it was given
+(`use_demonstration`, as Gato is prompted at evaluation) or one it completed itself (without
+either, its first episode has none). A timestep that would not fit in the cache any more
 rebuilds it from the conditioning and the episode's latest timesteps: half of those that
 fit, so a rebuild, a full pass over the context, comes once every so many steps.
 
@@ -129,6 +130,39 @@ class GatoActor(core.Actor):
       np.concatenate([self._layout.observation_tokens(observation), np.asarray(tokens)])
     )
     return np.asarray(action)
+
+  def use_demonstration(
+    self, observations: np.ndarray, actions: np.ndarray, episode_return: float
+  ) -> bool:
+    """Prompts later episodes with this episode of the task (observations [T or T + 1,
+    obs], actions [T, action]) until an episode of its own returns more. False (nothing
+    changes) unless the actor conditions on prompts; ValueError naming the field when the
+    arrays do not fit its body."""
+    if not self._prompt_steps:
+      return False
+    layout = self._layout
+    observations = np.asarray(observations, np.float32)
+    actions = np.asarray(actions, np.float32)
+    if actions.ndim != 2 or actions.shape[1] != layout.action_dim or not len(actions):
+      raise ValueError(
+        f'demonstration actions: shape {actions.shape}, want [T >= 1, {layout.action_dim}]'
+      )
+    if observations.shape[1:] != (layout.obs_dim,) or len(observations) not in (
+      len(actions),
+      len(actions) + 1,
+    ):
+      raise ValueError(
+        f'demonstration observations: shape {observations.shape}, want '
+        f'[{len(actions)} or {len(actions) + 1}, {layout.obs_dim}]'
+      )
+    for name, x in (('observations', observations), ('actions', actions)):
+      if not np.isfinite(x).all():
+        raise ValueError(f'demonstration {name}: not finite')
+    if not np.isfinite(episode_return):
+      raise ValueError(f'demonstration episode_return: {episode_return} is not finite')
+    self._prompt = layout.timestep_tokens(observations[: len(actions)], actions)
+    self._prompt_return = float(episode_return)
+    return True
 
   @property
   def policy_version(self) -> Optional[int]:

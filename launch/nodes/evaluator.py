@@ -94,6 +94,7 @@ class EvaluatorWorker:
         label='evaluator',
         observers=observers,
       )
+    self._prompt_with_demonstrations(cfg)
     run_dir = pathlib.Path(cfg.run_dir)
     self._logger = make_logger(run_dir, 'evaluator', steps_key='actor_steps')
     # Several tasks: a row per task and evaluation in logs/evaluator_<task>/ as well.
@@ -110,6 +111,28 @@ class EvaluatorWorker:
     self._stop = threading.Event()
 
   # --- pieces -------------------------------------------------------------
+
+  def _prompt_with_demonstrations(self, cfg) -> None:
+    """Actors that condition on prompts (the generalist's) are prompted, as Gato is at
+    evaluation, with the best stored episode of their task in the run's data."""
+    from launch.nodes.learner import store_dirs  # pylint: disable=g-import-not-at-top
+    from launch.store.windows import best_demonstration  # pylint: disable=g-import-not-at-top
+
+    for task, actor in self._actors.items():
+      if not hasattr(actor, 'use_demonstration'):
+        continue
+      found = best_demonstration(store_dirs(cfg), task)
+      if found is None:
+        log.info('no stored episode of %s to prompt with: its own best episode will be', task)
+        continue
+      episode, episode_return = found
+      if actor.use_demonstration(episode.observations, episode.actions, episode_return):
+        log.info(
+          'prompting %s with a stored episode of return %.1f (%s)',
+          task,
+          episode_return,
+          episode.metadata.get('source', 'unknown source'),
+        )
 
   def _counts(self) -> Dict[str, float]:
     counts = self._counter.get_counts()

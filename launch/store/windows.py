@@ -308,3 +308,27 @@ def _shape_problem(episode: Episode, layout: TimestepLayout) -> Optional[str]:
   if episode.length < 1:
     return 'no steps'
   return None
+
+
+def best_demonstration(
+  store_dirs: Sequence[Union[str, os.PathLike]], task: str
+) -> Optional[Tuple[Episode, float]]:
+  """The highest-returning readable stored episode of `task` (metadata 'task') in
+  `store_dirs`, and its return; None when none is stored. Gato's evaluation prompt: a
+  demonstration of the task from its data (damaged records are passed over)."""
+  found = []
+  for directory in store_dirs:
+    if not os.path.isdir(directory):
+      continue
+    store = EpisodeStore(directory)
+    found += [(i.episode_return, store, i) for i in store.index() if i.metadata.get('task') == task]
+  for episode_return, store, info in sorted(found, key=lambda f: -f[0]):
+    try:
+      episode = store.read(info.episode_id)
+    except (CorruptRecordError, KeyError) as e:
+      log.warning(
+        'demonstration %s of %s is unreadable (%s); the next best', info.episode_id, task, e
+      )
+      continue
+    return episode, float(episode_return)
+  return None

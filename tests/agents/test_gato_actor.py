@@ -143,3 +143,36 @@ def test_prompt_and_task_conditioning_are_prefilled():
   task = np.array([VOCAB.task_token(1)], np.int32)
   tokens = np.stack([t[-LAYOUT.action_dim :] for t in actor._timesteps])
   np.testing.assert_array_equal(tokens, _reference(obs, task, jax.random.PRNGKey(0), True))
+
+
+def test_a_demonstration_prompts_until_an_own_episode_returns_more():
+  rng = np.random.default_rng(2)
+  actor = _actor(True, 'prompt', prompt_tokens=2 * N)
+  observations = rng.normal(0.0, 1.0, (5, LAYOUT.obs_dim)).astype(np.float32)
+  actions = rng.uniform(-1.0, 1.0, (4, LAYOUT.action_dim)).astype(np.float32)
+  assert actor.use_demonstration(observations, actions, episode_return=3.0)
+  # Its last two timesteps (observation tokens, separator, action tokens) are the prompt.
+  prompt = LAYOUT.timestep_tokens(observations[2:4], actions[2:]).reshape(-1)
+  obs, _ = _run_episode(actor, rng, steps=3, reward=0.5)  # Returns 1.5: not better.
+  np.testing.assert_array_equal(actor._prefix, prompt)
+  tokens = np.stack([t[-LAYOUT.action_dim :] for t in actor._timesteps])
+  np.testing.assert_array_equal(tokens, _reference(obs, prompt, jax.random.PRNGKey(0), True))
+  _run_episode(actor, rng, steps=3, reward=0.5)
+  np.testing.assert_array_equal(actor._prefix, prompt)
+  _run_episode(actor, rng, steps=4, reward=1.0)  # Returns 4: its own episode is the prompt now.
+  own = np.stack(actor._timesteps)[-2:].reshape(-1)
+  _run_episode(actor, rng, steps=2)
+  np.testing.assert_array_equal(actor._prefix, own)
+  # Arrays that do not fit the body are refused naming the field; nothing changes.
+  for bad, field in (
+    ((observations[:, :3], actions, 1.0), 'observations'),
+    ((observations[:2], actions, 1.0), 'observations'),
+    ((observations, actions[:, :1], 1.0), 'actions'),
+    ((observations, actions * np.nan, 1.0), 'actions'),
+    ((observations, actions, float('nan')), 'episode_return'),
+  ):
+    with pytest.raises(ValueError, match=f'demonstration {field}'):
+      actor.use_demonstration(*bad)
+  np.testing.assert_array_equal(actor._prompt[-2:].reshape(-1), own)
+  # Without prompt conditioning a demonstration is not used.
+  assert not _actor(True, 'task_id').use_demonstration(observations, actions, 3.0)

@@ -57,6 +57,13 @@ def test_gato_trains_on_stored_windows_online_then_resumes_offline(tmp_path):
     run_dir, *TINY_GATO, '--mode', 'offline', '--max_learner_steps', str(step + 10), timeout=240
   )
   assert offline.returncode == 0, offline.text[-5000:]
+  # The evaluator prompts each task with its best stored episode, as Gato is evaluated (the
+  # online run's store was empty when it started: its own episodes prompted it there).
+  assert f'no stored episode of {TASK} to prompt with' in online.text
+  for task in (TASK, OTHER):
+    assert re.search(
+      rf'prompting {task} with a stored episode of return [\d.]+ \(actor_\d\)', offline.text
+    ), offline.text[-5000:]
   resumed = re.search(r'resumed from checkpoint at learner step (\d+)', offline.text)
   assert resumed and int(resumed.group(1)) == step, offline.text[-5000:]
   final, payload = Checkpointer(run_dir / 'checkpoints').restore_latest()

@@ -7,6 +7,7 @@ unique), so the tests check what a window holds, not how the sampler cut it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import zlib
 from typing import List, Tuple
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 
 from launch.store.episodes import Episode, EpisodeStore
-from launch.store.windows import WindowConfig, WindowSampler, window_batches
+from launch.store.windows import WindowConfig, WindowSampler, best_demonstration, window_batches
 from networks.tokenizer import TimestepLayout, Vocabulary
 
 VOCAB = Vocabulary(num_tasks=2)
@@ -196,3 +197,23 @@ def test_batches_balance_tasks_or_follow_their_stored_timesteps(store, balance, 
   tasks = sampler.sample(1000).task
   share = np.mean(tasks == sampler.tasks.index('walker'))
   assert abs(share - walker_share) < 0.06  # about 4 standard errors
+
+
+def test_the_best_demonstration_is_the_highest_returning_episode_of_the_task(tmp_path):
+  def with_return(task, i, reward):
+    e = _episode(task, i, 6)
+    return dataclasses.replace(e, rewards=np.full(6, reward, np.float32))
+
+  first, second = EpisodeStore(tmp_path / 'a'), EpisodeStore(tmp_path / 'b')
+  with first.writer('actor_0') as writer:
+    writer.append(with_return('cart', 0, 1.0))
+    writer.append(with_return('walker', 0, 9.0))  # Another task's better episode.
+  with second.writer('actor_0') as writer:
+    writer.append(with_return('cart', 1, 2.0))  # The best of cart, in the second store.
+    writer.append(with_return('cart', 2, 0.5))
+  dirs = [tmp_path / 'missing', tmp_path / 'a', tmp_path / 'b']  # A run's store not made yet.
+  episode, episode_return = best_demonstration(dirs, 'cart')
+  assert episode_return == pytest.approx(12.0)
+  np.testing.assert_array_equal(episode.observations, _episode('cart', 1, 6).observations)
+  assert best_demonstration(dirs, 'walker')[1] == pytest.approx(54.0)
+  assert best_demonstration(dirs, 'other') is None
