@@ -22,8 +22,12 @@ its task. The agents, each trained offline for --learner_steps:
   bc           the same network and data with weight 1: the policy is pure behaviour
                cloning (the MPO term drops out; the critic still trains, and nothing reads
                it), BC of the same size on the same data as the PAC paper compares
-  gato         the generalist (agents.gato, cpu preset) over all tasks
+  gato         the generalist (agents.gato, cpu preset) over all tasks, conditioned as Gato
+               is: a prompt of another episode of the task (at evaluation, the task's best
+               stored episode)
+  gato_task_id the same with a task-id token instead of the prompt
   gato_single  the same transformer trained on one task's episodes alone, one run a task
+               (no conditioning: it knows one task)
   bc_single    an MLP behaviour-cloning policy (agents.bc) of one task, one run a task
 
 The single-task agents train on a dataset of their task alone, made from the same run with
@@ -56,7 +60,7 @@ from typing import Dict, List, Optional, Sequence
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
-MULTI_TASK = ('pac', 'bc', 'gato')
+MULTI_TASK = ('pac', 'bc', 'gato', 'gato_task_id')
 SINGLE_TASK = ('gato_single', 'bc_single')
 AGENTS = MULTI_TASK + SINGLE_TASK
 FIELDS = (
@@ -108,7 +112,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     '--gato_setting',
     action='append',
     default=[],
-    help='one more --agent setting for gato and gato_single (repeatable)',
+    help='one more --agent setting for the gato agents (repeatable)',
   )
   p.add_argument('--out', default='bench_out/multitask_offline')
   args = p.parse_args(argv)
@@ -138,8 +142,10 @@ def agent_flags(
     alpha = 1.0 if agent == 'bc' else bc_alpha
     settings = ['network=perceiver', 'policy_loss=pac', f'pac.alpha={alpha}', *pac_settings]
     return [flag for s in settings for flag in ('--agent', s)]
-  if agent in ('gato', 'gato_single'):
-    return ['--algorithm', 'gato', *[flag for s in gato_settings for flag in ('--agent', s)]]
+  if agent.startswith('gato'):
+    conditioning = {'gato': 'prompt', 'gato_task_id': 'task_id', 'gato_single': 'none'}[agent]
+    settings = [f'window.conditioning={conditioning}', *gato_settings]
+    return ['--algorithm', 'gato', *[flag for s in settings for flag in ('--agent', s)]]
   if agent == 'bc_single':
     return ['--algorithm', 'bc']
   raise ValueError(f'unknown agent {agent!r}; known: {AGENTS}')

@@ -39,6 +39,19 @@ def test_bc_is_pac_of_the_same_network_with_weight_one():
   assert set(pac[0::2]) == {'--agent'}
 
 
+def test_the_generalists_differ_in_their_conditioning_alone():
+  for agent, conditioning in (
+    ('gato', 'prompt'),
+    ('gato_task_id', 'task_id'),
+    ('gato_single', 'none'),
+  ):
+    flags = bench.agent_flags(agent, 0.3, gato_settings=['model.num_layers=3'])
+    assert flags == [
+      *('--algorithm', 'gato', '--agent', f'window.conditioning={conditioning}'),
+      *('--agent', 'model.num_layers=3'),
+    ]
+
+
 def _write_logs(run_dir: pathlib.Path, scores, single: bool = False):
   """scores: task -> [(learner_steps, return, score)], as the evaluator writes them: a
   run of several tasks a file per task, a one-task run its own evaluator rows."""
