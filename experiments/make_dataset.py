@@ -8,7 +8,9 @@
       --episodes 20 --out datasets/cartpole_random
 
 Kinds:
-  expert  episodes of the run's newest checkpoint (its stochastic policy)
+  expert  episodes of the run's newest checkpoint (its stochastic policy, as the actors
+          act; --greedy: its greedy policy, as the evaluator acts and the expert
+          references were measured)
   mixed   --poor_fraction of the episodes poor, the rest expert; poor means the
           run's oldest kept checkpoint with action noise --noise (--poor_policy
           noisy, the default) or uniformly random actions (--poor_policy random)
@@ -119,8 +121,11 @@ def build_dataset(
   poor_policy: str = 'noisy',
   min_expert_fraction: Optional[float] = None,
   act_on: Optional[str] = None,
+  greedy: bool = False,
 ) -> Dict[str, Any]:
   """Generates the episodes into a new store at `out`; returns the manifest.
+
+  `greedy`: the newest checkpoint's episodes act greedily (the policy's mean), not sampled.
 
   `act_on` (one single-task run only): the task the policy acts on instead of the run's,
   with the same observation and action specs (a physics variant of it, say); episodes
@@ -166,7 +171,9 @@ def build_dataset(
   generated = []  # (run, task, [(episode, entry)]), all generated before any is stored
   for i, path in enumerate(run_dirs):
     generated.extend(
-      _generate(path, kind, episodes, poor_fraction, noise, seed + 1000 * i, poor_policy, act_on)
+      _generate(
+        path, kind, episodes, poor_fraction, noise, seed + 1000 * i, poor_policy, act_on, greedy
+      )
     )
 
   store = EpisodeStore(out_path)
@@ -212,6 +219,7 @@ def build_dataset(
     'poor_fraction': poor_fraction if kind == 'mixed' else None,
     'noise': noise if kind == 'mixed' else None,
     'poor_policy': poor_policy if kind == 'mixed' else None,
+    'greedy': greedy,
     'created': time.time(),
   }
   (out_path / 'manifest.json').write_text(json.dumps(manifest, indent=1))
@@ -255,6 +263,7 @@ def _generate(
   seed: int,
   poor_policy: str,
   act_on: Optional[str] = None,
+  greedy: bool = False,
 ) -> List[Tuple[str, str, List[Tuple[Any, Dict[str, Any]]]]]:
   """(run, task, [(episode, manifest entry)]) for each task of the run (or for `act_on`,
   with the run's one task's policy), in memory."""
@@ -293,9 +302,16 @@ def _generate(
     env_actions = specs.make_environment_spec(env).actions
 
     def policy_actor(
-      step: int, noise_scale: float, actor_seed: int, builder=builder, env_actions=env_actions
+      step: int,
+      noise_scale: float,
+      actor_seed: int,
+      deterministic: bool = False,
+      builder=builder,
+      env_actions=env_actions,
     ):
-      actor = builder.make_actor(_FixedParams(restored(step)), adder=None, seed=actor_seed)
+      actor = builder.make_actor(
+        _FixedParams(restored(step)), adder=None, seed=actor_seed, deterministic=deterministic
+      )
       return _NoisyActor(actor, noise_scale, env_actions, actor_seed) if noise_scale else actor
 
     num_poor = int(round(poor_fraction * episodes)) if kind == 'mixed' else 0
@@ -318,8 +334,8 @@ def _generate(
       else:
         plan.append(
           (
-            {'policy': 'final_checkpoint', 'checkpoint_step': steps[-1]},
-            lambda i=i, f=policy_actor: f(steps[-1], 0.0, seed + i),
+            {'policy': 'final_checkpoint', 'checkpoint_step': steps[-1], 'greedy': greedy},
+            lambda i=i, f=policy_actor: f(steps[-1], 0.0, seed + i, greedy),
           )
         )
 
@@ -387,6 +403,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     help="a task with the run's specs to act on instead of the run's own, e.g. a physics "
     "variant 'cartpole:swingup@pole_length=0.6'",
   )
+  p.add_argument(
+    '--greedy',
+    action='store_true',
+    help="the newest checkpoint acts greedily (the evaluator's policy) instead of sampling",
+  )
   p.add_argument('--seed', type=int, default=0)
   args = p.parse_args(sys.argv[1:] if argv is None else argv)
   from agents.common.errors import UserError
@@ -403,6 +424,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       args.poor_policy,
       args.min_expert_fraction,
       args.act_on,
+      args.greedy,
     )
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)

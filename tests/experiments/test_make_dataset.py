@@ -51,6 +51,30 @@ def test_expert_and_mixed_datasets_record_their_sources(run_with_two_checkpoints
   assert np.all(np.abs(episode.actions) <= 1.0)
 
 
+def test_a_greedy_expert_acts_with_the_policy_mean(run_with_two_checkpoints, tmp_path):
+  from experiments.make_dataset import _FixedParams, _policy_params
+
+  run = str(run_with_two_checkpoints)
+  manifest = build_dataset(run, 'expert', 1, str(tmp_path / 'greedy'), greedy=True)
+  assert manifest['greedy'] and manifest['episodes'][0]['greedy']
+  build_dataset(run, 'expert', 1, str(tmp_path / 'sampled'))
+  sampled = EpisodeStore(tmp_path / 'sampled')
+  greedy = EpisodeStore(tmp_path / 'greedy')
+  episode = greedy.read(greedy.index()[0].episode_id)
+  # Every stored action is the newest policy's greedy action at the stored observation.
+  cfg = ExperimentConfig.from_dict(RunDir(run).read_config())
+  params = _policy_params(Checkpointer(RunDir(run).checkpoints).restore(20)['learner_state'])
+  actor = experiment.make_builder(cfg).make_actor(_FixedParams(params), None, deterministic=True)
+  for t in (0, 1, 500, 999):
+    expected = np.clip(actor.select_action(episode.observations[t]), -1.0, 1.0)
+    np.testing.assert_allclose(episode.actions[t], expected, rtol=1e-5, atol=1e-6)
+  # Sampled actions are not the mean's.
+  other = sampled.read(sampled.index()[0].episode_id)
+  assert not np.allclose(
+    other.actions[1], np.clip(actor.select_action(other.observations[1]), -1.0, 1.0)
+  )
+
+
 def test_random_dataset_needs_no_checkpoint_and_bad_input_is_refused(
   tmp_path, run_with_two_checkpoints
 ):
