@@ -13,7 +13,8 @@ one model per task (its benchmark 1).
 The data (experiments.make_dataset, kind --kind): --episodes episodes of each source run's
 task (a run directory, or one kept by experiments.keep_policies); for mixed, --poor_fraction
 of them poor (--poor_policy: uniformly random actions, or the run's oldest kept checkpoint
-with action noise --noise), the rest its newest checkpoint's. Every episode is tagged with
+with action noise --noise), the rest its newest checkpoint's (sampled, or with --greedy its
+greedy actions, as the expert references were measured). Every episode is tagged with
 its task. The agents, each trained offline for --learner_steps:
 
   pac          the MPO family's Perceiver actor-critic over all tasks in one placed layout
@@ -90,6 +91,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     'checkpoint with --noise (the kept experts stay near-expert at noise 1.0)',
   )
   p.add_argument('--noise', type=float, default=0.5, help='action noise of noisy poor episodes')
+  p.add_argument(
+    '--greedy', action='store_true', help='the expert episodes act greedily (else sampled)'
+  )
   p.add_argument('--learner_steps', type=int, default=6000)
   p.add_argument(
     '--single_task_steps',
@@ -297,6 +301,7 @@ def _dataset(args, runs: Sequence[str], where: pathlib.Path) -> Dict:
       seed=0,
       poor_policy=args.poor_policy,
       min_expert_fraction=args.min_expert_fraction,
+      greedy=args.greedy,
     )
   return json.loads((where / 'manifest.json').read_text())
 
