@@ -349,3 +349,69 @@ def test_a_robot_acts_for_a_program_of_several_bodies(tmp_path, monkeypatch):
   finally:
     for proc in procs:
       kill_session(proc)
+
+
+def make_camera_robot_env(seed: int = 7, **unused):
+  """A robot with a camera: cartpole:swingup as the pixel program below sees it (16x16
+  images, 2 frames stacked, 20 control steps an action, the state features beside)."""
+  del unused  # control_hz, max_episode_steps: its episodes are 50 actions long already.
+  from launch import experiment
+  from launch.config import ExperimentConfig
+
+  config = ExperimentConfig(
+    pixels=True, pixel_size=16, frame_stack=2, action_repeat=20, pixel_features=True
+  )
+  return experiment.make_env(config, seed=seed)
+
+
+def test_a_camera_robot_streams_images_and_features_into_a_pixel_program(tmp_path, monkeypatch):
+  from tests.launch.test_pixels_e2e import PIXELS
+
+  run_dir = tmp_path / 'run'
+  monkeypatch.setenv('COLLECT_INFER_HOST', '127.0.0.1')
+  program = start_cli(
+    run_dir,
+    *(*PIXELS, '--pixel_features', '--max_actor_steps', '10000000'),
+    *('--eval_every_seconds', '600', '--no_eval_gifs'),
+  )
+  procs = [program]
+  try:
+    book = wait_for_addresses(run_dir, program)
+    robot = start_attach(
+      tmp_path, run_dir, 'cam', env='tests.launch.robot.test_attach_e2e:make_camera_robot_env'
+    )
+    procs.append(robot)
+    wait_for(lambda: len(stored(run_dir, 'cam')) >= 2, 240, 'two camera episodes stored', robot)
+    stop_attach(robot)
+    # The store holds the robot's images as uint8 with its state features row for row.
+    store = EpisodeStore(run_dir / 'store')
+    for info in stored(run_dir, 'cam'):
+      episode = store.read(info.episode_id)
+      assert episode.observations.dtype == np.uint8
+      assert episode.observations.shape == (51, 16, 16, 6), episode.observations.shape
+      assert episode.observation_features.shape == (51, 5)
+      assert np.ptp(episode.observations) > 0  # Not a blank camera.
+      assert info.size < episode.observations.nbytes  # Compressed.
+    # The gateway inserted its transitions: images and features, the learner samples them.
+    client = reverb.Client(book['replay'])
+    wait_for(
+      lambda: client.server_info(timeout=10)[EXTERNAL_TABLE].current_size >= 50,
+      240,
+      'the gateway to insert the camera episodes into the external table',
+      program,
+    )
+    (sample,) = list(client.sample(EXTERNAL_TABLE, num_samples=1, emit_timesteps=False))
+    arrays = [np.asarray(x) for x in sample.data]
+    assert any(a.dtype == np.uint8 and a.shape == (16, 16, 6) for a in arrays), [
+      (a.dtype, a.shape) for a in arrays
+    ]
+    assert any(a.dtype == np.float32 and a.shape == (5,) for a in arrays)
+    wait_for(
+      lambda: 'of each batch come from attached robots now' in output(program),
+      120,
+      'the learner to sample the external table',
+      program,
+    )
+  finally:
+    for proc in procs:
+      kill_session(proc)
