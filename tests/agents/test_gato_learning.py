@@ -30,6 +30,19 @@ def _episode(task: str, seed: int, length: int = 6) -> Episode:
   )
 
 
+def _model():
+  return make_transformer(
+    TransformerSizes(
+      vocab_size=VOCAB.size,
+      num_positions=max_timestep_tokens(LAYOUTS.values()),
+      max_len=WINDOW,
+      model_size=32,
+      num_heads=2,
+      num_layers=1,
+    )
+  )
+
+
 def test_updates_fit_the_action_tokens_of_stored_windows(tmp_path):
   store = EpisodeStore(tmp_path / 'store')
   with store.writer('actor_0') as writer:
@@ -39,15 +52,7 @@ def test_updates_fit_the_action_tokens_of_stored_windows(tmp_path):
   sampler.refresh()
   batch = sampler.sample(8)
 
-  sizes = TransformerSizes(
-    vocab_size=VOCAB.size,
-    num_positions=max_timestep_tokens(LAYOUTS.values()),
-    max_len=WINDOW,
-    model_size=32,
-    num_heads=2,
-    num_layers=1,
-  )
-  model = make_transformer(sizes)
+  model = _model()
   optimizer = learning.make_optimizer(3e-3)
   options = {'xla_backend_optimization_level': 0}
   state = jax.jit(
@@ -81,15 +86,7 @@ def test_logits_at_the_targets_alone_make_the_same_update(tmp_path):
   bound = max(WINDOW // x.num_tokens * x.action_dim for x in LAYOUTS.values())
   # Some window is full: the bound is reached, not only respected.
   assert int(batch.loss_mask[:, 1:].sum(1).max()) == bound < WINDOW - 1
-  sizes = TransformerSizes(
-    vocab_size=VOCAB.size,
-    num_positions=max_timestep_tokens(LAYOUTS.values()),
-    max_len=WINDOW,
-    model_size=32,
-    num_heads=2,
-    num_layers=1,
-  )
-  model = make_transformer(sizes)
+  model = _model()
   # Plain gradient steps: the parameters after one are the gradients' images (Adam's first
   # step would turn float noise in near-zero gradients into whole steps).
   optimizer = optax.sgd(1.0)

@@ -105,6 +105,28 @@ def wait_for_addresses(run_dir: pathlib.Path, program: subprocess.Popen) -> dict
   return json.loads((run_dir / 'addresses.json').read_text())
 
 
+def external_samples(book: dict, program: subprocess.Popen, at_least: int, count: int) -> list:
+  """`count` samples of the external table once the gateway has inserted `at_least` items
+  (its first insert waits for it to load Reverb: seconds, on a busy machine more)."""
+  client = reverb.Client(book['replay'])
+  wait_for(
+    lambda: client.server_info(timeout=10)[EXTERNAL_TABLE].current_size >= at_least,
+    240,
+    'the gateway to insert the robot episodes into the external table',
+    program,
+  )
+  return list(client.sample(EXTERNAL_TABLE, num_samples=count, emit_timesteps=False))
+
+
+def wait_for_the_learner_to_sample_robots(program: subprocess.Popen) -> None:
+  wait_for(
+    lambda: 'of each batch come from attached robots now' in output(program),
+    120,
+    'the learner to sample the external table',
+    program,
+  )
+
+
 def stop_attach(proc: subprocess.Popen, timeout: float = 90) -> str:
   os.killpg(proc.pid, signal.SIGINT)
   rc = wait_exit(proc, timeout)
@@ -203,24 +225,11 @@ def test_robot_attaches_streams_tagged_episodes_and_follows_the_policy(tmp_path,
     # The gateway inserted its transitions into the external table (the robot has no Reverb
     # client): finite, and the learner mixes them in.
     assert 'replay' not in final['delivery'], final['delivery']
-    # (Its first insert waits for the gateway to load Reverb: seconds, on a busy machine more.)
-    client = reverb.Client(book['replay'])
     items = len(episodes) * EPISODE_STEPS  # n-step transitions: at least one a step.
-    wait_for(
-      lambda: client.server_info(timeout=10)[EXTERNAL_TABLE].current_size >= items,
-      240,
-      'the gateway to insert the robot episodes into the external table',
-      program,
-    )
-    samples = list(client.sample(EXTERNAL_TABLE, num_samples=64, emit_timesteps=False))
+    samples = external_samples(book, program, items, 64)
     fields = [np.asarray(x) for sample in samples for x in tree.flatten(sample.data)]
     assert len(samples) == 64 and all(np.isfinite(x).all() for x in fields)
-    wait_for(
-      lambda: 'of each batch come from attached robots now' in output(program),
-      120,
-      'the learner to sample the external table',
-      program,
-    )
+    wait_for_the_learner_to_sample_robots(program)
   finally:
     for proc in procs:
       kill_session(proc)
@@ -325,27 +334,14 @@ def test_a_robot_acts_for_a_program_of_several_bodies(tmp_path, monkeypatch):
       assert episode.actions.shape == (EPISODE_STEPS, 1)
     # Replay holds them placed: cartpole's slot (0:5), point_mass's zeros (5:9), the task's
     # one-hot (9:11); actions in dimension 0 of 3, point_mass's two zero.
-    client = reverb.Client(book['replay'])
-    wait_for(
-      lambda: client.server_info(timeout=10)[EXTERNAL_TABLE].current_size >= EPISODE_STEPS,
-      240,
-      'the gateway to insert the robot episodes into the external table',
-      program,
-    )
-    samples = list(client.sample(EXTERNAL_TABLE, num_samples=16, emit_timesteps=False))
-    for sample in samples:
+    for sample in external_samples(book, program, EPISODE_STEPS, 16):
       # The flattened n-step transition: observation, action, reward, discount, next one.
       observation, action = (np.asarray(x) for x in sample.data[:2])
       assert observation.shape == (11,) and action.shape == (3,), (observation, action)
       np.testing.assert_array_equal(observation[5:], [0, 0, 0, 0, 1, 0])
       np.testing.assert_array_equal(action[1:], [0, 0])
       assert np.isfinite(observation).all() and np.abs(action[0]) <= 1
-    wait_for(
-      lambda: 'of each batch come from attached robots now' in output(program),
-      120,
-      'the learner to sample the external table',
-      program,
-    )
+    wait_for_the_learner_to_sample_robots(program)
   finally:
     for proc in procs:
       kill_session(proc)
@@ -393,25 +389,13 @@ def test_a_camera_robot_streams_images_and_features_into_a_pixel_program(tmp_pat
       assert np.ptp(episode.observations) > 0  # Not a blank camera.
       assert info.size < episode.observations.nbytes  # Compressed.
     # The gateway inserted its transitions: images and features, the learner samples them.
-    client = reverb.Client(book['replay'])
-    wait_for(
-      lambda: client.server_info(timeout=10)[EXTERNAL_TABLE].current_size >= 50,
-      240,
-      'the gateway to insert the camera episodes into the external table',
-      program,
-    )
-    (sample,) = list(client.sample(EXTERNAL_TABLE, num_samples=1, emit_timesteps=False))
+    (sample,) = external_samples(book, program, 50, 1)
     arrays = [np.asarray(x) for x in sample.data]
     assert any(a.dtype == np.uint8 and a.shape == (16, 16, 6) for a in arrays), [
       (a.dtype, a.shape) for a in arrays
     ]
     assert any(a.dtype == np.float32 and a.shape == (5,) for a in arrays)
-    wait_for(
-      lambda: 'of each batch come from attached robots now' in output(program),
-      120,
-      'the learner to sample the external table',
-      program,
-    )
+    wait_for_the_learner_to_sample_robots(program)
   finally:
     for proc in procs:
       kill_session(proc)
