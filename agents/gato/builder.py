@@ -19,6 +19,7 @@ from agents.common.bodies import Body
 from agents.common.errors import ConfigError
 from agents.gato.actor import GatoActor
 from agents.gato.config import GatoConfig
+from agents.gato.decoding import action_token_range
 from agents.gato.learner import GatoLearner
 from agents.gato.types import SequenceBatch
 from agents.mpo.builder import make_variable_client
@@ -171,6 +172,7 @@ class GatoBuilder(ReplayPipeline):
       counter=counter,
       logger=logger,
       max_targets=self.max_targets(),
+      action_range=action_token_range(self.layout),
     )
 
   def make_actor(

@@ -67,10 +67,19 @@ class GatoOptimConfig(Config):
   learning_rate: float = 1e-4
   max_grad_norm: float = 1.0
   weight_decay: float = 1e-4
+  # Share of the action tokens of a window's input replaced by a random action bin (the
+  # targets stay): past actions then predict the next one less well than the observation
+  # does, against copying the previous action (behaviour cloning's copycat problem).
+  action_token_noise: float = 0.0
 
   def check(self, need: Need) -> None:
     for f in ('learning_rate', 'max_grad_norm'):
       need(finite(getattr(self, f)) and getattr(self, f) > 0, f, 'a finite number > 0')
+    need(
+      finite(self.action_token_noise) and 0.0 <= self.action_token_noise < 1.0,
+      'action_token_noise',
+      'a number in [0, 1)',
+    )
     need(
       finite(self.weight_decay) and self.weight_decay >= 0, 'weight_decay', 'a finite number >= 0'
     )

@@ -1,6 +1,6 @@
 """A thin acme Learner around the generalist's jitted sequence update."""
 
-from typing import Iterator, List, Optional, Sequence
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import jax
 from acme.utils import counting, loggers
@@ -28,14 +28,16 @@ class GatoLearner(JittedLearner):
     counter: Optional[counting.Counter] = None,
     logger: Optional[loggers.Logger] = None,
     max_targets: Optional[int] = None,
+    action_range: Tuple[int, int] = (0, 0),
   ):
     """`max_targets`: at least the action tokens any window holds (GatoBuilder.max_targets);
-    the logits are computed there alone. None: at every position."""
+    the logits are computed there alone. None: at every position. `action_range`: the
+    action bins (decoding.action_token_range) that optim.action_token_noise draws from."""
     o = config.optim
     optimizer = learning.make_optimizer(o.learning_rate, o.max_grad_norm, o.weight_decay)
     super().__init__(
       learning.initial_state(model, optimizer, jax.random.PRNGKey(seed)),
-      learning.make_update_fn(model, optimizer, max_targets),
+      learning.make_update_fn(model, optimizer, max_targets, o.action_token_noise, action_range),
       iterator,
       counter,
       logger,

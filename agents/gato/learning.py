@@ -42,30 +42,56 @@ def initial_state(
   return GatoTrainingState(params, optimizer.init(params), jnp.zeros((), jnp.int32))
 
 
+def corrupt_action_tokens(
+  tokens: jnp.ndarray,
+  loss_mask: jnp.ndarray,
+  key: jnp.ndarray,
+  share: float,
+  action_range: Tuple[int, int],
+) -> jnp.ndarray:
+  """`tokens` with each action token (where `loss_mask`) replaced, with probability
+  `share`, by a uniformly drawn action bin in [low, high]; the other tokens as they are."""
+  hit_key, bin_key = jax.random.split(key)
+  hit = loss_mask.astype(bool) & (jax.random.uniform(hit_key, tokens.shape) < share)
+  low, high = action_range
+  noise = jax.random.randint(bin_key, tokens.shape, low, high + 1, dtype=tokens.dtype)
+  return jnp.where(hit, noise, tokens)
+
+
 def make_update_fn(
-  model: SequenceModel, optimizer: optax.GradientTransformation, max_targets: Optional[int] = None
+  model: SequenceModel,
+  optimizer: optax.GradientTransformation,
+  max_targets: Optional[int] = None,
+  action_token_noise: float = 0.0,
+  action_range: Tuple[int, int] = (0, 0),
 ):
   """update(state, batch: SequenceBatch) -> (state, metrics), pure and jittable.
 
   With `max_targets` (at least the action tokens any window holds) the logits are computed
   at the targets' positions only: the same loss, with the output layer over the vocabulary
-  (most of a small model's cost) on a fraction of the tokens.
+  (most of a small model's cost) on a fraction of the tokens. With `action_token_noise`,
+  that share of the input's action tokens is replaced by random bins of `action_range`
+  (corrupt_action_tokens; drawn from the step count, so a resumed run draws the same).
   """
 
-  def loss_fn(params, batch: SequenceBatch):
+  def loss_fn(params, batch: SequenceBatch, steps: jnp.ndarray):
+    inputs = batch.tokens
+    if action_token_noise > 0:
+      key = jax.random.fold_in(jax.random.PRNGKey(0), steps)
+      inputs = corrupt_action_tokens(inputs, batch.loss_mask, key, action_token_noise, action_range)
     if max_targets is None:
-      logits = model.apply(params, batch.tokens, batch.positions)
+      logits = model.apply(params, inputs, batch.positions)
       out = next_token_loss(logits, batch.tokens, batch.loss_mask)
     else:
       at, valid = target_positions(batch.loss_mask, max_targets)
-      logits = model.apply(params, batch.tokens, batch.positions, at=at)
+      logits = model.apply(params, inputs, batch.positions, at=at)
       out = next_token_loss_at(logits, batch.tokens, at, valid)
     return out['loss'], out
 
   def update(
     state: GatoTrainingState, batch: SequenceBatch
   ) -> Tuple[GatoTrainingState, Dict[str, jnp.ndarray]]:
-    (_, out), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch)
+    (_, out), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, state.steps)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     new_state = GatoTrainingState(
       optax.apply_updates(state.params, updates), opt_state, state.steps + 1

@@ -98,3 +98,38 @@ def test_logits_at_the_targets_alone_make_the_same_update(tmp_path):
   jax.tree_util.tree_map(
     lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7), at_state, full_state
   )
+
+
+def test_action_token_noise_replaces_input_action_tokens_alone():
+  layout = LAYOUTS['walker']  # 3 observation tokens, a separator, 2 action tokens.
+  mask = np.tile(layout.action_mask, (64, 4))
+  tokens = np.tile(np.arange(mask.shape[1], dtype=np.int32) + 2000, (64, 1))
+  key = jax.random.PRNGKey(0)
+  assert np.array_equal(learning.corrupt_action_tokens(tokens, mask, key, 0.0, (10, 20)), tokens)
+  every = np.asarray(learning.corrupt_action_tokens(tokens, mask, key, 0.999999, (10, 20)))
+  np.testing.assert_array_equal(every[~mask], tokens[~mask])  # Observations, separators.
+  assert every[mask].min() >= 10 and every[mask].max() <= 20
+  assert set(np.unique(every[mask])) == set(range(10, 21))  # The whole range, bounds included.
+  half = np.asarray(learning.corrupt_action_tokens(tokens, mask, key, 0.5, (10, 20)))
+  changed = (half != tokens)[mask].mean()
+  assert 0.4 < changed < 0.6 and np.array_equal(half[~mask], tokens[~mask])
+
+
+def test_the_update_reads_noisy_inputs_and_scores_the_true_targets(tmp_path):
+  store = EpisodeStore(tmp_path / 'store')
+  with store.writer('actor_0') as writer:
+    for seed, task in enumerate(['walker', 'cart']):
+      writer.append(_episode(task, seed, length=12))
+  sampler = WindowSampler(store, LAYOUTS, WindowConfig(WINDOW, conditioning='none'), seed=1)
+  sampler.refresh()
+  batch = sampler.sample(8)
+  model = _model()
+  optimizer = optax.sgd(1.0)
+  state = learning.initial_state(model, optimizer, jax.random.PRNGKey(0))
+  clean = jax.jit(learning.make_update_fn(model, optimizer))(state, batch)[1]
+  noisy_update = jax.jit(learning.make_update_fn(model, optimizer, None, 0.5, (279, 744)))
+  noisy = noisy_update(state, batch)[1]
+  # The same targets counted; the inputs differ, so the loss does; the draw is the step's.
+  assert float(noisy['action_tokens']) == float(clean['action_tokens'])
+  assert float(noisy['sequence_loss']) != float(clean['sequence_loss'])
+  assert float(noisy_update(state, batch)[1]['sequence_loss']) == float(noisy['sequence_loss'])
