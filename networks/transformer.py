@@ -42,12 +42,17 @@ class TransformerSizes:
   num_heads: int = 4
   num_layers: int = 2
   widening_factor: int = 4
+  # > 0: tokens below it are value bins (networks.tokenizer's continuous range), and each
+  # is embedded with its bin's place in [-1, 1] besides its own vector, so that neighbouring
+  # values start out alike instead of sharing nothing until data has taught each bin.
+  value_bins: int = 0
 
   def __post_init__(self):
     for f in dataclasses.fields(self):
       value = getattr(self, f.name)
-      if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f'TransformerSizes.{f.name} must be an int >= 1, got {value!r}')
+      least = 0 if f.name == 'value_bins' else 1
+      if not isinstance(value, int) or isinstance(value, bool) or value < least:
+        raise ValueError(f'TransformerSizes.{f.name} must be an int >= {least}, got {value!r}')
     if self.model_size % self.num_heads:
       raise ValueError(
         f'model_size={self.model_size} must be a multiple of num_heads={self.num_heads}'
@@ -141,6 +146,11 @@ class DecoderTransformer(hk.Module):
     s = self._sizes
     x = hk.Embed(s.vocab_size, s.model_size, name='token_embedding')(tokens)
     x = x + hk.Embed(s.num_positions, s.model_size, name='position_embedding')(positions)
+    if s.value_bins:
+      is_value = tokens < s.value_bins
+      place = jnp.where(is_value, (2.0 * tokens + 1.0) / s.value_bins - 1.0, 0.0)
+      features = jnp.stack([place, is_value.astype(place.dtype)], axis=-1)
+      x = x + hk.Linear(s.model_size, name='value_embedding')(features)
     new_keys, new_values = [], []
     for i in range(s.num_layers):
       layer_cache = None if cache is None else (cache.keys[i], cache.values[i])

@@ -23,6 +23,8 @@ class GatoModelConfig(Config):
   task_tokens: int = 8
   # Mu-law actions (the tokeniser) or uniform bins over [-1, 1].
   action_mu_law: bool = True
+  # Each value token also embedded by its bin's place in [-1, 1] (TransformerSizes.value_bins).
+  value_embedding: bool = False
 
   def check(self, need: Need) -> None:
     for f in ('model_size', 'num_heads', 'num_layers', 'widening_factor', 'context'):
@@ -30,6 +32,7 @@ class GatoModelConfig(Config):
     need(self.model_size % self.num_heads == 0, 'model_size', 'a multiple of num_heads')
     need(is_int(self.task_tokens) and self.task_tokens >= 1, 'task_tokens', 'an int >= 1')
     need(isinstance(self.action_mu_law, bool), 'action_mu_law', 'true or false')
+    need(isinstance(self.value_embedding, bool), 'value_embedding', 'true or false')
 
 
 @dataclasses.dataclass

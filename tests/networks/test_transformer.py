@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
@@ -108,3 +109,30 @@ def test_cache_stays_on_jax_arrays_under_jit():
     params, cache, jnp.zeros((1, 1), jnp.int32), jnp.zeros((1, 1), jnp.int32)
   )
   assert logits.shape == (1, 1, SIZES.vocab_size) and int(cache.length) == 1
+
+
+def test_value_tokens_are_embedded_by_their_place_too():
+  sizes = dataclasses.replace(SIZES, value_bins=30)  # Tokens 0-29 are value bins.
+  model = make_transformer(sizes)
+  tokens, positions = _sequence(seed=5)
+  params = model.init(jax.random.PRNGKey(0), tokens, positions)
+  assert params['decoder/value_embedding']['w'].shape == (2, SIZES.model_size)
+  assert not any('value_embedding' in k for k in _model()[1])  # Off by default.
+  # The place: bin b of 30 is at (2b + 1) / 30 - 1; other tokens have none. Doubling the
+  # place weights moves the logits of value tokens alone.
+  more = dict(params)
+  more['decoder/value_embedding'] = {
+    'w': params['decoder/value_embedding']['w'] * jnp.array([[2.0], [1.0]]),
+    'b': params['decoder/value_embedding']['b'],
+  }
+  tokens[:, 0] = [14, 31]  # A value bin (place 29/30 - 1 = -1/30, not 0), then a non-value.
+  before = np.asarray(model.apply(params, tokens[:, :1], positions[:, :1]))
+  after = np.asarray(model.apply(more, tokens[:, :1], positions[:, :1]))
+  assert np.abs(after[0] - before[0]).max() > 1e-6
+  np.testing.assert_allclose(after[1], before[1], atol=1e-6)
+  # The cache reads tokens through the same embedding.
+  cache = model.init_cache(BATCH)
+  stepped, _ = model.apply_cached(params, cache, tokens, positions)
+  np.testing.assert_allclose(stepped, model.apply(params, tokens, positions), atol=1e-5)
+  with pytest.raises(ValueError, match='value_bins must be an int >= 0'):
+    dataclasses.replace(SIZES, value_bins=-1)
