@@ -126,7 +126,12 @@ class EvaluatorWorker:
         log.info('no stored episode of %s to prompt with: its own best episode will be', task)
         continue
       episode, episode_return = found
-      if actor.use_demonstration(episode.observations, episode.actions, episode_return):
+      try:
+        used = actor.use_demonstration(episode.observations, episode.actions, episode_return)
+      except ValueError as e:  # Data from elsewhere: its body may not be the task's.
+        log.warning('the best stored episode of %s is not used as its prompt: %s', task, e)
+        continue
+      if used:
         log.info(
           'prompting %s with a stored episode of return %.1f (%s)',
           task,
