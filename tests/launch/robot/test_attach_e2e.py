@@ -307,6 +307,15 @@ def test_learner_killed_and_relaunched_while_the_robot_runs(tmp_path):
       kill_session(proc)
 
 
+def robot_episodes(tmp_path, run_dir, procs: list, name: str, **attach) -> str:
+  """Attaches robot `name` (start_attach's `env` and flags in `attach`), waits until two of
+  its episodes are stored, stops it cleanly; returns its output."""
+  robot = start_attach(tmp_path, run_dir, name, **attach)
+  procs.append(robot)
+  wait_for(lambda: len(stored(run_dir, name)) >= 2, 240, f'two episodes of {name} stored', robot)
+  return stop_attach(robot)
+
+
 def test_a_robot_acts_for_a_program_of_several_bodies(tmp_path, monkeypatch):
   """A program over cartpole and point_mass learns in one placed layout of both bodies; a
   cartpole robot acts through it, stores its own arrays, and its replay items are placed."""
@@ -320,10 +329,7 @@ def test_a_robot_acts_for_a_program_of_several_bodies(tmp_path, monkeypatch):
   procs = [program]
   try:
     book = wait_for_addresses(run_dir, program)
-    robot = start_attach(tmp_path, run_dir, 'arm')  # A simulated cartpole:swingup.
-    procs.append(robot)
-    wait_for(lambda: len(stored(run_dir, 'arm')) >= 2, 240, 'two robot episodes stored', robot)
-    text = stop_attach(robot)
+    text = robot_episodes(tmp_path, run_dir, procs, 'arm')  # A simulated cartpole.
     assert '[attach] arm: attached to cartpole:swingup' in text, text[-3000:]
     # The store keeps the robot's own arrays (cartpole's 5 observations, 1 action).
     store = EpisodeStore(run_dir / 'store')
@@ -373,12 +379,8 @@ def test_a_camera_robot_streams_images_and_features_into_a_pixel_program(tmp_pat
   procs = [program]
   try:
     book = wait_for_addresses(run_dir, program)
-    robot = start_attach(
-      tmp_path, run_dir, 'cam', env='tests.launch.robot.test_attach_e2e:make_camera_robot_env'
-    )
-    procs.append(robot)
-    wait_for(lambda: len(stored(run_dir, 'cam')) >= 2, 240, 'two camera episodes stored', robot)
-    stop_attach(robot)
+    camera = 'tests.launch.robot.test_attach_e2e:make_camera_robot_env'
+    robot_episodes(tmp_path, run_dir, procs, 'cam', env=camera)
     # The store holds the robot's images as uint8 with its state features row for row.
     store = EpisodeStore(run_dir / 'store')
     for info in stored(run_dir, 'cam'):
