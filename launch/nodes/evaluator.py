@@ -116,12 +116,14 @@ class EvaluatorWorker:
     """Actors that condition on prompts (the generalist's) are prompted, as Gato is at
     evaluation, with the best stored episode of their task in the run's data."""
     from launch.nodes.learner import store_dirs  # pylint: disable=g-import-not-at-top
-    from launch.store.windows import best_demonstration  # pylint: disable=g-import-not-at-top
+    from launch.store.windows import best_demonstrations  # pylint: disable=g-import-not-at-top
 
-    for task, actor in self._actors.items():
-      if not hasattr(actor, 'use_demonstration'):
-        continue
-      found = best_demonstration(store_dirs(cfg), task)
+    prompted = {t: a for t, a in self._actors.items() if hasattr(a, 'use_demonstration')}
+    if not prompted:
+      return
+    best = best_demonstrations(store_dirs(cfg), list(prompted))
+    for task, actor in prompted.items():
+      found = best.get(task)
       if found is None:
         log.info('no stored episode of %s to prompt with: its own best episode will be', task)
         continue

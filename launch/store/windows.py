@@ -310,25 +310,32 @@ def _shape_problem(episode: Episode, layout: TimestepLayout) -> Optional[str]:
   return None
 
 
-def best_demonstration(
-  store_dirs: Sequence[Union[str, os.PathLike]], task: str
-) -> Optional[Tuple[Episode, float]]:
-  """The highest-returning readable stored episode of `task` (metadata 'task') in
-  `store_dirs`, and its return; None when none is stored. Gato's evaluation prompt: a
-  demonstration of the task from its data (damaged records are passed over)."""
-  found = []
+def best_demonstrations(
+  store_dirs: Sequence[Union[str, os.PathLike]], tasks: Sequence[str]
+) -> Dict[str, Tuple[Episode, float]]:
+  """task -> the highest-returning readable stored episode of that task (metadata 'task')
+  in `store_dirs`, and its return; tasks with none stored are left out. Gato's evaluation
+  prompt: a demonstration of the task from its data (damaged records are passed over). One
+  pass over each store's index for all the tasks."""
+  found: Dict[str, list] = {task: [] for task in tasks}
   for directory in store_dirs:
     if not os.path.isdir(directory):
       continue
     store = EpisodeStore(directory)
-    found += [(i.episode_return, store, i) for i in store.index() if i.metadata.get('task') == task]
-  for episode_return, store, info in sorted(found, key=lambda f: -f[0]):
-    try:
-      episode = store.read(info.episode_id)
-    except (CorruptRecordError, KeyError) as e:
-      log.warning(
-        'demonstration %s of %s is unreadable (%s); the next best', info.episode_id, task, e
-      )
-      continue
-    return episode, float(episode_return)
-  return None
+    for info in store.index():
+      candidates = found.get(info.metadata.get('task'))
+      if candidates is not None:
+        candidates.append((info.episode_return, store, info))
+  best = {}
+  for task, candidates in found.items():
+    for episode_return, store, info in sorted(candidates, key=lambda c: -c[0]):
+      try:
+        episode = store.read(info.episode_id)
+      except (CorruptRecordError, KeyError) as e:
+        log.warning(
+          'demonstration %s of %s is unreadable (%s); the next best', info.episode_id, task, e
+        )
+        continue
+      best[task] = (episode, float(episode_return))
+      break
+  return best

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from launch.store.episodes import Episode, EpisodeStore
-from launch.store.windows import WindowConfig, WindowSampler, best_demonstration, window_batches
+from launch.store.windows import WindowConfig, WindowSampler, best_demonstrations, window_batches
 from networks.tokenizer import TimestepLayout, Vocabulary
 
 VOCAB = Vocabulary(num_tasks=2)
@@ -212,8 +212,9 @@ def test_the_best_demonstration_is_the_highest_returning_episode_of_the_task(tmp
     writer.append(with_return('cart', 1, 2.0))  # The best of cart, in the second store.
     writer.append(with_return('cart', 2, 0.5))
   dirs = [tmp_path / 'missing', tmp_path / 'a', tmp_path / 'b']  # A run's store not made yet.
-  episode, episode_return = best_demonstration(dirs, 'cart')
+  best = best_demonstrations(dirs, ['cart', 'walker', 'other'])
+  episode, episode_return = best['cart']
   assert episode_return == pytest.approx(12.0)
   np.testing.assert_array_equal(episode.observations, _episode('cart', 1, 6).observations)
-  assert best_demonstration(dirs, 'walker')[1] == pytest.approx(54.0)
-  assert best_demonstration(dirs, 'other') is None
+  assert best['walker'][1] == pytest.approx(54.0)
+  assert 'other' not in best
