@@ -80,7 +80,7 @@ class FullPassActor:
 
     self._layout, self._params = layout, params
     self._max_len = model.sizes.max_len
-    self._decode = jax.jit(make_full_pass_decoder(model, layout, greedy=True))
+    self._decode = jax.jit(make_full_pass_decoder(model, layout, 'argmax'))
     self._key = jax.random.PRNGKey(0)
     self.observe_first(None)
 

@@ -38,6 +38,7 @@ class GatoActor(core.Actor):
     adder: Optional[adders.Adder] = None,
     seed: int = 0,
     deterministic: bool = False,
+    greedy_decoding: str = 'mean',
     conditioning: str = 'none',
     prompt_tokens: int = 0,
     task_index: int = 0,
@@ -51,7 +52,7 @@ class GatoActor(core.Actor):
     self._conditioning = conditioning
     self._prompt_steps = prompt_tokens // layout.num_tokens if conditioning == 'prompt' else 0
     self._task_index = task_index
-    decode = make_action_decoder(model, layout, greedy=deterministic)
+    decode = make_action_decoder(model, layout, greedy_decoding if deterministic else 'sample')
 
     def step(params, cache, obs, key):
       key, decode_key = jax.random.split(key)

@@ -184,8 +184,9 @@ class GatoBuilder(ReplayPipeline):
     deterministic: bool = False,
     version_name: Optional[str] = None,
   ) -> GatoActor:
-    """Greedy when deterministic (evaluation: refreshed only when its owner asks), else
-    sampled, refreshed every `replay.variable_update_period` steps."""
+    """Deterministic (evaluation: refreshed only when its owner asks; each action token the
+    bin `model.greedy_decoding` picks), else sampled, refreshed every
+    `replay.variable_update_period` steps."""
     w = self.config.window
     return GatoActor(
       self.make_networks(),
@@ -196,6 +197,7 @@ class GatoBuilder(ReplayPipeline):
       adder,
       seed=seed,
       deterministic=deterministic,
+      greedy_decoding=self.config.model.greedy_decoding,
       conditioning=w.conditioning,
       prompt_tokens=w.prompt_tokens,
       task_index=self.task_index,

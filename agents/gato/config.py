@@ -6,6 +6,9 @@ from agents.common.config import AgentConfig, Config, Need, finite, is_int
 from agents.common.replay_config import ReplayConfig
 
 CONDITIONINGS = ('prompt', 'task_id', 'none')
+# How the evaluator's deterministic actor picks each action token (agents.gato.decoding):
+# the bin of the predicted distribution's mean, or its most likely bin. Training actors sample.
+GREEDY_DECODINGS = ('mean', 'argmax')
 
 
 @dataclasses.dataclass
@@ -25,6 +28,8 @@ class GatoModelConfig(Config):
   action_mu_law: bool = True
   # Each value token also embedded by its bin's place in [-1, 1] (TransformerSizes.value_bins).
   value_embedding: bool = False
+  # The deterministic (evaluation) actor's choice of each action token (GREEDY_DECODINGS).
+  greedy_decoding: str = 'mean'
 
   def check(self, need: Need) -> None:
     for f in ('model_size', 'num_heads', 'num_layers', 'widening_factor', 'context'):
@@ -33,6 +38,7 @@ class GatoModelConfig(Config):
     need(is_int(self.task_tokens) and self.task_tokens >= 1, 'task_tokens', 'an int >= 1')
     need(isinstance(self.action_mu_law, bool), 'action_mu_law', 'true or false')
     need(isinstance(self.value_embedding, bool), 'value_embedding', 'true or false')
+    need(self.greedy_decoding in GREEDY_DECODINGS, 'greedy_decoding', f'one of {GREEDY_DECODINGS}')
 
 
 @dataclasses.dataclass

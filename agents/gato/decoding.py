@@ -7,7 +7,7 @@ bodies of different observation and action sizes share the parameters; each layo
 its own compiled decoder (its shapes are static).
 """
 
-from typing import Callable, Tuple
+from typing import Callable, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -34,28 +34,49 @@ def action_token_range(layout: TimestepLayout, bounds=ACTION_BOUNDS) -> Tuple[in
   return int(low), int(high)
 
 
+# How a token is chosen from a dimension's logits: a sample from the softmax; its most
+# likely bin; or the bin holding the softmax's expected action (a regression's answer, read
+# from the classifier: on the experts' noisy actions the argmax is the bin the noise hit
+# most often, the mean is the expert's action).
+CHOICES = ('sample', 'argmax', 'mean')
+
+
 def choose_tokens(
-  logits: jnp.ndarray, key: jnp.ndarray, allowed: Tuple[int, int], greedy: bool
+  logits: jnp.ndarray,
+  key: jnp.ndarray,
+  allowed: Tuple[int, int],
+  how: str,
+  layout: Optional[TimestepLayout] = None,
 ) -> jnp.ndarray:
-  """logits[B, V] -> tokens[B] inside the inclusive id range `allowed`: the most likely
-  one, or a sample from the softmax restricted to the range."""
+  """logits[B, V] -> action tokens[B] inside the inclusive id range `allowed`, chosen `how`
+  (CHOICES) from the softmax restricted to the range. 'mean' needs the body's `layout`
+  (which action each bin stands for)."""
+  if how not in CHOICES:
+    raise ValueError(f'how must be one of {CHOICES}, not {how!r}')
   ids = jnp.arange(logits.shape[-1])
   inside = (ids >= allowed[0]) & (ids <= allowed[1])
   logits = jnp.where(inside, logits, -jnp.inf)
-  if greedy:
+  if how == 'argmax':
     return jnp.argmax(logits, axis=-1).astype(jnp.int32)
-  return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
+  if how == 'sample':
+    return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
+  if layout is None:
+    raise ValueError("how='mean' needs the body's layout")
+  values = jnp.where(inside, layout.actions(ids), 0.0)
+  mean = jnp.sum(jax.nn.softmax(logits, axis=-1) * values, axis=-1)
+  # The mean of bins inside `allowed` lies inside it; the clip guards the rounding.
+  return jnp.clip(layout.action_tokens(mean), allowed[0], allowed[1]).astype(jnp.int32)
 
 
 def make_action_decoder(
-  model: SequenceModel, layout: TimestepLayout, greedy: bool, bounds=ACTION_BOUNDS
+  model: SequenceModel, layout: TimestepLayout, how: str, bounds=ACTION_BOUNDS
 ) -> Decoder:
   """decode(params, cache, obs[B, obs_dim], key) -> (action[B, A], tokens[B, A], cache).
 
   The returned cache holds the whole timestep (observation, separator, action tokens),
   ready for the next one; the caller keeps `cache.length + layout.num_tokens <= max_len`.
-  The action is the decoded bin centres, clipped to `bounds`. Pure and jittable; a
-  sampling decoder splits `key` once per action dimension.
+  The action is the chosen bins' centres (`how`: one of CHOICES), clipped to `bounds`.
+  Pure and jittable; the decoder splits `key` once per action dimension.
   """
   allowed = action_token_range(layout, bounds)
   positions = jnp.asarray(layout.positions)
@@ -70,7 +91,7 @@ def make_action_decoder(
     def one_dimension(carry, position):
       cache, last_logits, key = carry
       key, sample_key = jax.random.split(key)
-      token = choose_tokens(last_logits, sample_key, allowed, greedy)
+      token = choose_tokens(last_logits, sample_key, allowed, how, layout)
       # Fed back even for the last dimension: the next timestep must see this action.
       logits, cache = model.apply_cached(
         params, cache, token[:, None], jnp.full((batch, 1), position, jnp.int32)
@@ -88,7 +109,7 @@ def make_action_decoder(
 
 
 def make_full_pass_decoder(
-  model: SequenceModel, layout: TimestepLayout, greedy: bool, bounds=ACTION_BOUNDS
+  model: SequenceModel, layout: TimestepLayout, how: str, bounds=ACTION_BOUNDS
 ):
   """The cached decoder's reference and the cost it saves: one forward pass over the whole
   context per action dimension, no cache.
@@ -119,7 +140,7 @@ def make_full_pass_decoder(
       logits = model.apply(params, tokens, positions)
       last = jax.lax.dynamic_index_in_dim(logits, length - 1, axis=1, keepdims=False)
       key, sample_key = jax.random.split(key)
-      token = choose_tokens(last, sample_key, allowed, greedy)
+      token = choose_tokens(last, sample_key, allowed, how, layout)
       tokens = write(tokens, token[:, None], length)
       positions = write(positions, jnp.full((batch, 1), position, jnp.int32), length)
       return (tokens, positions, length + 1, key), token

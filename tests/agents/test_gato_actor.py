@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from agents.gato.actor import GatoActor
-from agents.gato.decoding import action_token_range, choose_tokens
+from agents.gato.decoding import CHOICES, action_token_range, choose_tokens
 from agents.variable_client import VariableClient
 from networks.tokenizer import TimestepLayout, Vocabulary
 from networks.transformer import TransformerSizes, make_transformer
@@ -47,7 +47,8 @@ def _model():
   return model, params, jax.jit(model.apply)
 
 
-def _actor(deterministic: bool, conditioning: str = 'none', prompt_tokens: int = 0):
+def _actor(how: str, conditioning: str = 'none', prompt_tokens: int = 0):
+  """An actor choosing its tokens `how` (agents.gato.decoding.CHOICES)."""
   model, params, _ = _model()
   client = VariableClient(_Source(params), ['policy'])
   return GatoActor(
@@ -55,7 +56,8 @@ def _actor(deterministic: bool, conditioning: str = 'none', prompt_tokens: int =
     LAYOUT,
     client,
     seed=3,
-    deterministic=deterministic,
+    deterministic=how != 'sample',
+    greedy_decoding=how if how != 'sample' else 'mean',
     conditioning=conditioning,
     prompt_tokens=prompt_tokens,
     task_index=1,
@@ -74,7 +76,7 @@ def _run_episode(actor, rng, steps=STEPS, reward=0.0):
   return obs[:-1], np.stack(actions)
 
 
-def _reference(obs, prefix, key, greedy):
+def _reference(obs, prefix, key, how):
   """(action tokens [T, A], keys) decoded with full passes over the rule's context."""
   _, params, apply = _model()
   allowed = action_token_range(LAYOUT)
@@ -98,7 +100,7 @@ def _reference(obs, prefix, key, greedy):
         np.pad(positions.astype(np.int32), (0, pad))[None],
       )[0, len(tokens) - 1]
       decode_key, sample_key = jax.random.split(decode_key)
-      token = int(choose_tokens(logits[None], sample_key, allowed, greedy)[0])
+      token = int(choose_tokens(logits[None], sample_key, allowed, how, LAYOUT)[0])
       actions.append(token)
       tokens = np.append(tokens, token).astype(np.int32)
     chosen.append(actions)
@@ -107,15 +109,15 @@ def _reference(obs, prefix, key, greedy):
   return np.array(chosen)
 
 
-@pytest.mark.parametrize('deterministic', [True, False])
-def test_cached_actions_match_full_passes_and_the_cache_resets_each_episode(deterministic):
-  actor = _actor(deterministic)
+@pytest.mark.parametrize('how', CHOICES)
+def test_cached_actions_match_full_passes_and_the_cache_resets_each_episode(how):
+  actor = _actor(how)
   rng = np.random.default_rng(0)
   key = jax.random.PRNGKey(3)
   for episode in range(2):
     obs, actions = _run_episode(actor, rng)
     tokens = np.stack([t[-LAYOUT.action_dim :] for t in actor._timesteps])
-    expected = _reference(obs, np.zeros(0, np.int32), key, greedy=deterministic)
+    expected = _reference(obs, np.zeros(0, np.int32), key, how)
     np.testing.assert_array_equal(tokens, expected, err_msg=f'episode {episode}')
     for _ in range(STEPS):
       key = jax.random.split(key)[0]
@@ -128,7 +130,7 @@ def test_cached_actions_match_full_passes_and_the_cache_resets_each_episode(dete
 
 def test_prompt_and_task_conditioning_are_prefilled():
   rng = np.random.default_rng(1)
-  actor = _actor(True, 'prompt', prompt_tokens=2 * N)
+  actor = _actor('argmax', 'prompt', prompt_tokens=2 * N)
   obs, _ = _run_episode(actor, rng, steps=3, reward=1.0)
   best = np.stack(actor._timesteps)
   _run_episode(actor, rng, steps=3, reward=0.0)  # A worse episode: not the prompt.
@@ -136,18 +138,18 @@ def test_prompt_and_task_conditioning_are_prefilled():
   prompt = best[-2:].reshape(-1)
   np.testing.assert_array_equal(actor._prefix, prompt)
   tokens = np.stack([t[-LAYOUT.action_dim :] for t in actor._timesteps])
-  np.testing.assert_array_equal(tokens, _reference(obs, prompt, jax.random.PRNGKey(0), True))
+  np.testing.assert_array_equal(tokens, _reference(obs, prompt, jax.random.PRNGKey(0), 'argmax'))
 
-  actor = _actor(True, 'task_id')
+  actor = _actor('argmax', 'task_id')
   obs, _ = _run_episode(actor, rng, steps=4)
   task = np.array([VOCAB.task_token(1)], np.int32)
   tokens = np.stack([t[-LAYOUT.action_dim :] for t in actor._timesteps])
-  np.testing.assert_array_equal(tokens, _reference(obs, task, jax.random.PRNGKey(0), True))
+  np.testing.assert_array_equal(tokens, _reference(obs, task, jax.random.PRNGKey(0), 'argmax'))
 
 
 def test_a_demonstration_prompts_until_an_own_episode_returns_more():
   rng = np.random.default_rng(2)
-  actor = _actor(True, 'prompt', prompt_tokens=2 * N)
+  actor = _actor('argmax', 'prompt', prompt_tokens=2 * N)
   observations = rng.normal(0.0, 1.0, (5, LAYOUT.obs_dim)).astype(np.float32)
   actions = rng.uniform(-1.0, 1.0, (4, LAYOUT.action_dim)).astype(np.float32)
   assert actor.use_demonstration(observations, actions, episode_return=3.0)
@@ -156,7 +158,7 @@ def test_a_demonstration_prompts_until_an_own_episode_returns_more():
   obs, _ = _run_episode(actor, rng, steps=3, reward=0.5)  # Returns 1.5: not better.
   np.testing.assert_array_equal(actor._prefix, prompt)
   tokens = np.stack([t[-LAYOUT.action_dim :] for t in actor._timesteps])
-  np.testing.assert_array_equal(tokens, _reference(obs, prompt, jax.random.PRNGKey(0), True))
+  np.testing.assert_array_equal(tokens, _reference(obs, prompt, jax.random.PRNGKey(0), 'argmax'))
   _run_episode(actor, rng, steps=3, reward=0.5)
   np.testing.assert_array_equal(actor._prefix, prompt)
   _run_episode(actor, rng, steps=4, reward=1.0)  # Returns 4: its own episode is the prompt now.
@@ -175,4 +177,4 @@ def test_a_demonstration_prompts_until_an_own_episode_returns_more():
       actor.use_demonstration(*bad)
   np.testing.assert_array_equal(actor._prompt[-2:].reshape(-1), own)
   # Without prompt conditioning a demonstration is not used.
-  assert not _actor(True, 'task_id').use_demonstration(observations, actions, 3.0)
+  assert not _actor('argmax', 'task_id').use_demonstration(observations, actions, 3.0)

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from agents.gato.decoding import action_token_range, choose_tokens, make_action_decoder
+from agents.gato.decoding import CHOICES, action_token_range, choose_tokens, make_action_decoder
 from networks.tokenizer import TimestepLayout, Vocabulary, max_timestep_tokens
 from networks.transformer import TransformerSizes, make_transformer
 
@@ -55,16 +55,16 @@ def _episode(layout: TimestepLayout, seed: int):
   return history, positions, obs[:, HISTORY]
 
 
-_choose = _compiled(choose_tokens, static_argnums=(2, 3))
+_choose = _compiled(choose_tokens, static_argnums=(2, 3, 4))
 
 
 @functools.lru_cache(maxsize=None)
-def _decoder(body: int, greedy: bool):
+def _decoder(body: int, how: str):
   model, *_ = _model()
-  return _compiled(make_action_decoder(model, BODIES[body], greedy))
+  return _compiled(make_action_decoder(model, BODIES[body], how))
 
 
-def _decode_with_full_passes(params, layout, history, positions, obs, key, greedy):
+def _decode_with_full_passes(params, layout, history, positions, obs, key, how):
   """One full forward pass over the whole context per action dimension."""
   _, _, apply, _ = _model()
   allowed = action_token_range(layout)
@@ -82,7 +82,7 @@ def _decode_with_full_passes(params, layout, history, positions, obs, key, greed
       params, np.concatenate([tokens, padding], 1), np.concatenate([positions, padding], 1)
     )[:, length - 1]
     key, sample_key = jax.random.split(key)
-    token = np.asarray(_choose(logits, sample_key, allowed, greedy))
+    token = np.asarray(_choose(logits, sample_key, allowed, how, layout))
     chosen.append(token)
     tokens = np.concatenate([tokens, token[:, None]], axis=1)
     position = layout.separator_index + 1 + d
@@ -90,18 +90,18 @@ def _decode_with_full_passes(params, layout, history, positions, obs, key, greed
   return np.stack(chosen, axis=1)
 
 
-@pytest.mark.parametrize('greedy', [True, False])
+@pytest.mark.parametrize('how', CHOICES)
 @pytest.mark.parametrize('body', [0, 1])
-def test_cached_decoding_chooses_the_actions_of_full_forward_passes(body, greedy):
+def test_cached_decoding_chooses_the_actions_of_full_forward_passes(body, how):
   model, params, _, apply_cached = _model()
   layout = BODIES[body]
   history, positions, obs = _episode(layout, seed=body)
   key = jax.random.PRNGKey(7)
-  expected = _decode_with_full_passes(params, layout, history, positions, obs, key, greedy)
+  expected = _decode_with_full_passes(params, layout, history, positions, obs, key, how)
 
   cache = model.init_cache(BATCH)
   _, cache = apply_cached(params, cache, history, positions)
-  decode = _decoder(body, greedy)
+  decode = _decoder(body, how)
   action, tokens, cache = decode(params, cache, obs, key)
   np.testing.assert_array_equal(tokens, expected)
   assert tokens.shape == (BATCH, layout.action_dim)
@@ -120,7 +120,7 @@ def test_the_cache_after_decoding_holds_the_whole_timestep():
   model, params, apply, apply_cached = _model()
   layout = BODIES[0]
   _, _, obs = _episode(layout, seed=5)
-  decode = _decoder(0, greedy=True)
+  decode = _decoder(0, 'argmax')
   _, tokens, cache = decode(params, model.init_cache(BATCH), obs, jax.random.PRNGKey(0))
   probe = np.zeros((BATCH, 1), np.int32)
   cached, _ = apply_cached(params, cache, probe, probe)
@@ -136,11 +136,28 @@ def test_action_token_range_covers_the_action_box():
   assert action_token_range(TimestepLayout((1,), 1)) == (279, 744)  # F(+-1) = +-0.4547
   assert action_token_range(TimestepLayout((1,), 1, action_mu_law=False)) == (0, 1023)
   logits = jnp.asarray(np.arange(10, dtype=np.float32)[None])
-  assert int(_choose(logits, jax.random.PRNGKey(0), (2, 5), True)[0]) == 5
+  assert int(_choose(logits, jax.random.PRNGKey(0), (2, 5), 'argmax', None)[0]) == 5
 
 
-@pytest.mark.parametrize('greedy', [True, False])
-def test_the_full_pass_decoder_chooses_what_the_cached_one_does(greedy):
+def test_the_mean_choice_is_the_bin_of_the_expected_action():
+  """Uniform bins: token t stands for (t + 0.5) / 512 - 1. Odds 3:1 on bins 256 and 768
+  (-0.49902 and 0.50098): the mean is -0.24902, in bin 384; argmax says 256."""
+  layout = TimestepLayout((1,), 1, action_mu_law=False)
+  logits = np.full((1, layout.vocab.size), -np.inf, np.float32)
+  logits[0, 256], logits[0, 768] = np.log(3.0), 0.0
+  key = jax.random.PRNGKey(0)
+  assert int(_choose(jnp.asarray(logits), key, (0, 1023), 'mean', layout)[0]) == 384
+  assert int(_choose(jnp.asarray(logits), key, (0, 1023), 'argmax', layout)[0]) == 256
+  # Only the allowed range counts: with bin 768 outside it, the mean is bin 256's.
+  assert int(_choose(jnp.asarray(logits), key, (0, 700), 'mean', layout)[0]) == 256
+  with pytest.raises(ValueError, match='layout'):
+    choose_tokens(jnp.asarray(logits), key, (0, 1023), 'mean')
+  with pytest.raises(ValueError, match='how must be one of'):
+    choose_tokens(jnp.asarray(logits), key, (0, 1023), 'greedy')
+
+
+@pytest.mark.parametrize('how', CHOICES)
+def test_the_full_pass_decoder_chooses_what_the_cached_one_does(how):
   from agents.gato.decoding import make_full_pass_decoder
 
   model, params, _, apply_cached = _model()
@@ -149,9 +166,9 @@ def test_the_full_pass_decoder_chooses_what_the_cached_one_does(greedy):
   key = jax.random.PRNGKey(11)
   cache = model.init_cache(BATCH)
   _, cache = apply_cached(params, cache, history, positions)
-  _, cached_tokens, _ = _decoder(0, greedy)(params, cache, obs, key)
+  _, cached_tokens, _ = _decoder(0, how)(params, cache, obs, key)
   padding = np.zeros((BATCH, SIZES.max_len - history.shape[1]), np.int32)
-  decode = _compiled(make_full_pass_decoder(model, layout, greedy))
+  decode = _compiled(make_full_pass_decoder(model, layout, how))
   action, tokens, context, _, length = decode(
     params,
     np.concatenate([history, padding], 1),
