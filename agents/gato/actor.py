@@ -42,6 +42,7 @@ class GatoActor(core.Actor):
     conditioning: str = 'none',
     prompt_tokens: int = 0,
     task_index: int = 0,
+    max_timesteps: int = 0,
   ):
     prefer_inline_cpu_dispatch()
     self._cpu = jax.devices('cpu')[0]  # Actors run beside the environment (see MPOActor).
@@ -52,6 +53,7 @@ class GatoActor(core.Actor):
     self._conditioning = conditioning
     self._prompt_steps = prompt_tokens // layout.num_tokens if conditioning == 'prompt' else 0
     self._task_index = task_index
+    self._max_timesteps = max_timesteps  # 0: as many as the cache holds.
     decode = make_action_decoder(model, layout, greedy_decoding if deterministic else 'sample')
 
     def step(params, cache, obs, key):
@@ -98,8 +100,10 @@ class GatoActor(core.Actor):
 
   @property
   def context_steps(self) -> int:
-    """The most timesteps the cache holds after the conditioning."""
-    return (self._model.sizes.max_len - len(self._prefix)) // self._layout.num_tokens
+    """The most timesteps the cache holds after the conditioning (at most max_timesteps,
+    as training windows do)."""
+    steps = (self._model.sizes.max_len - len(self._prefix)) // self._layout.num_tokens
+    return min(steps, self._max_timesteps) if self._max_timesteps else steps
 
   def _rebuild(self) -> None:
     """A fresh cache holding the conditioning and the latest half-context of timesteps."""
@@ -120,7 +124,7 @@ class GatoActor(core.Actor):
 
   def select_action(self, observation: np.ndarray) -> np.ndarray:
     n = self._layout.num_tokens
-    if self._cache is None or self._length + n > self._model.sizes.max_len:
+    if self._cache is None or self._length + n > len(self._prefix) + self.context_steps * n:
       self._rebuild()
     observation = np.asarray(observation, dtype=np.float32)
     action, tokens, self._cache, self._key = self._step(

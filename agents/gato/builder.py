@@ -69,10 +69,9 @@ class GatoBuilder(ReplayPipeline):
       raise ConfigError(
         f'model.task_tokens={m.task_tokens} is below the {len(bodies)} tasks: raise it'
       )
-    w = config.window
     for name, layout in {task: self.layout, **self.layouts}.items():
       n = layout.num_tokens
-      prefix = {'prompt': w.prompt_tokens // n * n, 'task_id': 1}.get(w.conditioning, 0)
+      prefix = self._prefix_tokens(layout)
       if m.context - prefix < n:
         raise ConfigError(
           f'model.context={m.context} leaves no room for one timestep of '
@@ -97,7 +96,7 @@ class GatoBuilder(ReplayPipeline):
       vocab_size=self.vocab.size,
       # Positions within a timestep: the largest body's.
       num_positions=max(x.num_tokens for x in (self.layout, *self.layouts.values())),
-      max_len=m.context,
+      max_len=self.context(),
       model_size=m.model_size,
       num_heads=m.num_heads,
       num_layers=m.num_layers,
@@ -105,11 +104,30 @@ class GatoBuilder(ReplayPipeline):
       value_bins=self.vocab.num_bins if m.value_embedding else 0,
     )
 
+  def _prefix_tokens(self, layout: TimestepLayout) -> int:
+    """The most tokens the conditioning takes before a timestep of `layout`."""
+    w = self.config.window
+    n = layout.num_tokens
+    return {'prompt': w.prompt_tokens // n * n, 'task_id': 1}.get(w.conditioning, 0)
+
+  def context(self) -> int:
+    """Tokens of a training window and of the actor's cache: model.context, or with
+    window.timesteps = k, what the body needing most takes for its conditioning and k
+    timesteps (no window is padded beyond its need)."""
+    m, k = self.config.model, self.config.window.timesteps
+    if not k:
+      return m.context
+    layouts = (self.layout, *self.layouts.values())
+    return min(m.context, max(self._prefix_tokens(x) + k * x.num_tokens for x in layouts))
+
   def max_targets(self) -> int:
     """The most action tokens a training window can hold: those of the whole timesteps of
     the body that fit most of them in the context (the conditioning never holds targets)."""
     layouts = (self.layout, *self.layouts.values())
-    return max(self.config.model.context // x.num_tokens * x.action_dim for x in layouts)
+    steps = {x: self.context() // x.num_tokens for x in layouts}
+    if self.config.window.timesteps:
+      steps = {x: min(s, self.config.window.timesteps) for x, s in steps.items()}
+    return max(s * x.action_dim for x, s in steps.items())
 
   def make_networks(self) -> SequenceModel:
     return make_transformer(self.sizes())
@@ -128,7 +146,8 @@ class GatoBuilder(ReplayPipeline):
     """launch.store.windows.WindowConfig's fields for this config."""
     w = self.config.window
     return {
-      'length': self.config.model.context,
+      'length': self.context(),
+      'timesteps': w.timesteps,
       'conditioning': w.conditioning,
       'prompt_tokens': w.prompt_tokens,
       'prompt_from_end': w.prompt_from_end,
@@ -201,4 +220,5 @@ class GatoBuilder(ReplayPipeline):
       conditioning=w.conditioning,
       prompt_tokens=w.prompt_tokens,
       task_index=self.task_index,
+      max_timesteps=w.timesteps,
     )

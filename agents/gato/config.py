@@ -51,6 +51,10 @@ class GatoWindowConfig(Config):
   conditioning: str = 'prompt'
   prompt_tokens: int = 64  # Room for the prompt (whole timesteps that fit).
   prompt_from_end: float = 0.5  # Share of prompts taken from their episode's end.
+  # Timesteps of history a window (and the actor's context) holds after the conditioning:
+  # 0 fills model.context; n > 0 holds n, and the context is cut to what the largest body's
+  # conditioning and n timesteps need (GatoBuilder.context).
+  timesteps: int = 0
   # The learner takes in newly stored episodes every this many batches.
   refresh_every: int = 100
   # Several tasks: draw each window's task uniformly (true), or in proportion to the task's
@@ -66,6 +70,7 @@ class GatoWindowConfig(Config):
       'in [0, 1]',
     )
     need(is_int(self.refresh_every) and self.refresh_every >= 1, 'refresh_every', 'an int >= 1')
+    need(is_int(self.timesteps) and self.timesteps >= 0, 'timesteps', 'an int >= 0')
     need(isinstance(self.balance_tasks, bool), 'balance_tasks', 'true or false')
 
 

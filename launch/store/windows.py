@@ -47,6 +47,8 @@ class WindowConfig:
   conditioning: str = 'prompt'
   prompt_tokens: int = 0  # Room for the prompt; it takes as many whole timesteps as fit.
   prompt_from_end: float = 0.5
+  # At most this many timesteps a window after the conditioning (0: as many as fit).
+  timesteps: int = 0
   # True: each window's task is drawn uniformly among the tasks with episodes (a batch
   # holds the tasks about equally); False: in proportion to their stored timesteps.
   balance_tasks: bool = True
@@ -54,8 +56,8 @@ class WindowConfig:
   def __post_init__(self):
     if self.conditioning not in CONDITIONINGS:
       raise ValueError(f'conditioning must be one of {CONDITIONINGS}, got {self.conditioning!r}')
-    if self.length < 1 or self.prompt_tokens < 0:
-      raise ValueError(f'length must be >= 1 and prompt_tokens >= 0, got {self}')
+    if self.length < 1 or self.prompt_tokens < 0 or self.timesteps < 0:
+      raise ValueError(f'length must be >= 1, prompt_tokens and timesteps >= 0, got {self}')
     if not 0.0 <= self.prompt_from_end <= 1.0:
       raise ValueError(f'prompt_from_end must be in [0, 1], got {self.prompt_from_end}')
 
@@ -203,6 +205,8 @@ class WindowSampler:
     which = self._rng.choice(len(lengths), p=lengths / lengths.sum())
     prefix, prefix_positions = self._conditioning(task, which)
     steps = min((length - len(prefix)) // n, task.lengths[which])
+    if self.config.timesteps:
+      steps = min(steps, self.config.timesteps)
     start = self._rng.integers(task.lengths[which] - steps + 1)
     body = task.episodes[which][start : start + steps].reshape(-1)
     pad = length - len(prefix) - len(body)

@@ -47,7 +47,7 @@ def _model():
   return model, params, jax.jit(model.apply)
 
 
-def _actor(how: str, conditioning: str = 'none', prompt_tokens: int = 0):
+def _actor(how: str, conditioning: str = 'none', prompt_tokens: int = 0, max_timesteps: int = 0):
   """An actor choosing its tokens `how` (agents.gato.decoding.CHOICES)."""
   model, params, _ = _model()
   client = VariableClient(_Source(params), ['policy'])
@@ -61,6 +61,7 @@ def _actor(how: str, conditioning: str = 'none', prompt_tokens: int = 0):
     conditioning=conditioning,
     prompt_tokens=prompt_tokens,
     task_index=1,
+    max_timesteps=max_timesteps,
   )
 
 
@@ -76,11 +77,12 @@ def _run_episode(actor, rng, steps=STEPS, reward=0.0):
   return obs[:-1], np.stack(actions)
 
 
-def _reference(obs, prefix, key, how):
+def _reference(obs, prefix, key, how, max_timesteps=0):
   """(action tokens [T, A], keys) decoded with full passes over the rule's context."""
   _, params, apply = _model()
   allowed = action_token_range(LAYOUT)
   room = (SIZES.max_len - len(prefix)) // N
+  room = min(room, max_timesteps) if max_timesteps else room
   timesteps, chosen, held = [], [], 0
   for o in obs:
     if held + 1 > room:
@@ -126,6 +128,19 @@ def test_cached_actions_match_full_passes_and_the_cache_resets_each_episode(how)
     assert actions.dtype == np.float32 and np.all(np.abs(actions) <= 1.0)
     # Each episode: a fresh cache, then rebuilds at steps 5 and 8 (5 fit, 2 are kept).
     assert actor.num_rebuilds == 3 * (episode + 1)
+
+
+@pytest.mark.parametrize('timesteps, rebuilds', [(1, 9), (3, 4)])
+def test_a_context_of_k_timesteps_acts_as_full_passes_over_k(timesteps, rebuilds):
+  """As training windows of window.timesteps = k: one timestep (a rebuild every step, the
+  cache holds the observation alone) or 3 (the first step's build, then rebuilds at steps
+  3, 5, 7 keeping one)."""
+  actor = _actor('argmax', max_timesteps=timesteps)
+  obs, _ = _run_episode(actor, np.random.default_rng(4))
+  tokens = np.stack([t[-LAYOUT.action_dim :] for t in actor._timesteps])
+  expected = _reference(obs, np.zeros(0, np.int32), jax.random.PRNGKey(3), 'argmax', timesteps)
+  np.testing.assert_array_equal(tokens, expected)
+  assert actor.context_steps == timesteps and actor.num_rebuilds == rebuilds
 
 
 def test_prompt_and_task_conditioning_are_prefilled():

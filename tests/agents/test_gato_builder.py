@@ -108,6 +108,39 @@ def test_gato_builder_pieces_store_train_checkpoint_and_act(tmp_path):
   assert action.shape == (builder.action_dim,) and np.all(np.abs(action) <= 1.0)
 
 
+def test_a_window_of_k_timesteps_cuts_the_context_to_what_the_largest_body_needs():
+  """Two bodies, cartpole (7 tokens a timestep) and point_mass (4 + 2 + 1 = 7 too) then
+  walker (24 + 6 + 1 = 31): task token plus one timestep of the largest."""
+  from agents.common.bodies import Body
+
+  bodies = {
+    t: Body(specs.make_environment_spec(make_environment(t, seed=0)), observation_group_sizes(t))
+    for t in (TASK, 'walker:walk')
+  }
+  spec = bodies[TASK].spec
+  config = GatoConfig.from_dict(
+    {'window.conditioning': 'task_id', 'window.timesteps': 1, 'model.context': 128}
+  )
+  builder = GatoBuilder(config, spec, observation_group_sizes(TASK), bodies, TASK)
+  assert builder.layouts['walker:walk'].num_tokens == 31
+  assert builder.context() == 32 == builder.sizes().max_len == builder.window_fields()['length']
+  assert builder.window_fields()['timesteps'] == 1
+  assert builder.max_targets() == 6  # walker's 6 action tokens; cartpole's one timestep has 1
+  # The actor's context holds one timestep too (the cartpole's 1 + 7 of 32 tokens).
+  model = builder.make_networks()
+  params = model.init(jax.random.PRNGKey(0), np.zeros((1, 1), np.int32), np.zeros((1, 1), np.int32))
+  source = type('Source', (), {'get_variables': lambda self, names: [params for _ in names]})()
+  actor = builder.make_actor(source, adder=None, deterministic=True)
+  env = make_environment(TASK, seed=1)
+  actor.observe_first(env.reset())
+  assert actor.context_steps == 1
+  # Unset, the context is model.context, filled with as many timesteps as fit.
+  config = GatoConfig.from_dict({'window.conditioning': 'task_id', 'model.context': 128})
+  builder = GatoBuilder(config, spec, observation_group_sizes(TASK), bodies, TASK)
+  assert builder.context() == 128 and builder.window_fields()['timesteps'] == 0
+  assert builder.max_targets() == 128 // 31 * 6  # walker's: more than cartpole's 18
+
+
 def test_gato_config_is_checked_in_one_place():
   with pytest.raises(ConfigError, match=r'model.model_size=10 .* multiple of num_heads'):
     GatoConfig.from_dict({'model.model_size': 10, 'model.num_heads': 4})
@@ -122,5 +155,8 @@ def test_gato_config_is_checked_in_one_place():
     ExperimentConfig.from_dict(
       {'algorithm': 'gato', 'store_episodes': False, 'max_actor_steps': 10}
     )
+  for field, value in (('window.timesteps', -1), ('model.greedy_decoding', 'mode')):
+    with pytest.raises(ConfigError, match=field):
+      GatoConfig.from_dict({field: value})
   cpu = GatoConfig.from_dict(registry.get('gato').preset('cpu'))
   assert (cpu.model.model_size, cpu.model.context, cpu.replay.batch_size) == (64, 128, 32)

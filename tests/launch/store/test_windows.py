@@ -138,6 +138,33 @@ def test_task_id_windows_start_with_the_task_token(store):
     WindowSampler(store, layouts, config)
 
 
+def test_windows_of_k_timesteps_hold_k_and_padding(store):
+  """timesteps=1 (no history): the task token, one stored timestep, padding; the walker's
+  7 tokens and the cart's 6 both fit a length of 8 once."""
+  config = WindowConfig(length=30, conditioning='task_id', timesteps=1)
+  sampler = WindowSampler(store, LAYOUTS, config, seed=3)
+  sampler.refresh()
+  batch = sampler.sample(32)
+  for b in range(32):
+    task = sampler.tasks[batch.task[b]]
+    layout = LAYOUTS[task]
+    real = int(np.sum(batch.tokens[b] != VOCAB.padding))
+    assert real == 1 + layout.num_tokens
+    assert len(_find(batch.tokens[b, 1:real][None], _tokens(task))) >= 1
+    assert batch.loss_mask[b].sum() == layout.action_dim
+  # k = 3: three timesteps, or all of an episode shorter than that (the walker's 2-step one).
+  sampler = WindowSampler(store, LAYOUTS, dataclasses.replace(config, timesteps=3), seed=4)
+  sampler.refresh()
+  batch = sampler.sample(256)
+  steps = [
+    int(m.sum()) // LAYOUTS[sampler.tasks[t]].action_dim
+    for m, t in zip(batch.loss_mask, batch.task)
+  ]
+  assert set(steps) == {2, 3}
+  with pytest.raises(ValueError, match='timesteps >= 0'):
+    WindowConfig(length=10, timesteps=-1)
+
+
 def test_fresh_episodes_join_on_refresh(tmp_path):
   """Online fine-tuning: episodes the actors store while the learner runs are drawn too."""
   store = EpisodeStore(tmp_path / 'store')
