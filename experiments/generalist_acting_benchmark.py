@@ -4,10 +4,11 @@ cache, and learner tokens per second (issue 22's benchmark 4).
   python -m experiments.generalist_acting_benchmark --tasks cartpole:swingup,walker:walk \\
       --out bench_out/generalist_acting
 
-For each task, the Gato agent's `--preset` model (the `cpu` preset: 128-token context)
-acts greedily in the real environment two ways, in alternating timed windows of
---window_steps environment steps (--repeats of each; the median is reported, and the
-ratio of medians, both measured in this one run):
+For each task, the Gato agent's `--preset` model over its whole `model.context` (the `cpu`
+preset's 128 tokens; `window.timesteps` is set to 0 here, since a context of one timestep
+leaves a cache nothing to save) acts greedily in the real environment two ways, in
+alternating timed windows of --window_steps environment steps (--repeats of each; the median
+is reported, and the ratio of medians, both measured in this one run):
 
   cached      the program's actor (agents.gato.actor.GatoActor): each step appends the
               observation's tokens to the key-value cache and decodes one token per action
@@ -71,16 +72,17 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 
 
 class FullPassActor:
-  """Greedy acting without a cache: the context as tokens, a full pass per action token."""
+  """Greedy acting without a cache: the context as tokens, a full pass per action token,
+  each chosen `how` (the cached actor's model.greedy_decoding)."""
 
-  def __init__(self, model, layout, params):
+  def __init__(self, model, layout, params, how: str):
     import jax
 
     from agents.gato.decoding import make_full_pass_decoder
 
     self._layout, self._params = layout, params
     self._max_len = model.sizes.max_len
-    self._decode = jax.jit(make_full_pass_decoder(model, layout, 'argmax'))
+    self._decode = jax.jit(make_full_pass_decoder(model, layout, how))
     self._key = jax.random.PRNGKey(0)
     self.observe_first(None)
 
@@ -199,10 +201,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   out = pathlib.Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
   overrides = [{k: v} for k, v in args.agent]
-  # No conditioning: both actors then hold exactly the episode's own timesteps.
+  # No conditioning: both actors then hold exactly the episode's own timesteps, as many as
+  # fit the context.
   settings = merge_overrides(
-    GatoConfig, registry.get('gato').preset(args.preset), {'window.conditioning': 'none'},
-    *overrides,
+    GatoConfig, registry.get('gato').preset(args.preset),
+    {'window.conditioning': 'none', 'window.timesteps': 0}, *overrides,
   )  # fmt: skip
   config = GatoConfig.from_dict(settings)
   rows, summary = [], []
@@ -218,7 +221,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       learner = builder.make_learner(batches, seed=0)
       params = learner.get_variables(['policy'])[0]
       cached = builder.make_actor(learner, adder=None, seed=0, deterministic=True)
-      full = FullPassActor(builder.make_networks(), layout, params)
+      full = FullPassActor(builder.make_networks(), layout, params, config.model.greedy_decoding)
       same = same_actions(cached, full, make_environment(task, seed=1), args.check_steps)
       print(f'[{task}] {layout.num_tokens} tokens a timestep, context {context}; same actions '
             f'on {same:.0%} of {args.check_steps} steps', flush=True)  # fmt: skip

@@ -159,4 +159,4 @@ def test_gato_config_is_checked_in_one_place():
     with pytest.raises(ConfigError, match=field):
       GatoConfig.from_dict({field: value})
   cpu = GatoConfig.from_dict(registry.get('gato').preset('cpu'))
-  assert (cpu.model.model_size, cpu.model.context, cpu.replay.batch_size) == (64, 128, 32)
+  assert (cpu.model.model_size, cpu.window.timesteps, cpu.replay.batch_size) == (64, 1, 256)

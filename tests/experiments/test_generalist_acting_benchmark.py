@@ -52,7 +52,7 @@ def test_the_full_pass_context_is_what_the_cached_actor_holds_through_overflows(
   learner = builder.make_learner(iter(()), seed=0)
   cached = builder.make_actor(learner, adder=None, deterministic=True)
   full = bench.FullPassActor(
-    builder.make_networks(), builder.layout, learner.get_variables(['policy'])[0]
+    builder.make_networks(), builder.layout, learner.get_variables(['policy'])[0], 'mean'
   )
   n = builder.layout.num_tokens
   timestep = env.reset()
