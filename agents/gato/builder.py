@@ -124,10 +124,8 @@ class GatoBuilder(ReplayPipeline):
     """The most action tokens a training window can hold: those of the whole timesteps of
     the body that fit most of them in the context (the conditioning never holds targets)."""
     layouts = (self.layout, *self.layouts.values())
-    steps = {x: self.context() // x.num_tokens for x in layouts}
-    if self.config.window.timesteps:
-      steps = {x: min(s, self.config.window.timesteps) for x, s in steps.items()}
-    return max(s * x.action_dim for x, s in steps.items())
+    context, k = self.context(), self.config.window.timesteps
+    return max(min(context // x.num_tokens, k or context) * x.action_dim for x in layouts)
 
   def make_networks(self) -> SequenceModel:
     return make_transformer(self.sizes())
