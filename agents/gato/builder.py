@@ -191,6 +191,7 @@ class GatoBuilder(ReplayPipeline):
       logger=logger,
       max_targets=self.max_targets(),
       action_range=action_token_range(self.layout),
+      num_value_bins=self.vocab.num_bins,
     )
 
   def make_actor(

@@ -85,6 +85,10 @@ class GatoOptimConfig(Config):
   # targets stay): past actions then predict the next one less well than the observation
   # does, against copying the previous action (behaviour cloning's copycat problem).
   action_token_noise: float = 0.0
+  # Every value token of a window's input (observations, past actions) moved by a uniform
+  # random number of bins in [-n, n] (the targets stay): against memorising each stored
+  # state's one noisy action (learning.jitter_value_tokens). 0: off.
+  value_token_jitter: int = 0
 
   def check(self, need: Need) -> None:
     for f in ('learning_rate', 'max_grad_norm'):
@@ -96,6 +100,11 @@ class GatoOptimConfig(Config):
     )
     need(
       finite(self.weight_decay) and self.weight_decay >= 0, 'weight_decay', 'a finite number >= 0'
+    )
+    need(
+      is_int(self.value_token_jitter) and 0 <= self.value_token_jitter < 512,
+      'value_token_jitter',
+      'an int in [0, 512) (bins)',
     )
 
 

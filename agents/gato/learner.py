@@ -29,15 +29,25 @@ class GatoLearner(JittedLearner):
     logger: Optional[loggers.Logger] = None,
     max_targets: Optional[int] = None,
     action_range: Tuple[int, int] = (0, 0),
+    num_value_bins: int = 0,
   ):
     """`max_targets`: at least the action tokens any window holds (GatoBuilder.max_targets);
     the logits are computed there alone. None: at every position. `action_range`: the
-    action bins (decoding.action_token_range) that optim.action_token_noise draws from."""
+    action bins (decoding.action_token_range) that optim.action_token_noise draws from.
+    `num_value_bins`: the value tokens (below it) that optim.value_token_jitter moves."""
     o = config.optim
     optimizer = learning.make_optimizer(o.learning_rate, o.max_grad_norm, o.weight_decay)
     super().__init__(
       learning.initial_state(model, optimizer, jax.random.PRNGKey(seed)),
-      learning.make_update_fn(model, optimizer, max_targets, o.action_token_noise, action_range),
+      learning.make_update_fn(
+        model,
+        optimizer,
+        max_targets,
+        o.action_token_noise,
+        action_range,
+        o.value_token_jitter,
+        num_value_bins,
+      ),
       iterator,
       counter,
       logger,

@@ -155,7 +155,12 @@ def test_gato_config_is_checked_in_one_place():
     ExperimentConfig.from_dict(
       {'algorithm': 'gato', 'store_episodes': False, 'max_actor_steps': 10}
     )
-  for field, value in (('window.timesteps', -1), ('model.greedy_decoding', 'mode')):
+  for field, value in (
+    ('window.timesteps', -1),
+    ('model.greedy_decoding', 'mode'),
+    ('optim.value_token_jitter', -1),
+    ('optim.value_token_jitter', 1.5),
+  ):
     with pytest.raises(ConfigError, match=field):
       GatoConfig.from_dict({field: value})
   cpu = GatoConfig.from_dict(registry.get('gato').preset('cpu'))

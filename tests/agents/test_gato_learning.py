@@ -133,3 +133,42 @@ def test_the_update_reads_noisy_inputs_and_scores_the_true_targets(tmp_path):
   assert float(noisy['action_tokens']) == float(clean['action_tokens'])
   assert float(noisy['sequence_loss']) != float(clean['sequence_loss'])
   assert float(noisy_update(state, batch)[1]['sequence_loss']) == float(noisy['sequence_loss'])
+
+
+def test_value_token_jitter_moves_value_tokens_within_the_range_alone():
+  # Value bins 0..9, then ids of other kinds (separator, task, discrete) from 10 on.
+  tokens = np.tile(np.array([0, 1, 5, 9, 8, 10, 11, 2000], np.int32), (2000, 1))
+  key = jax.random.PRNGKey(3)
+  moved = np.asarray(learning.jitter_value_tokens(tokens, key, 2, 10))
+  np.testing.assert_array_equal(moved[:, 5:], tokens[:, 5:])  # Not value tokens.
+  # Inside [-2, 2] bins of their own, clipped to the value range 0..9; every shift drawn.
+  assert set(np.unique(moved[:, 2])) == {3, 4, 5, 6, 7}
+  assert set(np.unique(moved[:, 0])) == {0, 1, 2}  # -1, -2 clipped to 0.
+  assert set(np.unique(moved[:, 3])) == {7, 8, 9}  # 10, 11 clipped to 9.
+  assert 0.55 < np.mean(moved[:, 0] == 0) < 0.65  # Shifts -2, -1, 0 land on bin 0: 3/5.
+  assert np.array_equal(learning.jitter_value_tokens(tokens, key, 0, 10), tokens)
+
+
+def test_the_update_jitters_value_inputs_and_keeps_the_targets(tmp_path):
+  store = EpisodeStore(tmp_path / 'store')
+  with store.writer('actor_0') as writer:
+    for seed, task in enumerate(['walker', 'cart']):
+      writer.append(_episode(task, seed, length=12))
+  sampler = WindowSampler(store, LAYOUTS, WindowConfig(WINDOW, conditioning='none'), seed=1)
+  sampler.refresh()
+  batch = sampler.sample(8)
+  model = _model()
+  optimizer = optax.sgd(1.0)
+  state = learning.initial_state(model, optimizer, jax.random.PRNGKey(0))
+  clean = jax.jit(learning.make_update_fn(model, optimizer))(state, batch)[1]
+  update = jax.jit(learning.make_update_fn(model, optimizer, None, 0.0, (0, 0), 3, VOCAB.num_bins))
+  jittered = update(state, batch)[1]
+  assert float(jittered['action_tokens']) == float(clean['action_tokens'])
+  assert float(jittered['sequence_loss']) != float(clean['sequence_loss'])
+  assert float(update(state, batch)[1]['sequence_loss']) == float(jittered['sequence_loss'])
+  try:
+    learning.make_update_fn(model, optimizer, None, 0.0, (0, 0), 3, 0)
+  except ValueError as e:
+    assert 'num_value_bins' in str(e)
+  else:
+    raise AssertionError('jitter without a value range was accepted')
