@@ -100,6 +100,21 @@ def test_logits_at_the_targets_alone_make_the_same_update(tmp_path):
   )
 
 
+def _eight_windows_and_a_fresh_model(tmp_path):
+  """A batch of 8 windows of a real store of both bodies, a model, SGD and its state."""
+  store = EpisodeStore(tmp_path / 'store')
+  with store.writer('actor_0') as writer:
+    for seed, task in enumerate(['walker', 'cart']):
+      writer.append(_episode(task, seed, length=12))
+  sampler = WindowSampler(store, LAYOUTS, WindowConfig(WINDOW, conditioning='none'), seed=1)
+  sampler.refresh()
+  batch = sampler.sample(8)
+  model = _model()
+  optimizer = optax.sgd(1.0)
+  state = learning.initial_state(model, optimizer, jax.random.PRNGKey(0))
+  return batch, model, optimizer, state
+
+
 def test_action_token_noise_replaces_input_action_tokens_alone():
   layout = LAYOUTS['walker']  # 3 observation tokens, a separator, 2 action tokens.
   mask = np.tile(layout.action_mask, (64, 4))
@@ -116,16 +131,7 @@ def test_action_token_noise_replaces_input_action_tokens_alone():
 
 
 def test_the_update_reads_noisy_inputs_and_scores_the_true_targets(tmp_path):
-  store = EpisodeStore(tmp_path / 'store')
-  with store.writer('actor_0') as writer:
-    for seed, task in enumerate(['walker', 'cart']):
-      writer.append(_episode(task, seed, length=12))
-  sampler = WindowSampler(store, LAYOUTS, WindowConfig(WINDOW, conditioning='none'), seed=1)
-  sampler.refresh()
-  batch = sampler.sample(8)
-  model = _model()
-  optimizer = optax.sgd(1.0)
-  state = learning.initial_state(model, optimizer, jax.random.PRNGKey(0))
+  batch, model, optimizer, state = _eight_windows_and_a_fresh_model(tmp_path)
   clean = jax.jit(learning.make_update_fn(model, optimizer))(state, batch)[1]
   noisy_update = jax.jit(learning.make_update_fn(model, optimizer, None, 0.5, (279, 744)))
   noisy = noisy_update(state, batch)[1]
@@ -150,16 +156,7 @@ def test_value_token_jitter_moves_value_tokens_within_the_range_alone():
 
 
 def test_the_update_jitters_value_inputs_and_keeps_the_targets(tmp_path):
-  store = EpisodeStore(tmp_path / 'store')
-  with store.writer('actor_0') as writer:
-    for seed, task in enumerate(['walker', 'cart']):
-      writer.append(_episode(task, seed, length=12))
-  sampler = WindowSampler(store, LAYOUTS, WindowConfig(WINDOW, conditioning='none'), seed=1)
-  sampler.refresh()
-  batch = sampler.sample(8)
-  model = _model()
-  optimizer = optax.sgd(1.0)
-  state = learning.initial_state(model, optimizer, jax.random.PRNGKey(0))
+  batch, model, optimizer, state = _eight_windows_and_a_fresh_model(tmp_path)
   clean = jax.jit(learning.make_update_fn(model, optimizer))(state, batch)[1]
   update = jax.jit(learning.make_update_fn(model, optimizer, None, 0.0, (0, 0), 3, VOCAB.num_bins))
   jittered = update(state, batch)[1]
