@@ -1,7 +1,7 @@
 """Fetches parameters from a VariableSource (the learner) every few actor steps."""
 
 import time
-from typing import Any, Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
 from acme import core
 
@@ -62,3 +62,22 @@ class VariableClient:
     if self._params is None:
       self.update_and_wait()
     return self._params
+
+
+class FixedVariables(core.VariableSource):
+  """A VariableSource serving one fixed set of parameters under every name (a kept
+  checkpoint's policy, acting outside a running program)."""
+
+  def __init__(self, params: Any):
+    self._params = params
+
+  def get_variables(self, names: Sequence[str]) -> List[Any]:
+    return [self._params for _ in names]
+
+
+def acting_params(learner_state: Any) -> Any:
+  """What a learner state's actors act with: the MPO family keeps `policy_params`, the
+  generalist its one `params`."""
+  if hasattr(learner_state, 'policy_params'):
+    return learner_state.policy_params
+  return learner_state.params

@@ -48,16 +48,6 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 KINDS = ('expert', 'mixed', 'random')
 
 
-class _FixedParams:
-  """A VariableSource serving one set of policy parameters."""
-
-  def __init__(self, params: Any):
-    self._params = params
-
-  def get_variables(self, names: Sequence[str]) -> List[Any]:
-    return [self._params for _ in names]
-
-
 class _NoisyActor:
   """Wraps an actor: adds Gaussian noise to its actions, clipped to the action bounds."""
 
@@ -103,11 +93,6 @@ class _Collected:
 
   def append(self, episode) -> None:
     self.episodes.append(episode)
-
-
-def _policy_params(state: Any) -> Any:
-  """What the actors act with: MPO-family states keep `policy_params`, Gato's `params`."""
-  return state.policy_params if hasattr(state, 'policy_params') else state.params
 
 
 def build_dataset(
@@ -272,6 +257,7 @@ def _generate(
   from acme.utils import loggers
 
   from agents.common.errors import ConfigError
+  from agents.variable_client import FixedVariables, acting_params
   from environments.actions import ExecutedActionActor
   from launch import experiment
   from launch.checkpointing import Checkpointer
@@ -289,7 +275,7 @@ def _generate(
 
   def restored(step: int) -> Any:
     if step not in params:
-      params[step] = _policy_params(ckpt.restore(step)['learner_state'])
+      params[step] = acting_params(ckpt.restore(step)['learner_state'])
     return params[step]
 
   out = []
@@ -310,7 +296,7 @@ def _generate(
       env_actions=env_actions,
     ):
       actor = builder.make_actor(
-        _FixedParams(restored(step)), adder=None, seed=actor_seed, deterministic=deterministic
+        FixedVariables(restored(step)), adder=None, seed=actor_seed, deterministic=deterministic
       )
       return _NoisyActor(actor, noise_scale, env_actions, actor_seed) if noise_scale else actor
 

@@ -15,21 +15,6 @@ from launch.store.episodes import EpisodeStore
 from tests.fakes import TINY_AGENT
 
 
-@pytest.fixture(scope='module')
-def run_with_two_checkpoints(tmp_path_factory):
-  path = tmp_path_factory.mktemp('run')
-  cfg = ExperimentConfig(run_dir=str(path), agent=TINY_AGENT)
-  rd = RunDir(str(path))
-  rd.create()
-  rd.write_config(cfg.to_dict())
-  builder = experiment.make_builder(cfg)
-  ckpt = Checkpointer(rd.checkpoints)
-  for step, seed in ((10, 1), (20, 2)):
-    state = builder.make_learner(iter(()), seed=seed).save()
-    ckpt.save({'learner_state': state, 'learner_steps': step}, step)
-  return path
-
-
 def test_expert_and_mixed_datasets_record_their_sources(run_with_two_checkpoints, tmp_path):
   out = tmp_path / 'mixed'
   manifest = build_dataset(
@@ -52,7 +37,7 @@ def test_expert_and_mixed_datasets_record_their_sources(run_with_two_checkpoints
 
 
 def test_a_greedy_expert_acts_with_the_policy_mean(run_with_two_checkpoints, tmp_path):
-  from experiments.make_dataset import _FixedParams, _policy_params
+  from agents.variable_client import FixedVariables, acting_params
 
   run = str(run_with_two_checkpoints)
   manifest = build_dataset(run, 'expert', 1, str(tmp_path / 'greedy'), greedy=True)
@@ -63,8 +48,8 @@ def test_a_greedy_expert_acts_with_the_policy_mean(run_with_two_checkpoints, tmp
   episode = greedy.read(greedy.index()[0].episode_id)
   # Every stored action is the newest policy's greedy action at the stored observation.
   cfg = ExperimentConfig.from_dict(RunDir(run).read_config())
-  params = _policy_params(Checkpointer(RunDir(run).checkpoints).restore(20)['learner_state'])
-  actor = experiment.make_builder(cfg).make_actor(_FixedParams(params), None, deterministic=True)
+  params = acting_params(Checkpointer(RunDir(run).checkpoints).restore(20)['learner_state'])
+  actor = experiment.make_builder(cfg).make_actor(FixedVariables(params), None, deterministic=True)
   for t in (0, 1, 500, 999):
     expected = np.clip(actor.select_action(episode.observations[t]), -1.0, 1.0)
     np.testing.assert_allclose(episode.actions[t], expected, rtol=1e-5, atol=1e-6)

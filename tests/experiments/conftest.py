@@ -1,0 +1,37 @@
+"""Fixtures shared by the experiment tools' tests."""
+
+import pytest
+
+from launch import experiment
+from launch.checkpointing import Checkpointer
+from launch.config import ExperimentConfig
+from launch.run_dir import RunDir
+from tests.fakes import TINY_AGENT
+
+
+def _run_with_two_checkpoints(path, task: str):
+  """A run of `task` by the tiny MPO agent with checkpoints at steps 10 and 20 (two
+  differently seeded initial states)."""
+  cfg = ExperimentConfig(run_dir=str(path), task=task, agent=TINY_AGENT)
+  rd = RunDir(str(path))
+  rd.create()
+  rd.write_config(cfg.to_dict())
+  builder = experiment.make_builder(cfg)
+  ckpt = Checkpointer(rd.checkpoints)
+  for step, seed in ((10, 1), (20, 2)):
+    state = builder.make_learner(iter(()), seed=seed).save()
+    ckpt.save({'learner_state': state, 'learner_steps': step}, step)
+  return path
+
+
+@pytest.fixture(scope='module')
+def run_with_two_checkpoints(tmp_path_factory):
+  """cartpole:swingup, checkpoints 10 and 20."""
+  return _run_with_two_checkpoints(tmp_path_factory.mktemp('run'), 'cartpole:swingup')
+
+
+@pytest.fixture(scope='module')
+def balance_run_with_two_checkpoints(tmp_path_factory):
+  """cartpole:balance (where even untrained policies earn returns that tell them apart),
+  checkpoints 10 and 20."""
+  return _run_with_two_checkpoints(tmp_path_factory.mktemp('run'), 'cartpole:balance')
