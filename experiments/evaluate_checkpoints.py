@@ -10,7 +10,10 @@ raw returns and, where a reference exists, the expert-normalised score.
   python -m experiments.evaluate_checkpoints --run_dir runs/gato --episodes 10 \\
       --out runs/gato/evaluations_10.csv
   python -m experiments.evaluate_checkpoints --run_dir runs/gato --steps 6000,12000 \\
-      --tasks cartpole:swingup
+      --tasks cartpole:swingup --agent model.greedy_decoding=argmax
+
+--agent changes a setting of how the agent acts (not of its network's shapes) for these
+episodes only; the run's config.json stays as it is.
 
 Episode k of a task plays on a fresh environment of seed `--seed` + k, so every
 checkpoint meets the same N starts. The run's files are read as another run's: its
@@ -23,7 +26,7 @@ import os
 import pathlib
 import sys
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
@@ -52,6 +55,21 @@ def _prompt(actor: Any, stores: Sequence[pathlib.Path], task: str) -> None:
   actor.use_demonstration(episode.observations, episode.actions, episode_return)
 
 
+def _with_settings(config: Dict[str, Any], settings: Sequence[Tuple[str, Any]]) -> Dict:
+  """The run's config dict with agent settings replaced (checked when it is read)."""
+  from agents.common.errors import ConfigError
+
+  for field, value in settings:
+    node = config['agent']
+    *parents, name = field.split('.')
+    for parent in parents:
+      node = node.get(parent) if isinstance(node, dict) else None
+    if not isinstance(node, dict) or name not in node:
+      raise ConfigError(f"agent setting {field}: not a setting of this run's agent")
+    node[name] = value
+  return config
+
+
 def evaluate_checkpoints(
   run_dir: str,
   episodes: int,
@@ -59,11 +77,13 @@ def evaluate_checkpoints(
   tasks: Optional[Sequence[str]] = None,
   seed: int = 100,
   on_row: Callable[[Dict[str, Any]], None] = lambda row: None,
+  agent_settings: Sequence[Tuple[str, Any]] = (),
 ) -> List[Dict[str, Any]]:
   """Rows (FIELDS) of `episodes` greedy episodes a task for each checkpoint of `steps`
   (default: every kept one) and task of `tasks` (default: the run's); a run of several
   tasks adds a row of task 'mean' a checkpoint (mean over tasks). `on_row` sees each row
-  as it is made. ConfigError naming the argument on a bad run, step or task."""
+  as it is made; `agent_settings` are (dotted field, value) changes of the run's agent
+  settings. ConfigError naming the argument on a bad run, step, task or setting."""
   import acme
   import numpy as np
   from acme.utils import loggers
@@ -81,7 +101,7 @@ def evaluate_checkpoints(
   rd = RunDir(os.path.abspath(run_dir))
   if not rd.exists():
     raise ConfigError(f'run_dir {run_dir} is not a run directory (no config.json)')
-  cfg = ExperimentConfig.from_dict(rd.read_config())
+  cfg = ExperimentConfig.from_dict(_with_settings(rd.read_config(), agent_settings))
   ckpt = Checkpointer(rd.checkpoints, read_pickles=False)
   kept = ckpt.all_steps()
   if not kept:
@@ -153,6 +173,7 @@ def _ints(text: str) -> List[int]:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
   from agents.common.errors import UserError
+  from launch.cli import agent_setting
 
   p = argparse.ArgumentParser(
     description=__doc__.split('\n\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter
@@ -163,6 +184,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   p.add_argument('--tasks', default=None, help="comma-separated (the run's)")
   p.add_argument('--seed', type=int, default=100, help='episode k plays on seed + k')
   p.add_argument('--out', default=None, help='a CSV for the rows (else printed only)')
+  p.add_argument(
+    '--agent',
+    type=agent_setting,
+    action='append',
+    default=[],
+    metavar='FIELD=VALUE',
+    help='an acting setting for these episodes, e.g. model.greedy_decoding=argmax',
+  )
   args = p.parse_args(sys.argv[1:] if argv is None else argv)
 
   def show(row: Dict[str, Any]) -> None:
@@ -175,7 +204,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
   tasks = [t for t in args.tasks.split(',') if t] if args.tasks else None
   try:
-    rows = evaluate_checkpoints(args.run_dir, args.episodes, args.steps, tasks, args.seed, show)
+    rows = evaluate_checkpoints(
+      args.run_dir, args.episodes, args.steps, tasks, args.seed, show, args.agent
+    )
   except UserError as e:
     print(f'[evaluate] {e}', file=sys.stderr)
     return 2

@@ -10,7 +10,7 @@ from acme.utils import loggers
 from agents.common.errors import ConfigError
 from agents.variable_client import FixedVariables, acting_params
 from environments.references import normalised_score, references
-from experiments.evaluate_checkpoints import evaluate_checkpoints, main
+from experiments.evaluate_checkpoints import _with_settings, evaluate_checkpoints, main
 from launch import experiment
 from launch.checkpointing import Checkpointer
 from launch.config import ExperimentConfig
@@ -66,6 +66,18 @@ def test_named_steps_and_bad_arguments(balance_run_with_two_checkpoints, tmp_pat
     evaluate_checkpoints(run, 0)
   with pytest.raises(ConfigError, match='not a run directory'):
     evaluate_checkpoints(str(tmp_path / 'nothing'), 1)
+  with pytest.raises(ConfigError, match='agent setting replay.nothing: not a setting of this'):
+    evaluate_checkpoints(run, 1, agent_settings=[('replay.nothing', 1)])
+  with pytest.raises(ConfigError, match='num_samples'):  # Checked as any config.
+    evaluate_checkpoints(run, 1, agent_settings=[('num_samples', 0)])
+
+
+def test_agent_settings_replace_nested_fields_of_the_stored_config():
+  stored = {'agent': {'model': {'greedy_decoding': 'mean', 'context': 10}, 'seed': 1}}
+  changed = _with_settings(stored, [('model.greedy_decoding', 'argmax'), ('seed', 2)])
+  assert changed == {'agent': {'model': {'greedy_decoding': 'argmax', 'context': 10}, 'seed': 2}}
+  with pytest.raises(ConfigError, match='model.context.x'):
+    _with_settings(stored, [('model.context.x', 1)])
 
 
 def test_command_line_writes_the_rows(balance_run_with_two_checkpoints, tmp_path, capsys):
