@@ -29,6 +29,9 @@ _W_INIT = hk.initializers.VarianceScaling(1.0, 'fan_avg', 'uniform')
 # Far below any real attention logit, yet finite: exp() of it is exactly 0 in float32 and
 # a fully masked row (which the causal mask never makes) would not turn into NaN.
 _MASKED = -1e30
+# Frequencies (multiples of pi, over places in [-1, 1]) of a value's features when value
+# tokens have no vector of their own (TransformerSizes.value_lookup).
+VALUE_FREQUENCIES = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,9 +49,19 @@ class TransformerSizes:
   # is embedded with its bin's place in [-1, 1] besides its own vector, so that neighbouring
   # values start out alike instead of sharing nothing until data has taught each bin.
   value_bins: int = 0
+  # With value_bins, False gives value tokens no vector of their own: they share one, and
+  # differ only by their place's features (the place and its sines and cosines at
+  # VALUE_FREQUENCIES frequencies), a smooth function of the value. A vector per bin lets
+  # the model tell apart every observation it was trained on and learn each one's noisy
+  # action by heart; this cannot.
+  value_lookup: bool = True
 
   def __post_init__(self):
+    if not isinstance(self.value_lookup, bool):
+      raise ValueError(f'TransformerSizes.value_lookup must be a bool, got {self.value_lookup!r}')
     for f in dataclasses.fields(self):
+      if f.name == 'value_lookup':
+        continue
       value = getattr(self, f.name)
       least = 0 if f.name == 'value_bins' else 1
       if not isinstance(value, int) or isinstance(value, bool) or value < least:
@@ -144,12 +157,20 @@ class DecoderTransformer(hk.Module):
     at: Optional[jnp.ndarray] = None,
   ) -> Tuple[jnp.ndarray, Optional[KVCache]]:
     s = self._sizes
-    x = hk.Embed(s.vocab_size, s.model_size, name='token_embedding')(tokens)
+    is_value = tokens < s.value_bins
+    looked_up = tokens if s.value_lookup else jnp.where(is_value, 0, tokens)
+    x = hk.Embed(s.vocab_size, s.model_size, name='token_embedding')(looked_up)
     x = x + hk.Embed(s.num_positions, s.model_size, name='position_embedding')(positions)
     if s.value_bins:
-      is_value = tokens < s.value_bins
       place = jnp.where(is_value, (2.0 * tokens + 1.0) / s.value_bins - 1.0, 0.0)
-      features = jnp.stack([place, is_value.astype(place.dtype)], axis=-1)
+      features = [place, is_value.astype(place.dtype)]
+      if not s.value_lookup:
+        angles = place[..., None] * jnp.pi * jnp.arange(1, VALUE_FREQUENCIES + 1)
+        waves = jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
+        features = [f[..., None] for f in features] + [waves * features[1][..., None]]
+        features = jnp.concatenate(features, axis=-1)
+      else:
+        features = jnp.stack(features, axis=-1)
       x = x + hk.Linear(s.model_size, name='value_embedding')(features)
     new_keys, new_values = [], []
     for i in range(s.num_layers):

@@ -102,6 +102,7 @@ class GatoBuilder(ReplayPipeline):
       num_layers=m.num_layers,
       widening_factor=m.widening_factor,
       value_bins=self.vocab.num_bins if m.value_embedding else 0,
+      value_lookup=m.value_lookup,
     )
 
   def _prefix_tokens(self, layout: TimestepLayout) -> int:

@@ -28,6 +28,9 @@ class GatoModelConfig(Config):
   action_mu_law: bool = True
   # Each value token also embedded by its bin's place in [-1, 1] (TransformerSizes.value_bins).
   value_embedding: bool = False
+  # false (with value_embedding): value tokens are embedded by their place alone, with no
+  # vector per bin to memorise single observations by (TransformerSizes.value_lookup).
+  value_lookup: bool = True
   # The deterministic (evaluation) actor's choice of each action token (GREEDY_DECODINGS).
   greedy_decoding: str = 'mean'
 
@@ -38,6 +41,12 @@ class GatoModelConfig(Config):
     need(is_int(self.task_tokens) and self.task_tokens >= 1, 'task_tokens', 'an int >= 1')
     need(isinstance(self.action_mu_law, bool), 'action_mu_law', 'true or false')
     need(isinstance(self.value_embedding, bool), 'value_embedding', 'true or false')
+    need(isinstance(self.value_lookup, bool), 'value_lookup', 'true or false')
+    need(
+      self.value_lookup or self.value_embedding,
+      'value_lookup',
+      'true unless value_embedding is (value tokens need an embedding)',
+    )
     need(self.greedy_decoding in GREEDY_DECODINGS, 'greedy_decoding', f'one of {GREEDY_DECODINGS}')
 
 

@@ -160,8 +160,14 @@ def test_gato_config_is_checked_in_one_place():
     ('model.greedy_decoding', 'mode'),
     ('optim.value_token_jitter', -1),
     ('optim.value_token_jitter', 1.5),
+    ('model.value_lookup', 'no'),
   ):
     with pytest.raises(ConfigError, match=field):
       GatoConfig.from_dict({field: value})
+  # Value tokens without a vector of their own need the place embedding.
+  with pytest.raises(ConfigError, match='model.value_lookup=False .* unless value_embedding'):
+    GatoConfig.from_dict({'model.value_lookup': False})
+  smooth = _builder(**{'model.value_embedding': True, 'model.value_lookup': False})
+  assert smooth.sizes().value_bins > 0 and not smooth.sizes().value_lookup
   cpu = GatoConfig.from_dict(registry.get('gato').preset('cpu'))
   assert (cpu.model.model_size, cpu.window.timesteps, cpu.replay.batch_size) == (64, 1, 256)

@@ -136,3 +136,39 @@ def test_value_tokens_are_embedded_by_their_place_too():
   np.testing.assert_allclose(stepped, model.apply(params, tokens, positions), atol=1e-5)
   with pytest.raises(ValueError, match='value_bins must be an int >= 0'):
     dataclasses.replace(SIZES, value_bins=-1)
+
+
+def test_without_a_lookup_value_tokens_differ_by_their_place_alone():
+  sizes = dataclasses.replace(SIZES, value_bins=30, value_lookup=False)
+  model = make_transformer(sizes)
+  tokens, positions = _sequence(seed=5)
+  params = model.init(jax.random.PRNGKey(0), tokens, positions)
+  # Place, is-value, then sines and cosines at 8 frequencies.
+  assert params['decoder/value_embedding']['w'].shape == (18, SIZES.model_size)
+  tokens[:, 0] = [14, 31]  # A value bin, then a non-value token.
+  first = (tokens[:, :1], positions[:, :1])
+  before = np.asarray(model.apply(params, *first))
+  # Value bins other than 0 never read their own vector (all share bin 0's): rewriting
+  # bin 14's row changes nothing; rewriting token 31's changes its logits.
+  table = params['decoder/token_embedding']['embeddings']
+  # Not a constant: the layer norms would take it out again.
+  shift = jax.random.normal(jax.random.PRNGKey(1), table.shape[1:])
+  for row, moved in ((14, False), (0, True), (31, True)):
+    changed = dict(params)
+    changed['decoder/token_embedding'] = {'embeddings': table.at[row].add(shift)}
+    delta = np.abs(np.asarray(model.apply(changed, *first)) - before).max(axis=(1, 2))
+    assert (delta > 1e-4).tolist() == ([True, False] if row == 0 else [False, moved])
+  # Neighbouring bins get nearby logits (the features are smooth in the place); bins far
+  # apart differ more.
+  near, far = tokens.copy(), tokens.copy()
+  near[0, 0], far[0, 0] = 15, 29
+  gap = lambda t: np.abs(
+    np.asarray(model.apply(params, t[:, :1], positions[:, :1]))[0] - before[0]
+  ).max()
+  assert 0 < gap(near) < gap(far)
+  # The cache reads tokens through the same embedding.
+  cache = model.init_cache(BATCH)
+  stepped, _ = model.apply_cached(params, cache, tokens, positions)
+  np.testing.assert_allclose(stepped, model.apply(params, tokens, positions), atol=1e-5)
+  with pytest.raises(ValueError, match='value_lookup must be a bool'):
+    dataclasses.replace(SIZES, value_lookup=1)
