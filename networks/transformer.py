@@ -53,7 +53,8 @@ class TransformerSizes:
   # differ only by their place's features (the place and its sines and cosines at
   # VALUE_FREQUENCIES frequencies), a smooth function of the value. A vector per bin lets
   # the model tell apart every observation it was trained on and learn each one's noisy
-  # action by heart; this cannot.
+  # action by heart; smooth features make that much harder (it still fits some noise:
+  # experiments/results/generalist_multitask, session 26).
   value_lookup: bool = True
 
   def __post_init__(self):
