@@ -65,14 +65,14 @@ class VariableClient:
 
 
 class FixedVariables(core.VariableSource):
-  """A VariableSource serving one fixed set of parameters under every name (a kept
-  checkpoint's policy, acting outside a running program)."""
+  """A VariableSource serving one set of parameters under every name (a kept checkpoint's
+  policy, acting outside a running program); set `params` to serve another."""
 
   def __init__(self, params: Any):
-    self._params = params
+    self.params = params
 
   def get_variables(self, names: Sequence[str]) -> List[Any]:
-    return [self._params for _ in names]
+    return [self.params for _ in names]
 
 
 def acting_params(learner_state: Any) -> Any:

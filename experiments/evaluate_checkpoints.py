@@ -115,17 +115,23 @@ def evaluate_checkpoints(
   tasks = list(tasks or cfg.task_names)
   # The run may have moved since it ran: its own store is where it is now.
   stores = [rd.store] + [pathlib.Path(d) for d in cfg.datasets]
+  # One actor a task (compiled and prompted once), each checkpoint's parameters served in
+  # turn, as the evaluator's actors fetch the learner's.
+  source = FixedVariables(None)
+  actors = {}
+  for task in tasks:
+    actors[task] = experiment.make_builder(cfg, task).make_actor(
+      source, adder=None, seed=cfg.seed, deterministic=True
+    )
+    if hasattr(actors[task], 'use_demonstration'):
+      _prompt(actors[task], stores, task)
   rows = []
   start = time.time()
   for step in sorted(steps or kept):
-    params = FixedVariables(acting_params(ckpt.restore(step)['learner_state']))
+    source.params = acting_params(ckpt.restore(step)['learner_state'])
     returns = {}
-    for task in tasks:
-      actor = experiment.make_builder(cfg, task).make_actor(
-        params, adder=None, seed=cfg.seed, deterministic=True
-      )
-      if hasattr(actor, 'use_demonstration'):
-        _prompt(actor, stores, task)
+    for task, actor in actors.items():
+      actor.update(wait=True)
       returns[task] = []
       for k in range(episodes):
         env = experiment.make_env(cfg, seed=seed + k, task=task)

@@ -164,14 +164,11 @@ class DecoderTransformer(hk.Module):
     x = x + hk.Embed(s.num_positions, s.model_size, name='position_embedding')(positions)
     if s.value_bins:
       place = jnp.where(is_value, (2.0 * tokens + 1.0) / s.value_bins - 1.0, 0.0)
-      features = [place, is_value.astype(place.dtype)]
+      features = jnp.stack([place, is_value.astype(place.dtype)], axis=-1)
       if not s.value_lookup:
         angles = place[..., None] * jnp.pi * jnp.arange(1, VALUE_FREQUENCIES + 1)
         waves = jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
-        features = [f[..., None] for f in features] + [waves * features[1][..., None]]
-        features = jnp.concatenate(features, axis=-1)
-      else:
-        features = jnp.stack(features, axis=-1)
+        features = jnp.concatenate([features, waves * features[..., 1:]], axis=-1)
       x = x + hk.Linear(s.model_size, name='value_embedding')(features)
     new_keys, new_values = [], []
     for i in range(s.num_layers):
