@@ -5,6 +5,7 @@ from typing import Any, Dict, Tuple
 
 from agents.common.config import AgentConfig, Need, finite, positive_ints, tuple_or_none
 from agents.common.encoder_config import EncoderConfig
+from agents.common.learning_rate import LearningRateDecay
 from agents.common.replay_config import LEGACY_REPLAY_KEYS, ReplayConfig
 
 
@@ -15,6 +16,8 @@ class BCConfig(AgentConfig):
   policy_layer_sizes: Tuple[int, ...] = (256, 256, 256)
   learning_rate: float = 1e-4
   max_grad_norm: float = 40.0
+  # Warm-up and cosine decay of learning_rate; default constant (agents.common.learning_rate).
+  lr_decay: LearningRateDecay = dataclasses.field(default_factory=LearningRateDecay)
   # Pixel observations (--pixels) go through this encoder, trained by the BC loss.
   encoder: EncoderConfig = dataclasses.field(default_factory=EncoderConfig)
   # Batches, replay and actors' refresh period, as for every agent.

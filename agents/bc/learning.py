@@ -9,6 +9,7 @@ import optax
 from acme import types
 
 from agents.bc.config import BCConfig
+from agents.common.learning_rate import learning_rate
 from agents.common.observations import ObservationShape, example_observations
 from agents.mpo import losses
 from networks.mpo import MPONetworks
@@ -24,7 +25,8 @@ class BCTrainingState(NamedTuple):
 
 def make_optimizer(config: BCConfig) -> optax.GradientTransformation:
   return optax.chain(
-    optax.clip_by_global_norm(config.max_grad_norm), optax.adam(config.learning_rate)
+    optax.clip_by_global_norm(config.max_grad_norm),
+    optax.adam(learning_rate(config.learning_rate, config.lr_decay)),
   )
 
 

@@ -3,6 +3,7 @@
 import dataclasses
 
 from agents.common.config import AgentConfig, Config, Need, finite, is_int
+from agents.common.learning_rate import LearningRateDecay
 from agents.common.replay_config import ReplayConfig
 
 CONDITIONINGS = ('prompt', 'task_id', 'none')
@@ -98,6 +99,8 @@ class GatoOptimConfig(Config):
   # random number of bins in [-n, n] (the targets stay): against memorising each stored
   # state's one noisy action (learning.jitter_value_tokens). 0: off.
   value_token_jitter: int = 0
+  # Warm-up and cosine decay of learning_rate (agents.common.learning_rate); default constant.
+  lr_decay: LearningRateDecay = dataclasses.field(default_factory=LearningRateDecay)
 
   def check(self, need: Need) -> None:
     for f in ('learning_rate', 'max_grad_norm'):

@@ -5,6 +5,7 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 import jax
 from acme.utils import counting, loggers
 
+from agents.common.learning_rate import learning_rate
 from agents.gato import learning
 from agents.gato.config import GatoConfig
 from agents.gato.types import SequenceBatch
@@ -36,7 +37,9 @@ class GatoLearner(JittedLearner):
     action bins (decoding.action_token_range) that optim.action_token_noise draws from.
     `num_value_bins`: the value tokens (below it) that optim.value_token_jitter moves."""
     o = config.optim
-    optimizer = learning.make_optimizer(o.learning_rate, o.max_grad_norm, o.weight_decay)
+    optimizer = learning.make_optimizer(
+      learning_rate(o.learning_rate, o.lr_decay), o.max_grad_norm, o.weight_decay
+    )
     super().__init__(
       learning.initial_state(model, optimizer, jax.random.PRNGKey(seed)),
       learning.make_update_fn(

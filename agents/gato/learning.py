@@ -4,13 +4,14 @@ Shaped for agents.jitted_learner.JittedLearner (state a NamedTuple with `steps`,
 jitted once), so a sequence learner node can wrap it as the MPO and BC learners do.
 """
 
-from typing import Dict, NamedTuple, Optional, Tuple
+from typing import Dict, NamedTuple, Optional, Tuple, Union
 
 import haiku as hk
 import jax
 import jax.numpy as jnp
 import optax
 
+from agents.common.learning_rate import Schedule
 from agents.gato.losses import next_token_loss, next_token_loss_at, target_positions
 from agents.gato.types import SequenceBatch
 from networks.transformer import SequenceModel
@@ -25,8 +26,12 @@ class GatoTrainingState(NamedTuple):
 
 
 def make_optimizer(
-  learning_rate: float, max_grad_norm: float = 1.0, weight_decay: float = 1e-4
+  learning_rate: Union[float, Schedule],
+  max_grad_norm: float = 1.0,
+  weight_decay: float = 1e-4,
 ) -> optax.GradientTransformation:
+  """AdamW after global-norm clipping; `learning_rate` a number or a function of the update
+  count (agents.common.learning_rate)."""
   return optax.chain(
     optax.clip_by_global_norm(max_grad_norm),
     optax.adamw(learning_rate, weight_decay=weight_decay),

@@ -14,6 +14,7 @@ from agents.common.config import (
   tuple_or_none,
 )
 from agents.common.encoder_config import EncoderConfig
+from agents.common.learning_rate import LearningRateDecay
 from agents.common.replay_config import LEGACY_REPLAY_KEYS, ReplayConfig
 
 
@@ -150,6 +151,9 @@ class MPOConfig(AgentConfig):
   critic_learning_rate: float = 1e-4
   dual_learning_rate: float = 1e-2
   max_grad_norm: float = 40.0
+  # Warm-up and cosine decay of the policy's and the critic's learning rates (not the duals');
+  # default constant (agents.common.learning_rate).
+  lr_decay: LearningRateDecay = dataclasses.field(default_factory=LearningRateDecay)
 
   # Discount, n-step, batches, replay, actors' refresh period.
   replay: ReplayConfig = dataclasses.field(default_factory=ReplayConfig)

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import optax
 from acme import types
 
+from agents.common.learning_rate import learning_rate
 from agents.common.observations import ObservationShape, example_observations
 from agents.mpo import losses
 from agents.mpo.config import MPOConfig, bc_alpha_for_iteration
@@ -47,9 +48,10 @@ class Optimizers(NamedTuple):
 
 def make_optimizers(config: MPOConfig) -> Optimizers:
   clip = optax.clip_by_global_norm(config.max_grad_norm)
+  decay = config.lr_decay
   return Optimizers(
-    policy=optax.chain(clip, optax.adam(config.policy_learning_rate)),
-    critic=optax.chain(clip, optax.adam(config.critic_learning_rate)),
+    policy=optax.chain(clip, optax.adam(learning_rate(config.policy_learning_rate, decay))),
+    critic=optax.chain(clip, optax.adam(learning_rate(config.critic_learning_rate, decay))),
     dual=optax.adam(config.dual_learning_rate),
   )
 
