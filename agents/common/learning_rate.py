@@ -9,9 +9,10 @@ runs kept before this existed.
 
 import dataclasses
 import math
-from typing import Callable, Union
+from typing import Any, Callable, Union
 
 import jax.numpy as jnp
+import optax
 
 from agents.common.config import Config, Need, finite, is_int
 
@@ -65,3 +66,25 @@ def learning_rate(peak: float, decay: LearningRateDecay) -> Union[float, Schedul
     return peak * rise * fall
 
   return schedule
+
+
+def _is_course(node: Any) -> bool:
+  return isinstance(node, optax.ScaleByScheduleState)
+
+
+def with_fresh_courses(fresh: Any, loaded: Any) -> Any:
+  """`loaded` (a learner state from another run, e.g. --init_checkpoint) with this run's
+  learning-rate courses from `fresh` (its own new state) in place of the checkpoint's: a
+  fine-tuning run starts its own warm-up and decay at update 0, whether or not the run it
+  starts from had any. Everything else is `loaded`'s; where the two differ otherwise,
+  `loaded` stays as it is, for the caller's check to name the difference."""
+  if _is_course(fresh) or _is_course(loaded):
+    return fresh
+  if isinstance(fresh, tuple) and type(fresh) is type(loaded) and len(fresh) == len(loaded):
+    parts = [with_fresh_courses(a, b) for a, b in zip(fresh, loaded)]
+    return type(fresh)(*parts) if hasattr(fresh, '_fields') else tuple(parts)
+  if isinstance(fresh, list) and isinstance(loaded, list) and len(fresh) == len(loaded):
+    return [with_fresh_courses(a, b) for a, b in zip(fresh, loaded)]
+  if isinstance(fresh, dict) and isinstance(loaded, dict) and fresh.keys() == loaded.keys():
+    return {k: with_fresh_courses(fresh[k], loaded[k]) for k in loaded}
+  return loaded

@@ -14,6 +14,7 @@ import reverb
 from acme.utils import counting
 
 from agents.common.errors import ConfigError
+from agents.common.learning_rate import with_fresh_courses
 from agents.common.logs import get_logger
 from agents.mpo.labels import make_labeller
 from agents.replay_pipeline import EXTERNAL_TABLE
@@ -181,8 +182,9 @@ class LearnerWorker:
       log.info('resumed from checkpoint at learner step %d', step)
     elif cfg.init_checkpoint:
       payload = load_init_checkpoint(cfg.init_checkpoint)
-      # Parameters, optimisers and duals carry over; the step count starts afresh.
-      state = payload['learner_state']
+      # Parameters, optimisers and duals carry over; the step count and the learning-rate
+      # course start afresh.
+      state = with_fresh_courses(self._learner.save(), payload['learner_state'])
       self._check_fits(state, f'init_checkpoint={cfg.init_checkpoint!r}')
       self._learner.restore(state._replace(steps=np.zeros_like(state.steps)))
       log.info(

@@ -3,6 +3,8 @@ and iterated."""
 
 import re
 
+import jax
+import optax
 import pytest
 
 from launch.checkpointing import Checkpointer
@@ -108,9 +110,18 @@ def test_online_then_offline_then_offline_to_online(tmp_path, budget_run):
     '0.5',
     '--max_actor_steps',
     '1200',
+    '--agent',
+    'lr_decay.steps=100000',  # The offline run had no course: this run's starts at update 0.
     *TINY,
   )
   assert re.search(r'initialised from .*offline \(trained \d+ steps there\)', text), text[-3000:]
+  step, payload = Checkpointer(o2o / 'checkpoints').restore_latest()
+  nodes = jax.tree_util.tree_leaves(
+    payload['learner_state'].policy_opt_state,
+    is_leaf=lambda n: isinstance(n, optax.ScaleByScheduleState),
+  )
+  courses = [int(n.count) for n in nodes if isinstance(n, optax.ScaleByScheduleState)]
+  assert courses == [step], courses  # Counted from this run's first update, not the offline's.
   assert 'training on 16/32 of each batch' in text
   counts = read_counts(o2o)
   assert counts['actor_steps'] >= 1200 and counts['learner_steps'] > 0, counts

@@ -13,7 +13,7 @@ import pytest
 from agents.bc import learning as bc_learning
 from agents.bc.config import BCConfig
 from agents.common.errors import ConfigError
-from agents.common.learning_rate import LearningRateDecay, learning_rate
+from agents.common.learning_rate import LearningRateDecay, learning_rate, with_fresh_courses
 from agents.gato import learning as gato_learning
 from agents.gato.config import GatoConfig
 from agents.mpo import learning as mpo_learning
@@ -114,3 +114,23 @@ def test_the_generalist_reads_its_course_under_optim():
   assert GatoConfig.from_dict(config.to_dict()) == config
   with pytest.raises(ConfigError, match=r'GatoConfig\.optim\.lr_decay\.final_fraction=-0\.1'):
     GatoConfig().with_overrides({'optim.lr_decay.final_fraction': -0.1})
+
+
+def test_a_fine_tuning_run_takes_its_own_course_and_the_checkpoints_moments():
+  params = {'w': jnp.zeros(2)}
+  constant = mpo_learning.make_optimizers(MPOConfig()).policy
+  decaying = mpo_learning.make_optimizers(MPOConfig(lr_decay=DECAY)).policy
+  trained = constant.init(params)
+  for _ in range(3):
+    _, trained = constant.update({'w': jnp.ones(2)}, trained, params)
+  fresh = decaying.init(params)
+  merged = with_fresh_courses(fresh, trained)
+  assert jax.tree_util.tree_structure(merged) == jax.tree_util.tree_structure(fresh)
+  leaves = jax.tree_util.tree_leaves(merged)
+  # The Adam count and moments from the checkpoint (3 updates), the course's count at 0.
+  assert [int(x) for x in leaves if x.ndim == 0] == [3, 0]
+  np.testing.assert_allclose(leaves[1], 0.1 * (1 - 0.9**3) * 10, rtol=1e-5)  # mu of 3 ones.
+  # Another network's moments stay theirs, for the learner's fit check to name.
+  other = constant.init({'w': jnp.zeros(3), 'b': jnp.zeros(1)})
+  kept = with_fresh_courses(fresh, other)
+  assert jax.tree_util.tree_structure(kept[1][0]) == jax.tree_util.tree_structure(other[1][0])
