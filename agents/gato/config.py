@@ -7,9 +7,10 @@ from agents.common.learning_rate import LearningRateDecay
 from agents.common.replay_config import ReplayConfig
 
 CONDITIONINGS = ('prompt', 'task_id', 'none')
-# How the evaluator's deterministic actor picks each action token (agents.gato.decoding):
-# the bin of the predicted distribution's mean, or its most likely bin. Training actors sample.
-GREEDY_DECODINGS = ('mean', 'argmax')
+# How the evaluator's actor picks each action token (agents.gato.decoding): the bin of the
+# predicted distribution's mean, its most likely bin, or a sample of it (as Gato acts, and as
+# training actors always do; seeded, so an evaluation repeats).
+GREEDY_DECODINGS = ('mean', 'argmax', 'sample')
 
 
 @dataclasses.dataclass

@@ -9,6 +9,7 @@ or rebuilt from the wrong timesteps shows up as different action tokens.
 from __future__ import annotations
 
 import functools
+from typing import Optional
 
 import dm_env
 import jax
@@ -47,8 +48,15 @@ def _model():
   return model, params, jax.jit(model.apply)
 
 
-def _actor(how: str, conditioning: str = 'none', prompt_tokens: int = 0, max_timesteps: int = 0):
-  """An actor choosing its tokens `how` (agents.gato.decoding.CHOICES)."""
+def _actor(
+  how: str,
+  conditioning: str = 'none',
+  prompt_tokens: int = 0,
+  max_timesteps: int = 0,
+  deterministic: Optional[bool] = None,
+):
+  """An actor choosing its tokens `how` (agents.gato.decoding.CHOICES): a training actor
+  when sampling, else an evaluator's (`deterministic` says which where sampling)."""
   model, params, _ = _model()
   client = VariableClient(_Source(params), ['policy'])
   return GatoActor(
@@ -56,8 +64,8 @@ def _actor(how: str, conditioning: str = 'none', prompt_tokens: int = 0, max_tim
     LAYOUT,
     client,
     seed=3,
-    deterministic=how != 'sample',
-    greedy_decoding=how if how != 'sample' else 'mean',
+    deterministic=how != 'sample' if deterministic is None else deterministic,
+    greedy_decoding=how if deterministic or how != 'sample' else 'mean',
     conditioning=conditioning,
     prompt_tokens=prompt_tokens,
     task_index=1,
@@ -111,9 +119,13 @@ def _reference(obs, prefix, key, how, max_timesteps=0):
   return np.array(chosen)
 
 
-@pytest.mark.parametrize('how', CHOICES)
-def test_cached_actions_match_full_passes_and_the_cache_resets_each_episode(how):
-  actor = _actor(how)
+@pytest.mark.parametrize(
+  'how, deterministic', [(how, None) for how in CHOICES] + [('sample', True)]
+)
+def test_cached_actions_match_full_passes_and_the_cache_resets_each_episode(how, deterministic):
+  """Every choice, and the evaluator's sampling (model.greedy_decoding=sample, as Gato
+  acts) draws the training actor's tokens from the same seed."""
+  actor = _actor(how, deterministic=deterministic)
   rng = np.random.default_rng(0)
   key = jax.random.PRNGKey(3)
   for episode in range(2):

@@ -164,6 +164,9 @@ def test_gato_config_is_checked_in_one_place():
   ):
     with pytest.raises(ConfigError, match=field):
       GatoConfig.from_dict({field: value})
+  # The evaluator may sample its tokens as Gato does; the builder hands the choice on.
+  sampling = _builder(**{'model.greedy_decoding': 'sample'})
+  assert sampling.config.model.greedy_decoding == 'sample'
   # Value tokens without a vector of their own need the place embedding.
   with pytest.raises(ConfigError, match='model.value_lookup=False .* unless value_embedding'):
     GatoConfig.from_dict({'model.value_lookup': False})
