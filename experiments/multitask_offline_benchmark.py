@@ -35,6 +35,9 @@ The single-task agents train on a dataset of their task alone, made from the sam
 the same seed (the multi-task dataset's episodes of that task), for --single_task_steps
 each (default: --learner_steps over the number of tasks, the multi-task model's updates per
 task, so that an agent's models together make as many updates as the multi-task one).
+With --decay_lr every run's learning rate falls along a cosine to a tenth over that run's
+own updates (agents.common.learning_rate): the final checkpoint, which the summary scores,
+is then the settled one (experiments/results/pac_bc_multitask/, session 27).
 The evaluator runs every task of a run (--eval_episodes greedy episodes each, every
 --eval_every learner steps) and scores it against environments/expert_references.json
 (0 random, 100 expert).
@@ -118,6 +121,13 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     default=[],
     help='one more --agent setting for the gato agents (repeatable)',
   )
+  p.add_argument(
+    '--decay_lr',
+    action='store_true',
+    help="every run's learning rate decays along a cosine to a tenth over that run's own "
+    'updates (lr_decay.steps, or optim.lr_decay.steps for the gato agents; single-task '
+    'runs over --single_task_steps)',
+  )
   p.add_argument('--out', default='bench_out/multitask_offline')
   args = p.parse_args(argv)
   args.runs = [r for r in args.source_runs.split(',') if r]
@@ -139,19 +149,29 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 
 
 def agent_flags(
-  agent: str, bc_alpha: float, pac_settings: Sequence[str] = (), gato_settings: Sequence[str] = ()
+  agent: str,
+  bc_alpha: float,
+  pac_settings: Sequence[str] = (),
+  gato_settings: Sequence[str] = (),
+  decay_steps: int = 0,
 ) -> List[str]:
-  """collect_infer flags of `agent` (see the module's text)."""
+  """collect_infer flags of `agent` (see the module's text); `decay_steps` > 0: its
+  learning rate decays over that many updates (agents.common.learning_rate)."""
+
+  def agent_settings(settings):
+    return [flag for s in settings for flag in ('--agent', s)]
+
+  decay = [f'lr_decay.steps={decay_steps}'] if decay_steps else []
   if agent in ('pac', 'bc'):
     alpha = 1.0 if agent == 'bc' else bc_alpha
-    settings = ['network=perceiver', 'policy_loss=pac', f'pac.alpha={alpha}', *pac_settings]
-    return [flag for s in settings for flag in ('--agent', s)]
+    settings = ['network=perceiver', 'policy_loss=pac', f'pac.alpha={alpha}', *decay]
+    return agent_settings([*settings, *pac_settings])
   if agent.startswith('gato'):
     conditioning = {'gato': 'prompt', 'gato_task_id': 'task_id', 'gato_single': 'none'}[agent]
-    settings = [f'window.conditioning={conditioning}', *gato_settings]
-    return ['--algorithm', 'gato', *[flag for s in settings for flag in ('--agent', s)]]
+    settings = [f'window.conditioning={conditioning}', *['optim.' + d for d in decay]]
+    return ['--algorithm', 'gato', *agent_settings([*settings, *gato_settings])]
   if agent == 'bc_single':
-    return ['--algorithm', 'bc']
+    return ['--algorithm', 'bc', *agent_settings(decay)]
   raise ValueError(f'unknown agent {agent!r}; known: {AGENTS}')
 
 
@@ -321,7 +341,9 @@ def _train(
     *('--max_learner_steps', str(steps)),
     *('--eval_every_learner_steps', str(eval_every), '--eval_every_seconds', '100000'),
     *('--eval_episodes', str(args.eval_episodes), '--seed', str(seed), '--no_eval_gifs'),
-    *agent_flags(agent, args.bc_alpha, args.pac_setting, args.gato_setting),
+    *agent_flags(
+      agent, args.bc_alpha, args.pac_setting, args.gato_setting, steps if args.decay_lr else 0
+    ),
   ]
   print(f'[multitask-offline] {agent} seed {seed}: {" ".join(cmd[2:])}', flush=True)
   subprocess.run(cmd, check=True)

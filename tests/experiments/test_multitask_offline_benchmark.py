@@ -4,7 +4,10 @@ import pathlib
 
 import pytest
 
+from agents import registry
+from agents.common.config import merge_overrides
 from experiments import multitask_offline_benchmark as bench
+from launch.cli import agent_setting
 
 TASKS = ('cartpole:swingup', 'point_mass:easy')
 
@@ -50,6 +53,32 @@ def test_the_generalists_differ_in_their_conditioning_alone():
       *('--algorithm', 'gato', '--agent', f'window.conditioning={conditioning}'),
       *('--agent', 'model.num_layers=3'),
     ]
+
+
+def test_decay_lr_decays_each_run_over_its_own_updates():
+  """--decay_lr: the setting each agent's config spells, after which explicit settings
+  still win."""
+  assert bench.agent_flags('pac', 0.3, ['lr_decay.steps=5'], decay_steps=900)[-4:] == [
+    *('--agent', 'lr_decay.steps=900', '--agent', 'lr_decay.steps=5'),
+  ]
+  assert bench.agent_flags('gato_single', 0.3, decay_steps=300) == [
+    *('--algorithm', 'gato', '--agent', 'window.conditioning=none'),
+    *('--agent', 'optim.lr_decay.steps=300'),
+  ]
+  assert bench.agent_flags('bc_single', 0.3, decay_steps=300) == [
+    *('--algorithm', 'bc', '--agent', 'lr_decay.steps=300'),
+  ]
+  assert bench.agent_flags('bc_single', 0.3) == ['--algorithm', 'bc']
+  # Each reaches its agent's real config: the course runs over the run's updates.
+  for agent in ('pac', 'gato_task_id', 'bc_single'):
+    flags = bench.agent_flags(agent, 0.3, decay_steps=300)
+    entry = registry.get(flags[1] if flags[0] == '--algorithm' else 'mpo')
+    settings = [agent_setting(s) for s in flags[flags.index('--agent') + 1 :: 2]]
+    config = entry.config_class.from_dict(
+      merge_overrides(entry.config_class, *({k: v} for k, v in settings))
+    )
+    decay = config.optim.lr_decay if agent.startswith('gato') else config.lr_decay
+    assert decay.steps == 300, agent
 
 
 def _write_logs(run_dir: pathlib.Path, scores, single: bool = False):
