@@ -10,7 +10,9 @@
 Kinds:
   expert  episodes of the run's newest checkpoint (its stochastic policy, as the actors
           act; --greedy: its greedy policy, as the evaluator acts and the expert
-          references were measured)
+          references were measured); --expert_noise S adds Gaussian noise of scale S
+          to its actions, so the data also shows its way back from states just off
+          its path (DART)
   mixed   --poor_fraction of the episodes poor, the rest expert; poor means the
           run's oldest kept checkpoint with action noise --noise (--poor_policy
           noisy, the default) or uniformly random actions (--poor_policy random)
@@ -37,6 +39,7 @@ saying where every episode came from and its return, and per task what was kept.
 
 import argparse
 import json
+import math
 import os
 import pathlib
 import sys
@@ -107,10 +110,14 @@ def build_dataset(
   min_expert_fraction: Optional[float] = None,
   act_on: Optional[str] = None,
   greedy: bool = False,
+  expert_noise: float = 0.0,
 ) -> Dict[str, Any]:
   """Generates the episodes into a new store at `out`; returns the manifest.
 
   `greedy`: the newest checkpoint's episodes act greedily (the policy's mean), not sampled.
+  `expert_noise` > 0: Gaussian noise of that scale is added to the newest checkpoint's
+  actions (then clipped) and stored as executed: its episodes then also visit states just
+  off its own path and show how it comes back from them (DART's argument for imitation).
 
   `act_on` (one single-task run only): the task the policy acts on instead of the run's,
   with the same observation and action specs (a physics variant of it, say); episodes
@@ -133,6 +140,13 @@ def build_dataset(
     raise ConfigError(f'episodes={episodes} is invalid: must be >= 1')
   if poor_policy not in ('noisy', 'random'):
     raise ConfigError(f"poor_policy={poor_policy!r} is invalid: must be 'noisy' or 'random'")
+  if not (math.isfinite(expert_noise) and expert_noise >= 0.0) or (
+    expert_noise and kind == 'random'
+  ):
+    raise ConfigError(
+      f'expert_noise={expert_noise} is invalid: must be a finite number >= 0, with kind '
+      'expert or mixed'
+    )
   if not 0.0 <= poor_fraction <= 1.0:
     raise ConfigError(f'poor_fraction={poor_fraction} is invalid: must be in [0, 1]')
   if min_expert_fraction is not None and (kind != 'expert' or not min_expert_fraction > 0):
@@ -157,7 +171,16 @@ def build_dataset(
   for i, path in enumerate(run_dirs):
     generated.extend(
       _generate(
-        path, kind, episodes, poor_fraction, noise, seed + 1000 * i, poor_policy, act_on, greedy
+        path,
+        kind,
+        episodes,
+        poor_fraction,
+        noise,
+        seed + 1000 * i,
+        poor_policy,
+        act_on,
+        greedy,
+        expert_noise,
       )
     )
 
@@ -205,6 +228,7 @@ def build_dataset(
     'noise': noise if kind == 'mixed' else None,
     'poor_policy': poor_policy if kind == 'mixed' else None,
     'greedy': greedy,
+    'expert_noise': expert_noise,
     'created': time.time(),
   }
   (out_path / 'manifest.json').write_text(json.dumps(manifest, indent=1))
@@ -249,6 +273,7 @@ def _generate(
   poor_policy: str,
   act_on: Optional[str] = None,
   greedy: bool = False,
+  expert_noise: float = 0.0,
 ) -> List[Tuple[str, str, List[Tuple[Any, Dict[str, Any]]]]]:
   """(run, task, [(episode, manifest entry)]) for each task of the run (or for `act_on`,
   with the run's one task's policy), in memory."""
@@ -318,10 +343,11 @@ def _generate(
           )
         )
       else:
+        source = {'policy': 'final_checkpoint', 'checkpoint_step': steps[-1], 'greedy': greedy}
         plan.append(
           (
-            {'policy': 'final_checkpoint', 'checkpoint_step': steps[-1], 'greedy': greedy},
-            lambda i=i, f=policy_actor: f(steps[-1], 0.0, seed + i, greedy),
+            {**source, **({'noise': expert_noise} if expert_noise else {})},
+            lambda i=i, f=policy_actor: f(steps[-1], expert_noise, seed + i, greedy),
           )
         )
 
@@ -394,6 +420,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     action='store_true',
     help="the newest checkpoint acts greedily (the evaluator's policy) instead of sampling",
   )
+  p.add_argument(
+    '--expert_noise',
+    type=float,
+    default=0.0,
+    help="Gaussian noise added to the newest checkpoint's actions (stored as executed): "
+    'states off its own path and its way back to it, e.g. 0.3',
+  )
   p.add_argument('--seed', type=int, default=0)
   args = p.parse_args(sys.argv[1:] if argv is None else argv)
   from agents.common.errors import UserError
@@ -411,6 +444,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       args.min_expert_fraction,
       args.act_on,
       args.greedy,
+      args.expert_noise,
     )
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)

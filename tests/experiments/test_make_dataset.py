@@ -58,6 +58,19 @@ def test_a_greedy_expert_acts_with_the_policy_mean(run_with_two_checkpoints, tmp
   assert not np.allclose(
     other.actions[1], np.clip(actor.select_action(other.observations[1]), -1.0, 1.0)
   )
+  # --expert_noise: the greedy action plus Gaussian noise of that scale, stored as executed.
+  manifest = build_dataset(run, 'expert', 1, str(tmp_path / 'noisy'), greedy=True, expert_noise=0.3)
+  assert manifest['expert_noise'] == 0.3 and manifest['episodes'][0]['noise'] == 0.3
+  noisy = EpisodeStore(tmp_path / 'noisy')
+  episode = noisy.read(noisy.index()[0].episode_id)
+  mean = np.stack([actor.select_action(o) for o in episode.observations[:-1]])
+  inside = np.abs(mean) < 0.5  # where the clip rarely cuts the noise
+  residual = (episode.actions - np.clip(mean, -1.0, 1.0))[inside]
+  assert inside.sum() > 100 and 0.2 < residual.std() < 0.35 and abs(residual.mean()) < 0.1
+  assert np.all(np.abs(episode.actions) <= 1.0)
+  for bad in (-0.1, float('nan')):
+    with pytest.raises(ConfigError, match='expert_noise'):
+      build_dataset(run, 'expert', 1, str(tmp_path / f'bad{bad}'), expert_noise=bad)
 
 
 def test_random_dataset_needs_no_checkpoint_and_bad_input_is_refused(
