@@ -14,7 +14,8 @@ The data (experiments.make_dataset, kind --kind): --episodes episodes of each so
 task (a run directory, or one kept by experiments.keep_policies); for mixed, --poor_fraction
 of them poor (--poor_policy: uniformly random actions, or the run's oldest kept checkpoint
 with action noise --noise), the rest its newest checkpoint's (sampled, or with --greedy its
-greedy actions, as the expert references were measured). Every episode is tagged with
+greedy actions, as the expert references were measured; --expert_noise S: with Gaussian
+noise of scale S on them, stored as executed). Every episode is tagged with
 its task. The agents, each trained offline for --learner_steps:
 
   pac          the MPO family's Perceiver actor-critic over all tasks in one placed layout
@@ -97,6 +98,12 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
   p.add_argument(
     '--greedy', action='store_true', help='the expert episodes act greedily (else sampled)'
   )
+  p.add_argument(
+    '--expert_noise',
+    type=float,
+    default=0.0,
+    help="Gaussian noise on the expert episodes' actions (make_dataset --expert_noise)",
+  )
   p.add_argument('--learner_steps', type=int, default=6000)
   p.add_argument(
     '--single_task_steps',
@@ -143,6 +150,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
   for name in ('episodes', 'learner_steps', 'eval_every', 'eval_episodes', 'single_task_steps'):
     if getattr(args, name) is not None and getattr(args, name) < 1:
       p.error(f'--{name} must be at least 1, got {getattr(args, name)}')
+  if not args.expert_noise >= 0.0:
+    p.error(f'--expert_noise must be a number >= 0, got {args.expert_noise}')
   if not 0.0 <= args.bc_alpha < 1.0:
     p.error(f'--bc_alpha must be in [0, 1) (1 is the bc agent), got {args.bc_alpha}')
   return args
@@ -322,6 +331,7 @@ def _dataset(args, runs: Sequence[str], where: pathlib.Path) -> Dict:
       poor_policy=args.poor_policy,
       min_expert_fraction=args.min_expert_fraction,
       greedy=args.greedy,
+      expert_noise=args.expert_noise,
     )
   return json.loads((where / 'manifest.json').read_text())
 

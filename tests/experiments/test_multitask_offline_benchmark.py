@@ -23,6 +23,8 @@ def test_arguments_are_checked(capsys):
     (['--source_runs', 'a,b', '--bc_alpha', '1.0'], '--bc_alpha'),
     (['--source_runs', 'a,b', '--learner_steps', '0'], '--learner_steps'),
     (['--source_runs', 'a,b', '--single_task_steps', '0'], '--single_task_steps'),
+    (['--source_runs', 'a,b', '--expert_noise', '-0.1'], '--expert_noise'),
+    (['--source_runs', 'a,b', '--expert_noise', 'nan'], '--expert_noise'),
   ):
     with pytest.raises(SystemExit):
       bench.parse_args(bad)
