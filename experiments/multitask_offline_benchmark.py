@@ -51,7 +51,8 @@ Writes:
                                    'mean': the mean over tasks)
   <out>/summary.csv                agent, task, final score per seed, their mean and spread
   <out>/multitask_offline.png      mean score against learner steps; final score per task
-Rerunning with the same --out reuses the datasets and finished runs.
+Rerunning with the same --out reuses the datasets and finished runs (a dataset only if it
+was made with the same --kind, --greedy, --min_expert_fraction and --expert_noise).
 """
 
 import argparse
@@ -333,7 +334,20 @@ def _dataset(args, runs: Sequence[str], where: pathlib.Path) -> Dict:
       greedy=args.greedy,
       expert_noise=args.expert_noise,
     )
-  return json.loads((where / 'manifest.json').read_text())
+  manifest = json.loads((where / 'manifest.json').read_text())
+  # A dataset kept from an earlier call is reused only if it was made as this one asks.
+  for field, wanted, default in (
+    ('kind', args.kind, None),
+    ('greedy', args.greedy, False),
+    ('min_expert_fraction', args.min_expert_fraction, None),
+    ('expert_noise', args.expert_noise, 0.0),
+  ):
+    if manifest.get(field, default) != wanted:
+      raise SystemExit(
+        f'error: {where} was made with {field}={manifest.get(field, default)}, not {wanted}; '
+        'choose a new --out'
+      )
+  return manifest
 
 
 def _train(

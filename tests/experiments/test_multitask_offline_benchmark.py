@@ -1,5 +1,6 @@
 """The multi-task offline benchmark's arguments, agents, evaluation rows, summary and plot."""
 
+import json
 import pathlib
 
 import pytest
@@ -81,6 +82,23 @@ def test_decay_lr_decays_each_run_over_its_own_updates():
     )
     decay = config.optim.lr_decay if agent.startswith('gato') else config.lr_decay
     assert decay.steps == 300, agent
+
+
+def test_a_kept_dataset_is_reused_only_if_made_as_asked(tmp_path):
+  where = tmp_path / 'dataset'
+  where.mkdir()
+  made = {'kind': 'expert', 'greedy': False, 'min_expert_fraction': 0.8, 'expert_noise': 0.3}
+  (where / 'manifest.json').write_text(json.dumps({**made, 'num_episodes': 3}))
+  common = ['--source_runs', 'a,b', '--kind', 'expert', '--min_expert_fraction', '0.8']
+  args = bench.parse_args([*common, '--expert_noise', '0.3'])
+  assert bench._dataset(args, args.runs, where)['num_episodes'] == 3
+  for other, field in (
+    (['--expert_noise', '0.5'], 'expert_noise'),
+    (['--expert_noise', '0.3', '--greedy'], 'greedy'),
+  ):
+    args = bench.parse_args([*common, *other])
+    with pytest.raises(SystemExit, match=f'made with {field}='):
+      bench._dataset(args, args.runs, where)
 
 
 def _write_logs(run_dir: pathlib.Path, scores, single: bool = False):
