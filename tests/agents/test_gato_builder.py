@@ -164,7 +164,7 @@ def test_gato_config_is_checked_in_one_place():
   ):
     with pytest.raises(ConfigError, match=field):
       GatoConfig.from_dict({field: value})
-  # The evaluator may sample its tokens as Gato does; the builder hands the choice on.
+  # The evaluator may sample its tokens as Gato does: the config takes the choice.
   sampling = _builder(**{'model.greedy_decoding': 'sample'})
   assert sampling.config.model.greedy_decoding == 'sample'
   # Value tokens without a vector of their own need the place embedding.
