@@ -12,7 +12,8 @@ Kinds:
           act; --greedy: its greedy policy, as the evaluator acts and the expert
           references were measured); --expert_noise S adds Gaussian noise of scale S
           to its actions, so the data also shows its way back from states just off
-          its path (DART)
+          its path (DART); with --expert_labels the noise is executed but the
+          expert's own action is stored, the label for imitation (RL learners skip it)
   mixed   --poor_fraction of the episodes poor, the rest expert; poor means the
           run's oldest kept checkpoint with action noise --noise (--poor_policy
           noisy, the default) or uniformly random actions (--poor_policy random)
@@ -77,6 +78,31 @@ class _NoisyActor:
     pass
 
 
+class _NoisyExecution:
+  """Wraps an environment: executes each action plus Gaussian noise, clipped to the bounds.
+
+  The actor (and so the store's recorder) sees only the action it chose: the stored action
+  is the expert's label for the state, while the states come from the noisy execution.
+  """
+
+  def __init__(self, env, noise: float, spec, seed: int):
+    import numpy as np
+
+    self._env, self._noise, self._spec = env, noise, spec
+    self._rng = np.random.default_rng(seed)
+
+  def step(self, action):
+    import numpy as np
+
+    noisy = action + self._noise * self._rng.standard_normal(np.shape(action))
+    return self._env.step(
+      np.clip(noisy, self._spec.minimum, self._spec.maximum).astype(self._spec.dtype)
+    )
+
+  def __getattr__(self, name):
+    return getattr(self._env, name)
+
+
 class _RandomActor(_NoisyActor):
   """Uniformly random actions within the bounds."""
 
@@ -111,6 +137,7 @@ def build_dataset(
   act_on: Optional[str] = None,
   greedy: bool = False,
   expert_noise: float = 0.0,
+  expert_labels: bool = False,
 ) -> Dict[str, Any]:
   """Generates the episodes into a new store at `out`; returns the manifest.
 
@@ -118,6 +145,10 @@ def build_dataset(
   `expert_noise` > 0: Gaussian noise of that scale is added to the newest checkpoint's
   actions (then clipped) and stored as executed: its episodes then also visit states just
   off its own path and show how it comes back from them (DART's argument for imitation).
+  `expert_labels` (with `expert_noise`): the environment executes the noisy action but the
+  store holds the checkpoint's own action, the expert's label for each state (DART proper):
+  data for imitation only, as its actions are not the executed ones (episodes say
+  `action_label: expert`; the RL learners leave them out).
 
   `act_on` (one single-task run only): the task the policy acts on instead of the run's,
   with the same observation and action specs (a physics variant of it, say); episodes
@@ -147,6 +178,8 @@ def build_dataset(
       f'expert_noise={expert_noise} is invalid: must be a finite number >= 0, with kind '
       'expert or mixed'
     )
+  if expert_labels and not expert_noise:
+    raise ConfigError('expert_labels is invalid without expert_noise > 0 (nothing to label)')
   if not 0.0 <= poor_fraction <= 1.0:
     raise ConfigError(f'poor_fraction={poor_fraction} is invalid: must be in [0, 1]')
   if min_expert_fraction is not None and (kind != 'expert' or not min_expert_fraction > 0):
@@ -181,6 +214,7 @@ def build_dataset(
         act_on,
         greedy,
         expert_noise,
+        expert_labels,
       )
     )
 
@@ -229,6 +263,7 @@ def build_dataset(
     'poor_policy': poor_policy if kind == 'mixed' else None,
     'greedy': greedy,
     'expert_noise': expert_noise,
+    'expert_labels': expert_labels,
     'created': time.time(),
   }
   (out_path / 'manifest.json').write_text(json.dumps(manifest, indent=1))
@@ -274,6 +309,7 @@ def _generate(
   act_on: Optional[str] = None,
   greedy: bool = False,
   expert_noise: float = 0.0,
+  expert_labels: bool = False,
 ) -> List[Tuple[str, str, List[Tuple[Any, Dict[str, Any]]]]]:
   """(run, task, [(episode, manifest entry)]) for each task of the run (or for `act_on`,
   with the run's one task's policy), in memory."""
@@ -344,13 +380,18 @@ def _generate(
         )
       else:
         source = {'policy': 'final_checkpoint', 'checkpoint_step': steps[-1], 'greedy': greedy}
+        if expert_noise:
+          source['noise'] = expert_noise
+        if expert_labels:
+          # The noise goes into the environment; the actor's own action is stored.
+          source['action_label'] = 'expert'
+        in_actor = 0.0 if expert_labels else expert_noise
         plan.append(
-          (
-            {**source, **({'noise': expert_noise} if expert_noise else {})},
-            lambda i=i, f=policy_actor: f(steps[-1], expert_noise, seed + i, greedy),
-          )
+          (source, lambda i=i, f=policy_actor, n=in_actor: f(steps[-1], n, seed + i, greedy))
         )
 
+    # One noise stream through the task's episodes (its seed that of the first pilots).
+    noisy_env = _NoisyExecution(env, expert_noise, env_actions, seed + 777 + 99991)
     collected = _Collected()
     pairs = []
     start = time.time()
@@ -359,10 +400,12 @@ def _generate(
         collected,
         metadata={'source': f'{kind}_dataset', 'task': task, 'from_run': str(rd.path), **source},
       )
-      # The store holds the executed (clipped) action, as for every source.
+      # The store holds the executed (clipped) action, as for every source, except with
+      # expert labels: then the expert's own (clipped) action, the noise added after it.
       actor = ExecutedActionActor(make_actor(), builder.spec.actions)
+      acting_env = noisy_env if source.get('action_label') == 'expert' else env
       loop = acme.EnvironmentLoop(
-        env, actor, should_update=False, observers=[recorder], logger=loggers.NoOpLogger()
+        acting_env, actor, should_update=False, observers=[recorder], logger=loggers.NoOpLogger()
       )
       result = loop.run_episode()
       entry = {
@@ -427,6 +470,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     help="Gaussian noise added to the newest checkpoint's actions (stored as executed): "
     'states off its own path and its way back to it, e.g. 0.3',
   )
+  p.add_argument(
+    '--expert_labels',
+    action='store_true',
+    help="with --expert_noise: the noise is executed, the expert's own action stored as the "
+    'label (DART; for behaviour cloning and the generalist only)',
+  )
   p.add_argument('--seed', type=int, default=0)
   args = p.parse_args(sys.argv[1:] if argv is None else argv)
   from agents.common.errors import UserError
@@ -445,6 +494,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       args.act_on,
       args.greedy,
       args.expert_noise,
+      args.expert_labels,
     )
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)

@@ -15,7 +15,8 @@ task (a run directory, or one kept by experiments.keep_policies); for mixed, --p
 of them poor (--poor_policy: uniformly random actions, or the run's oldest kept checkpoint
 with action noise --noise), the rest its newest checkpoint's (sampled, or with --greedy its
 greedy actions, as the expert references were measured; --expert_noise S: with Gaussian
-noise of scale S on them, stored as executed). Every episode is tagged with
+noise of scale S on them, stored as executed, or with --expert_labels executed while the
+expert's own action is stored). Every episode is tagged with
 its task. The agents, each trained offline for --learner_steps:
 
   pac          the MPO family's Perceiver actor-critic over all tasks in one placed layout
@@ -52,7 +53,8 @@ Writes:
   <out>/summary.csv                agent, task, final score per seed, their mean and spread
   <out>/multitask_offline.png      mean score against learner steps; final score per task
 Rerunning with the same --out reuses the datasets and finished runs (a dataset only if it
-was made with the same --kind, --greedy, --min_expert_fraction and --expert_noise).
+was made with the same --kind, --greedy, --min_expert_fraction, --expert_noise and
+--expert_labels).
 """
 
 import argparse
@@ -105,6 +107,12 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     default=0.0,
     help="Gaussian noise on the expert episodes' actions (make_dataset --expert_noise)",
   )
+  p.add_argument(
+    '--expert_labels',
+    action='store_true',
+    help="with --expert_noise: the noise is executed, the expert's own action stored "
+    '(make_dataset --expert_labels; the pac and bc agents skip such episodes)',
+  )
   p.add_argument('--learner_steps', type=int, default=6000)
   p.add_argument(
     '--single_task_steps',
@@ -153,6 +161,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
       p.error(f'--{name} must be at least 1, got {getattr(args, name)}')
   if not args.expert_noise >= 0.0:
     p.error(f'--expert_noise must be a number >= 0, got {args.expert_noise}')
+  if args.expert_labels and not args.expert_noise:
+    p.error('--expert_labels needs --expert_noise > 0')
   if not 0.0 <= args.bc_alpha < 1.0:
     p.error(f'--bc_alpha must be in [0, 1) (1 is the bc agent), got {args.bc_alpha}')
   return args
@@ -333,6 +343,7 @@ def _dataset(args, runs: Sequence[str], where: pathlib.Path) -> Dict:
       min_expert_fraction=args.min_expert_fraction,
       greedy=args.greedy,
       expert_noise=args.expert_noise,
+      expert_labels=args.expert_labels,
     )
   manifest = json.loads((where / 'manifest.json').read_text())
   # A dataset kept from an earlier call is reused only if it was made as this one asks.
@@ -341,6 +352,7 @@ def _dataset(args, runs: Sequence[str], where: pathlib.Path) -> Dict:
     ('greedy', args.greedy, False),
     ('min_expert_fraction', args.min_expert_fraction, None),
     ('expert_noise', args.expert_noise, 0.0),
+    ('expert_labels', args.expert_labels, False),
   ):
     if manifest.get(field, default) != wanted:
       raise SystemExit(

@@ -26,6 +26,11 @@ _UNUSED_CRITIC = (1,)
 class BCBuilder(ReplayPipeline):
   """Builds every piece of a BC agent for one environment spec (agents.builder.Builder)."""
 
+  # It learns the stored actions as labels, so it may also train on episodes whose stored
+  # actions are an expert's labels rather than the executed ones (make_dataset
+  # --expert_labels); learners of values may not.
+  imitates = True
+
   def __init__(
     self,
     config: BCConfig,

@@ -145,6 +145,7 @@ class LearnerWorker:
         balance_tasks=cfg.balance_tasks and len(cfg.task_names) > 1,
         # Several tasks in one layout: each episode placed by its task on the way in.
         place=getattr(self._builder, 'place_episode', lambda: None)(),
+        expert_labels_ok=getattr(self._builder, 'imitates', False),
       )
     self._own_store = EpisodeStore(RunDir(cfg.run_dir).store, verify=False)  # Counted, not read.
     # Attached robots' share, out of the replay share (online modes only).

@@ -36,6 +36,13 @@ from launch.store.episodes import CorruptRecordError, Episode, EpisodeStore, epi
 log = get_logger('store')
 
 DEFAULT_MEMORY_CAP_BYTES = 4 << 30
+# Episode metadata saying whose action the stored one is: 'expert' when an expert's label
+# was stored while a noisy action was executed (experiments.make_dataset --expert_labels).
+ACTION_LABEL_KEY = 'action_label'
+LABELLED_ACTIONS_PROBLEM = (
+  "metadata 'action_label' is 'expert': its actions are labels, not the executed ones "
+  '(a dataset for imitation only)'
+)
 _LOW_WATER = 0.9  # After an eviction the held episodes fit in this share of the cap.
 
 
@@ -124,6 +131,10 @@ class StoreSampler:
       program's layout in place before it is checked against `spec` (several tasks'
       bodies in one layout, agents.common.task_layout); an episode it can't place is
       left out with its reason. None: episodes are used as stored.
+    expert_labels_ok: also take episodes whose stored actions are an expert's labels,
+      not the executed ones (metadata 'action_label' 'expert'): for a learner that
+      imitates (behaviour cloning). Otherwise they are left out, with a warning: their
+      rewards and next states follow other actions than the stored ones.
 
   Episodes are taken in by `refresh()` (call it now and then; `iterate` does).
   A stored episode the learner can't use is never fatal:
@@ -165,6 +176,7 @@ class StoreSampler:
     memory_cap_bytes: Optional[int] = DEFAULT_MEMORY_CAP_BYTES,
     balance_tasks: bool = False,
     place: Optional[Callable[[Episode], Optional[str]]] = None,
+    expert_labels_ok: bool = False,
   ):
     if n_step < 1:
       raise ValueError(f'n_step must be at least 1, got {n_step}')
@@ -206,6 +218,7 @@ class StoreSampler:
     )
     self._labeller = labeller
     self._place = place
+    self._expert_labels_ok = bool(expert_labels_ok)
     self._num_successes = 0
     self._balance = bool(balance_tasks)
     self._task_ids: Dict[str, int] = {}  # Task name -> its index in _task_of.
@@ -292,6 +305,9 @@ class StoreSampler:
     problem = episode_problem(episode)
     if problem is not None:
       return None, problem, True
+    if episode.metadata.get(ACTION_LABEL_KEY) == 'expert' and not self._expert_labels_ok:
+      # Its transitions never happened: the reward and next state follow a noisier action.
+      return None, LABELLED_ACTIONS_PROBLEM, False
     if self._place is not None:
       problem = self._place(episode)
       if problem is not None:  # Another run's task or body: fine, but not for this program.

@@ -58,6 +58,7 @@ def test_a_greedy_expert_acts_with_the_policy_mean(run_with_two_checkpoints, tmp
   assert not np.allclose(
     other.actions[1], np.clip(actor.select_action(other.observations[1]), -1.0, 1.0)
   )
+  clean = episode
   # --expert_noise: the greedy action plus Gaussian noise of that scale, stored as executed.
   manifest = build_dataset(run, 'expert', 1, str(tmp_path / 'noisy'), greedy=True, expert_noise=0.3)
   assert manifest['expert_noise'] == 0.3 and manifest['episodes'][0]['noise'] == 0.3
@@ -71,6 +72,22 @@ def test_a_greedy_expert_acts_with_the_policy_mean(run_with_two_checkpoints, tmp
   for bad in (-0.1, float('nan')):
     with pytest.raises(ConfigError, match='expert_noise'):
       build_dataset(run, 'expert', 1, str(tmp_path / f'bad{bad}'), expert_noise=bad)
+  # --expert_labels: the noise is executed, the greedy action stored as the label.
+  out = tmp_path / 'labelled'
+  manifest = build_dataset(run, 'expert', 1, str(out), greedy=True, expert_noise=0.3,
+                           expert_labels=True)  # fmt: skip
+  assert manifest['expert_labels'] and manifest['episodes'][0]['action_label'] == 'expert'
+  labelled = EpisodeStore(out)
+  assert labelled.index()[0].metadata['action_label'] == 'expert'
+  episode = labelled.read(labelled.index()[0].episode_id)
+  mean = np.stack([actor.select_action(o) for o in episode.observations[:-1]])
+  np.testing.assert_allclose(episode.actions, np.clip(mean, -1.0, 1.0), rtol=1e-5, atol=1e-6)
+  # From the same start the states part from the noise-free greedy episode's: what was
+  # executed was not what is stored.
+  np.testing.assert_allclose(episode.observations[0], clean.observations[0])
+  assert not np.allclose(episode.observations[20], clean.observations[20], atol=1e-3)
+  with pytest.raises(ConfigError, match='expert_labels'):
+    build_dataset(run, 'expert', 1, str(tmp_path / 'nolabels'), expert_labels=True)
 
 
 def test_random_dataset_needs_no_checkpoint_and_bad_input_is_refused(

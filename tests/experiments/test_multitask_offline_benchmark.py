@@ -26,6 +26,7 @@ def test_arguments_are_checked(capsys):
     (['--source_runs', 'a,b', '--single_task_steps', '0'], '--single_task_steps'),
     (['--source_runs', 'a,b', '--expert_noise', '-0.1'], '--expert_noise'),
     (['--source_runs', 'a,b', '--expert_noise', 'nan'], '--expert_noise'),
+    (['--source_runs', 'a,b', '--expert_labels'], '--expert_labels'),
   ):
     with pytest.raises(SystemExit):
       bench.parse_args(bad)
@@ -95,6 +96,7 @@ def test_a_kept_dataset_is_reused_only_if_made_as_asked(tmp_path):
   for other, field in (
     (['--expert_noise', '0.5'], 'expert_noise'),
     (['--expert_noise', '0.3', '--greedy'], 'greedy'),
+    (['--expert_noise', '0.3', '--expert_labels'], 'expert_labels'),
   ):
     args = bench.parse_args([*common, *other])
     with pytest.raises(SystemExit, match=f'made with {field}='):

@@ -263,6 +263,26 @@ def test_mismatched_episode_is_refused(tmp_path, caplog):
   assert 'observation shape (5,) (expected (3,))' in store.quarantined()[odd_id]
 
 
+def test_episodes_of_expert_labels_are_only_for_a_learner_that_imitates(tmp_path, caplog):
+  rng = np.random.default_rng(4)
+  executed = _episode(rng, 0, 3, 'terminal')
+  labelled = _episode(rng, 1, 4, 'terminal')
+  labelled.metadata['action_label'] = 'expert'  # make_dataset --expert_labels
+  store = _fill(tmp_path, [executed, labelled])
+  labelled_id = store.index()[1].episode_id
+  # A learner of values: its rewards follow other actions than the stored ones, so it is
+  # left out (not quarantined: it is good data for imitation), saying why.
+  values = StoreSampler(store, n_step=1, discount=0.99, spec=_SPEC, own_stores=1)
+  with caplog.at_level(logging.WARNING, logger='collect_infer.store'):
+    assert values.refresh() == 1
+  assert f"{labelled_id}: metadata 'action_label' is 'expert'" in caplog.text
+  assert (values.num_episodes, values.num_transitions) == (1, 3)
+  assert store.quarantined() == {}
+  # Behaviour cloning takes both.
+  imitation = StoreSampler(store, n_step=1, discount=0.99, spec=_SPEC, expert_labels_ok=True)
+  assert imitation.refresh() == 2 and imitation.num_transitions == 3 + 4
+
+
 def test_empty_store_and_iterator(tmp_path):
   store = EpisodeStore(tmp_path / 'store')
   sampler = StoreSampler(store, n_step=3, discount=0.99, seed=0)
