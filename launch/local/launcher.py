@@ -7,6 +7,7 @@ import socket
 import time
 from typing import Any, Dict, Optional, Sequence, Tuple
 
+from agents import registry
 from agents.common.errors import ConfigError, ProgramError
 from agents.common.logs import get_logger
 from launch import loopback
@@ -102,16 +103,34 @@ def effective_config(
   return config
 
 
+def _imitates(config: ExperimentConfig) -> bool:
+  """Whether the run's agent learns stored actions as labels (behaviour cloning, or the
+  generalist's windows), so that it may train on episodes of an expert's labels."""
+  cls = registry.get(config.algorithm).builder_class()
+  return bool(getattr(cls, 'imitates', False)) or hasattr(cls, 'make_store_iterator')
+
+
 def _check_training_data(config: ExperimentConfig, run_dir: RunDir) -> None:
   """Datasets exist and hold episodes; offline training has something to learn from; the
   checkpoint a new run starts from and the policy its actors borrow read."""
   from launch.store.episodes import EpisodeStore
+  from launch.store.sampling import ACTION_LABEL_KEY
 
   for d in config.datasets:
     if not os.path.isdir(d):
       raise ConfigError(f'dataset {d!r} is not a directory (an episode store, e.g. <run>/store)')
-    if len(EpisodeStore(d)) == 0:
+    store = EpisodeStore(d)
+    if len(store) == 0:
       raise ConfigError(f'dataset {d!r} holds no episodes')
+    # (The builder's import only for such a dataset: the launcher does not import JAX.)
+    if all(i.metadata.get(ACTION_LABEL_KEY) == 'expert' for i in store.index()) and not (
+      _imitates(config)
+    ):
+      raise ConfigError(
+        f"dataset {d!r} holds only episodes whose actions are an expert's labels, not the "
+        f'executed ones (make_dataset --expert_labels): algorithm {config.algorithm!r} learns '
+        'values from transitions and would leave them all out; train bc or gato on it'
+      )
   if (
     config.mode == 'offline'
     and not config.datasets

@@ -74,3 +74,43 @@ def test_resumable_fields_are_marked_on_the_config_and_used_by_the_launcher(tmp_
   )
   assert config.max_actor_steps == 5000  # resumable: the relaunch changes it
   assert config.seed == 3  # not resumable: the stored value stays
+
+
+def test_a_dataset_of_expert_labels_is_refused_before_launch_for_a_value_learner(tmp_path):
+  import numpy as np
+
+  from agents.common.errors import ConfigError
+  from launch.run_dir import RunDir
+  from launch.store.episodes import Episode, EpisodeStore
+  from tests.fakes import tiny_config
+
+  def episode(label):
+    meta = {'task': 'cartpole:swingup', **({'action_label': label} if label else {})}
+    return Episode(
+      observations=np.zeros((3, 5), np.float32),
+      actions=np.zeros((2, 1), np.float32),
+      rewards=np.zeros(2, np.float32),
+      discounts=np.ones(2, np.float32),
+      metadata=meta,
+    )
+
+  labelled, mixed = str(tmp_path / 'labelled'), str(tmp_path / 'mixed')
+  for where, labels in ((labelled, ['expert', 'expert']), (mixed, ['expert', None])):
+    with EpisodeStore(where).writer('make_dataset') as writer:
+      for label in labels:
+        writer.append(episode(label))
+  run_dir = RunDir(str(tmp_path / 'run'))
+
+  def check(algorithm, dataset):
+    settings = dict(mode='offline', datasets=[dataset], max_learner_steps=10)
+    if algorithm != 'mpo':
+      settings['agent'] = {}  # That agent's defaults (TINY_AGENT is MPO's).
+    config = tiny_config(run_dir.path, algorithm=algorithm, **settings)
+    launcher._check_training_data(config, run_dir)
+
+  # MPO would leave every episode out (their rewards follow other actions) and wait.
+  with pytest.raises(ConfigError, match=r"only episodes whose actions are an expert's labels"):
+    check('mpo', labelled)
+  check('mpo', mixed)  # Some executed episodes: those train it; the rest are left out, logged.
+  check('bc', labelled)  # Imitation takes them,
+  check('gato', labelled)  # the generalist's windows too.
