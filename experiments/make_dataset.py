@@ -390,8 +390,11 @@ def _generate(
           (source, lambda i=i, f=policy_actor, n=in_actor: f(steps[-1], n, seed + i, greedy))
         )
 
-    # One noise stream through the task's episodes (its seed that of the first pilots).
-    noisy_env = _NoisyExecution(env, expert_noise, env_actions, seed + 777 + 99991)
+    # With expert labels, one noise stream through the task's episodes (its seed that of
+    # the first pilots, so their dataset is rebuilt exactly).
+    noisy_env = (
+      _NoisyExecution(env, expert_noise, env_actions, seed + 777 + 99991) if expert_labels else None
+    )
     collected = _Collected()
     pairs = []
     start = time.time()
