@@ -52,6 +52,14 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 KINDS = ('expert', 'mixed', 'random')
 
 
+def _with_noise(action, noise: float, rng, spec, dtype):
+  """`action` plus Gaussian noise of scale `noise` from `rng`, clipped to `spec`'s bounds."""
+  import numpy as np
+
+  noisy = action + noise * rng.standard_normal(np.shape(action))
+  return np.clip(noisy, spec.minimum, spec.maximum).astype(dtype)
+
+
 class _NoisyActor:
   """Wraps an actor: adds Gaussian noise to its actions, clipped to the action bounds."""
 
@@ -62,11 +70,8 @@ class _NoisyActor:
     self._rng = np.random.default_rng(seed)
 
   def select_action(self, observation):
-    import numpy as np
-
     action = self._actor.select_action(observation)
-    noisy = action + self._noise * self._rng.standard_normal(action.shape)
-    return np.clip(noisy, self._spec.minimum, self._spec.maximum).astype(action.dtype)
+    return _with_noise(action, self._noise, self._rng, self._spec, action.dtype)
 
   def observe_first(self, timestep):
     pass
@@ -92,12 +97,7 @@ class _NoisyExecution:
     self._rng = np.random.default_rng(seed)
 
   def step(self, action):
-    import numpy as np
-
-    noisy = action + self._noise * self._rng.standard_normal(np.shape(action))
-    return self._env.step(
-      np.clip(noisy, self._spec.minimum, self._spec.maximum).astype(self._spec.dtype)
-    )
+    return self._env.step(_with_noise(action, self._noise, self._rng, self._spec, self._spec.dtype))
 
   def __getattr__(self, name):
     return getattr(self._env, name)

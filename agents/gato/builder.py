@@ -42,6 +42,10 @@ class GatoBuilder(ReplayPipeline):
   index is its task-id token. Replay tables use `spec` (nothing is inserted by the actors).
   """
 
+  # It learns the stored actions as labels: episodes of an expert's labels (make_dataset
+  # --expert_labels) are data for it, as for BC.
+  imitates = True
+
   def __init__(
     self,
     config: GatoConfig,

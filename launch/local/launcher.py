@@ -104,10 +104,9 @@ def effective_config(
 
 
 def _imitates(config: ExperimentConfig) -> bool:
-  """Whether the run's agent learns stored actions as labels (behaviour cloning, or the
-  generalist's windows), so that it may train on episodes of an expert's labels."""
-  cls = registry.get(config.algorithm).builder_class()
-  return bool(getattr(cls, 'imitates', False)) or hasattr(cls, 'make_store_iterator')
+  """Whether the run's agent learns stored actions as labels (its builder's `imitates`:
+  BC, the generalist), so that it may train on episodes of an expert's labels."""
+  return bool(getattr(registry.get(config.algorithm).builder_class(), 'imitates', False))
 
 
 def _check_training_data(config: ExperimentConfig, run_dir: RunDir) -> None:
