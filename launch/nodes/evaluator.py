@@ -284,7 +284,9 @@ class EvaluatorWorker:
     if every_steps is None and self._cfg.mode == 'iterated':
       every_steps = self._cfg.infer_steps  # Once per iteration.
     next_eval_step = every_steps or 0
-    tick = min(self._cfg.progress_every_seconds, 5.0)
+    # The budget is checked each second: a run ends at most a second after spending it
+    # (two cheap calls, to the counter and the learner).
+    tick = min(self._cfg.progress_every_seconds, 1.0)
     next_progress = 0.0
     while not wait_for_stop(stop, tick):
       now = time.time()

@@ -1,16 +1,36 @@
-"""Bad input at the command line: one line saying what to change, exit 2, nothing created."""
+"""Bad input at the command line: one line saying what to change, exit 2, nothing created.
 
+The command's `main` runs in this process (each refusal comes before any launch, and a
+process start costs more than the check); the real command runs as a user's would where
+the process matters: the no-noise test, and a run directory locked by another process.
+"""
+
+import contextlib
+import io
 import os
 import subprocess
 import sys
 
 import pytest
 
+from experiments import collect_infer
 from launch.run_dir import RunDir
 from tests.e2e_util import ROOT
 
 
-def run_cli(*args, timeout=120):
+def run_cli(*args):
+  """`python -m experiments.collect_infer ARGS`, in this process: (exit code, stderr)."""
+  err = io.StringIO()
+  with contextlib.redirect_stderr(err):
+    try:
+      rc = collect_infer.main(list(args))
+    except SystemExit as e:  # argparse's own refusals
+      rc = e.code
+  return rc, err.getvalue().strip()
+
+
+def run_command(*args, timeout=120):
+  """The real command in its own process: (exit code, stderr)."""
   proc = subprocess.run(
     [sys.executable, '-m', 'experiments.collect_infer', *args],
     cwd=ROOT,
@@ -70,7 +90,8 @@ def test_run_dir_in_use_is_refused(tmp_path):
   holder.create()
   holder.acquire_lock()
   try:
-    rc, err = run_cli('--run_dir', str(tmp_path / 'r'))
+    # Another process holds it (a lock this process held would be its own).
+    rc, err = run_command('--run_dir', str(tmp_path / 'r'))
     assert_one_line_error(rc, err, 'in use by a live program')
   finally:
     holder.release_lock()
@@ -83,23 +104,18 @@ def test_unwritable_run_dir(tmp_path):
   assert_one_line_error(rc, err, str(blocker / 'run'), 'writable')
 
 
-def test_relaunching_a_finished_run_says_how_to_continue(tmp_path):
+def test_relaunching_a_finished_run_says_how_to_continue(tmp_path, capfd):
   from launch.config import ExperimentConfig
 
   run = RunDir(tmp_path / 'r')
   run.create()
   run.write_config(ExperimentConfig(run_dir=str(run.path), max_actor_steps=3000).to_dict())
   (run.path / 'counter.json').write_text('{"counts": {"actor_steps": 3000}, "cache": {}}')
-  proc = subprocess.run(
-    [sys.executable, '-m', 'experiments.collect_infer', '--run_dir', str(run.path)],
-    cwd=ROOT,
-    capture_output=True,
-    text=True,
-    timeout=120,
-  )
-  assert proc.returncode == 0, proc.stderr
-  assert 'already reached its budget of 3000' in proc.stdout
-  assert '--max_actor_steps' in proc.stdout
+  rc, err = run_cli('--run_dir', str(run.path))
+  out = capfd.readouterr().out
+  assert rc == 0, err
+  assert 'already reached its budget of 3000' in out
+  assert '--max_actor_steps' in out
   assert list(run.path.joinpath('logs').iterdir()) == []  # nothing was launched
 
 

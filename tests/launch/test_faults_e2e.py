@@ -101,7 +101,7 @@ def test_kill_9_of_the_learner_then_of_replay_each_relaunch_resumes_with_nothing
   One run killed twice (rather than one run per node): a program launch fewer.
   """
   run_dir = tmp_path / 'run'
-  proc = start_cli(run_dir, '--max_actor_steps', '100000', *TINY, '--eval_every_seconds', '5')
+  proc = start_cli(run_dir, '--max_actor_steps', '100000', *TINY, '--eval_every_seconds', '2')
   try:
     for node in ('learner', 'replay'):
       _kill_9_when_saved(run_dir, proc, node)
