@@ -129,8 +129,9 @@ def test_kill_9_of_the_learner_then_of_replay_each_relaunch_resumes_with_nothing
     kill_session(proc)
 
 
-def _wait_learner_blocked(run_dir, proc, still_for: float = 12.0, timeout: float = 180.0):
-  """Waits until the learner's step count stops moving (the counter saves it every 5 s)."""
+def _wait_learner_blocked(run_dir, proc, still_for: float = 8.0, timeout: float = 180.0):
+  """Waits until the learner's step count stops moving (the counter saves it every 5 s, so
+  `still_for` spans at least one save that found it unchanged)."""
   last, since, deadline = None, time.time(), time.time() + timeout
   while time.time() < deadline:
     steps = read_counts(run_dir).get('learner_steps')
