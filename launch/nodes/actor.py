@@ -14,6 +14,7 @@ from acme.utils import counting
 from agents.common.logs import get_logger
 from environments.actions import ExecutedActionActor
 from launch import experiment
+from launch.budget import Budget
 from launch.logs import make_logger
 from launch.nodes.counter import flush_counts
 from launch.nodes.process import announce_process, quiet_node_logs
@@ -119,6 +120,7 @@ class ActorWorker:
     self._actor = builder.make_actor(learner, adder, seed=seed, version_name='learner_steps')
     self._learner = learner
     self._iterated = cfg.mode == 'iterated'
+    self._step_limit = Budget.from_config(cfg).actor_steps_limit
     self._iteration = None
     self._label = label
     observers = []
@@ -169,7 +171,12 @@ class ActorWorker:
         # run_episode, not run(): run() installs signal handlers, which only
         # the main thread may do, and Launchpad already handles the signals.
         self._logger.write(self._loop.run_episode())
-        flush_counts(self._counter)  # Idle between collect phases, it would send nothing.
+        # Sent now: idle between collect phases (or at the budget), it would send nothing.
+        counts = flush_counts(self._counter)
+        if self._budget_spent(counts):
+          while not wait_for_stop(stop, 1.0):
+            pass
+          return
       except _Stopped:
         self._count_cut_episode()
         return
@@ -178,6 +185,20 @@ class ActorWorker:
         if stop.is_set():
           return
         raise
+
+  def _budget_spent(self, counts: Dict[str, float]) -> bool:
+    """Whether the program's env-step budget is spent: acting on would only take the CPU
+    from the final evaluation, which the evaluator runs before it stops the program."""
+    steps = counts.get('actor_steps', 0)
+    if self._step_limit is None or steps < self._step_limit:
+      return False
+    self._log.info(
+      'the budget of %d env steps is spent (%d): no more episodes; the program stops after '
+      'its final evaluation',
+      self._step_limit,
+      steps,
+    )
+    return True
 
   def _count_cut_episode(self) -> None:
     """Counts the steps of the episode the stop cut short: the replay holds them."""

@@ -2,7 +2,7 @@
 
 import json
 import pathlib
-from typing import Optional
+from typing import Dict, Optional
 
 import launchpad as lp
 from acme.utils import counting
@@ -17,8 +17,9 @@ COUNTER_FILE = 'counter.json'
 log = get_logger('counter')
 
 
-def flush_counts(counter: counting.Counter) -> None:
-  """Sends what a node's acme Counter still holds locally to its parent now.
+def flush_counts(counter: counting.Counter) -> Dict[str, float]:
+  """Sends what a node's acme Counter still holds locally to its parent now; returns the
+  program's counts as the parent has them then.
 
   acme's Counter syncs at most once a second, and only on the next increment: a
   node that stops incrementing (an actor idling between iterated collect phases,
@@ -27,7 +28,7 @@ def flush_counts(counter: counting.Counter) -> None:
   # acme 0.4.0's Counter has no public flush: zeroing the time of its last sync (checked
   # against dm-acme 0.4.0, acme/utils/counting.py) makes the next get_counts() sync now.
   counter._last_sync_time = 0.0  # pylint: disable=protected-access
-  counter.get_counts()
+  return counter.get_counts()
 
 
 class PersistentCounter(counting.Counter):

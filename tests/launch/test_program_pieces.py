@@ -216,6 +216,40 @@ def test_node_log_follower_echoes_new_lines_and_drops_noise(tmp_path):
   assert out.getvalue().splitlines()[-1] == '[learner/0] partial line'
 
 
+def test_an_actor_acts_no_more_once_the_step_budget_is_spent(tmp_path, caplog):
+  """Past the budget it idles until the program stops (the evaluator's final evaluation
+  runs meanwhile), rather than playing episodes nobody asked for."""
+  cfg = tiny_config(tmp_path / 'run', max_actor_steps=500)  # cartpole: 1000-step episodes
+  server = reverb.Server(experiment.make_builder(cfg).make_replay_tables(), port=None)
+  client = reverb.Client(f'localhost:{server.port}')
+  counter = PersistentCounter(str(tmp_path))
+  actor = ActorWorker(
+    cfg.to_dict(), 0, client, LearnerWorker(cfg.to_dict(), client, counter), counter
+  )
+  stop = threading.Event()
+  thread = threading.Thread(target=actor.run, args=(stop,), daemon=True)
+  thread.start()
+  try:
+    wait_for(lambda: counter.get_counts().get('actor_steps', 0) >= 1000, 120, 'one episode')
+
+    def table_size():
+      return client.server_info()['priority_table'].current_size
+
+    time.sleep(1.0)  # the writer's last items
+    idle = table_size()
+    time.sleep(2.0)  # acting on, the actor would insert hundreds of items meanwhile
+    assert table_size() == idle
+    assert counter.get_counts()['actor_steps'] == 1000
+    assert thread.is_alive()  # idle, not ended: the program ends it
+    assert 'the budget of 500 env steps is spent (1000): no more episodes' in caplog.text
+  finally:
+    stop.set()
+    thread.join(timeout=30)
+    del actor
+    server.stop()
+  assert not thread.is_alive()
+
+
 def test_actor_stops_within_a_step_of_the_stop(tmp_path):
   """A stop in the middle of an episode ends it there: the rest is not played out."""
   cfg = tiny_config(tmp_path / 'run')  # cartpole: 1000-step episodes, no rate limit
