@@ -216,6 +216,10 @@ def test_node_log_follower_echoes_new_lines_and_drops_noise(tmp_path):
   assert out.getvalue().splitlines()[-1] == '[learner/0] partial line'
 
 
+def _table_size(client) -> int:
+  return client.server_info()['priority_table'].current_size
+
+
 def test_an_actor_acts_no_more_once_the_step_budget_is_spent(tmp_path, caplog):
   """Past the budget it idles until the program stops (the evaluator's final evaluation
   runs meanwhile), rather than playing episodes nobody asked for."""
@@ -231,14 +235,10 @@ def test_an_actor_acts_no_more_once_the_step_budget_is_spent(tmp_path, caplog):
   thread.start()
   try:
     wait_for(lambda: counter.get_counts().get('actor_steps', 0) >= 1000, 120, 'one episode')
-
-    def table_size():
-      return client.server_info()['priority_table'].current_size
-
     time.sleep(1.0)  # the writer's last items
-    idle = table_size()
+    idle = _table_size(client)
     time.sleep(2.0)  # acting on, the actor would insert hundreds of items meanwhile
-    assert table_size() == idle
+    assert _table_size(client) == idle
     assert counter.get_counts()['actor_steps'] == 1000
     assert thread.is_alive()  # idle, not ended: the program ends it
     assert 'the budget of 500 env steps is spent (1000): no more episodes' in caplog.text
@@ -261,20 +261,16 @@ def test_actor_stops_within_a_step_of_the_stop(tmp_path):
   stop = threading.Event()
   thread = threading.Thread(target=actor.run, args=(stop,), daemon=True)
   thread.start()
-
-  def table_size():
-    return client.server_info()['priority_table'].current_size
-
   deadline = time.time() + 120
-  while table_size() < 20 and time.time() < deadline:
+  while _table_size(client) < 20 and time.time() < deadline:
     time.sleep(0.01)
-  assert table_size() >= 20, 'the actor never inserted'
+  assert _table_size(client) >= 20, 'the actor never inserted'
   stop.set()
   thread.join(timeout=30)
   assert not thread.is_alive()
   time.sleep(0.5)  # the writer's last items
   # Played out to its end, the episode would have left ~1000 items.
-  assert table_size() < 500, table_size()
+  assert _table_size(client) < 500, _table_size(client)
   counts = counter.get_counts()
   assert counts.get('actor_episodes', 0) == 0
   # The cut episode's steps are counted all the same (acme's loop counts whole episodes).
