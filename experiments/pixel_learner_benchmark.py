@@ -5,11 +5,13 @@
 Times, on random uint8 batches already in memory (no replay), the jitted pieces of one
 update with the cpu preset's heads and the default encoder: the random shift, the encoder
 forward pass, the critic loss with its gradient, the policy loss with its gradient, and the
-whole update (both losses, optimisers, target copies). Each is the median of `--steps`
+whole update (both losses, optimisers, target copies), also as it was when every network
+call encoded its images (before `networks.encode`). Each is the median of `--steps`
 calls after one warm-up (compile) call.
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -77,6 +79,9 @@ def main(argv=None) -> None:
   batch = jax.device_put(batch)
   key = jax.random.PRNGKey(1)
   update = jax.jit(learning.make_update_fn(networks, config))
+  # The learner before networks.encode: every policy and critic call encoded its images.
+  per_call_nets = dataclasses.replace(networks, encode=None)
+  per_call_update = jax.jit(learning.make_update_fn(per_call_nets, config))
   encoder = jax.jit(
     lambda params, x: networks.critic.apply(params, x, jnp.zeros((b, 1)))
   )  # encoder + critic head forward
@@ -113,6 +118,7 @@ def main(argv=None) -> None:
       _time(jax.jit(critic_grad), (state.critic_params, batch, key), args.steps),
     ),
     ('policy grad', _time(jax.jit(policy_grad), (state.policy_params, batch), args.steps)),
+    ('whole update, encoding per call', _time(per_call_update, (state, batch), args.steps)),
     ('whole update', _time(update, (state, batch), args.steps)),
   ]
   load = os.getloadavg()[0]
@@ -123,8 +129,8 @@ def main(argv=None) -> None:
     f'{jax.devices()[0].platform}, load {load:.1f}'
   )
   for name, seconds in rows:
-    print(f'  {name:24s} {seconds * 1e3:8.1f} ms')
-  print(f'  updates/s {1.0 / rows[-1][1]:.2f}')
+    print(f'  {name:32s} {seconds * 1e3:8.1f} ms')
+  print(f'  updates/s {1.0 / rows[-1][1]:.2f} ({rows[-2][1] / rows[-1][1]:.2f}x encoding per call)')
 
 
 if __name__ == '__main__':

@@ -30,6 +30,10 @@ class MPONetworks:
   # -> policy_params with the critic's encoder, which the learner applies after each step.
   augment: Optional[Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray]] = None
   share_encoder: Optional[Callable[[hk.Params, hk.Params], hk.Params]] = None
+  # Pixel networks with a shared encoder: encode.apply(critic_params, obs) -> Encoded, which
+  # policy.apply and critic.apply take in place of the observation, so the learner encodes
+  # each batch of images once per set of parameters instead of once per network call.
+  encode: Optional[hk.Transformed] = None
   # Several tasks in one layout (TaskMasks): action_mask(obs[*B, O]) -> [*B, A], 1 where the
   # observation's task has the action dimension. The policy's other dimensions are a fixed
   # N(0, 1) and the critic never sees them; the learner zeroes them in its samples and

@@ -11,7 +11,7 @@ An observation may also be {'features': float32 [*B, F], 'pixels': uint8 [*B, H,
 they are, before the heads; the learner shifts the image only.
 """
 
-from typing import Dict, Optional, Sequence, Union
+from typing import Dict, NamedTuple, Optional, Sequence, Union
 
 import haiku as hk
 import jax
@@ -24,8 +24,15 @@ from networks.mlp import LayerNormMLP
 from networks.mpo import ACTION_BOUND, MPONetworks, clip_to_action_box
 from networks.policy import GaussianHead, GaussianParams
 
-# An image [*B, H, W, C], or {'features': [*B, F], 'pixels': [*B, H, W, C]}.
-Observation = Union[jnp.ndarray, Dict[str, jnp.ndarray]]
+
+class Encoded(NamedTuple):
+  """An observation already through the encoder (MPONetworks.encode): [*B, feature_dim (+ F)]."""
+
+  features: jnp.ndarray
+
+
+# An image [*B, H, W, C], or {'features': [*B, F], 'pixels': [*B, H, W, C]}, or Encoded.
+Observation = Union[jnp.ndarray, Dict[str, jnp.ndarray], Encoded]
 
 
 def share_encoder(policy_params: hk.Params, critic_params: hk.Params) -> hk.Params:
@@ -59,6 +66,8 @@ def make_pixel_mpo_networks(
 
   def encode(obs: Observation, stop_gradient: bool = False) -> jnp.ndarray:
     """[*B, feature_dim (+ F)]: the image's features, then the state features if any."""
+    if isinstance(obs, Encoded):
+      return jax.lax.stop_gradient(obs.features) if stop_gradient else obs.features
     image = obs[PIXELS] if isinstance(obs, dict) else obs
     features = ConvEncoder(channels, blocks, feature_dim, name=ENCODER_NAME)(image)
     if stop_gradient:
@@ -89,6 +98,9 @@ def make_pixel_mpo_networks(
     torso = LayerNormMLP(critic_layer_sizes, name='critic_torso')
     return CategoricalCriticHead(num_atoms)(torso(jnp.concatenate([features, action], axis=-1)))
 
+  def encode_fn(obs: Observation) -> Encoded:
+    return Encoded(encode(obs))
+
   def augment(key: jnp.ndarray, obs: Observation) -> Observation:
     if isinstance(obs, dict):
       return {**obs, PIXELS: random_shift(key, obs[PIXELS], shift_pad)}
@@ -100,4 +112,6 @@ def make_pixel_mpo_networks(
     action_dim=action_dim,
     augment=augment if shift_pad > 0 else None,
     share_encoder=None if policy_trains_encoder else share_encoder,
+    # Only where policy and critic share one encoder can one encoding serve both.
+    encode=None if policy_trains_encoder else hk.without_apply_rng(hk.transform(encode_fn)),
   )

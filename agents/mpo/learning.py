@@ -104,6 +104,17 @@ def make_update_fn(networks: MPONetworks, config: MPOConfig):
   support = jnp.linspace(config.v_min, config.v_max, config.num_atoms)
   distributional = config.num_atoms > 1
   n = config.num_samples
+  if networks.encode is not None and networks.share_encoder is None:
+    raise ValueError('networks.encode needs share_encoder: one encoder for policy and critic')
+
+  def encoded(params, obs):
+    """obs as the networks take it: through `params`' encoder once, where they share one.
+
+    The policy's encoder is the critic's (share_encoder after every step, and both targets
+    are copied on the same step), so one encoding per (parameters, observations) serves
+    every call: three encoder passes an update instead of eight.
+    """
+    return obs if networks.encode is None else networks.encode.apply(params, obs)
 
   def q_value(critic_params, obs, actions):
     """Expected Q of each action: obs [B, O], actions [N, B, A] -> [N, B]."""
@@ -112,13 +123,15 @@ def make_update_fn(networks: MPONetworks, config: MPOConfig):
     out = networks.critic.apply(critic_params, obs, actions)
     return losses.categorical_mean(out, support) if distributional else out
 
-  def critic_loss(critic_params, state: TrainingState, t: types.Transition, key):
-    mean, std = networks.policy.apply(state.target_policy_params, t.next_observation)
+  def critic_loss(critic_params, state: TrainingState, t: types.Transition, key, next_obs):
+    """Returns (loss, (metrics, the observations as encoded by critic_params))."""
+    mean, std = networks.policy.apply(state.target_policy_params, next_obs)
     next_actions = gaussian_sample(key, mean, std, n)  # [N, B, A]
-    target_out = networks.critic.apply(state.target_critic_params, t.next_observation, next_actions)
+    target_out = networks.critic.apply(state.target_critic_params, next_obs, next_actions)
     # The adder's discount already holds gamma^(n-1) * env discounts.
     bootstrap = config.replay.discount * t.discount
-    online_out = networks.critic.apply(critic_params, t.observation, t.action)
+    obs = encoded(critic_params, t.observation)
+    online_out = networks.critic.apply(critic_params, obs, t.action)
     if distributional:
       # Expectation over target-policy actions of the return distribution.
       next_probs = jnp.mean(jax.nn.softmax(target_out, axis=-1), axis=0)  # [B, K]
@@ -130,13 +143,16 @@ def make_update_fn(networks: MPONetworks, config: MPOConfig):
       target = jax.lax.stop_gradient(t.reward + bootstrap * jnp.mean(target_out, axis=0))
       loss = 0.5 * jnp.mean(jnp.square(online_out - target))
       q = online_out
-    return loss, {'critic_loss': loss, 'q_mean': jnp.mean(q)}
+    return loss, ({'critic_loss': loss, 'q_mean': jnp.mean(q)}, obs)
 
-  def policy_loss(params, state: TrainingState, t: types.Transition, key, bc_alpha):
+  def policy_loss(
+    params, state: TrainingState, t: types.Transition, key, bc_alpha, obs, target_obs
+  ):
+    """`obs`: t.observation as the online networks take it; `target_obs`, as the targets."""
     policy_params, duals = params
-    obs, dataset_actions = t.observation, t.action
+    dataset_actions = t.action
     mean, std = networks.policy.apply(policy_params, obs)
-    t_mean, t_std = networks.policy.apply(state.target_policy_params, obs)
+    t_mean, t_std = networks.policy.apply(state.target_policy_params, target_obs)
     if config.learns_from_labels:
       # Stored data: the dataset action of a successful episode is preferred, that of a
       # failed one dis-preferred; the target policy is the KL reference.
@@ -162,9 +178,9 @@ def make_update_fn(networks: MPONetworks, config: MPOConfig):
     action_mask = None
     if networks.action_mask is not None:
       # Several tasks in one layout: other tasks' dimensions are exactly 0, as in the data.
-      action_mask = networks.action_mask(obs)
+      action_mask = networks.action_mask(t.observation)
       actions = actions * action_mask
-    q = jax.lax.stop_gradient(q_value(state.target_critic_params, obs, actions))
+    q = jax.lax.stop_gradient(q_value(state.target_critic_params, target_obs, actions))
     metrics: Dict[str, Any] = {'sampled_q_mean': jnp.mean(q)}
     if config.policy_loss == 'pmpo':
       pos, neg = losses.pmpo_masks_from_q(q, config.pmpo.fraction)
@@ -235,11 +251,19 @@ def make_update_fn(networks: MPONetworks, config: MPOConfig):
         observation=networks.augment(k_obs, t.observation),
         next_observation=networks.augment(k_next, t.next_observation),
       )
-    (c_loss, c_metrics), c_grads = jax.value_and_grad(critic_loss, has_aux=True)(
-      state.critic_params, state, t, k_critic
+    next_obs = encoded(state.target_critic_params, t.next_observation)
+    (c_loss, (c_metrics, obs)), c_grads = jax.value_and_grad(critic_loss, has_aux=True)(
+      state.critic_params, state, t, k_critic, next_obs
     )
+    target_obs = encoded(state.target_critic_params, t.observation)
     (p_loss, p_metrics), (pol_grads, dual_grads) = jax.value_and_grad(policy_loss, has_aux=True)(
-      (state.policy_params, state.dual_params), state, t, k_policy, bc_alpha
+      (state.policy_params, state.dual_params),
+      state,
+      t,
+      k_policy,
+      bc_alpha,
+      jax.lax.stop_gradient(obs),
+      target_obs,
     )
 
     c_updates, critic_opt_state = opts.critic.update(c_grads, state.critic_opt_state)

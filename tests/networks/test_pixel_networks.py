@@ -1,5 +1,6 @@
 """The image encoder, DrQ's random shift, and MPO's pixel networks with a shared encoder."""
 
+import dataclasses
 import functools
 
 import haiku as hk
@@ -17,7 +18,7 @@ from agents.bc.config import BCConfig
 from agents.mpo import learning
 from agents.mpo.config import MPOConfig
 from networks.augment import random_shift, shift_images
-from networks.encoder import ConvEncoder, scale_pixels
+from networks.encoder import FEATURES, PIXELS, ConvEncoder, scale_pixels
 from networks.pixel_mpo import make_pixel_mpo_networks
 
 SIZE = 16
@@ -141,6 +142,42 @@ def test_update_trains_encoder_and_shares_it_with_the_policy(pixel_setup):
   # The critic sees N sampled actions per image without N copies of the image.
   q = networks.critic.apply(new.critic_params, batch.observation, jnp.zeros((4, 8, 2)))
   assert q.shape == (4, 8, 11)
+
+
+@pytest.mark.parametrize('with_features', [False, True])
+def test_encoding_once_an_update_changes_no_result(pixel_setup, with_features):
+  """The learner encodes each batch once per parameter set (networks.encode): three encoder
+  passes instead of eight. Over updates where the targets lag the online networks and then
+  catch up, it gives the states that encoding inside every network call gives."""
+  networks, config, _, batch = pixel_setup
+  config = dataclasses.replace(config, target_update_period=2)
+  spec = OBS_SPEC
+  if with_features:  # an image with the task's state features beside it
+    rng = np.random.default_rng(1)
+    feats = rng.normal(size=(8, 3)).astype(np.float32)
+    batch = batch._replace(
+      observation={FEATURES: feats, PIXELS: batch.observation},
+      next_observation={FEATURES: np.roll(feats, 1, axis=0), PIXELS: batch.next_observation},
+    )
+    spec = {FEATURES: specs.Array((3,), np.float32), PIXELS: OBS_SPEC}
+  state = learning.initial_state(networks, config, spec, jax.random.PRNGKey(2))
+  assert networks.encode is not None
+  per_call = dataclasses.replace(networks, encode=None)
+  results = []
+  for nets in (networks, per_call):
+    update, s = jax.jit(learning.make_update_fn(nets, config)), state
+    for _ in range(3):
+      s, metrics = update(s, batch)
+    results.append((s, metrics))
+  (once, m_once), (each, m_each) = results
+  assert int(once.steps) == 3
+  # The targets were copied at step 2 and the online networks moved on at step 3.
+  assert not np.array_equal(
+    once.critic_params['encoder/linear']['w'], once.target_critic_params['encoder/linear']['w']
+  )
+  close = functools.partial(np.testing.assert_allclose, rtol=2e-5, atol=2e-6)
+  jax.tree_util.tree_map(close, once, each)
+  jax.tree_util.tree_map(close, m_once, m_each)
 
 
 def test_bc_trains_its_own_encoder(pixel_setup):
