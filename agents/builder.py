@@ -7,13 +7,24 @@ them in one process. Most builders derive from agents.replay_pipeline.ReplayPipe
 the data half (tables, adders, dataset) and add networks, learner and actor.
 """
 
-from typing import Any, Iterator, List, Optional, Protocol, Sequence, runtime_checkable
+from typing import (
+  TYPE_CHECKING,
+  Any,
+  Iterator,
+  List,
+  Optional,
+  Protocol,
+  Sequence,
+  runtime_checkable,
+)
 
-import reverb
 from acme import adders, core, specs
 from acme.utils import counting, loggers
 
 from agents.common.replay_config import ReplayConfig
+
+if TYPE_CHECKING:  # Reverb imports TensorFlow; a robot builds its actor without either.
+  import reverb
 
 
 @runtime_checkable
@@ -36,7 +47,7 @@ class Learner(Protocol):
 
   def restore(self, state: Any) -> None: ...
 
-  def set_iterator(self, iterator: Iterator[reverb.ReplaySample]) -> None: ...
+  def set_iterator(self, iterator: Iterator['reverb.ReplaySample']) -> None: ...
 
 
 class AgentConfig(Protocol):
@@ -73,12 +84,12 @@ class Builder(Protocol):
 
   def make_networks(self) -> Any: ...
 
-  def make_replay_tables(self) -> List[reverb.Table]: ...
+  def make_replay_tables(self) -> List['reverb.Table']: ...
 
-  def make_adder(self, client: reverb.Client) -> adders.Adder:
+  def make_adder(self, client: 'reverb.Client') -> adders.Adder:
     """The actors' adder into the main replay table."""
 
-  def make_external_adder(self, client: reverb.Client) -> adders.Adder:
+  def make_external_adder(self, client: 'reverb.Client') -> adders.Adder:
     """The adder of actors attached from outside the program (robots)."""
 
   def make_dataset_iterator(
@@ -87,11 +98,11 @@ class Builder(Protocol):
     rate_limiter_timeout_ms: int = -1,
     batch_size: Optional[int] = None,
     table: str = ...,
-  ) -> Iterator[reverb.ReplaySample]: ...
+  ) -> Iterator['reverb.ReplaySample']: ...
 
   def make_learner(
     self,
-    iterator: Iterator[reverb.ReplaySample],
+    iterator: Iterator['reverb.ReplaySample'],
     seed: int = 0,
     counter: Optional[counting.Counter] = None,
     logger: Optional[loggers.Logger] = None,

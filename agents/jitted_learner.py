@@ -7,13 +7,15 @@ serve any agent alike.
 """
 
 import time
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import jax
 import numpy as np
-import reverb
 from acme import core
 from acme.utils import counting, loggers
+
+if TYPE_CHECKING:  # Reverb imports TensorFlow; a robot builds its actor without either.
+  import reverb
 
 
 class NonFiniteLossError(RuntimeError):
@@ -36,7 +38,7 @@ class JittedLearner(core.Learner):
     self,
     state: Any,
     update: Callable[..., Tuple[Any, Dict[str, Any]]],
-    iterator: Iterator[reverb.ReplaySample],
+    iterator: Iterator['reverb.ReplaySample'],
     counter: Optional[counting.Counter] = None,
     logger: Optional[loggers.Logger] = None,
   ):
@@ -78,7 +80,7 @@ class JittedLearner(core.Learner):
         return f'the batch has non-finite values in {name!r}'
     return 'the batch itself is finite, so the update diverged (lower the learning rates)'
 
-  def set_iterator(self, iterator: Iterator[reverb.ReplaySample]) -> None:
+  def set_iterator(self, iterator: Iterator['reverb.ReplaySample']) -> None:
     """Replaces an iterator that ended (e.g. a sampling timeout on the rate limiter)."""
     self._iterator = iterator
 

@@ -6,15 +6,18 @@ from it and adds its networks, learner and actor, so a program collects the same
 any agent.
 """
 
-from typing import Iterator, List, Optional
+from typing import TYPE_CHECKING, Iterator, List, Optional
 
-import reverb
 from acme import adders, specs
-from acme.adders import reverb as reverb_adders
 
 from agents.common.observations import is_pixels
 from agents.common.replay_config import ReplayConfig
-from agents.nstep_adder import NStepAdder
+
+# Reverb (and acme's Reverb adders, and our adder on Reverb's writer) import TensorFlow: the
+# methods that need them import them, so that a robot, which builds only its actor from a
+# builder, starts without either (tests/launch/robot/test_robot_imports.py).
+if TYPE_CHECKING:
+  import reverb
 
 REPLAY_TABLE = 'priority_table'
 # Experience from actors outside the program (robots attached with launch.attach).
@@ -50,7 +53,9 @@ class ReplayPipeline:
     self.replay_config = replay
     self.spec = spec
 
-  def make_rate_limiter(self) -> reverb.rate_limiters.RateLimiter:
+  def make_rate_limiter(self) -> 'reverb.rate_limiters.RateLimiter':
+    import reverb
+
     c = self.replay_config
     if c.samples_per_insert is None:
       return reverb.rate_limiters.MinSize(c.min_replay_size)
@@ -64,7 +69,10 @@ class ReplayPipeline:
       error_buffer=error_buffer,
     )
 
-  def make_replay_tables(self) -> List[reverb.Table]:
+  def make_replay_tables(self) -> List['reverb.Table']:
+    import reverb
+    from acme.adders import reverb as reverb_adders
+
     signature = reverb_adders.NStepTransitionAdder.signature(self.spec)
     return [
       reverb.Table(
@@ -86,9 +94,11 @@ class ReplayPipeline:
       ),
     ]
 
-  def make_adder(self, client: reverb.Client) -> adders.Adder:
+  def make_adder(self, client: 'reverb.Client') -> adders.Adder:
     """The actors' adder: acme's n-step transitions into REPLAY_TABLE, written by our
     cheaper NStepAdder (the same items, tests/agents/test_nstep_adder.py)."""
+    from agents.nstep_adder import NStepAdder
+
     return NStepAdder(
       client,
       self.replay_config.n_step,
@@ -97,9 +107,11 @@ class ReplayPipeline:
       max_in_flight_items=ADDER_MAX_IN_FLIGHT_ITEMS,
     )
 
-  def make_external_adder(self, client: reverb.Client) -> adders.Adder:
+  def make_external_adder(self, client: 'reverb.Client') -> adders.Adder:
     """The n-step adder of attached (external) actors: the same items (our NStepAdder, as
     the actors'), into EXTERNAL_TABLE. The gateway adds whole episodes at a time."""
+    from agents.nstep_adder import NStepAdder
+
     return NStepAdder(
       client,
       self.replay_config.n_step,
@@ -114,13 +126,14 @@ class ReplayPipeline:
     rate_limiter_timeout_ms: int = -1,
     batch_size: Optional[int] = None,
     table: str = REPLAY_TABLE,
-  ) -> Iterator[reverb.ReplaySample]:
+  ) -> Iterator['reverb.ReplaySample']:
     """Batches of transitions as numpy.
 
     With a timeout, the iterator ends (StopIteration) when the rate limiter
     blocks that long, so a learner can notice shutdown instead of hanging.
     """
-    import tensorflow as tf  # Imported late: actors and tests that never sample skip it.
+    import reverb
+    import tensorflow as tf
 
     dataset = reverb.TrajectoryDataset.from_table_signature(
       server_address=server_address,

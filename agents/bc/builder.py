@@ -4,9 +4,8 @@ A program built with this builder or the MPO one collects the same data and serv
 same policy network; only the learner differs.
 """
 
-from typing import Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Iterator, Optional, Sequence
 
-import reverb
 from acme import adders, core, specs
 from acme.utils import counting, loggers
 
@@ -18,6 +17,9 @@ from agents.mpo.builder import make_variable_client
 from agents.replay_pipeline import ReplayPipeline, check_spec
 from networks.mpo import MPONetworks, make_mpo_networks
 from networks.pixel_mpo import make_pixel_mpo_networks
+
+if TYPE_CHECKING:  # Reverb imports TensorFlow; a robot builds its actor without either.
+  import reverb
 
 # BC never builds the critic, but the networks come as a pair: the smallest one.
 _UNUSED_CRITIC = (1,)
@@ -67,7 +69,7 @@ class BCBuilder(ReplayPipeline):
 
   def make_learner(
     self,
-    iterator: Iterator[reverb.ReplaySample],
+    iterator: Iterator['reverb.ReplaySample'],
     seed: int = 0,
     counter: Optional[counting.Counter] = None,
     logger: Optional[loggers.Logger] = None,

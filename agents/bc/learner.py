@@ -4,16 +4,18 @@ Its public surface is MPOLearner's (both are JittedLearners), so actors, evaluat
 checkpointing serve either learner alike.
 """
 
-from typing import Iterator, List, Optional, Sequence
+from typing import TYPE_CHECKING, Iterator, List, Optional, Sequence
 
 import jax
-import reverb
 from acme.utils import counting, loggers
 
 from agents.bc import learning
 from agents.bc.config import BCConfig
 from agents.jitted_learner import JittedLearner, policy_only_variables
 from networks.mpo import MPONetworks
+
+if TYPE_CHECKING:  # Reverb imports TensorFlow; a robot builds its actor without either.
+  import reverb
 
 
 class BCLearner(JittedLearner):
@@ -28,7 +30,7 @@ class BCLearner(JittedLearner):
     networks: MPONetworks,
     config: BCConfig,
     obs_dim: int,
-    iterator: Iterator[reverb.ReplaySample],
+    iterator: Iterator['reverb.ReplaySample'],
     seed: int = 0,
     counter: Optional[counting.Counter] = None,
     logger: Optional[loggers.Logger] = None,

@@ -9,9 +9,8 @@ an insert back (MinSize(1), small FIFO), so attached robots' transitions, which 
 inserts besides storing their episodes, are accepted and dropped in turn.
 """
 
-from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Optional, Sequence
 
-import reverb
 from acme import adders, core, specs
 from acme.utils import counting, loggers
 
@@ -26,6 +25,9 @@ from agents.mpo.builder import make_variable_client
 from agents.replay_pipeline import ReplayPipeline, check_spec
 from networks.tokenizer import TimestepLayout, Vocabulary
 from networks.transformer import SequenceModel, TransformerSizes, make_transformer
+
+if TYPE_CHECKING:  # Reverb imports TensorFlow; a robot builds its actor without either.
+  import reverb
 
 # launch.store.windows.window_batches, as the launch layer passes it in:
 # windows(store_dirs, layouts, window_config_fields, batch_size, seed, refresh_every).
@@ -137,10 +139,12 @@ class GatoBuilder(ReplayPipeline):
 
   # --- data -------------------------------------------------------------------
 
-  def make_rate_limiter(self) -> reverb.rate_limiters.RateLimiter:
+  def make_rate_limiter(self) -> 'reverb.rate_limiters.RateLimiter':
+    import reverb  # Late, as in agents/replay_pipeline.py: robots build actors without it.
+
     return reverb.rate_limiters.MinSize(1)  # Nothing samples: no insert may wait.
 
-  def make_adder(self, client: reverb.Client) -> Optional[adders.Adder]:
+  def make_adder(self, client: 'reverb.Client') -> Optional[adders.Adder]:
     """None: the actors insert nothing; the store is the learner's data."""
     del client
     return None

@@ -4,10 +4,9 @@ The builder knows nothing about processes; launch/ wires these pieces into a
 Launchpad program, and tests use them in one process.
 """
 
-from typing import Iterator, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
-import reverb
 from acme import adders, core, specs
 from acme.utils import counting, loggers
 
@@ -23,6 +22,9 @@ from agents.replay_pipeline import ReplayPipeline, check_spec
 from agents.variable_client import VariableClient
 from networks.mpo import MPONetworks, make_mpo_networks
 from networks.pixel_mpo import make_pixel_mpo_networks
+
+if TYPE_CHECKING:  # Reverb imports TensorFlow; a robot builds its actor without either.
+  import reverb
 
 
 class MPOBuilder(ReplayPipeline):
@@ -157,7 +159,7 @@ class MPOBuilder(ReplayPipeline):
 
   def make_learner(
     self,
-    iterator: Iterator[reverb.ReplaySample],
+    iterator: Iterator['reverb.ReplaySample'],
     seed: int = 0,
     counter: Optional[counting.Counter] = None,
     logger: Optional[loggers.Logger] = None,
@@ -197,7 +199,7 @@ class MPOBuilder(ReplayPipeline):
     )
     return actor if self.layout is None else TaskActor(actor, self.layout, self.task)
 
-  def make_external_adder(self, client: reverb.Client) -> adders.Adder:
+  def make_external_adder(self, client: 'reverb.Client') -> adders.Adder:
     """Attached robots send the run's task's arrays; several tasks' replay holds them placed."""
     adder = super().make_external_adder(client)
     return adder if self.layout is None else TaskAdder(adder, self.layout, self.task)

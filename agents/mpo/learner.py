@@ -1,16 +1,18 @@
 """A thin acme Learner around the jitted MPO update."""
 
-from typing import Iterator, List, Optional, Sequence
+from typing import TYPE_CHECKING, Iterator, List, Optional, Sequence
 
 import jax
 import numpy as np
-import reverb
 from acme.utils import counting, loggers
 
 from agents.jitted_learner import JittedLearner, NonFiniteLossError
 from agents.mpo import learning
 from agents.mpo.config import MPOConfig, bc_alpha_for_iteration
 from networks.mpo import MPONetworks
+
+if TYPE_CHECKING:  # Reverb imports TensorFlow; a robot builds its actor without either.
+  import reverb
 
 __all__ = ['MPOLearner', 'NonFiniteLossError']
 
@@ -26,7 +28,7 @@ class MPOLearner(JittedLearner):
     networks: MPONetworks,
     config: MPOConfig,
     obs_dim: int,
-    iterator: Iterator[reverb.ReplaySample],
+    iterator: Iterator['reverb.ReplaySample'],
     seed: int = 0,
     counter: Optional[counting.Counter] = None,
     logger: Optional[loggers.Logger] = None,

@@ -10,10 +10,9 @@ A proposal policy (planner.proposals_from) is another run's: the builder names t
 another run's files; only actors call the loader.
 """
 
-from typing import Callable, Dict, Iterator, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Callable, Dict, Iterator, Optional, Sequence, Tuple, Union
 
 import jax
-import reverb
 from acme import adders, core, specs
 from acme.utils import counting, loggers
 
@@ -28,6 +27,9 @@ from agents.planning.proposals import ProposalPolicy
 from agents.planning.sequence_model import SequenceDynamics, make_sequence_dynamics
 from agents.replay_pipeline import ReplayPipeline, check_spec
 from networks.dynamics import EnsembleModel, EnsembleSizes, make_ensemble
+
+if TYPE_CHECKING:  # Reverb imports TensorFlow; a robot builds its actor without either.
+  import reverb
 
 
 class PlanningBuilder(ReplayPipeline):
@@ -107,7 +109,7 @@ class PlanningBuilder(ReplayPipeline):
 
   def make_learner(
     self,
-    iterator: Iterator[reverb.ReplaySample],
+    iterator: Iterator['reverb.ReplaySample'],
     seed: int = 0,
     counter: Optional[counting.Counter] = None,
     logger: Optional[loggers.Logger] = None,

@@ -6,10 +6,9 @@ arrays, as every learner's 'policy' is (a robot fetching it through the gateway 
 plain data too).
 """
 
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence, Union
 
 import jax
-import reverb
 from acme.utils import counting, loggers
 
 from agents.jitted_learner import JittedLearner, policy_only_variables
@@ -17,6 +16,9 @@ from agents.planning import learning, sequence_model
 from agents.planning.config import PlanningConfig
 from agents.planning.sequence_model import SequenceDynamics
 from networks.dynamics import EnsembleModel, NormalizationStats
+
+if TYPE_CHECKING:  # Reverb imports TensorFlow; a robot builds its actor without either.
+  import reverb
 
 
 class ModelLearner(JittedLearner):
@@ -33,7 +35,7 @@ class ModelLearner(JittedLearner):
     config: PlanningConfig,
     obs_dim: int,
     action_dim: int,
-    iterator: Iterator[reverb.ReplaySample],
+    iterator: Iterator['reverb.ReplaySample'],
     seed: int = 0,
     counter: Optional[counting.Counter] = None,
     logger: Optional[loggers.Logger] = None,
