@@ -125,7 +125,9 @@ def test_nodes_run_together_until_the_budget(tmp_path):
   assert any(p.is_dir() for p in (run_dir / 'replay').iterdir())
   evaluations = (run_dir / 'logs' / 'evaluator' / 'logs.csv').read_text().strip().splitlines()
   assert len(evaluations) >= 3, evaluations  # header, >= 1 periodic, the final one
-  assert len(Checkpointer(run_dir / 'checkpoints').all_steps()) >= 2
+  # (Not two checkpoints: once the actors stop at the budget the rate limiter holds the
+  # learner, so a periodic evaluation that comes late, at the budget on a busy machine,
+  # checkpoints the same learner step as the final one.)
   # The actor closed its adder as it stopped (else collecting it later flushes it against a
   # server that is gone, up to 10 s inside whatever code the collection interrupts).
   assert [adder._writer for adder in actor._adders] == [None]
