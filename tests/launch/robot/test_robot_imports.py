@@ -2,7 +2,7 @@
 
 `launch.attach` builds the program's actor through the agent's builder; the builders import
 Reverb (and so TensorFlow) only in the methods that make tables, adders and datasets. A
-robot PC then starts in about 2 s instead of about 7 here, and needs neither library.
+robot PC then imports in about 2 s instead of about 7 here, and needs neither library.
 """
 
 import os
