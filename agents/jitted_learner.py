@@ -68,11 +68,15 @@ class JittedLearner(core.Learner):
         f'({losses}); {self._find_non_finite(transitions)}'
       )
     self._state = state
+    self.check_metrics(metrics)
     now = time.time()
     elapsed = now - self._last_time if self._last_time else 0.0
     self._last_time = now
     counts = self._counter.increment(steps=1, walltime=elapsed)
     self._logger.write({**metrics, **counts})
+
+  def check_metrics(self, metrics: Dict[str, float]) -> None:
+    """Called with each finite update's metrics: an agent warns here of what they show."""
 
   def _find_non_finite(self, transitions) -> str:
     for name in self.batch_fields:

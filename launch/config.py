@@ -236,7 +236,9 @@ class ExperimentConfig:
   camera: int = setting(0, help="pixels: the task's camera id (-1: the free camera)")
   frame_stack: int = setting(3, help='pixels: camera frames stacked into one observation')
   action_repeat: int = setting(
-    1, help='pixels: environment steps per action (rewards summed; the step budget counts actions)'
+    1,
+    help="pixels: environment steps per action (rewards summed, and the agent's min_reward / "
+    'max_reward scaled to match; the step budget counts actions)',
   )
   replay_memory_gb: float = setting(
     24.0,

@@ -93,6 +93,23 @@ def pixel_replay_size(config: ExperimentConfig) -> Optional[int]:
   return max(min(replay.max_replay_size, fits), replay.min_replay_size)
 
 
+def agent_for_action_repeat(config: ExperimentConfig) -> Any:
+  """The agent config with its reward bounds for rewards summed over action_repeat steps.
+
+  An agent's min_reward / max_reward bound one step of the task (dm_control's are in
+  [0, 1]); a pixel run's action is action_repeat steps whose rewards are summed, so a
+  critic's support must be that many times wider, or it clips the values of good states
+  alike (it did: cartpole:swingup from pixels at action repeat 8 stalled at ~300).
+  """
+  agent = config.agent
+  repeat = config.action_repeat if config.pixels else 1
+  if repeat == 1 or not hasattr(agent, 'max_reward'):
+    return agent
+  return agent.with_overrides(
+    {'min_reward': agent.min_reward * repeat, 'max_reward': agent.max_reward * repeat}
+  )
+
+
 def check_pixel_agent(config: ExperimentConfig) -> None:
   """ConfigError (one line) for a pixel run of an agent that takes state features only."""
   if config.pixels and not config.agent.takes_pixels:
@@ -107,6 +124,7 @@ def make_builder(config: ExperimentConfig, task: Optional[str] = None) -> 'Build
   """The builder of the registered agent `config.algorithm`, for the spec of `task`
   (default: the run's `task`); an agent for several bodies gets every task's too."""
   check_pixel_agent(config)
+  config = dataclasses.replace(config, agent=agent_for_action_repeat(config))
   size = pixel_replay_size(config)
   if size is not None and size != config.agent.replay.max_replay_size:
     config = dataclasses.replace(

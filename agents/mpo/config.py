@@ -186,6 +186,17 @@ class MPOConfig(AgentConfig):
     return 0.0 if self.min_reward >= 0.0 else -self.v_max
 
   @property
+  def n_step_reward_bounds(self) -> Tuple[float, float]:
+    """The n-step rewards that keep the critic's targets inside its support.
+
+    A target's top atom is r + gamma^n * v_max: it stays at most v_max while r is at most
+    (1 - gamma^n) * v_max (for rewards in [min_reward, max_reward] it always is). Above,
+    the support clips, and states whose values differ look alike to the critic.
+    """
+    keep = 1.0 - self.replay.discount**self.replay.n_step
+    return self.v_min * keep, self.v_max * keep
+
+  @property
   def learns_from_labels(self) -> bool:
     """True when PMPO's preferred / dis-preferred sets come from stored episodes' labels."""
     return self.policy_loss == 'pmpo' and self.pmpo.source == 'labels'

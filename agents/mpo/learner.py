@@ -1,11 +1,12 @@
 """A thin acme Learner around the jitted MPO update."""
 
-from typing import TYPE_CHECKING, Iterator, List, Optional, Sequence
+from typing import TYPE_CHECKING, Dict, Iterator, List, Optional, Sequence
 
 import jax
 import numpy as np
 from acme.utils import counting, loggers
 
+from agents.common.logs import get_logger
 from agents.jitted_learner import JittedLearner, NonFiniteLossError
 from agents.mpo import learning
 from agents.mpo.config import MPOConfig, bc_alpha_for_iteration
@@ -15,6 +16,8 @@ if TYPE_CHECKING:  # Reverb imports TensorFlow; a robot builds its actor without
   import reverb
 
 __all__ = ['MPOLearner', 'NonFiniteLossError']
+
+log = get_logger('learner')
 
 
 class MPOLearner(JittedLearner):
@@ -34,6 +37,7 @@ class MPOLearner(JittedLearner):
     logger: Optional[loggers.Logger] = None,
   ):
     self._config = config
+    self._support_warned = config.num_atoms == 1  # An expected-value critic clips nothing.
     self._bc_alpha = np.float32(bc_alpha_for_iteration(config, 0))
     super().__init__(
       learning.initial_state(networks, config, obs_dim, jax.random.PRNGKey(seed)),
@@ -45,6 +49,29 @@ class MPOLearner(JittedLearner):
 
   def update_args(self) -> tuple:
     return (self._bc_alpha,)
+
+  def check_metrics(self, metrics: Dict[str, float]) -> None:
+    """Warns once when the batch's rewards leave what the critic's support can value."""
+    if self._support_warned or 'reward_max' not in metrics:
+      return
+    low, high = self._config.n_step_reward_bounds
+    slack = 1e-3 * (high - low)
+    worst = None
+    if metrics['reward_max'] > high + slack:
+      worst = f'n-step reward {metrics["reward_max"]:.3g} above the {high:.3g}'
+    elif metrics['reward_min'] < low - slack:
+      worst = f'n-step reward {metrics["reward_min"]:.3g} below the {low:.3g}'
+    if worst is None:
+      return
+    self._support_warned = True
+    c = self._config
+    log.warning(
+      f'step {self.steps}: {worst} that min_reward={c.min_reward:g} and '
+      f'max_reward={c.max_reward:g} allow: the critic clips values outside '
+      f'[{c.v_min:.4g}, {c.v_max:.4g}], so it cannot tell such states apart. Set '
+      "min_reward / max_reward to the environment's reward range per step "
+      '(--agent max_reward=...). Warned once.'
+    )
 
   def set_iteration(self, iteration: int) -> float:
     """Uses PAC's behaviour-cloning weight for collect-and-infer `iteration`; returns it.

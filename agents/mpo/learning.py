@@ -296,6 +296,9 @@ def make_update_fn(networks: MPONetworks, config: MPOConfig):
       'policy_loss': p_loss,
       'grad_norm_critic': optax.global_norm(c_grads),
       'grad_norm_policy': optax.global_norm(pol_grads),
+      # The batch's n-step rewards, which the learner holds against the critic's support.
+      'reward_max': jnp.max(t.reward),
+      'reward_min': jnp.min(t.reward),
     }
     return new_state, metrics
 

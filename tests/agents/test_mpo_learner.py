@@ -406,6 +406,46 @@ def test_config_accepts_boundary_values():
   assert config.policy_layer_sizes == (8,) and config.critic_layer_sizes == (8, 4)
 
 
+def test_n_step_rewards_that_keep_targets_inside_the_support():
+  # v_max = 2 / (1 - 0.5) = 4; a 2-step reward may reach 2 + 0.5 * 2 = 3 = (1 - 0.25) * 4.
+  config = MPOConfig(max_reward=2.0, replay=ReplayConfig(discount=0.5, n_step=2))
+  assert config.n_step_reward_bounds == (0.0, pytest.approx(3.0))
+  # Signed: v_min = -v_max = -4 / (1 - 0.5) = -8, one step keeps (1 - 0.5) of it.
+  config = MPOConfig(min_reward=-4.0, max_reward=1.0, replay=ReplayConfig(discount=0.5, n_step=1))
+  assert config.n_step_reward_bounds == (pytest.approx(-4.0), pytest.approx(4.0))
+
+
+def _distributional_learner(reward_scale: float) -> MPOLearner:
+  # Support [0, 2]; 5-step rewards up to (1 - 0.5^5) * 2 = 1.94 keep targets inside it.
+  config = _bandit_config(num_atoms=11)
+  assert config.n_step_reward_bounds == (0.0, pytest.approx(1.9375))
+  batch = _bandit_batch()
+  feed = Feed(batch._replace(reward=batch.reward * np.float32(reward_scale)))
+  nets = make_mpo_networks(
+    1, config.policy_layer_sizes, config.critic_layer_sizes, config.num_atoms
+  )
+  return MPOLearner(nets, config, OBS_DIM, feed, logger=loggers.NoOpLogger())
+
+
+def test_learner_warns_once_of_rewards_the_support_clips(capsys):
+  # The bandit's rewards reach 1.0: no warning.
+  learner = _distributional_learner(1.0)
+  learner.step()
+  assert 'warning' not in capsys.readouterr().out
+  # Eight times that (an action repeat of 8 that max_reward does not know of): warned
+  # once, naming the bound and the setting.
+  learner = _distributional_learner(8.0)
+  for _ in range(3):
+    learner.step()
+  out = capsys.readouterr().out
+  assert out.count('warning') == 1, out
+  assert 'n-step reward 8 above the 1.94' in out and 'max_reward=1 ' in out, out
+  # Below min_reward's bound (0 here): told as well.
+  learner = _distributional_learner(-1.0)
+  learner.step()
+  assert 'below the 0' in capsys.readouterr().out
+
+
 def test_config_value_range_follows_rewards():
   config = MPOConfig(min_reward=0.0, max_reward=1.0, replay=ReplayConfig(discount=0.99))
   assert config.v_min == 0.0

@@ -53,6 +53,27 @@ def test_replay_size_fits_the_memory_setting():
   assert pixel_replay_size(ExperimentConfig()) is None  # state runs keep theirs
 
 
+@pytest.mark.parametrize('policy_loss', ['mpo', 'pac'])
+def test_the_critic_values_rewards_summed_over_the_action_repeat(policy_loss):
+  from launch.experiment import make_builder
+
+  # dm_control's rewards are in [0, 1] a step; an action of 8 steps earns up to 8.
+  repeat = ExperimentConfig(pixels=True, action_repeat=8, agent={'policy_loss': policy_loss})
+  config = make_builder(repeat).config
+  assert (config.min_reward, config.max_reward) == (0.0, 8.0)
+  assert config.v_max == pytest.approx(800.0)  # discount 0.99
+  assert repeat.agent.max_reward == 1.0  # the run's own config (config.json) is unchanged
+  # Signed rewards scale on both sides; settings other than the bounds are kept.
+  signed = ExperimentConfig(
+    pixels=True, action_repeat=4, agent={'min_reward': -0.5, 'max_reward': 2.0, 'num_samples': 7}
+  )
+  config = make_builder(signed).config
+  assert (config.min_reward, config.max_reward, config.num_samples) == (-2.0, 8.0, 7)
+  # No repeat, or a state run (which ignores action_repeat): the bounds stand.
+  assert make_builder(ExperimentConfig(pixels=True)).config.max_reward == 1.0
+  assert make_builder(ExperimentConfig(action_repeat=8)).config.max_reward == 1.0
+
+
 def test_a_pixel_run_may_use_the_perceiver_on_image_patches():
   from launch.experiment import make_builder
 
