@@ -37,7 +37,9 @@ class MPOLearner(JittedLearner):
     logger: Optional[loggers.Logger] = None,
   ):
     self._config = config
-    self._support_warned = config.num_atoms == 1  # An expected-value critic clips nothing.
+    # The n-step rewards the critic's support can value; None once warned, and for an
+    # expected-value critic, which clips nothing.
+    self._reward_bounds = None if config.num_atoms == 1 else config.n_step_reward_bounds
     self._bc_alpha = np.float32(bc_alpha_for_iteration(config, 0))
     super().__init__(
       learning.initial_state(networks, config, obs_dim, jax.random.PRNGKey(seed)),
@@ -52,9 +54,9 @@ class MPOLearner(JittedLearner):
 
   def check_metrics(self, metrics: Dict[str, float]) -> None:
     """Warns once when the batch's rewards leave what the critic's support can value."""
-    if self._support_warned or 'reward_max' not in metrics:
+    if self._reward_bounds is None or 'reward_max' not in metrics:
       return
-    low, high = self._config.n_step_reward_bounds
+    low, high = self._reward_bounds
     slack = 1e-3 * (high - low)
     worst = None
     if metrics['reward_max'] > high + slack:
@@ -63,7 +65,7 @@ class MPOLearner(JittedLearner):
       worst = f'n-step reward {metrics["reward_min"]:.3g} below the {low:.3g}'
     if worst is None:
       return
-    self._support_warned = True
+    self._reward_bounds = None
     c = self._config
     log.warning(
       f'step {self.steps}: {worst} that min_reward={c.min_reward:g} and '

@@ -121,8 +121,8 @@ class LearnerWorker:
     self._config = cfg
     self._run_dir = pathlib.Path(cfg.run_dir)
     self._builder = experiment.make_builder(cfg)
-    if cfg.pixels and cfg.action_repeat > 1 and hasattr(cfg.agent, 'max_reward'):
-      scaled = experiment.agent_for_action_repeat(cfg)
+    scaled = experiment.agent_for_action_repeat(cfg)
+    if scaled is not cfg.agent:
       log.info(
         f'rewards are sums over action_repeat={cfg.action_repeat} steps: the critic values '
         f'them between min_reward={scaled.min_reward:g} and max_reward={scaled.max_reward:g}'
