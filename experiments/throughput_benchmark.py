@@ -21,7 +21,9 @@ and after each repeat (their mean is that repeat's ceiling); the median ratio is
            action), actor_no_adder (+ policy and variable client), actor_no_store (+ adder).
            actor_full_k{K} (--envs_per_actor, default 2,4,8): a batched actor (K
            environments, one policy call a step, an adder and a recorder each), steps of
-           all K per second / bare stepping of one. Target >= 0.7.
+           all K per second / bare stepping of one. Target >= 0.7. With --replay_process
+           the server runs in a process of its own, as in the program (the actor then
+           pays only the client's side of each insert): actor_replay_process.csv.
   replay   adder_inserts: items/s the adder writes (pre-recorded timesteps, so no
            environment or policy in the loop) / raw reverb TrajectoryWriter writes of the
            same items into the same table (one append and create_item per item, the
@@ -59,7 +61,10 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
 from agents.mpo.presets import PRESETS  # pylint: disable=g-import-not-at-top
 from experiments.learning_benchmark import _csv_list  # pylint: disable=g-import-not-at-top
-from experiments.throughput.actor import bench_actor  # pylint: disable=g-import-not-at-top
+from experiments.throughput.actor import (  # pylint: disable=g-import-not-at-top
+  actor_figure_name,
+  bench_actor,
+)
 from experiments.throughput.e2e import bench_e2e  # pylint: disable=g-import-not-at-top
 from experiments.throughput.learner import bench_learner  # pylint: disable=g-import-not-at-top
 from experiments.throughput.replay import bench_replay  # pylint: disable=g-import-not-at-top
@@ -128,6 +133,13 @@ def parse_args(argv):
     help='actor: the task through its camera (--pixel_size, --frame_stack, --action_repeat); '
     'bare stepping then renders too: a pixel actor against bare rendering (actor_pixels.csv)',
   )
+  p.add_argument(
+    '--replay_process',
+    action='store_true',
+    help="actor: the Reverb server in a process of its own, as the program's replay node "
+    "(default: in the actor's process, which then pays for both sides of every insert); "
+    'written as actor_replay_process.csv',
+  )
   p.add_argument('--pixel_size', type=int, default=64)
   p.add_argument('--frame_stack', type=int, default=3)
   p.add_argument('--action_repeat', type=int, default=1)
@@ -182,6 +194,7 @@ def run_one(args) -> List[Row]:
       args.max_episode_steps,
       envs_per_actor=args.envs_per_actor,
       pixels=_pixel_settings(args),
+      replay_process=args.replay_process,
     )
   if args.benchmark == 'replay':
     return bench_replay(
@@ -248,7 +261,9 @@ def main(argv=None) -> int:
       raise
     print(f'error: {e}', file=sys.stderr)  # A --from_run without a usable evaluator log.
     return 2
-  name = 'actor_pixels' if args.benchmark == 'actor' and args.pixels else args.benchmark
+  name = args.benchmark
+  if args.benchmark == 'actor':
+    name = actor_figure_name(args.pixels, args.replay_process)
   print(f'[throughput] wrote {args.out}/{name}.csv and .png', flush=True)
   return 0
 

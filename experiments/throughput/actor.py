@@ -36,8 +36,12 @@ def bench_actor(
   seed: int = 1,
   envs_per_actor: Sequence[int] = (),
   pixels=None,
+  replay_process: bool = False,
 ) -> List[Row]:
   """Actor env steps/s (and partial loops) against bare stepping of the same task.
+
+  With `replay_process` the Reverb server runs in a process of its own (as the program's
+  replay node), not in the actor's; written as actor_replay_process.csv/png.
 
   With `pixels` (environments.pixels.PixelSettings) the task is seen through its camera:
   bare stepping renders every frame, so the ratios are a pixel actor's frames per second
@@ -53,7 +57,12 @@ def bench_actor(
   # that only provides the initial parameters starts JAX with its default dispatch).
   prefer_inline_cpu_dispatch()
   builder = make_builder(task, preset, agent, pixels)
-  replay = ReplayServer(builder)
+  if replay_process:
+    from experiments.throughput.replay_process import ReplayProcess
+
+    replay = ReplayProcess(task, preset, agent, pixels)
+  else:
+    replay = ReplayServer(builder)
   store_dir = tempfile.mkdtemp(prefix='throughput_store_')
   try:
     series = _actor_series(
@@ -63,9 +72,14 @@ def bench_actor(
   finally:
     replay.stop()
     shutil.rmtree(store_dir, ignore_errors=True)
-  name = 'actor' if pixels is None else 'actor_pixels'
+  name = actor_figure_name(pixels is not None, replay_process)
   rows, samples = figure_rows(name, preset, series, seconds)
   return report(out, name, rows, samples)
+
+
+def actor_figure_name(pixels: bool, replay_process: bool) -> str:
+  """The actor benchmark's CSV/PNG name: actor, actor_pixels, actor[_pixels]_replay_process."""
+  return 'actor' + ('_pixels' if pixels else '') + ('_replay_process' if replay_process else '')
 
 
 def _actor_series(

@@ -8,32 +8,47 @@ actor`. Process CPU time counts every thread, the in-process Reverb server's inc
 Rows: bare (env.step, constant action), single (ActorWorker's acme loop, K=1), batched_k{K}
 (BatchedActorWorker's loop), and at the largest K the batched loop without adder or store,
 with the store only, and with acme's NStepTransitionAdder or ours only. Best of 3 windows.
+
+With --replay_process the server runs in a process of its own, as the program's replay
+node does: each row then gives the actor process's CPU and, beside it, the server's for the
+same window (the server's side of every insert, which an in-process server adds to the
+actor's figure).
 """
 
 import argparse
 import os
 import tempfile
 import time
-from typing import Callable, Dict
+from typing import Callable, Dict, Optional, Tuple
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
 TASK = 'cartpole:swingup'
 
 
-def cpu_us_per_step(chunk: Callable[[], int], steps: int) -> float:
-  """Fewest CPU microseconds per step over 3 windows of >= `steps` steps (after one chunk)."""
+def cpu_us_per_step(
+  chunk: Callable[[], int], steps: int, other: Callable[[], Optional[float]] = lambda: None
+) -> Tuple[float, Optional[float]]:
+  """Fewest CPU microseconds per step over 3 windows of >= `steps` steps (after one chunk),
+  and the microseconds per step of `other` (another process's CPU seconds, or None) in
+  that window."""
   chunk()
-  best = float('inf')
+  best, best_other = float('inf'), None
   for _ in range(3):
-    start, done = time.process_time(), 0
+    start, other_start, done = time.process_time(), other(), 0
     while done < steps:
       done += chunk()
-    best = min(best, (time.process_time() - start) / done)
-  return 1e6 * best
+    spent = (time.process_time() - start) / done
+    if spent < best:
+      best = spent
+      if other_start is not None:
+        best_other = 1e6 * (other() - other_start) / done
+  return 1e6 * best, best_other
 
 
-def measure(ks, steps: int) -> Dict[str, float]:
+def measure(
+  ks, steps: int, replay_process: bool = False
+) -> Dict[str, Tuple[float, Optional[float]]]:
   import acme
   from acme import specs
   from acme.adders import reverb as reverb_adders
@@ -58,7 +73,12 @@ def measure(ks, steps: int) -> Dict[str, float]:
 
   prefer_inline_cpu_dispatch()  # As in an actor node.
   builder = make_builder(TASK, 'cpu', {})
-  replay = ReplayServer(builder)
+  if replay_process:
+    from experiments.throughput.replay_process import ReplayProcess
+
+    replay = ReplayProcess(TASK, 'cpu', {})
+  else:
+    replay = ReplayServer(builder)
   source = LocalVariableSource(builder.make_learner(iter(()), seed=0, logger=loggers.NoOpLogger()))
   store = EpisodeStore(tempfile.mkdtemp(prefix='actor_cpu_'))
   names = iter(range(10**6))
@@ -93,7 +113,9 @@ def measure(ks, steps: int) -> Dict[str, float]:
     return chunk
 
   env = make_env(TASK, 1, None)
-  out = {'bare': cpu_us_per_step(bare_episode(env, constant_action(env)), steps)}
+  out = {
+    'bare': cpu_us_per_step(bare_episode(env, constant_action(env)), steps, replay.cpu_seconds)
+  }
   env = make_env(TASK, 2, None)
   actor = builder.make_actor(source, builder.make_adder(replay.client), seed=2)
   loop = acme.EnvironmentLoop(
@@ -103,13 +125,15 @@ def measure(ks, steps: int) -> Dict[str, float]:
     logger=loggers.NoOpLogger(),
     observers=[recorder()],
   )
-  out['single'] = cpu_us_per_step(lambda: int(loop.run_episode()['episode_length']), steps)
+  out['single'] = cpu_us_per_step(
+    lambda: int(loop.run_episode()['episode_length']), steps, replay.cpu_seconds
+  )
   for k in ks:
-    out[f'batched_k{k}'] = cpu_us_per_step(batched(k, 'builder', True), steps)
+    out[f'batched_k{k}'] = cpu_us_per_step(batched(k, 'builder', True), steps, replay.cpu_seconds)
   k = max(ks)
   for adder, store_episodes in (('none', False), ('none', True), ('acme', False), ('ours', False)):
     name = f'k{k}_adder_{adder}' + ('_store' if store_episodes else '')
-    out[name] = cpu_us_per_step(batched(k, adder, store_episodes), steps)
+    out[name] = cpu_us_per_step(batched(k, adder, store_episodes), steps, replay.cpu_seconds)
   return out
 
 
@@ -117,10 +141,19 @@ def main(argv=None) -> None:
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
   p.add_argument('--envs_per_actor', default='1,2,4,8', help='comma-separated K')
   p.add_argument('--steps', type=int, default=2000, help='environment steps a window')
+  p.add_argument(
+    '--replay_process',
+    action='store_true',
+    help="the Reverb server in a process of its own, as the program's replay node",
+  )
   args = p.parse_args(argv)
-  out = measure([int(k) for k in args.envs_per_actor.split(',')], args.steps)
-  for name, us in out.items():
-    print(f'{name:24s} {us:8.1f} us CPU a step   bare/this {out["bare"] / us:.2f}', flush=True)
+  out = measure([int(k) for k in args.envs_per_actor.split(',')], args.steps, args.replay_process)
+  bare = out['bare'][0]
+  for name, (us, server_us) in out.items():
+    line = f'{name:24s} {us:8.1f} us CPU a step   bare/this {bare / us:.2f}'
+    if server_us is not None:
+      line += f'   replay process {server_us:6.1f} us a step'
+    print(line, flush=True)
 
 
 if __name__ == '__main__':

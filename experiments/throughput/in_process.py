@@ -108,6 +108,10 @@ class ReplayServer:
 
     return int(self.client.server_info()[REPLAY_TABLE].current_size)
 
+  def cpu_seconds(self) -> Optional[float]:
+    """None: an in-process server's CPU time is its process's own."""
+    return None
+
   def stop(self) -> None:
     self.server.stop()
 

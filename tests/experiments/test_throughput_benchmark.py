@@ -67,6 +67,38 @@ def test_actor_on_pixels_against_bare_rendering(tmp_path):
   assert not (tmp_path / 'actor.csv').exists()
 
 
+def test_actor_beside_a_replay_server_in_its_own_process(tmp_path):
+  bench_actor(tmp_path, TASK, 'cpu', TINY, envs_per_actor=(), replay_process=True, **FAST)
+  _check(
+    tmp_path,
+    'actor_replay_process',
+    ('loop_constant', 'actor_no_adder', 'actor_no_store', 'actor_full'),
+  )
+  assert not (tmp_path / 'actor.csv').exists()
+
+
+def test_the_replay_process_holds_what_the_adder_writes_and_counts_its_cpu():
+  import os
+
+  from experiments.throughput.in_process import fill_replay, make_builder, make_env, record_episode
+  from experiments.throughput.replay_process import ReplayProcess
+
+  builder = make_builder(TASK, 'cpu', TINY)
+  replay = ReplayProcess(TASK, 'cpu', TINY)
+  try:
+    assert replay._process.pid != os.getpid()  # pylint: disable=protected-access
+    before = replay.cpu_seconds()
+    episode = record_episode(make_env(TASK, 0, 20), seed=0)
+    # Enough inserts that the server's CPU time moves past its clock's 10 ms ticks.
+    assert fill_replay(replay, builder, episode, 2000) >= 2000
+    assert replay.inserts() >= 2000
+    assert replay.cpu_seconds() > before
+  finally:
+    replay.stop()
+  assert not replay._process.is_alive()  # pylint: disable=protected-access
+  assert replay._process.exitcode == 0  # pylint: disable=protected-access
+
+
 def test_replay(tmp_path):
   bench_replay(tmp_path, TASK, 'cpu', TINY, fill=32, settle=0.0, **FAST)
   _check(tmp_path, 'replay', ('adder_inserts', 'dataset_samples', 'adder_vs_insert_need'))
