@@ -49,10 +49,12 @@ def _check(out: pathlib.Path, name: str, figures, ratio_key: str = 'ratio'):
   assert (out / f'{name}.png').read_bytes().startswith(b'\x89PNG')
 
 
-def test_actor(tmp_path):
-  bench_actor(tmp_path, TASK, 'cpu', TINY, envs_per_actor=(2,), **FAST)
+def test_actor_beside_a_replay_server_in_its_own_process(tmp_path):
+  # The pixel test below runs the default, a server in the actor's process.
+  bench_actor(tmp_path, TASK, 'cpu', TINY, envs_per_actor=(2,), replay_process=True, **FAST)
   figures = ('loop_constant', 'actor_no_adder', 'actor_no_store', 'actor_full', 'actor_full_k2')
-  _check(tmp_path, 'actor', figures)
+  _check(tmp_path, 'actor_replay_process', figures)
+  assert not (tmp_path / 'actor.csv').exists()
 
 
 def test_actor_on_pixels_against_bare_rendering(tmp_path):
@@ -63,16 +65,6 @@ def test_actor_on_pixels_against_bare_rendering(tmp_path):
   bench_actor(tmp_path, TASK, 'cpu', agent, envs_per_actor=(), pixels=pixels, **FAST)
   _check(
     tmp_path, 'actor_pixels', ('loop_constant', 'actor_no_adder', 'actor_no_store', 'actor_full')
-  )
-  assert not (tmp_path / 'actor.csv').exists()
-
-
-def test_actor_beside_a_replay_server_in_its_own_process(tmp_path):
-  bench_actor(tmp_path, TASK, 'cpu', TINY, envs_per_actor=(), replay_process=True, **FAST)
-  _check(
-    tmp_path,
-    'actor_replay_process',
-    ('loop_constant', 'actor_no_adder', 'actor_no_store', 'actor_full'),
   )
   assert not (tmp_path / 'actor.csv').exists()
 
