@@ -45,13 +45,20 @@ class ReplayProcess(ReplayServer):
     )
     self._process.start()
     child.close()
-    if not self._conn.poll(START_TIMEOUT_S):
+    port = None
+    if self._conn.poll(START_TIMEOUT_S):
+      try:
+        port = self._conn.recv()
+      except EOFError:  # The child died first; its traceback is on stderr.
+        self._process.join(5)
+    if port is None:
       self._process.kill()
       raise RuntimeError(
         f'the replay process (pid {self._process.pid}) did not report its port within '
-        f'{START_TIMEOUT_S:.0f} s (exit code {self._process.exitcode})'
+        f'{START_TIMEOUT_S:.0f} s (exit code {self._process.exitcode}); a script that '
+        "starts it needs the `if __name__ == '__main__':` guard (the child is spawned)"
       )
-    self.address = f'localhost:{self._conn.recv()}'
+    self.address = f'localhost:{port}'
     self.client = reverb.Client(self.address)
     self._ps = psutil.Process(self._process.pid)
 
