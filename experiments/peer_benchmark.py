@@ -25,6 +25,11 @@ Writes:
   <out>/<task>.png   return vs wall-clock and vs environment steps, both agents
 A finished run (its `done` marker) is skipped when the command is rerun; an unfinished
 one starts again from scratch.
+
+Tuning ours against the same SAC run: `--ours_args "--agent num_samples=10"` adds
+collect_infer arguments to our run (its settings are in its config.json); with another
+--out that holds SAC's finished run, `--agents collect_infer` runs ours alone. A finished
+run of ours made with other --ours_args is refused, not mixed up.
 """
 
 import argparse
@@ -32,6 +37,7 @@ import csv
 import math
 import os
 import pathlib
+import shlex
 import shutil
 import subprocess
 import sys
@@ -58,6 +64,12 @@ def parse_args(argv):
   p.add_argument('--out', default='bench_out/peer')
   p.add_argument('--agents', default=','.join(AGENTS), help='which of collect_infer,sac to run')
   p.add_argument('--seed', type=int, default=0)
+  p.add_argument(
+    '--ours_args',
+    default='',
+    help='extra collect_infer arguments for our run, e.g. "--agent num_samples=10" '
+    '(default: none, the learner as `make run` starts it)',
+  )
   p.add_argument('--eval_every_seconds', type=float, default=60.0)
   p.add_argument(
     '--sac_python',
@@ -157,10 +169,18 @@ def command(agent: str, task: str, run_dir: pathlib.Path, args, t0: float, sac_p
     '--task', task, '--run_dir', str(run_dir), '--seed', str(args.seed),
     '--max_seconds', f'{seconds:g}', '--max_actor_steps', str(10**9),
     '--eval_every_seconds', f'{args.eval_every_seconds:g}',
-  ]  # fmt: skip
+  ] + shlex.split(args.ours_args)  # fmt: skip
 
 
 def run(agent: str, task: str, run_dir: pathlib.Path, args, sac_python=None) -> int:
+  ours_args = run_dir.parent / f'{agent}.args'
+  if agent == 'collect_infer' and (run_dir / 'done').exists():
+    before = ours_args.read_text() if ours_args.exists() else ''
+    if before != args.ours_args:
+      raise SystemExit(
+        f'[peer] {run_dir} finished with --ours_args {before!r}, not {args.ours_args!r}: '
+        'give this variant another --out'
+      )
   if (run_dir / 'done').exists():
     print(f'[peer] {task} {agent}: finished before in {run_dir}; skipped', flush=True)
     return 0
@@ -168,6 +188,8 @@ def run(agent: str, task: str, run_dir: pathlib.Path, args, sac_python=None) -> 
   run_dir.parent.mkdir(parents=True, exist_ok=True)
   t0 = time.time()
   (run_dir.parent / f'{agent}.t0').write_text(repr(t0))
+  if agent == 'collect_infer':
+    ours_args.write_text(args.ours_args)
   cmd = command(agent, task, run_dir, args, t0, sac_python)
   print(f'[peer] {task} {agent}: {args.minutes:g} min -> {run_dir}', flush=True)
   log = run_dir.parent / f'{agent}.log'
@@ -256,7 +278,9 @@ def write_csv(path: pathlib.Path, fields: Sequence[str], rows) -> pathlib.Path:
   return path
 
 
-def plot(task: str, runs: Dict[str, Dict[str, np.ndarray]], threshold, path) -> pathlib.Path:
+def plot(
+  task: str, runs: Dict[str, Dict[str, np.ndarray]], threshold, path, ours: str = ''
+) -> pathlib.Path:
   from experiments.plot_run import new_figure, save
 
   fig, (ax_time, ax_steps) = new_figure(ncols=2)
@@ -270,7 +294,9 @@ def plot(task: str, runs: Dict[str, Dict[str, np.ndarray]], threshold, path) -> 
     ax.set(xlabel=xlabel, ylabel='evaluation return (5 deterministic episodes)')
     ax.set_xlim(left=0)
     ax.legend(loc='best')
-  fig.suptitle(f'{task}: collect_infer (default) vs SAC (sbx-rl), same wall-clock budget')
+  fig.suptitle(
+    f'{task}: collect_infer ({ours or "default"}) vs SAC (sbx-rl), same wall-clock budget'
+  )
   return save(fig, path)
 
 
@@ -287,7 +313,9 @@ def collect(tasks: Sequence[str], out: pathlib.Path) -> List[pathlib.Path]:
     rows = ratios(task, runs['collect_infer'], runs['sac'])
     ratio_rows += rows
     at80 = next((r['threshold'] for r in rows if r['fraction'] == 0.8), None)
-    paths.append(plot(task, runs, at80, out / f'{task_slug(task)}.png'))
+    args_file = task_dir / 'collect_infer.args'
+    ours = args_file.read_text() if args_file.exists() else ''
+    paths.append(plot(task, runs, at80, out / f'{task_slug(task)}.png', ours))
     for r in rows:
       print(
         f'{task}: {r["fraction"]:.0%} of SAC best ({r["threshold"]:.1f}): ours '

@@ -77,3 +77,17 @@ def test_our_command_is_one_collect_infer_accepts(tmp_path):
   assert parsed.max_seconds == 120 and parsed.eval_every_seconds == 60
   assert parsed.task == 'cartpole:swingup' and parsed.run_dir == str(tmp_path / 'run')
   assert parsed.preset is None and not parsed.agent  # the default learner, as `make run` has it
+
+
+def test_a_tuned_run_of_ours_takes_its_arguments_and_is_never_mixed_up(tmp_path):
+  args = pb.parse_args(['--ours_args', '--agent num_samples=10 --num_actors 1'])
+  cmd = pb.command('collect_infer', 'walker:walk', tmp_path / 'w' / 'collect_infer', args, 0.0)
+  parsed = collect_infer_args(cmd[3:])
+  assert parsed.num_actors == 1 and parsed.task == 'walker:walk'
+  assert 'num_samples=10' in ' '.join(cmd)
+  # A finished default run in the same --out is not taken for the tuned one.
+  run_dir = tmp_path / 'w' / 'collect_infer'
+  run_dir.mkdir(parents=True)
+  (run_dir / 'done').write_text('1\n')
+  with pytest.raises(SystemExit, match='another --out'):
+    pb.run('collect_infer', 'walker:walk', run_dir, args)
