@@ -14,6 +14,7 @@ from experiments.throughput.in_process import (
   make_builder,
   make_env,
 )
+from experiments.throughput.replay_process import make_replay
 from experiments.throughput.timing import (
   Rate,
   Row,
@@ -57,12 +58,7 @@ def bench_actor(
   # that only provides the initial parameters starts JAX with its default dispatch).
   prefer_inline_cpu_dispatch()
   builder = make_builder(task, preset, agent, pixels)
-  if replay_process:
-    from experiments.throughput.replay_process import ReplayProcess
-
-    replay = ReplayProcess(task, preset, agent, pixels)
-  else:
-    replay = ReplayServer(builder)
+  replay = make_replay(builder, task, preset, agent, pixels, own_process=replay_process)
   store_dir = tempfile.mkdtemp(prefix='throughput_store_')
   try:
     series = _actor_series(

@@ -61,24 +61,19 @@ def measure(
   from environments.actions import ExecutedActionActor
   from experiments.throughput.in_process import (
     LocalVariableSource,
-    ReplayServer,
     bare_episode,
     constant_action,
     make_builder,
     make_env,
   )
+  from experiments.throughput.replay_process import make_replay
   from launch.nodes.batched_loop import BatchedEnvironmentLoop
   from launch.store.episodes import EpisodeStore
   from launch.store.recorder import EpisodeRecorder
 
   prefer_inline_cpu_dispatch()  # As in an actor node.
   builder = make_builder(TASK, 'cpu', {})
-  if replay_process:
-    from experiments.throughput.replay_process import ReplayProcess
-
-    replay = ReplayProcess(TASK, 'cpu', {})
-  else:
-    replay = ReplayServer(builder)
+  replay = make_replay(builder, TASK, 'cpu', {}, own_process=replay_process)
   source = LocalVariableSource(builder.make_learner(iter(()), seed=0, logger=loggers.NoOpLogger()))
   store = EpisodeStore(tempfile.mkdtemp(prefix='actor_cpu_'))
   names = iter(range(10**6))
@@ -112,10 +107,10 @@ def measure(
 
     return chunk
 
+  # Each row with the server's CPU beside it (None for an in-process server).
+  per_step = lambda chunk: cpu_us_per_step(chunk, steps, replay.cpu_seconds)
   env = make_env(TASK, 1, None)
-  out = {
-    'bare': cpu_us_per_step(bare_episode(env, constant_action(env)), steps, replay.cpu_seconds)
-  }
+  out = {'bare': per_step(bare_episode(env, constant_action(env)))}
   env = make_env(TASK, 2, None)
   actor = builder.make_actor(source, builder.make_adder(replay.client), seed=2)
   loop = acme.EnvironmentLoop(
@@ -125,15 +120,13 @@ def measure(
     logger=loggers.NoOpLogger(),
     observers=[recorder()],
   )
-  out['single'] = cpu_us_per_step(
-    lambda: int(loop.run_episode()['episode_length']), steps, replay.cpu_seconds
-  )
+  out['single'] = per_step(lambda: int(loop.run_episode()['episode_length']))
   for k in ks:
-    out[f'batched_k{k}'] = cpu_us_per_step(batched(k, 'builder', True), steps, replay.cpu_seconds)
+    out[f'batched_k{k}'] = per_step(batched(k, 'builder', True))
   k = max(ks)
   for adder, store_episodes in (('none', False), ('none', True), ('acme', False), ('ours', False)):
     name = f'k{k}_adder_{adder}' + ('_store' if store_episodes else '')
-    out[name] = cpu_us_per_step(batched(k, adder, store_episodes), steps, replay.cpu_seconds)
+    out[name] = per_step(batched(k, adder, store_episodes))
   return out
 
 

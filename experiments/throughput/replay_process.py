@@ -30,6 +30,16 @@ def _serve(task: str, preset: str, agent: Dict[str, Any], pixels, conn) -> None:
   server.stop()
 
 
+def make_replay(
+  builder, task: str, preset: str, agent: Dict[str, Any], pixels=None, own_process: bool = False
+) -> ReplayServer:
+  """The builder's tables in this process, or (`own_process`) in a child as the program has
+  them; `task`, `preset`, `agent` and `pixels` must be what `builder` was made from."""
+  if own_process:
+    return ReplayProcess(task, preset, agent, pixels)
+  return ReplayServer(builder)
+
+
 class ReplayProcess(ReplayServer):
   """`ReplayServer`'s tables and client, with the server in a spawned child process."""
 
