@@ -36,10 +36,13 @@ def require_positive(parser: argparse.ArgumentParser, args: argparse.Namespace, 
 
 
 def agent_setting(text: str):
-  """An --agent FIELD=VALUE flag as (field, value), the value read as JSON where it is."""
+  """An --agent FIELD=VALUE flag as (field, value), the value read as JSON where it is
+  (Python's True and False as well as JSON's true and false)."""
   key, sep, value = text.partition('=')
   if not sep:
     raise argparse.ArgumentTypeError(f'expected FIELD=VALUE, got {text!r}')
+  if value in ('True', 'False'):
+    return key, value == 'True'
   try:
     return key, json.loads(value)
   except json.JSONDecodeError:

@@ -127,6 +127,11 @@ class MPOConfig(AgentConfig):
   # Policy evaluation (discount and n_step are the data pipeline's: `replay`).
   target_update_period: int = 100
   num_samples: int = 20
+  # True: the E-step and M-step run on the next observations, with the actions the critic's
+  # target sampled there and their target Q values (as acme's TF MPO learner does), so an
+  # update runs the target critic on sampled actions once, not twice. 'mpo' policy loss,
+  # state observations only.
+  share_target_samples: bool = False
 
   # E-step (temperature dual).
   epsilon: float = 0.1
@@ -250,6 +255,12 @@ class MPOConfig(AgentConfig):
       need(finite(getattr(self, f)) and getattr(self, f) > 0, f, 'a finite number > 0')
     need(self.policy_loss in ('mpo', 'pmpo', 'pac'), 'policy_loss', "'mpo', 'pmpo' or 'pac'")
     need(isinstance(self.action_penalty, bool), 'action_penalty', 'a bool')
+    need(isinstance(self.share_target_samples, bool), 'share_target_samples', 'a bool')
+    need(
+      not self.share_target_samples or self.policy_loss == 'mpo',
+      'share_target_samples',
+      "False with policy_loss 'pmpo' or 'pac' (their M-step reads the batch's own states)",
+    )
 
 
 def bc_alpha_for_iteration(config: MPOConfig, iteration: int) -> float:

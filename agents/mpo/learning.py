@@ -106,6 +106,12 @@ def make_update_fn(networks: MPONetworks, config: MPOConfig):
   n = config.num_samples
   if networks.encode is not None and networks.share_encoder is None:
     raise ValueError('networks.encode needs share_encoder: one encoder for policy and critic')
+  share = config.share_target_samples
+  if share and (networks.encode is not None or networks.action_mask is not None):
+    raise ValueError(
+      'share_target_samples: state observations of one task only (no pixel encoder, no '
+      'several-task action mask)'
+    )
 
   def encoded(params, obs):
     """obs as the networks take it: through `params`' encoder once, where they share one.
@@ -124,10 +130,14 @@ def make_update_fn(networks: MPONetworks, config: MPOConfig):
     return losses.categorical_mean(out, support) if distributional else out
 
   def critic_loss(critic_params, state: TrainingState, t: types.Transition, key, next_obs):
-    """Returns (loss, (metrics, the observations as encoded by critic_params))."""
-    mean, std = networks.policy.apply(state.target_policy_params, next_obs)
-    next_actions = gaussian_sample(key, mean, std, n)  # [N, B, A]
+    """Returns (loss, (metrics, the observations as encoded by critic_params, samples)):
+    samples are the target policy's sampled actions at next_obs, their target Q values and
+    the target policy's mean and stddev there."""
+    t_mean, t_std = networks.policy.apply(state.target_policy_params, next_obs)
+    next_actions = gaussian_sample(key, t_mean, t_std, n)  # [N, B, A]
     target_out = networks.critic.apply(state.target_critic_params, next_obs, next_actions)
+    next_q = losses.categorical_mean(target_out, support) if distributional else target_out
+    samples = (next_actions, next_q, t_mean, t_std)
     # The adder's discount already holds gamma^(n-1) * env discounts.
     bootstrap = config.replay.discount * t.discount
     obs = encoded(critic_params, t.observation)
@@ -143,16 +153,20 @@ def make_update_fn(networks: MPONetworks, config: MPOConfig):
       target = jax.lax.stop_gradient(t.reward + bootstrap * jnp.mean(target_out, axis=0))
       loss = 0.5 * jnp.mean(jnp.square(online_out - target))
       q = online_out
-    return loss, ({'critic_loss': loss, 'q_mean': jnp.mean(q)}, obs)
+    return loss, ({'critic_loss': loss, 'q_mean': jnp.mean(q)}, obs, samples)
 
   def policy_loss(
-    params, state: TrainingState, t: types.Transition, key, bc_alpha, obs, target_obs
+    params, state: TrainingState, t: types.Transition, key, bc_alpha, obs, target_obs, shared
   ):
-    """`obs`: t.observation as the online networks take it; `target_obs`, as the targets."""
+    """`obs`: the states to improve on as the online networks take them; `target_obs`, as
+    the targets. `shared`: None, or the critic target's samples at those states."""
     policy_params, duals = params
     dataset_actions = t.action
     mean, std = networks.policy.apply(policy_params, obs)
-    t_mean, t_std = networks.policy.apply(state.target_policy_params, target_obs)
+    if shared is None:
+      t_mean, t_std = networks.policy.apply(state.target_policy_params, target_obs)
+    else:
+      _, _, t_mean, t_std = shared
     if config.learns_from_labels:
       # Stored data: the dataset action of a successful episode is preferred, that of a
       # failed one dis-preferred; the target policy is the KL reference.
@@ -174,13 +188,17 @@ def make_update_fn(networks: MPONetworks, config: MPOConfig):
         neg_mean_bound=ACTION_BOUND,
       )
       return loss, {**m, 'pmpo_success_fraction': jnp.mean(success), 'policy_stddev': jnp.mean(std)}
-    actions = gaussian_sample(key, t_mean, t_std, n)  # [N, B, A]
     action_mask = None
-    if networks.action_mask is not None:
-      # Several tasks in one layout: other tasks' dimensions are exactly 0, as in the data.
-      action_mask = networks.action_mask(t.observation)
-      actions = actions * action_mask
-    q = jax.lax.stop_gradient(q_value(state.target_critic_params, target_obs, actions))
+    if shared is not None:
+      actions, q, _, _ = shared
+    else:
+      actions = gaussian_sample(key, t_mean, t_std, n)  # [N, B, A]
+      if networks.action_mask is not None:
+        # Several tasks in one layout: other tasks' dimensions are exactly 0, as in the data.
+        action_mask = networks.action_mask(t.observation)
+        actions = actions * action_mask
+      q = q_value(state.target_critic_params, target_obs, actions)
+    q = jax.lax.stop_gradient(q)
     metrics: Dict[str, Any] = {'sampled_q_mean': jnp.mean(q)}
     if config.policy_loss == 'pmpo':
       pos, neg = losses.pmpo_masks_from_q(q, config.pmpo.fraction)
@@ -252,10 +270,13 @@ def make_update_fn(networks: MPONetworks, config: MPOConfig):
         next_observation=networks.augment(k_next, t.next_observation),
       )
     next_obs = encoded(state.target_critic_params, t.next_observation)
-    (c_loss, (c_metrics, obs)), c_grads = jax.value_and_grad(critic_loss, has_aux=True)(
+    (c_loss, (c_metrics, obs, samples)), c_grads = jax.value_and_grad(critic_loss, has_aux=True)(
       state.critic_params, state, t, k_critic, next_obs
     )
-    target_obs = encoded(state.target_critic_params, t.observation)
+    if share:  # State observations: the online and the target networks take them as they are.
+      obs = target_obs = t.next_observation
+    else:
+      target_obs = encoded(state.target_critic_params, t.observation)
     (p_loss, p_metrics), (pol_grads, dual_grads) = jax.value_and_grad(policy_loss, has_aux=True)(
       (state.policy_params, state.dual_params),
       state,
@@ -264,6 +285,7 @@ def make_update_fn(networks: MPONetworks, config: MPOConfig):
       bc_alpha,
       jax.lax.stop_gradient(obs),
       target_obs,
+      jax.lax.stop_gradient(samples) if share else None,
     )
 
     c_updates, critic_opt_state = opts.critic.update(c_grads, state.critic_opt_state)

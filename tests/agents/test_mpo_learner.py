@@ -8,11 +8,13 @@ the policy must move its mean from its initial ~0 towards 0.5.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import pickle
 from typing import Dict, List, NamedTuple, Sequence
 
+import haiku as hk
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -250,6 +252,62 @@ def test_target_networks_follow_the_online_networks_every_period():
   assert not _trees_equal(s.policy_params, s.target_policy_params)
 
 
+def _counting_critic(nets):
+  """nets whose critic counts its applications (while traced), and the count."""
+  calls = []
+
+  def apply(*args, **kwargs):
+    calls.append(1)
+    return nets.critic.apply(*args, **kwargs)
+
+  critic = hk.Transformed(nets.critic.init, apply)
+  return dataclasses.replace(nets, critic=critic), calls
+
+
+def test_shared_target_samples_run_the_critic_on_samples_once_and_improve_on_next_states():
+  batch = jax.tree_util.tree_map(jnp.asarray, _bandit_batch())
+  other = batch._replace(observation=batch.observation + 0.7)  # only the first states differ
+  results = {}
+  for share in (False, True):
+    config = _bandit_config(share_target_samples=share)
+    nets, calls = _counting_critic(
+      make_mpo_networks(1, config.policy_layer_sizes, config.critic_layer_sizes, config.num_atoms)
+    )
+    state = learning.initial_state(nets, config, OBS_DIM, jax.random.PRNGKey(0))
+    update = jax.jit(learning.make_update_fn(nets, config))
+    a, _ = update(state, batch)
+    # Online critic on the batch's actions, the target on the samples (twice without sharing).
+    results[share] = (len(calls), a, update(state, other)[0])
+  calls, a, b = results[False]
+  assert calls == 3
+  assert not _trees_equal(a.policy_params, b.policy_params)
+  calls, a, b = results[True]
+  assert calls == 2
+  # The policy and its duals learn on the next states only; the critic still on the first.
+  assert _trees_equal(a.policy_params, b.policy_params)
+  assert _trees_equal(a.dual_params, b.dual_params)
+  assert not _trees_equal(a.critic_params, b.critic_params)
+
+
+def test_shared_target_samples_move_the_policy_to_the_best_action():
+  config = _bandit_config(share_target_samples=True)
+  nets = make_mpo_networks(1, config.policy_layer_sizes, config.critic_layer_sizes, 51)
+  state = learning.initial_state(nets, config, OBS_DIM, jax.random.PRNGKey(0))
+  # The next states are the first states (terminal: the critic's target is the reward).
+  data = _bandit_batch()
+  batch = jax.tree_util.tree_map(jnp.asarray, data._replace(next_observation=data.observation))
+  update = (
+    jax.jit(learning.make_update_fn(nets, config))
+    .lower(state, batch)
+    .compile(compiler_options={'xla_backend_optimization_level': 0})
+  )
+  initial_mean = _policy_mean(nets, state.policy_params)
+  for _ in range(BANDIT_STEPS):
+    state, m = update(state, batch)
+  assert all(math.isfinite(float(v)) for v in m.values())
+  _assert_policy_moved_to_the_peak(initial_mean, _policy_mean(nets, state.policy_params))
+
+
 # ---------------------------------------------------------------------------
 # MPOLearner, on the bandit with the expected-value critic.
 # ---------------------------------------------------------------------------
@@ -386,6 +444,7 @@ def test_learner_restores_exactly_and_rejects_nan_rewards(trained):
     ('replay.samples_per_insert', 0.0),
     ('critic_layer_sizes', ()),
     ('target_update_period', 2.5),
+    ('share_target_samples', 'yes'),
   ],
 )
 def test_config_rejects_bad_values_naming_the_field(field, value):
@@ -393,6 +452,12 @@ def test_config_rejects_bad_values_naming_the_field(field, value):
     MPOConfig.from_dict({field: value})
   assert f'MPOConfig.{field}=' in str(info.value)
   assert isinstance(info.value, ValueError)
+
+
+@pytest.mark.parametrize('policy_loss', ['pac', 'pmpo'])
+def test_config_rejects_shared_target_samples_for_losses_that_read_the_first_states(policy_loss):
+  with pytest.raises(ConfigError, match='MPOConfig.share_target_samples='):
+    MPOConfig.from_dict({'share_target_samples': True, 'policy_loss': policy_loss})
 
 
 def test_config_accepts_boundary_values():

@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 
 from experiments import collect_infer
-from launch.cli import cli_fields, given_values
+from launch.cli import agent_setting, cli_fields, given_values
 from launch.config import ExperimentConfig
 from launch.local import launcher
 
@@ -114,3 +114,18 @@ def test_a_dataset_of_expert_labels_is_refused_before_launch_for_a_value_learner
   check('mpo', mixed)  # Some executed episodes: those train it; the rest are left out, logged.
   check('bc', labelled)  # Imitation takes them,
   check('gato', labelled)  # the generalist's windows too.
+
+
+@pytest.mark.parametrize(
+  'text, value',
+  [
+    ('share_target_samples=true', True),
+    ('share_target_samples=True', True),
+    ('action_penalty=False', False),
+    ('num_samples=10', 10),
+    ('policy_layer_sizes=[64, 64]', [64, 64]),
+    ('policy_loss=pac', 'pac'),
+  ],
+)
+def test_agent_settings_read_json_and_python_booleans(text, value):
+  assert agent_setting(text) == (text.partition('=')[0], value)
