@@ -48,15 +48,30 @@ class JittedLearner(core.Learner):
     self._counter = counter or counting.Counter()
     self._logger = logger or loggers.make_default_logger('learner', save_data=False)
     self._last_time: Optional[float] = None
+    # The batch of the next step, drawn while this step's update computes, and whether the
+    # iterator ended while drawing it (the next step then raises its StopIteration).
+    self._next_sample: Any = None
+    self._ended = False
 
   def update_args(self) -> tuple:
     """Extra arguments of the update after (state, transitions)."""
     return ()
 
   def step(self):
-    sample = next(self._iterator)
+    if self._ended:
+      self._ended = False
+      raise StopIteration
+    sample, self._next_sample = self._next_sample, None
+    if sample is None:
+      sample = next(self._iterator)
     transitions = getattr(sample, 'data', sample)
     state, metrics = self._update(self._state, transitions, *self.update_args())
+    # JAX dispatches the update and returns: the next batch is drawn while it computes
+    # (the batch's Python and TensorFlow work then overlaps XLA's, instead of following it).
+    try:
+      self._next_sample = next(self._iterator)
+    except StopIteration:
+      self._ended = True
     metrics = {k: float(v) for k, v in metrics.items()}
     bad = {k: metrics[k] for k in self.loss_names if not np.isfinite(metrics[k])}
     if bad:
@@ -85,8 +100,11 @@ class JittedLearner(core.Learner):
     return 'the batch itself is finite, so the update diverged (lower the learning rates)'
 
   def set_iterator(self, iterator: Iterator['reverb.ReplaySample']) -> None:
-    """Replaces an iterator that ended (e.g. a sampling timeout on the rate limiter)."""
+    """Replaces an iterator that ended (e.g. a sampling timeout on the rate limiter). A
+    batch drawn ahead from the old one is dropped: the next step reads the new one."""
     self._iterator = iterator
+    self._next_sample = None
+    self._ended = False
 
   @property
   def steps(self) -> int:

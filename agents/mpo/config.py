@@ -129,8 +129,10 @@ class MPOConfig(AgentConfig):
   num_samples: int = 20
   # True: the E-step and M-step run on the next observations, with the actions the critic's
   # target sampled there and their target Q values (as acme's TF MPO learner does), so an
-  # update runs the target critic on sampled actions once, not twice. 'mpo' policy loss,
-  # state observations only.
+  # update runs the target critic on sampled actions once, not twice. Read by the 'mpo'
+  # policy loss on state observations of one body; 'pmpo' and 'pac' (whose M-step reads the
+  # batch's own actions), pixel encoders and several-body layouts improve on the batch's
+  # own states either way.
   share_target_samples: bool = False
 
   # E-step (temperature dual).
@@ -256,11 +258,6 @@ class MPOConfig(AgentConfig):
     need(self.policy_loss in ('mpo', 'pmpo', 'pac'), 'policy_loss', "'mpo', 'pmpo' or 'pac'")
     need(isinstance(self.action_penalty, bool), 'action_penalty', 'a bool')
     need(isinstance(self.share_target_samples, bool), 'share_target_samples', 'a bool')
-    need(
-      not self.share_target_samples or self.policy_loss == 'mpo',
-      'share_target_samples',
-      "False with policy_loss 'pmpo' or 'pac' (their M-step reads the batch's own states)",
-    )
 
 
 def bc_alpha_for_iteration(config: MPOConfig, iteration: int) -> float:

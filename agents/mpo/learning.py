@@ -106,12 +106,14 @@ def make_update_fn(networks: MPONetworks, config: MPOConfig):
   n = config.num_samples
   if networks.encode is not None and networks.share_encoder is None:
     raise ValueError('networks.encode needs share_encoder: one encoder for policy and critic')
-  share = config.share_target_samples
-  if share and (networks.encode is not None or networks.action_mask is not None):
-    raise ValueError(
-      'share_target_samples: state observations of one task only (no pixel encoder, no '
-      'several-task action mask)'
-    )
+  # Where the policy improves on the next states with the critic target's samples (see
+  # MPOConfig.share_target_samples).
+  share = (
+    config.share_target_samples
+    and config.policy_loss == 'mpo'
+    and networks.encode is None
+    and networks.action_mask is None
+  )
 
   def encoded(params, obs):
     """obs as the networks take it: through `params`' encoder once, where they share one.

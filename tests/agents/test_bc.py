@@ -241,11 +241,14 @@ def test_learner_save_restore_round_trip_and_nan_actions(trained):
 
   # A NaN action fails loudly, names the field, and keeps the last finite state.
   state_b = b.save()
+  # (set_iterator: the learner has drawn its next batch from the feed already.)
   feed_b.batch = _linear_dataset(action_nan=True)
+  b.set_iterator(feed_b)
   with pytest.raises(NonFiniteLossError, match="'action'"):
     b.step()
   assert _leaves_equal(b.save(), state_b)
   feed_b.batch = _linear_dataset()
+  b.set_iterator(feed_b)
   b.step()
   assert b.steps == steps + 2
 

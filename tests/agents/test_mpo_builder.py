@@ -246,7 +246,7 @@ def test_builder_end_to_end_actor_replay_learner():
     for _ in range(3):
       learner.step()
     assert learner.steps == 3 and counter.get_counts()['steps'] == 3
-    assert len(consumed) == 3
+    assert len(consumed) == 4  # three updates' batches and the next, drawn during the third
     for batch in consumed:
       assert batch.observation.shape == (config.replay.batch_size, 5)
       assert batch.action.shape == (config.replay.batch_size, 1)

@@ -289,6 +289,19 @@ def test_shared_target_samples_run_the_critic_on_samples_once_and_improve_on_nex
   assert not _trees_equal(a.critic_params, b.critic_params)
 
 
+@pytest.mark.parametrize('variant', ['pmpo_alpha_0.5', 'pac'])
+def test_shared_target_samples_leave_pmpo_and_pac_on_the_batch_states(variant):
+  settings = {**VARIANTS.get(variant, {}), **({'policy_loss': 'pac'} if variant == 'pac' else {})}
+  batch = jax.tree_util.tree_map(jnp.asarray, _bandit_batch())
+  states = []
+  for share in (False, True):
+    config = _bandit_config(share_target_samples=share, **settings)
+    nets = make_mpo_networks(1, config.policy_layer_sizes, config.critic_layer_sizes, 51)
+    state = learning.initial_state(nets, config, OBS_DIM, jax.random.PRNGKey(0))
+    states.append(jax.jit(learning.make_update_fn(nets, config))(state, batch)[0])
+  assert _trees_equal(*states)
+
+
 def test_shared_target_samples_move_the_policy_to_the_best_action():
   config = _bandit_config(share_target_samples=True)
   nets = make_mpo_networks(1, config.policy_layer_sizes, config.critic_layer_sizes, 51)
@@ -390,6 +403,38 @@ def test_learner_variables_are_numpy(trained):
   assert not _trees_equal(policy, initial)
 
 
+def test_learner_draws_each_batch_ahead_in_order_and_ends_after_the_last():
+  data = _bandit_batch()
+  batches = [data._replace(reward=data.reward * scale) for scale in (1.0, 0.5, 0.25, 0.8)]
+  drawn = []
+
+  def finite(items):
+    for b in items:
+      drawn.append(b)
+      yield b
+
+  learner = _learner(finite(batches[:3]), seed=0)
+  state = learner.save()
+  expected = [state]
+  for b in batches:
+    state, _ = learner._update(state, b, *learner.update_args())
+    expected.append(state)
+  learner.step()
+  assert len(drawn) == 2  # the second batch is drawn while the first update computes
+  learner.step()
+  learner.step()
+  assert _trees_equal(learner.save(), expected[3])  # each batch once, in order
+  with pytest.raises(StopIteration):  # only now: the three updates were all done
+    learner.step()
+  # A new iterator is read at once; a batch drawn ahead from the one it replaces is dropped.
+  learner.restore(expected[1])
+  learner.set_iterator(finite([batches[1], batches[3]]))
+  learner.step()
+  learner.set_iterator(finite([batches[2]]))
+  learner.step()
+  assert _trees_equal(learner.save(), expected[3])
+
+
 def test_learner_restores_exactly_and_rejects_nan_rewards(trained):
   a = trained.learner
   # The saved state survives pickling (the checkpointer's format).
@@ -415,12 +460,15 @@ def test_learner_restores_exactly_and_rejects_nan_rewards(trained):
   assert int(saved.steps) == steps  # the snapshot is a copy
 
   # A NaN reward fails loudly, names the field, and leaves the last finite state in place.
+  # (set_iterator: the learner has drawn its next batch from the feed already.)
   feed_b.batch = _bandit_batch(reward_nan=True)
+  b.set_iterator(feed_b)
   with pytest.raises(NonFiniteLossError, match="'reward'"):
     b.step()
   assert b.steps == steps + 1
   assert _trees_equal(b.save(), state_b)
   feed_b.batch = _bandit_batch()
+  b.set_iterator(feed_b)
   b.step()
   assert b.steps == steps + 2
 
@@ -452,12 +500,6 @@ def test_config_rejects_bad_values_naming_the_field(field, value):
     MPOConfig.from_dict({field: value})
   assert f'MPOConfig.{field}=' in str(info.value)
   assert isinstance(info.value, ValueError)
-
-
-@pytest.mark.parametrize('policy_loss', ['pac', 'pmpo'])
-def test_config_rejects_shared_target_samples_for_losses_that_read_the_first_states(policy_loss):
-  with pytest.raises(ConfigError, match='MPOConfig.share_target_samples='):
-    MPOConfig.from_dict({'share_target_samples': True, 'policy_loss': policy_loss})
 
 
 def test_config_accepts_boundary_values():
