@@ -124,12 +124,15 @@ def make_update_fn(networks: MPONetworks, config: MPOConfig):
     """
     return obs if networks.encode is None else networks.encode.apply(params, obs)
 
+  def expected_q(out):
+    """The critic's output as expected Q values (a distributional critic's mean)."""
+    return losses.categorical_mean(out, support) if distributional else out
+
   def q_value(critic_params, obs, actions):
     """Expected Q of each action: obs [B, O], actions [N, B, A] -> [N, B]."""
     # The critic broadcasts obs over the samples: an encoder (e.g. the
     # Perceiver's) then runs once per observation, not once per sample.
-    out = networks.critic.apply(critic_params, obs, actions)
-    return losses.categorical_mean(out, support) if distributional else out
+    return expected_q(networks.critic.apply(critic_params, obs, actions))
 
   def critic_loss(critic_params, state: TrainingState, t: types.Transition, key, next_obs):
     """Returns (loss, (metrics, the observations as encoded by critic_params, samples)):
@@ -138,8 +141,7 @@ def make_update_fn(networks: MPONetworks, config: MPOConfig):
     t_mean, t_std = networks.policy.apply(state.target_policy_params, next_obs)
     next_actions = gaussian_sample(key, t_mean, t_std, n)  # [N, B, A]
     target_out = networks.critic.apply(state.target_critic_params, next_obs, next_actions)
-    next_q = losses.categorical_mean(target_out, support) if distributional else target_out
-    samples = (next_actions, next_q, t_mean, t_std)
+    samples = (next_actions, expected_q(target_out), t_mean, t_std)
     # The adder's discount already holds gamma^(n-1) * env discounts.
     bootstrap = config.replay.discount * t.discount
     obs = encoded(critic_params, t.observation)
