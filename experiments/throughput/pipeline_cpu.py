@@ -25,7 +25,7 @@ def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   p.add_argument('--task', default='walker:walk')
   p.add_argument('--preset', default='cpu')
-  p.add_argument('--keep_alive', default='1,4,16', help="comma-separated adder chunk bounds")
+  p.add_argument('--keep_alive', default='1,4,16', help='comma-separated adder chunk bounds')
   p.add_argument('--fill', type=int, default=5000, help='items in each table')
   p.add_argument('--batches', type=int, default=400)
   p.add_argument('--repeats', type=int, default=3)
