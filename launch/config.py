@@ -211,6 +211,13 @@ class ExperimentConfig:
   eval_every_seconds: float = setting(
     120.0, resumable=True, help='evaluate and checkpoint every this many seconds'
   )
+  replay_checkpoint_max_share: float = setting(
+    0.05,
+    resumable=True,
+    help='at most this share of the run goes to saving the replay tables with a checkpoint: '
+    'after a save that took d seconds the next waits d / share (a full table of a million '
+    'state transitions takes ~25 s on 2 cores); the replay node saves once more on stop',
+  )
   eval_every_learner_steps: Optional[int] = setting(
     None, resumable=True, help='also evaluate and checkpoint every this many learner steps'
   )
@@ -461,6 +468,11 @@ class ExperimentConfig:
         'no success label, so their return decides'
       )
     need(pos_num(self.eval_every_seconds), 'eval_every_seconds', 'a positive number')
+    need(
+      pos_num(self.replay_checkpoint_max_share) and self.replay_checkpoint_max_share <= 1,
+      'replay_checkpoint_max_share',
+      'a number in (0, 1]',
+    )
     need(
       self.eval_every_learner_steps is None
       or (is_int(self.eval_every_learner_steps) and self.eval_every_learner_steps > 0),

@@ -26,7 +26,9 @@ from launch.tasks import tasks_without_actors
 ANNOUNCE_HOST_ENV = 'COLLECT_INFER_HOST'
 
 log = get_logger('launch')
-TERMINATION_NOTICE_SECS = 20
+# Seconds a node has to stop before Launchpad kills the program: the replay node saves its
+# tables on stop, about 25 s for a full table of a million state transitions on 2 cores.
+TERMINATION_NOTICE_SECS = 60
 
 
 def prepare_run(

@@ -71,6 +71,7 @@ class EvaluatorWorker:
     self._learner = learner
     self._counter = counter
     self._replay = replay
+    self._next_replay_save = 0.0  # time.time() after which a checkpoint saves the replay
     # One GIF per evaluation (launch.nodes.videos), of its first episode; a pixel run's frames
     # are its own.
     self._gifs = GifRecorder(pathlib.Path(cfg.run_dir) / 'videos', every=1 if cfg.pixels else 10)
@@ -219,16 +220,30 @@ class EvaluatorWorker:
     if path is not None:
       log.info('evaluation video %s', path.name)
 
-  def checkpoint(self) -> None:
-    """The learner writes its own full state (one writer for the checkpoint directory)."""
+  def checkpoint(self, replay: bool = True) -> None:
+    """The learner writes its own full state (one writer for the checkpoint directory), and
+    the replay tables are saved with it unless that would spend more than
+    `replay_checkpoint_max_share` of the run on saving them: a full table takes tens of
+    seconds of the server's CPU, which every evaluation of a long run would pay."""
     path = self._learner.save_checkpoint(
       {'counts': self._counter.save(), 'last_eval_return': self._last_return}
     )
+    log.info('checkpoint %s', pathlib.Path(path).name)
+    if not replay or time.time() < self._next_replay_save:
+      return
+    start = time.time()
     try:
       self._replay.checkpoint()
     except Exception as e:  # pylint: disable=broad-except
       log.info('replay checkpoint failed: %s', e)
-    log.info('checkpoint %s', pathlib.Path(path).name)
+    took = time.time() - start
+    self._next_replay_save = time.time() + took / self._cfg.replay_checkpoint_max_share
+    if took >= 1.0:
+      log.info(
+        'replay checkpoint took %.1f s; the next one in %.0f s or more',
+        took,
+        took / self._cfg.replay_checkpoint_max_share,
+      )
 
   def progress(self, counts: Optional[Dict[str, float]] = None) -> Dict[str, float]:
     now = time.time()
@@ -297,7 +312,9 @@ class EvaluatorWorker:
       if self.budget_spent(counts):
         log.info('budget reached: final evaluation and checkpoint')
         self.evaluate()
-        self.checkpoint()
+        # The replay node saves the tables when the program stops (the actors write until
+        # then): saving them here too would write them twice.
+        self.checkpoint(replay=False)
         self.progress()
         self._stop_program()
         return

@@ -167,9 +167,10 @@ def serve(port: int, priority_tables_fn, replay_dir: str) -> None:
       metrics.close()
     except Exception as e:  # pylint: disable=broad-except
       log.warning('closing the table metrics failed: %s', e)
-  saved = None
+  saved, start, took = None, time.time(), 0.0
   try:
     saved = reverb.Client(f'localhost:{port}').checkpoint()
+    took = time.time() - start
   except Exception as e:  # pylint: disable=broad-except
     log.warning('final checkpoint failed: %s', e)
   # Actors parked on a rate-limited insert keep their streams open, and a
@@ -180,7 +181,7 @@ def serve(port: int, priority_tables_fn, replay_dir: str) -> None:
   stopper.join(timeout=5)
   if saved:
     # A server that stops in time checkpoints once more, and Reverb keeps only the newest.
-    log.info('final checkpoint %s', newest_checkpoint(replay_dir) or saved)
+    log.info('final checkpoint %s (saved in %.1f s)', newest_checkpoint(replay_dir) or saved, took)
   if stopper.is_alive() and threading.current_thread() is threading.main_thread():
     log.info('stopped (in-flight inserts abandoned)')
     os._exit(0)  # pylint: disable=protected-access

@@ -15,6 +15,7 @@ from launch.nodes.counter import PersistentCounter
 from launch.nodes.evaluator import EvaluatorWorker, WindowRates
 from launch.nodes.learner import LearnerWorker
 from launch.nodes.process import GROUPS
+from launch.nodes.replay import newest_checkpoint
 from launch.program import make_program
 from tests.e2e_util import wait_for
 from tests.fakes import TINY_AGENT, tiny_config
@@ -139,6 +140,47 @@ def test_nodes_run_together_until_the_budget(tmp_path):
     10,
     'the abandoned work threads to end',
   )
+
+
+def test_the_evaluator_spends_at_most_its_share_of_the_run_on_replay_saves(tmp_path):
+  """A replay save that took d seconds makes the next checkpoint's wait d / share; the final
+  checkpoint leaves the replay to the replay node, which saves it on stop."""
+  run_dir = tmp_path / 'run'
+  replay_dir = run_dir / 'replay'
+  replay_dir.mkdir(parents=True)
+  cfg = tiny_config(run_dir, replay_checkpoint_max_share=1e-6)  # ~10 ms -> hours
+  server = reverb.Server(
+    experiment.make_builder(cfg).make_replay_tables(),
+    port=None,
+    checkpointer=reverb.checkpointers.DefaultCheckpointer(str(replay_dir)),
+  )
+  client = reverb.Client(f'localhost:{server.port}')
+  counter = PersistentCounter(str(run_dir))
+  learner = LearnerWorker(cfg.to_dict(), client, counter)
+  try:
+    rare = EvaluatorWorker(cfg.to_dict(), learner, counter, client)
+    rare.checkpoint()
+    first = newest_checkpoint(str(replay_dir))
+    assert first is not None
+    learner_file = next((run_dir / 'checkpoints').glob('ckpt-*'))
+    written = learner_file.stat().st_mtime_ns
+    time.sleep(0.05)
+    rare.checkpoint()
+    assert newest_checkpoint(str(replay_dir)) == first, 'saved again within its share'
+    assert next((run_dir / 'checkpoints').glob('ckpt-*')).stat().st_mtime_ns > written
+    every = EvaluatorWorker(
+      tiny_config(run_dir, replay_checkpoint_max_share=1.0).to_dict(), learner, counter, client
+    )
+    every.checkpoint()
+    second = newest_checkpoint(str(replay_dir))
+    assert second not in (None, first)
+    time.sleep(1.0)  # Reverb names checkpoints by the time; d / 1.0 has passed.
+    every.checkpoint(replay=False)
+    assert newest_checkpoint(str(replay_dir)) == second
+    every.checkpoint()
+    assert newest_checkpoint(str(replay_dir)) not in (None, second)
+  finally:
+    server.stop()
 
 
 def test_learner_waiting_on_an_empty_replay_still_stops(tmp_path):
