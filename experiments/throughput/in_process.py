@@ -159,9 +159,10 @@ def adder_episode(adder, episode) -> Callable[[], None]:
   return run
 
 
-def fill_replay(replay: ReplayServer, builder, episode, items: int) -> int:
-  """Writes recorded episodes through the builder's adder until the table holds `items`."""
-  adder = builder.make_adder(replay.client)
+def fill_replay(replay: ReplayServer, builder, episode, items: int, adder=None) -> int:
+  """Writes recorded episodes through `adder` (default: the builder's) until the table holds
+  `items`."""
+  adder = adder or builder.make_adder(replay.client)
   feed = adder_episode(adder, episode)
   while replay.size() < items:
     feed()

@@ -37,7 +37,7 @@ def main(argv=None) -> int:
   from agents.replay_pipeline import ADDER_MAX_IN_FLIGHT_ITEMS, REPLAY_TABLE
   from experiments.throughput.in_process import (
     ReplayServer,
-    adder_episode,
+    fill_replay,
     make_builder,
     make_env,
     record_episode,
@@ -59,10 +59,8 @@ def main(argv=None) -> int:
         ADDER_MAX_IN_FLIGHT_ITEMS,
         keep_alive_steps=keep_alive,
       )
-      feed = adder_episode(adder, episode)
       start = time.process_time()
-      while replay.size() < args.fill:
-        feed()
+      fill_replay(replay, builder, episode, args.fill, adder)
       adder.close()
       adder_us[keep_alive] = (time.process_time() - start) / replay.size() * 1e6
       iterators[keep_alive] = builder.make_dataset_iterator(replay.address)

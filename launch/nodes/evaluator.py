@@ -237,13 +237,10 @@ class EvaluatorWorker:
     except Exception as e:  # pylint: disable=broad-except
       log.info('replay checkpoint failed: %s', e)
     took = time.time() - start
-    self._next_replay_save = time.time() + took / self._cfg.replay_checkpoint_max_share
+    wait = took / self._cfg.replay_checkpoint_max_share
+    self._next_replay_save = time.time() + wait
     if took >= 1.0:
-      log.info(
-        'replay checkpoint took %.1f s; the next one in %.0f s or more',
-        took,
-        took / self._cfg.replay_checkpoint_max_share,
-      )
+      log.info('replay checkpoint took %.1f s; the next one in %.0f s or more', took, wait)
 
   def progress(self, counts: Optional[Dict[str, float]] = None) -> Dict[str, float]:
     now = time.time()
