@@ -43,14 +43,24 @@ $(STAMP): setup.py constraints.txt
 run: $(STAMP)
 	$(PY) -m experiments.collect_infer $(RUN_ARGS)
 
-# The default test run includes the slow end-to-end tests (CI runs exactly this).
-# One process on purpose: pytest-xdist's two workers were no faster on 2 cores (JAX and
-# TensorFlow already use both), and the end-to-end tests bound how long programs may take.
+# The default test run includes the slow end-to-end tests (CI runs exactly this), in two
+# passes. The tests that are not marked slow run on TEST_WORKERS pytest-xdist workers, a
+# test file to a worker (module fixtures, such as a launched program, start once): they are
+# mostly single-threaded compilation, and two workers on 2 cores took 0.6x the time of one.
+# The slow end-to-end tests then run in one process: they launch programs of 5-7 processes
+# each and bound how long those may take. Either pass failing fails; a pass that selects no
+# test (PYTEST_ARGS picking tests of the other kind) is fine if the other ran some.
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	$(PY) -m pytest -q $(PYTEST_ARGS) tests
+	@fast=0; $(PY) -m pytest -q -m "not slow" -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS) tests || fast=$$?; \
+	slow=0; $(PY) -m pytest -q -m slow $(PYTEST_ARGS) tests || slow=$$?; \
+	echo "[test] tests not marked slow: pytest exit $$fast; slow end-to-end tests: pytest exit $$slow"; \
+	if [ $$fast -eq 5 ] && [ $$slow -eq 5 ]; then echo "[test] no test was selected" >&2; exit 5; fi; \
+	for rc in $$fast $$slow; do if [ $$rc -ne 0 ] && [ $$rc -ne 5 ]; then exit $$rc; fi; done
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS) tests
+	$(PY) -m pytest -q -m "not slow" -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS) tests
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow $(PYTEST_ARGS) tests

@@ -37,8 +37,9 @@ setuptools.setup(
   ],
   extras_require={
     'bench': ['matplotlib'],
-    # Tests exercise the plotting, and read RLDS exports back with TFDS.
-    'test': ['pytest', 'matplotlib', 'tensorflow-datasets==4.9.0'],
+    # Tests exercise the plotting, and read RLDS exports back with TFDS; `make test` runs
+    # the tests that are not marked slow on pytest-xdist's workers.
+    'test': ['pytest', 'pytest-xdist', 'matplotlib', 'tensorflow-datasets==4.9.0'],
     # `make lint` (configured in ruff.toml).
     'lint': ['ruff'],
   },
