@@ -32,6 +32,12 @@ from agents.common.errors import ConfigError
 MANIPULATION_PREFIX = 'manipulation:'
 FEATURES_SUFFIX = '_features'  # Manipulation tasks a state run can take.
 RENDERERS = ('egl', 'osmesa')
+# A suite domain's camera where camera 0 does not keep the body in view. cartpole's camera 0
+# ('fixed') watches the middle of the rail, and a policy that drives the cart off its edge
+# sees the same image in every state from then on (benchmark 1 of issue 24: 76-89 with
+# camera 0, 403 with 'lookatcart', which turns to follow the cart); quadruped's 'y' is the
+# tracking side view pixel-based agents use. Every other task: camera 0.
+DEFAULT_CAMERAS = {'cartpole': 1, 'quadruped': 2}
 # What a user's own MUJOCO_GL was before agents.common.quiet set its default ('disable').
 _USER_GL_ENV = 'COLLECT_INFER_USER_MUJOCO_GL'
 _PROBE = (
@@ -50,7 +56,7 @@ class PixelSettings:
   """How a task is seen: image size, camera, frames stacked, action repeat, features too."""
 
   size: int = 64
-  camera: int = 0
+  camera: Optional[int] = None  # None: the task's own (default_camera)
   frame_stack: int = 3
   action_repeat: int = 1
   features: bool = False
@@ -60,10 +66,20 @@ class PixelSettings:
       value = getattr(self, name)
       if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ConfigError(f'{name} must be a positive integer, got {value!r}')
-    if not isinstance(self.camera, int) or self.camera < -1:
+    camera = self.camera
+    is_id = isinstance(camera, int) and not isinstance(camera, bool) and camera >= -1
+    if camera is not None and not is_id:
       raise ConfigError(
-        f'camera must be a camera id >= 0 (or -1, the free camera), got {self.camera!r}'
+        f"camera must be a camera id >= 0 (or -1, the free camera; None: the task's own), "
+        f'got {self.camera!r}'
       )
+
+
+def default_camera(task: str) -> int:
+  """The camera a task is seen through when none is chosen (DEFAULT_CAMERAS, else 0)."""
+  if task.startswith(MANIPULATION_PREFIX):
+    return 0
+  return DEFAULT_CAMERAS.get(task.split(':', 1)[0], 0)
 
 
 def _renderer_works(backend: str) -> Tuple[bool, str]:
@@ -275,6 +291,8 @@ def make_pixel_environment(
   """The task seen through a camera (uint8 images), actions in [-1, 1], float32 rewards."""
   from acme import wrappers
 
+  if settings.camera is None:
+    settings = dataclasses.replace(settings, camera=default_camera(task))
   env = PixelWrapper(load_raw(task, seed), settings)
   env = wrappers.CanonicalSpecWrapper(env, clip=True)
   return wrappers.SinglePrecisionWrapper(env)

@@ -240,7 +240,12 @@ class ExperimentConfig:
     "become {'features': float32 [F], 'pixels': uint8 [...]} (new runs only)",
   )
   pixel_size: int = setting(64, help='pixels: image height and width')
-  camera: int = setting(0, help="pixels: the task's camera id (-1: the free camera)")
+  camera: Optional[int] = setting(
+    None,
+    help="pixels: the task's camera id (-1: the free camera; default: the task's own, 1 "
+    "('lookatcart') for cartpole, 2 for quadruped, 0 elsewhere: "
+    'environments.pixels.DEFAULT_CAMERAS)',
+  )
   frame_stack: int = setting(3, help='pixels: camera frames stacked into one observation')
   action_repeat: int = setting(
     1,
@@ -397,7 +402,11 @@ class ExperimentConfig:
     need(
       is_int(self.pixel_size) and 8 <= self.pixel_size <= 512, 'pixel_size', 'an int in [8, 512]'
     )
-    need(is_int(self.camera) and self.camera >= -1, 'camera', 'a camera id >= 0, or -1')
+    need(
+      self.camera is None or (is_int(self.camera) and self.camera >= -1),
+      'camera',
+      "a camera id >= 0, or -1 (unset: the task's own)",
+    )
     need(
       is_int(self.frame_stack) and 1 <= self.frame_stack <= 16, 'frame_stack', 'an int in [1, 16]'
     )

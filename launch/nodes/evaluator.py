@@ -12,6 +12,7 @@ from acme.utils import loggers
 
 from agents.common.logs import get_logger
 from agents.replay_pipeline import REPLAY_TABLE
+from environments.pixels import default_camera
 from environments.references import references, score_tasks
 from environments.success import SuccessObserver, has_success
 from launch import experiment
@@ -73,8 +74,12 @@ class EvaluatorWorker:
     self._replay = replay
     self._next_replay_save = 0.0  # time.time() after which a checkpoint saves the replay
     # One GIF per evaluation (launch.nodes.videos), of its first episode; a pixel run's frames
-    # are its own.
-    self._gifs = GifRecorder(pathlib.Path(cfg.run_dir) / 'videos', every=1 if cfg.pixels else 10)
+    # are its own; a state run's are rendered from its first task's default camera.
+    self._gifs = GifRecorder(
+      pathlib.Path(cfg.run_dir) / 'videos',
+      every=1 if cfg.pixels else 10,
+      camera=default_camera(cfg.task_names[0]),
+    )
     self._gifs.enabled = cfg.eval_gifs
     # One greedy actor and environment per task of the run (one without --tasks).
     self._actors, self._loops = {}, {}

@@ -21,7 +21,8 @@ def test_suite_task_frames_stack_and_repeat():
   assert first.observation.dtype == np.uint8 and first.observation.shape == (SIZE, SIZE, 9)
   f0, f1, f2 = pixels.frames(first.observation)
   np.testing.assert_array_equal(f0, f2)  # a fresh episode repeats its first frame
-  np.testing.assert_array_equal(f2, raw.physics.render(SIZE, SIZE, camera_id=0))
+  # cartpole's default camera: 'lookatcart' (1).
+  np.testing.assert_array_equal(f2, raw.physics.render(SIZE, SIZE, camera_id=1))
   action = np.array([1.0], np.float32)
   step = env.step(action)
   rewards = [raw.step(action).reward for _ in range(4)]
@@ -29,8 +30,26 @@ def test_suite_task_frames_stack_and_repeat():
   np.testing.assert_allclose(step.reward, sum(rewards), rtol=1e-6)
   g0, g1, g2 = pixels.frames(step.observation)
   np.testing.assert_array_equal(g1, f2)  # the stack moved on by one frame
-  np.testing.assert_array_equal(g2, raw.physics.render(SIZE, SIZE, camera_id=0))
+  np.testing.assert_array_equal(g2, raw.physics.render(SIZE, SIZE, camera_id=1))
   assert not np.array_equal(g2, f2)  # four steps of full push move the cart
+
+
+def test_a_task_is_seen_through_its_own_camera_unless_one_is_chosen():
+  assert pixels.default_camera('cartpole:swingup') == 1
+  assert pixels.default_camera('cartpole:balance@pole_length=0.8') == 1  # a variant too
+  assert pixels.default_camera('quadruped:walk') == 2
+  assert pixels.default_camera('walker:walk') == pixels.default_camera('reacher:easy') == 0
+  assert pixels.default_camera('manipulation:reach_site_vision') == 0
+
+  def first_frame(task, camera):
+    settings = PixelSettings(size=SIZE, frame_stack=1, camera=camera)
+    return make_pixel_environment(task, seed=1, settings=settings).reset().observation
+
+  cartpole = first_frame('cartpole:swingup', None)
+  np.testing.assert_array_equal(cartpole, first_frame('cartpole:swingup', 1))
+  assert not np.array_equal(cartpole, first_frame('cartpole:swingup', 0))
+  np.testing.assert_array_equal(first_frame('walker:walk', None), first_frame('walker:walk', 0))
+  assert not np.array_equal(first_frame('walker:walk', 0), first_frame('walker:walk', 1))
 
 
 def test_manipulation_vision_task_with_features():
@@ -50,6 +69,9 @@ def test_manipulation_vision_task_with_features():
 def test_bad_settings_and_tasks_are_one_line_errors():
   with pytest.raises(ValueError, match='frame_stack must be a positive integer'):
     PixelSettings(frame_stack=0)
+  for camera in (-2, 1.0, True):
+    with pytest.raises(ValueError, match=f'camera must be a camera id .* got {camera!r}$'):
+      PixelSettings(camera=camera)
   with pytest.raises(ValueError, match='unknown manipulation task'):
     pixels.check_task('manipulation:juggle', pixels=True)
   with pytest.raises(ValueError, match='reach_site_vision: its observation holds camera images'):

@@ -30,6 +30,8 @@ def test_flags_come_from_the_config():
   )
   given = given_values(args, ExperimentConfig)
   assert given == dict(pixels=True, pixel_size=32, frame_stack=2, action_repeat=8, eval_gifs=False)
+  assert ExperimentConfig(**given).camera is None  # the task's own camera
+  assert given_values(parser.parse_args(['--camera', '-1']), ExperimentConfig) == dict(camera=-1)
 
 
 @pytest.mark.parametrize(
