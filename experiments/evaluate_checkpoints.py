@@ -42,7 +42,7 @@ FIELDS = (
 )
 
 
-def _prompt(actor: Any, stores: Sequence[pathlib.Path], task: str) -> None:
+def prompt_as_the_evaluator(actor: Any, stores: Sequence[pathlib.Path], task: str) -> None:
   """Prompts an actor that takes prompts as the evaluator does: the task's best stored
   episode in the run's data."""
   from launch.store.windows import best_demonstrations
@@ -124,7 +124,7 @@ def evaluate_checkpoints(
       source, adder=None, seed=cfg.seed, deterministic=True
     )
     if hasattr(actors[task], 'use_demonstration'):
-      _prompt(actors[task], stores, task)
+      prompt_as_the_evaluator(actors[task], stores, task)
   rows = []
   start = time.time()
   for step in sorted(steps or kept):

@@ -13,7 +13,10 @@ Kinds:
           references were measured); --expert_noise S adds Gaussian noise of scale S
           to its actions, so the data also shows its way back from states just off
           its path (DART); with --expert_labels the noise is executed but the
-          expert's own action is stored, the label for imitation (RL learners skip it)
+          expert's own action is stored, the label for imitation (RL learners skip it);
+          with --executor_run LEARNER another run's greedy policy acts and the expert's
+          action is stored as the label of each state it visits (DAgger's data: the
+          states a learner reaches off the expert's path, with the expert's answer)
   mixed   --poor_fraction of the episodes poor, the rest expert; poor means the
           run's oldest kept checkpoint with action noise --noise (--poor_policy
           noisy, the default) or uniformly random actions (--poor_policy random)
@@ -103,6 +106,35 @@ class _NoisyExecution:
     return getattr(self._env, name)
 
 
+class _ExecutedBy:
+  """Wraps an environment: executes another policy's action (clipped), whatever is asked.
+
+  The actor asking (the expert, whose recorder stores its action) labels the states that
+  `executor`, acting greedily, visits: DAgger's data.
+  """
+
+  def __init__(self, env, executor, spec):
+    self._env, self._executor, self._spec = env, executor, spec
+    self._last = None
+
+  def reset(self):
+    self._last = self._env.reset()
+    self._executor.observe_first(self._last)
+    return self._last
+
+  def step(self, action):
+    from environments.actions import clip_action
+
+    del action  # The label; the executor's action is what happens.
+    executed = clip_action(self._executor.select_action(self._last.observation), self._spec)
+    self._last = self._env.step(executed)
+    self._executor.observe(executed, self._last)
+    return self._last
+
+  def __getattr__(self, name):
+    return getattr(self._env, name)
+
+
 class _RandomActor(_NoisyActor):
   """Uniformly random actions within the bounds."""
 
@@ -138,6 +170,7 @@ def build_dataset(
   greedy: bool = False,
   expert_noise: float = 0.0,
   expert_labels: bool = False,
+  executor_run: Union[None, str, Sequence[str]] = None,
 ) -> Dict[str, Any]:
   """Generates the episodes into a new store at `out`; returns the manifest.
 
@@ -149,6 +182,11 @@ def build_dataset(
   store holds the checkpoint's own action, the expert's label for each state (DART proper):
   data for imitation only, as its actions are not the executed ones (episodes say
   `action_label: expert`; the RL learners leave them out).
+  `executor_run` (kind expert; one run or several, together holding every task): in each
+  episode that run's newest checkpoint acts greedily, as its evaluator does, and the store
+  holds the expert's action at each state it visits (DAgger: a learner's own mistakes,
+  labelled by the expert). Labelled as above; every episode is kept, whatever its return
+  (the executor's), so `min_expert_fraction` does not go with it.
 
   `act_on` (one single-task run only): the task the policy acts on instead of the run's,
   with the same observation and action specs (a physics variant of it, say); episodes
@@ -189,6 +227,17 @@ def build_dataset(
   run_dirs = [run_dir] if isinstance(run_dir, (str, os.PathLike)) else list(run_dir)
   if not run_dirs:
     raise ConfigError('run_dir: name at least one run')
+  executor_runs = (
+    [executor_run] if isinstance(executor_run, (str, os.PathLike)) else list(executor_run or ())
+  )
+  if executor_runs and (kind != 'expert' or expert_noise or min_expert_fraction is not None):
+    raise ConfigError(
+      'executor_run: goes with kind expert only, without expert_noise (the executor makes '
+      "the states) and min_expert_fraction (its returns are the executor's; DAgger keeps "
+      'every episode)'
+    )
+  if executor_runs and act_on is not None:
+    raise ConfigError('executor_run: not with act_on (the executor acts on its own tasks)')
   out_path = pathlib.Path(out).resolve()
   if out_path.exists() and any(out_path.iterdir()):
     raise ConfigError(f'{out} exists and is not empty; choose a new --out')
@@ -200,6 +249,7 @@ def build_dataset(
   duplicates = sorted({t for t in tasks if tasks.count(t) > 1})
   if duplicates:
     raise ConfigError(f'run_dir: task(s) {", ".join(duplicates)} come from more than one run')
+  executors = _executors_by_task(executor_runs, tasks) if executor_runs else {}
   generated = []  # (run, task, [(episode, entry)]), all generated before any is stored
   for i, path in enumerate(run_dirs):
     generated.extend(
@@ -215,6 +265,7 @@ def build_dataset(
         greedy,
         expert_noise,
         expert_labels,
+        executors,
       )
     )
 
@@ -263,7 +314,8 @@ def build_dataset(
     'poor_policy': poor_policy if kind == 'mixed' else None,
     'greedy': greedy,
     'expert_noise': expert_noise,
-    'expert_labels': expert_labels,
+    'expert_labels': expert_labels or bool(executor_runs),
+    'executor_runs': sorted(set(executors.values())),
     'created': time.time(),
   }
   (out_path / 'manifest.json').write_text(json.dumps(manifest, indent=1))
@@ -280,6 +332,53 @@ def _run_config(run_dir: str) -> Any:
   if not rd.exists():
     raise ConfigError(f'{run_dir} is not a run directory (no config.json)')
   return ExperimentConfig.from_dict(rd.read_config())
+
+
+def _executors_by_task(executor_runs: Sequence[str], tasks: Sequence[str]) -> Dict[str, str]:
+  """Each task's executor run (its absolute path); ConfigError naming executor_run when a
+  task has none or two."""
+  from agents.common.errors import ConfigError
+
+  found: Dict[str, str] = {}
+  for path in executor_runs:
+    for task in _run_config(path).task_names:
+      if task in tasks and task in found:
+        raise ConfigError(f'executor_run: {task} is a task of more than one executor run')
+      found[task] = os.path.abspath(path)
+  missing = [task for task in tasks if task not in found]
+  if missing:
+    raise ConfigError(
+      f'executor_run: no executor run acts on {", ".join(missing)} (each task needs one)'
+    )
+  return {task: found[task] for task in tasks}
+
+
+def _executor(run_dir: str, task: str, env: Any, seed: int) -> Tuple[Any, int]:
+  """The greedy actor of `run_dir`'s newest checkpoint for `task` (prompted as its
+  evaluator prompts it) and that checkpoint's step. Its files are another run's: no pickles."""
+  from agents.common.errors import ConfigError
+  from agents.variable_client import FixedVariables, acting_params
+  from experiments.evaluate_checkpoints import prompt_as_the_evaluator
+  from launch import experiment
+  from launch.checkpointing import Checkpointer
+  from launch.run_dir import RunDir
+
+  cfg = _run_config(run_dir)
+  rd = RunDir(run_dir)
+  steps = Checkpointer(rd.checkpoints, read_pickles=False).all_steps()
+  if not steps:
+    raise ConfigError(f'executor_run: {run_dir} has no checkpoint to act with')
+  builder = experiment.make_builder(cfg, task)
+  _check_same_specs(builder.spec, env, task, task)
+  state = Checkpointer(rd.checkpoints, read_pickles=False).restore(steps[-1])['learner_state']
+  actor = builder.make_actor(
+    FixedVariables(acting_params(state)), adder=None, seed=seed, deterministic=True
+  )
+  actor.update(wait=True)
+  if hasattr(actor, 'use_demonstration'):
+    stores = [rd.store] + [pathlib.Path(d) for d in cfg.datasets]
+    prompt_as_the_evaluator(actor, stores, task)
+  return actor, steps[-1]
 
 
 def _check_same_specs(spec: Any, env: Any, task: str, run_task: str) -> None:
@@ -310,9 +409,11 @@ def _generate(
   greedy: bool = False,
   expert_noise: float = 0.0,
   expert_labels: bool = False,
+  executors: Optional[Dict[str, str]] = None,
 ) -> List[Tuple[str, str, List[Tuple[Any, Dict[str, Any]]]]]:
   """(run, task, [(episode, manifest entry)]) for each task of the run (or for `act_on`,
-  with the run's one task's policy), in memory."""
+  with the run's one task's policy), in memory; `executors`: the run acting in each task's
+  episodes, the expert labelling."""
   import acme
   from acme import specs
   from acme.utils import loggers
@@ -385,6 +486,8 @@ def _generate(
         if expert_labels:
           # The noise goes into the environment; the actor's own action is stored.
           source['action_label'] = 'expert'
+        if task in (executors or {}):
+          source.update(action_label='expert', executor_run=executors[task])
         in_actor = 0.0 if expert_labels else expert_noise
         plan.append(
           (source, lambda i=i, f=policy_actor, n=in_actor: f(steps[-1], n, seed + i, greedy))
@@ -392,9 +495,14 @@ def _generate(
 
     # With expert labels, one noise stream through the task's episodes (its seed that of
     # the first pilots, so their dataset is rebuilt exactly).
-    noisy_env = (
+    labelled_env = (
       _NoisyExecution(env, expert_noise, env_actions, seed + 777 + 99991) if expert_labels else None
     )
+    if task in (executors or {}):
+      executor, executor_step = _executor(executors[task], task, env, seed + 555)
+      labelled_env = _ExecutedBy(env, executor, env_actions)
+      for source, _ in plan:
+        source['executor_step'] = executor_step
     collected = _Collected()
     pairs = []
     start = time.time()
@@ -406,7 +514,7 @@ def _generate(
       # The store holds the executed (clipped) action, as for every source, except with
       # expert labels: then the expert's own (clipped) action, the noise added after it.
       actor = ExecutedActionActor(make_actor(), builder.spec.actions)
-      acting_env = noisy_env if source.get('action_label') == 'expert' else env
+      acting_env = labelled_env if source.get('action_label') == 'expert' else env
       loop = acme.EnvironmentLoop(
         acting_env, actor, should_update=False, observers=[recorder], logger=loggers.NoOpLogger()
       )
@@ -479,6 +587,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     help="with --expert_noise: the noise is executed, the expert's own action stored as the "
     'label (DART; for behaviour cloning and the generalist only)',
   )
+  p.add_argument(
+    '--executor_run',
+    action='append',
+    default=None,
+    help="expert: this run's newest checkpoint acts (greedily) and the expert's action is "
+    "stored as each state's label (DAgger); repeat it to cover every task",
+  )
   p.add_argument('--seed', type=int, default=0)
   args = p.parse_args(sys.argv[1:] if argv is None else argv)
   from agents.common.errors import UserError
@@ -498,6 +613,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       args.greedy,
       args.expert_noise,
       args.expert_labels,
+      args.executor_run,
     )
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)

@@ -186,3 +186,58 @@ def test_kept_policies_make_the_same_episodes_as_the_run(run_with_two_checkpoint
   ]
   with pytest.raises(ConfigError, match='not a run directory'):
     keep_policies(str(tmp_path / 'nothing'), str(tmp_path / 'kept2'))
+
+
+def test_an_executor_run_acts_and_the_expert_labels_its_states(run_with_two_checkpoints, tmp_path):
+  """DAgger's data: the executor's greedy episodes, each state labelled with the expert's
+  greedy action."""
+  from agents.variable_client import FixedVariables, acting_params
+
+  expert = str(run_with_two_checkpoints)
+  learner = tmp_path / 'learner'
+  cfg = ExperimentConfig(run_dir=str(learner), task='cartpole:swingup', agent=TINY_AGENT)
+  rd = RunDir(str(learner))
+  rd.create()
+  rd.write_config(cfg.to_dict())
+  state = experiment.make_builder(cfg).make_learner(iter(()), seed=7).save()
+  Checkpointer(rd.checkpoints).save({'learner_state': state, 'learner_steps': 5}, 5)
+
+  out = tmp_path / 'dagger'
+  manifest = build_dataset(expert, 'expert', 1, str(out), greedy=True, executor_run=str(learner))
+  entry = manifest['episodes'][0]
+  assert entry['action_label'] == 'expert' and entry['executor_step'] == 5
+  assert manifest['expert_labels'] and manifest['executor_runs'] == [str(learner)]
+  store = EpisodeStore(out)
+  assert store.index()[0].metadata['action_label'] == 'expert'
+  labelled = store.read(store.index()[0].episode_id)
+  # The states are the executor's own greedy episode's (same environment seed) ...
+  build_dataset(str(learner), 'expert', 1, str(tmp_path / 'own'), greedy=True)
+  own_store = EpisodeStore(tmp_path / 'own')
+  own = own_store.read(own_store.index()[0].episode_id)
+  np.testing.assert_allclose(labelled.observations, own.observations, rtol=1e-6, atol=1e-6)
+  assert entry['episode_return'] == pytest.approx(own_store.index()[0].episode_return, rel=1e-5)
+  # ... and every stored action is the expert's greedy action at that state, not the executor's.
+  params = acting_params(Checkpointer(RunDir(expert).checkpoints).restore(20)['learner_state'])
+  actor = experiment.make_builder(cfg).make_actor(FixedVariables(params), None, deterministic=True)
+  expected = np.stack([actor.select_action(o) for o in labelled.observations[:-1]])
+  np.testing.assert_allclose(labelled.actions, np.clip(expected, -1.0, 1.0), rtol=1e-5, atol=1e-6)
+  assert not np.allclose(labelled.actions, own.actions, atol=1e-3)
+
+  with pytest.raises(ConfigError, match='executor_run: goes with kind expert'):
+    build_dataset(expert, 'mixed', 1, str(tmp_path / 'a'), executor_run=str(learner))
+  with pytest.raises(ConfigError, match='executor_run: goes with kind expert'):
+    build_dataset(
+      expert, 'expert', 1, str(tmp_path / 'b'), executor_run=str(learner), min_expert_fraction=0.8
+    )
+  with pytest.raises(ConfigError, match='executor_run: no executor run acts on cartpole:swingup'):
+    other = tmp_path / 'acrobot'
+    acro = ExperimentConfig(run_dir=str(other), task='acrobot:swingup', agent=TINY_AGENT)
+    RunDir(str(other)).create()
+    RunDir(str(other)).write_config(acro.to_dict())
+    build_dataset(expert, 'expert', 1, str(tmp_path / 'c'), executor_run=str(other))
+  with pytest.raises(ConfigError, match='executor_run: .* has no checkpoint'):
+    empty = tmp_path / 'empty'
+    RunDir(str(empty)).create()
+    blank = ExperimentConfig(run_dir=str(empty), task='cartpole:swingup', agent=TINY_AGENT)
+    RunDir(str(empty)).write_config(blank.to_dict())
+    build_dataset(expert, 'expert', 1, str(tmp_path / 'd'), executor_run=str(empty))
