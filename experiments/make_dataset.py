@@ -110,11 +110,16 @@ class _ExecutedBy:
   """Wraps an environment: executes another policy's action (clipped), whatever is asked.
 
   The actor asking (the expert, whose recorder stores its action) labels the states that
-  `executor`, acting greedily, visits: DAgger's data.
+  `executor`, acting greedily, visits: DAgger's data. With `share` < 1 each step's action
+  is the executor's with that probability, else the expert's own (DAgger's mixture, its
+  beta = 1 - share): the episodes then also reach states the executor alone never does.
   """
 
-  def __init__(self, env, executor, spec):
-    self._env, self._executor, self._spec = env, executor, spec
+  def __init__(self, env, executor, spec, share: float = 1.0, seed: int = 0):
+    import numpy as np
+
+    self._env, self._executor, self._spec, self._share = env, executor, spec, share
+    self._rng = np.random.default_rng(seed)
     self._last = None
 
   def reset(self):
@@ -125,8 +130,11 @@ class _ExecutedBy:
   def step(self, action):
     from environments.actions import clip_action
 
-    del action  # The label; the executor's action is what happens.
+    # The executor is asked at every step, so that its own state (a context) follows the
+    # episode whoever acts.
     executed = clip_action(self._executor.select_action(self._last.observation), self._spec)
+    if self._share < 1.0 and self._rng.random() >= self._share:
+      executed = action  # The label (clipped by the expert's actor) is executed this step.
     self._last = self._env.step(executed)
     self._executor.observe(executed, self._last)
     return self._last
@@ -171,6 +179,7 @@ def build_dataset(
   expert_noise: float = 0.0,
   expert_labels: bool = False,
   executor_run: Union[None, str, Sequence[str]] = None,
+  executor_share: float = 1.0,
 ) -> Dict[str, Any]:
   """Generates the episodes into a new store at `out`; returns the manifest.
 
@@ -186,7 +195,8 @@ def build_dataset(
   episode that run's newest checkpoint acts greedily, as its evaluator does, and the store
   holds the expert's action at each state it visits (DAgger: a learner's own mistakes,
   labelled by the expert). Labelled as above; every episode is kept, whatever its return
-  (the executor's), so `min_expert_fraction` does not go with it.
+  (the executor's), so `min_expert_fraction` does not go with it. `executor_share` < 1:
+  at each step the executor acts with that probability, else the expert (DAgger's mixture).
 
   `act_on` (one single-task run only): the task the policy acts on instead of the run's,
   with the same observation and action specs (a physics variant of it, say); episodes
@@ -236,6 +246,13 @@ def build_dataset(
       "the states) and min_expert_fraction (its returns are the executor's; DAgger keeps "
       'every episode)'
     )
+  if not (math.isfinite(executor_share) and 0.0 < executor_share <= 1.0) or (
+    executor_share < 1.0 and not executor_runs
+  ):
+    raise ConfigError(
+      f'executor_share={executor_share} is invalid: must be in (0, 1], below 1 only with '
+      'executor_run'
+    )
   if executor_runs and act_on is not None:
     raise ConfigError('executor_run: not with act_on (the executor acts on its own tasks)')
   out_path = pathlib.Path(out).resolve()
@@ -266,6 +283,7 @@ def build_dataset(
         expert_noise,
         expert_labels,
         executors,
+        executor_share,
       )
     )
 
@@ -316,6 +334,7 @@ def build_dataset(
     'expert_noise': expert_noise,
     'expert_labels': expert_labels or bool(executor_runs),
     'executor_runs': sorted(set(executors.values())),
+    'executor_share': executor_share if executor_runs else None,
     'created': time.time(),
   }
   (out_path / 'manifest.json').write_text(json.dumps(manifest, indent=1))
@@ -410,6 +429,7 @@ def _generate(
   expert_noise: float = 0.0,
   expert_labels: bool = False,
   executors: Optional[Dict[str, str]] = None,
+  executor_share: float = 1.0,
 ) -> List[Tuple[str, str, List[Tuple[Any, Dict[str, Any]]]]]:
   """(run, task, [(episode, manifest entry)]) for each task of the run (or for `act_on`,
   with the run's one task's policy), in memory; `executors`: the run acting in each task's
@@ -487,7 +507,9 @@ def _generate(
           # The noise goes into the environment; the actor's own action is stored.
           source['action_label'] = 'expert'
         if task in (executors or {}):
-          source.update(action_label='expert', executor_run=executors[task])
+          source.update(
+            action_label='expert', executor_run=executors[task], executor_share=executor_share
+          )
         in_actor = 0.0 if expert_labels else expert_noise
         plan.append(
           (source, lambda i=i, f=policy_actor, n=in_actor: f(steps[-1], n, seed + i, greedy))
@@ -500,7 +522,7 @@ def _generate(
     )
     if task in (executors or {}):
       executor, executor_step = _executor(executors[task], task, env, seed + 555)
-      labelled_env = _ExecutedBy(env, executor, env_actions)
+      labelled_env = _ExecutedBy(env, executor, env_actions, executor_share, seed + 555)
       for source, _ in plan:
         source['executor_step'] = executor_step
     collected = _Collected()
@@ -594,6 +616,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     help="expert: this run's newest checkpoint acts (greedily) and the expert's action is "
     "stored as each state's label (DAgger); repeat it to cover every task",
   )
+  p.add_argument(
+    '--executor_share',
+    type=float,
+    default=1.0,
+    help="with --executor_run: the probability that a step is the executor's action, else "
+    "the expert's is executed (DAgger's mixture), e.g. 0.5",
+  )
   p.add_argument('--seed', type=int, default=0)
   args = p.parse_args(sys.argv[1:] if argv is None else argv)
   from agents.common.errors import UserError
@@ -614,6 +643,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       args.expert_noise,
       args.expert_labels,
       args.executor_run,
+      args.executor_share,
     )
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)

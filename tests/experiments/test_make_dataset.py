@@ -223,6 +223,32 @@ def test_an_executor_run_acts_and_the_expert_labels_its_states(run_with_two_chec
   np.testing.assert_allclose(labelled.actions, np.clip(expected, -1.0, 1.0), rtol=1e-5, atol=1e-6)
   assert not np.allclose(labelled.actions, own.actions, atol=1e-3)
 
+  # DAgger's mixture: with executor_share ~0 the expert acts at every step, so the episode
+  # is the expert's own greedy one; at 0.5 it is neither policy's alone.
+  build_dataset(expert, 'expert', 1, str(tmp_path / 'clean'), greedy=True)
+  clean = EpisodeStore(tmp_path / 'clean')
+  clean = clean.read(clean.index()[0].episode_id)
+  by_expert, half = tmp_path / 'by_expert', tmp_path / 'half'
+  build_dataset(expert, 'expert', 1, str(by_expert), greedy=True, executor_run=str(learner),
+                executor_share=1e-9)  # fmt: skip
+  manifest = build_dataset(expert, 'expert', 1, str(half), greedy=True, executor_run=str(learner),
+                           executor_share=0.5)  # fmt: skip
+  assert manifest['executor_share'] == 0.5 and manifest['episodes'][0]['executor_share'] == 0.5
+  (mostly_expert,), (mixed,) = (
+    [s.read(i.episode_id) for i in s.index()] for s in (EpisodeStore(by_expert), EpisodeStore(half))
+  )
+  np.testing.assert_allclose(mostly_expert.observations, clean.observations, rtol=1e-6, atol=1e-6)
+  for other in (clean, own):
+    assert not np.allclose(mixed.observations[20:], other.observations[20:], atol=1e-3)
+  expected = np.stack([actor.select_action(o) for o in mixed.observations[:-1]])
+  np.testing.assert_allclose(mixed.actions, np.clip(expected, -1.0, 1.0), rtol=1e-5, atol=1e-6)
+  for bad in (0.0, 1.5, float('nan')):
+    with pytest.raises(ConfigError, match='executor_share'):
+      build_dataset(expert, 'expert', 1, str(tmp_path / 'e'), executor_run=str(learner),
+                    executor_share=bad)  # fmt: skip
+  with pytest.raises(ConfigError, match='executor_share=0.5 is invalid'):
+    build_dataset(expert, 'expert', 1, str(tmp_path / 'f'), executor_share=0.5)
+
   with pytest.raises(ConfigError, match='executor_run: goes with kind expert'):
     build_dataset(expert, 'mixed', 1, str(tmp_path / 'a'), executor_run=str(learner))
   with pytest.raises(ConfigError, match='executor_run: goes with kind expert'):
