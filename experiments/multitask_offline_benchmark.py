@@ -33,6 +33,10 @@ its task. The agents, each trained offline for --learner_steps:
                (no conditioning: it knows one task)
   bc_single    an MLP behaviour-cloning policy (agents.bc) of one task, one run a task
 
+--extra_datasets D1,D2,... adds other episode stores made by experiments.make_dataset (such
+as DAgger rounds, make_dataset --executor_run) to every run's data: each multi-task run
+trains on all of them, each single-task run on those holding its task alone.
+
 The single-task agents train on a dataset of their task alone, made from the same run with
 the same seed (the multi-task dataset's episodes of that task), for --single_task_steps
 each (default: --learner_steps over the number of tasks, the multi-task model's updates per
@@ -144,8 +148,15 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     'updates (lr_decay.steps, or optim.lr_decay.steps for the gato agents; single-task '
     'runs over --single_task_steps)',
   )
+  p.add_argument(
+    '--extra_datasets',
+    default='',
+    help='comma-separated episode stores of experiments.make_dataset to train on too '
+    '(single-task runs: those of their task alone), e.g. DAgger rounds',
+  )
   p.add_argument('--out', default='bench_out/multitask_offline')
   args = p.parse_args(argv)
+  args.extras = [pathlib.Path(d).resolve() for d in args.extra_datasets.split(',') if d]
   args.runs = [r for r in args.source_runs.split(',') if r]
   if len(args.runs) < 2:
     p.error('--source_runs: at least two runs (one per task), comma-separated')
@@ -362,8 +373,45 @@ def _dataset(args, runs: Sequence[str], where: pathlib.Path) -> Dict:
   return manifest
 
 
+def extra_datasets_by_task(
+  extras: Sequence[pathlib.Path], tasks: Sequence[str], single_task: bool
+) -> Dict[str, List[pathlib.Path]]:
+  """Each task's extra datasets for its single-task runs (those holding that task alone);
+  SystemExit naming --extra_datasets for a dataset without a manifest, of a task not in
+  the benchmark, or of several tasks when single-task agents run."""
+  found: Dict[str, List[pathlib.Path]] = {task: [] for task in tasks}
+  for path in extras:
+    if not (path / 'manifest.json').is_file():
+      raise SystemExit(
+        f'error: --extra_datasets: {path} has no manifest.json (make it with '
+        'experiments.make_dataset)'
+      )
+    held = list(json.loads((path / 'manifest.json').read_text()).get('tasks', {}))
+    unknown = [task for task in held if task not in found]
+    if unknown or not held:
+      raise SystemExit(
+        f'error: --extra_datasets: {path} holds {", ".join(unknown) or "no task"}, not tasks '
+        f'of this benchmark ({", ".join(tasks)})'
+      )
+    if len(held) > 1 and single_task:
+      raise SystemExit(
+        f'error: --extra_datasets: {path} holds several tasks ({", ".join(held)}); the '
+        'single-task agents need one task a dataset'
+      )
+    if len(held) == 1:
+      found[held[0]].append(path)
+  return found
+
+
 def _train(
-  args, agent: str, seed: int, run_dir: pathlib.Path, tasks, dataset, steps: int, eval_every: int
+  args,
+  agent: str,
+  seed: int,
+  run_dir: pathlib.Path,
+  tasks,
+  datasets: Sequence[pathlib.Path],
+  steps: int,
+  eval_every: int,
 ) -> None:
   if (run_dir / 'checkpoints').exists() and _finished(run_dir, steps):
     return
@@ -373,7 +421,7 @@ def _train(
     'experiments.collect_infer',
     *('--run_dir', str(run_dir), '--task', tasks[0]),
     *(('--tasks', ','.join(tasks)) if len(tasks) > 1 else ()),
-    *('--mode', 'offline', '--datasets', str(dataset)),
+    *('--mode', 'offline', '--datasets', *map(str, datasets)),
     *('--max_learner_steps', str(steps)),
     *('--eval_every_learner_steps', str(eval_every), '--eval_every_seconds', '100000'),
     *('--eval_episodes', str(args.eval_episodes), '--seed', str(seed), '--no_eval_gifs'),
@@ -393,6 +441,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   manifest = _dataset(args, args.runs, out / 'dataset')
   tasks = list(manifest['tasks'])  # In the source runs' order.
   print(f'[multitask-offline] dataset: {manifest["num_episodes"]} episodes of {tasks}', flush=True)
+  extras = extra_datasets_by_task(
+    args.extras, tasks, any(a in SINGLE_TASK for a in args.agent_list)
+  )
+  if args.extras:
+    print(f'[multitask-offline] and the extra datasets {[str(d) for d in args.extras]}', flush=True)
   task_runs = {}
   if any(a in SINGLE_TASK for a in args.agent_list):
     for run in args.runs:
@@ -414,7 +467,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           seed,
           out / 'runs' / name,
           tasks,
-          out / 'dataset',
+          [out / 'dataset', *args.extras],
           args.learner_steps,
           args.eval_every,
         )
@@ -424,9 +477,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           t: out / 'runs' / f'{name}_{task_log_label(t)[len("evaluator_") :]}' for t in tasks
         }
         for task, run_dir in run_dirs.items():
-          _train(
-            args, agent, seed, run_dir, [task], task_runs[task], single_steps, single_eval_every
-          )
+          data = [task_runs[task], *extras[task]]
+          _train(args, agent, seed, run_dir, [task], data, single_steps, single_eval_every)
       rows += [
         {'agent': agent, 'seed': seed, **r}
         for r in evaluations(run_dirs, multi_task=agent in MULTI_TASK)

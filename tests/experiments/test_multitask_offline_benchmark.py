@@ -156,3 +156,32 @@ def test_rows_summary_and_plot_by_hand(tmp_path):
   assert summary[('bc_single', TASKS[1])]['mean_score'] == 50.0
   bench.plot(rows, list(summary.values()), TASKS, tmp_path / 'out.png')
   assert (tmp_path / 'out.png').stat().st_size > 10_000
+
+
+def test_extra_datasets_go_to_the_runs_of_their_tasks(run_with_two_checkpoints, tmp_path):
+  from experiments.make_dataset import build_dataset
+  from launch.config import ExperimentConfig
+  from launch.run_dir import RunDir
+  from tests.fakes import TINY_AGENT
+
+  other = tmp_path / 'point_mass_run'
+  RunDir(str(other)).create()
+  RunDir(str(other)).write_config(
+    ExperimentConfig(run_dir=str(other), task='point_mass:easy', agent=TINY_AGENT).to_dict()
+  )
+  cartpole, both = tmp_path / 'cartpole_extra', tmp_path / 'both_extra'
+  build_dataset(str(run_with_two_checkpoints), 'random', 1, str(cartpole))
+  build_dataset([str(run_with_two_checkpoints), str(other)], 'random', 1, str(both))
+  found = bench.extra_datasets_by_task([cartpole], TASKS, single_task=True)
+  assert found == {'cartpole:swingup': [cartpole], 'point_mass:easy': []}
+  # A dataset of both tasks is for the multi-task runs only.
+  found = bench.extra_datasets_by_task([cartpole, both], TASKS, single_task=False)
+  assert found == {'cartpole:swingup': [cartpole], 'point_mass:easy': []}
+  with pytest.raises(SystemExit, match='holds several tasks'):
+    bench.extra_datasets_by_task([both], TASKS, single_task=True)
+  with pytest.raises(SystemExit, match='not tasks of this benchmark'):
+    bench.extra_datasets_by_task([cartpole], ('walker:walk', 'point_mass:easy'), single_task=False)
+  with pytest.raises(SystemExit, match='has no manifest.json'):
+    bench.extra_datasets_by_task([tmp_path / 'nothing'], TASKS, single_task=False)
+  args = bench.parse_args(['--source_runs', 'a,b', '--extra_datasets', f'{cartpole},{both}'])
+  assert args.extras == [cartpole.resolve(), both.resolve()]
