@@ -384,12 +384,13 @@ def _executor(run_dir: str, task: str, env: Any, seed: int) -> Tuple[Any, int]:
 
   cfg = _run_config(run_dir)
   rd = RunDir(run_dir)
-  steps = Checkpointer(rd.checkpoints, read_pickles=False).all_steps()
+  ckpt = Checkpointer(rd.checkpoints, read_pickles=False)
+  steps = ckpt.all_steps()
   if not steps:
     raise ConfigError(f'executor_run: {run_dir} has no checkpoint to act with')
   builder = experiment.make_builder(cfg, task)
   _check_same_specs(builder.spec, env, task, task)
-  state = Checkpointer(rd.checkpoints, read_pickles=False).restore(steps[-1])['learner_state']
+  state = ckpt.restore(steps[-1])['learner_state']
   actor = builder.make_actor(
     FixedVariables(acting_params(state)), adder=None, seed=seed, deterministic=True
   )
