@@ -15,6 +15,19 @@ from launch.store.episodes import EpisodeStore
 from tests.fakes import TINY_AGENT
 
 
+def _run(path, task: str, seed=None, step: int = 5) -> ExperimentConfig:
+  """A run directory of `task` by the tiny MPO agent; with `seed`, one checkpoint at
+  `step` of a learner initialised from it."""
+  cfg = ExperimentConfig(run_dir=str(path), task=task, agent=TINY_AGENT)
+  rd = RunDir(str(path))
+  rd.create()
+  rd.write_config(cfg.to_dict())
+  if seed is not None:
+    state = experiment.make_builder(cfg).make_learner(iter(()), seed=seed).save()
+    Checkpointer(rd.checkpoints).save({'learner_state': state, 'learner_steps': step}, step)
+  return cfg
+
+
 def test_expert_and_mixed_datasets_record_their_sources(run_with_two_checkpoints, tmp_path):
   out = tmp_path / 'mixed'
   manifest = build_dataset(
@@ -108,12 +121,7 @@ def test_a_multi_task_dataset_from_two_runs_keeps_episodes_near_the_expert(
 ):
   # A second run on another body (6 observations), one checkpoint.
   other = tmp_path / 'acrobot'
-  cfg = ExperimentConfig(run_dir=str(other), task='acrobot:swingup', agent=TINY_AGENT)
-  rd = RunDir(str(other))
-  rd.create()
-  rd.write_config(cfg.to_dict())
-  state = experiment.make_builder(cfg).make_learner(iter(()), seed=3).save()
-  Checkpointer(rd.checkpoints).save({'learner_state': state, 'learner_steps': 5}, 5)
+  _run(other, 'acrobot:swingup', seed=3)
 
   out = tmp_path / 'multi'
   runs = [str(run_with_two_checkpoints), str(other)]
@@ -195,12 +203,7 @@ def test_an_executor_run_acts_and_the_expert_labels_its_states(run_with_two_chec
 
   expert = str(run_with_two_checkpoints)
   learner = tmp_path / 'learner'
-  cfg = ExperimentConfig(run_dir=str(learner), task='cartpole:swingup', agent=TINY_AGENT)
-  rd = RunDir(str(learner))
-  rd.create()
-  rd.write_config(cfg.to_dict())
-  state = experiment.make_builder(cfg).make_learner(iter(()), seed=7).save()
-  Checkpointer(rd.checkpoints).save({'learner_state': state, 'learner_steps': 5}, 5)
+  cfg = _run(learner, 'cartpole:swingup', seed=7)
 
   out = tmp_path / 'dagger'
   manifest = build_dataset(expert, 'expert', 1, str(out), greedy=True, executor_run=str(learner))
@@ -256,14 +259,8 @@ def test_an_executor_run_acts_and_the_expert_labels_its_states(run_with_two_chec
       expert, 'expert', 1, str(tmp_path / 'b'), executor_run=str(learner), min_expert_fraction=0.8
     )
   with pytest.raises(ConfigError, match='executor_run: no executor run acts on cartpole:swingup'):
-    other = tmp_path / 'acrobot'
-    acro = ExperimentConfig(run_dir=str(other), task='acrobot:swingup', agent=TINY_AGENT)
-    RunDir(str(other)).create()
-    RunDir(str(other)).write_config(acro.to_dict())
-    build_dataset(expert, 'expert', 1, str(tmp_path / 'c'), executor_run=str(other))
+    _run(tmp_path / 'acrobot', 'acrobot:swingup')
+    build_dataset(expert, 'expert', 1, str(tmp_path / 'c'), executor_run=str(tmp_path / 'acrobot'))
   with pytest.raises(ConfigError, match='executor_run: .* has no checkpoint'):
-    empty = tmp_path / 'empty'
-    RunDir(str(empty)).create()
-    blank = ExperimentConfig(run_dir=str(empty), task='cartpole:swingup', agent=TINY_AGENT)
-    RunDir(str(empty)).write_config(blank.to_dict())
-    build_dataset(expert, 'expert', 1, str(tmp_path / 'd'), executor_run=str(empty))
+    _run(tmp_path / 'empty', 'cartpole:swingup')
+    build_dataset(expert, 'expert', 1, str(tmp_path / 'd'), executor_run=str(tmp_path / 'empty'))
