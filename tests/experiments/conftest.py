@@ -9,18 +9,26 @@ from launch.run_dir import RunDir
 from tests.fakes import TINY_AGENT
 
 
-def _run_with_two_checkpoints(path, task: str):
-  """A run of `task` by the tiny MPO agent with checkpoints at steps 10 and 20 (two
-  differently seeded initial states)."""
+def make_run(path, task: str, checkpoints=()) -> ExperimentConfig:
+  """A run directory of `task` by the tiny MPO agent, with a checkpoint at each
+  (step, seed) of `checkpoints` (a learner's initial state from that seed)."""
   cfg = ExperimentConfig(run_dir=str(path), task=task, agent=TINY_AGENT)
   rd = RunDir(str(path))
   rd.create()
   rd.write_config(cfg.to_dict())
-  builder = experiment.make_builder(cfg)
-  ckpt = Checkpointer(rd.checkpoints)
-  for step, seed in ((10, 1), (20, 2)):
-    state = builder.make_learner(iter(()), seed=seed).save()
-    ckpt.save({'learner_state': state, 'learner_steps': step}, step)
+  if checkpoints:
+    builder = experiment.make_builder(cfg)
+    ckpt = Checkpointer(rd.checkpoints)
+    for step, seed in checkpoints:
+      state = builder.make_learner(iter(()), seed=seed).save()
+      ckpt.save({'learner_state': state, 'learner_steps': step}, step)
+  return cfg
+
+
+def _run_with_two_checkpoints(path, task: str):
+  """A run of `task` with checkpoints at steps 10 and 20 (two differently seeded initial
+  states)."""
+  make_run(path, task, ((10, 1), (20, 2)))
   return path
 
 

@@ -12,20 +12,7 @@ from launch.checkpointing import Checkpointer
 from launch.config import ExperimentConfig
 from launch.run_dir import RunDir
 from launch.store.episodes import EpisodeStore
-from tests.fakes import TINY_AGENT
-
-
-def _run(path, task: str, seed=None, step: int = 5) -> ExperimentConfig:
-  """A run directory of `task` by the tiny MPO agent; with `seed`, one checkpoint at
-  `step` of a learner initialised from it."""
-  cfg = ExperimentConfig(run_dir=str(path), task=task, agent=TINY_AGENT)
-  rd = RunDir(str(path))
-  rd.create()
-  rd.write_config(cfg.to_dict())
-  if seed is not None:
-    state = experiment.make_builder(cfg).make_learner(iter(()), seed=seed).save()
-    Checkpointer(rd.checkpoints).save({'learner_state': state, 'learner_steps': step}, step)
-  return cfg
+from tests.experiments.conftest import make_run
 
 
 def test_expert_and_mixed_datasets_record_their_sources(run_with_two_checkpoints, tmp_path):
@@ -121,7 +108,7 @@ def test_a_multi_task_dataset_from_two_runs_keeps_episodes_near_the_expert(
 ):
   # A second run on another body (6 observations), one checkpoint.
   other = tmp_path / 'acrobot'
-  _run(other, 'acrobot:swingup', seed=3)
+  make_run(other, 'acrobot:swingup', [(5, 3)])
 
   out = tmp_path / 'multi'
   runs = [str(run_with_two_checkpoints), str(other)]
@@ -203,7 +190,7 @@ def test_an_executor_run_acts_and_the_expert_labels_its_states(run_with_two_chec
 
   expert = str(run_with_two_checkpoints)
   learner = tmp_path / 'learner'
-  cfg = _run(learner, 'cartpole:swingup', seed=7)
+  cfg = make_run(learner, 'cartpole:swingup', [(5, 7)])
 
   out = tmp_path / 'dagger'
   manifest = build_dataset(expert, 'expert', 1, str(out), greedy=True, executor_run=str(learner))
@@ -259,8 +246,8 @@ def test_an_executor_run_acts_and_the_expert_labels_its_states(run_with_two_chec
       expert, 'expert', 1, str(tmp_path / 'b'), executor_run=str(learner), min_expert_fraction=0.8
     )
   with pytest.raises(ConfigError, match='executor_run: no executor run acts on cartpole:swingup'):
-    _run(tmp_path / 'acrobot', 'acrobot:swingup')
+    make_run(tmp_path / 'acrobot', 'acrobot:swingup')
     build_dataset(expert, 'expert', 1, str(tmp_path / 'c'), executor_run=str(tmp_path / 'acrobot'))
   with pytest.raises(ConfigError, match='executor_run: .* has no checkpoint'):
-    _run(tmp_path / 'empty', 'cartpole:swingup')
+    make_run(tmp_path / 'empty', 'cartpole:swingup')
     build_dataset(expert, 'expert', 1, str(tmp_path / 'd'), executor_run=str(tmp_path / 'empty'))

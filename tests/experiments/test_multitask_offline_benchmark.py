@@ -160,15 +160,10 @@ def test_rows_summary_and_plot_by_hand(tmp_path):
 
 def test_extra_datasets_go_to_the_runs_of_their_tasks(run_with_two_checkpoints, tmp_path):
   from experiments.make_dataset import build_dataset
-  from launch.config import ExperimentConfig
-  from launch.run_dir import RunDir
-  from tests.fakes import TINY_AGENT
+  from tests.experiments.conftest import make_run
 
   other = tmp_path / 'point_mass_run'
-  RunDir(str(other)).create()
-  RunDir(str(other)).write_config(
-    ExperimentConfig(run_dir=str(other), task='point_mass:easy', agent=TINY_AGENT).to_dict()
-  )
+  make_run(other, 'point_mass:easy')
   cartpole, both = tmp_path / 'cartpole_extra', tmp_path / 'both_extra'
   build_dataset(str(run_with_two_checkpoints), 'random', 1, str(cartpole))
   build_dataset([str(run_with_two_checkpoints), str(other)], 'random', 1, str(both))
