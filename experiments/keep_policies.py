@@ -6,11 +6,14 @@ in minutes by a later session (run directories do not survive one).
 
 Writes OUT/config.json (the run's) and, in OUT/checkpoints/, the run's oldest and newest
 kept checkpoints with the policy's parameters alone (PolicyOnly: no critic, targets or
-optimiser state; a few hundred KB for the cpu preset's MLP). OUT is a run directory as
-experiments.make_dataset reads one: `--run_dir OUT --kind expert` acts with the newest
-policy, `--kind mixed` with the oldest (plus action noise) for the poor share. It is not a
-run to resume or initialise a learner from (those need the whole learner state; the
-learner names the missing fields).
+optimiser state; a few hundred KB for the cpu preset's MLP). Any agent that acts: an MPO-
+family run keeps its policy, a behaviour-cloning run its policy, a generalist run its
+transformer (so a DAgger round's executor, make_dataset --executor_run, can be kept too).
+OUT is a run directory as experiments.make_dataset reads one: `--run_dir OUT --kind
+expert` acts with the newest policy, `--kind mixed` with the oldest (plus action noise) for
+the poor share, `--executor_run OUT` with the newest. It is not a run to resume or
+initialise a learner from (those need the whole learner state; the learner names the
+missing fields).
 """
 
 import argparse
@@ -26,6 +29,7 @@ def keep_policies(run_dir: str, out: str) -> pathlib.Path:
   """Writes `out` (see the module's text); returns it. The checkpoints are read without
   pickles (another run's files)."""
   from agents.common.errors import ConfigError
+  from agents.variable_client import acting_params
   from launch.checkpointing import Checkpointer, PolicyOnly
   from launch.run_dir import RunDir
 
@@ -43,9 +47,13 @@ def keep_policies(run_dir: str, out: str) -> pathlib.Path:
   writer = Checkpointer(target.checkpoints, keep=2)
   for step in sorted({min(steps), max(steps)}):
     state = reader.restore(step)['learner_state']
-    if not hasattr(state, 'policy_params'):
-      raise ConfigError(f'{run_dir}: its learner state has no policy_params (not an MPO run)')
-    writer.save({'learner_state': PolicyOnly(state.policy_params, state.steps)}, step)
+    try:
+      params = acting_params(state)
+    except AttributeError:
+      raise ConfigError(
+        f'{run_dir}: its learner state has neither policy_params nor params (no policy to keep)'
+      ) from None
+    writer.save({'learner_state': PolicyOnly(params, state.steps)}, step)
   return target.path
 
 
@@ -53,7 +61,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   p = argparse.ArgumentParser(
     description=__doc__.split('\n\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter
   )
-  p.add_argument('--run_dir', required=True, help='a trained MPO-family run')
+  p.add_argument(
+    '--run_dir', required=True, help='a trained run (MPO family, BC or the generalist)'
+  )
   p.add_argument('--out', required=True)
   args = p.parse_args(sys.argv[1:] if argv is None else argv)
   out = keep_policies(args.run_dir, args.out)

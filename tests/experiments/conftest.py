@@ -9,10 +9,13 @@ from launch.run_dir import RunDir
 from tests.fakes import TINY_AGENT
 
 
-def make_run(path, task: str, checkpoints=()) -> ExperimentConfig:
-  """A run directory of `task` by the tiny MPO agent, with a checkpoint at each
-  (step, seed) of `checkpoints` (a learner's initial state from that seed)."""
-  cfg = ExperimentConfig(run_dir=str(path), task=task, agent=TINY_AGENT)
+def make_run(path, task: str, checkpoints=(), **overrides) -> ExperimentConfig:
+  """A run directory of `task` by the tiny MPO agent (or as `overrides` of the config say:
+  another algorithm, agent or tasks), with a checkpoint at each (step, seed) of
+  `checkpoints` (a learner's initial state from that seed)."""
+  cfg = ExperimentConfig.from_dict(
+    {'run_dir': str(path), 'task': task, 'agent': TINY_AGENT, **overrides}
+  )
   rd = RunDir(str(path))
   rd.create()
   rd.write_config(cfg.to_dict())

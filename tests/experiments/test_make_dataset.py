@@ -183,6 +183,38 @@ def test_kept_policies_make_the_same_episodes_as_the_run(run_with_two_checkpoint
     keep_policies(str(tmp_path / 'nothing'), str(tmp_path / 'kept2'))
 
 
+def test_a_kept_generalist_executor_makes_the_same_dagger_episodes(
+  run_with_two_checkpoints, tmp_path
+):
+  """keep_policies on a multi-task generalist run: the transformer kept alone acts as the
+  DAgger executor exactly as the whole run's checkpoint does."""
+  from experiments.keep_policies import keep_policies
+
+  gato = {
+    'model': {'model_size': 16, 'num_heads': 2, 'num_layers': 1, 'context': 14},
+    'window': {'conditioning': 'task_id', 'prompt_tokens': 0},
+  }
+  learner = tmp_path / 'generalist'
+  tasks = 'cartpole:swingup,point_mass:easy'
+  make_run(learner, 'cartpole:swingup', [(5, 7)], algorithm='gato', tasks=tasks, agent=gato)
+  kept = keep_policies(str(learner), str(tmp_path / 'kept'))
+  returns = []
+  for executor in (learner, kept):
+    manifest = build_dataset(
+      str(run_with_two_checkpoints), 'expert', 2, str(tmp_path / executor.name / 'data'),
+      greedy=True, executor_run=str(executor),
+    )  # fmt: skip
+    returns.append([e['episode_return'] for e in manifest['episodes']])
+    assert manifest['episodes'][0]['executor_step'] == 5
+  assert returns[0] == returns[1]
+  # And a state with no policy at all is named.
+  empty = tmp_path / 'no_policy'
+  make_run(empty, 'cartpole:swingup')
+  Checkpointer(RunDir(str(empty)).checkpoints).save({'learner_state': {'steps': 1}}, 1)
+  with pytest.raises(ConfigError, match='neither policy_params nor params'):
+    keep_policies(str(empty), str(tmp_path / 'kept3'))
+
+
 def test_an_executor_run_acts_and_the_expert_labels_its_states(run_with_two_checkpoints, tmp_path):
   """DAgger's data: the executor's greedy episodes, each state labelled with the expert's
   greedy action."""
