@@ -335,6 +335,9 @@ def build_dataset(
     'expert_labels': expert_labels or bool(executor_runs),
     'executor_runs': sorted(set(executors.values())),
     'executor_share': executor_share if executor_runs else None,
+    # Run i of run_dirs generated with seed + 1000 * i: the same run and seed alone give
+    # the same episodes of its task.
+    'seed': seed,
     'created': time.time(),
   }
   (out_path / 'manifest.json').write_text(json.dumps(manifest, indent=1))

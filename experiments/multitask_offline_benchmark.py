@@ -337,7 +337,8 @@ def _write(path: pathlib.Path, table: Sequence[Dict]) -> None:
     writer.writerows(table)
 
 
-def _dataset(args, runs: Sequence[str], where: pathlib.Path) -> Dict:
+def _dataset(args, runs: Sequence[str], where: pathlib.Path, seed: int = 0) -> Dict:
+  """The dataset of `runs` at `where`, made (seed `seed`) or kept from an earlier call."""
   from experiments.make_dataset import build_dataset
 
   if not (where / 'manifest.json').exists():
@@ -349,7 +350,7 @@ def _dataset(args, runs: Sequence[str], where: pathlib.Path) -> Dict:
       str(where),
       poor_fraction=args.poor_fraction,
       noise=args.noise,
-      seed=0,
+      seed=seed,
       poor_policy=args.poor_policy,
       min_expert_fraction=args.min_expert_fraction,
       greedy=args.greedy,
@@ -364,6 +365,7 @@ def _dataset(args, runs: Sequence[str], where: pathlib.Path) -> Dict:
     ('min_expert_fraction', args.min_expert_fraction, None),
     ('expert_noise', args.expert_noise, 0.0),
     ('expert_labels', args.expert_labels, False),
+    ('seed', seed, 0),
   ):
     if manifest.get(field, default) != wanted:
       raise SystemExit(
@@ -371,6 +373,16 @@ def _dataset(args, runs: Sequence[str], where: pathlib.Path) -> Dict:
         'choose a new --out'
       )
   return manifest
+
+
+def single_task_datasets(args, where: pathlib.Path) -> Dict[str, pathlib.Path]:
+  """task -> a dataset of that source run alone in `where`, holding exactly the multi-task
+  dataset's episodes of the task (make_dataset seeds the i-th run 1000 * i)."""
+  found = {}
+  for i, run in enumerate(args.runs):
+    path = where / pathlib.Path(run).name
+    found[next(iter(_dataset(args, [run], path, seed=1000 * i)['tasks']))] = path
+  return found
 
 
 def extra_datasets_by_task(
@@ -448,11 +460,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f'[multitask-offline] and the extra datasets {[str(d) for d in args.extras]}', flush=True)
   task_runs = {}
   if any(a in SINGLE_TASK for a in args.agent_list):
-    for run in args.runs:
-      task = next(
-        iter(_dataset(args, [run], out / 'single_task_data' / pathlib.Path(run).name)['tasks'])
-      )
-      task_runs[task] = out / 'single_task_data' / pathlib.Path(run).name
+    task_runs = single_task_datasets(args, out / 'single_task_data')
   single_steps = args.single_task_steps or max(1, args.learner_steps // len(tasks))
   # As many evaluations as the multi-task runs make.
   single_eval_every = max(1, args.eval_every * single_steps // args.learner_steps)
