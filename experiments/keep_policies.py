@@ -25,9 +25,10 @@ from typing import Optional, Sequence
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
 
-def keep_policies(run_dir: str, out: str) -> pathlib.Path:
-  """Writes `out` (see the module's text); returns it. The checkpoints are read without
-  pickles (another run's files)."""
+def keep_policies(run_dir: str, out: str, newest_only: bool = False) -> pathlib.Path:
+  """Writes `out` (see the module's text); returns it. `newest_only`: the newest checkpoint
+  alone (what an executor acts with). The checkpoints are read without pickles (another
+  run's files)."""
   from agents.common.errors import ConfigError
   from agents.variable_client import acting_params
   from launch.checkpointing import Checkpointer, PolicyOnly
@@ -45,7 +46,7 @@ def keep_policies(run_dir: str, out: str) -> pathlib.Path:
   config = source.read_config()
   target.write_config({**config, 'run_dir': out})  # As given: a relative path stays one.
   writer = Checkpointer(target.checkpoints, keep=2)
-  for step in sorted({min(steps), max(steps)}):
+  for step in [max(steps)] if newest_only else sorted({min(steps), max(steps)}):
     state = reader.restore(step)['learner_state']
     try:
       params = acting_params(state)
@@ -65,10 +66,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     '--run_dir', required=True, help='a trained run (MPO family, BC or the generalist)'
   )
   p.add_argument('--out', required=True)
+  p.add_argument(
+    '--newest_only',
+    action='store_true',
+    help='keep the newest checkpoint alone (a DAgger executor acts with nothing else)',
+  )
   args = p.parse_args(sys.argv[1:] if argv is None else argv)
-  out = keep_policies(args.run_dir, args.out)
-  sizes = sum(f.stat().st_size for f in (out / 'checkpoints').iterdir())
-  print(f'[keep-policies] {out}: config.json and 2 policy checkpoints, {sizes / 1024:.0f} KB')
+  out = keep_policies(args.run_dir, args.out, args.newest_only)
+  kept = list((out / 'checkpoints').glob('*.ckpt'))
+  sizes = sum(f.stat().st_size for f in kept)
+  print(
+    f'[keep-policies] {out}: config.json and {len(kept)} policy checkpoint(s), '
+    f'{sizes / 1024:.0f} KB'
+  )
   return 0
 
 

@@ -196,8 +196,9 @@ def test_a_kept_generalist_executor_makes_the_same_dagger_episodes(
   }
   learner = tmp_path / 'generalist'
   tasks = 'cartpole:swingup,point_mass:easy'
-  make_run(learner, 'cartpole:swingup', [(5, 7)], algorithm='gato', tasks=tasks, agent=gato)
-  kept = keep_policies(str(learner), str(tmp_path / 'kept'))
+  make_run(learner, 'cartpole:swingup', [(3, 1), (5, 7)], algorithm='gato', tasks=tasks, agent=gato)
+  kept = keep_policies(str(learner), str(tmp_path / 'kept'), newest_only=True)
+  assert Checkpointer(kept / 'checkpoints', read_pickles=False).all_steps() == [5]
   returns = []
   for executor in (learner, kept):
     manifest = build_dataset(
