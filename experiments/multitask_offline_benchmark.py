@@ -58,7 +58,7 @@ Writes:
   <out>/multitask_offline.png      mean score against learner steps; final score per task
 Rerunning with the same --out reuses the datasets and finished runs (a dataset only if it
 was made with the same --kind, --greedy, --min_expert_fraction, --expert_noise and
---expert_labels).
+--expert_labels; a run only if it trained on the same datasets, --extra_datasets included).
 """
 
 import argparse
@@ -425,6 +425,7 @@ def _train(
   steps: int,
   eval_every: int,
 ) -> None:
+  _check_same_data(run_dir, datasets)
   if (run_dir / 'checkpoints').exists() and _finished(run_dir, steps):
     return
   cmd = [
@@ -504,6 +505,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     )
   print(f'[multitask-offline] wrote {out}/multitask_offline.csv, summary.csv, .png', flush=True)
   return 0
+
+
+def _check_same_data(run_dir: pathlib.Path, datasets: Sequence[pathlib.Path]) -> None:
+  """SystemExit when a run kept from an earlier call (finished or not) trained on other
+  datasets than this call gives it: reusing or resuming it would report other data."""
+  config = run_dir / 'config.json'
+  if not config.is_file():
+    return
+  had = sorted(os.path.abspath(d) for d in json.loads(config.read_text()).get('datasets', []))
+  wanted = sorted(os.path.abspath(d) for d in datasets)
+  if had != wanted:
+    extra = sorted(set(wanted) - set(had)) or sorted(set(had) - set(wanted))
+    raise SystemExit(
+      f'error: {run_dir} was trained on other datasets than this call gives it (differing: '
+      f'{", ".join(extra)}); choose a new --out, or --extra_datasets as before'
+    )
 
 
 def _finished(run_dir: pathlib.Path, learner_steps: int) -> bool:

@@ -210,3 +210,19 @@ def test_single_task_data_are_the_multi_task_datasets_episodes(
   # Kept from an earlier call only if made with the same seed.
   with pytest.raises(SystemExit, match='made with seed=1000, not 0'):
     bench._dataset(args, args.runs[1:], singles['cartpole:balance'])
+
+
+def test_a_kept_run_is_reused_only_on_the_same_datasets(tmp_path):
+  """A run kept from an earlier call trained on other --extra_datasets is refused, not
+  reported as this call's."""
+  from tests.experiments.conftest import make_run
+
+  base, extra = tmp_path / 'dataset', tmp_path / 'dagger1'
+  run = tmp_path / 'runs' / 'bc_single_seed0_cartpole_swingup'
+  make_run(run, 'cartpole:swingup', datasets=[str(base)])
+  bench._check_same_data(run, [base])
+  bench._check_same_data(tmp_path / 'runs' / 'not_made_yet', [base, extra])
+  with pytest.raises(SystemExit, match=f'other datasets .*differing: {extra}'):
+    bench._check_same_data(run, [base, extra])
+  with pytest.raises(SystemExit, match=f'differing: {base}'):
+    bench._check_same_data(run, [])
