@@ -164,6 +164,12 @@ class _Collected:
     self.episodes.append(episode)
 
 
+def run_seed(seed: int, index: int) -> int:
+  """The seed the `index`-th of build_dataset's run_dirs generates its episodes with: that
+  run alone, built with this seed, gives the same episodes of its task."""
+  return seed + 1000 * index
+
+
 def build_dataset(
   run_dir: Union[str, Sequence[str]],
   kind: str,
@@ -276,7 +282,7 @@ def build_dataset(
         episodes,
         poor_fraction,
         noise,
-        seed + 1000 * i,
+        run_seed(seed, i),
         poor_policy,
         act_on,
         greedy,
@@ -335,9 +341,7 @@ def build_dataset(
     'expert_labels': expert_labels or bool(executor_runs),
     'executor_runs': sorted(set(executors.values())),
     'executor_share': executor_share if executor_runs else None,
-    # Run i of run_dirs generated with seed + 1000 * i: the same run and seed alone give
-    # the same episodes of its task.
-    'seed': seed,
+    'seed': seed,  # Run i generated with run_seed(seed, i).
     'created': time.time(),
   }
   (out_path / 'manifest.json').write_text(json.dumps(manifest, indent=1))

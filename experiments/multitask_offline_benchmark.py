@@ -377,11 +377,13 @@ def _dataset(args, runs: Sequence[str], where: pathlib.Path, seed: int = 0) -> D
 
 def single_task_datasets(args, where: pathlib.Path) -> Dict[str, pathlib.Path]:
   """task -> a dataset of that source run alone in `where`, holding exactly the multi-task
-  dataset's episodes of the task (make_dataset seeds the i-th run 1000 * i)."""
+  dataset's episodes of the task (seeded as make_dataset seeds the run among them)."""
+  from experiments.make_dataset import run_seed
+
   found = {}
   for i, run in enumerate(args.runs):
     path = where / pathlib.Path(run).name
-    found[next(iter(_dataset(args, [run], path, seed=1000 * i)['tasks']))] = path
+    found[next(iter(_dataset(args, [run], path, seed=run_seed(0, i))['tasks']))] = path
   return found
 
 

@@ -7,7 +7,8 @@
 #   reacher_d1-3       MLP BC rounds 0-2 act, the greedy expert labels (20 episodes each)
 #   pendulum_m1-3      the same with --executor_share 0.5 (DAgger's mixture)
 #   g1_<task>          the first generalist (trained on the expert data and the six rounds
-#                      above) acts in each task, 20 episodes (seed 10 + 1000 i, i its index)
+#                      above) acts in each task, 20 episodes (seed 10 + 1000 i, i its index: what
+#                      make_dataset.run_seed gave the five-task store of session 37)
 #   g2_cartpole_swingup the second generalist (also on g1) acts, 60 swingup episodes
 set -euo pipefail
 OUT=${1:?usage: make_dagger_data.sh OUT}
