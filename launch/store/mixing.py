@@ -94,7 +94,9 @@ class MixedBatches:
   `store_fallback` (online modes): while the store holds nothing, as in a fresh run's own
   store, the store share comes from this replay iterator instead (made on first use, of
   `store_batch` items). Waiting would stall the run: the actors' inserts wait on the
-  learner's samples, so no episode would ever be stored.
+  learner's samples, so no episode would ever be stored. While it lends its share the store
+  is looked at every `empty_refresh_every_s` (an empty store's refresh is a directory
+  listing): a short run's first episodes may end seconds before its last.
   """
 
   def __init__(
@@ -106,6 +108,7 @@ class MixedBatches:
     refresh_every_s: float = 5.0,
     external: Optional[ExternalShare] = None,
     store_fallback: Optional[Callable[[], Iterator[Any]]] = None,
+    empty_refresh_every_s: float = 0.5,
   ):
     if replay is None and external is None and (sampler is None or store_batch <= 0):
       raise ValueError('a learner needs a replay iterator or a store sampler')
@@ -116,6 +119,7 @@ class MixedBatches:
     self._store_batch = store_batch
     self._timeout = wait_timeout_s
     self._refresh_every = refresh_every_s
+    self._empty_refresh_every = min(empty_refresh_every_s, refresh_every_s)
     self._next_refresh = 0.0
     self._external = external
     self._make_store_fallback = store_fallback
@@ -144,6 +148,7 @@ class MixedBatches:
         if self._store_fallback is None:
           log.info('the store holds no episode yet: its share comes from replay until it does')
           self._store_fallback = self._make_store_fallback()
+        self._next_refresh = min(self._next_refresh, now + self._empty_refresh_every)
         return _transition(next(self._store_fallback))
       if now >= deadline:
         raise StopIteration

@@ -82,14 +82,18 @@ def _work_threads():
 
 def test_nodes_run_together_until_the_budget(tmp_path):
   # Evaluations are due by learner steps only (the seconds cadence is out of reach). The
-  # rate limiter keeps the actor from spending the budget before the learner is at step
-  # 50: unlimited, a fast actor could (2000 steps need ~460 learner steps at 4 samples per
-  # insert, step 50 only ~250 inserts).
+  # rate limiter keeps the actor from spending the budget before the learner is well past
+  # step 50: 2000 steps need ~960 learner steps at 8 samples per insert and batch 16, a
+  # few seconds at the learner's pace. The counter hears from the learner once a second, so
+  # the evaluator (looking five times a second) sees a step count between; at 4 samples per
+  # insert, with one look a second, CI once saw step 1 and then step 296 with the budget
+  # already spent, and no periodic evaluation saved the replay.
   cfg = tiny_config(
     tmp_path / 'run',
     eval_every_seconds=10_000.0,
     eval_every_learner_steps=50,
-    agent={**TINY_AGENT, 'replay.samples_per_insert': 4.0},
+    progress_every_seconds=0.2,
+    agent={**TINY_AGENT, 'replay.samples_per_insert': 8.0},
   )
   run_dir = tmp_path / 'run'
   (run_dir / 'replay').mkdir(parents=True)
