@@ -9,8 +9,9 @@
 Runs (one after another, each its own program, cpu preset, 2 actors):
   online    --max_actor_steps ENV_STEPS
   iterated  --mode iterated with ENV_STEPS / (episode steps * collect_episodes) iterations
-            (the task's episode length, counted by stepping one episode: 1000 for the
-            suite's tasks, 250 for manipulation's), --infer_steps per iteration
+            (the task's episode length in actions, counted by stepping one episode as
+            the runs see it: 1000 for the suite's tasks, 250 for manipulation's, divided
+            by --action_repeat in a pixel run), --infer_steps per iteration
 `--extra '--pixels --action_repeat 4'` adds collect_infer flags to both runs (e.g. a
 wall-clock budget, `--extra '--max_seconds 3300'`); `--variants iterated` runs one of them.
 Writes <out>/iterated.csv (variant, actor_steps, learner_steps, elapsed_s, mean_return, and
@@ -33,13 +34,21 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 COLUMNS = ('actor_steps', 'learner_steps', 'elapsed_s', 'mean_return', 'success_rate')
 
 
-def episode_steps(task: str) -> int:
-  """Steps in one episode of `task` (of its state environment), counted by running one."""
+def episode_steps(task: str, extra: Sequence[str] = ()) -> int:
+  """Actions in one episode of `task` as the runs see it, counted by running one: through
+  the camera (and its action repeat) when the collect_infer flags `extra` say --pixels, so
+  a `*_vision` task, which has no state environment, is counted too."""
   import numpy as np
 
-  from environments.suite import make_environment
+  from experiments.collect_infer import parse_args
+  from launch.cli import given_values
+  from launch.config import ExperimentConfig
+  from launch.experiment import make_env
 
-  env = make_environment(task, seed=0)
+  config = ExperimentConfig.from_dict(
+    given_values(parse_args([*extra, '--task', task]), ExperimentConfig)
+  )
+  env = make_env(config, seed=0)
   action = np.zeros(env.action_spec().shape, env.action_spec().dtype)
   env.reset()
   steps = 1
@@ -96,7 +105,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   )
   args = p.parse_args(sys.argv[1:] if argv is None else argv)
   out = pathlib.Path(args.out).resolve()
-  per_episode = episode_steps(args.task)
+  per_episode = episode_steps(args.task, shlex.split(args.extra))
   iterations = max(1, args.env_steps // (per_episode * args.collect_episodes))
   print(
     f'[iterated-bench] {args.task}: {per_episode} steps an episode, {iterations} iterations of '
