@@ -38,6 +38,8 @@ RENDERERS = ('egl', 'osmesa')
 # camera 0, 403 with 'lookatcart', which turns to follow the cart); quadruped's 'y' is the
 # tracking side view pixel-based agents use. Every other task: camera 0.
 DEFAULT_CAMERAS = {'cartpole': 1, 'quadruped': 2}
+# Seconds an episode of a manipulation task lasts, as dm_control.manipulation.load sets it.
+MANIPULATION_TIME_LIMIT_S = 10.0
 # What a user's own MUJOCO_GL was before agents.common.quiet set its default ('disable').
 _USER_GL_ENV = 'COLLECT_INFER_USER_MUJOCO_GL'
 _PROBE = (
@@ -247,16 +249,37 @@ class PixelWrapper(dm_env.Environment):
 def load_raw(task: str, seed: int = 0) -> dm_env.Environment:
   """The task's own dm_control environment: suite 'domain:task' or 'manipulation:<name>'."""
   if is_manipulation(task):
-    from dm_control import manipulation
-
     check_task(task, pixels=True)
-    return manipulation.load(task[len(MANIPULATION_PREFIX) :], seed=seed)
+    return _load_manipulation(task[len(MANIPULATION_PREFIX) :], seed)
   from dm_control import suite
 
   from environments.suite import parse_task
 
   domain, task_name = parse_task(task)
   return suite.load(domain, task_name, task_kwargs={'random': seed})
+
+
+def _load_manipulation(name: str, seed: int) -> dm_env.Environment:
+  """dm_control.manipulation.load's environment with the task's own camera observables off.
+
+  The wrapper renders the camera itself. Left on, a *_vision task renders its own 84x84
+  image at every step, to be dropped, and once while it is built: that binds the EGL
+  context to the building thread, and an actor node builds on its main thread and steps
+  on another, where the physics recompile of every composer reset then fails ("Cannot make
+  context ... current on thread").
+  """
+  from dm_control import (
+    composer,
+    manipulation,  # noqa: F401  (registers the tasks)
+  )
+  from dm_control.composer.observation import observable
+  from dm_control.manipulation.shared import registry
+
+  task = registry.get_constructor(name)()
+  for obs in task.observables.values():
+    if isinstance(obs, observable.MJCFCamera):
+      obs.enabled = False
+  return composer.Environment(task, time_limit=MANIPULATION_TIME_LIMIT_S, random_state=seed)
 
 
 def is_manipulation(task: str) -> bool:

@@ -1,6 +1,8 @@
 """Pixel observations rendered for real (headless, 16x16): frames, stacking, action repeat,
 manipulation tasks, and the one-line error when no renderer works."""
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -64,6 +66,33 @@ def test_manipulation_vision_task_with_features():
   assert 10 < obs['features'].size < 100
   action_spec = env.action_spec()
   assert np.all(action_spec.minimum == -1) and np.all(action_spec.maximum == 1)
+
+
+def test_a_vision_task_built_on_one_thread_runs_episodes_on_another():
+  # As an actor node: built on its main thread, episodes on its work thread. A composer
+  # reset recompiles the physics and frees its rendering context, which EGL ties to the
+  # thread that first rendered: the task's own camera, rendered while it was built, made
+  # every reset on the work thread fail. The task renders nothing of its own now.
+  settings = PixelSettings(size=SIZE, frame_stack=1, features=True)
+  env = make_pixel_environment('manipulation:reach_site_vision', seed=0, settings=settings)
+  frames, errors = [], []
+
+  def episodes():
+    try:
+      for _ in range(2):
+        frames.append(env.reset().observation['pixels'])
+        frames.append(env.step(np.zeros(env.action_spec().shape, np.float32)).observation['pixels'])
+    except Exception as e:  # pylint: disable=broad-except
+      errors.append(e)
+
+  worker = threading.Thread(target=episodes)
+  worker.start()
+  worker.join()
+  assert not errors, errors
+  assert len(frames) == 4 and all(f.shape == (SIZE, SIZE, 3) and f.std() > 0 for f in frames)
+  # Nor does it render its own 84x84 image at every step, for the wrapper to drop.
+  raw_spec = pixels.load_raw('manipulation:reach_site_vision').observation_spec()
+  assert not any(v.dtype == np.uint8 for v in raw_spec.values())
 
 
 def test_bad_settings_and_tasks_are_one_line_errors():
