@@ -22,6 +22,7 @@ import reverb
 from acme.adders import base
 
 from agents.common.logs import get_logger
+from agents.packed_items import pack
 
 log = get_logger('adder')
 
@@ -40,7 +41,9 @@ def _leaves(observation: Any) -> List[np.ndarray]:
 
 
 class NStepAdder(base.Adder):
-  """acme's NStepTransitionAdder's items (no extras) into `table`, one row an item.
+  """acme's NStepTransitionAdder's items (no extras) into `table`, one row an item; with
+  `packed`, each item's five fields as one float32 column (the table's signature must be
+  agents.packed_items.packed_signature).
 
   `keep_alive_steps` bounds the writer's chunks (auto-tuned up to it): rows sent and
   compressed together cost less. An item reaches the table when its chunk is complete, at
@@ -59,6 +62,7 @@ class NStepAdder(base.Adder):
     table: str,
     max_in_flight_items: int,
     keep_alive_steps: int = 16,
+    packed: bool = False,
   ):
     if n_step < 1:
       raise ValueError(f'n_step={n_step} must be >= 1')
@@ -68,6 +72,9 @@ class NStepAdder(base.Adder):
     self._table = table
     self._max_in_flight_items = int(max_in_flight_items)
     self._keep_alive = int(keep_alive_steps)
+    # One float32 column an item instead of five (agents.packed_items): a flat float32
+    # observation's transition, the same numbers, in one chunk.
+    self._packed = bool(packed)
     self._writer = None
     self._obs: List[np.ndarray] = []
     self._actions: List[np.ndarray] = []
@@ -129,9 +136,14 @@ class NStepAdder(base.Adder):
     # an item 147 -> 86 us). The C++ writer validates the item against the table's
     # signature as before.
     writer = self._get_writer()
-    row = _leaves(self._obs[first])
-    row += [self._actions[first], n_step_return, total_discount]
-    row += _leaves(self._obs[last])
+    if self._packed:
+      row = [
+        pack(self._obs[first], self._actions[first], n_step_return, total_discount, self._obs[last])
+      ]
+    else:
+      row = _leaves(self._obs[first])
+      row += [self._actions[first], n_step_return, total_discount]
+      row += _leaves(self._obs[last])
     refs = writer._writer.Append(row)  # pylint: disable=protected-access
     writer._writer.CreateItem(  # pylint: disable=protected-access
       self._table, 1.0, [[ref] for ref in refs], [True] * len(refs)

@@ -6,12 +6,14 @@ from it and adds its networks, learner and actor, so a program collects the same
 any agent.
 """
 
-from typing import TYPE_CHECKING, Iterator, List, Optional
+from typing import TYPE_CHECKING, Iterator, List, Optional, Tuple
 
 from acme import adders, specs
 
+from agents.common.logs import get_logger
 from agents.common.observations import is_pixels
 from agents.common.replay_config import ReplayConfig
+from agents.packed_items import packed_sizes
 
 # Reverb (and acme's Reverb adders, and our adder on Reverb's writer) import TensorFlow: the
 # methods that need them import them, so that a robot, which builds only its actor from a
@@ -31,6 +33,8 @@ EXTERNAL_TABLE = 'robot_table'
 # (about 70 us per step here). A rate-limited actor runs at most this many items
 # ahead of the limiter; what the table holds is the same.
 ADDER_MAX_IN_FLIGHT_ITEMS = 32
+
+log = get_logger('replay')
 
 
 def check_spec(spec: specs.EnvironmentSpec) -> None:
@@ -52,6 +56,22 @@ class ReplayPipeline:
   def __init__(self, replay: ReplayConfig, spec: specs.EnvironmentSpec):
     self.replay_config = replay
     self.spec = spec
+    self._packed_said = False
+
+  def packed(self) -> Optional[Tuple[int, int]]:
+    """(observation size, action size) when items are packed into one column
+    (`replay.packed_items` and a flat float32 observation), else None."""
+    if not self.replay_config.packed_items:
+      return None
+    sizes = packed_sizes(self.spec)
+    if sizes is None and not self._packed_said:
+      self._packed_said = True
+      log.info(
+        'replay.packed_items: the observation is not one float32 vector (%s); items keep '
+        "acme's five columns",
+        self.spec.observations,
+      )
+    return sizes
 
   def make_rate_limiter(self) -> 'reverb.rate_limiters.RateLimiter':
     import reverb
@@ -73,7 +93,13 @@ class ReplayPipeline:
     import reverb
     from acme.adders import reverb as reverb_adders
 
-    signature = reverb_adders.NStepTransitionAdder.signature(self.spec)
+    from agents.packed_items import packed_signature
+
+    sizes = self.packed()
+    if sizes is None:
+      signature = reverb_adders.NStepTransitionAdder.signature(self.spec)
+    else:
+      signature = packed_signature(*sizes)
     return [
       reverb.Table(
         name=REPLAY_TABLE,
@@ -105,6 +131,7 @@ class ReplayPipeline:
       self.replay_config.discount,
       REPLAY_TABLE,
       max_in_flight_items=ADDER_MAX_IN_FLIGHT_ITEMS,
+      packed=self.packed() is not None,
     )
 
   def make_external_adder(self, client: 'reverb.Client') -> adders.Adder:
@@ -118,6 +145,7 @@ class ReplayPipeline:
       self.replay_config.discount,
       EXTERNAL_TABLE,
       max_in_flight_items=ADDER_MAX_IN_FLIGHT_ITEMS,
+      packed=self.packed() is not None,
     )
 
   def make_dataset_iterator(
@@ -127,7 +155,7 @@ class ReplayPipeline:
     batch_size: Optional[int] = None,
     table: str = REPLAY_TABLE,
   ) -> Iterator['reverb.ReplaySample']:
-    """Batches of transitions as numpy.
+    """Batches of transitions as numpy (acme's Transition in `.data`, packed items too).
 
     With a timeout, the iterator ends (StopIteration) when the rate limiter
     blocks that long, so a learner can notice shutdown instead of hanging.
@@ -142,4 +170,10 @@ class ReplayPipeline:
       rate_limiter_timeout_ms=rate_limiter_timeout_ms,
     )
     dataset = dataset.batch(batch_size or self.replay_config.batch_size, drop_remainder=True)
-    return dataset.prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
+    batches = dataset.prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
+    sizes = self.packed()
+    if sizes is None:
+      return batches
+    from agents.packed_items import unpack
+
+    return (reverb.ReplaySample(s.info, unpack(s.data, *sizes)) for s in batches)

@@ -26,6 +26,10 @@ class ReplayConfig(Config):
   samples_per_insert_tolerance: float = 0.5
   # Actors refresh parameters from the learner every this many actor steps.
   variable_update_period: int = 250
+  # Each replay item as one float32 column (agents.packed_items) where the observation is
+  # one float32 vector: the same numbers, about half Reverb's CPU an item. Images keep
+  # acme's five columns.
+  packed_items: bool = False
 
   def check(self, need: Need) -> None:
     need(finite(self.discount) and 0.0 < self.discount < 1.0, 'discount', 'in (0, 1)')
@@ -37,6 +41,7 @@ class ReplayConfig(Config):
       'variable_update_period',
     ):
       need(is_int(getattr(self, f)) and getattr(self, f) >= 1, f, 'an int >= 1')
+    need(isinstance(self.packed_items, bool), 'packed_items', 'true or false')
     need(self.max_replay_size >= self.min_replay_size, 'max_replay_size', '>= min_replay_size')
     if self.samples_per_insert is not None:
       need(

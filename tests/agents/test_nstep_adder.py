@@ -8,7 +8,10 @@ import reverb
 from acme import specs
 from acme.adders import reverb as reverb_adders
 
+from agents import packed_items
+from agents.common.replay_config import ReplayConfig
 from agents.nstep_adder import NStepAdder
+from agents.replay_pipeline import ReplayPipeline
 
 TABLE = 'priority_table'
 SPEC = specs.EnvironmentSpec(
@@ -48,8 +51,9 @@ def _feed(adder, seed: int, spec=SPEC) -> None:
       adder.add(f32(2), dm_env.TimeStep(step, np.float32(rng.normal()), discount, obs()))
 
 
-def _items(make_adder, seed: int, spec=SPEC):
-  signature = reverb_adders.NStepTransitionAdder.signature(spec)
+def _items(make_adder, seed: int, spec=SPEC, signature=None):
+  if signature is None:
+    signature = reverb_adders.NStepTransitionAdder.signature(spec)
   server = reverb.Server([reverb.Table.queue(TABLE, 1000, signature=signature)], port=None)
   try:
     client = reverb.Client(f'localhost:{server.port}')
@@ -79,6 +83,55 @@ def test_items_equal_acmes_in_order_bit_for_bit(n_step, spec):
   for a, b in zip(acme_items, ours):
     assert [x.dtype for x in a] == [x.dtype for x in b]
     assert [x.tobytes() for x in a] == [x.tobytes() for x in b]
+
+
+@pytest.mark.parametrize('n_step', [1, 5])
+def test_packed_items_hold_acmes_numbers_in_one_column(n_step):
+  acme_items = _items(
+    lambda c: reverb_adders.NStepTransitionAdder(c, n_step=n_step, discount=0.99), n_step
+  )
+  packed = _items(
+    lambda c: NStepAdder(c, n_step, 0.99, TABLE, max_in_flight_items=32, packed=True),
+    n_step,
+    signature=packed_items.packed_signature(3, 2),
+  )
+  assert len(packed) == len(acme_items) and all(len(item) == 1 for item in packed)
+  rows = np.stack([item[0] for item in packed])
+  assert rows.dtype == np.float32 and rows.shape == (len(acme_items), 2 * 3 + 2 + 2)
+  fields = packed_items.unpack(rows, 3, 2)
+  for i, a in enumerate(acme_items):
+    b = [np.asarray(x[i]) for x in fields[:5]]  # The five fields, not extras.
+    assert [x.tobytes() for x in a] == [x.tobytes() for x in b]
+
+
+def test_the_pipeline_packs_state_items_and_gives_back_acmes_transitions():
+  config = ReplayConfig(batch_size=8, min_replay_size=1, samples_per_insert=None)
+  config.packed_items = True
+  pipeline = ReplayPipeline(config, SPEC)
+  assert pipeline.packed() == (3, 2)
+  tables = pipeline.make_replay_tables()
+  assert tables[0].info.signature == packed_items.packed_signature(3, 2)
+  server = reverb.Server(tables, port=None)
+  try:
+    client = reverb.Client(f'localhost:{server.port}')
+    adder = pipeline.make_adder(client)
+    _feed(adder, seed=3)
+    adder.close()
+    acme_items = _items(
+      lambda c: reverb_adders.NStepTransitionAdder(c, n_step=config.n_step, discount=0.99), 3
+    )
+    known = {b''.join(x.tobytes() for x in item) for item in acme_items}
+    batch = next(pipeline.make_dataset_iterator(f'localhost:{server.port}')).data[:5]
+    assert [np.shape(x) for x in batch] == [(8, 3), (8, 2), (8,), (8,), (8, 3)]
+    for i in range(8):
+      assert b''.join(np.ascontiguousarray(x[i]).tobytes() for x in batch) in known
+  finally:
+    server.stop()
+  # Images (a dict of image and features) keep acme's five columns.
+  image = ReplayPipeline(config, IMAGE_SPEC)
+  assert image.packed() is None
+  signature = image.make_replay_tables()[0].info.signature
+  assert signature == reverb_adders.NStepTransitionAdder.signature(IMAGE_SPEC)
 
 
 def test_close_delivers_every_item_and_a_later_episode_opens_a_new_writer():
