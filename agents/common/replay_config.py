@@ -27,8 +27,8 @@ class ReplayConfig(Config):
   # Actors refresh parameters from the learner every this many actor steps.
   variable_update_period: int = 250
   # Each replay item as one float32 column (agents.packed_items) where the observation is
-  # one float32 vector: the same numbers, about half Reverb's CPU an item. Images keep
-  # acme's five columns.
+  # one float32 vector: the same numbers, a third of the learner pipeline's CPU a batch.
+  # Images keep acme's five columns.
   packed_items: bool = False
 
   def check(self, need: Need) -> None:
