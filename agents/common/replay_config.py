@@ -56,5 +56,11 @@ class ReplayConfig(Config):
     )
 
 
-# The flat names these fields had in earlier runs' config.json (and on --agent).
-LEGACY_REPLAY_KEYS = {f.name: f'replay.{f.name}' for f in dataclasses.fields(ReplayConfig)}
+# The flat names these fields had in earlier runs' config.json (and on --agent); fields
+# added since the replay settings were nested never had one.
+_NEWER_FIELDS = ('packed_items',)
+LEGACY_REPLAY_KEYS = {
+  f.name: f'replay.{f.name}'
+  for f in dataclasses.fields(ReplayConfig)
+  if f.name not in _NEWER_FIELDS
+}
