@@ -84,6 +84,8 @@ def test_a_vision_task_built_on_one_thread_runs_episodes_on_another():
         frames.append(env.step(np.zeros(env.action_spec().shape, np.float32)).observation['pixels'])
     except Exception as e:  # pylint: disable=broad-except
       errors.append(e)
+    finally:
+      env.close()  # Its context is this thread's now: freed here, not by the collector.
 
   worker = threading.Thread(target=episodes)
   worker.start()
