@@ -33,6 +33,13 @@ EXTERNAL_TABLE = 'robot_table'
 # (about 70 us per step here). A rate-limited actor runs at most this many items
 # ahead of the limiter; what the table holds is the same.
 ADDER_MAX_IN_FLIGHT_ITEMS = 32
+# Batches the learner's dataset draws from TensorFlow at a time (state items), handed out
+# one by one: each TensorFlow iterator call costs ~0.4-0.8 ms of the learner thread's CPU
+# whatever its size, beside an update of ~6.5 ms on both cores. On walker:walk (cpu preset)
+# 4 at a time gave 0.93 of the in-memory update's rate against 0.85, the pipeline's CPU
+# beside the update 0.87 ms a step against 2.0 (experiments/results/throughput/, section 8).
+# Images keep one: their updates are slow and their blocks large.
+STATE_BATCHES_PER_DRAW = 4
 
 log = get_logger('replay')
 
@@ -158,22 +165,44 @@ class ReplayPipeline:
     """Batches of transitions as numpy (acme's Transition in `.data`, packed items too).
 
     With a timeout, the iterator ends (StopIteration) when the rate limiter
-    blocks that long, so a learner can notice shutdown instead of hanging.
+    blocks that long, so a learner can notice shutdown instead of hanging (the
+    batches of a draw it could not complete are dropped).
     """
     import reverb
     import tensorflow as tf
 
+    batch_size = batch_size or self.replay_config.batch_size
+    per_draw = 1 if is_pixels(self.spec.observations) else STATE_BATCHES_PER_DRAW
     dataset = reverb.TrajectoryDataset.from_table_signature(
       server_address=server_address,
       table=table,
       max_in_flight_samples_per_worker=2 * self.replay_config.batch_size,
       rate_limiter_timeout_ms=rate_limiter_timeout_ms,
     )
-    dataset = dataset.batch(batch_size or self.replay_config.batch_size, drop_remainder=True)
-    batches = dataset.prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
-    sizes = self.packed()
-    if sizes is None:
-      return batches
-    from agents.packed_items import unpack
+    dataset = dataset.batch(per_draw * batch_size, drop_remainder=True)
+    draws = dataset.prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
+    return _batches(draws, per_draw, batch_size, self.packed())
 
-    return (reverb.ReplaySample(s.info, unpack(s.data, *sizes)) for s in batches)
+
+def _batches(
+  draws: Iterator['reverb.ReplaySample'],
+  per_draw: int,
+  batch_size: int,
+  packed: Optional[Tuple[int, int]],
+) -> Iterator['reverb.ReplaySample']:
+  """Each draw of `per_draw` batches as that many ReplaySamples of `batch_size` (views),
+  packed rows split into acme's Transition."""
+  import reverb
+  import tree
+
+  from agents.packed_items import unpack
+
+  for draw in draws:
+    for i in range(per_draw):
+      rows = slice(i * batch_size, (i + 1) * batch_size)
+      info = type(draw.info)(*(x[rows] for x in draw.info))
+      if packed is None:
+        data = tree.map_structure(lambda x: x[rows], draw.data)  # noqa: B023
+      else:
+        data = unpack(draw.data[rows], *packed)
+      yield reverb.ReplaySample(info, data)

@@ -23,7 +23,7 @@ from acme.utils import counting, loggers
 from agents.common.config import merge_overrides
 from agents.mpo.builder import MPOBuilder
 from agents.mpo.config import MPOConfig
-from agents.replay_pipeline import REPLAY_TABLE
+from agents.replay_pipeline import REPLAY_TABLE, STATE_BATCHES_PER_DRAW
 from agents.variable_client import VariableClient
 from environments import suite
 
@@ -308,7 +308,8 @@ def test_rate_limiter_enforces_the_ratio_and_sampling_times_out():
     assert time.monotonic() - start < 5.0
 
     # 116 steps -> 120 items: 4 * 120 - (400 - error_buffer) = 280 samples are allowed,
-    # i.e. 8 full batches, and then the limiter blocks until more is inserted.
+    # and then the limiter blocks until more is inserted. The iterator hands out whole
+    # draws of STATE_BATCHES_PER_DRAW batches: those it could complete.
     _insert_steps(builder, client, 116)
     assert client.server_info()[REPLAY_TABLE].current_size == 120
     iterator = builder.make_dataset_iterator(address, rate_limiter_timeout_ms=200)
@@ -320,10 +321,11 @@ def test_rate_limiter_enforces_the_ratio_and_sampling_times_out():
         batches += 1
         assert batches <= 100
     allowed = 4 * 120 - (400 - error_buffer)
-    assert batches == allowed // config.replay.batch_size
+    per_draw = STATE_BATCHES_PER_DRAW * config.replay.batch_size
+    assert batches == allowed // per_draw * STATE_BATCHES_PER_DRAW > 0
 
-    # More inserts unblock sampling again.
-    _insert_steps(builder, client, 20)
+    # More inserts unblock sampling again (40 items allow 160 samples: a draw of 128).
+    _insert_steps(builder, client, 40)
     iterator = builder.make_dataset_iterator(address, rate_limiter_timeout_ms=200)
     assert _next_within(iterator, 30.0).data.observation.shape == (config.replay.batch_size, 5)
 

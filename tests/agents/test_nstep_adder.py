@@ -27,6 +27,11 @@ IMAGE_SPEC = SPEC._replace(
     'pixels': specs.BoundedArray((4, 4, 6), np.uint8, 0, 255),
   }
 )
+# float64 rewards and discounts (an environment without acme's SinglePrecisionWrapper):
+# the adder's sums take acme's array path.
+F64_SPEC = SPEC._replace(
+  rewards=specs.Array((), np.float64), discounts=specs.BoundedArray((), np.float64, 0.0, 1.0)
+)
 # (length, ends by termination): shorter and longer than n, a one-step episode, one longer
 # than the writer's chunks (items then arrive mid-episode).
 EPISODES = ((1, True), (2, False), (4, True), (7, False), (12, True), (40, False))
@@ -37,7 +42,7 @@ def _feed(adder, seed: int, spec=SPEC) -> None:
   f32 = lambda *shape: rng.normal(size=shape).astype(np.float32)
 
   def obs():
-    if spec is SPEC:
+    if not isinstance(spec.observations, dict):
       return f32(3)
     return {'features': f32(3), 'pixels': rng.integers(0, 256, (4, 4, 6), dtype=np.uint8)}
 
@@ -46,9 +51,10 @@ def _feed(adder, seed: int, spec=SPEC) -> None:
     for t in range(1, length + 1):
       last = t == length
       # Discounts other than 0 and 1 too: the products must match acme's, bit for bit.
-      discount = np.float32(0.0 if last and terminates else rng.choice([1.0, 0.9]))
+      discount = spec.discounts.dtype.type(0.0 if last and terminates else rng.choice([1.0, 0.9]))
+      reward = spec.rewards.dtype.type(rng.normal())
       step = dm_env.StepType.LAST if last else dm_env.StepType.MID
-      adder.add(f32(2), dm_env.TimeStep(step, np.float32(rng.normal()), discount, obs()))
+      adder.add(f32(2), dm_env.TimeStep(step, reward, discount, obs()))
 
 
 def _items(make_adder, seed: int, spec=SPEC, signature=None):
@@ -67,7 +73,9 @@ def _items(make_adder, seed: int, spec=SPEC, signature=None):
     server.stop()
 
 
-@pytest.mark.parametrize('n_step, spec', [(1, SPEC), (3, SPEC), (5, SPEC), (3, IMAGE_SPEC)])
+@pytest.mark.parametrize(
+  'n_step, spec', [(1, SPEC), (3, SPEC), (5, SPEC), (3, IMAGE_SPEC), (5, F64_SPEC)]
+)
 def test_items_equal_acmes_in_order_bit_for_bit(n_step, spec):
   acme_items = _items(
     lambda c: reverb_adders.NStepTransitionAdder(c, n_step=n_step, discount=0.99), n_step, spec
@@ -104,27 +112,47 @@ def test_packed_items_hold_acmes_numbers_in_one_column(n_step):
     assert [x.tobytes() for x in a] == [x.tobytes() for x in b]
 
 
-def test_the_pipeline_packs_state_items_and_gives_back_acmes_transitions():
+def _check_batches(pipeline: ReplayPipeline, address: str, config: ReplayConfig) -> None:
+  """The pipeline's batches hold acme's items (the same _feed, seed 3), with info and data
+  split at the same rows."""
+  acme_items = _items(
+    lambda c: reverb_adders.NStepTransitionAdder(c, n_step=config.n_step, discount=0.99), 3
+  )
+  known = {b''.join(x.tobytes() for x in item) for item in acme_items}
+  iterator = pipeline.make_dataset_iterator(address)
+  # Batches come STATE_BATCHES_PER_DRAW to a TensorFlow draw: more batches than items
+  # (about 80), so keys repeat, and a key's rows must hold one item.
+  item_of_key = {}
+  for _ in range(20):
+    sample = next(iterator)
+    batch = sample.data[:5]
+    assert [np.shape(x) for x in batch] == [(8, 3), (8, 2), (8,), (8,), (8, 3)]
+    assert np.shape(sample.info.key) == (8,)
+    for i in range(8):
+      item = b''.join(np.ascontiguousarray(x[i]).tobytes() for x in batch)
+      assert item in known
+      assert item_of_key.setdefault(int(sample.info.key[i]), item) == item
+  assert len(item_of_key) < 160
+
+
+@pytest.mark.parametrize('packed', [True, False])
+def test_the_pipeline_packs_state_items_and_gives_back_acmes_transitions(packed):
   config = ReplayConfig(batch_size=8, min_replay_size=1, samples_per_insert=None)
-  config.packed_items = True
+  config.packed_items = packed
   pipeline = ReplayPipeline(config, SPEC)
-  assert pipeline.packed() == (3, 2)
+  assert pipeline.packed() == ((3, 2) if packed else None)
   tables = pipeline.make_replay_tables()
-  assert tables[0].info.signature == packed_items.packed_signature(3, 2)
+  if packed:
+    assert tables[0].info.signature == packed_items.packed_signature(3, 2)
+  else:
+    assert tables[0].info.signature == reverb_adders.NStepTransitionAdder.signature(SPEC)
   server = reverb.Server(tables, port=None)
   try:
     client = reverb.Client(f'localhost:{server.port}')
     adder = pipeline.make_adder(client)
     _feed(adder, seed=3)
     adder.close()
-    acme_items = _items(
-      lambda c: reverb_adders.NStepTransitionAdder(c, n_step=config.n_step, discount=0.99), 3
-    )
-    known = {b''.join(x.tobytes() for x in item) for item in acme_items}
-    batch = next(pipeline.make_dataset_iterator(f'localhost:{server.port}')).data[:5]
-    assert [np.shape(x) for x in batch] == [(8, 3), (8, 2), (8,), (8,), (8, 3)]
-    for i in range(8):
-      assert b''.join(np.ascontiguousarray(x[i]).tobytes() for x in batch) in known
+    _check_batches(pipeline, f'localhost:{server.port}', config)
   finally:
     server.stop()
   # Images (a dict of image and features) keep acme's five columns.

@@ -68,6 +68,8 @@ def test_presets_sit_beside_their_agent_and_are_valid_configs():
   assert cpu.policy_learning_rate == cpu.critic_learning_rate == 3e-4
   # Measured fastest to a good return on 2 cores (experiments/results/peer/).
   assert cpu.num_samples == 10 and cpu.share_target_samples
+  # A state run's transition is one packed row (0.35x the learner pipeline's CPU).
+  assert cpu.replay.packed_items and not MPOConfig().replay.packed_items
   assert MPOConfig.from_dict(registry.get('mpo').preset('published')) == MPOConfig()
   with pytest.raises(ConfigError, match="unknown preset 'gpu' for algorithm 'bc'"):
     registry.get('bc').preset('gpu')
@@ -186,6 +188,8 @@ def test_legacy_flat_keys_of_stored_runs_still_load():
   for key, (path, value) in LEGACY.items():
     assert _get(config, path) == value, key
   assert config.policy_layer_sizes == (64, 64) and config.num_atoms == 11
+  # Runs stored before packed items resume with the five columns their tables hold.
+  assert config.replay.packed_items is False
   # Every legacy key of MPOConfig is covered above.
   assert set(MPOConfig.legacy_keys) == set(LEGACY)
 
