@@ -7,7 +7,8 @@ also drifts less with other load than the wall-clock rates of `throughput_benchm
 actor`. Process CPU time counts every thread, the in-process Reverb server's included.
 Rows: bare (env.step, constant action), single (ActorWorker's acme loop, K=1), batched_k{K}
 (BatchedActorWorker's loop), and at the largest K the batched loop without adder or store,
-with the store only, and with acme's NStepTransitionAdder or ours only. Best of 3 windows.
+with the store only, and with acme's NStepTransitionAdder or ours only (both into a table
+of acme's five columns an item; the preset's own adder packs them). Best of 3 windows.
 
 With --replay_process the server runs in a process of its own, as the program's replay
 node does: each row then gives the actor process's CPU and, beside it, the server's for the
@@ -74,6 +75,10 @@ def measure(
   prefer_inline_cpu_dispatch()  # As in an actor node.
   builder = make_builder(TASK, 'cpu', {})
   replay = make_replay(builder, TASK, 'cpu', {}, own_process=replay_process)
+  # acme's adder and ours compared on acme's five columns an item (the preset packs them).
+  five_columns = {'replay.packed_items': False}
+  five = make_builder(TASK, 'cpu', five_columns)
+  replay_five = make_replay(five, TASK, 'cpu', five_columns, own_process=replay_process)
   source = LocalVariableSource(builder.make_learner(iter(()), seed=0, logger=loggers.NoOpLogger()))
   store = EpisodeStore(tempfile.mkdtemp(prefix='actor_cpu_'))
   names = iter(range(10**6))
@@ -83,10 +88,10 @@ def measure(
     'builder': lambda: builder.make_adder(replay.client),
     'none': lambda: None,
     'acme': lambda: reverb_adders.NStepTransitionAdder(
-      replay.client, c.n_step, c.discount, max_in_flight_items=ADDER_MAX_IN_FLIGHT_ITEMS
+      replay_five.client, c.n_step, c.discount, max_in_flight_items=ADDER_MAX_IN_FLIGHT_ITEMS
     ),
     'ours': lambda: NStepAdder(
-      replay.client, c.n_step, c.discount, REPLAY_TABLE, ADDER_MAX_IN_FLIGHT_ITEMS
+      replay_five.client, c.n_step, c.discount, REPLAY_TABLE, ADDER_MAX_IN_FLIGHT_ITEMS
     ),
   }
 
@@ -126,7 +131,8 @@ def measure(
   k = max(ks)
   for adder, store_episodes in (('none', False), ('none', True), ('acme', False), ('ours', False)):
     name = f'k{k}_adder_{adder}' + ('_store' if store_episodes else '')
-    out[name] = per_step(batched(k, adder, store_episodes))
+    server = replay_five if adder in ('acme', 'ours') else replay
+    out[name] = cpu_us_per_step(batched(k, adder, store_episodes), steps, server.cpu_seconds)
   return out
 
 

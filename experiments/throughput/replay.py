@@ -79,6 +79,10 @@ def _insert_series(builder, replay: ReplayServer, episode, seconds: float, repea
   sample = next(builder.make_dataset_iterator(replay.address, batch_size=per_episode))
   data = getattr(sample, 'data', sample)
   items = [tree.map_structure(lambda x, i=i: x[i], data) for i in range(per_episode)]
+  if builder.packed() is not None:  # The table's one column: each item as its packed row.
+    from agents.packed_items import pack
+
+    items = [pack(*item[:5]) for item in items]
   # The adder's own flush policy (the name acme's adder and agents.nstep_adder share).
   in_flight = adder._max_in_flight_items  # pylint: disable=protected-access
   writer = replay.client.trajectory_writer(num_keep_alive_refs=1)

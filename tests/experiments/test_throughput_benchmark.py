@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+from agents.replay_pipeline import STATE_BATCHES_PER_DRAW
 from experiments.throughput.actor import bench_actor
 from experiments.throughput.e2e import E2E_FIELDS, bench_e2e
 from experiments.throughput.learner import bench_learner
@@ -99,6 +100,16 @@ def test_replay(tmp_path):
 def test_learner(tmp_path):
   bench_learner(tmp_path, TASK, ['cpu'], TINY, fill=32, settle=0.0, **FAST)
   _check(tmp_path, 'learner', ('learner_pipeline',))
+
+
+def test_learner_layouts_time_the_three_pipelines_against_memory():
+  from experiments.throughput.learner_layouts import PIPELINES, measure
+
+  rows = measure(TASK, rounds=1, seconds=0.05, fill=32, agent=TINY)
+  assert [r['pipeline'] for r in rows] == [name for name, _, _ in PIPELINES]
+  assert [r['batches_a_draw'] for r in rows] == [1, 1, STATE_BATCHES_PER_DRAW]
+  for row in rows:
+    assert math.isfinite(row['ratio']) and row['ratio'] > 0, row
 
 
 # Stands in for collect_infer: counts in counter.json, one "node" child whose stdout is
