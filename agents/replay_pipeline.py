@@ -33,13 +33,6 @@ EXTERNAL_TABLE = 'robot_table'
 # (about 70 us per step here). A rate-limited actor runs at most this many items
 # ahead of the limiter; what the table holds is the same.
 ADDER_MAX_IN_FLIGHT_ITEMS = 32
-# Batches the learner's dataset draws from TensorFlow at a time (state items), handed out
-# one by one: each TensorFlow iterator call costs ~0.4-0.8 ms of the learner thread's CPU
-# whatever its size, beside an update of ~6.5 ms on both cores. On walker:walk (cpu preset)
-# 4 at a time gave 0.93 of the in-memory update's rate against 0.85, the pipeline's CPU
-# beside the update 0.87 ms a step against 2.0 (experiments/results/throughput/, section 8).
-# Images keep one: their updates are slow and their blocks large.
-STATE_BATCHES_PER_DRAW = 4
 
 log = get_logger('replay')
 
@@ -172,7 +165,8 @@ class ReplayPipeline:
     import tensorflow as tf
 
     batch_size = batch_size or self.replay_config.batch_size
-    per_draw = 1 if is_pixels(self.spec.observations) else STATE_BATCHES_PER_DRAW
+    # Images draw one batch a call: their updates are slow and their draws large.
+    per_draw = 1 if is_pixels(self.spec.observations) else self.replay_config.batches_per_draw
     dataset = reverb.TrajectoryDataset.from_table_signature(
       server_address=server_address,
       table=table,

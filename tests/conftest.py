@@ -68,6 +68,9 @@ def budget_run(tmp_path_factory):
     run_dir,
     '--max_actor_steps',
     str(BUDGET_RUN_STEPS),
+    # Checkpoints at learner steps as well as every 8 s: a quicker run still keeps several
+    # (the torn-checkpoint test resumes from the one before the newest).
+    *('--eval_every_learner_steps', '800'),
     *TINY_WITH_GIFS,
     timeout=420,
     share_fork_server=False,

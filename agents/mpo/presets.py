@@ -10,8 +10,11 @@ with 10 samples and two target-critic passes; 80% of SAC's best return in 0.48x 
 on cartpole:swingup and 0.76x on walker:walk, against 0.96x and 1.81x with 20 samples
 (experiments/results/peer/). Its state runs store each transition as one packed float32 row
 (`replay.packed_items`, agents/packed_items.py): the same numbers, at 0.35x the learner
-pipeline's CPU a batch. A run keeps the layout it started with (config.json), so runs
-started before it resume with five columns.
+pipeline's CPU a batch; its learner draws 4 batches a TensorFlow call
+(`replay.batches_per_draw`). With both the learner runs at 0.96 / 0.91 of the same update
+on a batch in memory (walker / cartpole), against 0.77 / 0.72 with neither
+(experiments/results/throughput/, section 8). A run keeps the settings it started with
+(config.json), so runs started before them resume without.
 """
 
 PRESETS = {
@@ -25,5 +28,6 @@ PRESETS = {
     'num_samples': 10,
     'share_target_samples': True,
     'replay.packed_items': True,
+    'replay.batches_per_draw': 4,
   },
 }

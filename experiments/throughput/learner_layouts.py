@@ -1,6 +1,7 @@
 """The learner's rate on the Reverb pipeline against its rate on a batch in memory, for three
 pipelines in one run: acme's five columns an item, packed items (`replay.packed_items`), and
-packed items drawn STATE_BATCHES_PER_DRAW batches a TensorFlow call (the cpu preset's).
+packed items drawn several batches a TensorFlow call (`replay.batches_per_draw`; both are
+the cpu preset's).
 
   python -m experiments.throughput.learner_layouts --task walker:walk --rounds 10 \
       --out experiments/results/throughput/learner_layouts_2026-12-07
@@ -24,6 +25,7 @@ from typing import Any, Dict, List, Optional
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
+# (name, replay.packed_items, replay.batches_per_draw; None: the cpu preset's)
 PIPELINES = (('five_columns', False, 1), ('packed', True, 1), ('packed_draws', True, None))
 
 
@@ -32,7 +34,6 @@ def measure(
 ) -> List[Dict[str, Any]]:
   """A row a round and pipeline: steps/s on it, in memory beside it, their ratio, and the
   process CPU a step it adds. `agent`: overrides of the cpu preset (tests)."""
-  import agents.replay_pipeline as pipeline
   from experiments.throughput.in_process import (
     ReplayServer,
     fill_replay,
@@ -44,17 +45,18 @@ def measure(
   )
 
   episode = record_episode(make_env(task, 1, None), 1)
-  servers, iterators = [], {}
-  per_draw = pipeline.STATE_BATCHES_PER_DRAW
+  servers, iterators, per_draw = [], {}, {}
   try:
     for name, packed, draws in PIPELINES:
-      builder = make_builder(task, 'cpu', {**(agent or {}), 'replay.packed_items': packed})
+      settings = {**(agent or {}), 'replay.packed_items': packed}
+      if draws is not None:
+        settings['replay.batches_per_draw'] = draws
+      builder = make_builder(task, 'cpu', settings)
+      per_draw[name] = builder.config.replay.batches_per_draw
       replay = ReplayServer(builder)
       servers.append(replay)
       fill_replay(replay, builder, episode, max(fill, builder.config.replay.min_replay_size))
-      pipeline.STATE_BATCHES_PER_DRAW = draws or per_draw  # Read when the iterator is made.
       iterators[name] = builder.make_dataset_iterator(replay.address)
-      pipeline.STATE_BATCHES_PER_DRAW = per_draw
     batch = next(iterators['packed_draws'])
     learner = learner_in_memory(builder, batch)
     step = one_step(learner)
@@ -84,7 +86,7 @@ def measure(
           dict(
             task=task,
             pipeline=name,
-            batches_a_draw=dict((n, d) for n, _, d in PIPELINES)[name] or per_draw,
+            batches_a_draw=per_draw[name],
             round=r,
             steps_per_s=on[0],
             in_memory_steps_per_s=ceiling,
@@ -97,6 +99,24 @@ def measure(
   finally:
     for replay in servers:
       replay.stop()
+
+
+def plot(rows: List[Dict[str, Any]], path: pathlib.Path) -> pathlib.Path:
+  """Each pipeline's ratio a round (dots) and median (bar), the 0.9 target as a line."""
+  from experiments.plot_run import new_figure, save
+
+  fig, (ax,) = new_figure(width=6.0, height=4.0)
+  names = [name for name, _, _ in PIPELINES]
+  for x, name in enumerate(names):
+    ratios = [float(r['ratio']) for r in rows if r['pipeline'] == name]
+    ax.bar(x, statistics.median(ratios), color='C0', alpha=0.5)
+    ax.plot([x] * len(ratios), ratios, 'k.', alpha=0.6)
+  ax.axhline(0.9, color='C3', linestyle='--', label='target 0.9')
+  ax.set_xticks(range(len(names)), names)
+  ax.set_ylabel('learner steps/s on the pipeline / in memory')
+  ax.set_title(f'{rows[0]["task"]}: median of {len(rows) // len(names)} rounds')
+  ax.legend(loc='lower right')
+  return save(fig, path)
 
 
 def main(argv=None) -> int:
@@ -131,7 +151,8 @@ def main(argv=None) -> int:
   if args.out:
     path = args.out / f'{args.task.replace(":", "_")}.csv'
     write_csv(path, list(rows[0]), rows)
-    print(f'[learner_layouts] wrote {path}')
+    plot(rows, path.with_suffix('.png'))
+    print(f'[learner_layouts] wrote {path} and .png')
   return 0
 
 

@@ -23,7 +23,7 @@ from acme.utils import counting, loggers
 from agents.common.config import merge_overrides
 from agents.mpo.builder import MPOBuilder
 from agents.mpo.config import MPOConfig
-from agents.replay_pipeline import REPLAY_TABLE, STATE_BATCHES_PER_DRAW
+from agents.replay_pipeline import REPLAY_TABLE
 from agents.variable_client import VariableClient
 from environments import suite
 
@@ -287,7 +287,9 @@ def _insert_steps(builder: MPOBuilder, client: reverb.Client, num_steps: int):
 
 
 def test_rate_limiter_enforces_the_ratio_and_sampling_times_out():
-  config = _tiny_config(replay=dict(samples_per_insert=4.0, min_replay_size=100))
+  config = _tiny_config(
+    replay=dict(samples_per_insert=4.0, min_replay_size=100, batches_per_draw=4)
+  )
   builder = MPOBuilder(config, specs.make_environment_spec(suite.make_environment(TASK, 0)))
   with _replay(builder) as address:
     client = reverb.Client(address)
@@ -309,7 +311,7 @@ def test_rate_limiter_enforces_the_ratio_and_sampling_times_out():
 
     # 116 steps -> 120 items: 4 * 120 - (400 - error_buffer) = 280 samples are allowed,
     # and then the limiter blocks until more is inserted. The iterator hands out whole
-    # draws of STATE_BATCHES_PER_DRAW batches: those it could complete.
+    # draws of replay.batches_per_draw batches: those it could complete.
     _insert_steps(builder, client, 116)
     assert client.server_info()[REPLAY_TABLE].current_size == 120
     iterator = builder.make_dataset_iterator(address, rate_limiter_timeout_ms=200)
@@ -321,8 +323,9 @@ def test_rate_limiter_enforces_the_ratio_and_sampling_times_out():
         batches += 1
         assert batches <= 100
     allowed = 4 * 120 - (400 - error_buffer)
-    per_draw = STATE_BATCHES_PER_DRAW * config.replay.batch_size
-    assert batches == allowed // per_draw * STATE_BATCHES_PER_DRAW > 0
+    draws = config.replay.batches_per_draw
+    assert draws == 4
+    assert batches == allowed // (draws * config.replay.batch_size) * draws > 0
 
     # More inserts unblock sampling again (40 items allow 160 samples: a draw of 128).
     _insert_steps(builder, client, 40)

@@ -120,7 +120,7 @@ def _check_batches(pipeline: ReplayPipeline, address: str, config: ReplayConfig)
   )
   known = {b''.join(x.tobytes() for x in item) for item in acme_items}
   iterator = pipeline.make_dataset_iterator(address)
-  # Batches come STATE_BATCHES_PER_DRAW to a TensorFlow draw: more batches than items
+  # Batches come replay.batches_per_draw to a TensorFlow draw: more batches than items
   # (about 80), so keys repeat, and a key's rows must hold one item.
   item_of_key = {}
   for _ in range(20):
@@ -139,6 +139,7 @@ def _check_batches(pipeline: ReplayPipeline, address: str, config: ReplayConfig)
 def test_the_pipeline_packs_state_items_and_gives_back_acmes_transitions(packed):
   config = ReplayConfig(batch_size=8, min_replay_size=1, samples_per_insert=None)
   config.packed_items = packed
+  config.batches_per_draw = 4
   pipeline = ReplayPipeline(config, SPEC)
   assert pipeline.packed() == ((3, 2) if packed else None)
   tables = pipeline.make_replay_tables()

@@ -70,6 +70,8 @@ def test_presets_sit_beside_their_agent_and_are_valid_configs():
   assert cpu.num_samples == 10 and cpu.share_target_samples
   # A state run's transition is one packed row (0.35x the learner pipeline's CPU).
   assert cpu.replay.packed_items and not MPOConfig().replay.packed_items
+  # Its learner draws 4 batches a TensorFlow call (0.5 ms of its thread's CPU a call).
+  assert cpu.replay.batches_per_draw == 4 and MPOConfig().replay.batches_per_draw == 1
   assert MPOConfig.from_dict(registry.get('mpo').preset('published')) == MPOConfig()
   with pytest.raises(ConfigError, match="unknown preset 'gpu' for algorithm 'bc'"):
     registry.get('bc').preset('gpu')
@@ -132,6 +134,8 @@ def test_validation_names_the_dotted_field():
     BCConfig(replay=ReplayConfig(min_replay_size=100, max_replay_size=10))
   with pytest.raises(ConfigError, match=r'MPOConfig\.pac=0\.5 is invalid: must be a PACConfig'):
     MPOConfig(pac=0.5)
+  with pytest.raises(ConfigError, match=r'replay\.batches_per_draw=0 is invalid: must be an int'):
+    MPOConfig.from_dict({'replay.batches_per_draw': 0})
 
 
 def test_dotted_overrides_apply_over_a_preset():
@@ -189,7 +193,7 @@ def test_legacy_flat_keys_of_stored_runs_still_load():
     assert _get(config, path) == value, key
   assert config.policy_layer_sizes == (64, 64) and config.num_atoms == 11
   # Runs stored before packed items resume with the five columns their tables hold.
-  assert config.replay.packed_items is False
+  assert config.replay.packed_items is False and config.replay.batches_per_draw == 1
   # Every legacy key of MPOConfig is covered above.
   assert set(MPOConfig.legacy_keys) == set(LEGACY)
 

@@ -11,7 +11,6 @@ import sys
 
 import pytest
 
-from agents.replay_pipeline import STATE_BATCHES_PER_DRAW
 from experiments.throughput.actor import bench_actor
 from experiments.throughput.e2e import E2E_FIELDS, bench_e2e
 from experiments.throughput.learner import bench_learner
@@ -102,14 +101,15 @@ def test_learner(tmp_path):
   _check(tmp_path, 'learner', ('learner_pipeline',))
 
 
-def test_learner_layouts_time_the_three_pipelines_against_memory():
-  from experiments.throughput.learner_layouts import PIPELINES, measure
+def test_learner_layouts_time_the_three_pipelines_against_memory(tmp_path):
+  from experiments.throughput.learner_layouts import PIPELINES, measure, plot
 
   rows = measure(TASK, rounds=1, seconds=0.05, fill=32, agent=TINY)
   assert [r['pipeline'] for r in rows] == [name for name, _, _ in PIPELINES]
-  assert [r['batches_a_draw'] for r in rows] == [1, 1, STATE_BATCHES_PER_DRAW]
+  assert [r['batches_a_draw'] for r in rows] == [1, 1, 4]  # The cpu preset's draws.
   for row in rows:
     assert math.isfinite(row['ratio']) and row['ratio'] > 0, row
+  assert plot(rows, tmp_path / 'layouts.png').read_bytes().startswith(b'\x89PNG')
 
 
 # Stands in for collect_infer: counts in counter.json, one "node" child whose stdout is

@@ -21,6 +21,7 @@ import pytest
 import reverb
 import tree
 
+from agents import packed_items
 from agents.replay_pipeline import EXTERNAL_TABLE
 from launch.robot.wire import EPISODE_KEY
 from launch.store.episodes import EpisodeStore
@@ -346,9 +347,12 @@ def test_a_robot_acts_for_a_program_of_several_bodies(tmp_path, monkeypatch):
       assert episode.actions.shape == (EPISODE_STEPS, 1)
     # Replay holds them placed: cartpole's slot (0:5), point_mass's zeros (5:9), the task's
     # one-hot (9:11); actions in dimension 0 of 3, point_mass's two zero.
+    replay_config = json.loads((run_dir / 'config.json').read_text())['agent']['replay']
+    assert replay_config['packed_items']  # The cpu preset's: an item is one float32 row.
     for sample in external_samples(book, program, EPISODE_STEPS, 16):
-      # The flattened n-step transition: observation, action, reward, discount, next one.
-      observation, action = (np.asarray(x) for x in sample.data[:2])
+      # The n-step transition: observation, action, reward, discount, next observation.
+      (row,) = sample.data
+      observation, action = (x[0] for x in packed_items.unpack(np.asarray(row)[None], 11, 3)[:2])
       assert observation.shape == (11,) and action.shape == (3,), (observation, action)
       np.testing.assert_array_equal(observation[5:], [0, 0, 0, 0, 1, 0])
       np.testing.assert_array_equal(action[1:], [0, 0])
